@@ -1,0 +1,56 @@
+# allocd: `make run` serves the demo, `make test` runs every test. Both set up
+# everything they need (virtualenv, dependencies, generated protobuf code) first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+GEN := service/_generated
+PROTOS := $(wildcard protos/allocd/v1/*.proto)
+INSTALLED := $(VENV)/.installed
+GENERATED := $(GEN)/.generated
+BUF := node_modules/.bin/buf
+
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: setup run test lint bench gen clean
+
+setup: $(INSTALLED) $(GENERATED)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Code generation needs only grpcio-tools; the project install needs the generated package.
+$(GENERATED): $(PROTOS) $(PY) scripts/gen_protos.py
+	$(BIN)/pip install --quiet 'grpcio-tools>=1.66' 'mypy-protobuf>=3.6'
+	$(PY) scripts/gen_protos.py
+	@touch $@
+
+$(INSTALLED): pyproject.toml $(GENERATED)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+gen: $(GENERATED)
+
+run: setup
+	$(BIN)/allocd serve --demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+$(BUF): package.json
+	npm install --silent --no-audit --no-fund
+	@touch $@
+
+lint: setup $(BUF)
+	$(BIN)/ruff check core service bench tests scripts
+	$(BIN)/mypy core service
+	$(BUF) lint
+
+bench: setup
+	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+
+clean:
+	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info

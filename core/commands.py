@@ -1,0 +1,175 @@
+"""Commands: what a caller asks the ledger to do, in external ids. Imperative, frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptLine:
+    sku_id: str
+    node_id: str
+    quantity: int
+    to_bucket: Bucket = Bucket.AVAILABLE
+    inbound_reference: str = ""  # consume an expected inbound / transfer instead of new units
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveStock:
+    lines: tuple[ReceiptLine, ...]
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLine:
+    sku_id: str
+    node_id: str
+    quantity: int
+    expected_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectInbound:
+    reference: str
+    lines: tuple[InboundLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustLine:
+    sku_id: str
+    node_id: str
+    delta: int
+    reason: AdjustReason
+    bucket: Bucket = Bucket.AVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustStock:
+    lines: tuple[AdjustLine, ...]
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLine:
+    sku_id: str
+    node_id: str
+    quantity: int
+    from_bucket: Bucket
+    to_bucket: Bucket
+
+
+@dataclass(frozen=True, slots=True)
+class MoveStock:
+    lines: tuple[MoveLine, ...]
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLine:
+    sku_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStock:
+    transfer_id: str
+    from_node_id: str
+    to_node_id: str
+    expected_ms: int
+    lines: tuple[TransferLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveLine:
+    sku_id: str
+    node_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveStock:
+    reservation_id: str
+    channel_id: str
+    expires_ms: int
+    lines: tuple[ReserveLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseReservation:
+    reservation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireReservations:
+    """Release every reservation whose expiry is at or before the command's time."""
+
+
+@dataclass(frozen=True, slots=True)
+class CountLine:
+    sku_id: str
+    node_id: str
+    counted: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitCycleCount:
+    lines: tuple[CountLine, ...]
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetSafetyStock:
+    """Safety stock for a scope: both ids empty is the network default, one of them
+    empty a node or SKU default, both set one (SKU, node). `quantity` None clears it."""
+
+    sku_id: str
+    node_id: str
+    quantity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FenceLine:
+    sku_id: str
+    node_id: str
+    channel_id: str
+    quantity: int  # 0 removes the fence
+
+
+@dataclass(frozen=True, slots=True)
+class SetRingFence:
+    lines: tuple[FenceLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertSkus:
+    skus: tuple[SkuSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertNodes:
+    nodes: tuple[NodeSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertChannels:
+    channels: tuple[ChannelSpec, ...]
+
+
+Command = (
+    ReceiveStock
+    | ExpectInbound
+    | AdjustStock
+    | MoveStock
+    | TransferStock
+    | ReserveStock
+    | ReleaseReservation
+    | ExpireReservations
+    | SubmitCycleCount
+    | SetSafetyStock
+    | SetRingFence
+    | UpsertSkus
+    | UpsertNodes
+    | UpsertChannels
+)

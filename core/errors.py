@@ -1,0 +1,36 @@
+"""Domain errors. The service maps each class to one canonical gRPC status."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class; `field` names the offending input where there is one."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgument(DomainError):
+    """The request itself is malformed, whatever the state."""
+
+
+class NotFound(DomainError):
+    """A referenced entity (SKU, node, reservation ...) does not exist."""
+
+
+class AlreadyExists(DomainError):
+    """The entity to create exists already."""
+
+
+class FailedPrecondition(DomainError):
+    """The request is well formed but the current state forbids it (e.g. not enough stock)."""
+
+
+class LimitExceeded(DomainError):
+    """A configured limit (lines per request, ...) was exceeded."""
+
+
+class InvariantViolation(Exception):
+    """A ledger invariant would break. Never expected: validation precedes every change."""

@@ -1,0 +1,364 @@
+"""The sharded inventory ledger: state, and the one deterministic function that changes it.
+
+Quantities live in int32 arrays `qty[sku_local, node, bucket]`, one per shard;
+a SKU with dense index d lives in shard d % n_shards at local row d // n_shards.
+Every change is an `Event`; `Ledger.apply` is the only code that mutates state,
+so replaying the same events from the same snapshot gives the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.catalog import MAX_CHANNELS, Catalog
+from core.errors import FailedPrecondition, InvariantViolation
+from core.kernels._ledger import _apply_moves, _bucket_totals, _revert_moves
+from core.model import (
+    N_BUCKETS,
+    Bucket,
+    ChannelSpec,
+    Event,
+    EventKind,
+    NodeSpec,
+    SkuSpec,
+)
+from core.reservations import ReservationBook
+
+_EMPTY_2D = np.zeros((0, 0), dtype=np.int32)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    n_shards: int = 16
+    # A cycle-count variance above this many units is held (quarantined) for approval.
+    count_hold_units: int = 5
+    partition: str = "default"
+
+
+@dataclass(slots=True)
+class InboundLine:
+    remaining: int
+    expected_ms: int
+
+
+@dataclass(slots=True)
+class HeldVariance:
+    exception_id: str
+    sku: int
+    node: int
+    expected: int
+    counted: int
+    held: int
+    time_ms: int
+
+
+class Shard:
+    """One SKU-hashed slice of the ledger with its policy arrays."""
+
+    def __init__(self, node_capacity: int) -> None:
+        self.n_skus = 0
+        self.qty = np.zeros((0, node_capacity, N_BUCKETS), dtype=np.int32)
+        self.sku_safety = np.zeros(0, dtype=np.int32)  # -1: inherit
+        self.safety_override = _EMPTY_2D  # [sku, node], allocated on first use; -1: inherit
+        self.fence_row = _EMPTY_2D  # [sku, node] -> row of fence_qty, -1: none
+        self.fence_qty = np.zeros((0, MAX_CHANNELS + 1), dtype=np.int32)  # last col = total
+        self.n_fence_rows = 0
+
+    @property
+    def node_capacity(self) -> int:
+        return int(self.qty.shape[1])
+
+    def ensure_rows(self, rows: int) -> None:
+        capacity = self.qty.shape[0]
+        if rows <= capacity:
+            return
+        capacity = max(rows, capacity + capacity // 2, 64)
+        self.qty = _resized(self.qty, (capacity, *self.qty.shape[1:]), 0)
+        self.sku_safety = _resized(self.sku_safety, (capacity,), -1)
+        if self.safety_override.shape[0]:
+            self.safety_override = _resized(
+                self.safety_override, (capacity, self.node_capacity), -1)
+        if self.fence_row.shape[0]:
+            self.fence_row = _resized(self.fence_row, (capacity, self.node_capacity), -1)
+
+    def ensure_nodes(self, node_capacity: int) -> None:
+        if node_capacity <= self.node_capacity:
+            return
+        rows = self.qty.shape[0]
+        self.qty = _resized(self.qty, (rows, node_capacity, N_BUCKETS), 0)
+        if self.safety_override.shape[0]:
+            self.safety_override = _resized(self.safety_override, (rows, node_capacity), -1)
+        if self.fence_row.shape[0]:
+            self.fence_row = _resized(self.fence_row, (rows, node_capacity), -1)
+
+    def set_override(self, local: int, node: int, value: int) -> None:
+        if not self.safety_override.shape[0]:
+            self.safety_override = np.full(
+                (self.qty.shape[0], self.node_capacity), -1, dtype=np.int32)
+        self.safety_override[local, node] = value
+
+    def set_fence(self, local: int, node: int, channel: int, value: int) -> None:
+        if not self.fence_row.shape[0]:
+            self.fence_row = np.full((self.qty.shape[0], self.node_capacity), -1, dtype=np.int32)
+        row = int(self.fence_row[local, node])
+        if row < 0:
+            if value == 0:
+                return
+            if self.n_fence_rows == self.fence_qty.shape[0]:
+                self.fence_qty = _resized(
+                    self.fence_qty, (max(16, 2 * self.n_fence_rows), MAX_CHANNELS + 1), 0)
+            row = self.n_fence_rows
+            self.n_fence_rows += 1
+            self.fence_row[local, node] = row
+        self.fence_qty[row, MAX_CHANNELS] += value - self.fence_qty[row, channel]
+        self.fence_qty[row, channel] = value
+
+    def fences(self, local: int, node: int) -> dict[int, int]:
+        if not self.fence_row.shape[0] or self.fence_row[local, node] < 0:
+            return {}
+        row = self.fence_qty[self.fence_row[local, node], :MAX_CHANNELS]
+        return {int(c): int(row[c]) for c in np.flatnonzero(row)}
+
+
+def _resized(array: np.ndarray, shape: tuple[int, ...], fill: int) -> np.ndarray:
+    out = np.full(shape, fill, dtype=array.dtype)
+    out[tuple(slice(0, d) for d in array.shape)] = array
+    return out
+
+
+class Ledger:
+    def __init__(self, settings: LedgerSettings | None = None) -> None:
+        self.settings = settings or LedgerSettings()
+        self.n_shards = self.settings.n_shards
+        self.catalog = Catalog()
+        self.shards = [Shard(node_capacity=4) for _ in range(self.n_shards)]
+        self.node_safety = np.full(4, -1, dtype=np.int32)
+        self.network_safety = 0
+        self.reservations = ReservationBook()
+        self.inbound: dict[tuple[str, int, int], InboundLine] = {}
+        self.inbound_by_sku: dict[int, set[tuple[str, int, int]]] = {}
+        self.held_variances: dict[str, HeldVariance] = {}
+        self.last_seq = 0
+        self.units_in = 0  # units that entered from outside, ever
+        self.units_out = 0  # units that left to outside, ever
+
+    # ---- addressing ---------------------------------------------------------
+    def locate(self, sku: int) -> tuple[Shard, int]:
+        return self.shards[sku % self.n_shards], sku // self.n_shards
+
+    def quantity(self, sku: int, node: int, bucket: Bucket) -> int:
+        shard, local = self.locate(sku)
+        return int(shard.qty[local, node, bucket])
+
+    def buckets(self, sku: int, node: int) -> np.ndarray:
+        shard, local = self.locate(sku)
+        return shard.qty[local, node].copy()
+
+    def safety_stock(self, sku: int, node: int) -> int:
+        shard, local = self.locate(sku)
+        if shard.safety_override.shape[0] and shard.safety_override[local, node] >= 0:
+            return int(shard.safety_override[local, node])
+        if shard.sku_safety[local] >= 0:
+            return int(shard.sku_safety[local])
+        if self.node_safety[node] >= 0:
+            return int(self.node_safety[node])
+        return self.network_safety
+
+    # ---- the one mutation path -------------------------------------------------
+    def apply(self, events: Sequence[Event], floors: Sequence[int] | None = None) -> None:
+        """Apply events in order, all or nothing for bucket moves.
+
+        `floors[i]`, when given, is the least that may remain in event i's source
+        bucket (safety stock and other channels' fences for a sale). Replay passes
+        none: a logged event was valid when it was made. Raises FailedPrecondition
+        (with `.index` of the refused event) if a move would break a floor or make a
+        bucket negative; nothing is changed then.
+        """
+        if events and events[0].seq != self.last_seq + 1:
+            raise InvariantViolation(
+                f"event {events[0].seq} does not follow {self.last_seq}")
+        run_start = 0
+        for i, event in enumerate(events):
+            if not event.is_move:
+                self._apply_moves(events, run_start, i, floors)
+                self._apply_other(event)
+                run_start = i + 1
+        self._apply_moves(events, run_start, len(events), floors)
+        for event in events:
+            if event.is_move:
+                self._apply_side_effects(event)
+        if events:
+            self.last_seq = events[-1].seq
+
+    def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
+                     floors: Sequence[int] | None) -> None:
+        if start >= stop:
+            return
+        per_shard: dict[int, list[int]] = {}
+        for i in range(start, stop):
+            per_shard.setdefault(events[i].sku % self.n_shards, []).append(i)
+        done: list[tuple[Shard, tuple[np.ndarray, ...]]] = []
+        for shard_no in sorted(per_shard):
+            idx = per_shard[shard_no]
+            shard = self.shards[shard_no]
+            batch = [events[i] for i in idx]
+            arrays = (
+                np.fromiter((e.sku // self.n_shards for e in batch), np.int64, len(batch)),
+                np.fromiter((e.node for e in batch), np.int64, len(batch)),
+                np.fromiter((e.from_bucket for e in batch), np.int64, len(batch)),
+                np.fromiter((e.to_bucket for e in batch), np.int64, len(batch)),
+                np.fromiter((e.quantity for e in batch), np.int64, len(batch)),
+            )
+            floor = (np.zeros(len(batch), np.int64) if floors is None
+                     else np.fromiter((floors[i] for i in idx), np.int64, len(batch)))
+            refused = _apply_moves(shard.qty, *arrays, floor)
+            if refused >= 0:
+                for undo_shard, undo in reversed(done):
+                    _revert_moves(undo_shard.qty, *undo, len(undo[0]))
+                error = FailedPrecondition(
+                    self._refusal_message(batch[refused], int(floor[refused])))
+                error.index = idx[refused]  # type: ignore[attr-defined]
+                if floors is None:
+                    raise InvariantViolation(error.message)
+                raise error
+            done.append((shard, arrays))
+        self._count_external(events[start:stop])
+
+    def _count_external(self, events: Iterable[Event]) -> None:
+        for e in events:
+            if e.from_bucket == Bucket.EXTERNAL:
+                self.units_in += e.quantity
+            if e.to_bucket == Bucket.EXTERNAL:
+                self.units_out += e.quantity
+
+    def _refusal_message(self, event: Event, floor: int) -> str:
+        sku = self.catalog.sku_ids[event.sku]
+        node = self.catalog.nodes[event.node].node_id
+        if event.from_bucket != Bucket.EXTERNAL:
+            have = self.quantity(event.sku, event.node, event.from_bucket)
+            if have - event.quantity < 0 or floor == 0:
+                return (f"not enough {event.from_bucket.name} stock of {sku!r} at {node!r}: "
+                        f"{have} on hand, {event.quantity} asked")
+            return (f"not enough sellable stock of {sku!r} at {node!r}: {have} AVAILABLE, "
+                    f"{floor} held back (safety stock and other channels' fences), "
+                    f"{event.quantity} asked")
+        return f"{event.to_bucket.name} of {sku!r} at {node!r} would exceed the int32 limit"
+
+    def _apply_side_effects(self, e: Event) -> None:
+        kind = e.kind
+        if kind == EventKind.RESERVED:
+            self.reservations.add(e.reference, e.sku, e.node, e.quantity, e.channel, e.due_ms)
+        elif kind in (EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED):
+            self.reservations.remove(e.reference, e.sku, e.node, e.quantity)
+        elif kind in (EventKind.INBOUND_EXPECTED, EventKind.TRANSFER_IN_TRANSIT):
+            key = (e.reference, e.sku, e.node)
+            line = self.inbound.get(key)
+            if line is None:
+                self.inbound[key] = InboundLine(e.quantity, e.due_ms)
+                self.inbound_by_sku.setdefault(e.sku, set()).add(key)
+            else:
+                line.remaining += e.quantity
+                line.expected_ms = e.due_ms
+        elif kind == EventKind.INBOUND_RECEIVED:
+            key = (e.reference, e.sku, e.node)
+            line = self.inbound[key]
+            line.remaining -= e.quantity
+            if line.remaining == 0:
+                del self.inbound[key]
+                keys = self.inbound_by_sku[e.sku]
+                keys.discard(key)
+                if not keys:
+                    del self.inbound_by_sku[e.sku]
+        elif kind == EventKind.COUNT_VARIANCE_HELD:
+            held = self.held_variances.get(e.reference)
+            if held is None:
+                self.held_variances[e.reference] = HeldVariance(
+                    e.reference, e.sku, e.node, e.expected, e.counted, e.quantity, e.time_ms)
+
+    def _apply_other(self, e: Event) -> None:
+        kind = e.kind
+        if kind == EventKind.SKU_UPSERTED:
+            assert isinstance(e.payload, SkuSpec)
+            self.catalog.put_sku(e.payload, e.sku)
+            shard, local = self.locate(e.sku)
+            shard.ensure_rows(local + 1)
+            shard.n_skus = max(shard.n_skus, local + 1)
+        elif kind == EventKind.NODE_UPSERTED:
+            assert isinstance(e.payload, NodeSpec)
+            self.catalog.put_node(e.payload, e.node)
+            self._ensure_nodes(self.catalog.n_nodes)
+        elif kind == EventKind.CHANNEL_UPSERTED:
+            assert isinstance(e.payload, ChannelSpec)
+            self.catalog.put_channel(e.payload, e.channel)
+        elif kind == EventKind.SAFETY_STOCK_SET:
+            value = e.quantity  # -1 clears (inherit)
+            if e.sku < 0 and e.node < 0:
+                self.network_safety = max(value, 0)
+            elif e.sku < 0:
+                self.node_safety[e.node] = value
+            else:
+                shard, local = self.locate(e.sku)
+                if e.node < 0:
+                    shard.sku_safety[local] = value
+                else:
+                    shard.set_override(local, e.node, value)
+        elif kind == EventKind.RING_FENCE_SET:
+            shard, local = self.locate(e.sku)
+            shard.set_fence(local, e.node, e.channel, e.quantity)
+        else:  # pragma: no cover - every kind is handled above
+            raise InvariantViolation(f"unhandled event kind {kind!r}")
+
+    def _ensure_nodes(self, n_nodes: int) -> None:
+        capacity = self.shards[0].node_capacity
+        if n_nodes <= capacity:
+            return
+        while capacity < n_nodes:
+            capacity *= 2
+        for shard in self.shards:
+            shard.ensure_nodes(capacity)
+        self.node_safety = _resized(self.node_safety, (capacity,), -1)
+
+    # ---- whole-ledger views --------------------------------------------------
+    def bucket_totals(self) -> np.ndarray:
+        totals = np.zeros(N_BUCKETS, dtype=np.int64)
+        for shard in self.shards:
+            _bucket_totals(shard.qty, shard.n_skus, self.catalog.n_nodes, totals)
+        return totals
+
+    def min_quantity(self) -> int:
+        n_nodes = self.catalog.n_nodes
+        lows = [int(s.qty[: s.n_skus, :n_nodes].min()) for s in self.shards
+                if s.n_skus and n_nodes]
+        return min(lows, default=0)
+
+    def checksum(self) -> str:
+        """A digest of the whole state: equal digests mean equal ledgers."""
+        h = hashlib.blake2b(digest_size=16)
+        n_nodes = self.catalog.n_nodes
+        h.update(f"{self.last_seq}|{n_nodes}|{self.catalog.n_skus}|{self.network_safety}".encode())
+        for shard in self.shards:
+            h.update(np.ascontiguousarray(shard.qty[: shard.n_skus, :n_nodes]).tobytes())
+            h.update(shard.sku_safety[: shard.n_skus].tobytes())
+            if shard.safety_override.shape[0]:
+                h.update(np.ascontiguousarray(
+                    shard.safety_override[: shard.n_skus, :n_nodes]).tobytes())
+            if shard.fence_row.shape[0]:
+                for local, node in zip(*np.nonzero(shard.fence_row[: shard.n_skus] >= 0),
+                                       strict=True):
+                    h.update(repr((int(local), int(node), shard.fences(local, node))).encode())
+        h.update(self.node_safety[:n_nodes].tobytes())
+        for rid in sorted(self.reservations.by_id):
+            record = self.reservations.by_id[rid]
+            h.update(repr((rid, record.channel, record.expires_ms,
+                           self.reservations.lines(rid))).encode())
+        for key in sorted(self.inbound):
+            line = self.inbound[key]
+            h.update(repr((key, line.remaining, line.expected_ms)).encode())
+        for key in sorted(self.held_variances):
+            h.update(repr(self.held_variances[key]).encode())
+        h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
+        return h.hexdigest()

@@ -1,0 +1,130 @@
+"""Buckets, event kinds and the ledger event: the vocabulary every other module shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Bucket(IntEnum):
+    """Disjoint states a unit at a node can be in. EXTERNAL is the world outside the ledger."""
+
+    EXTERNAL = -1
+    AVAILABLE = 0
+    RESERVED = 1
+    ALLOCATED = 2
+    QUARANTINED = 3
+    RETURNED = 4
+    IN_TRANSIT = 5
+
+
+N_BUCKETS = 6
+QTY_MAX = 2**31 - 1  # quantities are stored as int32
+
+
+class NodeType(IntEnum):
+    OWNED_DC = 1
+    THIRD_PARTY = 2
+    STORE = 3
+    DROP_SHIP = 4
+
+
+class AdjustReason(IntEnum):
+    DAMAGE = 1
+    SHRINKAGE = 2
+    FOUND = 3
+    CORRECTION = 4
+
+
+class EventKind(IntEnum):
+    RECEIVED = 1
+    ADJUSTED = 2
+    MOVED = 3
+    TRANSFER_SHIPPED = 4
+    TRANSFER_IN_TRANSIT = 5
+    INBOUND_EXPECTED = 6
+    INBOUND_RECEIVED = 7
+    RESERVED = 8
+    RESERVATION_RELEASED = 9
+    RESERVATION_EXPIRED = 10
+    COUNT_ADJUSTED = 11
+    COUNT_VARIANCE_HELD = 12
+    SAFETY_STOCK_SET = 13
+    RING_FENCE_SET = 14
+    SKU_UPSERTED = 15
+    NODE_UPSERTED = 16
+    CHANNEL_UPSERTED = 17
+
+
+#: Kinds that move units between the ledger and the outside world but are
+#: internal to the network as a pair (a transfer leaves one node, arrives at another).
+TRANSFER_KINDS = frozenset({EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT})
+POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET})
+CATALOG_KINDS = frozenset(
+    {EventKind.SKU_UPSERTED, EventKind.NODE_UPSERTED, EventKind.CHANNEL_UPSERTED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SkuSpec:
+    sku_id: str
+    name: str = ""
+    weight_lb: float = 0.0
+    length_in: float = 0.0
+    width_in: float = 0.0
+    height_in: float = 0.0
+    unit_cost_micros: int = 0
+    price_micros: int = 0
+    category: str = ""
+    substitution_group: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    node_id: str
+    name: str = ""
+    node_type: NodeType = NodeType.OWNED_DC
+    latitude: float = 0.0
+    longitude: float = 0.0
+    daily_capacity: int = 0
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    channel_id: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change to the ledger. `apply` of the same events always gives the same state.
+
+    Bucket moves use `from_bucket`/`to_bucket` (EXTERNAL for the outside world).
+    Policy events (safety stock, ring-fence) carry their new value in `quantity`,
+    with -1 in `sku`/`node` meaning "every SKU/node" and -1 in `quantity` clearing it.
+    Catalogue events carry their spec in `payload` and the dense index in `sku`/`node`/`channel`.
+    `due_ms` is a reservation's expiry or an inbound's expected arrival.
+
+    """
+
+    seq: int
+    kind: EventKind
+    sku: int = -1
+    node: int = -1
+    from_bucket: Bucket = Bucket.EXTERNAL
+    to_bucket: Bucket = Bucket.EXTERNAL
+    quantity: int = 0
+    reference: str = ""
+    request_id: str = ""
+    time_ms: int = 0
+    channel: int = -1
+    due_ms: int = 0
+    reason: int = 0  # AdjustReason of an adjustment
+    counted: int = -1  # cycle count: the quantity counted
+    expected: int = -1  # cycle count: the quantity the ledger expected on the shelf
+    payload: SkuSpec | NodeSpec | ChannelSpec | None = None
+
+    @property
+    def is_move(self) -> bool:
+        return self.kind not in POLICY_KINDS and self.kind not in CATALOG_KINDS

@@ -1,0 +1,457 @@
+"""Command handlers: validate a command against the ledger, plan its events, apply them.
+
+A handler never mutates state itself: it returns events, and `execute` hands
+them to `Ledger.apply`, which applies all of them or none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core import commands as c
+from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.kernels._ledger import _sale_floors
+from core.ledger import Ledger
+from core.model import QTY_MAX, AdjustReason, Bucket, Event, EventKind
+
+#: Buckets an operator may adjust or move between directly. The others are owned by
+#: records (reservations, orders, inbound) and change only through their operations.
+FREE_BUCKETS = frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED, Bucket.RETURNED})
+MAX_ID_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    reservation_id: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    released: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    reservation_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CountOutcome:
+    sku_id: str
+    node_id: str
+    expected: int
+    counted: int
+    variance: int
+    adjusted: int  # units booked as an adjustment
+    held: int  # units quarantined pending approval
+    exception_id: str  # set when the variance was held for approval
+
+
+@dataclass(frozen=True, slots=True)
+class CountResult:
+    lines: tuple[CountOutcome, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    events: tuple[Event, ...]
+    detail: Any = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    ledger: Ledger
+    request_id: str
+    now_ms: int
+    events: list[Event] = field(default_factory=list)
+    floors: list[int] | None = None
+
+    def add(self, kind: EventKind, **fields: Any) -> Event:
+        event = Event(seq=self.ledger.last_seq + 1 + len(self.events), kind=kind,
+                      request_id=self.request_id, time_ms=self.now_ms, **fields)
+        self.events.append(event)
+        return event
+
+
+# ---- validation helpers --------------------------------------------------------
+def _quantity(value: int, field_name: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field_name} must be an integer", field_name)
+    low = 0 if allow_zero else 1
+    if value < low or value > QTY_MAX:
+        raise InvalidArgument(
+            f"{field_name} must be between {low} and {QTY_MAX}, got {value}", field_name)
+    return value
+
+
+def _identifier(value: str, field_name: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field_name} is required", field_name)
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"{field_name} is longer than {MAX_ID_LENGTH}", field_name)
+    if any(ch.isspace() and ch != " " or not ch.isprintable() for ch in value):
+        raise InvalidArgument(f"{field_name} contains control characters", field_name)
+    return value
+
+
+def _lines(lines: Sequence[Any]) -> None:
+    if not lines:
+        raise InvalidArgument("lines must not be empty", "lines")
+
+
+def _finite(value: float, field_name: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{field_name} must be a finite number >= 0", field_name)
+    return value
+
+
+def _bucket(value: Bucket, allowed: frozenset[Bucket], field_name: str) -> Bucket:
+    if value not in allowed:
+        names = ", ".join(sorted(b.name for b in allowed))
+        raise InvalidArgument(f"{field_name} must be one of {names}", field_name)
+    return value
+
+
+# ---- handlers --------------------------------------------------------------------
+def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    consumed: dict[tuple[str, int, int], int] = {}
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity")
+        to = _bucket(line.to_bucket, frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED}),
+                     f"lines[{i}].to_bucket")
+        if line.inbound_reference:
+            key = (line.inbound_reference, sku, node)
+            inbound = p.ledger.inbound.get(key)
+            if inbound is None:
+                raise NotFound(
+                    f"no inbound {line.inbound_reference!r} of {line.sku_id!r} "
+                    f"at {line.node_id!r}", f"lines[{i}].inbound_reference")
+            consumed[key] = consumed.get(key, 0) + qty
+            if consumed[key] > inbound.remaining:
+                raise FailedPrecondition(
+                    f"inbound {line.inbound_reference!r} has {inbound.remaining} units of "
+                    f"{line.sku_id!r} still in transit, {consumed[key]} received",
+                    f"lines[{i}].quantity")
+            p.add(EventKind.INBOUND_RECEIVED, sku=sku, node=node,
+                  from_bucket=Bucket.IN_TRANSIT, to_bucket=to, quantity=qty,
+                  reference=line.inbound_reference)
+        else:
+            p.add(EventKind.RECEIVED, sku=sku, node=node, to_bucket=to, quantity=qty,
+                  reference=cmd.reference)
+
+
+def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
+    _identifier(cmd.reference, "reference")
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity")
+        if line.expected_ms <= 0:
+            raise InvalidArgument("expected time is required", f"lines[{i}].expected_time")
+        p.add(EventKind.INBOUND_EXPECTED, sku=sku, node=node, to_bucket=Bucket.IN_TRANSIT,
+              quantity=qty, reference=cmd.reference, due_ms=line.expected_ms)
+
+
+_REASON_SIGN = {AdjustReason.DAMAGE: -1, AdjustReason.SHRINKAGE: -1, AdjustReason.FOUND: 1}
+
+
+def _adjust(p: _Plan, cmd: c.AdjustStock) -> None:
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        if line.reason not in tuple(AdjustReason):
+            raise InvalidArgument("reason is required", f"lines[{i}].reason")
+        if line.delta == 0:
+            raise InvalidArgument("delta must not be zero", f"lines[{i}].delta")
+        _quantity(abs(line.delta), f"lines[{i}].delta")
+        sign = _REASON_SIGN.get(line.reason)
+        if sign is not None and (line.delta > 0) != (sign > 0):
+            raise InvalidArgument(
+                f"a {line.reason.name} adjustment must be {'positive' if sign > 0 else 'negative'}",
+                f"lines[{i}].delta")
+        bucket = _bucket(line.bucket, FREE_BUCKETS, f"lines[{i}].bucket")
+        into = line.delta > 0
+        p.add(EventKind.ADJUSTED, sku=sku, node=node,
+              from_bucket=Bucket.EXTERNAL if into else bucket,
+              to_bucket=bucket if into else Bucket.EXTERNAL,
+              quantity=abs(line.delta), reference=cmd.reference, reason=int(line.reason))
+
+
+def _move(p: _Plan, cmd: c.MoveStock) -> None:
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity")
+        src = _bucket(line.from_bucket, FREE_BUCKETS, f"lines[{i}].from_bucket")
+        dst = _bucket(line.to_bucket, FREE_BUCKETS, f"lines[{i}].to_bucket")
+        if src == dst:
+            raise InvalidArgument("from_bucket and to_bucket must differ", f"lines[{i}].to_bucket")
+        p.add(EventKind.MOVED, sku=sku, node=node, from_bucket=src, to_bucket=dst,
+              quantity=qty, reference=cmd.reference)
+
+
+def _transfer(p: _Plan, cmd: c.TransferStock) -> None:
+    _identifier(cmd.transfer_id, "transfer_id")
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    src = cat.node(cmd.from_node_id, "from_node_id")
+    dst = cat.node(cmd.to_node_id, "to_node_id")
+    if src == dst:
+        raise InvalidArgument("from_node_id and to_node_id must differ", "to_node_id")
+    if cmd.expected_ms <= 0:
+        raise InvalidArgument("expected arrival time is required", "expected_time")
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity")
+        if (cmd.transfer_id, sku, dst) in p.ledger.inbound:
+            raise AlreadyExists(f"transfer {cmd.transfer_id!r} exists already", "transfer_id")
+        p.add(EventKind.TRANSFER_SHIPPED, sku=sku, node=src, from_bucket=Bucket.AVAILABLE,
+              quantity=qty, reference=cmd.transfer_id)
+        p.add(EventKind.TRANSFER_IN_TRANSIT, sku=sku, node=dst, to_bucket=Bucket.IN_TRANSIT,
+              quantity=qty, reference=cmd.transfer_id, due_ms=cmd.expected_ms)
+
+
+def _reserve(p: _Plan, cmd: c.ReserveStock) -> ReserveResult:
+    ledger = p.ledger
+    cat = ledger.catalog
+    _identifier(cmd.reservation_id, "reservation_id")
+    if cmd.reservation_id in ledger.reservations.by_id:
+        raise AlreadyExists(f"reservation {cmd.reservation_id!r} exists already",
+                            "reservation_id")
+    channel = cat.channel(cmd.channel_id)
+    if cmd.expires_ms <= p.now_ms:
+        raise InvalidArgument("expiry must be in the future", "expire_time")
+    _lines(cmd.lines)
+    skus = np.empty(len(cmd.lines), np.int64)
+    nodes = np.empty(len(cmd.lines), np.int64)
+    for i, line in enumerate(cmd.lines):
+        skus[i] = sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        nodes[i] = node = cat.node(line.node_id, f"lines[{i}].node_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity")
+        if not cat.nodes[node].enabled:
+            raise FailedPrecondition(f"node {line.node_id!r} is disabled",
+                                     f"lines[{i}].node_id")
+        p.add(EventKind.RESERVED, sku=sku, node=node, from_bucket=Bucket.AVAILABLE,
+              to_bucket=Bucket.RESERVED, quantity=qty, reference=cmd.reservation_id,
+              channel=channel, due_ms=cmd.expires_ms)
+    p.floors = sale_floors(ledger, skus, nodes, channel).tolist()
+    return ReserveResult(cmd.reservation_id, cmd.expires_ms)
+
+
+def sale_floors(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray, channel: int) -> np.ndarray:
+    """What must remain AVAILABLE at each (sku, node) after a sale to `channel`:
+    safety stock plus units ring-fenced for other channels (one rule for every sale)."""
+    out = np.zeros(len(skus), np.int64)
+    shard_of = skus % ledger.n_shards
+    local = skus // ledger.n_shards
+    for shard_no in np.unique(shard_of):
+        mask = shard_of == shard_no
+        shard = ledger.shards[int(shard_no)]
+        part = np.zeros(int(mask.sum()), np.int64)
+        _sale_floors(local[mask], nodes[mask], channel, shard.sku_safety, shard.safety_override,
+                     ledger.node_safety, ledger.network_safety, shard.fence_row,
+                     shard.fence_qty, part)
+        out[mask] = part
+    return out
+
+
+def _release_events(p: _Plan, reservation_id: str, kind: EventKind) -> int:
+    released = 0
+    for sku, node, qty in p.ledger.reservations.lines(reservation_id):
+        p.add(kind, sku=sku, node=node, from_bucket=Bucket.RESERVED,
+              to_bucket=Bucket.AVAILABLE, quantity=qty, reference=reservation_id)
+        released += qty
+    return released
+
+
+def _release(p: _Plan, cmd: c.ReleaseReservation) -> ReleaseResult:
+    _identifier(cmd.reservation_id, "reservation_id")
+    if cmd.reservation_id not in p.ledger.reservations.by_id:
+        raise NotFound(f"no open reservation {cmd.reservation_id!r}", "reservation_id")
+    return ReleaseResult(_release_events(p, cmd.reservation_id, EventKind.RESERVATION_RELEASED))
+
+
+def _expire(p: _Plan, cmd: c.ExpireReservations) -> ExpireResult:
+    expired = p.ledger.reservations.expired(p.now_ms)
+    for reservation_id in expired:
+        _release_events(p, reservation_id, EventKind.RESERVATION_EXPIRED)
+    return ExpireResult(tuple(expired))
+
+
+def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
+    _lines(cmd.lines)
+    ledger = p.ledger
+    cat = ledger.catalog
+    seen: set[tuple[int, int]] = set()
+    outcomes = []
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        counted = _quantity(line.counted, f"lines[{i}].counted_quantity", allow_zero=True)
+        if (sku, node) in seen:
+            raise InvalidArgument("a SKU and node may be counted once per count",
+                                  f"lines[{i}]")
+        seen.add((sku, node))
+        levels = ledger.buckets(sku, node)
+        available = int(levels[Bucket.AVAILABLE])
+        expected = available + int(levels[Bucket.RESERVED]) + int(levels[Bucket.ALLOCATED])
+        variance = counted - expected
+        adjusted = held = 0
+        exception_id = ""
+        common = {"sku": sku, "node": node, "reference": cmd.reference, "counted": counted,
+                  "expected": expected}
+        if variance == 0:
+            pass
+        elif abs(variance) <= ledger.settings.count_hold_units and -variance <= available:
+            adjusted = variance
+            p.add(EventKind.COUNT_ADJUSTED, quantity=abs(variance),
+                  from_bucket=Bucket.EXTERNAL if variance > 0 else Bucket.AVAILABLE,
+                  to_bucket=Bucket.AVAILABLE if variance > 0 else Bucket.EXTERNAL, **common)
+        else:
+            # Too large to book silently: quarantine the difference and raise an
+            # exception for approval. Found units enter QUARANTINED; missing units
+            # leave AVAILABLE for QUARANTINED (as many as are still available).
+            held = variance if variance > 0 else min(-variance, available)
+            exception_id = f"count-{ledger.last_seq + 1 + len(p.events)}"
+            common["reference"] = exception_id
+            p.add(EventKind.COUNT_VARIANCE_HELD, quantity=held,
+                  from_bucket=Bucket.EXTERNAL if variance > 0 else Bucket.AVAILABLE,
+                  to_bucket=Bucket.QUARANTINED, **common)
+        outcomes.append(CountOutcome(line.sku_id, line.node_id, expected, counted, variance,
+                                     adjusted, held, exception_id))
+    return CountResult(tuple(outcomes))
+
+
+def _set_safety(p: _Plan, cmd: c.SetSafetyStock) -> None:
+    cat = p.ledger.catalog
+    sku = cat.sku(cmd.sku_id, "sku_id") if cmd.sku_id else -1
+    node = cat.node(cmd.node_id, "node_id") if cmd.node_id else -1
+    value = -1 if cmd.quantity is None else _quantity(cmd.quantity, "quantity", allow_zero=True)
+    p.add(EventKind.SAFETY_STOCK_SET, sku=sku, node=node, quantity=value)
+
+
+def _set_fence(p: _Plan, cmd: c.SetRingFence) -> None:
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        _identifier(line.channel_id, f"lines[{i}].channel_id")
+        channel = cat.channel(line.channel_id, f"lines[{i}].channel_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity", allow_zero=True)
+        p.add(EventKind.RING_FENCE_SET, sku=sku, node=node, channel=channel, quantity=qty)
+
+
+def _upsert_skus(p: _Plan, cmd: c.UpsertSkus) -> None:
+    if not cmd.skus:
+        raise InvalidArgument("skus must not be empty", "skus")
+    cat = p.ledger.catalog
+    seen: set[str] = set()
+    next_dense = cat.n_skus
+    for i, spec in enumerate(cmd.skus):
+        _identifier(spec.sku_id, f"skus[{i}].sku_id")
+        if spec.sku_id in seen:
+            raise InvalidArgument(f"SKU {spec.sku_id!r} appears twice", f"skus[{i}].sku_id")
+        seen.add(spec.sku_id)
+        for name in ("weight_lb", "length_in", "width_in", "height_in"):
+            _finite(getattr(spec, name), f"skus[{i}].{name}")
+        for name in ("unit_cost_micros", "price_micros"):
+            if getattr(spec, name) < 0:
+                raise InvalidArgument(f"skus[{i}].{name} must be >= 0", f"skus[{i}].{name}")
+        dense = cat.sku_index.get(spec.sku_id)
+        if dense is None:
+            dense = next_dense
+            next_dense += 1
+        p.add(EventKind.SKU_UPSERTED, sku=dense, payload=spec)
+    cat.reserve_skus(next_dense - cat.n_skus)
+
+
+def _upsert_nodes(p: _Plan, cmd: c.UpsertNodes) -> None:
+    if not cmd.nodes:
+        raise InvalidArgument("nodes must not be empty", "nodes")
+    cat = p.ledger.catalog
+    seen: set[str] = set()
+    next_dense = cat.n_nodes
+    for i, spec in enumerate(cmd.nodes):
+        _identifier(spec.node_id, f"nodes[{i}].node_id")
+        if spec.node_id in seen:
+            raise InvalidArgument(f"node {spec.node_id!r} appears twice", f"nodes[{i}].node_id")
+        seen.add(spec.node_id)
+        if not (-90 <= spec.latitude <= 90) or not (-180 <= spec.longitude <= 180):
+            raise InvalidArgument("latitude/longitude out of range", f"nodes[{i}].location")
+        if spec.daily_capacity < 0:
+            raise InvalidArgument("daily_capacity must be >= 0", f"nodes[{i}].daily_capacity")
+        dense = cat.node_index.get(spec.node_id)
+        if dense is None:
+            dense = next_dense
+            next_dense += 1
+        p.add(EventKind.NODE_UPSERTED, node=dense, payload=spec)
+
+
+def _upsert_channels(p: _Plan, cmd: c.UpsertChannels) -> None:
+    if not cmd.channels:
+        raise InvalidArgument("channels must not be empty", "channels")
+    cat = p.ledger.catalog
+    seen: set[str] = set()
+    next_dense = len(cat.channels)
+    for i, spec in enumerate(cmd.channels):
+        _identifier(spec.channel_id, f"channels[{i}].channel_id")
+        if spec.channel_id in seen:
+            raise InvalidArgument(f"channel {spec.channel_id!r} appears twice",
+                                  f"channels[{i}].channel_id")
+        seen.add(spec.channel_id)
+        dense = cat.channel_index.get(spec.channel_id)
+        if dense is None:
+            dense = next_dense
+            next_dense += 1
+        p.add(EventKind.CHANNEL_UPSERTED, channel=dense, payload=spec)
+    from core.catalog import MAX_CHANNELS
+
+    if next_dense > MAX_CHANNELS:
+        raise InvalidArgument(f"at most {MAX_CHANNELS} channels", "channels")
+
+
+_HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
+    c.ReceiveStock: _receive,
+    c.ExpectInbound: _expect_inbound,
+    c.AdjustStock: _adjust,
+    c.MoveStock: _move,
+    c.TransferStock: _transfer,
+    c.ReserveStock: _reserve,
+    c.ReleaseReservation: _release,
+    c.ExpireReservations: _expire,
+    c.SubmitCycleCount: _count,
+    c.SetSafetyStock: _set_safety,
+    c.SetRingFence: _set_fence,
+    c.UpsertSkus: _upsert_skus,
+    c.UpsertNodes: _upsert_nodes,
+    c.UpsertChannels: _upsert_channels,
+}
+
+
+def execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str = "") -> Outcome:
+    """Validate `command`, apply its events to `ledger` and return them with the result.
+
+    Raises a DomainError (and changes nothing) if the command is invalid or the
+    ledger's state forbids it.
+    """
+    plan = _Plan(ledger, request_id, now_ms)
+    detail = _HANDLERS[type(command)](plan, command)
+    ledger.apply(plan.events, plan.floors)
+    return Outcome(tuple(plan.events), detail)

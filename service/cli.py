@@ -1,0 +1,65 @@
+"""The `allocd` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from dataclasses import fields
+
+from service.config import ENV_PREFIX, Settings, load_settings
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"(env {ENV_PREFIX}{f.name.upper()}, default {default!r})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="allocd",
+        description="allocd: inventory ledger, available-to-promise and order allocation "
+                    "over gRPC.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve", help="run the gRPC server",
+        description="Run the gRPC server. Settings come from defaults, then the TOML file "
+                    f"(--config or {ENV_PREFIX}CONFIG, keys at the top level or under [allocd]), "
+                    f"then {ENV_PREFIX}* environment variables, then these flags.")
+    serve.add_argument("--config", default=None, help="TOML settings file")
+    _add_setting_flags(serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        flags = {f.name: getattr(args, f.name) for f in fields(Settings)}
+        try:
+            settings = load_settings(args.config, flags)
+        except (ValueError, OSError) as error:
+            print(f"allocd: {error}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from service.server import serve
+
+        try:
+            asyncio.run(serve(settings))
+        except OSError as error:
+            print(f"allocd: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

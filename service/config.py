@@ -1,0 +1,89 @@
+"""Settings: one typed object, from defaults < TOML file < ALLOCD_* environment < flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    partition: str = "default"
+    shards: int = 16
+    # Load the demo catalogue and stock at start when the ledger is empty.
+    demo: bool = False
+    demo_skus: int = 5000
+    demo_seed: int = 7
+    # Limits.
+    max_lines_per_request: int = 10_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    # Reservations.
+    default_reservation_ttl_s: int = 900
+    max_reservation_ttl_s: int = 30 * 24 * 3600
+    sweep_interval_s: float = 1.0
+    # A cycle-count variance above this many units is quarantined for approval.
+    count_hold_units: int = 5
+    # Idempotency records kept (oldest forgotten first).
+    idempotency_capacity: int = 200_000
+    # Seconds in-flight calls get to finish on SIGTERM.
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    def with_overrides(self, values: dict[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(self)}
+        clean: dict[str, Any] = {}
+        for key, raw in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(f"unknown setting {key!r}")
+            clean[name] = _coerce(raw, type(getattr(self, name)), name)
+        return replace(self, **clean)
+
+
+def _coerce(raw: Any, kind: type, name: str) -> Any:
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    if isinstance(raw, str):
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(f"setting {name}: {raw!r} is not a boolean")
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"setting {name}: {raw!r} is not a {kind.__name__}") from None
+    if kind is float and isinstance(raw, int):
+        return float(raw)
+    raise ValueError(f"setting {name}: {raw!r} is not a {kind.__name__}")
+
+
+ENV_PREFIX = "ALLOCD_"
+
+
+def load_settings(config_file: str | None = None, flags: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    settings = Settings()
+    environ = dict(os.environ) if environ is None else environ
+    config_file = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        with Path(config_file).open("rb") as fh:
+            data = tomllib.load(fh)
+        settings = settings.with_overrides(data.get("allocd", data))
+    names = {f.name for f in fields(Settings)}
+    env_values = {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in names
+    }
+    settings = settings.with_overrides(env_values)
+    if flags:
+        settings = settings.with_overrides({k: v for k, v in flags.items() if v is not None})
+    return settings

@@ -1,0 +1,85 @@
+"""One mapping from domain errors to canonical gRPC status codes, for every servicer."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from core.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+)
+from service.store import StoreUnavailable
+
+log = logging.getLogger("allocd.rpc")
+
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_of(error: Exception) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        code = STATUS_OF.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, DomainError):
+        return error.message
+    return str(error)
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def unary(handler: F) -> F:
+    """Turn domain errors raised by a unary handler into their gRPC status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except (DomainError, StoreUnavailable) as error:
+            await context.abort(status_of(error), _message(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+G = TypeVar("G", bound=Callable[..., AsyncIterator[Any]])
+
+
+def streaming(handler: G) -> G:
+    """The same for server-streaming handlers (async generators)."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except (DomainError, StoreUnavailable) as error:
+            await context.abort(status_of(error), _message(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_count(count: int, limit: int, field: str, setting: str) -> None:
+    if count > limit:
+        raise InvalidArgument(
+            f"{field} has {count} entries; the limit {setting} is {limit}", field)

@@ -1,0 +1,127 @@
+"""The allocd gRPC server: services, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from allocd.v1 import (
+    catalog_service_pb2,
+    catalog_service_pb2_grpc,
+    diagnostics_service_pb2,
+    diagnostics_service_pb2_grpc,
+    inventory_service_pb2,
+    inventory_service_pb2_grpc,
+)
+from core.warmup import warm_kernels
+from service.config import Settings
+from service.demo import demo_commands
+from service.engine import Engine, wall_clock_ms
+from service.servicers.catalog import CatalogServicer
+from service.servicers.diagnostics import DiagnosticsServicer
+from service.servicers.inventory import InventoryServicer
+from service.store import EventStore, MemoryEventStore
+
+log = logging.getLogger("allocd.server")
+
+SERVICE_NAMES = (
+    inventory_service_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
+    catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"].full_name,
+)
+
+
+class AllocdServer:
+    """Owns the gRPC server, the engine and the background tasks of one partition."""
+
+    def __init__(self, settings: Settings, store: EventStore | None = None,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.settings = settings
+        self.engine = Engine(settings, store or MemoryEventStore(), clock)
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ])
+        inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
+            InventoryServicer(self.engine), self.server)
+        catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(
+            CatalogServicer(self.engine), self.server)
+        diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
+            DiagnosticsServicer(), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.server)
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def start(self) -> int:
+        """Listen, load state, warm the kernels, then report SERVING. Returns the port."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        await self.server.start()
+        warm_kernels()
+        await self.engine.start()
+        if self.settings.demo and self.engine.ledger.catalog.n_skus == 0:
+            for i, command in enumerate(demo_commands(self.settings.demo_skus,
+                                                      self.settings.demo_seed)):
+                await self.engine.mutate_internal(command, f"demo-{i}")
+            log.info("loaded the demo catalogue: %d SKUs, %d nodes",
+                     self.engine.ledger.catalog.n_skus, self.engine.ledger.catalog.n_nodes)
+        self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let in-flight ones finish (up to `grace` seconds), close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.engine.store.close()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+        await self.server.wait_for_termination()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = AllocdServer(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    port = await server.start()
+    address = f"{settings.host}:{port}"
+    print(f"allocd listening on {address} (partition {settings.partition!r}, "
+          f"{server.engine.ledger.catalog.n_skus} SKUs, "
+          f"{server.engine.ledger.catalog.n_nodes} nodes)", flush=True)
+    print("try:  node_modules/.bin/buf curl --protocol grpc --http2-prior-knowledge "
+          f"--list-methods http://{address}", flush=True)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight calls")
+    await server.stop()
+    print("allocd stopped", flush=True)
