@@ -169,14 +169,16 @@ class Ledger:
         return self.network_safety
 
     # ---- the one mutation path -------------------------------------------------
-    def apply(self, events: Sequence[Event], floors: Sequence[int] | None = None) -> None:
+    def apply(self, events: Sequence[Event], floors: Sequence[int] | None = None,
+              *, replay: bool = False) -> None:
         """Apply events in order, all or nothing for bucket moves.
 
         `floors[i]`, when given, is the least that may remain in event i's source
-        bucket (safety stock and other channels' fences for a sale). Replay passes
-        none: a logged event was valid when it was made. Raises FailedPrecondition
-        (with `.index` of the refused event) if a move would break a floor or make a
-        bucket negative; nothing is changed then.
+        bucket (safety stock and other channels' fences for a sale). Raises
+        FailedPrecondition (with `.index` of the refused event) if a move would break
+        a floor or make a bucket negative; nothing is changed then. With `replay`
+        (events read back from the log, valid when they were made) a refusal means
+        the log and the state disagree: InvariantViolation.
         """
         if events and events[0].seq != self.last_seq + 1:
             raise InvariantViolation(
@@ -184,10 +186,10 @@ class Ledger:
         run_start = 0
         for i, event in enumerate(events):
             if not event.is_move:
-                self._apply_moves(events, run_start, i, floors)
+                self._apply_moves(events, run_start, i, floors, replay)
                 self._apply_other(event)
                 run_start = i + 1
-        self._apply_moves(events, run_start, len(events), floors)
+        self._apply_moves(events, run_start, len(events), floors, replay)
         for event in events:
             if event.is_move:
                 self._apply_side_effects(event)
@@ -195,7 +197,7 @@ class Ledger:
             self.last_seq = events[-1].seq
 
     def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
-                     floors: Sequence[int] | None) -> None:
+                     floors: Sequence[int] | None, replay: bool) -> None:
         if start >= stop:
             return
         per_shard: dict[int, list[int]] = {}
@@ -222,7 +224,7 @@ class Ledger:
                 error = FailedPrecondition(
                     self._refusal_message(batch[refused], int(floor[refused])))
                 error.index = idx[refused]  # type: ignore[attr-defined]
-                if floors is None:
+                if replay:
                     raise InvariantViolation(error.message)
                 raise error
             done.append((shard, arrays))

@@ -79,7 +79,7 @@ class Engine:
     async def start(self) -> None:
         """Load what the store holds (replay)."""
         for commit in await self.store.open():
-            self.ledger.apply(commit.events)
+            self.ledger.apply(commit.events, replay=True)
             if commit.idempotency is not None:
                 rec = commit.idempotency
                 done = asyncio.Event()

@@ -1,0 +1,298 @@
+"""End-to-end fixtures: a real AllocdServer on an ephemeral port, driven over gRPC.
+
+Each test module gets its own server (module scope), running `AllocdServer` on its
+own asyncio event loop in a background thread. Tests talk to it with ordinary
+synchronous `grpc.insecure_channel` stubs, exactly as a client would.
+
+A module can change the server's settings by overriding the `server_settings`
+fixture; a test that needs a server of its own uses `start_server(settings)`.
+Tests on a shared server keep out of each other's way by naming their SKUs and
+nodes with a per-test prefix (see `Api.seed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from allocd.v1 import (
+    catalog_service_pb2,
+    catalog_service_pb2_grpc,
+    diagnostics_service_pb2_grpc,
+    inventory_service_pb2,
+    inventory_service_pb2_grpc,
+    types_pb2,
+)
+from service.config import Settings
+from service.server import AllocdServer
+
+RPC_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+#: Limits of the default e2e server, small enough to exceed cheaply.
+MAX_LINES = 50
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def e2e_settings(**overrides: Any) -> Settings:
+    """Settings for a test server: loopback, ephemeral port, no demo data, fast sweeps."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "demo": False,
+        "sweep_interval_s": 0.2,
+        "max_lines_per_request": MAX_LINES,
+        "max_message_bytes": MAX_MESSAGE_BYTES,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def rid() -> str:
+    """A fresh request id."""
+    return f"e2e-{uuid.uuid4()}"
+
+
+# ---- the server in a background thread ---------------------------------------------
+class ServerThread:
+    """Runs one AllocdServer on a private event loop in a daemon thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="allocd-e2e-server", daemon=True)
+        self.server: AllocdServer | None = None
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    async def _start(self) -> int:
+        # Built inside the loop: grpc.aio binds the server to the running loop.
+        self.server = AllocdServer(self.settings)
+        return await self.server.start()
+
+    def start(self) -> int:
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
+        self.port = future.result(timeout=START_TIMEOUT_S)
+        wait_until_serving(f"127.0.0.1:{self.port}")
+        return self.port
+
+    def stop(self) -> None:
+        try:
+            if self.server is not None:
+                future = asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop)
+                future.result(timeout=STOP_TIMEOUT_S)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=STOP_TIMEOUT_S)
+            assert not self.thread.is_alive(), "the server thread did not stop"
+            self.loop.close()
+
+
+def wait_until_serving(target: str, timeout_s: float = 30.0) -> None:
+    """Poll grpc.health.v1 Check until the server reports SERVING."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = status
+            except grpc.RpcError as error:
+                last = error.code()
+            time.sleep(0.05)
+    raise AssertionError(f"{target} never reported SERVING (last answer: {last})")
+
+
+@contextlib.contextmanager
+def start_server(settings: Settings | None = None) -> Iterator[int]:
+    """A server of its own for one test; yields its port."""
+    handle = ServerThread(settings or e2e_settings())
+    try:
+        yield handle.start()
+    finally:
+        handle.stop()
+
+
+# ---- the client side ---------------------------------------------------------------------
+@dataclass
+class Catalogue:
+    """What `Api.seed` created: ids unique to one test."""
+
+    prefix: str
+    nodes: list[str]
+    skus: list[str]
+    channels: list[str] = field(default_factory=lambda: ["web", "marketplace"])
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    checksum: str
+    last_sequence: int
+
+
+class Api:
+    """Stubs for every allocd service on one channel, plus small helpers."""
+
+    rid = staticmethod(rid)
+
+    def __init__(self, target: str, settings: Settings) -> None:
+        self.target = target
+        self.settings = settings
+        self.channel = grpc.insecure_channel(target)
+        self.inventory = inventory_service_pb2_grpc.InventoryServiceStub(self.channel)
+        self.catalog = catalog_service_pb2_grpc.CatalogServiceStub(self.channel)
+        self.diagnostics = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # -- ledger views
+    def summary(self) -> inventory_service_pb2.GetLedgerSummaryResponse:
+        return self.inventory.GetLedgerSummary(inventory_service_pb2.GetLedgerSummaryRequest(),
+                                               timeout=RPC_TIMEOUT_S)
+
+    def state(self) -> LedgerState:
+        summary = self.summary()
+        return LedgerState(summary.checksum, summary.last_sequence)
+
+    def level(self, sku_id: str, node_id: str) -> inventory_service_pb2.StockLevel:
+        response = self.inventory.GetStockLevels(
+            inventory_service_pb2.GetStockLevelsRequest(sku_ids=[sku_id], node_ids=[node_id]),
+            timeout=RPC_TIMEOUT_S)
+        assert len(response.levels) == 1
+        return response.levels[0]
+
+    def sellable(self, sku_id: str, node_ids: list[str] | None = None,
+                 channel_id: str = "") -> int:
+        response = self.inventory.GetAvailability(
+            inventory_service_pb2.GetAvailabilityRequest(
+                sku_ids=[sku_id], node_ids=node_ids or [], channel_id=channel_id),
+            timeout=RPC_TIMEOUT_S)
+        return response.skus[0].available_to_sell
+
+    # -- mutations
+    def seed(self, n_nodes: int = 3, n_skus: int = 3) -> Catalogue:
+        """Nodes, the channels "web" and "marketplace" and SKUs, all named for this test."""
+        prefix = f"T{uuid.uuid4().hex[:10]}"
+        nodes = [f"{prefix}-N{i}" for i in range(1, n_nodes + 1)]
+        skus = [f"{prefix}-SKU-{i}" for i in range(1, n_skus + 1)]
+        self.catalog.UpsertNodes(catalog_service_pb2.UpsertNodesRequest(
+            request_id=rid(),
+            nodes=[types_pb2.Node(node_id=n, name=f"node {n}",
+                                  type=types_pb2.NODE_TYPE_OWNED_DC,
+                                  latitude=40.0 + i, longitude=-75.0 - i,
+                                  daily_capacity=1000, enabled=True)
+                   for i, n in enumerate(nodes)]), timeout=RPC_TIMEOUT_S)
+        self.catalog.UpsertChannels(catalog_service_pb2.UpsertChannelsRequest(
+            request_id=rid(),
+            channels=[types_pb2.Channel(channel_id="web", name="Web store"),
+                      types_pb2.Channel(channel_id="marketplace", name="Marketplace")]),
+            timeout=RPC_TIMEOUT_S)
+        self.catalog.UpsertSkus(catalog_service_pb2.UpsertSkusRequest(
+            request_id=rid(),
+            skus=[types_pb2.Sku(sku_id=s, name=f"item {s}", weight_lb=1.5,
+                                dimensions=types_pb2.Dimensions(length_in=10, width_in=8,
+                                                                height_in=4),
+                                unit_cost_micros=2_000_000, price_micros=5_000_000,
+                                category="home")
+                  for s in skus]), timeout=RPC_TIMEOUT_S)
+        return Catalogue(prefix, nodes, skus)
+
+    def receive(self, sku_id: str, node_id: str, quantity: int,
+                **line: Any) -> inventory_service_pb2.ReceiveInventoryResponse:
+        return self.inventory.ReceiveInventory(inventory_service_pb2.ReceiveInventoryRequest(
+            request_id=rid(), reference="e2e-receipt",
+            lines=[inventory_service_pb2.ReceiptLine(sku_id=sku_id, node_id=node_id,
+                                                     quantity=quantity, **line)]),
+            timeout=RPC_TIMEOUT_S)
+
+    def reserve(self, lines: list[tuple[str, str, int]], channel_id: str = "",
+                **fields: Any) -> inventory_service_pb2.ReserveInventoryResponse:
+        return self.inventory.ReserveInventory(inventory_service_pb2.ReserveInventoryRequest(
+            request_id=rid(), channel_id=channel_id,
+            lines=[inventory_service_pb2.ReservationLine(sku_id=s, node_id=n, quantity=q)
+                   for s, n, q in lines], **fields), timeout=RPC_TIMEOUT_S)
+
+    def rejects(self, code: grpc.StatusCode, call: Callable[..., Any], request: Any,
+                details: str | None = None) -> grpc.RpcError:
+        """Assert `call(request)` fails with `code` and leaves the ledger as it was."""
+        before = self.state()
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=RPC_TIMEOUT_S)
+        error = caught.value
+        assert error.code() == code, f"expected {code}, got {error.code()}: {error.details()}"
+        if details is not None:
+            assert details in (error.details() or ""), error.details()
+        after = self.state()
+        assert after == before, "a rejected call changed the ledger"
+        return error
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server_settings() -> Settings:
+    """Override in a module to run that module's server with other settings."""
+    return e2e_settings()
+
+
+@pytest.fixture(scope="module")
+def allocd_port(server_settings: Settings) -> Iterator[int]:
+    """A real AllocdServer, SERVING, for the whole module; stopped at teardown."""
+    with start_server(server_settings) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def api(allocd_port: int, server_settings: Settings) -> Iterator[Api]:
+    """Stubs and helpers for the module's server."""
+    client = Api(f"127.0.0.1:{allocd_port}", server_settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Api]]:
+    """Start servers of a test's own: `server_factory(sweep_interval_s=3600)` -> Api.
+    Every server started is stopped when the test ends."""
+    with contextlib.ExitStack() as stack:
+        def make(**overrides: Any) -> Api:
+            settings = e2e_settings(**overrides)
+            port = stack.enter_context(start_server(settings))
+            client = Api(f"127.0.0.1:{port}", settings)
+            stack.callback(client.close)
+            return client
+
+        yield make
+
+
+@pytest.fixture
+def cat(api: Api) -> Catalogue:
+    """Three nodes, the two channels and three SKUs of this test's own, no stock yet."""
+    return api.seed()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A hung stream or server must fail the test, not the CI job.
+    for item in items:
+        if "e2e" in item.nodeid.split("/") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(60))

@@ -1,0 +1,127 @@
+"""Every kernel agrees with its slow pure-Python reference, on random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.catalog import MAX_CHANNELS
+from core.kernels import _ledger as k
+from tests import reference as ref
+
+N_SKUS, N_NODES, N_BUCKETS = 5, 3, 6
+
+
+@st.composite
+def ledgers(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    high = draw(st.sampled_from([3, 50, 2**31 - 1]))
+    qty = rng.integers(0, high, size=(N_SKUS, N_NODES, N_BUCKETS), endpoint=True).astype(np.int32)
+    return rng, qty
+
+
+@st.composite
+def policies(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    sku_safety = rng.integers(-1, 4, N_SKUS).astype(np.int32)
+    node_safety = rng.integers(-1, 4, N_NODES).astype(np.int32)
+    override = (rng.integers(-1, 4, (N_SKUS, N_NODES)).astype(np.int32) if draw(st.booleans())
+                else np.zeros((0, 0), np.int32))
+    if draw(st.booleans()):
+        fence_row = np.full((N_SKUS, N_NODES), -1, np.int32)
+        fence_qty = np.zeros((N_SKUS * N_NODES, MAX_CHANNELS + 1), np.int32)
+        rows = 0
+        for s in range(N_SKUS):
+            for n in range(N_NODES):
+                if rng.random() < 0.4:
+                    fence_row[s, n] = rows
+                    fence_qty[rows, :3] = rng.integers(0, 5, 3)
+                    fence_qty[rows, -1] = fence_qty[rows, :3].sum()
+                    rows += 1
+    else:
+        fence_row = np.zeros((0, 0), np.int32)
+        fence_qty = np.zeros((0, MAX_CHANNELS + 1), np.int32)
+    network = int(rng.integers(0, 3))
+    return sku_safety, override, node_safety, network, fence_row, fence_qty
+
+
+@settings(max_examples=300, deadline=None)
+@given(ledgers(), st.integers(1, 25), st.booleans())
+def test_apply_moves_matches_reference(ledger, n_moves, with_floor):
+    rng, qty = ledger
+    skus = rng.integers(0, N_SKUS, n_moves).astype(np.int64)
+    nodes = rng.integers(0, N_NODES, n_moves).astype(np.int64)
+    from_b = rng.integers(-1, N_BUCKETS, n_moves).astype(np.int64)
+    to_b = rng.integers(-1, N_BUCKETS, n_moves).astype(np.int64)
+    amount = rng.integers(1, 40, n_moves).astype(np.int64)
+    floor = (rng.integers(0, 10, n_moves) if with_floor else np.zeros(n_moves)).astype(np.int64)
+    expected = qty.copy()
+    got = qty.copy()
+    want = ref.apply_moves(expected, skus, nodes, from_b, to_b, amount, floor)
+    have = k._apply_moves(got, skus, nodes, from_b, to_b, amount, floor)
+    assert have == want
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_apply_moves_refusal_leaves_the_array_untouched():
+    qty = np.zeros((1, 1, N_BUCKETS), np.int32)
+    qty[0, 0, 0] = 5
+    before = qty.copy()
+    moves = [np.array(v, np.int64) for v in ([0, 0], [0, 0], [0, 0], [1, 2], [3, 3])]
+    refused = k._apply_moves(qty, *moves, np.zeros(2, np.int64))
+    assert refused == 1  # 3 then 3 more of 5
+    np.testing.assert_array_equal(qty, before)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ledgers(), policies(), st.integers(-1, 2))
+def test_available_to_sell_matches_reference(ledger, policy, channel):
+    rng, qty = ledger
+    sku_safety, override, node_safety, network, fence_row, fence_qty = policy
+    skus = rng.integers(0, N_SKUS, 7).astype(np.int64)
+    nodes = np.arange(N_NODES, dtype=np.int64)
+    enabled = rng.random(N_NODES) < 0.8
+    outs = [np.zeros((7, N_NODES), np.int64) for _ in range(4)]
+    k._available_to_sell(qty, skus, nodes, enabled, channel, sku_safety, override, node_safety,
+                         network, fence_row, fence_qty, *outs)
+    want = ref.available_to_sell(qty, skus, nodes, enabled, channel, sku_safety, override,
+                                 node_safety, network, fence_row, fence_qty)
+    for have, expected in zip(outs, want, strict=True):
+        np.testing.assert_array_equal(have, expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(policies(), st.integers(-1, 2), st.integers(0, 2**32 - 1))
+def test_sale_floors_match_reference(policy, channel, seed):
+    rng = np.random.default_rng(seed)
+    sku_safety, override, node_safety, network, fence_row, fence_qty = policy
+    skus = rng.integers(0, N_SKUS, 9).astype(np.int64)
+    nodes = rng.integers(0, N_NODES, 9).astype(np.int64)
+    out = np.zeros(9, np.int64)
+    k._sale_floors(skus, nodes, channel, sku_safety, override, node_safety, network, fence_row,
+                   fence_qty, out)
+    want = [ref.safety_at(s, n, sku_safety, override, node_safety, network)
+            + ref.fenced_for_others(s, n, fence_row, fence_qty, channel)
+            for s, n in zip(skus, nodes, strict=True)]
+    assert out.tolist() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 100), st.booleans()), max_size=60), st.integers(0, 100))
+def test_expired_slots_match_reference(slots, now):
+    expires = np.array([s[0] for s in slots], np.int64)
+    active = np.array([s[1] for s in slots], np.bool_)
+    out = np.empty(len(slots), np.int64)
+    count = k._expired_slots(expires, active, now, out)
+    assert out[:count].tolist() == ref.expired_slots(expires, active, now)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ledgers(), st.integers(0, N_SKUS), st.integers(0, N_NODES))
+def test_bucket_totals_match_reference(ledger, n_skus, n_nodes):
+    _, qty = ledger
+    out = np.zeros(N_BUCKETS, np.int64)
+    k._bucket_totals(qty, n_skus, n_nodes, out)
+    np.testing.assert_array_equal(out, ref.bucket_totals(qty, n_skus, n_nodes))
