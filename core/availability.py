@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.kernels._ledger import _available_to_sell
+from core.kernels._ledger import _available_to_sell_sharded
 from core.ledger import Ledger
 
 
@@ -28,30 +28,18 @@ class AvailabilityTable:
 
     @property
     def total_to_sell(self) -> np.ndarray:
-        return self.available_to_sell.sum(axis=1)
+        totals: np.ndarray = self.available_to_sell.sum(axis=1)
+        return totals
 
 
 def available_to_sell(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray,
                       channel: int) -> AvailabilityTable:
     shape = (len(skus), len(nodes))
-    outs = [np.zeros(shape, np.int64) for _ in range(4)]
-    shard_of = skus % ledger.n_shards
-    local = skus // ledger.n_shards
-    order = np.argsort(shard_of, kind="stable")
-    bounds = np.searchsorted(shard_of[order], np.arange(ledger.n_shards + 1))
-    enabled = ledger.catalog.node_enabled
-    for shard_no in range(ledger.n_shards):
-        lo, hi = bounds[shard_no], bounds[shard_no + 1]
-        if lo == hi:
-            continue
-        rows = order[lo:hi]
-        shard = ledger.shards[shard_no]
-        parts = [np.empty((hi - lo, len(nodes)), np.int64) for _ in range(4)]
-        _available_to_sell(shard.qty, local[rows], nodes, enabled, channel, shard.sku_safety,
-                           shard.safety_override, ledger.node_safety, ledger.network_safety,
-                           shard.fence_row, shard.fence_qty, *parts)
-        for out, part in zip(outs, parts, strict=True):
-            out[rows] = part
+    outs = [np.empty(shape, np.int64) for _ in range(4)]
+    views = ledger.kernel_views()
+    _available_to_sell_sharded(*views, np.ascontiguousarray(skus, np.int64),
+                               np.ascontiguousarray(nodes, np.int64), ledger.catalog.node_enabled,
+                               channel, ledger.node_safety, ledger.network_safety, *outs)
     return AvailabilityTable(skus, nodes, *outs)
 
 

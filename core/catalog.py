@@ -6,7 +6,8 @@ million SKUs costs tens of megabytes, not a Python object per SKU.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -120,14 +121,19 @@ class Catalog:
             raise NotFound(f"unknown SKU {sku_id!r}", field)
         return dense
 
-    def skus(self, sku_ids: Iterable[str], field: str = "sku_ids") -> np.ndarray:
-        index = self.sku_index
-        out = [index.get(s, -1) for s in sku_ids]
-        dense = np.array(out, dtype=np.int64)
-        if len(dense) and dense.min() < 0:
-            missing = next(s for s, d in zip(sku_ids, out, strict=False) if d < 0)
-            raise NotFound(f"unknown SKU {missing!r}", field)
-        return dense
+    def skus(self, sku_ids: Sequence[str], field: str = "sku_ids") -> np.ndarray:
+        if not sku_ids:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            found = operator.itemgetter(*sku_ids)(self.sku_index)
+        except (KeyError, TypeError):
+            for i, sku_id in enumerate(sku_ids):
+                if sku_id not in self.sku_index:
+                    raise NotFound(f"unknown SKU {sku_id!r}", f"{field}[{i}]") from None
+            raise
+        if len(sku_ids) == 1:
+            found = (found,)
+        return np.fromiter(found, dtype=np.int64, count=len(sku_ids))
 
     # ---- nodes ------------------------------------------------------------
     def put_node(self, spec: NodeSpec, dense: int) -> None:

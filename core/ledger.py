@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba.typed import List as TypedList
 
 from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition, InvariantViolation
@@ -61,7 +62,7 @@ class Shard:
 
     def __init__(self, node_capacity: int) -> None:
         self.n_skus = 0
-        self.qty = np.zeros((0, node_capacity, N_BUCKETS), dtype=np.int32)
+        self.qty = new_quantities(0, node_capacity)
         self.sku_safety = np.zeros(0, dtype=np.int32)  # -1: inherit
         self.safety_override = _EMPTY_2D  # [sku, node], allocated on first use; -1: inherit
         self.fence_row = _EMPTY_2D  # [sku, node] -> row of fence_qty, -1: none
@@ -77,7 +78,7 @@ class Shard:
         if rows <= capacity:
             return
         capacity = max(rows, capacity + capacity // 2, 64)
-        self.qty = _resized(self.qty, (capacity, *self.qty.shape[1:]), 0)
+        self.qty = _regrown(self.qty, capacity, self.node_capacity)
         self.sku_safety = _resized(self.sku_safety, (capacity,), -1)
         if self.safety_override.shape[0]:
             self.safety_override = _resized(
@@ -89,7 +90,7 @@ class Shard:
         if node_capacity <= self.node_capacity:
             return
         rows = self.qty.shape[0]
-        self.qty = _resized(self.qty, (rows, node_capacity, N_BUCKETS), 0)
+        self.qty = _regrown(self.qty, rows, node_capacity)
         if self.safety_override.shape[0]:
             self.safety_override = _resized(self.safety_override, (rows, node_capacity), -1)
         if self.fence_row.shape[0]:
@@ -124,6 +125,19 @@ class Shard:
         return {int(c): int(row[c]) for c in np.flatnonzero(row)}
 
 
+def new_quantities(rows: int, nodes: int) -> np.ndarray:
+    """A zeroed quantity array indexed [sku, node, bucket], stored bucket-major per SKU
+    (memory order [sku, bucket, node]): a SKU's AVAILABLE units at every node share one
+    cache line, which is what availability and allocation read."""
+    return np.zeros((rows, N_BUCKETS, nodes), dtype=np.int32).transpose(0, 2, 1)
+
+
+def _regrown(qty: np.ndarray, rows: int, nodes: int) -> np.ndarray:
+    out = new_quantities(rows, nodes)
+    out[: qty.shape[0], : qty.shape[1]] = qty
+    return out
+
+
 def _resized(array: np.ndarray, shape: tuple[int, ...], fill: int) -> np.ndarray:
     out = np.full(shape, fill, dtype=array.dtype)
     out[tuple(slice(0, d) for d in array.shape)] = array
@@ -145,6 +159,7 @@ class Ledger:
         self.last_seq = 0
         self.units_in = 0  # units that entered from outside, ever
         self.units_out = 0  # units that left to outside, ever
+        self._views: tuple[tuple[int, ...], tuple[TypedList, ...]] | None = None
 
     # ---- addressing ---------------------------------------------------------
     def locate(self, sku: int) -> tuple[Shard, int]:
@@ -156,7 +171,7 @@ class Ledger:
 
     def buckets(self, sku: int, node: int) -> np.ndarray:
         shard, local = self.locate(sku)
-        return shard.qty[local, node].copy()
+        return np.array(shard.qty[local, node])
 
     def safety_stock(self, sku: int, node: int) -> int:
         shard, local = self.locate(sku)
@@ -167,6 +182,18 @@ class Ledger:
         if self.node_safety[node] >= 0:
             return int(self.node_safety[node])
         return self.network_safety
+
+    def kernel_views(self) -> tuple[TypedList, ...]:
+        """Every shard's arrays as typed lists (qty, sku_safety, safety_override,
+        fence_row, fence_qty), so one kernel call can read all shards. Rebuilt only
+        when a shard has reallocated an array."""
+        arrays = [(s.qty, s.sku_safety, s.safety_override, s.fence_row, s.fence_qty)
+                  for s in self.shards]
+        key = tuple(id(a) for group in arrays for a in group)
+        if self._views is None or self._views[0] != key:
+            views = tuple(TypedList([group[k] for group in arrays]) for k in range(5))
+            self._views = (key, views)
+        return self._views[1]
 
     # ---- the one mutation path -------------------------------------------------
     def apply(self, events: Sequence[Event], floors: Sequence[int] | None = None,
@@ -357,10 +384,10 @@ class Ledger:
             record = self.reservations.by_id[rid]
             h.update(repr((rid, record.channel, record.expires_ms,
                            self.reservations.lines(rid))).encode())
-        for key in sorted(self.inbound):
-            line = self.inbound[key]
-            h.update(repr((key, line.remaining, line.expected_ms)).encode())
-        for key in sorted(self.held_variances):
-            h.update(repr(self.held_variances[key]).encode())
+        for inbound_key in sorted(self.inbound):
+            line = self.inbound[inbound_key]
+            h.update(repr((inbound_key, line.remaining, line.expected_ms)).encode())
+        for exception_id in sorted(self.held_variances):
+            h.update(repr(self.held_variances[exception_id]).encode())
         h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
         return h.hexdigest()

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from core import commands as c
+from core.catalog import MAX_CHANNELS
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.kernels._ledger import _sale_floors
 from core.ledger import Ledger
@@ -95,7 +96,7 @@ def _identifier(value: str, field_name: str) -> str:
         raise InvalidArgument(f"{field_name} is required", field_name)
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(f"{field_name} is longer than {MAX_ID_LENGTH}", field_name)
-    if any(ch.isspace() and ch != " " or not ch.isprintable() for ch in value):
+    if any((ch.isspace() and ch != " ") or not ch.isprintable() for ch in value):
         raise InvalidArgument(f"{field_name} contains control characters", field_name)
     return value
 
@@ -421,8 +422,6 @@ def _upsert_channels(p: _Plan, cmd: c.UpsertChannels) -> None:
             dense = next_dense
             next_dense += 1
         p.add(EventKind.CHANNEL_UPSERTED, channel=dense, payload=spec)
-    from core.catalog import MAX_CHANNELS
-
     if next_dense > MAX_CHANNELS:
         raise InvalidArgument(f"at most {MAX_CHANNELS} channels", "channels")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+from allocd.v1 import types_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from allocd.v1 import types_pb2 as pb
 from core.catalog import Catalog
 from core.errors import InvalidArgument
 from core.model import (
@@ -21,9 +21,10 @@ from core.model import (
 )
 
 # Proto enums number from 1 where core starts at 0 (proto reserves 0 for UNSPECIFIED).
-_BUCKET_TO_PROTO = {b: int(b) + 1 for b in Bucket if b != Bucket.EXTERNAL}
+_BUCKET_FROM_PROTO: dict[int, Bucket] = {int(b) + 1: b for b in Bucket if b >= 0}
+_BUCKET_TO_PROTO: dict[Bucket, pb.Bucket.ValueType] = {
+    b: pb.Bucket.ValueType(v) for v, b in _BUCKET_FROM_PROTO.items()}
 _BUCKET_TO_PROTO[Bucket.EXTERNAL] = pb.BUCKET_EXTERNAL
-_BUCKET_FROM_PROTO = {v: k for k, v in _BUCKET_TO_PROTO.items() if k != Bucket.EXTERNAL}
 MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z
 
 
@@ -36,7 +37,7 @@ def bucket_from_proto(value: int, field: str, default: Bucket | None = None) -> 
     return bucket
 
 
-def bucket_to_proto(bucket: Bucket) -> int:
+def bucket_to_proto(bucket: Bucket) -> pb.Bucket.ValueType:
     return _BUCKET_TO_PROTO[bucket]
 
 
@@ -112,7 +113,7 @@ def node_from_proto(msg: pb.Node, field: str) -> NodeSpec:
 
 
 def node_to_proto(spec: NodeSpec) -> pb.Node:
-    return pb.Node(node_id=spec.node_id, name=spec.name, type=int(spec.node_type),
+    return pb.Node(node_id=spec.node_id, name=spec.name, type=pb.NodeType.ValueType(spec.node_type),
                    latitude=spec.latitude, longitude=spec.longitude,
                    daily_capacity=spec.daily_capacity, enabled=spec.enabled)
 
@@ -124,7 +125,7 @@ def channel_to_proto(spec: ChannelSpec) -> pb.Channel:
 def event_to_proto(event: Event, catalog: Catalog) -> pb.InventoryEvent:
     msg = pb.InventoryEvent(
         sequence=event.seq,
-        kind=int(event.kind),
+        kind=pb.EventKind.ValueType(event.kind),
         quantity=event.quantity,
         reference=event.reference,
         request_id=event.request_id,
@@ -142,7 +143,7 @@ def event_to_proto(event: Event, catalog: Catalog) -> pb.InventoryEvent:
     if event.due_ms:
         msg.due_time.CopyFrom(timestamp(event.due_ms))
     if event.reason:
-        msg.reason = event.reason
+        msg.reason = pb.AdjustmentReason.ValueType(event.reason)
     if event.counted >= 0:
         msg.counted_quantity = event.counted
         msg.expected_quantity = event.expected

@@ -9,6 +9,7 @@ answer back; the same id with a different request is refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -161,6 +162,9 @@ class Engine:
             except Exception:  # a failed sweep is retried at the next tick
                 log.exception("reservation sweep failed")
 
+    def _durable_from(self, seq: int) -> bool:
+        return self.durable_seq >= seq
+
     async def follow(self, from_seq: int, batch: int = 512) -> AsyncIterator[list[Event]]:
         """Durable events from `from_seq` on, in order, waiting for new ones forever."""
         if from_seq < self.store.first_retained_seq:
@@ -176,5 +180,5 @@ class Engine:
                 yield events
                 continue
             async with self._durable:
-                await self._durable.wait_for(lambda: self.durable_seq >= next_seq)
+                await self._durable.wait_for(functools.partial(self._durable_from, next_seq))
 

@@ -21,6 +21,8 @@ from service.store import StoreUnavailable
 
 log = logging.getLogger("allocd.rpc")
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -52,7 +54,7 @@ def unary(handler: F) -> F:
     """Turn domain errors raised by a unary handler into their gRPC status."""
 
     @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: Any, request: Any, context: Context) -> Any:
         try:
             return await handler(self, request, context)
         except (DomainError, StoreUnavailable) as error:
@@ -69,7 +71,7 @@ def streaming(handler: G) -> G:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                      context: Context) -> AsyncIterator[Any]:
         try:
             async for item in handler(self, request, context):
                 yield item

@@ -9,10 +9,6 @@ import signal
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
-
 from allocd.v1 import (
     catalog_service_pb2,
     catalog_service_pb2_grpc,
@@ -21,6 +17,10 @@ from allocd.v1 import (
     inventory_service_pb2,
     inventory_service_pb2_grpc,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+
 from core.warmup import warm_kernels
 from service.config import Settings
 from service.demo import demo_commands

@@ -53,17 +53,18 @@ def _apply_moves(qty, skus, nodes, from_b, to_b, amount, floor):  # type: ignore
 @njit(cache=True, nogil=True, inline="always")
 def _safety_at(s, n, sku_safety, safety_override, node_safety, network_safety):  # type: ignore[no-untyped-def]
     """Safety stock of (sku, node): the most specific setting wins, -1 meaning 'inherit'."""
+    result = np.int64(network_safety)
+    v = node_safety[n]
+    if v >= 0:
+        result = np.int64(v)
+    v = sku_safety[s]
+    if v >= 0:
+        result = np.int64(v)
     if safety_override.shape[0] > 0:
         v = safety_override[s, n]
         if v >= 0:
-            return np.int64(v)
-    v = sku_safety[s]
-    if v >= 0:
-        return np.int64(v)
-    v = node_safety[n]
-    if v >= 0:
-        return np.int64(v)
-    return np.int64(network_safety)
+            result = np.int64(v)
+    return result
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -72,15 +73,14 @@ def _fenced_for_others(s, n, fence_row, fence_qty, channel):  # type: ignore[no-
 
     `fence_qty[row, -1]` holds the row's total across channels.
     """
-    if fence_row.shape[0] == 0:
-        return np.int64(0)
-    r = fence_row[s, n]
-    if r < 0:
-        return np.int64(0)
-    total = np.int64(fence_qty[r, fence_qty.shape[1] - 1])
-    if channel >= 0:
-        return total - fence_qty[r, channel]
-    return total
+    fenced = np.int64(0)
+    if fence_row.shape[0] > 0:
+        r = fence_row[s, n]
+        if r >= 0:
+            fenced = np.int64(fence_qty[r, fence_qty.shape[1] - 1])
+            if channel >= 0:
+                fenced -= fence_qty[r, channel]
+    return fenced
 
 
 @njit(cache=True, nogil=True)
@@ -98,27 +98,70 @@ def _sale_floors(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _available_to_sell(  # type: ignore[no-untyped-def]
-    qty, skus, nodes, node_enabled, channel, sku_safety, safety_override, node_safety,
-    network_safety, fence_row, fence_qty, out_available, out_safety, out_fenced, out_ats,
+def _available_to_sell_sharded(  # type: ignore[no-untyped-def]
+    qty, sku_safety, safety_override, fence_row, fence_qty, skus, nodes, node_enabled, channel,
+    node_safety, network_safety, out_available, out_safety, out_fenced, out_ats,
 ):
-    """Per (requested SKU i, requested node j): AVAILABLE, safety stock, units fenced for
-    other channels, and available-to-sell = max(0, AVAILABLE - safety - fenced); zero
-    at disabled nodes. Returns nothing; fills the four [len(skus), len(nodes)] outputs."""
+    """_available_to_sell over every shard at once: the per-shard arrays come as typed
+    lists and global SKU d lives in shard d % n_shards at row d // n_shards.
+
+    Requests are visited shard by shard (a counting sort), since fetching a shard's
+    arrays from a typed list costs far more than reading a cell."""
+    n_shards = len(qty)
+    counts = np.zeros(n_shards + 1, np.int64)
     for i in range(len(skus)):
-        s = skus[i]
-        for j in range(len(nodes)):
-            n = nodes[j]
-            available = np.int64(qty[s, n, 0])
-            safety = _safety_at(s, n, sku_safety, safety_override, node_safety, network_safety)
-            fenced = _fenced_for_others(s, n, fence_row, fence_qty, channel)
-            out_available[i, j] = available
-            out_safety[i, j] = safety
-            out_fenced[i, j] = fenced
-            ats = available - safety - fenced
-            if ats < 0 or not node_enabled[n]:
-                ats = 0
-            out_ats[i, j] = ats
+        counts[skus[i] % n_shards + 1] += 1
+    for k in range(n_shards):
+        counts[k + 1] += counts[k]
+    order = np.empty(len(skus), np.int64)
+    for i in range(len(skus)):
+        k = skus[i] % n_shards
+        order[counts[k]] = i
+        counts[k] += 1
+    start = 0
+    last = fence_qty[0].shape[1] - 1 if n_shards else 0
+    for shard in range(n_shards):
+        stop = counts[shard]
+        if stop == start:
+            continue
+        q = qty[shard]
+        ss = sku_safety[shard]
+        so = safety_override[shard]
+        fr = fence_row[shard]
+        fq = fence_qty[shard]
+        # Hoisted: which optional policy arrays this shard has. (Calling the shared
+        # helpers here instead made the kernel several times slower.)
+        has_override = so.shape[0] > 0
+        has_fences = fr.shape[0] > 0
+        for p in range(start, stop):
+            i = order[p]
+            s = skus[i] // n_shards
+            sku_default = ss[s]
+            for j in range(len(nodes)):
+                n = nodes[j]
+                available = np.int64(q[s, n, 0])
+                safety = np.int64(network_safety)
+                if node_safety[n] >= 0:
+                    safety = np.int64(node_safety[n])
+                if sku_default >= 0:
+                    safety = np.int64(sku_default)
+                if has_override and so[s, n] >= 0:
+                    safety = np.int64(so[s, n])
+                fenced = np.int64(0)
+                if has_fences:
+                    r = fr[s, n]
+                    if r >= 0:
+                        fenced = np.int64(fq[r, last])
+                        if channel >= 0:
+                            fenced -= fq[r, channel]
+                out_available[i, j] = available
+                out_safety[i, j] = safety
+                out_fenced[i, j] = fenced
+                ats = available - safety - fenced
+                if ats < 0 or not node_enabled[n]:
+                    ats = np.int64(0)
+                out_ats[i, j] = ats
+        start = stop
 
 
 @njit(cache=True, nogil=True)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import grpc
-
 from allocd.v1 import catalog_service_pb2 as pb
 from allocd.v1 import catalog_service_pb2_grpc as pb_grpc
+
 from core import commands as c
 from core.model import ChannelSpec
 from service.codec import (
@@ -16,7 +15,7 @@ from service.codec import (
     sku_to_proto,
 )
 from service.engine import Engine
-from service.errors import check_count, unary
+from service.errors import Context, check_count, unary
 from service.servicers.inventory import mutation_result
 
 
@@ -27,7 +26,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     @unary
     async def UpsertSkus(self, request: pb.UpsertSkusRequest,
-                         context: grpc.aio.ServicerContext) -> pb.UpsertSkusResponse:
+                         context: Context) -> pb.UpsertSkusResponse:
         def build() -> c.Command:
             check_count(len(request.skus), self.limit, "skus", "max_lines_per_request")
             return c.UpsertSkus(tuple(sku_from_proto(s, f"skus[{i}]")
@@ -39,7 +38,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     @unary
     async def GetSkus(self, request: pb.GetSkusRequest,
-                      context: grpc.aio.ServicerContext) -> pb.GetSkusResponse:
+                      context: Context) -> pb.GetSkusResponse:
         check_count(len(request.sku_ids), self.limit, "sku_ids", "max_lines_per_request")
         catalog = self.engine.ledger.catalog
         dense = catalog.skus(request.sku_ids)
@@ -47,7 +46,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     @unary
     async def UpsertNodes(self, request: pb.UpsertNodesRequest,
-                          context: grpc.aio.ServicerContext) -> pb.UpsertNodesResponse:
+                          context: Context) -> pb.UpsertNodesResponse:
         def build() -> c.Command:
             check_count(len(request.nodes), self.limit, "nodes", "max_lines_per_request")
             return c.UpsertNodes(tuple(node_from_proto(n, f"nodes[{i}]")
@@ -59,13 +58,13 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     @unary
     async def ListNodes(self, request: pb.ListNodesRequest,
-                        context: grpc.aio.ServicerContext) -> pb.ListNodesResponse:
+                        context: Context) -> pb.ListNodesResponse:
         return pb.ListNodesResponse(
             nodes=[node_to_proto(n) for n in self.engine.ledger.catalog.nodes])
 
     @unary
     async def UpsertChannels(self, request: pb.UpsertChannelsRequest,
-                             context: grpc.aio.ServicerContext) -> pb.UpsertChannelsResponse:
+                             context: Context) -> pb.UpsertChannelsResponse:
         def build() -> c.Command:
             check_count(len(request.channels), self.limit, "channels", "max_lines_per_request")
             return c.UpsertChannels(tuple(ChannelSpec(ch.channel_id, ch.name)
@@ -77,6 +76,6 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     @unary
     async def ListChannels(self, request: pb.ListChannelsRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ListChannelsResponse:
+                           context: Context) -> pb.ListChannelsResponse:
         return pb.ListChannelsResponse(
             channels=[channel_to_proto(ch) for ch in self.engine.ledger.catalog.channels])

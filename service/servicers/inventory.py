@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import numpy as np
-
 from allocd.v1 import inventory_service_pb2 as pb
 from allocd.v1 import inventory_service_pb2_grpc as pb_grpc
 from allocd.v1 import types_pb2
+
 from core import commands as c
 from core.availability import available_to_sell, promise_schedule
 from core.errors import InvalidArgument, NotFound
@@ -24,7 +23,7 @@ from service.codec import (
     timestamp,
 )
 from service.engine import Engine
-from service.errors import check_count, streaming, unary
+from service.errors import Context, check_count, streaming, unary
 
 
 def mutation_result(outcome: Outcome) -> types_pb2.MutationResult:
@@ -48,7 +47,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     # ---- mutations ---------------------------------------------------------------
     @unary
     async def ReceiveInventory(self, request: pb.ReceiveInventoryRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ReceiveInventoryResponse:
+                               context: Context) -> pb.ReceiveInventoryResponse:
         def build() -> c.Command:
             return c.ReceiveStock(tuple(
                 c.ReceiptLine(line.sku_id, line.node_id, line.quantity,
@@ -63,7 +62,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def ExpectInbound(self, request: pb.ExpectInboundRequest,
-                            context: grpc.aio.ServicerContext) -> pb.ExpectInboundResponse:
+                            context: Context) -> pb.ExpectInboundResponse:
         def build() -> c.Command:
             return c.ExpectInbound(request.reference, tuple(
                 c.InboundLine(line.sku_id, line.node_id, line.quantity,
@@ -76,7 +75,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def AdjustInventory(self, request: pb.AdjustInventoryRequest,
-                              context: grpc.aio.ServicerContext) -> pb.AdjustInventoryResponse:
+                              context: Context) -> pb.AdjustInventoryResponse:
         def build() -> c.Command:
             return c.AdjustStock(tuple(
                 c.AdjustLine(line.sku_id, line.node_id, line.delta,
@@ -91,7 +90,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def MoveInventory(self, request: pb.MoveInventoryRequest,
-                            context: grpc.aio.ServicerContext) -> pb.MoveInventoryResponse:
+                            context: Context) -> pb.MoveInventoryResponse:
         def build() -> c.Command:
             return c.MoveStock(tuple(
                 c.MoveLine(line.sku_id, line.node_id, line.quantity,
@@ -105,7 +104,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def TransferInventory(
-        self, request: pb.TransferInventoryRequest, context: grpc.aio.ServicerContext,
+        self, request: pb.TransferInventoryRequest, context: Context,
     ) -> pb.TransferInventoryResponse:
         def build() -> c.Command:
             return c.TransferStock(
@@ -120,7 +119,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def ReserveInventory(self, request: pb.ReserveInventoryRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ReserveInventoryResponse:
+                               context: Context) -> pb.ReserveInventoryResponse:
         settings = self.settings
 
         def build() -> c.Command:
@@ -154,7 +153,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def ReleaseReservation(
-        self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext,
+        self, request: pb.ReleaseReservationRequest, context: Context,
     ) -> pb.ReleaseReservationResponse:
         def respond(o: Outcome) -> pb.ReleaseReservationResponse:
             response = pb.ReleaseReservationResponse(result=mutation_result(o))
@@ -168,7 +167,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def SweepExpiredReservations(
-        self, request: pb.SweepExpiredReservationsRequest, context: grpc.aio.ServicerContext,
+        self, request: pb.SweepExpiredReservationsRequest, context: Context,
     ) -> pb.SweepExpiredReservationsResponse:
         def respond(o: Outcome) -> pb.SweepExpiredReservationsResponse:
             response = pb.SweepExpiredReservationsResponse(result=mutation_result(o))
@@ -181,7 +180,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def SubmitCycleCount(self, request: pb.SubmitCycleCountRequest,
-                               context: grpc.aio.ServicerContext) -> pb.SubmitCycleCountResponse:
+                               context: Context) -> pb.SubmitCycleCountResponse:
         def build() -> c.Command:
             return c.SubmitCycleCount(tuple(
                 c.CountLine(line.sku_id, line.node_id, line.counted_quantity)
@@ -205,7 +204,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def SetSafetyStock(self, request: pb.SetSafetyStockRequest,
-                             context: grpc.aio.ServicerContext) -> pb.SetSafetyStockResponse:
+                             context: Context) -> pb.SetSafetyStockResponse:
         def build() -> c.Command:
             if request.clear and not (request.sku_id or request.node_id):
                 raise InvalidArgument("the network default cannot be cleared; set it to 0",
@@ -219,7 +218,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def SetRingFence(self, request: pb.SetRingFenceRequest,
-                           context: grpc.aio.ServicerContext) -> pb.SetRingFenceResponse:
+                           context: Context) -> pb.SetRingFenceResponse:
         def build() -> c.Command:
             return c.SetRingFence(tuple(
                 c.FenceLine(line.sku_id, line.node_id, line.channel_id, line.quantity)
@@ -246,7 +245,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def GetAvailability(self, request: pb.GetAvailabilityRequest,
-                              context: grpc.aio.ServicerContext) -> pb.GetAvailabilityResponse:
+                              context: Context) -> pb.GetAvailabilityResponse:
         ledger = self.engine.ledger
         catalog = ledger.catalog
         skus = self._skus(request.sku_ids)
@@ -274,7 +273,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def GetStockLevels(self, request: pb.GetStockLevelsRequest,
-                             context: grpc.aio.ServicerContext) -> pb.GetStockLevelsResponse:
+                             context: Context) -> pb.GetStockLevelsResponse:
         ledger = self.engine.ledger
         catalog = ledger.catalog
         skus = self._skus(request.sku_ids)
@@ -293,7 +292,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def GetReservation(self, request: pb.GetReservationRequest,
-                             context: grpc.aio.ServicerContext) -> pb.GetReservationResponse:
+                             context: Context) -> pb.GetReservationResponse:
         ledger = self.engine.ledger
         record = ledger.reservations.by_id.get(request.reservation_id)
         if record is None:
@@ -310,7 +309,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @unary
     async def GetLedgerSummary(
-        self, request: pb.GetLedgerSummaryRequest, context: grpc.aio.ServicerContext,
+        self, request: pb.GetLedgerSummaryRequest, context: Context,
     ) -> pb.GetLedgerSummaryResponse:
         ledger = self.engine.ledger
         totals = ledger.bucket_totals().tolist()
@@ -326,7 +325,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
 
     @streaming
     async def WatchInventoryEvents(
-        self, request: pb.WatchInventoryEventsRequest, context: grpc.aio.ServicerContext,
+        self, request: pb.WatchInventoryEventsRequest, context: Context,
     ) -> AsyncIterator[pb.WatchInventoryEventsResponse]:
         engine = self.engine
         start = engine.durable_seq + 1 if request.live_only else max(request.from_sequence, 1)

@@ -5,7 +5,7 @@ own asyncio event loop in a background thread. Tests talk to it with ordinary
 synchronous `grpc.insecure_channel` stubs, exactly as a client would.
 
 A module can change the server's settings by overriding the `server_settings`
-fixture; a test that needs a server of its own uses `start_server(settings)`.
+fixture; a test that needs a server of its own calls `server_factory(**overrides)`.
 Tests on a shared server keep out of each other's way by naming their SKUs and
 nodes with a per-test prefix (see `Api.seed`).
 """
@@ -23,8 +23,6 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from allocd.v1 import (
     catalog_service_pb2,
     catalog_service_pb2_grpc,
@@ -33,6 +31,8 @@ from allocd.v1 import (
     inventory_service_pb2_grpc,
     types_pb2,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from service.config import Settings
 from service.server import AllocdServer
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba.typed import List as TypedList
 
 from core.catalog import MAX_CHANNELS
 from core.kernels import _ledger as k
+from core.ledger import new_quantities
 from tests import reference as ref
 
 N_SKUS, N_NODES, N_BUCKETS = 5, 3, 6
@@ -19,7 +21,16 @@ def ledgers(draw):
     rng = np.random.default_rng(seed)
     high = draw(st.sampled_from([3, 50, 2**31 - 1]))
     qty = rng.integers(0, high, size=(N_SKUS, N_NODES, N_BUCKETS), endpoint=True).astype(np.int32)
+    if draw(st.booleans()):
+        qty = as_ledger_layout(qty)
     return rng, qty
+
+
+def as_ledger_layout(qty):
+    """The ledger's own layout: indexed [sku, node, bucket], stored bucket-major per SKU."""
+    stored = new_quantities(qty.shape[0], qty.shape[1])
+    stored[...] = qty
+    return stored
 
 
 @st.composite
@@ -75,21 +86,30 @@ def test_apply_moves_refusal_leaves_the_array_untouched():
     np.testing.assert_array_equal(qty, before)
 
 
-@settings(max_examples=300, deadline=None)
-@given(ledgers(), policies(), st.integers(-1, 2))
-def test_available_to_sell_matches_reference(ledger, policy, channel):
-    rng, qty = ledger
-    sku_safety, override, node_safety, network, fence_row, fence_qty = policy
-    skus = rng.integers(0, N_SKUS, 7).astype(np.int64)
-    nodes = np.arange(N_NODES, dtype=np.int64)
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(ledgers(), policies()), min_size=1, max_size=3), st.integers(-1, 2),
+       st.integers(0, 2**32 - 1))
+def test_available_to_sell_matches_reference(shards, channel, seed):
+    """Global SKU d lives in shard d % n_shards at row d // n_shards."""
+    rng = np.random.default_rng(seed)
+    n_shards = len(shards)
+    qty = [as_ledger_layout(sh[0][1]) for sh in shards]
+    pol = [sh[1] for sh in shards]
+    node_safety, network = pol[0][2], pol[0][3]
+    lists = [TypedList([p[k] for p in pol]) for k in (0, 1, 4, 5)]
+    skus = rng.integers(0, N_SKUS * n_shards, 7).astype(np.int64)
+    nodes = rng.permutation(N_NODES)[: rng.integers(1, N_NODES + 1)].astype(np.int64)
     enabled = rng.random(N_NODES) < 0.8
-    outs = [np.zeros((7, N_NODES), np.int64) for _ in range(4)]
-    k._available_to_sell(qty, skus, nodes, enabled, channel, sku_safety, override, node_safety,
-                         network, fence_row, fence_qty, *outs)
-    want = ref.available_to_sell(qty, skus, nodes, enabled, channel, sku_safety, override,
-                                 node_safety, network, fence_row, fence_qty)
-    for have, expected in zip(outs, want, strict=True):
-        np.testing.assert_array_equal(have, expected)
+    outs = [np.zeros((7, len(nodes)), np.int64) for _ in range(4)]
+    k._available_to_sell_sharded(TypedList(qty), *lists, skus, nodes, enabled, channel,
+                                 node_safety, network, *outs)
+    for i, sku in enumerate(skus.tolist()):
+        shard, local = sku % n_shards, sku // n_shards
+        sku_safety, override, _, _, fence_row, fence_qty = pol[shard]
+        want = ref.available_to_sell(qty[shard], [local], nodes, enabled, channel, sku_safety,
+                                     override, node_safety, network, fence_row, fence_qty)
+        for have, expected in zip(outs, want, strict=True):
+            np.testing.assert_array_equal(have[i], expected[0])
 
 
 @settings(max_examples=200, deadline=None)

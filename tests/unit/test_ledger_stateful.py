@@ -150,7 +150,8 @@ class LedgerMachine(RuleBasedStateMachine):
         ref = self.fresh("t")
         moves = []
         for s, q in lines:
-            moves += [(s, src, Bucket.AVAILABLE, None, q, 0), (s, dst, None, Bucket.IN_TRANSIT, q, 0)]
+            moves += [(s, src, Bucket.AVAILABLE, None, q, 0),
+                      (s, dst, None, Bucket.IN_TRANSIT, q, 0)]
         allowed = src != dst and self.moves_fit(moves)
         cmd = c.TransferStock(ref, src, dst, self.now + days * 86_400_000,
                               tuple(c.TransferLine(s, q) for s, q in lines))
