@@ -45,8 +45,8 @@ class Catalog:
         self.sku_ids: list[str] = []
         self.sku_names: list[str] = []
         self._capacity = 0
-        self.weight_lb = np.zeros(0, dtype=np.float32)
-        self.dims_in = np.zeros((0, 3), dtype=np.float32)
+        self.weight_lb = np.zeros(0, dtype=np.float64)
+        self.dims_in = np.zeros((0, 3), dtype=np.float64)
         self.unit_cost_micros = np.zeros(0, dtype=np.int64)
         self.price_micros = np.zeros(0, dtype=np.int64)
         self.category = np.zeros(0, dtype=np.int32)

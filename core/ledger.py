@@ -26,6 +26,7 @@ from core.model import (
     EventKind,
     NodeSpec,
     SkuSpec,
+    TRANSFER_KINDS,
 )
 from core.reservations import ReservationBook
 
@@ -66,7 +67,8 @@ class Shard:
         self.sku_safety = np.zeros(0, dtype=np.int32)  # -1: inherit
         self.safety_override = _EMPTY_2D  # [sku, node], allocated on first use; -1: inherit
         self.fence_row = _EMPTY_2D  # [sku, node] -> row of fence_qty, -1: none
-        self.fence_qty = np.zeros((0, MAX_CHANNELS + 1), dtype=np.int32)  # last col = total
+        # int64: the total column may exceed int32 when several channels are fenced.
+        self.fence_qty = np.zeros((0, MAX_CHANNELS + 1), dtype=np.int64)  # last col = total
         self.n_fence_rows = 0
 
     @property
@@ -258,7 +260,10 @@ class Ledger:
         self._count_external(events[start:stop])
 
     def _count_external(self, events: Iterable[Event]) -> None:
+        """Units received into and shipped out of the network (a transfer is neither)."""
         for e in events:
+            if e.kind in TRANSFER_KINDS:
+                continue
             if e.from_bucket == Bucket.EXTERNAL:
                 self.units_in += e.quantity
             if e.to_bucket == Bucket.EXTERNAL:

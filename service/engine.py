@@ -26,7 +26,7 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import Event
 from core.operations import MAX_ID_LENGTH, Outcome, execute
 from service.config import Settings
-from service.store import Commit, EventStore, IdempotencyRecord
+from service.store import Commit, EventStore, IdempotencyRecord, ShuttingDown
 
 log = logging.getLogger("allocd.engine")
 
@@ -76,6 +76,7 @@ class Engine:
         self._answers: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
         self._durable = asyncio.Condition()
         self.durable_seq = 0
+        self._closing = False
 
     async def start(self) -> None:
         """Load what the store holds (replay)."""
@@ -163,7 +164,13 @@ class Engine:
                 log.exception("reservation sweep failed")
 
     def _durable_from(self, seq: int) -> bool:
-        return self.durable_seq >= seq
+        return self._closing or self.durable_seq >= seq
+
+    async def close_streams(self) -> None:
+        """End every `follow` (at shutdown, so open watch streams do not hold it up)."""
+        async with self._durable:
+            self._closing = True
+            self._durable.notify_all()
 
     async def follow(self, from_seq: int, batch: int = 512) -> AsyncIterator[list[Event]]:
         """Durable events from `from_seq` on, in order, waiting for new ones forever."""
@@ -173,6 +180,9 @@ class Engine:
                 f"{self.store.first_retained_seq}", "from_sequence")
         next_seq = from_seq
         while True:
+            if self._closing:
+                raise ShuttingDown(
+                    f"the server is shutting down; resume from sequence {next_seq}")
             events = list(self.store.read(next_seq, batch))
             events = [e for e in events if e.seq <= self.durable_seq]
             if events:

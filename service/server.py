@@ -95,6 +95,7 @@ class AllocdServer:
             return
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
+        await self.engine.close_streams()
         await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
         for task in self._tasks:
             task.cancel()

@@ -36,6 +36,10 @@ class StoreUnavailable(Exception):
     """The store cannot take writes now; the call fails with UNAVAILABLE, nothing applied."""
 
 
+class ShuttingDown(StoreUnavailable):
+    """The server is stopping; callers should retry elsewhere or later (UNAVAILABLE)."""
+
+
 class EventStore(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> list[Commit]:

@@ -138,7 +138,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                     f"a reservation may last at most {settings.max_reservation_ttl_s} s "
                     "(max_reservation_ttl_s)", "expire_time")
             return c.ReserveStock(
-                request.reservation_id or f"rsv-{request.request_id}", request.channel_id,
+                request.reservation_id or request.request_id, request.channel_id,
                 expires, tuple(c.ReserveLine(line.sku_id, line.node_id, line.quantity)
                                for line in self._lines(request.lines)))
 

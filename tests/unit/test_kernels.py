@@ -42,7 +42,7 @@ def policies(draw):
                 else np.zeros((0, 0), np.int32))
     if draw(st.booleans()):
         fence_row = np.full((N_SKUS, N_NODES), -1, np.int32)
-        fence_qty = np.zeros((N_SKUS * N_NODES, MAX_CHANNELS + 1), np.int32)
+        fence_qty = np.zeros((N_SKUS * N_NODES, MAX_CHANNELS + 1), np.int64)
         rows = 0
         for s in range(N_SKUS):
             for n in range(N_NODES):
@@ -53,7 +53,7 @@ def policies(draw):
                     rows += 1
     else:
         fence_row = np.zeros((0, 0), np.int32)
-        fence_qty = np.zeros((0, MAX_CHANNELS + 1), np.int32)
+        fence_qty = np.zeros((0, MAX_CHANNELS + 1), np.int64)
     network = int(rng.integers(0, 3))
     return sku_safety, override, node_safety, network, fence_row, fence_qty
 

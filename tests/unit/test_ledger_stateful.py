@@ -106,14 +106,15 @@ class LedgerMachine(RuleBasedStateMachine):
                 work[(sku, node, dst)] += units
         return True
 
-    def book(self, moves):
+    def book(self, moves, *, internal=False):
+        """Book moves; `internal` ones (a transfer's two halves) are not received or shipped."""
         for sku, node, src, dst, units, _ in moves:
             if src is None:
-                self.units_in += units
+                self.units_in += 0 if internal else units
             else:
                 self.qty[(sku, node, src)] -= units
             if dst is None:
-                self.units_out += units
+                self.units_out += 0 if internal else units
             else:
                 self.qty[(sku, node, dst)] += units
 
@@ -156,7 +157,7 @@ class LedgerMachine(RuleBasedStateMachine):
         cmd = c.TransferStock(ref, src, dst, self.now + days * 86_400_000,
                               tuple(c.TransferLine(s, q) for s, q in lines))
         if self.attempt(cmd, allowed):
-            self.book(moves)
+            self.book(moves, internal=True)
             for s, q in lines:
                 self.inbound[(ref, s, dst)] += q
 
