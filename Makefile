@@ -34,14 +34,15 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 
 gen: $(GENERATED)
 
-run: setup
+run: setup $(BUF)
 	$(BIN)/allocd serve --demo
 
-test: setup
+test: setup $(BUF)
+	$(BUF) lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 $(BUF): package.json
-	npm install --silent --no-audit --no-fund
+	npm install --silent --no-audit --no-fund --no-package-lock
 	@touch $@
 
 lint: setup $(BUF)
@@ -50,7 +51,9 @@ lint: setup $(BUF)
 	$(BUF) lint
 
 bench: setup
-	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-min-rounds=30 \
+		--benchmark-columns=min,median,mean,ops,rounds
+	$(PY) -m bench.ledger_memory
 
 clean:
 	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info

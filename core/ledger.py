@@ -20,13 +20,13 @@ from core.errors import FailedPrecondition, InvariantViolation
 from core.kernels._ledger import _apply_moves, _bucket_totals, _revert_moves
 from core.model import (
     N_BUCKETS,
+    TRANSFER_KINDS,
     Bucket,
     ChannelSpec,
     Event,
     EventKind,
     NodeSpec,
     SkuSpec,
-    TRANSFER_KINDS,
 )
 from core.reservations import ReservationBook
 

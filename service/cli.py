@@ -37,11 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
                     f"then {ENV_PREFIX}* environment variables, then these flags.")
     serve.add_argument("--config", default=None, help="TOML settings file")
     _add_setting_flags(serve)
+    health = sub.add_parser("health", help="exit 0 if the server at --address is SERVING")
+    health.add_argument("--address", default="127.0.0.1:50051")
+    health.add_argument("--service", default="", help="a service name; empty for the server")
+    health.add_argument("--timeout", type=float, default=3.0)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "health":
+        from service.healthcheck import check
+
+        serving = check(args.address, args.service, args.timeout)
+        print("SERVING" if serving else "NOT_SERVING")
+        return 0 if serving else 1
     if args.command == "serve":
         flags = {f.name: getattr(args, f.name) for f in fields(Settings)}
         try:
