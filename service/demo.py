@@ -34,8 +34,11 @@ DEMO_CHANNELS = (
 CATEGORIES = ("apparel", "footwear", "home", "electronics", "beauty", "toys", "outdoor")
 
 
-def demo_commands(n_skus: int, seed: int) -> list[c.Command]:
-    """Commands that build the demo: nodes, channels, SKUs, stock, a few policies."""
+DAY_MS = 86_400_000
+
+
+def demo_commands(n_skus: int, seed: int, now_ms: int) -> list[c.Command]:
+    """Commands that build the demo: nodes, channels, SKUs, stock, inbound, a few policies."""
     rng = np.random.default_rng(seed)
     skus = []
     for i in range(n_skus):
@@ -63,5 +66,13 @@ def demo_commands(n_skus: int, seed: int) -> list[c.Command]:
         c.ReceiveStock(tuple(receipts), "demo-opening-stock"),
         c.SetSafetyStock("", "STORE-NYC", 2),
         c.SetSafetyStock("", "STORE-CHI", 2),
+        c.ExpectInbound("PO-DEMO-1", tuple(
+            c.InboundLine(f"SKU-{i:06d}", "IND1", 100, now_ms + 3 * DAY_MS)
+            for i in range(min(n_skus, 100)))),
+        c.ExpectInbound("PO-DEMO-2", tuple(
+            c.InboundLine(f"SKU-{i:06d}", "ONT6", 50, now_ms + 7 * DAY_MS)
+            for i in range(0, min(n_skus, 200), 2))),
+        c.SetRingFence(tuple(
+            c.FenceLine(f"SKU-{i:06d}", "AVP3", "marketplace", 5) for i in range(min(n_skus, 50)))),
     ]
     return commands

@@ -80,8 +80,8 @@ class AllocdServer:
         warm_kernels()
         await self.engine.start()
         if self.settings.demo and self.engine.ledger.catalog.n_skus == 0:
-            for i, command in enumerate(demo_commands(self.settings.demo_skus,
-                                                      self.settings.demo_seed)):
+            for i, command in enumerate(demo_commands(
+                    self.settings.demo_skus, self.settings.demo_seed, self.engine.clock())):
                 await self.engine.mutate_internal(command, f"demo-{i}")
             log.info("loaded the demo catalogue: %d SKUs, %d nodes",
                      self.engine.ledger.catalog.n_skus, self.engine.ledger.catalog.n_nodes)

@@ -101,7 +101,8 @@ def test_the_cli_serves_the_demo_on_an_ephemeral_port_and_stops_cleanly_on_sigte
         assert sku.available_to_sell > 0
         assert sku.available_to_sell == sum(n.available_to_sell for n in sku.nodes)
         for node in sku.nodes:
-            assert node.available_to_sell == max(0, node.available - node.safety_stock)
+            assert node.available_to_sell == max(
+                0, node.available - node.safety_stock - node.fenced_for_other_channels)
         summary = inventory.GetLedgerSummary(inv.GetLedgerSummaryRequest(), timeout=10)
         assert (summary.sku_count, summary.node_count) == (200, 13)
         assert availability.as_of_sequence == summary.last_sequence
