@@ -63,3 +63,131 @@ def expired_slots(expires_ms, active, now_ms) -> list[int]:
 
 def bucket_totals(qty, n_skus, n_nodes) -> np.ndarray:
     return qty[:n_skus, :n_nodes].astype(np.int64).sum(axis=(0, 1))
+
+
+# ---- allocation ----------------------------------------------------------------------
+INF = 1 << 62
+
+
+def billable_lb(weight, volume):
+    w = max(weight, volume / 139.0)
+    return max(1, int(np.ceil(w - 1e-9)))
+
+
+def carrier(net, n, r, billable, units, longest, minute, deadline):
+    """Cheapest qualifying service: (cost, service) or (INF, -1)."""
+    z = int(net["zone"][n, r])
+    rates = net["rates"]
+    width = rates.shape[2] - 1
+    best = (INF, -1)
+    for s in range(rates.shape[0]):
+        cutoff = min(int(net["node_cutoff"][n]), int(net["service_cutoff"][s]))
+        ship = 0 if minute <= cutoff else 1
+        if ship + int(net["transit"][s, z]) > deadline:
+            continue
+        if net["lane_has"][n, r]:
+            cost = (int(net["lane_fixed"][n, r]) + int(net["lane_per_unit"][n, r]) * units
+                    + int(net["lane_per_lb"][n, r]) * billable)
+        elif billable <= width:
+            cost = int(rates[s, z, billable])
+        else:
+            cost = int(rates[s, z, width]) + (billable - width) * int(net["over_per_lb"][s, z])
+        if longest > 48.0:
+            cost += int(net["surcharge"][s])
+        if cost < best[0]:
+            best = (cost, s)
+    return best
+
+
+def package_cost(net, order, items, block, n):
+    """Cost of shipping `block` (item indices) from node n in one package, or INF."""
+    weight = sum(items[i]["qty"] * order["weight"][items[i]["line"]] for i in block)
+    volume = sum(items[i]["qty"] * order["volume"][items[i]["line"]] for i in block)
+    units = sum(items[i]["qty"] for i in block)
+    longest = max(order["longest"][items[i]["line"]] for i in block)
+    cost, service = carrier(net, n, order["region"], billable_lb(weight, volume), units,
+                            longest, order["minute"], order["deadline"])
+    if service < 0:
+        return INF
+    picks = sum(items[i]["qty"] * (int(net["pick"][n]) + int(order["extra"][items[i]["line"], n]))
+                for i in block)
+    return cost + int(net["handling"][n]) + picks
+
+
+def set_partitions(elements):
+    if not elements:
+        yield []
+        return
+    first, rest = elements[0], elements[1:]
+    for partition in set_partitions(rest):
+        yield [[first], *partition]
+        for i in range(len(partition)):
+            yield [*partition[:i], [first, *partition[i]], *partition[i + 1:]]
+
+
+def order_items(net, order, avail, capacity_left):
+    """The order's items: whole lines with the nodes that can ship them, or pieces of a
+    line no node can fill (fewest pieces: most sellable units first, ties to the lower
+    node). Returns (items, backorder per line, whether any node has any stock)."""
+    n_nodes = avail.shape[1]
+    ch = order["channel"]
+    usable = [bool(net["node_enabled"][n]) and capacity_left[n] > 0
+              and not (ch >= 0 and net["blocked"][n, ch]) for n in range(n_nodes)]
+    items = []
+    backorder = []
+    any_stock = False
+    for line, (u, q) in enumerate(zip(order["u"], order["qty"], strict=True)):
+        ats = [max(0, int(avail[u, n]) - int(order["floor"][line, n])) if usable[n] else 0
+               for n in range(n_nodes)]
+        any_stock |= sum(ats) > 0
+        cand = {n for n in range(n_nodes) if ats[n] >= q}
+        if cand:
+            items.append({"line": line, "qty": q, "cand": cand})
+            backorder.append(0)
+        elif order["allow_split"] and sum(ats) > 0:
+            left = q
+            for n in sorted(range(n_nodes), key=lambda n: (-ats[n], n)):
+                if left == 0 or ats[n] == 0:
+                    break
+                take = min(ats[n], left)
+                items.append({"line": line, "qty": take, "cand": {n}})
+                left -= take
+            backorder.append(left)
+        else:
+            backorder.append(q)
+    return items, backorder, any_stock
+
+
+def allocate_order(net, order, avail, capacity_left):
+    """Brute force over every partition of the items into packages and every node per
+    package. Returns (status, cost, single_cost, split_cost, backorder per line)."""
+    items, backorder, any_stock = order_items(net, order, avail, capacity_left)
+    if not items:
+        status = 2 if any_stock else 3
+        return status, 0, -1, -1, list(order["qty"])
+    single = split = INF
+    penalty = int(net["split_penalty"][order["tier"]])
+    for partition in set_partitions(list(range(len(items)))):
+        if len(partition) > 1 and not order["allow_split"]:
+            continue
+        total = penalty * (len(partition) - 1)
+        for block in partition:
+            nodes = set.intersection(*(items[i]["cand"] for i in block))
+            costs = [package_cost(net, order, items, block, n) for n in sorted(nodes)]
+            block_cost = min(costs, default=INF)
+            if block_cost >= INF:
+                total = INF
+                break
+            total += block_cost
+        if total >= INF:
+            continue
+        if len(partition) == 1:
+            single = min(single, total)
+        else:
+            split = min(split, total)
+    if single >= INF and split >= INF:
+        return 2, 0, -1, -1, list(order["qty"])
+    cost = single if single <= split else split
+    status = 1 if any(backorder) else 0
+    return (status, cost, single if single < INF else -1, split if split < INF else -1,
+            backorder)

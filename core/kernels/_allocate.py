@@ -1,0 +1,473 @@
+"""Order allocation kernels: sourcing, split-versus-consolidate and carrier selection.
+
+A plan is a set of packages; a package ships some of an order's items from one
+node by one carrier service. Its cost is the carrier price (rate card by zone and
+billable weight, or a contracted lane) + oversize surcharge + node handling + per
+unit picks and opportunity cost; every package beyond the first adds the order's
+split penalty. A service qualifies only if ship day (today if the order is before
+both the node's and the service's cut-off, else tomorrow) + transit days meets the
+order's deadline.
+
+For up to `max_exact` items the kernel finds the cheapest plan exactly: a
+package cost for every (node, subset of items), then a subset dynamic programme
+over partitions of the items into packages. Beyond that a greedy heuristic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+INF = np.int64(1) << np.int64(62)
+DIM_DIVISOR = 139.0
+OVERSIZE_IN = 48.0
+
+STATUS_ALLOCATED = 0  # every unit allocated
+STATUS_PARTIAL = 1  # some units allocated, the rest backordered
+STATUS_NO_FEASIBLE_NODE = 2  # stock exists but no plan meets the promise
+STATUS_OUT_OF_STOCK = 3  # nothing can be allocated
+
+METHOD_EXACT = 0
+METHOD_HEURISTIC = 1
+
+
+@njit(cache=True, nogil=True)
+def _billable_lb(weight_lb, volume_in3):  # type: ignore[no-untyped-def]
+    dim = volume_in3 / DIM_DIVISOR
+    w = weight_lb if weight_lb > dim else dim
+    b = np.int64(np.ceil(w - 1e-9))
+    if b < 1:
+        b = np.int64(1)
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _carrier(  # type: ignore[no-untyped-def]
+    n, r, billable, units, longest, minute, deadline, zone, rates, over_per_lb, transit,
+    service_cutoff, surcharge, lane_has, lane_fixed, lane_per_unit, lane_per_lb, node_cutoff,
+):
+    """Cheapest service for one package from node n to region r that meets the deadline.
+
+    Returns (cost, service, ship_day, transit_days); service -1 and cost INF if none."""
+    z = zone[n, r]
+    width = rates.shape[2] - 1
+    best_cost = INF
+    best_service = -1
+    best_ship = 0
+    best_transit = 0
+    for s in range(rates.shape[0]):
+        cutoff = node_cutoff[n]
+        if service_cutoff[s] < cutoff:
+            cutoff = service_cutoff[s]
+        ship = 0 if minute <= cutoff else 1
+        days = transit[s, z]
+        if ship + days > deadline:
+            continue
+        if lane_has[n, r]:
+            cost = lane_fixed[n, r] + lane_per_unit[n, r] * units + lane_per_lb[n, r] * billable
+        elif billable <= width:
+            cost = rates[s, z, billable]
+        else:
+            cost = rates[s, z, width] + (billable - width) * over_per_lb[s, z]
+        if longest > OVERSIZE_IN:
+            cost += surcharge[s]
+        if cost < best_cost:
+            best_cost = cost
+            best_service = s
+            best_ship = ship
+            best_transit = days
+    return best_cost, best_service, best_ship, best_transit
+
+
+@njit(cache=True, nogil=True)
+def _allocate_orders(  # type: ignore[no-untyped-def]
+    # orders
+    line_start, line_end, region, minute, deadline, tier, allow_split, channel,
+    # order lines (distinct SKUs within an order)
+    item_u, item_qty, item_weight, item_volume, item_longest, item_floor, item_unit_extra,
+    # state, updated as orders are allocated in the given order
+    avail, capacity_left,
+    # network
+    node_enabled, blocked, zone, rates, over_per_lb, transit, service_cutoff, surcharge,
+    lane_has, lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
+    split_penalty, max_exact,
+    # outputs per order
+    out_status, out_method, out_cost, out_single_cost, out_split_cost, out_pkg_first,
+    out_pkg_count,
+    # outputs per line
+    out_backorder,
+    # outputs per package
+    out_pkg_node, out_pkg_service, out_pkg_carrier, out_pkg_handling, out_pkg_units_cost,
+    out_pkg_billable, out_pkg_ship_day, out_pkg_transit,
+    # outputs per piece (a line's units in one package)
+    out_piece_line, out_piece_pkg, out_piece_qty,
+    # per-order piece ranges
+    out_piece_first, out_piece_count,
+):
+    """Allocate orders in the given (priority) order. Returns (packages, pieces) written,
+    or (-1, -1) if the package/piece outputs are too small."""
+    n_nodes = avail.shape[1]
+    max_pieces = out_piece_line.shape[0]
+    max_pkgs = out_pkg_node.shape[0]
+    size = 1 << max_exact
+    # Scratch, reused by every order.
+    it_line = np.empty(64, np.int64)
+    it_qty = np.empty(64, np.int64)
+    it_cand = np.empty(64, np.int64)  # bitmask of nodes an item may ship from
+    m_weight = np.empty(size, np.float64)
+    m_volume = np.empty(size, np.float64)
+    m_units = np.empty(size, np.int64)
+    m_longest = np.empty(size, np.float64)
+    best = np.empty(size, np.int64)
+    best_node = np.empty(size, np.int64)
+    best_service = np.empty(size, np.int64)
+    f = np.empty(size, np.int64)
+    choice = np.empty(size, np.int64)
+    unit_cost = np.empty(size, np.int64)
+    usable = np.empty(n_nodes, np.bool_)
+    ats = np.empty(n_nodes, np.int64)
+    order_nodes = np.empty(n_nodes, np.int64)
+    groups = np.empty(64, np.int64)
+    group_node = np.empty(64, np.int64)
+    pkgs = 0
+    pieces = 0
+    for o in range(len(line_start)):
+        r = region[o]
+        ch = channel[o]
+        penalty = split_penalty[tier[o]]
+        for n in range(n_nodes):
+            usable[n] = node_enabled[n] and capacity_left[n] > 0 and not (
+                ch >= 0 and blocked[n, ch])
+        # ---- items: whole lines, or pieces of lines no single node can fill ----------
+        n_items = 0
+        any_stock = False
+        overflow = False
+        for k in range(line_start[o], line_end[o]):
+            out_backorder[k] = 0
+            q = item_qty[k]
+            u = item_u[k]
+            cand = np.int64(0)
+            total = np.int64(0)
+            for n in range(n_nodes):
+                a = avail[u, n] - item_floor[k, n]
+                if a < 0 or not usable[n]:
+                    a = 0
+                ats[n] = a
+                total += a
+                if a >= q:
+                    cand |= np.int64(1) << np.int64(n)
+            if total > 0:
+                any_stock = True
+            if cand != 0:
+                if n_items == 64:
+                    overflow = True
+                    break
+                it_line[n_items] = k
+                it_qty[n_items] = q
+                it_cand[n_items] = cand
+                n_items += 1
+            elif allow_split[o] and total > 0:
+                # Fewest pieces: nodes by most sellable units, ties to the lower index.
+                for n in range(n_nodes):
+                    order_nodes[n] = n
+                for a_i in range(n_nodes):
+                    for b_i in range(a_i + 1, n_nodes):
+                        na = order_nodes[a_i]
+                        nb = order_nodes[b_i]
+                        if ats[nb] > ats[na] or (ats[nb] == ats[na] and nb < na):
+                            order_nodes[a_i] = nb
+                            order_nodes[b_i] = na
+                left = q
+                for idx in range(n_nodes):
+                    n = order_nodes[idx]
+                    if left == 0 or ats[n] == 0:
+                        break
+                    take = ats[n] if ats[n] < left else left
+                    if n_items == 64:
+                        overflow = True
+                        break
+                    it_line[n_items] = k
+                    it_qty[n_items] = take
+                    it_cand[n_items] = np.int64(1) << np.int64(n)
+                    n_items += 1
+                    left -= take
+                out_backorder[k] = left
+            else:
+                out_backorder[k] = q
+        out_pkg_first[o] = pkgs
+        out_piece_first[o] = pieces
+        out_pkg_count[o] = 0
+        out_piece_count[o] = 0
+        out_single_cost[o] = -1
+        out_split_cost[o] = -1
+        out_cost[o] = 0
+        if overflow:
+            n_items = 0  # more than 64 pieces: refuse rather than guess
+        if n_items == 0:
+            out_status[o] = STATUS_NO_FEASIBLE_NODE if any_stock else STATUS_OUT_OF_STOCK
+            out_method[o] = METHOD_EXACT
+            for k in range(line_start[o], line_end[o]):
+                out_backorder[k] = item_qty[k]
+            continue
+        n_groups = 0
+        total_cost = INF
+        if n_items <= max_exact:
+            out_method[o] = METHOD_EXACT
+            full = (np.int64(1) << np.int64(n_items)) - 1
+            m_weight[0] = 0.0
+            m_volume[0] = 0.0
+            m_units[0] = 0
+            m_longest[0] = 0.0
+            for mask in range(1, full + 1):
+                low = 0
+                while not (mask >> low) & 1:
+                    low += 1
+                prev = mask & (mask - 1)
+                k = it_line[low]
+                q = it_qty[low]
+                m_weight[mask] = m_weight[prev] + q * item_weight[k]
+                m_volume[mask] = m_volume[prev] + q * item_volume[k]
+                m_units[mask] = m_units[prev] + q
+                lg = item_longest[k]
+                m_longest[mask] = lg if lg > m_longest[prev] else m_longest[prev]
+                best[mask] = INF
+                best_node[mask] = -1
+                best_service[mask] = -1
+            # Package cost of every (node, subset of the items that node can ship).
+            for n in range(n_nodes):
+                node_mask = np.int64(0)
+                for i in range(n_items):
+                    if (it_cand[i] >> np.int64(n)) & 1:
+                        node_mask |= np.int64(1) << np.int64(i)
+                if node_mask == 0:
+                    continue
+                unit_cost[0] = 0
+                # Ascending enumeration of the submasks of node_mask.
+                sub = np.int64(0)
+                while True:
+                    sub = (sub - node_mask) & node_mask
+                    if sub == 0:
+                        break
+                    low = 0
+                    while not (sub >> low) & 1:
+                        low += 1
+                    k = it_line[low]
+                    prev = sub & (sub - 1)
+                    unit_cost[sub] = unit_cost[prev] + it_qty[low] * (
+                        pick[n] + item_unit_extra[k, n])
+                    billable = _billable_lb(m_weight[sub], m_volume[sub])
+                    cost, service, _, _ = _carrier(
+                        n, r, billable, m_units[sub], m_longest[sub], minute[o], deadline[o],
+                        zone, rates, over_per_lb, transit, service_cutoff, surcharge,
+                        lane_has, lane_fixed, lane_per_unit, lane_per_lb, node_cutoff)
+                    if service < 0:
+                        continue
+                    cost += handling[n] + unit_cost[sub]
+                    if cost < best[sub]:
+                        best[sub] = cost
+                        best_node[sub] = n
+                        best_service[sub] = service
+            # Partition DP: f[mask] = cheapest packages covering mask, each + penalty.
+            f[0] = 0
+            for mask in range(1, full + 1):
+                low_bit = mask & (-mask)
+                f[mask] = INF
+                choice[mask] = 0
+                sub = mask
+                while sub > 0:
+                    if sub & low_bit and best[sub] < INF and f[mask ^ sub] < INF:
+                        c = best[sub] + penalty + f[mask ^ sub]
+                        if c < f[mask]:
+                            f[mask] = c
+                            choice[mask] = sub
+                    sub = (sub - 1) & mask
+            single = best[full]
+            out_single_cost[o] = single if single < INF else -1
+            split = INF
+            if allow_split[o]:
+                low_bit = full & (-full)
+                sub = (full - 1) & full
+                while sub > 0:
+                    if sub & low_bit and best[sub] < INF and f[full ^ sub] < INF:
+                        c = best[sub] + f[full ^ sub]  # the first package pays no penalty
+                        if c < split:
+                            split = c
+                    sub = (sub - 1) & full
+                out_split_cost[o] = split if split < INF else -1
+            if single < INF and single <= split:
+                total_cost = single
+                groups[0] = full
+                group_node[0] = best_node[full]
+                n_groups = 1
+            elif split < INF:
+                total_cost = split
+                # Rebuild the best split: the first package, then the DP's choices.
+                low_bit = full & (-full)
+                first = np.int64(0)
+                sub = (full - 1) & full
+                while sub > 0:
+                    if sub & low_bit and best[sub] < INF and f[full ^ sub] < INF:
+                        if best[sub] + f[full ^ sub] == split:
+                            first = sub
+                            break
+                    sub = (sub - 1) & full
+                groups[0] = first
+                group_node[0] = best_node[first]
+                n_groups = 1
+                rest = full ^ first
+                while rest:
+                    g = choice[rest]
+                    groups[n_groups] = g
+                    group_node[n_groups] = best_node[g]
+                    n_groups += 1
+                    rest ^= g
+        else:
+            out_method[o] = METHOD_HEURISTIC
+            # Greedy: each item joins the package (existing or new) that adds least cost.
+            total_cost = 0
+            for i in range(n_items):
+                groups[i] = 0
+            for i in range(n_items):
+                bit = np.int64(1) << np.int64(i)
+                add_best = INF
+                add_group = -1
+                add_node = -1
+                for g in range(n_groups + 1):
+                    for n in range(n_nodes):
+                        if not (it_cand[i] >> np.int64(n)) & 1:
+                            continue
+                        if g < n_groups and group_node[g] != n:
+                            continue
+                        before = np.int64(0)
+                        if g < n_groups:
+                            before = _group_cost(groups[g], n, it_line, it_qty, r, minute[o],
+                                                 deadline[o], item_weight, item_volume,
+                                                 item_longest, item_unit_extra, zone, rates,
+                                                 over_per_lb, transit, service_cutoff,
+                                                 surcharge, lane_has, lane_fixed,
+                                                 lane_per_unit, lane_per_lb, handling, pick,
+                                                 node_cutoff)
+                        after = _group_cost(groups[g] | bit if g < n_groups else bit, n,
+                                            it_line, it_qty, r, minute[o], deadline[o],
+                                            item_weight, item_volume, item_longest,
+                                            item_unit_extra, zone, rates, over_per_lb, transit,
+                                            service_cutoff, surcharge, lane_has, lane_fixed,
+                                            lane_per_unit, lane_per_lb, handling, pick,
+                                            node_cutoff)
+                        if after >= INF:
+                            continue
+                        delta = after - before + (penalty if g == n_groups and g > 0 else 0)
+                        if delta < add_best:
+                            add_best = delta
+                            add_group = g
+                            add_node = n
+                if add_group < 0:
+                    total_cost = INF
+                    break
+                if add_group == n_groups:
+                    groups[n_groups] = bit
+                    group_node[n_groups] = add_node
+                    n_groups += 1
+                else:
+                    groups[add_group] |= bit
+                total_cost += add_best
+            if not allow_split[o] and n_groups > 1:
+                total_cost = INF
+            if total_cost < INF and n_groups == 1:
+                out_single_cost[o] = total_cost
+            elif total_cost < INF:
+                out_split_cost[o] = total_cost
+        if total_cost >= INF:
+            out_status[o] = STATUS_NO_FEASIBLE_NODE
+            for k in range(line_start[o], line_end[o]):
+                out_backorder[k] = item_qty[k]
+            continue
+        # ---- write the plan and take the stock ---------------------------------------
+        if pkgs + n_groups > max_pkgs or pieces + n_items > max_pieces:
+            return -1, -1
+        out_cost[o] = total_cost
+        for g in range(n_groups):
+            mask = groups[g]
+            n = group_node[g]
+            weight = 0.0
+            volume = 0.0
+            units = np.int64(0)
+            longest = 0.0
+            units_cost = np.int64(0)
+            for i in range(n_items):
+                if (mask >> np.int64(i)) & 1:
+                    k = it_line[i]
+                    q = it_qty[i]
+                    weight += q * item_weight[k]
+                    volume += q * item_volume[k]
+                    units += q
+                    if item_longest[k] > longest:
+                        longest = item_longest[k]
+                    units_cost += q * (pick[n] + item_unit_extra[k, n])
+                    out_piece_line[pieces] = k
+                    out_piece_pkg[pieces] = pkgs
+                    out_piece_qty[pieces] = q
+                    pieces += 1
+                    avail[item_u[k], n] -= q
+            billable = _billable_lb(weight, volume)
+            cost, service, ship, days = _carrier(
+                n, r, billable, units, longest, minute[o], deadline[o], zone, rates,
+                over_per_lb, transit, service_cutoff, surcharge, lane_has, lane_fixed,
+                lane_per_unit, lane_per_lb, node_cutoff)
+            out_pkg_node[pkgs] = n
+            out_pkg_service[pkgs] = service
+            out_pkg_carrier[pkgs] = cost
+            out_pkg_handling[pkgs] = handling[n]
+            out_pkg_units_cost[pkgs] = units_cost
+            out_pkg_billable[pkgs] = billable
+            out_pkg_ship_day[pkgs] = ship
+            out_pkg_transit[pkgs] = days
+            pkgs += 1
+        # One order counts once against each node it ships from.
+        for n in range(n_nodes):
+            for g in range(n_groups):
+                if group_node[g] == n:
+                    capacity_left[n] -= 1
+                    break
+        out_pkg_count[o] = n_groups
+        out_piece_count[o] = pieces - out_piece_first[o]
+        backordered = False
+        for k in range(line_start[o], line_end[o]):
+            if out_backorder[k] > 0:
+                backordered = True
+        out_status[o] = STATUS_PARTIAL if backordered else STATUS_ALLOCATED
+    return pkgs, pieces
+
+
+@njit(cache=True, nogil=True)
+def _group_cost(  # type: ignore[no-untyped-def]
+    mask, n, it_line, it_qty, r, minute, deadline, item_weight, item_volume, item_longest,
+    item_unit_extra, zone, rates, over_per_lb, transit, service_cutoff, surcharge, lane_has,
+    lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
+):
+    weight = 0.0
+    volume = 0.0
+    units = np.int64(0)
+    longest = 0.0
+    units_cost = np.int64(0)
+    i = 0
+    m = mask
+    while m:
+        if m & 1:
+            k = it_line[i]
+            q = it_qty[i]
+            weight += q * item_weight[k]
+            volume += q * item_volume[k]
+            units += q
+            if item_longest[k] > longest:
+                longest = item_longest[k]
+            units_cost += q * (pick[n] + item_unit_extra[k, n])
+        m >>= 1
+        i += 1
+    cost, service, _, _ = _carrier(
+        n, r, _billable_lb(weight, volume), units, longest, minute, deadline, zone, rates,
+        over_per_lb, transit, service_cutoff, surcharge, lane_has, lane_fixed, lane_per_unit,
+        lane_per_lb, node_cutoff)
+    if service < 0:
+        return INF
+    return cost + handling[n] + units_cost

@@ -1,0 +1,210 @@
+"""The allocation kernel against a brute force that tries every partition of an order's
+items into packages and every node for each package: the same minimal cost, always."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.allocation import (
+    MAX_EXACT_ITEMS,
+    METHOD_EXACT,
+    METHOD_HEURISTIC,
+    STATUS_ALLOCATED,
+    OrderBatch,
+    run_allocation,
+)
+from tests import reference as ref
+
+NO_DEADLINE = 1 << 30
+
+
+@st.composite
+def networks(draw, max_nodes=5):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_nodes = draw(st.integers(1, max_nodes))
+    n_regions = draw(st.integers(1, 3))
+    n_services = draw(st.integers(1, 3))
+    width = draw(st.integers(1, 12))
+    rates = np.zeros((n_services, 9, width + 1), np.int64)
+    for s in range(n_services):
+        for z in range(2, 9):
+            steps = rng.integers(0, 3_000_000, width)
+            rates[s, z, 1:] = rng.integers(2_000_000, 9_000_000) + np.cumsum(steps)
+    lane_has = rng.random((n_nodes, n_regions)) < 0.2
+    net = SimpleNamespace(
+        node_enabled=rng.random(n_nodes) < 0.9,
+        blocked=rng.random((n_nodes, 2)) < 0.15,
+        zone=rng.integers(2, 9, (n_nodes, n_regions)).astype(np.int64),
+        rates=rates,
+        over_per_lb=rng.integers(0, 800_000, (n_services, 9)).astype(np.int64),
+        transit=rng.integers(1, 6, (n_services, 9)).astype(np.int64),
+        service_cutoff=rng.integers(600, 1440, n_services).astype(np.int64),
+        surcharge=rng.integers(0, 20_000_000, n_services).astype(np.int64),
+        lane_has=lane_has,
+        lane_fixed=rng.integers(0, 8_000_000, (n_nodes, n_regions)).astype(np.int64),
+        lane_per_unit=rng.integers(0, 500_000, (n_nodes, n_regions)).astype(np.int64),
+        lane_per_lb=rng.integers(0, 900_000, (n_nodes, n_regions)).astype(np.int64),
+        handling=rng.integers(0, 3_000_000, n_nodes).astype(np.int64),
+        pick=rng.integers(0, 600_000, n_nodes).astype(np.int64),
+        node_cutoff=rng.integers(600, 1440, n_nodes).astype(np.int64),
+        split_penalty=rng.integers(0, 6_000_000, 4).astype(np.int64),
+    )
+    return net, n_regions
+
+
+@st.composite
+def orders(draw, n_nodes, n_regions, max_lines=5):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_lines = draw(st.integers(1, max_lines))
+    stock = draw(st.sampled_from(["scarce", "plenty", "mixed"]))
+    high = {"scarce": 4, "plenty": 40, "mixed": 15}[stock]
+    avail = rng.integers(0, high, (n_lines, n_nodes)).astype(np.int64)
+    return {
+        "u": list(range(n_lines)),
+        "qty": [int(x) for x in rng.integers(1, 8, n_lines)],
+        "weight": rng.uniform(0.05, 30.0, n_lines),
+        "volume": rng.uniform(1.0, 4000.0, n_lines),
+        "longest": rng.uniform(1.0, 60.0, n_lines),
+        "floor": rng.integers(0, 3, (n_lines, n_nodes)).astype(np.int64),
+        "extra": rng.integers(0, 400_000, (n_lines, n_nodes)).astype(np.int64),
+        "region": int(rng.integers(0, n_regions)),
+        "minute": int(rng.integers(0, 1440)),
+        "deadline": draw(st.sampled_from([NO_DEADLINE, 1, 2, 3, 5, 8])),
+        "tier": int(rng.integers(0, 4)),
+        "allow_split": draw(st.booleans()),
+        "channel": int(rng.integers(-1, 2)),
+        "avail": avail,
+        "capacity": rng.integers(0, 3, n_nodes).astype(np.int64) if draw(st.booleans())
+        else np.full(n_nodes, 1_000, np.int64),
+    }
+
+
+def batch_of(order_list):
+    starts, ends, lines = [], [], 0
+    for order in order_list:
+        starts.append(lines)
+        lines += len(order["qty"])
+        ends.append(lines)
+
+    def cat(key, dtype):
+        return np.concatenate([np.asarray(o[key], dtype) for o in order_list])
+
+    offsets = np.cumsum([0] + [len(o["qty"]) for o in order_list[:-1]])
+    return OrderBatch(
+        line_start=np.array(starts, np.int64), line_end=np.array(ends, np.int64),
+        region=np.array([o["region"] for o in order_list], np.int64),
+        minute=np.array([o["minute"] for o in order_list], np.int64),
+        deadline=np.array([o["deadline"] for o in order_list], np.int64),
+        tier=np.array([o["tier"] for o in order_list], np.int64),
+        allow_split=np.array([o["allow_split"] for o in order_list], np.bool_),
+        channel=np.array([o["channel"] for o in order_list], np.int64),
+        item_u=np.concatenate([np.asarray(o["u"], np.int64) + off
+                               for o, off in zip(order_list, offsets, strict=True)]),
+        item_qty=cat("qty", np.int64), item_weight=cat("weight", np.float64),
+        item_volume=cat("volume", np.float64), item_longest=cat("longest", np.float64),
+        item_floor=np.concatenate([o["floor"] for o in order_list]).astype(np.int64),
+        item_unit_extra=np.concatenate([o["extra"] for o in order_list]).astype(np.int64),
+    )
+
+
+def plan_cost(net, order, result, o=0):
+    """Recompute the cost of the kernel's plan with the reference cost functions."""
+    total = 0
+    first, count = result.pkg_first[o], result.pkg_count[o]
+    pieces = range(result.piece_first[o], result.piece_first[o] + result.piece_count[o])
+    for p in range(first, first + count):
+        n = int(result.pkg_node[p])
+        block = [{"line": int(result.piece_line[i]), "qty": int(result.piece_qty[i])}
+                 for i in pieces if result.piece_pkg[i] == p]
+        total += ref.package_cost(net, order, block, list(range(len(block))), n)
+    return total + int(net["split_penalty"][order["tier"]]) * (count - 1)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.data())
+def test_kernel_finds_the_brute_force_minimum(data):
+    net, n_regions = data.draw(networks())
+    order = data.draw(orders(len(net.node_enabled), n_regions))
+    net_dict = vars(net)
+    avail = order["avail"].copy()
+    capacity = order["capacity"].copy()
+    result = run_allocation(batch_of([order]), avail, capacity, net, net.node_enabled)
+    items, _, _ = ref.order_items(net_dict, order, order["avail"], order["capacity"])
+    if len(items) > MAX_EXACT_ITEMS:  # split lines made too many pieces for the exact path
+        assert result.method[0] == METHOD_HEURISTIC
+        return
+    assert result.method[0] == METHOD_EXACT
+    status, cost, single, split, backorder = ref.allocate_order(
+        net_dict, order, order["avail"], order["capacity"])
+    assert int(result.status[0]) == status
+    assert result.backorder.tolist() == backorder
+    assert (int(result.single_cost[0]), int(result.split_cost[0])) == (single, split)
+    if status <= 1:
+        assert int(result.cost[0]) == cost
+        # The plan it returns costs what it says, and takes exactly its units.
+        assert plan_cost(net_dict, order, result) == cost
+        taken = order["avail"] - avail
+        for i in range(result.piece_count[0]):
+            p = result.piece_first[0] + i
+            line, n = int(result.piece_line[p]), int(result.pkg_node[result.piece_pkg[p]])
+            taken[order["u"][line], n] -= int(result.piece_qty[p])
+        assert not taken.any()
+        allocated = sum(int(result.piece_qty[result.piece_first[0] + i])
+                        for i in range(result.piece_count[0]))
+        assert allocated + sum(backorder) == sum(order["qty"])
+    else:
+        assert np.array_equal(avail, order["avail"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_orders_in_a_batch_never_take_more_than_is_sellable(data):
+    net, n_regions = data.draw(networks(max_nodes=4))
+    n_nodes = len(net.node_enabled)
+    order_list = [data.draw(orders(n_nodes, n_regions, max_lines=3)) for _ in range(6)]
+    # All orders compete for the same three SKUs.
+    shared = order_list[0]["avail"][:1].repeat(3, axis=0)
+    batch = batch_of(order_list)
+    batch.item_u = np.concatenate([np.arange(len(o["qty"])) for o in order_list]).astype(
+        np.int64)
+    batch.item_floor[:] = 0
+    avail = shared.copy()
+    capacity = np.full(n_nodes, 1_000, np.int64)
+    result = run_allocation(batch, avail, capacity, net, net.node_enabled)
+    assert avail.min() >= 0
+    taken = np.zeros_like(shared)
+    for p in range(int(result.piece_first[-1] + result.piece_count[-1])):
+        n = int(result.pkg_node[result.piece_pkg[p]])
+        taken[batch.item_u[result.piece_line[p]], n] += int(result.piece_qty[p])
+    assert np.array_equal(shared - taken, avail)
+
+
+
+
+def test_more_than_eight_items_use_the_heuristic_and_say_so():
+    rng = np.random.default_rng(5)
+    net, _ = (lambda: (SimpleNamespace(
+        node_enabled=np.ones(3, np.bool_), blocked=np.zeros((3, 2), np.bool_),
+        zone=np.array([[2], [5], [8]], np.int64),
+        rates=np.tile(np.arange(0, 11, dtype=np.int64) * 1_000_000 + 5_000_000, (1, 9, 1)),
+        over_per_lb=np.full((1, 9), 500_000, np.int64), transit=np.full((1, 9), 2, np.int64),
+        service_cutoff=np.array([1440], np.int64), surcharge=np.zeros(1, np.int64),
+        lane_has=np.zeros((3, 1), np.bool_), lane_fixed=np.zeros((3, 1), np.int64),
+        lane_per_unit=np.zeros((3, 1), np.int64), lane_per_lb=np.zeros((3, 1), np.int64),
+        handling=np.full(3, 1_000_000, np.int64), pick=np.full(3, 100_000, np.int64),
+        node_cutoff=np.full(3, 1440, np.int64), split_penalty=np.zeros(4, np.int64)), 1))()
+    order = {"u": list(range(10)), "qty": [1] * 10, "weight": rng.uniform(0.1, 1, 10),
+             "volume": np.full(10, 10.0), "longest": np.full(10, 5.0),
+             "floor": np.zeros((10, 3), np.int64), "extra": np.zeros((10, 3), np.int64),
+             "region": 0, "minute": 0, "deadline": NO_DEADLINE, "tier": 2,
+             "allow_split": True, "channel": -1}
+    avail = np.full((10, 3), 5, np.int64)
+    result = run_allocation(batch_of([order]), avail, np.full(3, 9, np.int64), net,
+                            net.node_enabled)
+    assert result.status[0] == STATUS_ALLOCATED
+    assert result.method[0] == 1
+    assert result.pkg_count[0] == 1 and result.pkg_node[0] == 0  # zone 2 is cheapest
