@@ -129,6 +129,9 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
     order_nodes = np.empty(n_nodes, np.int64)
     groups = np.empty(64, np.int64)
     group_node = np.empty(64, np.int64)
+    n_services = rates.shape[0]
+    width = rates.shape[2] - 1
+    ok_services = np.empty(n_services, np.int64)
     pkgs = 0
     pieces = 0
     for o in range(len(line_start)):
@@ -241,6 +244,20 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                         node_mask |= np.int64(1) << np.int64(i)
                 if node_mask == 0:
                     continue
+                # The services that meet the deadline from this node (same for every subset).
+                z = zone[n, r]
+                n_ok = 0
+                for s_i in range(n_services):
+                    cutoff = node_cutoff[n]
+                    if service_cutoff[s_i] < cutoff:
+                        cutoff = service_cutoff[s_i]
+                    ship = 0 if minute[o] <= cutoff else 1
+                    if ship + transit[s_i, z] <= deadline[o]:
+                        ok_services[n_ok] = s_i
+                        n_ok += 1
+                if n_ok == 0:
+                    continue
+                lane = lane_has[n, r]
                 unit_cost[0] = 0
                 # Ascending enumeration of the submasks of node_mask.
                 sub = np.int64(0)
@@ -256,13 +273,24 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     unit_cost[sub] = unit_cost[prev] + it_qty[low] * (
                         pick[n] + item_unit_extra[k, n])
                     billable = _billable_lb(m_weight[sub], m_volume[sub])
-                    cost, service, _, _ = _carrier(
-                        n, r, billable, m_units[sub], m_longest[sub], minute[o], deadline[o],
-                        zone, rates, over_per_lb, transit, service_cutoff, surcharge,
-                        lane_has, lane_fixed, lane_per_unit, lane_per_lb, node_cutoff)
-                    if service < 0:
-                        continue
-                    cost += handling[n] + unit_cost[sub]
+                    oversize = m_longest[sub] > OVERSIZE_IN
+                    carrier_best = INF
+                    service = -1
+                    for j in range(n_ok):
+                        s_i = ok_services[j]
+                        if lane:
+                            cost = (lane_fixed[n, r] + lane_per_unit[n, r] * m_units[sub]
+                                    + lane_per_lb[n, r] * billable)
+                        elif billable <= width:
+                            cost = rates[s_i, z, billable]
+                        else:
+                            cost = rates[s_i, z, width] + (billable - width) * over_per_lb[s_i, z]
+                        if oversize:
+                            cost += surcharge[s_i]
+                        if cost < carrier_best:
+                            carrier_best = cost
+                            service = s_i
+                    cost = carrier_best + handling[n] + unit_cost[sub]
                     if cost < best[sub]:
                         best[sub] = cost
                         best_node[sub] = n
