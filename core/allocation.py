@@ -130,4 +130,5 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
         capacity *= 4  # outputs too small for this batch's packages: retry larger
     avail[...] = work_avail
     capacity_left[...] = work_capacity
-    return BatchResult(*per_order, backorder, *per_pkg, *per_piece, *piece_ranges)
+    return BatchResult(*per_order, backorder, *per_pkg, *per_piece,  # type: ignore[call-arg]
+                       *piece_ranges)

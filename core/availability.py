@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.kernels._ledger import _available_to_sell_sharded
+from core.kernels._ledger import _available_to_sell_sharded, _sale_floors
 from core.ledger import Ledger
 
 
@@ -73,3 +73,20 @@ def promise_schedule(ledger: Ledger, sku: int, nodes: np.ndarray, sellable_now: 
         else:
             steps.append(PromiseStep(date, running))
     return steps
+
+
+def sale_floors(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray, channel: int) -> np.ndarray:
+    """What must remain AVAILABLE at each (sku, node) after a sale to `channel`:
+    safety stock plus units ring-fenced for other channels (one rule for every sale)."""
+    out = np.zeros(len(skus), np.int64)
+    shard_of = skus % ledger.n_shards
+    local = skus // ledger.n_shards
+    for shard_no in np.unique(shard_of):
+        mask = shard_of == shard_no
+        shard = ledger.shards[int(shard_no)]
+        part = np.zeros(int(mask.sum()), np.int64)
+        _sale_floors(local[mask], nodes[mask], channel, shard.sku_safety, shard.safety_override,
+                     ledger.node_safety, ledger.network_safety, shard.fence_row,
+                     shard.fence_qty, part)
+        out[mask] = part
+    return out

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.exceptions import Resolution
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.network import NetworkSpec
+from core.orders import OrderSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,67 @@ class UpsertChannels:
     channels: tuple[ChannelSpec, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SetNetwork:
+    spec: NetworkSpec
+
+
+@dataclass(frozen=True, slots=True)
+class OpportunityCostLine:
+    sku_id: str
+    node_id: str
+    per_unit_micros: int  # 0 removes it
+
+
+@dataclass(frozen=True, slots=True)
+class SetOpportunityCosts:
+    lines: tuple[OpportunityCostLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateOrders:
+    orders: tuple[OrderSpec, ...]
+    fraud_threshold: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    order_id: str
+    lines: tuple[tuple[str, int], ...] = ()  # (line_id, quantity); empty: everything open
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseWave:
+    node_id: str
+    max_packages: int = 0  # 0: the node's daily capacity
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmPick:
+    package_id: str
+    picked: tuple[tuple[str, int], ...]  # (line_id, picked); lines not listed: picked in full
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmPack:
+    package_id: str
+    scanned: tuple[tuple[str, int], ...]  # (sku_id, quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmShipment:
+    package_id: str
+    tracking_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveException:
+    exception_id: str
+    resolution: Resolution
+    note: str = ""
+    fraud_threshold: float = 0.8
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -172,4 +236,13 @@ Command = (
     | UpsertSkus
     | UpsertNodes
     | UpsertChannels
+    | SetNetwork
+    | SetOpportunityCosts
+    | AllocateOrders
+    | CancelOrder
+    | ReleaseWave
+    | ConfirmPick
+    | ConfirmPack
+    | ConfirmShipment
+    | ResolveException
 )

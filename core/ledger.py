@@ -17,6 +17,7 @@ from numba.typed import List as TypedList
 
 from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition, InvariantViolation
+from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
 from core.kernels._ledger import _apply_moves, _bucket_totals, _revert_moves
 from core.model import (
     N_BUCKETS,
@@ -28,6 +29,8 @@ from core.model import (
     NodeSpec,
     SkuSpec,
 )
+from core.network import CompiledNetwork, NetworkSpec, compile_network
+from core.orders import OrderBook
 from core.reservations import ReservationBook
 
 _EMPTY_2D = np.zeros((0, 0), dtype=np.int32)
@@ -162,6 +165,11 @@ class Ledger:
         self.units_in = 0  # units that entered from outside, ever
         self.units_out = 0  # units that left to outside, ever
         self._views: tuple[tuple[int, ...], tuple[TypedList, ...]] | None = None
+        self.network_spec = NetworkSpec()
+        self.opportunity_costs: dict[tuple[int, int], int] = {}  # (sku, node) -> micros/unit
+        self._compiled: tuple[tuple[int, int, int], CompiledNetwork] | None = None
+        self.orders = OrderBook()
+        self.exceptions = ExceptionBook()
 
     # ---- addressing ---------------------------------------------------------
     def locate(self, sku: int) -> tuple[Shard, int]:
@@ -312,6 +320,11 @@ class Ledger:
             if held is None:
                 self.held_variances[e.reference] = HeldVariance(
                     e.reference, e.sku, e.node, e.expected, e.counted, e.quantity, e.time_ms)
+                where = f"{self.catalog.sku_ids[e.sku]}@{self.catalog.nodes[e.node].node_id}"
+                self.exceptions.raise_(e.reference, ExceptionInfo(
+                    ExceptionType.COUNT_VARIANCE, "",
+                    f"counted {e.counted}, ledger had {e.expected}; {e.quantity} units "
+                    "quarantined until approved", where), e.time_ms, e.seq)
 
     def _apply_other(self, e: Event) -> None:
         kind = e.kind
@@ -343,6 +356,17 @@ class Ledger:
         elif kind == EventKind.RING_FENCE_SET:
             shard, local = self.locate(e.sku)
             shard.set_fence(local, e.node, e.channel, e.quantity)
+        elif kind == EventKind.NETWORK_SET:
+            assert isinstance(e.payload, NetworkSpec)
+            self.network_spec = e.payload
+            self._compiled = None
+        elif kind == EventKind.OPPORTUNITY_COST_SET:
+            if e.quantity:
+                self.opportunity_costs[(e.sku, e.node)] = e.quantity
+            else:
+                self.opportunity_costs.pop((e.sku, e.node), None)
+        elif kind in _ORDER_HANDLERS:
+            _ORDER_HANDLERS[kind](self, e)
         else:  # pragma: no cover - every kind is handled above
             raise InvariantViolation(f"unhandled event kind {kind!r}")
 
@@ -355,6 +379,13 @@ class Ledger:
         for shard in self.shards:
             shard.ensure_nodes(capacity)
         self.node_safety = _resized(self.node_safety, (capacity,), -1)
+
+    def network(self) -> CompiledNetwork:
+        """The cost model compiled over the current nodes and channels (cached)."""
+        key = (id(self.network_spec), self.catalog.n_nodes, len(self.catalog.channels))
+        if self._compiled is None or self._compiled[0] != key:
+            self._compiled = (key, compile_network(self.network_spec, self.catalog))
+        return self._compiled[1]
 
     # ---- whole-ledger views --------------------------------------------------
     def bucket_totals(self) -> np.ndarray:
@@ -395,4 +426,46 @@ class Ledger:
         for exception_id in sorted(self.held_variances):
             h.update(repr(self.held_variances[exception_id]).encode())
         h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
+        h.update(repr(self.network_spec).encode())
+        h.update(repr(sorted(self.opportunity_costs.items())).encode())
+        for order_id in sorted(self.orders.orders):
+            order = self.orders.orders[order_id]
+            h.update(repr((order_id, order.status, order.package_ids,
+                           sorted(order.backorders.items()), sorted(order.cancelled.items()))
+                          ).encode())
+        for package_id in sorted(self.orders.packages):
+            state = self.orders.packages[package_id]
+            h.update(repr((package_id, state.status, sorted(state.quantities.items()),
+                           state.wave_id, state.tracking_number)).encode())
+        for exception_id in sorted(self.exceptions.by_id):
+            rec = self.exceptions.by_id[exception_id]
+            h.update(repr((exception_id, rec.exception_type, rec.order_id, rec.resolved,
+                           rec.resolution)).encode())
         return h.hexdigest()
+
+
+def _exception_raised(ledger: Ledger, e: Event) -> None:
+    info: ExceptionInfo = e.payload
+    ledger.exceptions.raise_(e.reference, info, e.time_ms, e.seq)
+    if info.exception_type in HOLDS:
+        ledger.orders.hold(info.order_id)
+
+
+def _exception_resolved(ledger: Ledger, e: Event) -> None:
+    record = ledger.exceptions.by_id[e.reference]
+    ledger.exceptions.resolve(e.reference, Resolution(e.reason), e.time_ms, str(e.payload))
+    if record.exception_type in HOLDS and record.order_id in ledger.orders.orders:
+        ledger.orders.unhold(record.order_id)
+
+
+_ORDER_HANDLERS = {
+    EventKind.ORDER_RECEIVED: lambda ledger, e: ledger.orders.receive(e.payload, e.seq),
+    EventKind.ORDER_ALLOCATED: lambda ledger, e: ledger.orders.allocate(e.payload),
+    EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
+    EventKind.WAVE_RELEASED: lambda ledger, e: ledger.orders.release_wave(e.payload),
+    EventKind.PACKAGE_PICKED: lambda ledger, e: ledger.orders.pick(e.payload),
+    EventKind.PACKAGE_PACKED: lambda ledger, e: ledger.orders.pack(e.payload),
+    EventKind.PACKAGE_SHIPPED: lambda ledger, e: ledger.orders.ship(e.payload),
+    EventKind.EXCEPTION_RAISED: _exception_raised,
+    EventKind.EXCEPTION_RESOLVED: _exception_resolved,
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 
 class Bucket(IntEnum):
@@ -54,12 +55,40 @@ class EventKind(IntEnum):
     SKU_UPSERTED = 15
     NODE_UPSERTED = 16
     CHANNEL_UPSERTED = 17
+    NETWORK_SET = 18
+    OPPORTUNITY_COST_SET = 19
+    # Orders. Moves: units committed to, released from, shipped for, or lost by an order.
+    ORDER_UNITS_ALLOCATED = 20
+    ORDER_UNITS_RELEASED = 21
+    ORDER_UNITS_SHIPPED = 22
+    PICK_SHORTAGE = 23
+    # Order records (payload events).
+    ORDER_RECEIVED = 24
+    ORDER_ALLOCATED = 25
+    ORDER_CANCELLED = 26
+    WAVE_RELEASED = 27
+    PACKAGE_PICKED = 28
+    PACKAGE_PACKED = 29
+    PACKAGE_SHIPPED = 30
+    EXCEPTION_RAISED = 31
+    EXCEPTION_RESOLVED = 32
+    COUNT_VARIANCE_SETTLED = 33
 
 
 #: Kinds that move units between the ledger and the outside world but are
 #: internal to the network as a pair (a transfer leaves one node, arrives at another).
 TRANSFER_KINDS = frozenset({EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT})
-POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET})
+#: Kinds that move units between buckets (or in from / out to the outside world).
+MOVE_KINDS = frozenset({
+    EventKind.RECEIVED, EventKind.ADJUSTED, EventKind.MOVED, EventKind.TRANSFER_SHIPPED,
+    EventKind.TRANSFER_IN_TRANSIT, EventKind.INBOUND_EXPECTED, EventKind.INBOUND_RECEIVED,
+    EventKind.RESERVED, EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED,
+    EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.ORDER_UNITS_ALLOCATED,
+    EventKind.ORDER_UNITS_RELEASED, EventKind.ORDER_UNITS_SHIPPED, EventKind.PICK_SHORTAGE,
+    EventKind.COUNT_VARIANCE_SETTLED,
+})
+POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
+                          EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET})
 CATALOG_KINDS = frozenset(
     {EventKind.SKU_UPSERTED, EventKind.NODE_UPSERTED, EventKind.CHANNEL_UPSERTED}
 )
@@ -123,8 +152,8 @@ class Event:
     reason: int = 0  # AdjustReason of an adjustment
     counted: int = -1  # cycle count: the quantity counted
     expected: int = -1  # cycle count: the quantity the ledger expected on the shelf
-    payload: SkuSpec | NodeSpec | ChannelSpec | None = None
+    payload: Any = None
 
     @property
     def is_move(self) -> bool:
-        return self.kind not in POLICY_KINDS and self.kind not in CATALOG_KINDS
+        return self.kind in MOVE_KINDS

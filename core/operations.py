@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from core import commands as c
+from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from core.kernels._ledger import _sale_floors
 from core.ledger import Ledger
 from core.model import QTY_MAX, AdjustReason, Bucket, Event, EventKind
+from core.network import compile_network
+from core.order_ops import HANDLERS as ORDER_HANDLERS
+from core.plan import Plan as _Plan
 
 #: Buckets an operator may adjust or move between directly. The others are owned by
 #: records (reservations, orders, inbound) and change only through their operations.
@@ -63,21 +66,6 @@ class CountResult:
 class Outcome:
     events: tuple[Event, ...]
     detail: Any = None
-
-
-@dataclass(slots=True)
-class _Plan:
-    ledger: Ledger
-    request_id: str
-    now_ms: int
-    events: list[Event] = field(default_factory=list)
-    floors: list[int] | None = None
-
-    def add(self, kind: EventKind, **fields: Any) -> Event:
-        event = Event(seq=self.ledger.last_seq + 1 + len(self.events), kind=kind,
-                      request_id=self.request_id, time_ms=self.now_ms, **fields)
-        self.events.append(event)
-        return event
 
 
 # ---- validation helpers --------------------------------------------------------
@@ -255,23 +243,6 @@ def _reserve(p: _Plan, cmd: c.ReserveStock) -> ReserveResult:
     return ReserveResult(cmd.reservation_id, cmd.expires_ms)
 
 
-def sale_floors(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray, channel: int) -> np.ndarray:
-    """What must remain AVAILABLE at each (sku, node) after a sale to `channel`:
-    safety stock plus units ring-fenced for other channels (one rule for every sale)."""
-    out = np.zeros(len(skus), np.int64)
-    shard_of = skus % ledger.n_shards
-    local = skus // ledger.n_shards
-    for shard_no in np.unique(shard_of):
-        mask = shard_of == shard_no
-        shard = ledger.shards[int(shard_no)]
-        part = np.zeros(int(mask.sum()), np.int64)
-        _sale_floors(local[mask], nodes[mask], channel, shard.sku_safety, shard.safety_override,
-                     ledger.node_safety, ledger.network_safety, shard.fence_row,
-                     shard.fence_qty, part)
-        out[mask] = part
-    return out
-
-
 def _release_events(p: _Plan, reservation_id: str, kind: EventKind) -> int:
     released = 0
     for sku, node, qty in p.ledger.reservations.lines(reservation_id):
@@ -315,8 +286,8 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
         variance = counted - expected
         adjusted = held = 0
         exception_id = ""
-        common = {"sku": sku, "node": node, "reference": cmd.reference, "counted": counted,
-                  "expected": expected}
+        common: dict[str, Any] = {"sku": sku, "node": node, "reference": cmd.reference,
+                                  "counted": counted, "expected": expected}
         if variance == 0:
             pass
         elif abs(variance) <= ledger.settings.count_hold_units and -variance <= available:
@@ -426,6 +397,24 @@ def _upsert_channels(p: _Plan, cmd: c.UpsertChannels) -> None:
         raise InvalidArgument(f"at most {MAX_CHANNELS} channels", "channels")
 
 
+def _set_network(p: _Plan, cmd: c.SetNetwork) -> None:
+    # Compiling validates the spec against the current nodes and channels.
+    compile_network(cmd.spec, p.ledger.catalog)
+    p.add(EventKind.NETWORK_SET, payload=cmd.spec)
+
+
+def _set_opportunity_costs(p: _Plan, cmd: c.SetOpportunityCosts) -> None:
+    _lines(cmd.lines)
+    cat = p.ledger.catalog
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        if not 0 <= line.per_unit_micros <= 10**12:
+            raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
+                                  f"lines[{i}].per_unit_micros")
+        p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=line.per_unit_micros)
+
+
 _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.ReceiveStock: _receive,
     c.ExpectInbound: _expect_inbound,
@@ -441,6 +430,9 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.UpsertSkus: _upsert_skus,
     c.UpsertNodes: _upsert_nodes,
     c.UpsertChannels: _upsert_channels,
+    c.SetNetwork: _set_network,
+    c.SetOpportunityCosts: _set_opportunity_costs,
+    **ORDER_HANDLERS,
 }
 
 

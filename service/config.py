@@ -19,6 +19,9 @@ class Settings:
     demo: bool = False
     demo_skus: int = 5000
     demo_seed: int = 7
+    # A network cost model (.toml or .json, the proto Network in its JSON mapping) to
+    # apply at start. With --demo, the demo network is applied if the ledger has none.
+    network_file: str = ""
     # Limits.
     max_lines_per_request: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
@@ -26,6 +29,10 @@ class Settings:
     default_reservation_ttl_s: int = 900
     max_reservation_ttl_s: int = 30 * 24 * 3600
     sweep_interval_s: float = 1.0
+    # Orders: at most this many per AllocateOrders call; fraud scores above the threshold
+    # are held for review.
+    max_orders_per_request: int = 1000
+    fraud_threshold: float = 0.8
     # A cycle-count variance above this many units is quarantined for approval.
     count_hold_units: int = 5
     # Idempotency records kept (oldest forgotten first).

@@ -46,10 +46,10 @@ def demo_commands(n_skus: int, seed: int, now_ms: int) -> list[c.Command]:
         cost = int(rng.integers(2_000_000, 80_000_000))
         skus.append(SkuSpec(
             sku_id=f"SKU-{i:06d}", name=f"{category} item {i}",
-            weight_lb=round(float(rng.uniform(0.1, 25.0)), 2),
-            length_in=round(float(rng.uniform(2, 30)), 1),
-            width_in=round(float(rng.uniform(2, 20)), 1),
-            height_in=round(float(rng.uniform(1, 15)), 1),
+            weight_lb=round(float(rng.uniform(0.1, 12.0)), 2),
+            length_in=round(float(rng.uniform(4, 24)), 1),
+            width_in=round(float(rng.uniform(3, 16)), 1),
+            height_in=round(float(rng.uniform(1, 10)), 1),
             unit_cost_micros=cost, price_micros=int(cost * rng.uniform(1.3, 2.5)),
             category=category, substitution_group=f"{category}-{i // 10}" if i % 4 == 0 else "",
         ))

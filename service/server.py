@@ -16,18 +16,27 @@ from allocd.v1 import (
     diagnostics_service_pb2_grpc,
     inventory_service_pb2,
     inventory_service_pb2_grpc,
+    network_service_pb2,
+    network_service_pb2_grpc,
+    order_service_pb2,
+    order_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from core.commands import SetNetwork
 from core.warmup import warm_kernels
 from service.config import Settings
 from service.demo import demo_commands
+from service.demo_network import demo_network
 from service.engine import Engine, wall_clock_ms
+from service.network_file import load_network_file
 from service.servicers.catalog import CatalogServicer
 from service.servicers.diagnostics import DiagnosticsServicer
 from service.servicers.inventory import InventoryServicer
+from service.servicers.network import NetworkServicer
+from service.servicers.orders import OrderServicer
 from service.store import EventStore, MemoryEventStore
 
 log = logging.getLogger("allocd.server")
@@ -36,6 +45,8 @@ SERVICE_NAMES = (
     inventory_service_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
     catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"].full_name,
+    network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
+    order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
 )
 
 
@@ -58,6 +69,10 @@ class AllocdServer:
             CatalogServicer(self.engine), self.server)
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
             DiagnosticsServicer(), self.server)
+        network_service_pb2_grpc.add_NetworkServiceServicer_to_server(
+            NetworkServicer(self.engine), self.server)
+        order_service_pb2_grpc.add_OrderServiceServicer_to_server(
+            OrderServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -85,6 +100,12 @@ class AllocdServer:
                 await self.engine.mutate_internal(command, f"demo-{i}")
             log.info("loaded the demo catalogue: %d SKUs, %d nodes",
                      self.engine.ledger.catalog.n_skus, self.engine.ledger.catalog.n_nodes)
+        if self.settings.network_file:
+            spec = load_network_file(self.settings.network_file)
+            await self.engine.mutate_internal(SetNetwork(spec), "network-file")
+            log.info("loaded the network from %s", self.settings.network_file)
+        elif self.settings.demo and not self.engine.ledger.network_spec.services:
+            await self.engine.mutate_internal(SetNetwork(demo_network()), "demo-network")
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port

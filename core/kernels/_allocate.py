@@ -57,8 +57,7 @@ def _carrier(  # type: ignore[no-untyped-def]
     best_transit = 0
     for s in range(rates.shape[0]):
         cutoff = node_cutoff[n]
-        if service_cutoff[s] < cutoff:
-            cutoff = service_cutoff[s]
+        cutoff = min(cutoff, service_cutoff[s])
         ship = 0 if minute <= cutoff else 1
         days = transit[s, z]
         if ship + days > deadline:
@@ -249,8 +248,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 n_ok = 0
                 for s_i in range(n_services):
                     cutoff = node_cutoff[n]
-                    if service_cutoff[s_i] < cutoff:
-                        cutoff = service_cutoff[s_i]
+                    cutoff = min(cutoff, service_cutoff[s_i])
                     ship = 0 if minute[o] <= cutoff else 1
                     if ship + transit[s_i, z] <= deadline[o]:
                         ok_services[n_ok] = s_i
@@ -318,8 +316,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 while sub > 0:
                     if sub & low_bit and best[sub] < INF and f[full ^ sub] < INF:
                         c = best[sub] + f[full ^ sub]  # the first package pays no penalty
-                        if c < split:
-                            split = c
+                        split = min(split, c)
                     sub = (sub - 1) & full
                 out_split_cost[o] = split if split < INF else -1
             if single < INF and single <= split:
@@ -334,10 +331,10 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 first = np.int64(0)
                 sub = (full - 1) & full
                 while sub > 0:
-                    if sub & low_bit and best[sub] < INF and f[full ^ sub] < INF:
-                        if best[sub] + f[full ^ sub] == split:
-                            first = sub
-                            break
+                    if (sub & low_bit and best[sub] < INF and f[full ^ sub] < INF
+                            and best[sub] + f[full ^ sub] == split):
+                        first = sub
+                        break
                     sub = (sub - 1) & full
                 groups[0] = first
                 group_node[0] = best_node[first]
@@ -429,8 +426,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     weight += q * item_weight[k]
                     volume += q * item_volume[k]
                     units += q
-                    if item_longest[k] > longest:
-                        longest = item_longest[k]
+                    longest = max(longest, item_longest[k])
                     units_cost += q * (pick[n] + item_unit_extra[k, n])
                     out_piece_line[pieces] = k
                     out_piece_pkg[pieces] = pkgs
@@ -487,8 +483,7 @@ def _group_cost(  # type: ignore[no-untyped-def]
             weight += q * item_weight[k]
             volume += q * item_volume[k]
             units += q
-            if item_longest[k] > longest:
-                longest = item_longest[k]
+            longest = max(longest, item_longest[k])
             units_cost += q * (pick[n] + item_unit_extra[k, n])
         m >>= 1
         i += 1

@@ -29,6 +29,7 @@ from allocd.v1 import (
     diagnostics_service_pb2_grpc,
     inventory_service_pb2,
     inventory_service_pb2_grpc,
+    network_service_pb2_grpc,
     types_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -161,6 +162,7 @@ class Api:
         self.inventory = inventory_service_pb2_grpc.InventoryServiceStub(self.channel)
         self.catalog = catalog_service_pb2_grpc.CatalogServiceStub(self.channel)
         self.diagnostics = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(self.channel)
+        self.network = network_service_pb2_grpc.NetworkServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:

@@ -1,0 +1,489 @@
+"""Allocation decisions for orders, around the allocation kernel.
+
+`decide` serves requests in priority order (SLA tier, deliver-by, margin, order
+id), each against the stock the earlier ones left. Around the kernel's exact
+ship-complete / split choice it weighs what the kernel does not: waiting for
+inbound stock to ship complete, substituting a SKU of the same substitution
+group (after the batch's own choices), and backordering with a promise date
+from inbound stock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from core.allocation import (
+    METHOD_EXACT,
+    STATUS_ALLOCATED,
+    STATUS_NO_FEASIBLE_NODE,
+    STATUS_PARTIAL,
+    BatchResult,
+    OrderBatch,
+    run_allocation,
+)
+from core.availability import available_to_sell
+from core.errors import FailedPrecondition
+from core.ledger import Ledger
+from core.network import NO_DEADLINE_DAYS, CompiledNetwork, billable_weight_lb
+from core.orders import (
+    DAY_MS,
+    Backorder,
+    Decision,
+    Option,
+    OptionKind,
+    OrderBook,
+    OrderSpec,
+    PackageLine,
+    PackagePlan,
+)
+
+UNLIMITED_CAPACITY = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Allocate these lines (line_id, sku, quantity) of an order."""
+
+    spec: OrderSpec
+    lines: tuple[tuple[str, int, int], ...]
+    first_package: int  # number the new packages from here
+    margin_micros: int = 0
+    seq: int = 0
+
+
+def priority_key(req: Request) -> tuple[int, int, int, str]:
+    """SLA tier, then deliver-by (none last), then higher margin, then order id."""
+    deliver_by = req.spec.deliver_by_ms or (1 << 62)
+    return (int(req.spec.tier), deliver_by, -req.margin_micros, req.spec.order_id)
+
+
+def deadline_days(deliver_by_ms: int, now_ms: int) -> int:
+    if not deliver_by_ms:
+        return NO_DEADLINE_DAYS
+    return deliver_by_ms // DAY_MS - now_ms // DAY_MS
+
+
+def capacity_left(ledger: Ledger, book: OrderBook, now_ms: int) -> np.ndarray:
+    today = now_ms // DAY_MS
+    out = np.empty(ledger.catalog.n_nodes, np.int64)
+    for n, node in enumerate(ledger.catalog.nodes):
+        cap = node.daily_capacity or UNLIMITED_CAPACITY
+        out[n] = cap - book.node_day_orders.get((n, today), 0)
+    return out
+
+
+@dataclass(slots=True)
+class _Gathered:
+    batch: OrderBatch
+    skus: list[int]  # row u -> dense SKU
+    avail: np.ndarray  # [u, node] AVAILABLE units
+    regions: list[int]
+
+
+def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_ms: int,
+            consumed: dict[tuple[int, int], int] | None = None) -> _Gathered:
+    catalog = ledger.catalog
+    n_nodes = catalog.n_nodes
+    row_of: dict[int, int] = {}
+    skus: list[int] = []
+    line_sku: list[int] = []
+    line_qty: list[int] = []
+    starts, ends, regions, channels = [], [], [], []
+    for req in reqs:
+        starts.append(len(line_sku))
+        for _, sku, qty in req.lines:
+            if sku not in row_of:
+                row_of[sku] = len(skus)
+                skus.append(sku)
+            line_sku.append(sku)
+            line_qty.append(qty)
+        ends.append(len(line_sku))
+        regions.append(network.region_for(req.spec.postal_code, req.spec.latitude,
+                                          req.spec.longitude))
+        channels.append(catalog.channel(req.spec.channel_id))
+    sku_arr = np.array(skus, np.int64)
+    nodes = np.arange(n_nodes, dtype=np.int64)
+    n_lines = len(line_sku)
+    floor = np.zeros((n_lines, n_nodes), np.int64)
+    avail = np.zeros((len(skus), n_nodes), np.int64)
+    line_rows = np.array([row_of[s] for s in line_sku], np.int64)
+    line_channel = np.repeat(np.array(channels, np.int64),
+                             np.array(ends, np.int64) - np.array(starts, np.int64))
+    for channel in sorted(set(channels)):
+        table = available_to_sell(ledger, sku_arr, nodes, channel)
+        avail = table.available
+        mask = line_channel == channel
+        rows = line_rows[mask]
+        floor[mask] = table.safety_stock[rows] + table.fenced_for_others[rows]
+    if consumed:
+        avail = avail.copy()
+        for (sku, node), qty in consumed.items():
+            row = row_of.get(sku)
+            if row is not None:
+                avail[row, node] -= qty
+    extra = np.zeros((n_lines, n_nodes), np.int64)
+    if ledger.opportunity_costs:
+        costs = ledger.opportunity_costs
+        for k, sku in enumerate(line_sku):
+            for n in range(n_nodes):
+                extra[k, n] = costs.get((sku, n), 0)
+    dims = catalog.dims_in[np.array(line_sku, np.int64)] if n_lines else np.zeros((0, 3))
+    minute = (now_ms % DAY_MS) // 60_000
+    batch = OrderBatch(
+        line_start=np.array(starts, np.int64), line_end=np.array(ends, np.int64),
+        region=np.array(regions, np.int64),
+        minute=np.full(len(reqs), minute, np.int64),
+        deadline=np.array([deadline_days(r.spec.deliver_by_ms, now_ms) for r in reqs], np.int64),
+        tier=np.array([int(r.spec.tier) for r in reqs], np.int64),
+        allow_split=np.array([r.spec.allow_split for r in reqs], np.bool_),
+        channel=np.array(channels, np.int64),
+        item_u=line_rows, item_qty=np.array(line_qty, np.int64),
+        item_weight=catalog.weight_lb[np.array(line_sku, np.int64)].astype(np.float64),
+        item_volume=dims.prod(axis=1).astype(np.float64),
+        item_longest=dims.max(axis=1, initial=0.0).astype(np.float64),
+        item_floor=floor, item_unit_extra=extra,
+    )
+    return _Gathered(batch, skus, avail, regions)
+
+
+def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int) -> list[Decision]:
+    """Decisions for `reqs` (in the given order's priority), without changing anything."""
+    network = ledger.network()
+    if not network.n_services or not len(network.region_lat):
+        raise FailedPrecondition("no carrier network is configured (NetworkService.SetNetwork)")
+    if not reqs:
+        return []
+    order = sorted(range(len(reqs)), key=lambda i: priority_key(reqs[i]))
+    ranked = [reqs[i] for i in order]
+    gathered = _gather(ledger, network, ranked, now_ms)
+    capacity = capacity_left(ledger, book, now_ms)
+    avail = gathered.avail.copy()
+    result = run_allocation(gathered.batch, avail, capacity, network,
+                            ledger.catalog.node_enabled)
+    consumed: dict[tuple[int, int], int] = {}
+    decisions: list[Decision | None] = [None] * len(reqs)
+    for rank, req in enumerate(ranked):
+        decision = _interpret(ledger, network, gathered, result, rank, req, now_ms)
+        decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms)
+        for plan in decision.packages:
+            for line in plan.lines:
+                key = (line.sku, plan.node)
+                consumed[key] = consumed.get(key, 0) + line.quantity
+        decisions[order[rank]] = decision
+    # Substitution runs after the batch's own choices, against what they left.
+    for i, req in enumerate(reqs):
+        current = decisions[i]
+        assert current is not None
+        if req.spec.allow_substitution and current.backorders:
+            decisions[i] = _substitute(ledger, book, network, req, current, consumed, now_ms)
+    return [d for d in decisions if d is not None]
+
+
+def _interpret(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered,
+               result: BatchResult, rank: int, req: Request, now_ms: int) -> Decision:
+    catalog = ledger.catalog
+    status = int(result.status[rank])
+    start = int(gathered.batch.line_start[rank])
+    day0 = (now_ms // DAY_MS) * DAY_MS
+    single = int(result.single_cost[rank])
+    split = int(result.split_cost[rank])
+    options = [
+        Option(OptionKind.SHIP_COMPLETE, single >= 0, max(single, 0), 1 if single >= 0 else 0,
+               detail="one package from one node"),
+        Option(OptionKind.SPLIT, split >= 0, max(split, 0),
+               detail="several packages" if req.spec.allow_split else "order forbids splits"),
+    ]
+    packages: list[PackagePlan] = []
+    first_pkg = int(result.pkg_first[rank])
+    count = int(result.pkg_count[rank])
+    penalty = int(network.split_penalty[int(req.spec.tier)])
+    pieces = range(int(result.piece_first[rank]),
+                   int(result.piece_first[rank] + result.piece_count[rank]))
+    for j, p in enumerate(range(first_pkg, first_pkg + count)):
+        lines = tuple(
+            PackageLine(req.lines[int(result.piece_line[i]) - start][0],
+                        req.lines[int(result.piece_line[i]) - start][1],
+                        int(result.piece_qty[i]))
+            for i in pieces if int(result.piece_pkg[i]) == p)
+        ship_ms = day0 + int(result.pkg_ship_day[p]) * DAY_MS
+        packages.append(PackagePlan(
+            package_id=f"{req.spec.order_id}-P{req.first_package + j + 1}",
+            node=int(result.pkg_node[p]), service=int(result.pkg_service[p]), lines=lines,
+            carrier_micros=int(result.pkg_carrier[p]),
+            handling_micros=int(result.pkg_handling[p]),
+            units_micros=int(result.pkg_units_cost[p]), penalty_micros=penalty if j else 0,
+            billable_lb=int(result.pkg_billable[p]), ship_ms=ship_ms,
+            promise_ms=ship_ms + int(result.pkg_transit[p]) * DAY_MS))
+    backorders = []
+    for k in range(start, int(gathered.batch.line_end[rank])):
+        qty = int(result.backorder[k])
+        if qty:
+            line_id, sku, _ = req.lines[k - start]
+            backorders.append(Backorder(line_id, sku, qty, inbound_promise(ledger, sku, qty,
+                                                                           now_ms)))
+    if status in (STATUS_ALLOCATED, STATUS_PARTIAL):
+        chosen = OptionKind.SHIP_COMPLETE if count == 1 else OptionKind.SPLIT
+        options = [replace(o, chosen=o.kind == chosen,
+                           packages=count if o.kind == chosen else o.packages) for o in options]
+        if count == 1:
+            node = catalog.nodes[packages[0].node].node_id
+            rule = (f"cheapest landed cost: ship complete from {node}"
+                    + (" (no split is cheaper)" if split >= 0 else ""))
+        else:
+            rule = (f"cheapest landed cost: {count} packages"
+                    + (f"; shipping complete would cost {single} micros" if single >= 0
+                       else "; no single node can ship everything in time"))
+    else:
+        rule = ("no node can meet the promise" if status == STATUS_NO_FEASIBLE_NODE
+                else "no sellable stock")
+    if backorders:
+        options.append(Option(OptionKind.BACKORDER, True, 0, 0, chosen=True,
+                              detail=f"{sum(b.quantity for b in backorders)} units backordered"))
+        if packages:
+            rule += "; the rest is backordered"
+    return Decision(req.spec.order_id, tuple(packages), tuple(backorders),
+                    int(result.method[rank]), rule, tuple(options),
+                    no_feasible_node=status == STATUS_NO_FEASIBLE_NODE)
+
+
+def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int) -> int:
+    """The first date inbound stock (any enabled node) adds up to `qty`; 0 if never."""
+    arrivals: dict[int, int] = {}
+    enabled = ledger.catalog.node_enabled
+    for key in ledger.inbound_by_sku.get(sku, ()):
+        if enabled[key[2]]:
+            line = ledger.inbound[key]
+            date = max(line.expected_ms, now_ms)
+            arrivals[date] = arrivals.get(date, 0) + line.remaining
+    running = 0
+    for date in sorted(arrivals):
+        running += arrivals[date]
+        if running >= qty:
+            return date
+    return 0
+
+
+def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered, rank: int,
+                      req: Request, decision: Decision, now_ms: int) -> Decision:
+    """Compare waiting for inbound stock to ship complete from one node, when the plan
+    splits or backorders. Chosen when it meets the promise and costs less than the split,
+    or when the order may not split and cannot ship complete now."""
+    if len(decision.packages) < 2 and not decision.backorders:
+        return decision
+    best: tuple[int, int, int, int, int, int] | None = None  # cost, node, svc, ship, days, lb
+    batch = gathered.batch
+    start = int(batch.line_start[rank])
+    day0 = now_ms // DAY_MS
+    region = gathered.regions[rank]
+    deadline = int(batch.deadline[rank])
+    lines = req.lines
+    weight = sum(q * float(ledger.catalog.weight_lb[s]) for _, s, q in lines)
+    dims = ledger.catalog.dims_in
+    volume = sum(q * float(np.prod(dims[s])) for _, s, q in lines)
+    longest = max(float(dims[s].max()) for _, s, _ in lines)
+    billable = billable_weight_lb(weight, volume)
+    units = sum(q for _, _, q in lines)
+    channel = int(batch.channel[rank])
+    for n in range(ledger.catalog.n_nodes):
+        if not ledger.catalog.node_enabled[n] or (channel >= 0 and network.blocked[n, channel]):
+            continue
+        ready_day = day0
+        feasible = True
+        for k, (_, sku, qty) in enumerate(lines):
+            now_units = int(gathered.avail[batch.item_u[start + k], n]
+                            - batch.item_floor[start + k, n])
+            short = qty - max(now_units, 0)
+            if short <= 0:
+                continue
+            arrivals = sorted(
+                (max(ledger.inbound[key].expected_ms, now_ms), ledger.inbound[key].remaining)
+                for key in ledger.inbound_by_sku.get(sku, ()) if key[2] == n)
+            covered = 0
+            arrival_day = None
+            for date, remaining in arrivals:
+                covered += remaining
+                if covered >= short:
+                    arrival_day = date // DAY_MS
+                    break
+            if arrival_day is None:
+                feasible = False
+                break
+            ready_day = max(ready_day, arrival_day + 1)  # received, then shipped next day
+        if not feasible or ready_day == day0:
+            continue
+        ship = ready_day - day0
+        quote = cheapest_service(network, n, region, billable, units, longest, ship,
+                                 deadline - ship)
+        if quote is None:
+            continue
+        carrier, service, transit = quote
+        units_cost = sum(q * (int(network.pick[n])
+                              + ledger.opportunity_costs.get((s, n), 0)) for _, s, q in lines)
+        cost = carrier + int(network.handling[n]) + units_cost
+        if best is None or cost < best[0]:
+            best = (cost, n, service, ship, transit, billable)
+    current = decision.cost_micros
+    if best is None:
+        return replace(decision, options=(*decision.options, Option(
+            OptionKind.WAIT_FOR_INBOUND, False, detail="no inbound lets one node ship complete "
+            "in time")))
+    cost, n, _, ship, transit, _ = best
+    node_id = ledger.catalog.nodes[n].node_id
+    promise_ms = (day0 + ship + transit) * DAY_MS
+    wait_cheaper = len(decision.packages) >= 2 and cost < current and not decision.backorders
+    must_wait = not req.spec.allow_split and not decision.packages
+    option = Option(OptionKind.WAIT_FOR_INBOUND, True, cost, 1, chosen=wait_cheaper or must_wait,
+                    detail=f"ship complete from {node_id} after inbound arrives, "
+                           f"delivered by day +{ship + transit}")
+    if not option.chosen:
+        return replace(decision, options=(*decision.options, option))
+    options = tuple(replace(o, chosen=False) for o in decision.options)
+    backorders = tuple(Backorder(line_id, sku, qty, promise_ms) for line_id, sku, qty in lines)
+    rule = (f"wait for inbound at {node_id} and ship complete: {cost} micros"
+            + (f" against {current} micros split now" if wait_cheaper else ""))
+    return Decision(decision.order_id, (), backorders, METHOD_EXACT, rule, (*options, option))
+
+
+def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: int, units: int,
+                     longest: float, ship_day: int, days_left: int) -> tuple[int, int, int] | None:
+    """(cost, service, transit days) of the cheapest service from node n whose transit fits
+    in `days_left` after shipping; None if none does. Mirrors the kernel's rating."""
+    z = int(network.zone[n, region])
+    width = network.rates.shape[2] - 1
+    best: tuple[int, int, int] | None = None
+    for s in range(network.n_services):
+        days = int(network.transit[s, z])
+        if days > days_left:
+            continue
+        if network.lane_has[n, region]:
+            cost = (int(network.lane_fixed[n, region]) + int(network.lane_per_unit[n, region])
+                    * units + int(network.lane_per_lb[n, region]) * billable)
+        elif billable <= width:
+            cost = int(network.rates[s, z, billable])
+        else:
+            cost = int(network.rates[s, z, width]) + (billable - width) * int(
+                network.over_per_lb[s, z])
+        if longest > 48.0:
+            cost += int(network.surcharge[s])
+        if best is None or cost < best[0]:
+            best = (cost, s, days)
+    del ship_day
+    return best
+
+
+def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
+                decision: Decision, consumed: dict[tuple[int, int], int],
+                now_ms: int) -> Decision:
+    """Replace backordered lines by the SKU of the same substitution group with enough
+    sellable units (closest price first), allocate those, and merge into the decision."""
+    catalog = ledger.catalog
+    groups = catalog.substitution_group
+    replaced: list[tuple[str, int, int, int]] = []  # line_id, substitute, qty, original
+    kept: list[Backorder] = []
+    channel = catalog.channel(req.spec.channel_id)
+    nodes = np.arange(catalog.n_nodes, dtype=np.int64)
+    for backorder in decision.backorders:
+        group = int(groups[backorder.sku])
+        candidates: list[int] = (
+            np.flatnonzero(groups[: catalog.n_skus] == group).tolist() if group else [])
+        best: tuple[int, int] | None = None
+        for cand in candidates:
+            if cand == backorder.sku:
+                continue
+            table = available_to_sell(ledger, np.array([cand], np.int64), nodes, channel)
+            sellable = int(table.available_to_sell[0].sum()) - sum(
+                q for (s, _), q in consumed.items() if s == cand)
+            if sellable < backorder.quantity:
+                continue
+            gap = abs(int(catalog.price_micros[cand]) - int(catalog.price_micros[backorder.sku]))
+            if best is None or (gap, cand) < best:
+                best = (gap, cand)
+        if best is None:
+            kept.append(backorder)
+        else:
+            replaced.append((backorder.line_id, best[1], backorder.quantity, backorder.sku))
+    if not replaced:
+        return replace(decision, options=(*decision.options, Option(
+            OptionKind.SUBSTITUTE, False, detail="no SKU of the same group has the units")))
+    sub_req = Request(req.spec, tuple((line_id, sku, qty) for line_id, sku, qty, _ in replaced),
+                      req.first_package + len(decision.packages))
+    gathered = _gather(ledger, network, [sub_req], now_ms, consumed)
+    avail = gathered.avail.copy()
+    result = run_allocation(gathered.batch, avail, capacity_left(ledger, book, now_ms), network,
+                            catalog.node_enabled)
+    sub = _interpret(ledger, network, gathered, result, 0, sub_req, now_ms)
+    originals = {line_id: original for line_id, _, _, original in replaced}
+    sub_packages = tuple(
+        replace(p, lines=tuple(replace(line, substitutes_sku=originals[line.line_id])
+                               for line in p.lines),
+                penalty_micros=int(network.split_penalty[int(req.spec.tier)])
+                if decision.packages or i else 0)
+        for i, p in enumerate(sub.packages))
+    for plan in sub_packages:
+        for line in plan.lines:
+            key = (line.sku, plan.node)
+            consumed[key] = consumed.get(key, 0) + line.quantity
+    still = list(sub.backorders)
+    names = ", ".join(f"{catalog.sku_ids[o]} -> {catalog.sku_ids[s]}"
+                      for _, s, _, o in replaced)
+    option = Option(OptionKind.SUBSTITUTE, bool(sub_packages),
+                    sum(p.total_micros for p in sub_packages), len(sub_packages),
+                    chosen=bool(sub_packages), detail=f"substitute {names}")
+    rule = decision.rule + f"; substituted {names}"
+    # Substitute lines still short stay backordered under the ordered SKU.
+    backorders = tuple(kept) + tuple(
+        Backorder(b.line_id, originals[b.line_id], b.quantity,
+                  inbound_promise(ledger, originals[b.line_id], b.quantity, now_ms))
+        for b in still)
+    return Decision(decision.order_id, decision.packages + sub_packages, backorders,
+                    decision.method, rule, (*decision.options, option),
+                    no_feasible_node=decision.no_feasible_node and not sub_packages)
+
+
+def margin_micros(ledger: Ledger, lines: tuple[tuple[str, int, int], ...]) -> int:
+    cat = ledger.catalog
+    return sum(q * (int(cat.price_micros[s]) - int(cat.unit_cost_micros[s])) for _, s, q in lines)
+
+
+@dataclass(frozen=True, slots=True)
+class RateQuote:
+    service: int
+    cost_micros: int
+    transit_days: int
+    ship_ms: int
+    delivery_ms: int
+    meets_deadline: bool
+
+
+def rate_shop(network: CompiledNetwork, node: int, region: int, weight_lb: float,
+              volume_in3: float, longest_in: float, units: int, ready_ms: int,
+              deliver_by_ms: int) -> tuple[int, int, list[RateQuote]]:
+    """Every service's price and dates for one parcel from `node` to `region`, rated as
+    allocation rates packages. Returns (zone, billable lb, quotes in service order)."""
+    billable = billable_weight_lb(weight_lb, volume_in3)
+    z = int(network.zone[node, region])
+    width = network.rates.shape[2] - 1
+    minute = (ready_ms % DAY_MS) // 60_000
+    day0 = (ready_ms // DAY_MS) * DAY_MS
+    quotes = []
+    for s in range(network.n_services):
+        cutoff = min(int(network.node_cutoff[node]), int(network.service_cutoff[s]))
+        ship_ms = day0 + (0 if minute <= cutoff else DAY_MS)
+        days = int(network.transit[s, z])
+        if network.lane_has[node, region]:
+            cost = (int(network.lane_fixed[node, region])
+                    + int(network.lane_per_unit[node, region]) * units
+                    + int(network.lane_per_lb[node, region]) * billable)
+        elif billable <= width:
+            cost = int(network.rates[s, z, billable])
+        else:
+            cost = int(network.rates[s, z, width]) + (billable - width) * int(
+                network.over_per_lb[s, z])
+        if longest_in > 48.0:
+            cost += int(network.surcharge[s])
+        delivery = ship_ms + days * DAY_MS
+        meets = not deliver_by_ms or delivery // DAY_MS <= deliver_by_ms // DAY_MS
+        quotes.append(RateQuote(s, cost, days, ship_ms, delivery, meets))
+    return z, billable, quotes

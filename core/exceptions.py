@@ -1,0 +1,116 @@
+"""The exception queue: every case that needs a person, with type, owner role, age and
+resolution history (holds, backorders, pack mismatches, count variances ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExceptionType(IntEnum):
+    PAYMENT_HOLD = 1
+    FRAUD_REVIEW = 2
+    ADDRESS_INVALID = 3
+    BACKORDER = 4
+    NO_FEASIBLE_NODE = 5
+    PACK_MISMATCH = 6
+    SHORT_PICK = 7
+    COUNT_VARIANCE = 8
+
+
+class Resolution(IntEnum):
+    RELEASE = 1
+    RETRY = 2
+    CANCEL = 3
+    ACCEPT = 4
+    APPROVE = 5
+    REJECT = 6
+
+
+#: Exceptions that stop an order from being allocated until resolved.
+HOLDS = frozenset({ExceptionType.PAYMENT_HOLD, ExceptionType.FRAUD_REVIEW,
+                   ExceptionType.ADDRESS_INVALID})
+
+OWNER_ROLE = {
+    ExceptionType.PAYMENT_HOLD: "finance",
+    ExceptionType.FRAUD_REVIEW: "fraud_review",
+    ExceptionType.ADDRESS_INVALID: "customer_service",
+    ExceptionType.BACKORDER: "inventory_planning",
+    ExceptionType.NO_FEASIBLE_NODE: "fulfilment_operations",
+    ExceptionType.PACK_MISMATCH: "warehouse",
+    ExceptionType.SHORT_PICK: "warehouse",
+    ExceptionType.COUNT_VARIANCE: "inventory_control",
+}
+
+#: The resolutions each exception type accepts.
+ALLOWED = {
+    ExceptionType.PAYMENT_HOLD: {Resolution.RELEASE, Resolution.CANCEL},
+    ExceptionType.FRAUD_REVIEW: {Resolution.RELEASE, Resolution.CANCEL},
+    ExceptionType.ADDRESS_INVALID: {Resolution.RELEASE, Resolution.CANCEL},
+    ExceptionType.BACKORDER: {Resolution.RETRY, Resolution.CANCEL, Resolution.ACCEPT},
+    ExceptionType.NO_FEASIBLE_NODE: {Resolution.RETRY, Resolution.CANCEL},
+    ExceptionType.PACK_MISMATCH: {Resolution.ACCEPT},
+    ExceptionType.SHORT_PICK: {Resolution.ACCEPT},
+    ExceptionType.COUNT_VARIANCE: {Resolution.APPROVE, Resolution.REJECT},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionInfo:
+    """Payload of EXCEPTION_RAISED."""
+
+    exception_type: ExceptionType
+    order_id: str
+    detail: str
+    reference: str = ""  # package id, count exception's SKU/node, inbound reference ...
+
+
+@dataclass(slots=True)
+class ExceptionRecord:
+    exception_id: str
+    exception_type: ExceptionType
+    order_id: str
+    detail: str
+    reference: str
+    created_ms: int
+    seq: int
+    resolved: bool = False
+    resolution: Resolution | None = None
+    resolved_ms: int = 0
+    note: str = ""
+
+    @property
+    def owner_role(self) -> str:
+        return OWNER_ROLE[self.exception_type]
+
+
+class ExceptionBook:
+    def __init__(self) -> None:
+        self.by_id: dict[str, ExceptionRecord] = {}
+        self.open_by_order: dict[str, list[str]] = {}
+        self.by_order: dict[str, list[str]] = {}
+
+    def raise_(self, exception_id: str, info: ExceptionInfo, time_ms: int, seq: int) -> None:
+        self.by_id[exception_id] = ExceptionRecord(
+            exception_id, info.exception_type, info.order_id, info.detail, info.reference,
+            time_ms, seq)
+        if info.order_id:
+            self.open_by_order.setdefault(info.order_id, []).append(exception_id)
+            self.by_order.setdefault(info.order_id, []).append(exception_id)
+
+    def resolve(self, exception_id: str, resolution: Resolution, time_ms: int, note: str) -> None:
+        record = self.by_id[exception_id]
+        record.resolved = True
+        record.resolution = resolution
+        record.resolved_ms = time_ms
+        record.note = note
+        if record.order_id:
+            still_open = [e for e in self.open_by_order.get(record.order_id, ())
+                          if e != exception_id]
+            if still_open:
+                self.open_by_order[record.order_id] = still_open
+            else:
+                self.open_by_order.pop(record.order_id, None)
+
+    def open_for(self, order_id: str) -> list[ExceptionRecord]:
+        return [self.by_id[e] for e in self.open_by_order.get(order_id, ())]

@@ -1,0 +1,544 @@
+"""Order command handlers: allocate, cancel, wave, pick, pack, ship, resolve exceptions.
+
+Like every handler they only plan events; `operations.execute` applies them all or
+none. Units move AVAILABLE -> ALLOCATED when allocated, back when cancelled, and
+out of the ledger when shipped (or written off by a short pick).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core import commands as c
+from core.availability import sale_floors
+from core.decisions import Request, decide, margin_micros
+from core.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from core.exceptions import ALLOWED, HOLDS, ExceptionInfo, ExceptionType, Resolution
+from core.ledger import Ledger
+from core.model import QTY_MAX, Bucket, EventKind
+from core.orders import (
+    AddressStatus,
+    CancelRecord,
+    Decision,
+    OrderRecord,
+    OrderSpec,
+    OrderStatus,
+    PackageState,
+    PackageStatus,
+    PackRecord,
+    PaymentStatus,
+    PickRecord,
+    ShipRecord,
+    WaveRecord,
+)
+from core.plan import Plan
+
+MAX_ID_LENGTH = 128
+UNSHIPPED = (PackageStatus.ALLOCATED, PackageStatus.RELEASED, PackageStatus.PICKED,
+             PackageStatus.PACKED)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOutcome:
+    order_id: str
+    decision: Decision | None = None
+    exception_id: str = ""
+    exception_type: ExceptionType | None = None
+    error: DomainError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateResult:
+    outcomes: tuple[OrderOutcome, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    order_id: str
+    released: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaveResult:
+    wave_id: str
+    package_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PickResult:
+    order_id: str
+    short: int
+    outcome: OrderOutcome | None
+    exception_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackResult:
+    matched: bool
+    exception_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShipResult:
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveResult:
+    exception_id: str
+    outcome: OrderOutcome | None
+
+
+def _ident(value: str, field_name: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field_name} is required", field_name)
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidArgument(f"{field_name} must be at most {MAX_ID_LENGTH} printable "
+                              "characters", field_name)
+    return value
+
+
+def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
+               quote: bool = False) -> tuple[tuple[str, int, int], ...]:
+    """The order's lines as (line_id, sku, quantity); raises a DomainError naming the field."""
+    cat = ledger.catalog
+    _ident(spec.order_id, f"{field}.order_id")
+    if not quote and (spec.order_id in ledger.orders.orders or spec.order_id in batch_ids):
+        raise AlreadyExists(f"order {spec.order_id!r} exists already", f"{field}.order_id")
+    cat.channel(spec.channel_id, f"{field}.channel_id")
+    if not spec.lines:
+        raise InvalidArgument(f"{field}.lines must not be empty", f"{field}.lines")
+    if not (math.isfinite(spec.fraud_score) and 0.0 <= spec.fraud_score <= 1.0):
+        raise InvalidArgument(f"{field}.fraud_score must be between 0 and 1",
+                              f"{field}.fraud_score")
+    if spec.deliver_by_ms < 0:
+        raise InvalidArgument(f"{field}.deliver_by out of range", f"{field}.deliver_by")
+    lines = []
+    line_ids: set[str] = set()
+    skus: set[int] = set()
+    for i, line in enumerate(spec.lines):
+        name = f"{field}.lines[{i}]"
+        _ident(line.line_id, f"{name}.line_id")
+        if line.line_id in line_ids:
+            raise InvalidArgument(f"line id {line.line_id!r} appears twice", f"{name}.line_id")
+        line_ids.add(line.line_id)
+        sku = cat.sku(line.sku_id, f"{name}.sku_id")
+        if sku in skus:
+            raise InvalidArgument(f"SKU {line.sku_id!r} appears on two lines; merge them",
+                                  f"{name}.sku_id")
+        skus.add(sku)
+        if not 1 <= line.quantity <= QTY_MAX:
+            raise InvalidArgument(f"{name}.quantity must be between 1 and {QTY_MAX}",
+                                  f"{name}.quantity")
+        lines.append((line.line_id, sku, line.quantity))
+    network = ledger.network()
+    if network.n_services and len(network.region_lat):
+        try:
+            network.region_for(spec.postal_code, spec.latitude, spec.longitude)
+        except InvalidArgument as error:
+            raise InvalidArgument(error.message, f"{field}.ship_to") from None
+    return tuple(lines)
+
+
+def _hold_of(spec: OrderSpec, fraud_threshold: float) -> tuple[ExceptionType, str] | None:
+    if spec.address == AddressStatus.INVALID:
+        return ExceptionType.ADDRESS_INVALID, "the shipping address failed validation"
+    if spec.payment == PaymentStatus.ON_HOLD:
+        return ExceptionType.PAYMENT_HOLD, "payment is on hold"
+    if spec.fraud_score > fraud_threshold:
+        return (ExceptionType.FRAUD_REVIEW,
+                f"fraud score {spec.fraud_score:.2f} above {fraud_threshold:.2f}")
+    return None
+
+
+def _raise(p: Plan, info: ExceptionInfo) -> str:
+    exception_id = f"EX-{p.ledger.last_seq + 1 + len(p.events)}"
+    p.add(EventKind.EXCEPTION_RAISED, reference=exception_id, reason=int(info.exception_type),
+          payload=info)
+    return exception_id
+
+
+def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision) -> OrderOutcome:
+    """ORDER_ALLOCATED, the unit moves, and an exception for what is left over."""
+    p.add(EventKind.ORDER_ALLOCATED, reference=spec.order_id, payload=decision)
+    channel = p.ledger.catalog.channel(spec.channel_id)
+    for plan in decision.packages:
+        for line in plan.lines:
+            p.add(EventKind.ORDER_UNITS_ALLOCATED, sku=line.sku, node=plan.node,
+                  from_bucket=Bucket.AVAILABLE, to_bucket=Bucket.ALLOCATED,
+                  quantity=line.quantity, reference=plan.package_id, channel=channel)
+    if not decision.backorders:
+        return OrderOutcome(spec.order_id, decision)
+    kind = (ExceptionType.NO_FEASIBLE_NODE
+            if decision.no_feasible_node and not decision.packages else ExceptionType.BACKORDER)
+    units = sum(b.quantity for b in decision.backorders)
+    exception_id = _raise(p, ExceptionInfo(kind, spec.order_id, f"{units} units: "
+                                           f"{decision.rule}"))
+    return OrderOutcome(spec.order_id, decision, exception_id, kind)
+
+
+def _set_sale_floors(p: Plan) -> None:
+    """Allocation moves must leave safety stock and other channels' fences in place: the
+    kernel already respects them, and Ledger.apply checks them again (no oversell)."""
+    moves = [(i, e) for i, e in enumerate(p.events) if e.kind == EventKind.ORDER_UNITS_ALLOCATED]
+    if not moves:
+        return
+    floors = p.floors if p.floors is not None else [0] * len(p.events)
+    floors.extend([0] * (len(p.events) - len(floors)))
+    for channel in sorted({e.channel for _, e in moves}):
+        group = [(i, e) for i, e in moves if e.channel == channel]
+        values = sale_floors(p.ledger, np.array([e.sku for _, e in group], np.int64),
+                             np.array([e.node for _, e in group], np.int64), channel)
+        for (i, _), value in zip(group, values.tolist(), strict=True):
+            floors[i] = value
+    p.floors = floors
+
+
+def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[OrderOutcome]:
+    decisions = decide(p.ledger, p.ledger.orders, [r for _, r in items], p.now_ms)
+    return [_emit_decision(p, spec, d) for (spec, _), d in zip(items, decisions, strict=True)]
+
+
+def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
+    if not cmd.orders:
+        raise InvalidArgument("orders must not be empty", "orders")
+    outcomes: list[OrderOutcome | None] = [None] * len(cmd.orders)
+    batch_ids: set[str] = set()
+    todo: list[tuple[int, OrderSpec, Request]] = []
+    for i, spec in enumerate(cmd.orders):
+        field = f"orders[{i}]" if len(cmd.orders) > 1 else "order"
+        try:
+            lines = _validated(p.ledger, spec, field, batch_ids)
+        except DomainError as error:
+            outcomes[i] = OrderOutcome(spec.order_id, error=error)
+            continue
+        batch_ids.add(spec.order_id)
+        p.add(EventKind.ORDER_RECEIVED, reference=spec.order_id, payload=spec)
+        hold = _hold_of(spec, cmd.fraud_threshold)
+        if hold is not None:
+            kind, detail = hold
+            exception_id = _raise(p, ExceptionInfo(kind, spec.order_id, detail))
+            outcomes[i] = OrderOutcome(spec.order_id, None, exception_id, kind)
+            continue
+        todo.append((i, spec, Request(spec, lines, 0, margin_micros(p.ledger, lines))))
+    if todo:
+        results = _decide_and_emit(p, [(spec, req) for _, spec, req in todo])
+        for (i, _, _), outcome in zip(todo, results, strict=True):
+            outcomes[i] = outcome
+    _set_sale_floors(p)
+    return AllocateResult(tuple(o for o in outcomes if o is not None))
+
+
+def quote_order(ledger: Ledger, spec: OrderSpec, now_ms: int) -> Decision:
+    """What allocating `spec` now would decide. Changes nothing."""
+    lines = _validated(ledger, spec, "order", set(), quote=True)
+    (decision,) = decide(ledger, ledger.orders, [Request(spec, lines, 0,
+                                                        margin_micros(ledger, lines))], now_ms)
+    return decision
+
+
+def _order(p: Plan, order_id: str) -> OrderRecord:
+    _ident(order_id, "order_id")
+    record = p.ledger.orders.orders.get(order_id)
+    if record is None:
+        raise NotFound(f"no order {order_id!r}", "order_id")
+    return record
+
+
+def _package(p: Plan, package_id: str) -> PackageState:
+    _ident(package_id, "package_id")
+    state = p.ledger.orders.packages.get(package_id)
+    if state is None:
+        raise NotFound(f"no package {package_id!r}", "package_id")
+    return state
+
+
+def _line_sku(record: OrderRecord, p: Plan, line_id: str) -> int:
+    return p.ledger.catalog.sku(record.line(line_id).sku_id)
+
+
+def _resolve_open(p: Plan, record: OrderRecord, resolution: Resolution, note: str,
+                  kinds: frozenset[ExceptionType] | None = None) -> None:
+    for exception in p.ledger.exceptions.open_for(record.spec.order_id):
+        if kinds is None or exception.exception_type in kinds:
+            p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
+                  reason=int(resolution), payload=note)
+
+
+def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
+    record = _order(p, cmd.order_id)
+    book = p.ledger.orders
+    open_packages = [book.packages[pid] for pid in reversed(record.package_ids)
+                     if book.packages[pid].status in UNSHIPPED]
+    package_lines: list[tuple[str, str, int]] = []
+    backorder_lines: list[tuple[str, int]] = []
+    if not cmd.lines:
+        for state in open_packages:
+            package_lines += [(state.plan.package_id, line_id, qty)
+                              for line_id, qty in sorted(state.quantities.items())]
+        backorder_lines = [(b.line_id, b.quantity) for b in record.backorders.values()]
+    else:
+        seen: set[str] = set()
+        for i, (line_id, qty) in enumerate(cmd.lines):
+            name = f"lines[{i}]"
+            try:
+                record.line(line_id)
+            except KeyError:
+                raise NotFound(f"order {cmd.order_id!r} has no line {line_id!r}",
+                               f"{name}.line_id") from None
+            if line_id in seen:
+                raise InvalidArgument(f"line {line_id!r} appears twice", f"{name}.line_id")
+            seen.add(line_id)
+            backordered = record.backorders[line_id].quantity if line_id in record.backorders else 0
+            in_packages = [(s, s.quantities.get(line_id, 0)) for s in open_packages]
+            available = backordered + sum(q for _, q in in_packages)
+            if not 1 <= qty <= available:
+                raise FailedPrecondition(
+                    f"line {line_id!r} has {available} units that can still be cancelled, "
+                    f"{qty} asked", f"{name}.quantity")
+            take = min(qty, backordered)
+            if take:
+                backorder_lines.append((line_id, take))
+            left = qty - take
+            for state, q in in_packages:
+                if left == 0:
+                    break
+                if q:
+                    part = min(q, left)
+                    package_lines.append((state.plan.package_id, line_id, part))
+                    left -= part
+    if not package_lines and not backorder_lines and record.status != OrderStatus.HELD:
+        raise FailedPrecondition(f"order {cmd.order_id!r} has nothing left to cancel",
+                                 "order_id")
+    open_units = sum(q for s in open_packages for q in s.quantities.values()) + sum(
+        b.quantity for b in record.backorders.values())
+    cancelled = sum(q for _, _, q in package_lines) + sum(q for _, q in backorder_lines)
+    whole = cancelled == open_units
+    p.add(EventKind.ORDER_CANCELLED, reference=cmd.order_id, payload=CancelRecord(
+        cmd.order_id, tuple(package_lines), tuple(backorder_lines), whole))
+    released = 0
+    for package_id, line_id, qty in package_lines:
+        state = book.packages[package_id]
+        p.add(EventKind.ORDER_UNITS_RELEASED, sku=_line_sku(record, p, line_id),
+              node=state.plan.node, from_bucket=Bucket.ALLOCATED, to_bucket=Bucket.AVAILABLE,
+              quantity=qty, reference=package_id)
+        released += qty
+    if whole:
+        _resolve_open(p, record, Resolution.CANCEL, "order cancelled")
+    elif backorder_lines and not any(
+            q < record.backorders[line_id].quantity for line_id, q in backorder_lines) and len(
+            backorder_lines) == len(record.backorders):
+        _resolve_open(p, record, Resolution.CANCEL, "backordered lines cancelled",
+                      frozenset({ExceptionType.BACKORDER, ExceptionType.NO_FEASIBLE_NODE}))
+    return CancelResult(cmd.order_id, released)
+
+
+def release_wave(p: Plan, cmd: c.ReleaseWave) -> WaveResult:
+    ledger = p.ledger
+    node = ledger.catalog.node(cmd.node_id)
+    if cmd.max_packages < 0:
+        raise InvalidArgument("max_packages must be >= 0", "max_packages")
+    book = ledger.orders
+    candidates = [s for s in book.packages.values()
+                  if s.plan.node == node and s.status == PackageStatus.ALLOCATED]
+
+    def priority(state: PackageState) -> tuple[int, int, int, int, str]:
+        record = book.orders[state.order_id]
+        return (int(record.spec.tier), record.spec.deliver_by_ms or (1 << 62),
+                state.plan.ship_ms, record.seq, state.plan.package_id)
+
+    candidates.sort(key=priority)
+    limit = cmd.max_packages or ledger.catalog.nodes[node].daily_capacity or len(candidates)
+    chosen = tuple(s.plan.package_id for s in candidates[:limit])
+    wave_id = f"WAVE-{cmd.node_id}-{ledger.last_seq + 1}"
+    if chosen:
+        p.add(EventKind.WAVE_RELEASED, node=node, reference=wave_id,
+              payload=WaveRecord(wave_id, node, chosen))
+    return WaveResult(wave_id if chosen else "", chosen)
+
+
+def confirm_pick(p: Plan, cmd: c.ConfirmPick) -> PickResult:
+    state = _package(p, cmd.package_id)
+    if state.status != PackageStatus.RELEASED:
+        raise FailedPrecondition(f"package {cmd.package_id!r} is {state.status.name}, not "
+                                 "RELEASED to a wave", "package_id")
+    record = p.ledger.orders.orders[state.order_id]
+    picked = dict(state.quantities)
+    seen: set[str] = set()
+    for i, (line_id, qty) in enumerate(cmd.picked):
+        if line_id not in state.quantities:
+            raise NotFound(f"package {cmd.package_id!r} has no line {line_id!r}",
+                           f"lines[{i}].line_id")
+        if line_id in seen:
+            raise InvalidArgument(f"line {line_id!r} appears twice", f"lines[{i}].line_id")
+        seen.add(line_id)
+        if not 0 <= qty <= state.quantities[line_id]:
+            raise InvalidArgument(f"picked quantity must be between 0 and "
+                                  f"{state.quantities[line_id]}", f"lines[{i}].picked_quantity")
+        picked[line_id] = qty
+    p.add(EventKind.PACKAGE_PICKED, reference=cmd.package_id,
+          payload=PickRecord(cmd.package_id, tuple(sorted(picked.items()))))
+    short_lines = []
+    for line_id, planned in sorted(state.quantities.items()):
+        short = planned - picked[line_id]
+        if short:
+            sku = _line_sku(record, p, line_id)
+            # The units are not where the ledger had them: written off as a loss.
+            p.add(EventKind.PICK_SHORTAGE, sku=sku, node=state.plan.node,
+                  from_bucket=Bucket.ALLOCATED, quantity=short, reference=cmd.package_id)
+            short_lines.append((line_id, sku, short))
+    if not short_lines:
+        return PickResult(state.order_id, 0, None, "")
+    short_total = sum(q for _, _, q in short_lines)
+    node_id = p.ledger.catalog.nodes[state.plan.node].node_id
+    exception_id = _raise(p, ExceptionInfo(
+        ExceptionType.SHORT_PICK, state.order_id,
+        f"{short_total} units missing at {node_id}; count the location", cmd.package_id))
+    request = Request(record.spec, tuple(short_lines), len(record.package_ids))
+    (outcome,) = _decide_and_emit(p, [(record.spec, request)])
+    _set_sale_floors(p)
+    return PickResult(state.order_id, short_total, outcome, exception_id)
+
+
+def confirm_pack(p: Plan, cmd: c.ConfirmPack) -> PackResult:
+    state = _package(p, cmd.package_id)
+    if state.status != PackageStatus.PICKED:
+        raise FailedPrecondition(f"package {cmd.package_id!r} is {state.status.name}, not "
+                                 "PICKED", "package_id")
+    record = p.ledger.orders.orders[state.order_id]
+    expected: dict[str, int] = {}
+    for line_id, qty in state.quantities.items():
+        sku_id = record.line(line_id).sku_id
+        for line in state.plan.lines:  # a substitute ships under its own SKU
+            if line.line_id == line_id and line.substitutes_sku >= 0:
+                sku_id = p.ledger.catalog.sku_ids[line.sku]
+        expected[sku_id] = expected.get(sku_id, 0) + qty
+    scanned: dict[str, int] = {}
+    for i, (sku_id, qty) in enumerate(cmd.scanned):
+        _ident(sku_id, f"scanned[{i}].sku_id")
+        if not 0 <= qty <= QTY_MAX:
+            raise InvalidArgument(f"scanned[{i}].quantity out of range", f"scanned[{i}].quantity")
+        scanned[sku_id] = scanned.get(sku_id, 0) + qty
+    scanned = {k: v for k, v in scanned.items() if v}
+    matched = scanned == expected
+    p.add(EventKind.PACKAGE_PACKED, reference=cmd.package_id,
+          payload=PackRecord(cmd.package_id, matched))
+    if matched:
+        return PackResult(True, "")
+    differences = ", ".join(
+        f"{sku}: expected {expected.get(sku, 0)}, scanned {scanned.get(sku, 0)}"
+        for sku in sorted(set(expected) | set(scanned)) if expected.get(sku) != scanned.get(sku))
+    exception_id = _raise(p, ExceptionInfo(ExceptionType.PACK_MISMATCH, state.order_id,
+                                           differences, cmd.package_id))
+    return PackResult(False, exception_id)
+
+
+def confirm_shipment(p: Plan, cmd: c.ConfirmShipment) -> ShipResult:
+    state = _package(p, cmd.package_id)
+    _ident(cmd.tracking_number, "tracking_number")
+    if state.status != PackageStatus.PACKED:
+        raise FailedPrecondition(f"package {cmd.package_id!r} is {state.status.name}, not "
+                                 "PACKED", "package_id")
+    record = p.ledger.orders.orders[state.order_id]
+    p.add(EventKind.PACKAGE_SHIPPED, reference=cmd.package_id,
+          payload=ShipRecord(cmd.package_id, cmd.tracking_number))
+    for line_id, qty in sorted(state.quantities.items()):
+        sku = _line_sku(record, p, line_id)
+        for line in state.plan.lines:
+            if line.line_id == line_id and line.substitutes_sku >= 0:
+                sku = line.sku
+        p.add(EventKind.ORDER_UNITS_SHIPPED, sku=sku, node=state.plan.node,
+              from_bucket=Bucket.ALLOCATED, quantity=qty, reference=cmd.package_id)
+    return ShipResult(state.order_id)
+
+
+def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
+    ledger = p.ledger
+    _ident(cmd.exception_id, "exception_id")
+    record = ledger.exceptions.by_id.get(cmd.exception_id)
+    if record is None:
+        raise NotFound(f"no exception {cmd.exception_id!r}", "exception_id")
+    if record.resolved:
+        raise FailedPrecondition(f"exception {cmd.exception_id!r} is resolved already",
+                                 "exception_id")
+    try:
+        resolution = Resolution(cmd.resolution)
+    except ValueError:
+        raise InvalidArgument("resolution is required", "resolution") from None
+    if resolution not in ALLOWED[record.exception_type]:
+        allowed = ", ".join(sorted(r.name for r in ALLOWED[record.exception_type]))
+        raise InvalidArgument(f"a {record.exception_type.name} exception takes {allowed}",
+                              "resolution")
+    if len(cmd.note) > 1000:
+        raise InvalidArgument("note is longer than 1000 characters", "note")
+    p.add(EventKind.EXCEPTION_RESOLVED, reference=cmd.exception_id, reason=int(resolution),
+          payload=cmd.note)
+    kind = record.exception_type
+    outcome: OrderOutcome | None = None
+    if kind == ExceptionType.COUNT_VARIANCE:
+        _settle_count(p, cmd.exception_id, resolution)
+        return ResolveResult(cmd.exception_id, None)
+    order = ledger.orders.orders.get(record.order_id)
+    if order is None:
+        return ResolveResult(cmd.exception_id, None)
+    spec = order.spec
+    if resolution == Resolution.CANCEL:
+        if kind in HOLDS:
+            p.add(EventKind.ORDER_CANCELLED, reference=spec.order_id,
+                  payload=CancelRecord(spec.order_id, (), (), True))
+        else:
+            open_lines = tuple((b.line_id, b.quantity) for b in order.backorders.values())
+            if open_lines:
+                p.add(EventKind.ORDER_CANCELLED, reference=spec.order_id,
+                      payload=CancelRecord(spec.order_id, (), open_lines, False))
+    elif resolution == Resolution.RELEASE:
+        lines: tuple[tuple[str, int, int], ...] = tuple(
+            (line.line_id, ledger.catalog.sku(line.sku_id), line.quantity)
+            for line in spec.lines)
+        (outcome,) = _decide_and_emit(p, [(spec, Request(spec, lines, len(order.package_ids)))])
+    elif resolution == Resolution.RETRY:
+        lines = tuple((b.line_id, b.sku, b.quantity) for b in order.backorders.values())
+        if lines:
+            (outcome,) = _decide_and_emit(
+                p, [(spec, Request(spec, lines, len(order.package_ids)))])
+    elif resolution == Resolution.ACCEPT and kind == ExceptionType.PACK_MISMATCH:
+        p.add(EventKind.PACKAGE_PACKED, reference=record.reference,
+              payload=PackRecord(record.reference, True))
+    _set_sale_floors(p)
+    return ResolveResult(cmd.exception_id, outcome)
+
+
+def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:
+    held = p.ledger.held_variances.get(exception_id)
+    if held is None or held.held == 0:
+        return
+    found = held.counted > held.expected
+    # Found units: approve makes them sellable, reject removes them. Missing units:
+    # approve writes them off, reject returns them to AVAILABLE (a recount found them).
+    to_available = found == (resolution == Resolution.APPROVE)
+    p.add(EventKind.COUNT_VARIANCE_SETTLED, sku=held.sku, node=held.node,
+          from_bucket=Bucket.QUARANTINED,
+          to_bucket=Bucket.AVAILABLE if to_available else Bucket.EXTERNAL,
+          quantity=held.held, reference=exception_id, reason=int(resolution))
+
+
+HANDLERS: dict[type, Callable[[Plan, Any], Any]] = {
+    c.AllocateOrders: allocate_orders,
+    c.CancelOrder: cancel_order,
+    c.ReleaseWave: release_wave,
+    c.ConfirmPick: confirm_pick,
+    c.ConfirmPack: confirm_pack,
+    c.ConfirmShipment: confirm_shipment,
+    c.ResolveException: resolve_exception,
+}

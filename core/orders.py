@@ -1,0 +1,319 @@
+"""Orders: specs, decisions, lifecycle records, and the order book built from events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+from core.network import SlaTier
+
+DAY_MS = 86_400_000
+
+
+class OrderStatus(IntEnum):
+    HELD = 1
+    ALLOCATED = 2
+    PARTIALLY_ALLOCATED = 3
+    BACKORDERED = 4
+    IN_FULFILMENT = 5
+    PARTIALLY_SHIPPED = 6
+    SHIPPED = 7
+    CANCELLED = 8
+
+
+class PackageStatus(IntEnum):
+    ALLOCATED = 1
+    RELEASED = 2
+    PICKED = 3
+    PACKED = 4
+    SHIPPED = 5
+    CANCELLED = 6
+
+
+class PaymentStatus(IntEnum):
+    AUTHORIZED = 1
+    ON_HOLD = 2
+
+
+class AddressStatus(IntEnum):
+    UNVERIFIED = 0
+    VALID = 1
+    INVALID = 2
+
+
+class OptionKind(IntEnum):
+    SHIP_COMPLETE = 1
+    SPLIT = 2
+    WAIT_FOR_INBOUND = 3
+    SUBSTITUTE = 4
+    BACKORDER = 5
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLineSpec:
+    line_id: str
+    sku_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSpec:
+    order_id: str
+    channel_id: str
+    tier: SlaTier
+    lines: tuple[OrderLineSpec, ...]
+    postal_code: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    deliver_by_ms: int = 0
+    payment: PaymentStatus = PaymentStatus.AUTHORIZED
+    fraud_score: float = 0.0
+    address: AddressStatus = AddressStatus.UNVERIFIED
+    allow_split: bool = True
+    allow_substitution: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PackageLine:
+    line_id: str
+    sku: int
+    quantity: int
+    substitutes_sku: int = -1  # the ordered SKU this one replaces
+
+
+@dataclass(frozen=True, slots=True)
+class PackagePlan:
+    package_id: str
+    node: int
+    service: int
+    lines: tuple[PackageLine, ...]
+    carrier_micros: int
+    handling_micros: int
+    units_micros: int
+    penalty_micros: int
+    billable_lb: int
+    ship_ms: int
+    promise_ms: int
+
+    @property
+    def total_micros(self) -> int:
+        return self.carrier_micros + self.handling_micros + self.units_micros + self.penalty_micros
+
+
+@dataclass(frozen=True, slots=True)
+class Backorder:
+    line_id: str
+    sku: int
+    quantity: int
+    promise_ms: int = 0  # 0: no inbound stock known to cover it
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    kind: OptionKind
+    feasible: bool
+    cost_micros: int = 0
+    packages: int = 0
+    chosen: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Payload of ORDER_ALLOCATED: what allocation decided for (some lines of) an order."""
+
+    order_id: str
+    packages: tuple[PackagePlan, ...]
+    backorders: tuple[Backorder, ...]
+    method: int
+    rule: str
+    options: tuple[Option, ...]
+    no_feasible_node: bool = False
+
+    @property
+    def cost_micros(self) -> int:
+        return sum(p.total_micros for p in self.packages)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRecord:
+    """Payload of ORDER_CANCELLED: quantities taken off packages and off backorders."""
+
+    order_id: str
+    package_lines: tuple[tuple[str, str, int], ...]  # (package_id, line_id, quantity)
+    backorder_lines: tuple[tuple[str, int], ...]  # (line_id, quantity)
+    whole_order: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WaveRecord:
+    wave_id: str
+    node: int
+    package_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PickRecord:
+    package_id: str
+    picked: tuple[tuple[str, int], ...]  # (line_id, picked quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class PackRecord:
+    package_id: str
+    matched: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShipRecord:
+    package_id: str
+    tracking_number: str
+
+
+@dataclass(slots=True)
+class PackageState:
+    plan: PackagePlan
+    order_id: str
+    status: PackageStatus = PackageStatus.ALLOCATED
+    quantities: dict[str, int] = field(default_factory=dict)  # line_id -> units in package
+    wave_id: str = ""
+    tracking_number: str = ""
+    pack_mismatch: bool = False
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    spec: OrderSpec
+    seq: int  # arrival order, the last priority tie-break
+    status: OrderStatus = OrderStatus.BACKORDERED
+    package_ids: list[str] = field(default_factory=list)
+    backorders: dict[str, Backorder] = field(default_factory=dict)  # line_id -> open backorder
+    last_decision: Decision | None = None
+    cancelled: dict[str, int] = field(default_factory=dict)  # line_id -> units cancelled
+    held: bool = False
+
+    def line(self, line_id: str) -> OrderLineSpec:
+        for line in self.spec.lines:
+            if line.line_id == line_id:
+                return line
+        raise KeyError(line_id)
+
+
+class OrderBook:
+    """Orders, packages and node workload, changed only by order events."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, OrderRecord] = {}
+        self.packages: dict[str, PackageState] = {}
+        self.node_day_orders: dict[tuple[int, int], int] = {}
+        self.waves = 0
+
+    def receive(self, spec: OrderSpec, seq: int) -> None:
+        self.orders[spec.order_id] = OrderRecord(spec, seq)
+
+    def allocate(self, decision: Decision) -> None:
+        record = self.orders[decision.order_id]
+        record.last_decision = decision
+        record.held = False
+        nodes_by_day: set[tuple[int, int]] = set()
+        for plan in decision.packages:
+            state = PackageState(plan, decision.order_id)
+            for line in plan.lines:
+                state.quantities[line.line_id] = (
+                    state.quantities.get(line.line_id, 0) + line.quantity)
+                record.backorders.pop(line.line_id, None)
+            self.packages[plan.package_id] = state
+            record.package_ids.append(plan.package_id)
+            nodes_by_day.add((plan.node, plan.ship_ms // DAY_MS))
+        for key in nodes_by_day:
+            self.node_day_orders[key] = self.node_day_orders.get(key, 0) + 1
+        allocated_lines = {line.line_id for plan in decision.packages for line in plan.lines}
+        for backorder in decision.backorders:
+            record.backorders[backorder.line_id] = backorder
+        for line_id in allocated_lines - {b.line_id for b in decision.backorders}:
+            record.backorders.pop(line_id, None)
+        self._refresh(record)
+
+    def hold(self, order_id: str) -> None:
+        record = self.orders[order_id]
+        record.held = True
+        self._refresh(record)
+
+    def unhold(self, order_id: str) -> None:
+        record = self.orders[order_id]
+        record.held = False
+        self._refresh(record)
+
+    def cancel(self, rec: CancelRecord) -> None:
+        record = self.orders[rec.order_id]
+        for package_id, line_id, qty in rec.package_lines:
+            state = self.packages[package_id]
+            state.quantities[line_id] -= qty
+            if state.quantities[line_id] == 0:
+                del state.quantities[line_id]
+            if not state.quantities:
+                state.status = PackageStatus.CANCELLED
+            record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty
+        for line_id, qty in rec.backorder_lines:
+            backorder = record.backorders[line_id]
+            left = backorder.quantity - qty
+            if left:
+                record.backorders[line_id] = replace(backorder, quantity=left)
+            else:
+                del record.backorders[line_id]
+            record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty
+        if rec.whole_order:
+            record.held = False
+        self._refresh(record)
+
+    def release_wave(self, wave: WaveRecord) -> None:
+        self.waves += 1
+        for package_id in wave.package_ids:
+            state = self.packages[package_id]
+            state.status = PackageStatus.RELEASED
+            state.wave_id = wave.wave_id
+            self._refresh(self.orders[state.order_id])
+
+    def pick(self, rec: PickRecord) -> None:
+        state = self.packages[rec.package_id]
+        for line_id, picked in rec.picked:
+            if picked:
+                state.quantities[line_id] = picked
+            else:
+                state.quantities.pop(line_id, None)
+        state.status = PackageStatus.PICKED if state.quantities else PackageStatus.CANCELLED
+        self._refresh(self.orders[state.order_id])
+
+    def pack(self, rec: PackRecord) -> None:
+        state = self.packages[rec.package_id]
+        state.pack_mismatch = not rec.matched
+        if rec.matched:
+            state.status = PackageStatus.PACKED
+
+    def ship(self, rec: ShipRecord) -> None:
+        state = self.packages[rec.package_id]
+        state.status = PackageStatus.SHIPPED
+        state.tracking_number = rec.tracking_number
+        self._refresh(self.orders[state.order_id])
+
+    def _refresh(self, record: OrderRecord) -> None:
+        states = [self.packages[p] for p in record.package_ids]
+        live = [s for s in states if s.status != PackageStatus.CANCELLED]
+        shipped = [s for s in live if s.status == PackageStatus.SHIPPED]
+        open_units = sum(b.quantity for b in record.backorders.values())
+        if record.held:
+            record.status = OrderStatus.HELD
+        elif not live and not open_units:
+            record.status = OrderStatus.CANCELLED
+        elif shipped and len(shipped) == len(live) and not open_units:
+            record.status = OrderStatus.SHIPPED
+        elif shipped:
+            record.status = OrderStatus.PARTIALLY_SHIPPED
+        elif any(s.status != PackageStatus.ALLOCATED for s in live):
+            record.status = OrderStatus.IN_FULFILMENT
+        elif live and open_units:
+            record.status = OrderStatus.PARTIALLY_ALLOCATED
+        elif live:
+            record.status = OrderStatus.ALLOCATED
+        else:
+            record.status = OrderStatus.BACKORDERED

@@ -1,0 +1,220 @@
+"""Translation between allocd.v1 order messages and core order types."""
+
+from __future__ import annotations
+
+import math
+
+from allocd.v1 import order_service_pb2 as pb
+from allocd.v1 import types_pb2
+
+from core.errors import InvalidArgument
+from core.exceptions import ExceptionRecord, ExceptionType
+from core.ledger import Ledger
+from core.network import SlaTier
+from core.orders import (
+    AddressStatus,
+    Decision,
+    OrderLineSpec,
+    OrderRecord,
+    OrderSpec,
+    PackagePlan,
+    PackageState,
+    PackageStatus,
+    PaymentStatus,
+)
+from service.codec import ms_from_timestamp, timestamp
+
+
+def tier_from_proto(value: int, field: str) -> SlaTier:
+    if value == types_pb2.SLA_TIER_UNSPECIFIED:
+        return SlaTier.STANDARD
+    try:
+        return SlaTier(value - 1)
+    except ValueError:
+        raise InvalidArgument(f"{field}: {value} is not an SLA tier", field) from None
+
+
+def tier_to_proto(tier: SlaTier) -> types_pb2.SlaTier.ValueType:
+    return types_pb2.SlaTier.ValueType(int(tier) + 1)
+
+
+def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
+    payment = msg.payment_status or pb.PAYMENT_STATUS_AUTHORIZED
+    if payment not in (pb.PAYMENT_STATUS_AUTHORIZED, pb.PAYMENT_STATUS_ON_HOLD):
+        raise InvalidArgument(f"{field}.payment_status: {payment} is unknown",
+                              f"{field}.payment_status")
+    if msg.address_status not in (pb.ADDRESS_STATUS_UNSPECIFIED, pb.ADDRESS_STATUS_VALID,
+                                  pb.ADDRESS_STATUS_INVALID):
+        raise InvalidArgument(f"{field}.address_status: {msg.address_status} is unknown",
+                              f"{field}.address_status")
+    ship_to = msg.ship_to
+    latitude = ship_to.latitude if ship_to.HasField("latitude") else None
+    longitude = ship_to.longitude if ship_to.HasField("longitude") else None
+    if (latitude is None) != (longitude is None):
+        raise InvalidArgument("give both latitude and longitude, or neither", f"{field}.ship_to")
+    if latitude is not None and longitude is not None and not (
+            math.isfinite(latitude) and math.isfinite(longitude)
+            and -90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise InvalidArgument("coordinates out of range", f"{field}.ship_to")
+    if len(ship_to.postal_code) > 16:
+        raise InvalidArgument("postal_code is longer than 16", f"{field}.ship_to.postal_code")
+    return OrderSpec(
+        order_id=msg.order_id, channel_id=msg.channel_id,
+        tier=tier_from_proto(msg.sla_tier, f"{field}.sla_tier"),
+        lines=tuple(OrderLineSpec(line.line_id or str(i + 1), line.sku_id, line.quantity)
+                    for i, line in enumerate(msg.lines)),
+        postal_code=ship_to.postal_code, latitude=latitude, longitude=longitude,
+        deliver_by_ms=ms_from_timestamp(msg.deliver_by, f"{field}.deliver_by"),
+        payment=PaymentStatus(payment), fraud_score=msg.fraud_score,
+        address=AddressStatus(msg.address_status),
+        allow_split=msg.allow_split if msg.HasField("allow_split") else True,
+        allow_substitution=msg.allow_substitution,
+    )
+
+
+def order_to_proto(spec: OrderSpec) -> pb.Order:
+    msg = pb.Order(
+        order_id=spec.order_id, channel_id=spec.channel_id, sla_tier=tier_to_proto(spec.tier),
+        lines=[pb.OrderLine(line_id=line.line_id, sku_id=line.sku_id, quantity=line.quantity)
+               for line in spec.lines],
+        payment_status=pb.PaymentStatus.ValueType(int(spec.payment)),
+        fraud_score=spec.fraud_score,
+        address_status=pb.AddressStatus.ValueType(int(spec.address)),
+        allow_split=spec.allow_split, allow_substitution=spec.allow_substitution)
+    msg.ship_to.postal_code = spec.postal_code
+    if spec.latitude is not None and spec.longitude is not None:
+        msg.ship_to.latitude = spec.latitude
+        msg.ship_to.longitude = spec.longitude
+    if spec.deliver_by_ms:
+        msg.deliver_by.CopyFrom(timestamp(spec.deliver_by_ms))
+    return msg
+
+
+def _package(ledger: Ledger, state: PackageState) -> pb.Package:
+    return _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
+                          state.wave_id, state.tracking_number)
+
+
+def _plan_to_proto(ledger: Ledger, plan: PackagePlan, quantities: dict[str, int], status: int,
+                   wave_id: str = "", tracking_number: str = "") -> pb.Package:
+    catalog = ledger.catalog
+    services = ledger.network_spec.services
+    service = services[plan.service] if 0 <= plan.service < len(services) else None
+    msg = pb.Package(
+        package_id=plan.package_id, node_id=catalog.nodes[plan.node].node_id,
+        service_id=service.service_id if service else "",
+        carrier=service.carrier if service else "",
+        cost=pb.CostBreakdown(carrier_micros=plan.carrier_micros,
+                              handling_micros=plan.handling_micros,
+                              units_micros=plan.units_micros,
+                              split_penalty_micros=plan.penalty_micros,
+                              total_micros=plan.total_micros),
+        billable_weight_lb=plan.billable_lb, ship_date=timestamp(plan.ship_ms),
+        promised_delivery=timestamp(plan.promise_ms),
+        status=pb.PackageStatus.ValueType(status), wave_id=wave_id,
+        tracking_number=tracking_number)
+    for line in plan.lines:
+        qty = quantities.get(line.line_id, 0)
+        if qty:
+            msg.lines.add(line_id=line.line_id, sku_id=catalog.sku_ids[line.sku], quantity=qty,
+                          substitutes_sku_id=catalog.sku_ids[line.substitutes_sku]
+                          if line.substitutes_sku >= 0 else "")
+    return msg
+
+
+def allocation_to_proto(ledger: Ledger, record: OrderRecord, decision: Decision | None,
+                        explain: bool) -> pb.Allocation:
+    """The order as it stands: live packages, open backorders, and the last decision's why."""
+    book = ledger.orders
+    msg = pb.Allocation(order_id=record.spec.order_id,
+                        status=pb.OrderStatus.ValueType(int(record.status)))
+    promised = 0
+    total = 0
+    for package_id in record.package_ids:
+        state = book.packages[package_id]
+        if not state.quantities:
+            continue
+        msg.packages.append(_package(ledger, state))
+        promised = max(promised, state.plan.promise_ms)
+        total += state.plan.total_micros
+    catalog = ledger.catalog
+    for backorder in record.backorders.values():
+        entry = msg.backorders.add(line_id=backorder.line_id,
+                                   sku_id=catalog.sku_ids[backorder.sku],
+                                   quantity=backorder.quantity)
+        if backorder.promise_ms:
+            entry.promised_date.CopyFrom(timestamp(backorder.promise_ms))
+    msg.total_cost_micros = total
+    if promised:
+        msg.promised_delivery.CopyFrom(timestamp(promised))
+    decision = decision or record.last_decision
+    if decision is not None:
+        msg.rule = decision.rule
+        msg.method = (pb.ALLOCATION_METHOD_EXACT if decision.method == 0
+                      else pb.ALLOCATION_METHOD_HEURISTIC)
+        if explain:
+            for option in decision.options:
+                msg.options.add(kind=pb.OptionKind.ValueType(int(option.kind)),
+                                feasible=option.feasible, total_cost_micros=option.cost_micros,
+                                packages=option.packages, chosen=option.chosen,
+                                detail=option.detail)
+    return msg
+
+
+def quote_to_proto(ledger: Ledger, order_id: str, decision: Decision,
+                   explain: bool) -> pb.Allocation:
+    """A decision that was not recorded (QuotePromise)."""
+    catalog = ledger.catalog
+    msg = pb.Allocation(order_id=order_id, rule=decision.rule,
+                        total_cost_micros=decision.cost_micros,
+                        method=pb.ALLOCATION_METHOD_EXACT if decision.method == 0
+                        else pb.ALLOCATION_METHOD_HEURISTIC)
+    for plan in decision.packages:
+        quantities: dict[str, int] = {}
+        for line in plan.lines:
+            quantities[line.line_id] = quantities.get(line.line_id, 0) + line.quantity
+        msg.packages.append(_plan_to_proto(ledger, plan, quantities,
+                                           int(PackageStatus.ALLOCATED)))
+    if decision.packages:
+        msg.promised_delivery.CopyFrom(timestamp(max(p.promise_ms for p in decision.packages)))
+    for backorder in decision.backorders:
+        entry = msg.backorders.add(line_id=backorder.line_id,
+                                   sku_id=catalog.sku_ids[backorder.sku],
+                                   quantity=backorder.quantity)
+        if backorder.promise_ms:
+            entry.promised_date.CopyFrom(timestamp(backorder.promise_ms))
+    if decision.packages and decision.backorders:
+        msg.status = pb.ORDER_STATUS_PARTIALLY_ALLOCATED
+    elif decision.packages:
+        msg.status = pb.ORDER_STATUS_ALLOCATED
+    else:
+        msg.status = pb.ORDER_STATUS_BACKORDERED
+    if explain:
+        for option in decision.options:
+            msg.options.add(kind=pb.OptionKind.ValueType(int(option.kind)),
+                            feasible=option.feasible, total_cost_micros=option.cost_micros,
+                            packages=option.packages, chosen=option.chosen,
+                            detail=option.detail)
+    return msg
+
+
+def exception_to_proto(record: ExceptionRecord) -> pb.OrderException:
+    msg = pb.OrderException(
+        exception_id=record.exception_id,
+        type=pb.ExceptionType.ValueType(int(record.exception_type)),
+        order_id=record.order_id, detail=record.detail, resolved=record.resolved,
+        resolution=record.resolution.name if record.resolution is not None else "",
+        create_time=timestamp(record.created_ms), owner_role=record.owner_role,
+        reference=record.reference)
+    if record.resolved:
+        msg.resolve_time.CopyFrom(timestamp(record.resolved_ms))
+    return msg
+
+
+def exception_type_from_proto(value: int, field: str) -> ExceptionType | None:
+    if value == pb.EXCEPTION_TYPE_UNSPECIFIED:
+        return None
+    try:
+        return ExceptionType(value)
+    except ValueError:
+        raise InvalidArgument(f"{field}: {value} is not an exception type", field) from None

@@ -1,0 +1,350 @@
+"""allocd.v1.OrderService: translates order protos to core commands and decisions back."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import AsyncIterator
+
+from allocd.v1 import order_service_pb2 as pb
+from allocd.v1 import order_service_pb2_grpc as pb_grpc
+
+from core import commands as c
+from core.decisions import rate_shop
+from core.errors import DomainError, InvalidArgument, NotFound
+from core.exceptions import Resolution
+from core.ledger import Ledger
+from core.operations import Outcome
+from core.order_ops import (
+    AllocateResult,
+    CancelResult,
+    OrderOutcome,
+    PackResult,
+    PickResult,
+    ResolveResult,
+    ShipResult,
+    WaveResult,
+    quote_order,
+)
+from service.codec import ms_from_timestamp
+from service.engine import Engine
+from service.errors import Context, check_count, status_of, unary
+from service.order_codec import (
+    allocation_to_proto,
+    exception_to_proto,
+    exception_type_from_proto,
+    order_from_proto,
+    order_to_proto,
+    quote_to_proto,
+)
+from service.servicers.inventory import mutation_result
+
+MAX_PAGE = 1000
+
+
+def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool) -> pb.Allocation:
+    if outcome.error is not None:
+        return pb.Allocation(order_id=outcome.order_id,
+                             error_code=status_of(outcome.error).value[0],
+                             error_message=outcome.error.message)
+    record = ledger.orders.orders[outcome.order_id]
+    msg = allocation_to_proto(ledger, record, outcome.decision, explain)
+    if outcome.exception_id:
+        msg.exception_id = outcome.exception_id
+        if outcome.exception_type is not None:
+            msg.exception_type = pb.ExceptionType.ValueType(int(outcome.exception_type))
+    return msg
+
+
+class OrderServicer(pb_grpc.OrderServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.engine.ledger
+
+    def _check_lines(self, order: pb.Order, field: str) -> None:
+        check_count(len(order.lines), self.settings.max_lines_per_request, f"{field}.lines",
+                    "max_lines_per_request")
+
+    def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> c.Command:
+        self._check_lines(request.order, "order")
+        return c.AllocateOrders((order_from_proto(request.order),),
+                                self.settings.fraud_threshold)
+
+    def _single_outcome(self, o: Outcome) -> OrderOutcome:
+        assert isinstance(o.detail, AllocateResult)
+        (outcome,) = o.detail.outcomes
+        if outcome.error is not None:
+            raise outcome.error  # the order was rejected: nothing was recorded
+        return outcome
+
+    @unary
+    async def AllocateOrder(self, request: pb.AllocateOrderRequest,
+                            context: Context) -> pb.AllocateOrderResponse:
+        def respond(o: Outcome) -> pb.AllocateOrderResponse:
+            response = pb.AllocateOrderResponse(result=mutation_result(o))
+            if o.detail is not None:
+                response.allocation.CopyFrom(
+                    _allocation(self.ledger, self._single_outcome(o), request.explain))
+            return response
+
+        return await self.engine.mutate("AllocateOrder", request,
+                                        lambda: self._single(request), respond)
+
+    @unary
+    async def AllocateOrders(self, request: pb.AllocateOrdersRequest,
+                             context: Context) -> pb.AllocateOrdersResponse:
+        def build() -> c.Command:
+            check_count(len(request.orders), self.settings.max_orders_per_request, "orders",
+                        "max_orders_per_request")
+            for i, order in enumerate(request.orders):
+                self._check_lines(order, f"orders[{i}]")
+            return c.AllocateOrders(
+                tuple(order_from_proto(o, f"orders[{i}]") for i, o in enumerate(request.orders)),
+                self.settings.fraud_threshold)
+
+        def respond(o: Outcome) -> pb.AllocateOrdersResponse:
+            response = pb.AllocateOrdersResponse(result=mutation_result(o))
+            if isinstance(o.detail, AllocateResult):
+                response.allocations.extend(
+                    _allocation(self.ledger, outcome, request.explain)
+                    for outcome in o.detail.outcomes)
+            return response
+
+        return await self.engine.mutate("AllocateOrders", request, build, respond)
+
+    async def AllocateStream(
+        self, request_iterator: AsyncIterator[pb.AllocateStreamRequest], context: Context,
+    ) -> AsyncIterator[pb.AllocateStreamResponse]:
+        async for request in request_iterator:
+            def respond(o: Outcome, request: pb.AllocateStreamRequest = request
+                        ) -> pb.AllocateStreamResponse:
+                response = pb.AllocateStreamResponse(request_id=request.request_id,
+                                                     result=mutation_result(o))
+                if o.detail is not None:
+                    response.allocation.CopyFrom(
+                        _allocation(self.ledger, self._single_outcome(o), request.explain))
+                return response
+
+            try:
+                yield await self.engine.mutate(
+                    "AllocateStream", request,
+                    lambda request=request: self._single(request), respond)  # type: ignore[misc]
+            except DomainError as error:
+                yield pb.AllocateStreamResponse(
+                    request_id=request.request_id, error_code=status_of(error).value[0],
+                    error_message=error.message)
+
+    @unary
+    async def QuotePromise(self, request: pb.QuotePromiseRequest,
+                           context: Context) -> pb.QuotePromiseResponse:
+        self._check_lines(request.order, "order")
+        spec = order_from_proto(request.order)
+        if not spec.order_id:
+            spec = dataclasses.replace(spec, order_id="quote")
+        decision = quote_order(self.ledger, spec, self.engine.clock())
+        return pb.QuotePromiseResponse(
+            allocation=quote_to_proto(self.ledger, spec.order_id, decision, request.explain))
+
+    @unary
+    async def GetOrder(self, request: pb.GetOrderRequest,
+                       context: Context) -> pb.GetOrderResponse:
+        record = self.ledger.orders.orders.get(request.order_id)
+        if record is None:
+            raise NotFound(f"no order {request.order_id!r}", "order_id")
+        exceptions = self.ledger.exceptions
+        return pb.GetOrderResponse(
+            order=order_to_proto(record.spec),
+            allocation=allocation_to_proto(self.ledger, record, None, True),
+            exceptions=[exception_to_proto(exceptions.by_id[e])
+                        for e in exceptions.by_order.get(request.order_id, ())])
+
+    @unary
+    async def CancelOrder(self, request: pb.CancelOrderRequest,
+                          context: Context) -> pb.CancelOrderResponse:
+        def build() -> c.Command:
+            check_count(len(request.lines), self.settings.max_lines_per_request, "lines",
+                        "max_lines_per_request")
+            return c.CancelOrder(request.order_id,
+                                 tuple((line.line_id, line.quantity) for line in request.lines))
+
+        def respond(o: Outcome) -> pb.CancelOrderResponse:
+            response = pb.CancelOrderResponse(result=mutation_result(o))
+            if isinstance(o.detail, CancelResult):
+                response.released_quantity = o.detail.released
+                record = self.ledger.orders.orders[o.detail.order_id]
+                response.allocation.CopyFrom(allocation_to_proto(self.ledger, record, None,
+                                                                 False))
+            return response
+
+        return await self.engine.mutate("CancelOrder", request, build, respond)
+
+    @unary
+    async def ReleaseWave(self, request: pb.ReleaseWaveRequest,
+                          context: Context) -> pb.ReleaseWaveResponse:
+        def respond(o: Outcome) -> pb.ReleaseWaveResponse:
+            response = pb.ReleaseWaveResponse(result=mutation_result(o))
+            if isinstance(o.detail, WaveResult):
+                response.wave_id = o.detail.wave_id
+                response.package_ids.extend(o.detail.package_ids)
+            return response
+
+        return await self.engine.mutate(
+            "ReleaseWave", request,
+            lambda: c.ReleaseWave(request.node_id, request.max_packages), respond)
+
+    @unary
+    async def ConfirmPick(self, request: pb.ConfirmPickRequest,
+                          context: Context) -> pb.ConfirmPickResponse:
+        def build() -> c.Command:
+            check_count(len(request.lines), self.settings.max_lines_per_request, "lines",
+                        "max_lines_per_request")
+            return c.ConfirmPick(request.package_id, tuple(
+                (line.line_id, line.picked_quantity) for line in request.lines))
+
+        def respond(o: Outcome) -> pb.ConfirmPickResponse:
+            response = pb.ConfirmPickResponse(result=mutation_result(o))
+            if isinstance(o.detail, PickResult):
+                response.short_quantity = o.detail.short
+                response.exception_id = o.detail.exception_id
+                record = self.ledger.orders.orders[o.detail.order_id]
+                decision = o.detail.outcome.decision if o.detail.outcome else None
+                response.allocation.CopyFrom(allocation_to_proto(self.ledger, record, decision,
+                                                                 False))
+            return response
+
+        return await self.engine.mutate("ConfirmPick", request, build, respond)
+
+    @unary
+    async def ConfirmPack(self, request: pb.ConfirmPackRequest,
+                          context: Context) -> pb.ConfirmPackResponse:
+        def build() -> c.Command:
+            check_count(len(request.scanned), self.settings.max_lines_per_request, "scanned",
+                        "max_lines_per_request")
+            return c.ConfirmPack(request.package_id,
+                                 tuple((item.sku_id, item.quantity) for item in request.scanned))
+
+        def respond(o: Outcome) -> pb.ConfirmPackResponse:
+            response = pb.ConfirmPackResponse(result=mutation_result(o))
+            if isinstance(o.detail, PackResult):
+                response.matched = o.detail.matched
+                response.exception_id = o.detail.exception_id
+            return response
+
+        return await self.engine.mutate("ConfirmPack", request, build, respond)
+
+    @unary
+    async def ConfirmShipment(self, request: pb.ConfirmShipmentRequest,
+                              context: Context) -> pb.ConfirmShipmentResponse:
+        def respond(o: Outcome) -> pb.ConfirmShipmentResponse:
+            response = pb.ConfirmShipmentResponse(result=mutation_result(o))
+            if isinstance(o.detail, ShipResult):
+                status = self.ledger.orders.orders[o.detail.order_id].status
+                response.order_status = pb.OrderStatus.ValueType(int(status))
+            return response
+
+        return await self.engine.mutate(
+            "ConfirmShipment", request,
+            lambda: c.ConfirmShipment(request.package_id, request.tracking_number), respond)
+
+    @unary
+    async def RateShop(self, request: pb.RateShopRequest,
+                       context: Context) -> pb.RateShopResponse:
+        ledger = self.ledger
+        node = ledger.catalog.node(request.node_id)
+        network = ledger.network()
+        if not network.n_services or not len(network.region_lat):
+            raise InvalidArgument("no carrier network is configured", "node_id")
+        ship_to = request.ship_to
+        region = network.region_for(
+            ship_to.postal_code,
+            ship_to.latitude if ship_to.HasField("latitude") else None,
+            ship_to.longitude if ship_to.HasField("longitude") else None)
+        dims = request.dimensions
+        for name, value in (("weight_lb", request.weight_lb), ("dimensions.length_in",
+                            dims.length_in), ("dimensions.width_in", dims.width_in),
+                            ("dimensions.height_in", dims.height_in)):
+            if not math.isfinite(value) or not 0 <= value <= 10_000:
+                raise InvalidArgument(f"{name} must be between 0 and 10000", name)
+        if request.units < 0:
+            raise InvalidArgument("units must be >= 0", "units")
+        ready = (ms_from_timestamp(request.ready_time, "ready_time")
+                 if request.HasField("ready_time") else self.engine.clock())
+        deliver_by = ms_from_timestamp(request.deliver_by, "deliver_by")
+        zone, billable, quotes = rate_shop(
+            network, node, region, request.weight_lb,
+            dims.length_in * dims.width_in * dims.height_in,
+            max(dims.length_in, dims.width_in, dims.height_in), request.units or 1, ready,
+            deliver_by)
+        services = ledger.network_spec.services
+        response = pb.RateShopResponse(zone=zone, billable_weight_lb=billable)
+        best = None
+        for quote in quotes:
+            service = services[quote.service]
+            entry = response.quotes.add(
+                service_id=service.service_id, carrier=service.carrier,
+                cost_micros=quote.cost_micros, transit_days=quote.transit_days,
+                meets_deadline=quote.meets_deadline)
+            entry.ship_date.FromMilliseconds(quote.ship_ms)
+            entry.delivery_date.FromMilliseconds(quote.delivery_ms)
+            if quote.meets_deadline and (best is None or quote.cost_micros < best[0]):
+                best = (quote.cost_micros, service.service_id)
+        response.best_service_id = best[1] if best else ""
+        return response
+
+    @unary
+    async def ListExceptions(self, request: pb.ListExceptionsRequest,
+                             context: Context) -> pb.ListExceptionsResponse:
+        kind = exception_type_from_proto(request.type, "type")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", "page_size")
+        size = min(request.page_size or 100, MAX_PAGE)
+        try:
+            offset = int(request.page_token or 0)
+        except ValueError:
+            raise InvalidArgument("page_token is not one this server gave", "page_token") from None
+        book = self.ledger.exceptions
+        ids = (book.by_order.get(request.order_id, []) if request.order_id
+               else list(book.by_id))
+        records = [book.by_id[i] for i in ids]
+        selected = [r for r in records
+                    if (kind is None or r.exception_type == kind)
+                    and (request.include_resolved or not r.resolved)]
+        selected.sort(key=lambda r: r.seq)
+        if offset < 0 or offset > len(selected):
+            raise InvalidArgument("page_token is not one this server gave", "page_token")
+        page = selected[offset:offset + size]
+        response = pb.ListExceptionsResponse(exceptions=[exception_to_proto(r) for r in page])
+        if offset + size < len(selected):
+            response.next_page_token = str(offset + size)
+        return response
+
+    @unary
+    async def ResolveException(self, request: pb.ResolveExceptionRequest,
+                               context: Context) -> pb.ResolveExceptionResponse:
+        def build() -> c.Command:
+            if request.resolution == pb.RESOLUTION_UNSPECIFIED:
+                raise InvalidArgument("resolution is required", "resolution")
+            try:
+                resolution = Resolution(request.resolution)
+            except ValueError:
+                raise InvalidArgument(f"resolution {request.resolution} is unknown",
+                                      "resolution") from None
+            return c.ResolveException(request.exception_id, resolution, request.note,
+                                      self.settings.fraud_threshold)
+
+        def respond(o: Outcome) -> pb.ResolveExceptionResponse:
+            response = pb.ResolveExceptionResponse(result=mutation_result(o))
+            if isinstance(o.detail, ResolveResult):
+                record = self.ledger.exceptions.by_id[o.detail.exception_id]
+                response.exception.CopyFrom(exception_to_proto(record))
+                if o.detail.outcome is not None:
+                    response.allocation.CopyFrom(
+                        _allocation(self.ledger, o.detail.outcome, False))
+            return response
+
+        return await self.engine.mutate("ResolveException", request, build, respond)
+
