@@ -10,7 +10,7 @@ from inbound stock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -162,10 +162,11 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int) ->
     avail = gathered.avail.copy()
     result = run_allocation(gathered.batch, avail, capacity, network,
                             ledger.catalog.node_enabled)
+    lists = _Lists(result, gathered.batch)
     consumed: dict[tuple[int, int], int] = {}
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
-        decision = _interpret(ledger, network, gathered, result, rank, req, now_ms)
+        decision = _interpret(ledger, network, lists, rank, req, now_ms)
         decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms)
         for plan in decision.packages:
             for line in plan.lines:
@@ -181,52 +182,63 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int) ->
     return [d for d in decisions if d is not None]
 
 
-def _interpret(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered,
-               result: BatchResult, rank: int, req: Request, now_ms: int) -> Decision:
+class _Lists:
+    """A BatchResult's arrays as Python lists: element access on lists is several times
+    cheaper than on numpy arrays, and interpreting touches every element once."""
+
+    def __init__(self, result: BatchResult, batch: OrderBatch) -> None:
+        for name in BatchResult.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(result, name).tolist())
+        self.line_start = batch.line_start.tolist()
+        self.line_end = batch.line_end.tolist()
+
+    def __getattr__(self, name: str) -> list[int]:  # for the type checker
+        raise AttributeError(name)
+
+
+def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, req: Request,
+               now_ms: int) -> Decision:
     catalog = ledger.catalog
-    status = int(result.status[rank])
-    start = int(gathered.batch.line_start[rank])
+    status = r.status[rank]
+    start = r.line_start[rank]
     day0 = (now_ms // DAY_MS) * DAY_MS
-    single = int(result.single_cost[rank])
-    split = int(result.split_cost[rank])
+    single = r.single_cost[rank]
+    split = r.split_cost[rank]
+    count = r.pkg_count[rank]
+    allocated = status in (STATUS_ALLOCATED, STATUS_PARTIAL)
     options = [
         Option(OptionKind.SHIP_COMPLETE, single >= 0, max(single, 0), 1 if single >= 0 else 0,
-               detail="one package from one node"),
-        Option(OptionKind.SPLIT, split >= 0, max(split, 0),
+               chosen=allocated and count == 1, detail="one package from one node"),
+        Option(OptionKind.SPLIT, split >= 0, max(split, 0), count if count > 1 else 0,
+               chosen=allocated and count > 1,
                detail="several packages" if req.spec.allow_split else "order forbids splits"),
     ]
-    packages: list[PackagePlan] = []
-    first_pkg = int(result.pkg_first[rank])
-    count = int(result.pkg_count[rank])
+    first_pkg = r.pkg_first[rank]
     penalty = int(network.split_penalty[int(req.spec.tier)])
-    pieces = range(int(result.piece_first[rank]),
-                   int(result.piece_first[rank] + result.piece_count[rank]))
-    for j, p in enumerate(range(first_pkg, first_pkg + count)):
-        lines = tuple(
-            PackageLine(req.lines[int(result.piece_line[i]) - start][0],
-                        req.lines[int(result.piece_line[i]) - start][1],
-                        int(result.piece_qty[i]))
-            for i in pieces if int(result.piece_pkg[i]) == p)
-        ship_ms = day0 + int(result.pkg_ship_day[p]) * DAY_MS
+    piece_first = r.piece_first[rank]
+    by_package: dict[int, list[PackageLine]] = {}
+    for i in range(piece_first, piece_first + r.piece_count[rank]):
+        line_id, sku, _ = req.lines[r.piece_line[i] - start]
+        by_package.setdefault(r.piece_pkg[i], []).append(
+            PackageLine(line_id, sku, r.piece_qty[i]))
+    packages: list[PackagePlan] = []
+    prefix = f"{req.spec.order_id}-P"
+    for j in range(count):
+        p = first_pkg + j
+        ship_ms = day0 + r.pkg_ship_day[p] * DAY_MS
         packages.append(PackagePlan(
-            package_id=f"{req.spec.order_id}-P{req.first_package + j + 1}",
-            node=int(result.pkg_node[p]), service=int(result.pkg_service[p]), lines=lines,
-            carrier_micros=int(result.pkg_carrier[p]),
-            handling_micros=int(result.pkg_handling[p]),
-            units_micros=int(result.pkg_units_cost[p]), penalty_micros=penalty if j else 0,
-            billable_lb=int(result.pkg_billable[p]), ship_ms=ship_ms,
-            promise_ms=ship_ms + int(result.pkg_transit[p]) * DAY_MS))
+            f"{prefix}{req.first_package + j + 1}", r.pkg_node[p], r.pkg_service[p],
+            tuple(by_package[p]), r.pkg_carrier[p], r.pkg_handling[p], r.pkg_units_cost[p],
+            penalty if j else 0, r.pkg_billable[p], ship_ms,
+            ship_ms + r.pkg_transit[p] * DAY_MS))
     backorders = []
-    for k in range(start, int(gathered.batch.line_end[rank])):
-        qty = int(result.backorder[k])
+    for k in range(start, r.line_end[rank]):
+        qty = r.backorder[k]
         if qty:
             line_id, sku, _ = req.lines[k - start]
             backorders.append(Backorder(line_id, sku, qty, inbound_promise(ledger, sku, qty,
                                                                            now_ms)))
-    if status in (STATUS_ALLOCATED, STATUS_PARTIAL):
-        chosen = OptionKind.SHIP_COMPLETE if count == 1 else OptionKind.SPLIT
-        options = [replace(o, chosen=o.kind == chosen,
-                           packages=count if o.kind == chosen else o.packages) for o in options]
+    if allocated:
         if count == 1:
             node = catalog.nodes[packages[0].node].node_id
             rule = (f"cheapest landed cost: ship complete from {node}"
@@ -243,9 +255,8 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered,
                               detail=f"{sum(b.quantity for b in backorders)} units backordered"))
         if packages:
             rule += "; the rest is backordered"
-    return Decision(req.spec.order_id, tuple(packages), tuple(backorders),
-                    int(result.method[rank]), rule, tuple(options),
-                    no_feasible_node=status == STATUS_NO_FEASIBLE_NODE)
+    return Decision(req.spec.order_id, tuple(packages), tuple(backorders), r.method[rank], rule,
+                    tuple(options), no_feasible_node=status == STATUS_NO_FEASIBLE_NODE)
 
 
 def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int) -> int:
@@ -272,6 +283,9 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     or when the order may not split and cannot ship complete now."""
     if len(decision.packages) < 2 and not decision.backorders:
         return decision
+    if not any(sku in ledger.inbound_by_sku for _, sku, _ in req.lines):
+        return decision._replace(options=(*decision.options, Option(
+            OptionKind.WAIT_FOR_INBOUND, False, detail="no inbound stock of these SKUs")))
     best: tuple[int, int, int, int, int, int] | None = None  # cost, node, svc, ship, days, lb
     batch = gathered.batch
     start = int(batch.line_start[rank])
@@ -326,7 +340,7 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
             best = (cost, n, service, ship, transit, billable)
     current = decision.cost_micros
     if best is None:
-        return replace(decision, options=(*decision.options, Option(
+        return decision._replace(options=(*decision.options, Option(
             OptionKind.WAIT_FOR_INBOUND, False, detail="no inbound lets one node ship complete "
             "in time")))
     cost, n, _, ship, transit, _ = best
@@ -338,8 +352,8 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
                     detail=f"ship complete from {node_id} after inbound arrives, "
                            f"delivered by day +{ship + transit}")
     if not option.chosen:
-        return replace(decision, options=(*decision.options, option))
-    options = tuple(replace(o, chosen=False) for o in decision.options)
+        return decision._replace(options=(*decision.options, option))
+    options = tuple(o._replace(chosen=False) for o in decision.options)
     backorders = tuple(Backorder(line_id, sku, qty, promise_ms) for line_id, sku, qty in lines)
     rule = (f"wait for inbound at {node_id} and ship complete: {cost} micros"
             + (f" against {current} micros split now" if wait_cheaper else ""))
@@ -405,7 +419,7 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
         else:
             replaced.append((backorder.line_id, best[1], backorder.quantity, backorder.sku))
     if not replaced:
-        return replace(decision, options=(*decision.options, Option(
+        return decision._replace(options=(*decision.options, Option(
             OptionKind.SUBSTITUTE, False, detail="no SKU of the same group has the units")))
     sub_req = Request(req.spec, tuple((line_id, sku, qty) for line_id, sku, qty, _ in replaced),
                       req.first_package + len(decision.packages))
@@ -413,10 +427,10 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     avail = gathered.avail.copy()
     result = run_allocation(gathered.batch, avail, capacity_left(ledger, book, now_ms), network,
                             catalog.node_enabled)
-    sub = _interpret(ledger, network, gathered, result, 0, sub_req, now_ms)
+    sub = _interpret(ledger, network, _Lists(result, gathered.batch), 0, sub_req, now_ms)
     originals = {line_id: original for line_id, _, _, original in replaced}
     sub_packages = tuple(
-        replace(p, lines=tuple(replace(line, substitutes_sku=originals[line.line_id])
+        p._replace(lines=tuple(line._replace(substitutes_sku=originals[line.line_id])
                                for line in p.lines),
                 penalty_micros=int(network.split_penalty[int(req.spec.tier)])
                 if decision.packages or i else 0)

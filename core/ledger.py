@@ -20,6 +20,8 @@ from core.errors import FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
 from core.kernels._ledger import _apply_moves, _bucket_totals, _revert_moves
 from core.model import (
+    CATALOG_KINDS,
+    MOVE_KINDS,
     N_BUCKETS,
     TRANSFER_KINDS,
     Bucket,
@@ -220,26 +222,41 @@ class Ledger:
         if events and events[0].seq != self.last_seq + 1:
             raise InvariantViolation(
                 f"event {events[0].seq} does not follow {self.last_seq}")
-        run_start = 0
+        # Catalogue events split the events into segments (a move may need the SKU or
+        # node an earlier event created). In each segment the bucket moves go first,
+        # through the kernel, all or nothing; then every event's bookkeeping (records,
+        # side tables) in order. A command's events never span a catalogue event.
+        start = 0
         for i, event in enumerate(events):
-            if not event.is_move:
-                self._apply_moves(events, run_start, i, floors, replay)
+            if event.kind in CATALOG_KINDS:
+                self._apply_segment(events, start, i, floors, replay)
                 self._apply_other(event)
-                run_start = i + 1
-        self._apply_moves(events, run_start, len(events), floors, replay)
-        for event in events:
-            if event.is_move:
-                self._apply_side_effects(event)
+                start = i + 1
+        self._apply_segment(events, start, len(events), floors, replay)
         if events:
             self.last_seq = events[-1].seq
+
+    def _apply_segment(self, events: Sequence[Event], start: int, stop: int,
+                       floors: Sequence[int] | None, replay: bool) -> None:
+        self._apply_moves(events, start, stop, floors, replay)
+        for i in range(start, stop):
+            event = events[i]
+            if event.kind in MOVE_KINDS:
+                self._apply_side_effects(event)
+            else:
+                self._apply_other(event)
 
     def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
                      floors: Sequence[int] | None, replay: bool) -> None:
         if start >= stop:
             return
         per_shard: dict[int, list[int]] = {}
+        n_shards = self.n_shards
         for i in range(start, stop):
-            per_shard.setdefault(events[i].sku % self.n_shards, []).append(i)
+            if events[i].kind in MOVE_KINDS:
+                per_shard.setdefault(events[i].sku % n_shards, []).append(i)
+        if not per_shard:
+            return
         done: list[tuple[Shard, tuple[np.ndarray, ...]]] = []
         for shard_no in sorted(per_shard):
             idx = per_shard[shard_no]
@@ -265,7 +282,7 @@ class Ledger:
                     raise InvariantViolation(error.message)
                 raise error
             done.append((shard, arrays))
-        self._count_external(events[start:stop])
+        self._count_external(e for e in events[start:stop] if e.kind in MOVE_KINDS)
 
     def _count_external(self, events: Iterable[Event]) -> None:
         """Units received into and shipped out of the network (a transfer is neither)."""

@@ -125,9 +125,10 @@ class ChannelSpec:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are several times slower to build
 class Event:
     """One change to the ledger. `apply` of the same events always gives the same state.
+    Never modified once made.
 
     Bucket moves use `from_bucket`/`to_bucket` (EXTERNAL for the outside world).
     Policy events (safety stock, ring-fence) carry their new value in `quantity`,

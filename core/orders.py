@@ -1,9 +1,14 @@
-"""Orders: specs, decisions, lifecycle records, and the order book built from events."""
+"""Orders: specs, decisions, lifecycle records, and the order book built from events.
+
+Specs and decisions are NamedTuples: immutable like frozen dataclasses, and several
+times cheaper to build, which matters on the allocation path (thousands a second).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 from core.network import SlaTier
 
@@ -49,15 +54,13 @@ class OptionKind(IntEnum):
     BACKORDER = 5
 
 
-@dataclass(frozen=True, slots=True)
-class OrderLineSpec:
+class OrderLineSpec(NamedTuple):
     line_id: str
     sku_id: str
     quantity: int
 
 
-@dataclass(frozen=True, slots=True)
-class OrderSpec:
+class OrderSpec(NamedTuple):
     order_id: str
     channel_id: str
     tier: SlaTier
@@ -73,16 +76,14 @@ class OrderSpec:
     allow_substitution: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PackageLine:
+class PackageLine(NamedTuple):
     line_id: str
     sku: int
     quantity: int
     substitutes_sku: int = -1  # the ordered SKU this one replaces
 
 
-@dataclass(frozen=True, slots=True)
-class PackagePlan:
+class PackagePlan(NamedTuple):
     package_id: str
     node: int
     service: int
@@ -100,16 +101,14 @@ class PackagePlan:
         return self.carrier_micros + self.handling_micros + self.units_micros + self.penalty_micros
 
 
-@dataclass(frozen=True, slots=True)
-class Backorder:
+class Backorder(NamedTuple):
     line_id: str
     sku: int
     quantity: int
     promise_ms: int = 0  # 0: no inbound stock known to cover it
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
+class Option(NamedTuple):
     kind: OptionKind
     feasible: bool
     cost_micros: int = 0
@@ -118,8 +117,7 @@ class Option:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Payload of ORDER_ALLOCATED: what allocation decided for (some lines of) an order."""
 
     order_id: str
@@ -258,7 +256,7 @@ class OrderBook:
             backorder = record.backorders[line_id]
             left = backorder.quantity - qty
             if left:
-                record.backorders[line_id] = replace(backorder, quantity=left)
+                record.backorders[line_id] = backorder._replace(quantity=left)
             else:
                 del record.backorders[line_id]
             record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty

@@ -65,9 +65,8 @@ def ms_from_timestamp(ts: Timestamp, field: str) -> int:
 
 
 def timestamp(ms: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
+    seconds, millis = divmod(ms, 1000)
+    return Timestamp(seconds=seconds, nanos=millis * 1_000_000)
 
 
 def _number(value: float, field: str) -> float:

@@ -45,12 +45,10 @@ class _Answer:
 
 
 def fingerprint(method: str, request: Message) -> bytes:
-    """Digest of the request without its request id."""
-    body = request.__class__()
-    body.CopyFrom(request)
-    body.ClearField("request_id")  # type: ignore[arg-type]
+    """Digest of the whole request. (It includes the request id, which is part of the
+    idempotency key anyway, so equal keys with equal digests mean equal requests.)"""
     digest = hashlib.blake2b(method.encode(), digest_size=20)
-    digest.update(body.SerializeToString(deterministic=True))
+    digest.update(request.SerializeToString(deterministic=True))
     return digest.digest()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import AsyncIterator
 
@@ -144,7 +143,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self._check_lines(request.order, "order")
         spec = order_from_proto(request.order)
         if not spec.order_id:
-            spec = dataclasses.replace(spec, order_id="quote")
+            spec = spec._replace(order_id="quote")
         decision = quote_order(self.ledger, spec, self.engine.clock())
         return pb.QuotePromiseResponse(
             allocation=quote_to_proto(self.ledger, spec.order_id, decision, request.explain))
