@@ -47,6 +47,8 @@ class Catalog:
         self._capacity = 0
         self.weight_lb = np.zeros(0, dtype=np.float64)
         self.dims_in = np.zeros((0, 3), dtype=np.float64)
+        self.volume_in3 = np.zeros(0, dtype=np.float64)  # derived from dims_in
+        self.longest_in = np.zeros(0, dtype=np.float64)
         self.unit_cost_micros = np.zeros(0, dtype=np.int64)
         self.price_micros = np.zeros(0, dtype=np.int64)
         self.category = np.zeros(0, dtype=np.int32)
@@ -76,6 +78,8 @@ class Catalog:
         capacity = max(needed, self._capacity + self._capacity // 2, 1024)
         self.weight_lb = _grown(self.weight_lb, capacity)
         self.dims_in = _grown(self.dims_in, capacity)
+        self.volume_in3 = _grown(self.volume_in3, capacity)
+        self.longest_in = _grown(self.longest_in, capacity)
         self.unit_cost_micros = _grown(self.unit_cost_micros, capacity)
         self.price_micros = _grown(self.price_micros, capacity)
         self.category = _grown(self.category, capacity)
@@ -95,6 +99,8 @@ class Catalog:
             raise InvalidArgument(f"SKU index {dense} does not match {spec.sku_id!r}")
         self.weight_lb[dense] = spec.weight_lb
         self.dims_in[dense] = (spec.length_in, spec.width_in, spec.height_in)
+        self.volume_in3[dense] = spec.length_in * spec.width_in * spec.height_in
+        self.longest_in[dense] = max(spec.length_in, spec.width_in, spec.height_in)
         self.unit_cost_micros[dense] = spec.unit_cost_micros
         self.price_micros[dense] = spec.price_micros
         self.category[dense] = self.categories.code(spec.category)

@@ -80,6 +80,16 @@ class _Gathered:
     skus: list[int]  # row u -> dense SKU
     avail: np.ndarray  # [u, node] AVAILABLE units
     regions: list[int]
+    line_of: dict[tuple[int, int], int]  # (channel, sku) -> a line with that sale floor row
+
+    def floors(self) -> dict[tuple[int, int, int], int]:
+        """(channel, sku, node) -> units that must stay AVAILABLE after a sale."""
+        floor = self.batch.item_floor
+        out: dict[tuple[int, int, int], int] = {}
+        for (channel, sku), k in self.line_of.items():
+            for node, value in enumerate(floor[k].tolist()):
+                out[(channel, sku, node)] = value
+        return out
 
 
 def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_ms: int,
@@ -90,46 +100,56 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
     skus: list[int] = []
     line_sku: list[int] = []
     line_qty: list[int] = []
+    line_rows: list[int] = []
+    line_channel: list[int] = []
+    line_of: dict[tuple[int, int], int] = {}
     starts, ends, regions, channels = [], [], [], []
     for req in reqs:
+        spec = req.spec
+        channel = catalog.channel(spec.channel_id)
         starts.append(len(line_sku))
         for _, sku, qty in req.lines:
-            if sku not in row_of:
-                row_of[sku] = len(skus)
+            row = row_of.get(sku)
+            if row is None:
+                row = row_of[sku] = len(skus)
                 skus.append(sku)
+            line_of.setdefault((channel, sku), len(line_sku))
             line_sku.append(sku)
             line_qty.append(qty)
+            line_rows.append(row)
+            line_channel.append(channel)
         ends.append(len(line_sku))
-        regions.append(network.region_for(req.spec.postal_code, req.spec.latitude,
-                                          req.spec.longitude))
-        channels.append(catalog.channel(req.spec.channel_id))
+        regions.append(network.region_for(spec.postal_code, spec.latitude, spec.longitude))
+        channels.append(channel)
     sku_arr = np.array(skus, np.int64)
     nodes = np.arange(n_nodes, dtype=np.int64)
-    n_lines = len(line_sku)
-    floor = np.zeros((n_lines, n_nodes), np.int64)
+    rows_arr = np.array(line_rows, np.int64)
+    distinct = set(channels)
     avail = np.zeros((len(skus), n_nodes), np.int64)
-    line_rows = np.array([row_of[s] for s in line_sku], np.int64)
-    line_channel = np.repeat(np.array(channels, np.int64),
-                             np.array(ends, np.int64) - np.array(starts, np.int64))
-    for channel in sorted(set(channels)):
-        table = available_to_sell(ledger, sku_arr, nodes, channel)
+    if len(distinct) == 1:
+        table = available_to_sell(ledger, sku_arr, nodes, channels[0])
         avail = table.available
-        mask = line_channel == channel
-        rows = line_rows[mask]
-        floor[mask] = table.safety_stock[rows] + table.fenced_for_others[rows]
+        floor = (table.safety_stock + table.fenced_for_others)[rows_arr]
+    else:
+        floor = np.zeros((len(line_sku), n_nodes), np.int64)
+        channel_arr = np.array(line_channel, np.int64)
+        for channel in sorted(distinct):
+            table = available_to_sell(ledger, sku_arr, nodes, channel)
+            avail = table.available
+            mask = channel_arr == channel
+            floor[mask] = (table.safety_stock + table.fenced_for_others)[rows_arr[mask]]
     if consumed:
-        avail = avail.copy()
         for (sku, node), qty in consumed.items():
             row = row_of.get(sku)
             if row is not None:
                 avail[row, node] -= qty
-    extra = np.zeros((n_lines, n_nodes), np.int64)
+    extra = np.zeros((len(line_sku), n_nodes), np.int64)
     if ledger.opportunity_costs:
         costs = ledger.opportunity_costs
         for k, sku in enumerate(line_sku):
             for n in range(n_nodes):
                 extra[k, n] = costs.get((sku, n), 0)
-    dims = catalog.dims_in[np.array(line_sku, np.int64)] if n_lines else np.zeros((0, 3))
+    sku_index = np.array(line_sku, np.int64)
     minute = (now_ms % DAY_MS) // 60_000
     batch = OrderBatch(
         line_start=np.array(starts, np.int64), line_end=np.array(ends, np.int64),
@@ -139,17 +159,19 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
         tier=np.array([int(r.spec.tier) for r in reqs], np.int64),
         allow_split=np.array([r.spec.allow_split for r in reqs], np.bool_),
         channel=np.array(channels, np.int64),
-        item_u=line_rows, item_qty=np.array(line_qty, np.int64),
-        item_weight=catalog.weight_lb[np.array(line_sku, np.int64)].astype(np.float64),
-        item_volume=dims.prod(axis=1).astype(np.float64),
-        item_longest=dims.max(axis=1, initial=0.0).astype(np.float64),
-        item_floor=floor, item_unit_extra=extra,
+        item_u=rows_arr, item_qty=np.array(line_qty, np.int64),
+        item_weight=catalog.weight_lb[sku_index], item_volume=catalog.volume_in3[sku_index],
+        item_longest=catalog.longest_in[sku_index], item_floor=floor, item_unit_extra=extra,
     )
-    return _Gathered(batch, skus, avail, regions)
+    return _Gathered(batch, skus, avail, regions, line_of)
 
 
-def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int) -> list[Decision]:
-    """Decisions for `reqs` (in the given order's priority), without changing anything."""
+def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
+           floors: dict[tuple[int, int, int], int] | None = None) -> list[Decision]:
+    """Decisions for `reqs` (in the given order's priority), without changing anything.
+
+    `floors`, when given, receives the sale floor (channel, sku, node) -> units of every
+    SKU the decisions may take, as the decisions saw them."""
     network = ledger.network()
     if not network.n_services or not len(network.region_lat):
         raise FailedPrecondition("no carrier network is configured (NetworkService.SetNetwork)")
@@ -158,9 +180,10 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int) ->
     order = sorted(range(len(reqs)), key=lambda i: priority_key(reqs[i]))
     ranked = [reqs[i] for i in order]
     gathered = _gather(ledger, network, ranked, now_ms)
+    if floors is not None:
+        floors.update(gathered.floors())
     capacity = capacity_left(ledger, book, now_ms)
-    avail = gathered.avail.copy()
-    result = run_allocation(gathered.batch, avail, capacity, network,
+    result = run_allocation(gathered.batch, gathered.avail.copy(), capacity, network,
                             ledger.catalog.node_enabled)
     lists = _Lists(result, gathered.batch)
     consumed: dict[tuple[int, int], int] = {}
@@ -178,7 +201,8 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int) ->
         current = decisions[i]
         assert current is not None
         if req.spec.allow_substitution and current.backorders:
-            decisions[i] = _substitute(ledger, book, network, req, current, consumed, now_ms)
+            decisions[i] = _substitute(ledger, book, network, req, current, consumed, now_ms,
+                                       floors)
     return [d for d in decisions if d is not None]
 
 
@@ -388,8 +412,8 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
 
 
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
-                decision: Decision, consumed: dict[tuple[int, int], int],
-                now_ms: int) -> Decision:
+                decision: Decision, consumed: dict[tuple[int, int], int], now_ms: int,
+                floors: dict[tuple[int, int, int], int] | None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
     catalog = ledger.catalog
@@ -424,9 +448,10 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     sub_req = Request(req.spec, tuple((line_id, sku, qty) for line_id, sku, qty, _ in replaced),
                       req.first_package + len(decision.packages))
     gathered = _gather(ledger, network, [sub_req], now_ms, consumed)
-    avail = gathered.avail.copy()
-    result = run_allocation(gathered.batch, avail, capacity_left(ledger, book, now_ms), network,
-                            catalog.node_enabled)
+    if floors is not None:
+        floors.update(gathered.floors())
+    result = run_allocation(gathered.batch, gathered.avail.copy(),
+                            capacity_left(ledger, book, now_ms), network, catalog.node_enabled)
     sub = _interpret(ledger, network, _Lists(result, gathered.batch), 0, sub_req, now_ms)
     originals = {line_id: original for line_id, _, _, original in replaced}
     sub_packages = tuple(

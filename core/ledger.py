@@ -18,7 +18,7 @@ from numba.typed import List as TypedList
 from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
-from core.kernels._ledger import _apply_moves, _bucket_totals, _revert_moves
+from core.kernels._ledger import _apply_moves, _bucket_totals
 from core.model import (
     CATALOG_KINDS,
     MOVE_KINDS,
@@ -65,6 +65,16 @@ class HeldVariance:
 
 class Shard:
     """One SKU-hashed slice of the ledger with its policy arrays."""
+
+    _ARRAYS = frozenset({"qty", "sku_safety", "safety_override", "fence_row", "fence_qty"})
+    version: int
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Every reallocation of an array bumps `version`, so views over the arrays
+        # (Ledger.kernel_views) know when to rebuild.
+        if name in Shard._ARRAYS:
+            object.__setattr__(self, "version", getattr(self, "version", 0) + 1)
+        object.__setattr__(self, name, value)
 
     def __init__(self, node_capacity: int) -> None:
         self.n_skus = 0
@@ -199,10 +209,10 @@ class Ledger:
         """Every shard's arrays as typed lists (qty, sku_safety, safety_override,
         fence_row, fence_qty), so one kernel call can read all shards. Rebuilt only
         when a shard has reallocated an array."""
-        arrays = [(s.qty, s.sku_safety, s.safety_override, s.fence_row, s.fence_qty)
-                  for s in self.shards]
-        key = tuple(id(a) for group in arrays for a in group)
+        key = tuple([s.version for s in self.shards])
         if self._views is None or self._views[0] != key:
+            arrays = [(s.qty, s.sku_safety, s.safety_override, s.fence_row, s.fence_qty)
+                      for s in self.shards]
             views = tuple(TypedList([group[k] for group in arrays]) for k in range(5))
             self._views = (key, views)
         return self._views[1]
@@ -248,41 +258,28 @@ class Ledger:
 
     def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
                      floors: Sequence[int] | None, replay: bool) -> None:
-        if start >= stop:
+        index = [i for i in range(start, stop) if events[i].kind in MOVE_KINDS]
+        if not index:
             return
-        per_shard: dict[int, list[int]] = {}
-        n_shards = self.n_shards
-        for i in range(start, stop):
-            if events[i].kind in MOVE_KINDS:
-                per_shard.setdefault(events[i].sku % n_shards, []).append(i)
-        if not per_shard:
-            return
-        done: list[tuple[Shard, tuple[np.ndarray, ...]]] = []
-        for shard_no in sorted(per_shard):
-            idx = per_shard[shard_no]
-            shard = self.shards[shard_no]
-            batch = [events[i] for i in idx]
-            arrays = (
-                np.fromiter((e.sku // self.n_shards for e in batch), np.int64, len(batch)),
-                np.fromiter((e.node for e in batch), np.int64, len(batch)),
-                np.fromiter((e.from_bucket for e in batch), np.int64, len(batch)),
-                np.fromiter((e.to_bucket for e in batch), np.int64, len(batch)),
-                np.fromiter((e.quantity for e in batch), np.int64, len(batch)),
-            )
-            floor = (np.zeros(len(batch), np.int64) if floors is None
-                     else np.fromiter((floors[i] for i in idx), np.int64, len(batch)))
-            refused = _apply_moves(shard.qty, *arrays, floor)
-            if refused >= 0:
-                for undo_shard, undo in reversed(done):
-                    _revert_moves(undo_shard.qty, *undo, len(undo[0]))
-                error = FailedPrecondition(
-                    self._refusal_message(batch[refused], int(floor[refused])))
-                error.index = idx[refused]  # type: ignore[attr-defined]
-                if replay:
-                    raise InvariantViolation(error.message)
-                raise error
-            done.append((shard, arrays))
-        self._count_external(e for e in events[start:stop] if e.kind in MOVE_KINDS)
+        moves = [events[i] for i in index]
+        count = len(moves)
+        refused = _apply_moves(
+            self.kernel_views()[0],
+            np.fromiter((e.sku for e in moves), np.int64, count),
+            np.fromiter((e.node for e in moves), np.int64, count),
+            np.fromiter((e.from_bucket for e in moves), np.int64, count),
+            np.fromiter((e.to_bucket for e in moves), np.int64, count),
+            np.fromiter((e.quantity for e in moves), np.int64, count),
+            np.zeros(count, np.int64) if floors is None
+            else np.fromiter((floors[i] for i in index), np.int64, count))
+        if refused >= 0:
+            floor = 0 if floors is None else floors[index[refused]]
+            error = FailedPrecondition(self._refusal_message(moves[refused], floor))
+            error.index = index[refused]  # type: ignore[attr-defined]
+            if replay:
+                raise InvariantViolation(error.message)
+            raise error
+        self._count_external(moves)
 
     def _count_external(self, events: Iterable[Event]) -> None:
         """Units received into and shipped out of the network (a transfer is neither)."""

@@ -12,10 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from core import commands as c
-from core.availability import sale_floors
 from core.decisions import Request, decide, margin_micros
 from core.errors import (
     AlreadyExists,
@@ -169,15 +166,20 @@ def _raise(p: Plan, info: ExceptionInfo) -> str:
     return exception_id
 
 
-def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision) -> OrderOutcome:
-    """ORDER_ALLOCATED, the unit moves, and an exception for what is left over."""
+def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
+                   floors: dict[tuple[int, int, int], int]) -> OrderOutcome:
+    """ORDER_ALLOCATED, the unit moves, and an exception for what is left over.
+
+    Each move carries its sale floor (safety stock and other channels' fences): the
+    decision respected them, and Ledger.apply checks them again (no oversell)."""
     p.add(EventKind.ORDER_ALLOCATED, reference=spec.order_id, payload=decision)
     channel = p.ledger.catalog.channel(spec.channel_id)
     for plan in decision.packages:
         for line in plan.lines:
-            p.add(EventKind.ORDER_UNITS_ALLOCATED, sku=line.sku, node=plan.node,
-                  from_bucket=Bucket.AVAILABLE, to_bucket=Bucket.ALLOCATED,
-                  quantity=line.quantity, reference=plan.package_id, channel=channel)
+            p.add(EventKind.ORDER_UNITS_ALLOCATED, floors[(channel, line.sku, plan.node)],
+                  sku=line.sku, node=plan.node, from_bucket=Bucket.AVAILABLE,
+                  to_bucket=Bucket.ALLOCATED, quantity=line.quantity,
+                  reference=plan.package_id, channel=channel)
     if not decision.backorders:
         return OrderOutcome(spec.order_id, decision)
     kind = (ExceptionType.NO_FEASIBLE_NODE
@@ -188,26 +190,11 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision) -> OrderOutcome
     return OrderOutcome(spec.order_id, decision, exception_id, kind)
 
 
-def _set_sale_floors(p: Plan) -> None:
-    """Allocation moves must leave safety stock and other channels' fences in place: the
-    kernel already respects them, and Ledger.apply checks them again (no oversell)."""
-    moves = [(i, e) for i, e in enumerate(p.events) if e.kind == EventKind.ORDER_UNITS_ALLOCATED]
-    if not moves:
-        return
-    floors = p.floors if p.floors is not None else [0] * len(p.events)
-    floors.extend([0] * (len(p.events) - len(floors)))
-    for channel in sorted({e.channel for _, e in moves}):
-        group = [(i, e) for i, e in moves if e.channel == channel]
-        values = sale_floors(p.ledger, np.array([e.sku for _, e in group], np.int64),
-                             np.array([e.node for _, e in group], np.int64), channel)
-        for (i, _), value in zip(group, values.tolist(), strict=True):
-            floors[i] = value
-    p.floors = floors
-
-
 def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[OrderOutcome]:
-    decisions = decide(p.ledger, p.ledger.orders, [r for _, r in items], p.now_ms)
-    return [_emit_decision(p, spec, d) for (spec, _), d in zip(items, decisions, strict=True)]
+    floors: dict[tuple[int, int, int], int] = {}
+    decisions = decide(p.ledger, p.ledger.orders, [r for _, r in items], p.now_ms, floors)
+    return [_emit_decision(p, spec, d, floors)
+            for (spec, _), d in zip(items, decisions, strict=True)]
 
 
 def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
@@ -236,7 +223,6 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
         results = _decide_and_emit(p, [(spec, req) for _, spec, req in todo])
         for (i, _, _), outcome in zip(todo, results, strict=True):
             outcomes[i] = outcome
-    _set_sale_floors(p)
     return AllocateResult(tuple(o for o in outcomes if o is not None))
 
 
@@ -407,7 +393,6 @@ def confirm_pick(p: Plan, cmd: c.ConfirmPick) -> PickResult:
         f"{short_total} units missing at {node_id}; count the location", cmd.package_id))
     request = Request(record.spec, tuple(short_lines), len(record.package_ids))
     (outcome,) = _decide_and_emit(p, [(record.spec, request)])
-    _set_sale_floors(p)
     return PickResult(state.order_id, short_total, outcome, exception_id)
 
 
@@ -515,7 +500,6 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
     elif resolution == Resolution.ACCEPT and kind == ExceptionType.PACK_MISMATCH:
         p.add(EventKind.PACKAGE_PACKED, reference=record.reference,
               payload=PackRecord(record.reference, True))
-    _set_sale_floors(p)
     return ResolveResult(cmd.exception_id, outcome)
 
 

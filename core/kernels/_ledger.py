@@ -11,19 +11,21 @@ QTY_MAX = 2**31 - 1
 @njit(cache=True, nogil=True)
 def _revert_moves(qty, skus, nodes, from_b, to_b, amount, count):  # type: ignore[no-untyped-def]
     """Undo the first `count` moves, newest first."""
+    n_shards = len(qty)
     for i in range(count - 1, -1, -1):
-        s = skus[i]
+        q = qty[skus[i] % n_shards]
+        s = skus[i] // n_shards
         n = nodes[i]
-        q = amount[i]
         if to_b[i] >= 0:
-            qty[s, n, to_b[i]] -= q
+            q[s, n, to_b[i]] -= amount[i]
         if from_b[i] >= 0:
-            qty[s, n, from_b[i]] += q
+            q[s, n, from_b[i]] += amount[i]
 
 
 @njit(cache=True, nogil=True)
 def _apply_moves(qty, skus, nodes, from_b, to_b, amount, floor):  # type: ignore[no-untyped-def]
-    """Apply moves in order, all or nothing.
+    """Apply moves in order, all or nothing, across the shards in the typed list `qty`
+    (global SKU d lives in shard d % len(qty) at row d // len(qty)).
 
     Move i takes `amount[i]` out of bucket `from_b[i]` (-1: from outside) and puts
     it into `to_b[i]` (-1: to outside). It is refused when the source bucket would
@@ -31,22 +33,24 @@ def _apply_moves(qty, skus, nodes, from_b, to_b, amount, floor):  # type: ignore
     a sale) or the target would overflow int32. On refusal every earlier move is
     undone and the index of the refused move is returned; -1 means all applied.
     """
+    n_shards = len(qty)
     for i in range(len(skus)):
-        s = skus[i]
+        q = qty[skus[i] % n_shards]
+        s = skus[i] // n_shards
         n = nodes[i]
-        q = amount[i]
+        a = amount[i]
         f = from_b[i]
         t = to_b[i]
-        if f >= 0 and np.int64(qty[s, n, f]) - q < floor[i]:
+        if f >= 0 and np.int64(q[s, n, f]) - a < floor[i]:
             _revert_moves(qty, skus, nodes, from_b, to_b, amount, i)
             return i
-        if t >= 0 and np.int64(qty[s, n, t]) + q > QTY_MAX:
+        if t >= 0 and np.int64(q[s, n, t]) + a > QTY_MAX:
             _revert_moves(qty, skus, nodes, from_b, to_b, amount, i)
             return i
         if f >= 0:
-            qty[s, n, f] -= q
+            q[s, n, f] -= a
         if t >= 0:
-            qty[s, n, t] += q
+            q[s, n, t] += a
     return -1
 
 

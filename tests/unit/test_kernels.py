@@ -69,11 +69,36 @@ def test_apply_moves_matches_reference(ledger, n_moves, with_floor):
     amount = rng.integers(1, 40, n_moves).astype(np.int64)
     floor = (rng.integers(0, 10, n_moves) if with_floor else np.zeros(n_moves)).astype(np.int64)
     expected = qty.copy()
-    got = qty.copy()
+    got = as_ledger_layout(qty)
     want = ref.apply_moves(expected, skus, nodes, from_b, to_b, amount, floor)
-    have = k._apply_moves(got, skus, nodes, from_b, to_b, amount, floor)
+    have = k._apply_moves(TypedList([got]), skus, nodes, from_b, to_b, amount, floor)
     assert have == want
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(ledgers(), min_size=2, max_size=4), st.integers(1, 25),
+       st.integers(0, 2**32 - 1))
+def test_apply_moves_across_shards_matches_reference(shards, n_moves, seed):
+    """Global SKU d lives in shard d % n_shards at row d // n_shards."""
+    rng = np.random.default_rng(seed)
+    n_shards = len(shards)
+    arrays = [as_ledger_layout(qty) for _, qty in shards]
+    skus = rng.integers(0, N_SKUS * n_shards, n_moves).astype(np.int64)
+    nodes = rng.integers(0, N_NODES, n_moves).astype(np.int64)
+    from_b = rng.integers(-1, N_BUCKETS, n_moves).astype(np.int64)
+    to_b = rng.integers(-1, N_BUCKETS, n_moves).astype(np.int64)
+    amount = rng.integers(1, 40, n_moves).astype(np.int64)
+    floor = rng.integers(0, 5, n_moves).astype(np.int64)
+    # The reference works on one stacked array indexed by global SKU.
+    stacked = np.zeros((N_SKUS * n_shards, N_NODES, N_BUCKETS), np.int64)
+    for d in range(N_SKUS * n_shards):
+        stacked[d] = arrays[d % n_shards][d // n_shards]
+    want = ref.apply_moves(stacked, skus, nodes, from_b, to_b, amount, floor)
+    have = k._apply_moves(TypedList(arrays), skus, nodes, from_b, to_b, amount, floor)
+    assert have == want
+    for d in range(N_SKUS * n_shards):
+        np.testing.assert_array_equal(arrays[d % n_shards][d // n_shards], stacked[d])
 
 
 def test_apply_moves_refusal_leaves_the_array_untouched():
@@ -81,7 +106,7 @@ def test_apply_moves_refusal_leaves_the_array_untouched():
     qty[0, 0, 0] = 5
     before = qty.copy()
     moves = [np.array(v, np.int64) for v in ([0, 0], [0, 0], [0, 0], [1, 2], [3, 3])]
-    refused = k._apply_moves(qty, *moves, np.zeros(2, np.int64))
+    refused = k._apply_moves(TypedList([qty]), *moves, np.zeros(2, np.int64))
     assert refused == 1  # 3 then 3 more of 5
     np.testing.assert_array_equal(qty, before)
 
