@@ -9,6 +9,7 @@ on it in core/orders.py.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +114,7 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
         buffer = np.zeros(9 * n_orders + n_lines + 8 * capacity + 3 * pieces, np.int64)
         cuts = np.cumsum([0] + [n_orders] * 7 + [n_lines] + [capacity] * 8 + [pieces] * 3
                          + [n_orders] * 2).tolist()
-        views = [buffer[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        views = [buffer[a:b] for a, b in itertools.pairwise(cuts)]
         work_avail = avail.copy()
         work_capacity = capacity_left.copy()
         pkgs, _ = _allocate_orders(

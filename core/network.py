@@ -147,6 +147,9 @@ class NetworkSpec:
                 raise InvalidArgument(f"node_costs[{i}]: costs must be >= 0", f"node_costs[{i}]")
             if not 0 <= costs.cutoff_min <= 24 * 60:
                 raise InvalidArgument(f"node_costs[{i}].cutoff out of range", f"node_costs[{i}]")
+            if not all(costs.blocked_channels):
+                raise InvalidArgument(f"node_costs[{i}].blocked_channels: empty channel id",
+                                      f"node_costs[{i}].blocked_channels")
         if len(self.split_penalty_micros) != len(SlaTier) or min(self.split_penalty_micros) < 0:
             raise InvalidArgument("split_penalty: one value >= 0 per SLA tier", "split_penalty")
 

@@ -250,8 +250,12 @@ def _package(p: Plan, package_id: str) -> PackageState:
     return state
 
 
-def _line_sku(record: OrderRecord, p: Plan, line_id: str) -> int:
-    return p.ledger.catalog.sku(record.line(line_id).sku_id)
+def _shipped_sku(state: PackageState, line_id: str) -> int:
+    """The SKU a package holds for an order line: the ordered one or its substitute."""
+    for line in state.plan.lines:
+        if line.line_id == line_id:
+            return line.sku
+    raise KeyError(line_id)
 
 
 def _resolve_open(p: Plan, record: OrderRecord, resolution: Resolution, note: str,
@@ -316,7 +320,7 @@ def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
     released = 0
     for package_id, line_id, qty in package_lines:
         state = book.packages[package_id]
-        p.add(EventKind.ORDER_UNITS_RELEASED, sku=_line_sku(record, p, line_id),
+        p.add(EventKind.ORDER_UNITS_RELEASED, sku=_shipped_sku(state, line_id),
               node=state.plan.node, from_bucket=Bucket.ALLOCATED, to_bucket=Bucket.AVAILABLE,
               quantity=qty, reference=package_id)
         released += qty
@@ -379,7 +383,7 @@ def confirm_pick(p: Plan, cmd: c.ConfirmPick) -> PickResult:
     for line_id, planned in sorted(state.quantities.items()):
         short = planned - picked[line_id]
         if short:
-            sku = _line_sku(record, p, line_id)
+            sku = _shipped_sku(state, line_id)
             # The units are not where the ledger had them: written off as a loss.
             p.add(EventKind.PICK_SHORTAGE, sku=sku, node=state.plan.node,
                   from_bucket=Bucket.ALLOCATED, quantity=short, reference=cmd.package_id)
@@ -435,15 +439,11 @@ def confirm_shipment(p: Plan, cmd: c.ConfirmShipment) -> ShipResult:
     if state.status != PackageStatus.PACKED:
         raise FailedPrecondition(f"package {cmd.package_id!r} is {state.status.name}, not "
                                  "PACKED", "package_id")
-    record = p.ledger.orders.orders[state.order_id]
     p.add(EventKind.PACKAGE_SHIPPED, reference=cmd.package_id,
           payload=ShipRecord(cmd.package_id, cmd.tracking_number))
     for line_id, qty in sorted(state.quantities.items()):
-        sku = _line_sku(record, p, line_id)
-        for line in state.plan.lines:
-            if line.line_id == line_id and line.substitutes_sku >= 0:
-                sku = line.sku
-        p.add(EventKind.ORDER_UNITS_SHIPPED, sku=sku, node=state.plan.node,
+        p.add(EventKind.ORDER_UNITS_SHIPPED, sku=_shipped_sku(state, line_id),
+              node=state.plan.node,
               from_bucket=Bucket.ALLOCATED, quantity=qty, reference=cmd.package_id)
     return ShipResult(state.order_id)
 

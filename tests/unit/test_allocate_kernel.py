@@ -187,7 +187,7 @@ def test_orders_in_a_batch_never_take_more_than_is_sellable(data):
 
 def test_more_than_eight_items_use_the_heuristic_and_say_so():
     rng = np.random.default_rng(5)
-    net, _ = (lambda: (SimpleNamespace(
+    net = SimpleNamespace(
         node_enabled=np.ones(3, np.bool_), blocked=np.zeros((3, 2), np.bool_),
         zone=np.array([[2], [5], [8]], np.int64),
         rates=np.tile(np.arange(0, 11, dtype=np.int64) * 1_000_000 + 5_000_000, (1, 9, 1)),
@@ -196,7 +196,7 @@ def test_more_than_eight_items_use_the_heuristic_and_say_so():
         lane_has=np.zeros((3, 1), np.bool_), lane_fixed=np.zeros((3, 1), np.int64),
         lane_per_unit=np.zeros((3, 1), np.int64), lane_per_lb=np.zeros((3, 1), np.int64),
         handling=np.full(3, 1_000_000, np.int64), pick=np.full(3, 100_000, np.int64),
-        node_cutoff=np.full(3, 1440, np.int64), split_penalty=np.zeros(4, np.int64)), 1))()
+        node_cutoff=np.full(3, 1440, np.int64), split_penalty=np.zeros(4, np.int64))
     order = {"u": list(range(10)), "qty": [1] * 10, "weight": rng.uniform(0.1, 1, 10),
              "volume": np.full(10, 10.0), "longest": np.full(10, 5.0),
              "floor": np.zeros((10, 3), np.int64), "extra": np.zeros((10, 3), np.int64),

@@ -1,0 +1,179 @@
+"""Random order workflows against the ledger: whatever happens, no bucket goes negative,
+units are conserved, the ALLOCATED bucket equals what open packages hold, and replaying
+the events rebuilds the same state."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from core import commands as c
+from core.errors import DomainError
+from core.exceptions import ALLOWED, Resolution
+from core.ledger import Ledger, LedgerSettings
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
+from core.operations import execute
+from core.orders import OrderLineSpec, OrderSpec, PackageStatus
+
+SKUS = ["a", "b", "c", "d"]
+NODES = ["n0", "n1", "n2"]
+NOW = 1_800_000_000_000 - (1_800_000_000_000 % 86_400_000) + 9 * 3_600_000  # 09:00 UTC
+
+NETWORK = NetworkSpec(
+    regions=(Region("east", 40.7, -74.0, ("100",)),),
+    services=(CarrierService("ground", "Acme", tuple(tuple(5_000_000 + 400_000 * w + z
+                                                          for w in range(20))
+                                                    for z in range(7)),
+                             (2, 2, 3, 3, 4, 5, 5)),
+              CarrierService("air", "Acme", tuple(tuple(15_000_000 + 900_000 * w
+                                                        for w in range(20))
+                                                  for _ in range(7)), (1,) * 7)),
+    node_costs=(NodeCosts("n0", 1_000_000, 200_000), NodeCosts("n1", 1_500_000, 250_000),
+                NodeCosts("n2", 800_000, 300_000, blocked_channels=("mkt",))),
+    split_penalty_micros=(1_000_000, 2_000_000, 3_000_000, 4_000_000),
+)
+
+
+class OrderMachine(RuleBasedStateMachine):
+    @initialize(stock=st.lists(st.integers(0, 6), min_size=12, max_size=12))
+    def setup(self, stock):
+        self.ledger = Ledger(LedgerSettings(n_shards=3))
+        self.events = []
+        self.orders = 0
+        self.run(c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
+                                NodeSpec("n1", latitude=34.0, longitude=-118.0),
+                                NodeSpec("n2", latitude=41.8, longitude=-87.6))))
+        self.run(c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))))
+        self.run(c.UpsertSkus(tuple(
+            SkuSpec(s, weight_lb=1.0 + i, length_in=6, width_in=4, height_in=2,
+                    substitution_group="g" if s in "ab" else "") for i, s in enumerate(SKUS))))
+        self.run(c.SetNetwork(NETWORK))
+        lines = [c.ReceiptLine(s, n, q) for (s, n), q in
+                 zip([(s, n) for s in SKUS for n in NODES], stock, strict=True) if q]
+        if lines:
+            self.run(c.ReceiveStock(tuple(lines)))
+
+    def run(self, command):
+        outcome = execute(self.ledger, command, NOW, f"r{len(self.events)}")
+        self.events.extend(outcome.events)
+        return outcome
+
+    def attempt(self, command):
+        before = self.ledger.checksum()
+        try:
+            return self.run(command)
+        except DomainError:
+            assert self.ledger.checksum() == before, "a refused command changed the ledger"
+            return None
+
+    def packages(self, status):
+        return sorted(pid for pid, s in self.ledger.orders.packages.items() if s.status == status)
+
+    @rule(lines=st.dictionaries(st.sampled_from(SKUS), st.integers(1, 5), min_size=1,
+                                max_size=4),
+          channel=st.sampled_from(["web", "mkt"]), tier=st.sampled_from(list(SlaTier)),
+          allow_split=st.booleans(), substitute=st.booleans(), on_hold=st.booleans())
+    def allocate(self, lines, channel, tier, allow_split, substitute, on_hold):
+        self.orders += 1
+        spec = OrderSpec(f"o{self.orders}", channel, tier,
+                         tuple(OrderLineSpec(str(i), s, q) for i, (s, q) in
+                               enumerate(sorted(lines.items()))),
+                         postal_code="10001", allow_split=allow_split,
+                         allow_substitution=substitute,
+                         fraud_score=0.95 if on_hold else 0.1)
+        self.attempt(c.AllocateOrders((spec,)))
+
+    @rule(data=st.data(), node=st.sampled_from(NODES))
+    def release_wave(self, data, node):
+        self.attempt(c.ReleaseWave(node, data.draw(st.integers(0, 3))))
+
+    @rule(data=st.data())
+    def pick(self, data):
+        released = self.packages(PackageStatus.RELEASED)
+        if not released:
+            return
+        package_id = data.draw(st.sampled_from(released))
+        state = self.ledger.orders.packages[package_id]
+        picked = tuple((line_id, data.draw(st.integers(0, qty)))
+                       for line_id, qty in sorted(state.quantities.items()))
+        self.attempt(c.ConfirmPick(package_id, picked))
+
+    @rule(data=st.data(), honest=st.booleans())
+    def pack(self, data, honest):
+        picked = self.packages(PackageStatus.PICKED)
+        if not picked:
+            return
+        package_id = data.draw(st.sampled_from(picked))
+        state = self.ledger.orders.packages[package_id]
+        scans = {}
+        for line in state.plan.lines:
+            if line.line_id in state.quantities:
+                sku_id = self.ledger.catalog.sku_ids[line.sku]
+                scans[sku_id] = scans.get(sku_id, 0) + state.quantities[line.line_id]
+        if not honest:
+            scans = {k: v + 1 for k, v in scans.items()}
+        self.attempt(c.ConfirmPack(package_id, tuple(sorted(scans.items()))))
+
+    @rule(data=st.data())
+    def ship(self, data):
+        packed = self.packages(PackageStatus.PACKED)
+        if packed:
+            self.attempt(c.ConfirmShipment(data.draw(st.sampled_from(packed)), "TRK1"))
+
+    @rule(data=st.data(), whole=st.booleans())
+    def cancel(self, data, whole):
+        if not self.ledger.orders.orders:
+            return
+        order_id = data.draw(st.sampled_from(sorted(self.ledger.orders.orders)))
+        record = self.ledger.orders.orders[order_id]
+        lines = () if whole else ((record.spec.lines[0].line_id, data.draw(st.integers(1, 3))),)
+        self.attempt(c.CancelOrder(order_id, lines))
+
+    @rule(data=st.data(), units=st.integers(1, 6), sku=st.sampled_from(SKUS),
+          node=st.sampled_from(NODES))
+    def restock_and_resolve(self, data, units, sku, node):
+        self.run(c.ReceiveStock((c.ReceiptLine(sku, node, units),)))
+        open_exceptions = sorted(e for e, r in self.ledger.exceptions.by_id.items()
+                                 if not r.resolved)
+        if open_exceptions:
+            exception_id = data.draw(st.sampled_from(open_exceptions))
+            kind = self.ledger.exceptions.by_id[exception_id].exception_type
+            resolution = data.draw(st.sampled_from(sorted(ALLOWED[kind])))
+            self.attempt(c.ResolveException(exception_id, Resolution(resolution)))
+
+    @invariant()
+    def no_bucket_is_negative(self):
+        assert self.ledger.min_quantity() >= 0
+
+    @invariant()
+    def units_are_conserved(self):
+        assert int(self.ledger.bucket_totals().sum()) == (
+            self.ledger.units_in - self.ledger.units_out)
+
+    @invariant()
+    def allocated_units_are_exactly_what_open_packages_hold(self):
+        held = defaultdict(int)
+        for state in self.ledger.orders.packages.values():
+            if state.status in (PackageStatus.ALLOCATED, PackageStatus.RELEASED,
+                                PackageStatus.PICKED, PackageStatus.PACKED):
+                for line in state.plan.lines:
+                    held[(line.sku, state.plan.node)] += state.quantities.get(line.line_id, 0)
+        for s in range(len(SKUS)):
+            for n in range(len(NODES)):
+                assert self.ledger.quantity(s, n, Bucket.ALLOCATED) == held[(s, n)], (s, n)
+
+    @invariant()
+    def replay_rebuilds_the_same_state(self):
+        replayed = Ledger(self.ledger.settings)
+        replayed.apply(self.events, replay=True)
+        assert replayed.checksum() == self.ledger.checksum()
+
+
+OrderMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30,
+                                          deadline=None)
+test_order_workflows_keep_the_books_straight = OrderMachine.TestCase
+
