@@ -25,8 +25,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from allocd.v1 import (
     diagnostics_service_pb2 as dpb,
 )
@@ -40,6 +38,7 @@ from allocd.v1 import (
     order_service_pb2_grpc as ogrpc,
 )
 from allocd.v1 import types_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 POSTAL_CODES = ("100", "112", "606", "900", "941", "981", "331", "770", "850", "303", "021",
                 "191", "802", "482", "553")

@@ -208,3 +208,45 @@ def test_more_than_eight_items_use_the_heuristic_and_say_so():
     assert result.status[0] == STATUS_ALLOCATED
     assert result.method[0] == 1
     assert result.pkg_count[0] == 1 and result.pkg_node[0] == 0  # zone 2 is cheapest
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.data())
+def test_kernel_is_exact_on_32_nodes_with_7_lines(data):
+    """The largest shape the exact path promises, against the brute force."""
+    net, n_regions = data.draw(networks())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n_nodes = 32
+    net = _widen(net, n_nodes, rng)
+    order = data.draw(orders(n_nodes, n_regions, max_lines=7))
+    order["avail"] = np.where(rng.random(order["avail"].shape) < 0.4, 40, 0).astype(np.int64)
+    order["allow_split"] = True
+    items, _, _ = ref.order_items(vars(net), order, order["avail"], order["capacity"])
+    if len(items) > MAX_EXACT_ITEMS:
+        return
+    result = run_allocation(batch_of([order]), order["avail"].copy(), order["capacity"].copy(),
+                            net, net.node_enabled)
+    status, cost, single, split, _ = ref.allocate_order(vars(net), order, order["avail"],
+                                                         order["capacity"])
+    assert int(result.status[0]) == status
+    assert (int(result.single_cost[0]), int(result.split_cost[0])) == (single, split)
+    if status <= 1:
+        assert int(result.cost[0]) == cost
+
+
+def _widen(net, n_nodes, rng):
+    """The drawn network with every per-node array regenerated for n_nodes nodes."""
+    n_regions = net.zone.shape[1]
+    return SimpleNamespace(**{
+        **vars(net),
+        "node_enabled": rng.random(n_nodes) < 0.95,
+        "blocked": rng.random((n_nodes, 2)) < 0.1,
+        "zone": rng.integers(2, 9, (n_nodes, n_regions)).astype(np.int64),
+        "lane_has": rng.random((n_nodes, n_regions)) < 0.1,
+        "lane_fixed": rng.integers(0, 8_000_000, (n_nodes, n_regions)).astype(np.int64),
+        "lane_per_unit": rng.integers(0, 500_000, (n_nodes, n_regions)).astype(np.int64),
+        "lane_per_lb": rng.integers(0, 900_000, (n_nodes, n_regions)).astype(np.int64),
+        "handling": rng.integers(0, 3_000_000, n_nodes).astype(np.int64),
+        "pick": rng.integers(0, 600_000, n_nodes).astype(np.int64),
+        "node_cutoff": rng.integers(600, 1440, n_nodes).astype(np.int64),
+    })
