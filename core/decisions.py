@@ -253,7 +253,7 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
         packages.append(PackagePlan(
             f"{prefix}{req.first_package + j + 1}", r.pkg_node[p], r.pkg_service[p],
             tuple(by_package[p]), r.pkg_carrier[p], r.pkg_handling[p], r.pkg_units_cost[p],
-            penalty if j else 0, r.pkg_billable[p], ship_ms,
+            penalty if j or req.first_package else 0, r.pkg_billable[p], ship_ms,
             ship_ms + r.pkg_transit[p] * DAY_MS))
     backorders = []
     for k in range(start, r.line_end[rank]):

@@ -148,14 +148,20 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
     return tuple(lines)
 
 
-def _hold_of(spec: OrderSpec, fraud_threshold: float) -> tuple[ExceptionType, str] | None:
-    if spec.address == AddressStatus.INVALID:
-        return ExceptionType.ADDRESS_INVALID, "the shipping address failed validation"
-    if spec.payment == PaymentStatus.ON_HOLD:
-        return ExceptionType.PAYMENT_HOLD, "payment is on hold"
-    if spec.fraud_score > fraud_threshold:
-        return (ExceptionType.FRAUD_REVIEW,
-                f"fraud score {spec.fraud_score:.2f} above {fraud_threshold:.2f}")
+def _hold_of(spec: OrderSpec, fraud_threshold: float,
+             cleared: frozenset[ExceptionType] = frozenset()) -> tuple[ExceptionType, str] | None:
+    """The first reason to hold the order that has not been cleared already."""
+    reasons = (
+        (spec.address == AddressStatus.INVALID, ExceptionType.ADDRESS_INVALID,
+         "the shipping address failed validation"),
+        (spec.payment == PaymentStatus.ON_HOLD, ExceptionType.PAYMENT_HOLD,
+         "payment is on hold"),
+        (spec.fraud_score > fraud_threshold, ExceptionType.FRAUD_REVIEW,
+         f"fraud score {spec.fraud_score:.2f} above {fraud_threshold:.2f}"),
+    )
+    for applies, kind, detail in reasons:
+        if applies and kind not in cleared:
+            return kind, detail
     return None
 
 
@@ -293,7 +299,9 @@ def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
             backordered = record.backorders[line_id].quantity if line_id in record.backorders else 0
             in_packages = [(s, s.quantities.get(line_id, 0)) for s in open_packages]
             available = backordered + sum(q for _, q in in_packages)
-            if not 1 <= qty <= available:
+            if qty < 1:
+                raise InvalidArgument("quantity must be at least 1", f"{name}.quantity")
+            if qty > available:
                 raise FailedPrecondition(
                     f"line {line_id!r} has {available} units that can still be cancelled, "
                     f"{qty} asked", f"{name}.quantity")
@@ -387,7 +395,9 @@ def confirm_pick(p: Plan, cmd: c.ConfirmPick) -> PickResult:
             # The units are not where the ledger had them: written off as a loss.
             p.add(EventKind.PICK_SHORTAGE, sku=sku, node=state.plan.node,
                   from_bucket=Bucket.ALLOCATED, quantity=short, reference=cmd.package_id)
-            short_lines.append((line_id, sku, short))
+            # Re-allocate what was ordered (a substitute is chosen again if still needed).
+            short_lines.append((line_id, p.ledger.catalog.sku(record.line(line_id).sku_id),
+                                short))
     if not short_lines:
         return PickResult(state.order_id, 0, None, "")
     short_total = sum(q for _, _, q in short_lines)
@@ -424,6 +434,11 @@ def confirm_pack(p: Plan, cmd: c.ConfirmPack) -> PackResult:
     p.add(EventKind.PACKAGE_PACKED, reference=cmd.package_id,
           payload=PackRecord(cmd.package_id, matched))
     if matched:
+        for exception in p.ledger.exceptions.open_for(state.order_id):
+            if (exception.exception_type == ExceptionType.PACK_MISMATCH
+                    and exception.reference == cmd.package_id):
+                p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
+                      reason=int(Resolution.ACCEPT), payload="a rescan matched")
         return PackResult(True, "")
     differences = ", ".join(
         f"{sku}: expected {expected.get(sku, 0)}, scanned {scanned.get(sku, 0)}"
@@ -488,6 +503,17 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
                 p.add(EventKind.ORDER_CANCELLED, reference=spec.order_id,
                       payload=CancelRecord(spec.order_id, (), open_lines, False))
     elif resolution == Resolution.RELEASE:
+        # Another reason to hold the order may still stand: raise that one first.
+        cleared = frozenset(
+            e.exception_type for e in (ledger.exceptions.by_id[i]
+                                       for i in ledger.exceptions.by_order[spec.order_id])
+            if e.resolution == Resolution.RELEASE or e.exception_id == cmd.exception_id)
+        hold = _hold_of(spec, cmd.fraud_threshold, cleared)
+        if hold is not None:
+            next_kind, detail = hold
+            exception_id = _raise(p, ExceptionInfo(next_kind, spec.order_id, detail))
+            return ResolveResult(cmd.exception_id,
+                                 OrderOutcome(spec.order_id, None, exception_id, next_kind))
         lines: tuple[tuple[str, int, int], ...] = tuple(
             (line.line_id, ledger.catalog.sku(line.sku_id), line.quantity)
             for line in spec.lines)
@@ -498,8 +524,10 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
             (outcome,) = _decide_and_emit(
                 p, [(spec, Request(spec, lines, len(order.package_ids)))])
     elif resolution == Resolution.ACCEPT and kind == ExceptionType.PACK_MISMATCH:
-        p.add(EventKind.PACKAGE_PACKED, reference=record.reference,
-              payload=PackRecord(record.reference, True))
+        package = ledger.orders.packages.get(record.reference)
+        if package is not None and package.status == PackageStatus.PICKED:
+            p.add(EventKind.PACKAGE_PACKED, reference=record.reference,
+                  payload=PackRecord(record.reference, True))
     return ResolveResult(cmd.exception_id, outcome)
 
 

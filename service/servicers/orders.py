@@ -151,6 +151,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     @unary
     async def GetOrder(self, request: pb.GetOrderRequest,
                        context: Context) -> pb.GetOrderResponse:
+        if not request.order_id:
+            raise InvalidArgument("order_id is required", "order_id")
         record = self.ledger.orders.orders.get(request.order_id)
         if record is None:
             raise NotFound(f"no order {request.order_id!r}", "order_id")

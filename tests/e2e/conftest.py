@@ -29,12 +29,19 @@ from allocd.v1 import (
     diagnostics_service_pb2_grpc,
     inventory_service_pb2,
     inventory_service_pb2_grpc,
+    network_service_pb2,
     network_service_pb2_grpc,
+    order_service_pb2,
+    order_service_pb2_grpc,
     types_pb2,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.codec import node_to_proto
 from service.config import Settings
+from service.demo import DEMO_NODES
+from service.demo_network import demo_network
+from service.network_codec import network_to_proto
 from service.server import AllocdServer
 
 RPC_TIMEOUT_S = 10.0
@@ -163,6 +170,7 @@ class Api:
         self.catalog = catalog_service_pb2_grpc.CatalogServiceStub(self.channel)
         self.diagnostics = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(self.channel)
         self.network = network_service_pb2_grpc.NetworkServiceStub(self.channel)
+        self.orders = order_service_pb2_grpc.OrderServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:
@@ -298,3 +306,151 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "e2e" in item.nodeid.split("/") and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(60))
+
+
+# ---- orders: demo nodes and the demo cost model ------------------------------------------
+#: Demo nodes the order tests use, at their real coordinates. Seen from New York (ZIP
+#: 100xx, region "new-york"): AVP3 (Hazleton, PA) is zone 2 and has a contracted lane;
+#: STORE-NYC is zone 2 and may not fulfil marketplace orders; IND1 (Whitestown, IN) and
+#: ATL6 (East Point, GA) are zone 5.
+ORDER_NODES = ("AVP3", "IND1", "ATL6", "STORE-NYC")
+NEW_YORK_ZIP = "10001"
+DAY_MS = 86_400_000
+
+
+def demo_network_proto(node_ids: tuple[str, ...] | list[str]) -> network_service_pb2.Network:
+    """`service.demo_network.demo_network()` as a proto, restricted to `node_ids`: the
+    lanes and node costs of other nodes are dropped (they would name unknown nodes)."""
+    msg = network_to_proto(demo_network())
+    keep = set(node_ids)
+    lanes = [lane for lane in msg.lanes if lane.node_id in keep]
+    costs = [costs for costs in msg.node_costs if costs.node_id in keep]
+    del msg.lanes[:]
+    msg.lanes.extend(lanes)
+    del msg.node_costs[:]
+    msg.node_costs.extend(costs)
+    return msg
+
+
+@dataclass
+class OrderWorld:
+    """The demo nodes and network on a server; SKUs, groups and orders made per test."""
+
+    api: Api
+    nodes: tuple[str, ...]
+
+    @staticmethod
+    def unique(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    def sku(self, *, weight_lb: float = 1.0, dims: tuple[float, float, float] = (6, 4, 2),
+            price_micros: int = 10_000_000, unit_cost_micros: int = 4_000_000,
+            group: str = "") -> str:
+        """A SKU of this test's own (6x4x2 in, 1 lb: billable 1 lb by default)."""
+        sku_id = self.unique("OSKU")
+        length, width, height = dims
+        self.api.catalog.UpsertSkus(catalog_service_pb2.UpsertSkusRequest(
+            request_id=rid(), skus=[types_pb2.Sku(
+                sku_id=sku_id, name=f"item {sku_id}", weight_lb=weight_lb,
+                dimensions=types_pb2.Dimensions(length_in=length, width_in=width,
+                                                height_in=height),
+                unit_cost_micros=unit_cost_micros, price_micros=price_micros,
+                category="home", substitution_group=group)]), timeout=RPC_TIMEOUT_S)
+        return sku_id
+
+    def stock(self, sku_id: str, node_id: str, quantity: int) -> None:
+        self.api.receive(sku_id, node_id, quantity)
+
+    def order(self, *lines: tuple[str, int], order_id: str = "",
+              postal_code: str = NEW_YORK_ZIP, **fields: Any) -> order_service_pb2.Order:
+        """A web order to New York; line ids left empty (they default to "1", "2", ...)."""
+        fields.setdefault("channel_id", "web")
+        return order_service_pb2.Order(
+            order_id=order_id or self.unique("ORD"),
+            ship_to=order_service_pb2.ShipTo(postal_code=postal_code),
+            lines=[order_service_pb2.OrderLine(sku_id=sku_id, quantity=qty)
+                   for sku_id, qty in lines], **fields)
+
+    def allocate(self, order: order_service_pb2.Order, *, explain: bool = False,
+                 request_id: str = "") -> order_service_pb2.AllocateOrderResponse:
+        return self.api.orders.AllocateOrder(order_service_pb2.AllocateOrderRequest(
+            request_id=request_id or rid(), order=order, explain=explain),
+            timeout=RPC_TIMEOUT_S)
+
+    def get(self, order_id: str) -> order_service_pb2.GetOrderResponse:
+        return self.api.orders.GetOrder(order_service_pb2.GetOrderRequest(order_id=order_id),
+                                        timeout=RPC_TIMEOUT_S)
+
+    def levels(self, sku_id: str, node_id: str) -> tuple[int, int]:
+        """(AVAILABLE, ALLOCATED) of a SKU at a node."""
+        level = self.api.level(sku_id, node_id)
+        return level.available, level.allocated
+
+    def exceptions(self, order_id: str, include_resolved: bool = False,
+                   **fields: Any) -> list[order_service_pb2.OrderException]:
+        return list(self.api.orders.ListExceptions(order_service_pb2.ListExceptionsRequest(
+            order_id=order_id, include_resolved=include_resolved, **fields),
+            timeout=RPC_TIMEOUT_S).exceptions)
+
+    def resolve(self, exception_id: str, resolution: int,
+                note: str = "") -> order_service_pb2.ResolveExceptionResponse:
+        return self.api.orders.ResolveException(order_service_pb2.ResolveExceptionRequest(
+            request_id=rid(), exception_id=exception_id, resolution=resolution, note=note),
+            timeout=RPC_TIMEOUT_S)
+
+    def release(self, node_id: str) -> order_service_pb2.ReleaseWaveResponse:
+        return self.api.orders.ReleaseWave(order_service_pb2.ReleaseWaveRequest(
+            request_id=rid(), node_id=node_id), timeout=RPC_TIMEOUT_S)
+
+    def pick(self, package_id: str, picked: dict[str, int]
+             ) -> order_service_pb2.ConfirmPickResponse:
+        return self.api.orders.ConfirmPick(order_service_pb2.ConfirmPickRequest(
+            request_id=rid(), package_id=package_id,
+            lines=[order_service_pb2.PickedLine(line_id=line_id, picked_quantity=qty)
+                   for line_id, qty in picked.items()]), timeout=RPC_TIMEOUT_S)
+
+    def pack(self, package_id: str, scanned: dict[str, int]
+             ) -> order_service_pb2.ConfirmPackResponse:
+        return self.api.orders.ConfirmPack(order_service_pb2.ConfirmPackRequest(
+            request_id=rid(), package_id=package_id,
+            scanned=[order_service_pb2.ScannedItem(sku_id=sku_id, quantity=qty)
+                     for sku_id, qty in scanned.items()]), timeout=RPC_TIMEOUT_S)
+
+    def ship(self, package_id: str, tracking_number: str = ""
+             ) -> order_service_pb2.ConfirmShipmentResponse:
+        return self.api.orders.ConfirmShipment(order_service_pb2.ConfirmShipmentRequest(
+            request_id=rid(), package_id=package_id,
+            tracking_number=tracking_number or self.unique("1Z")), timeout=RPC_TIMEOUT_S)
+
+    def fulfil(self, package: order_service_pb2.Package
+               ) -> order_service_pb2.ConfirmShipmentResponse:
+        """Wave, full pick, matching pack and shipment of an ALLOCATED package."""
+        wave = self.release(package.node_id)
+        assert package.package_id in wave.package_ids
+        picked = self.pick(package.package_id, {line.line_id: line.quantity
+                                                for line in package.lines})
+        assert picked.short_quantity == 0
+        scanned: dict[str, int] = {}
+        for line in package.lines:
+            scanned[line.sku_id] = scanned.get(line.sku_id, 0) + line.quantity
+        packed = self.pack(package.package_id, scanned)
+        assert packed.matched and not packed.exception_id
+        return self.ship(package.package_id)
+
+
+@pytest.fixture(scope="module")
+def demo_world(api: Api) -> OrderWorld:
+    """The module's server with the demo nodes of ORDER_NODES (real coordinates), the
+    channels "web" and "marketplace", and the demo network restricted to those nodes."""
+    api.catalog.UpsertNodes(catalog_service_pb2.UpsertNodesRequest(
+        request_id=rid(),
+        nodes=[node_to_proto(n) for n in DEMO_NODES if n.node_id in ORDER_NODES]),
+        timeout=RPC_TIMEOUT_S)
+    api.catalog.UpsertChannels(catalog_service_pb2.UpsertChannelsRequest(
+        request_id=rid(),
+        channels=[types_pb2.Channel(channel_id="web", name="Web store"),
+                  types_pb2.Channel(channel_id="marketplace", name="Marketplace")]),
+        timeout=RPC_TIMEOUT_S)
+    api.network.SetNetwork(network_service_pb2.SetNetworkRequest(
+        request_id=rid(), network=demo_network_proto(ORDER_NODES)), timeout=RPC_TIMEOUT_S)
+    return OrderWorld(api, ORDER_NODES)
