@@ -164,7 +164,7 @@ async def measure(address: str, seconds: float, concurrency: int, n_skus: int) -
 
 def start_server(n_skus: int) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--demo",
+        [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--demo", "--store", "memory",
          "--demo-skus", str(n_skus), "--log-level", "WARNING"],
         stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None

@@ -183,6 +183,12 @@ class Ledger:
         self.orders = OrderBook()
         self.exceptions = ExceptionBook()
 
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_views"] = None  # numba typed lists: rebuilt on first use
+        state["_compiled"] = None
+        return state
+
     # ---- addressing ---------------------------------------------------------
     def locate(self, sku: int) -> tuple[Shard, int]:
         return self.shards[sku % self.n_shards], sku // self.n_shards

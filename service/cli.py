@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from service.config import ENV_PREFIX, Settings, load_settings
 
@@ -37,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                     f"then {ENV_PREFIX}* environment variables, then these flags.")
     serve.add_argument("--config", default=None, help="TOML settings file")
     _add_setting_flags(serve)
+    verify = sub.add_parser(
+        "verify", help="rebuild the state from a file store and check its invariants",
+        description="Read the newest snapshot and the log after it (changing nothing), "
+                    "replay, check that no bucket is negative and units are conserved, and "
+                    "print a checksum of the state. Exit 1 if a check fails.")
+    verify.add_argument("--data-dir", default="data")
+    verify.add_argument("--partition", default="default")
     health = sub.add_parser("health", help="exit 0 if the server at --address is SERVING")
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; empty for the server")
@@ -46,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        from service.verify import verify
+
+        return verify(Path(args.data_dir) / args.partition)
     if args.command == "health":
         from service.healthcheck import check
 

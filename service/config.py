@@ -22,6 +22,18 @@ class Settings:
     # A network cost model (.toml or .json, the proto Network in its JSON mapping) to
     # apply at start. With --demo, the demo network is applied if the ledger has none.
     network_file: str = ""
+    # Durability: "file" (the embedded store under data_dir), "memory" (nothing survives
+    # a restart), or a redis:// URL.
+    store: str = "file"
+    data_dir: str = "data"
+    # sync: fsync before answering; group: also wait group_commit_window_ms to batch;
+    # async-may-lose-1s: answer before fsync (an OS crash can lose the last second).
+    durability: str = "sync"
+    group_commit_window_ms: float = 2.0
+    checkpoint_every_events: int = 1_000_000
+    checkpoint_every_s: float = 300.0
+    # Recent events kept in memory for WatchInventoryEvents.
+    watch_buffer_events: int = 200_000
     # Limits.
     max_lines_per_request: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024

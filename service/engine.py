@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,15 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import Event
 from core.operations import MAX_ID_LENGTH, Outcome, execute
 from service.config import Settings
-from service.store import Commit, EventStore, IdempotencyRecord, ShuttingDown
+from service.logcodec import dumps
+from service.store import (
+    Commit,
+    EventStore,
+    IdempotencyRecord,
+    ShuttingDown,
+    Snapshot,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("allocd.engine")
 
@@ -42,6 +51,12 @@ class _Answer:
     fingerprint: bytes
     response: bytes | None  # None while the first call is still being made durable
     done: asyncio.Event
+
+
+def _done_answer(record: IdempotencyRecord) -> _Answer:
+    done = asyncio.Event()
+    done.set()
+    return _Answer(record.fingerprint, record.response, done)
 
 
 def fingerprint(method: str, request: Message) -> bytes:
@@ -68,31 +83,67 @@ class Engine:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.ledger = Ledger(LedgerSettings(n_shards=settings.shards,
-                                            count_hold_units=settings.count_hold_units,
-                                            partition=settings.partition))
+        self.ledger = self._new_ledger()
         self._answers: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
         self._durable = asyncio.Condition()
         self.durable_seq = 0
         self._closing = False
+        # Recent durable events for watchers: _recent[i] has sequence _recent_first + i.
+        self._recent: list[Event] = []
+        self._recent_first = 1
+        self._early: dict[int, tuple[Event, ...]] = {}  # durable out of order, waiting
+        self.broken = ""  # why writes are refused until the state is reloaded
+        self._reload_task: asyncio.Task[None] | None = None
+        self.snapshot_seq = 0
+        self.snapshot_time = time.monotonic()
+        self.recovery_notes: list[str] = []
+
+    def _new_ledger(self) -> Ledger:
+        s = self.settings
+        return Ledger(LedgerSettings(n_shards=s.shards, count_hold_units=s.count_hold_units,
+                                     partition=s.partition))
 
     async def start(self) -> None:
-        """Load what the store holds (replay)."""
-        for commit in await self.store.open():
-            self.ledger.apply(commit.events, replay=True)
+        """Load what the store holds: the newest snapshot, then the commits after it."""
+        recovered = await self.store.open()
+        ledger = self._new_ledger()
+        answers: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
+        if recovered.snapshot is not None:
+            ledger = recovered.snapshot.ledger
+            for record in recovered.snapshot.answers:
+                answers[(record.method, record.request_id)] = _done_answer(record)
+        replayed: list[Event] = []
+        for commit in recovered.commits:
+            ledger.apply(commit.events, replay=True)
+            replayed.extend(commit.events)
             if commit.idempotency is not None:
-                rec = commit.idempotency
-                done = asyncio.Event()
-                done.set()
-                self._remember((rec.method, rec.request_id),
-                               _Answer(rec.fingerprint, rec.response, done))
-        self.durable_seq = self.ledger.last_seq
+                record = commit.idempotency
+                answers[(record.method, record.request_id)] = _done_answer(record)
+        self.ledger = ledger
+        self._answers = answers
+        self._trim_answers()
+        self.durable_seq = ledger.last_seq
+        self._early.clear()
+        keep = replayed[-self.settings.watch_buffer_events:]
+        self._recent = keep
+        self._recent_first = keep[0].seq if keep else ledger.last_seq + 1
+        self.snapshot_seq = recovered.snapshot.seq if recovered.snapshot else 0
+        self.snapshot_time = time.monotonic()
+        self.recovery_notes = recovered.notes
+        self.broken = ""
+
+    def _trim_answers(self) -> None:
+        while len(self._answers) > self.settings.idempotency_capacity:
+            self._answers.popitem(last=False)
 
     def _remember(self, key: tuple[str, str], answer: _Answer) -> None:
         self._answers[key] = answer
         self._answers.move_to_end(key)
-        while len(self._answers) > self.settings.idempotency_capacity:
-            self._answers.popitem(last=False)
+        self._trim_answers()
+
+    def _writable(self) -> None:
+        if self.broken:
+            raise StoreUnavailable(f"writes are paused: {self.broken}")
 
     async def mutate(self, method: str, request: Message,
                      build: Callable[[], Command],
@@ -111,6 +162,7 @@ class Engine:
             if answer.response is not None:
                 return self._replayed(respond, answer.response)
             # The first attempt failed to become durable; this retry runs afresh.
+        self._writable()
         outcome = execute(self.ledger, build(), self.clock(), request_id)
         response = respond(outcome)
         answer = _Answer(print_, None, asyncio.Event())
@@ -137,17 +189,107 @@ class Engine:
 
     async def mutate_internal(self, command: Command, request_id: str) -> Outcome:
         """A mutation the server makes itself (the reservation sweep): no idempotency record."""
+        self._writable()
         outcome = execute(self.ledger, command, self.clock(), request_id)
         if outcome.events:
             await self._commit(Commit(outcome.events))
         return outcome
 
     async def _commit(self, commit: Commit) -> None:
-        await self.store.append(commit)
+        try:
+            await self.store.append(commit)
+        except Exception as error:
+            # The ledger holds this commit (and maybe later ones) but the store does not:
+            # refuse writes and rebuild the state from the store, which is the truth.
+            self._break(f"the store failed: {error}")
+            raise StoreUnavailable(f"the store could not record the change: {error}") from None
         if commit.events:
-            async with self._durable:
-                self.durable_seq = max(self.durable_seq, commit.events[-1].seq)
-                self._durable.notify_all()
+            await self._publish(commit.events)
+
+    async def _publish(self, events: tuple[Event, ...]) -> None:
+        """Make durable events visible to watchers, in sequence order."""
+        self._early[events[0].seq] = events
+        async with self._durable:
+            while (ready := self._early.pop(self.durable_seq + 1, None)) is not None:
+                self._recent.extend(ready)
+                self.durable_seq = ready[-1].seq
+            limit = self.settings.watch_buffer_events
+            if len(self._recent) > 2 * limit:
+                drop = len(self._recent) - limit
+                del self._recent[:drop]
+                self._recent_first += drop
+            self._durable.notify_all()
+
+    def _break(self, reason: str) -> None:
+        if not self.broken:
+            self.broken = reason
+            log.error("writes paused: %s; reloading from the store", reason)
+        if self._reload_task is None or self._reload_task.done():
+            self._reload_task = asyncio.create_task(self._reload_until_done())
+
+    async def _reload_until_done(self) -> None:
+        """Rebuild the state from the store (it lost nothing acknowledged), retrying until
+        the store answers; writes resume once it has."""
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.start()
+            except Exception as error:  # the store is still away: try again
+                log.warning("reload from the store failed: %s", error)
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("state reloaded from the store at event %d; writes resume",
+                     self.ledger.last_seq)
+            return
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def checkpoint_due(self) -> bool:
+        s = self.settings
+        if not self.store.supports_snapshots or self.broken:
+            return False
+        behind = self.durable_seq - self.snapshot_seq
+        return behind >= s.checkpoint_every_events or (
+            behind > 0 and time.monotonic() - self.snapshot_time >= s.checkpoint_every_s)
+
+    async def checkpoint(self) -> bool:
+        """Snapshot the state without pausing requests: a forked child writes the
+        copy-on-write image of the moment; the snapshot is published once every event
+        it holds is durable. Returns whether it was published."""
+        seq = self.ledger.last_seq
+        answers = [IdempotencyRecord(m, r, a.fingerprint, a.response)
+                   for (m, r), a in self._answers.items() if a.response is not None]
+        self.store.begin_snapshot(seq)
+        pid = os.fork()
+        if pid == 0:  # the child writes the image as of the fork, then leaves at once
+            code = 1
+            try:
+                self.store.write_snapshot(seq, dumps(Snapshot(seq, self.ledger, answers)))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        async with self._durable:
+            await self._durable.wait_for(lambda: self.durable_seq >= seq or bool(self.broken))
+        if status != 0 or self.broken:
+            await self.store.discard_snapshot(seq)
+            log.error("snapshot of event %d not published (child status %d%s)", seq, status,
+                      f"; {self.broken}" if self.broken else "")
+            return False
+        await self.store.publish_snapshot(seq)
+        self.snapshot_seq = seq
+        self.snapshot_time = time.monotonic()
+        log.info("snapshot of event %d published", seq)
+        return True
+
+    async def checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.checkpoint_due():
+                try:
+                    await self.checkpoint()
+                except Exception:  # retried at the next tick
+                    log.exception("snapshot failed")
 
     async def sweep_forever(self) -> None:
         """Release expired reservations every `sweep_interval_s`."""
@@ -172,21 +314,20 @@ class Engine:
 
     async def follow(self, from_seq: int, batch: int = 512) -> AsyncIterator[list[Event]]:
         """Durable events from `from_seq` on, in order, waiting for new ones forever."""
-        if from_seq < self.store.first_retained_seq:
-            raise InvalidArgument(
-                f"from_sequence {from_seq} is older than the retained log, which starts at "
-                f"{self.store.first_retained_seq}", "from_sequence")
         next_seq = from_seq
         while True:
             if self._closing:
                 raise ShuttingDown(
                     f"the server is shutting down; resume from sequence {next_seq}")
-            events = list(self.store.read(next_seq, batch))
-            events = [e for e in events if e.seq <= self.durable_seq]
+            if next_seq < self._recent_first:
+                raise InvalidArgument(
+                    f"from_sequence {next_seq} is older than the events kept for watchers, "
+                    f"which start at {self._recent_first}", "from_sequence")
+            start = next_seq - self._recent_first
+            events = self._recent[start:start + batch]
             if events:
                 next_seq = events[-1].seq + 1
                 yield events
                 continue
             async with self._durable:
                 await self._durable.wait_for(functools.partial(self._durable_from, next_seq))
-

@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from allocd.v1 import (
@@ -32,13 +33,14 @@ from service.config import Settings
 from service.demo import demo_commands
 from service.demo_network import demo_network
 from service.engine import Engine, wall_clock_ms
+from service.filestore import FileEventStore
 from service.network_file import load_network_file
 from service.servicers.catalog import CatalogServicer
 from service.servicers.diagnostics import DiagnosticsServicer
 from service.servicers.inventory import InventoryServicer
 from service.servicers.network import NetworkServicer
 from service.servicers.orders import OrderServicer
-from service.store import EventStore, MemoryEventStore
+from service.store import Durability, EventStore, MemoryEventStore
 
 log = logging.getLogger("allocd.server")
 
@@ -51,13 +53,27 @@ SERVICE_NAMES = (
 )
 
 
+def store_from_settings(settings: Settings) -> EventStore:
+    if settings.store == "memory":
+        return MemoryEventStore()
+    if settings.store == "file":
+        try:
+            durability = Durability(settings.durability)
+        except ValueError:
+            choices = ", ".join(d.value for d in Durability)
+            raise ValueError(f"durability must be one of {choices}") from None
+        return FileEventStore(Path(settings.data_dir) / settings.partition, durability,
+                              settings.group_commit_window_ms)
+    raise ValueError(f"unknown store {settings.store!r} (file, memory)")
+
+
 class AllocdServer:
     """Owns the gRPC server, the engine and the background tasks of one partition."""
 
     def __init__(self, settings: Settings, store: EventStore | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.settings = settings
-        self.engine = Engine(settings, store or MemoryEventStore(), clock)
+        self.engine = Engine(settings, store or store_from_settings(settings), clock)
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -88,6 +104,14 @@ class AllocdServer:
 
     async def start(self) -> int:
         """Listen, load state, warm the kernels, then report SERVING. Returns the port."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.server.stop(0)  # a failed start leaves nothing listening
+            await self.engine.store.close()
+            raise
+
+    async def _start(self) -> int:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         if self.port == 0:
@@ -108,6 +132,7 @@ class AllocdServer:
         elif self.settings.demo and not self.engine.ledger.network_spec.services:
             await self.engine.mutate_internal(SetNetwork(demo_network()), "demo-network")
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
+        self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
         # The loaded state is long-lived: keep the collector from rescanning it, and
         # collect young objects less often (the request path allocates many).
         gc.collect()

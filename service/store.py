@@ -1,16 +1,20 @@
 """Where acknowledged changes live. A mutating call replies only after `append` returns.
 
-`EventStore` is the interface; `MemoryEventStore` keeps everything in process
-memory (nothing survives a restart). The durable stores (embedded file log with
-snapshots, Redis Streams) implement the same interface.
+`EventStore` is the interface: an append-only log of commits (a call's events and
+its answer) plus snapshots of the whole state. `MemoryEventStore` keeps the log in
+process memory (nothing survives a restart; for tests and throwaway runs);
+`FileEventStore` (service/filestore.py) is the embedded default, and the Redis
+store implements the same interface.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
 
+from core.ledger import Ledger
 from core.model import Event
 
 
@@ -31,6 +35,41 @@ class Commit:
     events: tuple[Event, ...]
     idempotency: IdempotencyRecord | None = None
 
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else 0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The whole state as of event `seq`, with the answers retries may still ask for."""
+
+    seq: int
+    ledger: Ledger
+    answers: list[IdempotencyRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a store holds: the newest valid snapshot and the commits after it, in order."""
+
+    snapshot: Snapshot | None
+    commits: Iterable[Commit]
+    notes: list[str] = field(default_factory=list)  # what recovery had to do (cut a tail...)
+
+
+class Durability(StrEnum):
+    """When an append counts as done."""
+
+    # Each commit is on disk (fsync) before the call is answered; commits that arrive
+    # while a write is in flight share the next write.
+    SYNC = "sync"
+    # As SYNC, but a write waits up to group_commit_window_ms to gather more commits.
+    GROUP = "group"
+    # Answered once written to the operating system, fsync once a second: an OS crash
+    # or power loss can lose up to the last second of acknowledged writes.
+    ASYNC_MAY_LOSE_1S = "async-may-lose-1s"
+
 
 class StoreUnavailable(Exception):
     """The store cannot take writes now; the call fails with UNAVAILABLE, nothing applied."""
@@ -40,56 +79,54 @@ class ShuttingDown(StoreUnavailable):
     """The server is stopping; callers should retry elsewhere or later (UNAVAILABLE)."""
 
 
+class StoreCorrupt(Exception):
+    """The store holds data recovery must not guess about (not a torn tail)."""
+
+
 class EventStore(abc.ABC):
+    #: Whether `write_snapshot` works (the in-memory store has nothing to snapshot to).
+    supports_snapshots = False
+
     @abc.abstractmethod
-    async def open(self) -> list[Commit]:
-        """Open the store and return what it holds, oldest first, for replay."""
+    async def open(self) -> Recovered:
+        """Open (or reopen after a failure) and return what the store holds."""
 
     @abc.abstractmethod
     async def append(self, commit: Commit) -> None:
-        """Make `commit` durable. Commits are durable in the order they are appended."""
+        """Make `commit` durable. Commits are durable in the order they are appended.
+        Raises StoreUnavailable if it cannot; then every later pending append fails too."""
 
-    @abc.abstractmethod
-    def read(self, from_seq: int, limit: int) -> Sequence[Event]:
-        """Durable events with sequence >= from_seq, at most `limit`, oldest first."""
+    def begin_snapshot(self, seq: int) -> None:
+        """Start a new log segment: commits appended from now on all come after `seq`."""
+        return None
 
-    @property
-    @abc.abstractmethod
-    def first_retained_seq(self) -> int:
-        """The oldest sequence number `read` can still return."""
+    def write_snapshot(self, seq: int, blob: bytes) -> None:
+        """Write a snapshot (not yet visible). Synchronous: it runs in a forked child."""
+        raise NotImplementedError
+
+    async def publish_snapshot(self, seq: int) -> None:
+        """Make the snapshot of `seq` the one recovery starts from; drop what it covers."""
+        return None
+
+    async def discard_snapshot(self, seq: int) -> None:
+        """Throw away an unpublished snapshot."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None: ...
 
 
 class MemoryEventStore(EventStore):
-    """Keeps every event in a list. Durable only as long as the process lives."""
+    """Keeps every commit in a list. Durable only as long as the process lives."""
 
     def __init__(self) -> None:
-        self._events: list[Event] = []
         self._commits: list[Commit] = []
 
-    async def open(self) -> list[Commit]:
-        return list(self._commits)
+    async def open(self) -> Recovered:
+        return Recovered(None, list(self._commits))
 
     async def append(self, commit: Commit) -> None:
-        if commit.events:
-            expected = (self._events[-1].seq + 1) if self._events else commit.events[0].seq
-            if commit.events[0].seq != expected:
-                raise StoreUnavailable(
-                    f"out-of-order commit: {commit.events[0].seq} after {expected - 1}")
-        self._events.extend(commit.events)
         self._commits.append(commit)
-
-    def read(self, from_seq: int, limit: int) -> Sequence[Event]:
-        if not self._events:
-            return ()
-        start = max(from_seq - self._events[0].seq, 0)
-        return self._events[start : start + limit]
-
-    @property
-    def first_retained_seq(self) -> int:
-        return self._events[0].seq if self._events else 1
 
     async def close(self) -> None:
         return None

@@ -63,6 +63,7 @@ def e2e_settings(**overrides: Any) -> Settings:
         "max_lines_per_request": MAX_LINES,
         "max_message_bytes": MAX_MESSAGE_BYTES,
         "log_level": "WARNING",
+        "store": "memory",
     }
     values.update(overrides)
     return Settings(**values)

@@ -45,7 +45,8 @@ def demo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, P
     env = {k: v for k, v in env.items() if not k.startswith("ALLOCD_")}
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [str(executable), "serve", "--port", "0", "--demo", "--demo-skus", "200"],
+            [str(executable), "serve", "--port", "0", "--demo", "--demo-skus", "200",
+             "--data-dir", str(tmp_path / "data")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         first = read_line(process, STARTUP_TIMEOUT_S)

@@ -1,0 +1,315 @@
+"""The embedded default store: an append-only log on local disk plus snapshots.
+
+Layout of `<data_dir>/<partition>/`:
+
+    wal-<first seq>.log      log segments: framed records (length, crc32, pickled Commit)
+    snapshot-<seq>.bin       a framed pickled Snapshot, written to .tmp then renamed
+
+One writer task owns the log: commits that arrive while a write (and its fsync) is
+in flight go out together in the next write (group commit). A snapshot starts a
+new segment; once the snapshot is published, segments before it are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from service import logcodec
+from service.store import (
+    Commit,
+    Durability,
+    EventStore,
+    Recovered,
+    Snapshot,
+    StoreCorrupt,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("allocd.store")
+
+_SEGMENT = re.compile(r"^wal-(\d{20})\.log$")
+_SNAPSHOT = re.compile(r"^snapshot-(\d{20})\.bin$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rotate:
+    """Queue marker: start a new segment here; every later commit is >= first_seq."""
+
+    first_seq: int
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"wal-{first_seq:020d}.log"
+
+
+def _snapshot_name(seq: int, suffix: str = "bin") -> str:
+    return f"snapshot-{seq:020d}.{suffix}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileEventStore(EventStore):
+    supports_snapshots = True
+
+    def __init__(self, directory: str | Path, durability: Durability = Durability.SYNC,
+                 group_window_ms: float = 2.0) -> None:
+        self.directory = Path(directory)
+        self.durability = durability
+        self.group_window_s = group_window_ms / 1000
+        self._queue: list[object] = []  # (record, future) pairs and _Rotate markers
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
+        self._file: int | None = None  # fd of the current segment
+        self._failed: BaseException | None = None
+        self._dirty = False
+
+    # ---- recovery -----------------------------------------------------------------
+    async def open(self) -> Recovered:
+        await self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        recovered = await asyncio.to_thread(self._recover)
+        self._failed = None
+        self._writer = asyncio.create_task(self._write_forever())
+        if self.durability == Durability.ASYNC_MAY_LOSE_1S:
+            self._syncer = asyncio.create_task(self._sync_every_second())
+        return recovered
+
+    def _recover(self) -> Recovered:
+        notes: list[str] = []
+        for stale in self.directory.glob("snapshot-*.tmp"):
+            stale.unlink()
+        snapshot = self._newest_snapshot(notes)
+        after = snapshot.seq if snapshot else 0
+        commits = list(self._read_log(after, notes, repair=True))
+        last = commits[-1].last_seq if commits else after
+        segments = self._segments()
+        # Keep appending to the newest segment; a new store starts one.
+        path = segments[-1][1] if segments else self.directory / _segment_name(last + 1)
+        self._file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        _fsync_dir(self.directory)
+        return Recovered(snapshot, commits, notes)
+
+    def _segments(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.directory.iterdir():
+            match = _SEGMENT.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def _newest_snapshot(self, notes: list[str]) -> Snapshot | None:
+        candidates = sorted(
+            ((int(m.group(1)), p) for p in self.directory.iterdir()
+             if (m := _SNAPSHOT.match(p.name))), reverse=True)
+        for seq, path in candidates:
+            try:
+                payload, _ = logcodec.unframe(path.read_bytes())
+                snapshot = logcodec.loads(payload)
+            except (logcodec.CorruptRecord, Exception) as error:
+                notes.append(f"skipped snapshot {path.name}: {error}")
+                log.error("skipped snapshot %s: %s", path.name, error)
+                continue
+            if not isinstance(snapshot, Snapshot) or snapshot.seq != seq:
+                notes.append(f"skipped snapshot {path.name}: not a snapshot of {seq}")
+                continue
+            return snapshot
+        return None
+
+    def _read_log(self, after: int, notes: list[str], repair: bool) -> Iterator[Commit]:
+        """Commits after `after`, in order. A torn last record of the last segment (an
+        unfinished write) is cut off when `repair`, and reported either way."""
+        segments = self._segments()
+        expected = after + 1
+        for index, (_, path) in enumerate(segments):
+            data = path.read_bytes()
+            offset = 0
+            while offset < len(data):
+                try:
+                    payload, following = logcodec.unframe(data, offset)
+                    commit = logcodec.loads(payload)
+                except (logcodec.CorruptRecord, Exception) as error:
+                    if index != len(segments) - 1:
+                        raise StoreCorrupt(
+                            f"{path.name}: bad record at byte {offset} ({error}) before the "
+                            "last segment; refusing to guess what was lost") from error
+                    verb = "cut the log" if repair else "the log would be cut:"
+                    message = (f"{verb} {path.name} at byte {offset} of {len(data)}: "
+                               f"{error}; {len(data) - offset} bytes of an unfinished write "
+                               "dropped")
+                    log.warning("%s", message)
+                    notes.append(message)
+                    if repair:
+                        with open(path, "r+b") as fh:
+                            fh.truncate(offset)
+                            fh.flush()
+                            os.fsync(fh.fileno())
+                    break
+                offset = following
+                if not isinstance(commit, Commit):
+                    raise StoreCorrupt(f"{path.name}: record at byte {offset} is not a commit")
+                if not commit.events or commit.last_seq < expected:
+                    continue  # covered by the snapshot (or empty)
+                if commit.events[0].seq != expected:
+                    raise StoreCorrupt(f"{path.name}: gap in the log: expected event "
+                                       f"{expected}, found {commit.events[0].seq}")
+                expected = commit.last_seq + 1
+                yield commit
+
+    # ---- appending ----------------------------------------------------------------
+    async def append(self, commit: Commit) -> None:
+        if self._failed is not None or self._writer is None:
+            raise StoreUnavailable(f"the log cannot be written: {self._failed}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((logcodec.frame(logcodec.dumps(commit)), future))
+        self._wake.set()
+        await future
+
+    def begin_snapshot(self, seq: int) -> None:
+        self._queue.append(_Rotate(seq + 1))
+        self._wake.set()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.durability == Durability.GROUP and self.group_window_s > 0:
+                await asyncio.sleep(self.group_window_s)
+            batch, self._queue = self._queue, []
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[object]) -> None:
+        chunk: list[tuple[bytes, asyncio.Future[None]]] = []
+        for item in batch:
+            if isinstance(item, _Rotate):
+                if chunk:
+                    await self._flush(chunk)
+                    chunk = []
+                if self._failed is None:
+                    await asyncio.to_thread(self._rotate, item.first_seq)
+            else:
+                chunk.append(item)  # type: ignore[arg-type]
+        if chunk:
+            await self._flush(chunk)
+
+    async def _flush(self, chunk: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+        if self._failed is not None:
+            self._fail(self._failed, chunk)
+            return
+        data = b"".join(record for record, _ in chunk)
+        sync = self.durability != Durability.ASYNC_MAY_LOSE_1S
+        try:
+            await asyncio.to_thread(self._write, data, sync)
+        except OSError as error:
+            self._fail(error, chunk)
+            return
+        for _, future in chunk:
+            if not future.done():
+                future.set_result(None)
+
+    def _write(self, data: bytes, sync: bool) -> None:
+        assert self._file is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._file, view)
+            view = view[written:]
+        if sync:
+            os.fsync(self._file)
+        else:
+            self._dirty = True
+
+    def _fail(self, error: BaseException,
+              chunk: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+        """A failed write fails it and everything queued after it: the engine reloads."""
+        self._failed = error
+        log.error("log write failed: %s", error)
+        queued: list[tuple[bytes, asyncio.Future[None]]] = [
+            i for i in self._queue if not isinstance(i, _Rotate)]  # type: ignore[misc]
+        self._queue = []
+        for _, future in [*chunk, *queued]:
+            if not future.done():
+                future.set_exception(StoreUnavailable(f"the log write failed: {error}"))
+
+    def _rotate(self, first_seq: int) -> None:
+        if self._file is not None:
+            os.fsync(self._file)
+            os.close(self._file)
+        path = self.directory / _segment_name(first_seq)
+        self._file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        _fsync_dir(self.directory)
+
+    async def _sync_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._dirty and self._file is not None:
+                self._dirty = False
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(os.fsync, self._file)
+
+    # ---- snapshots ----------------------------------------------------------------
+    def write_snapshot(self, seq: int, blob: bytes) -> None:
+        path = self.directory / _snapshot_name(seq, "tmp")
+        with open(path, "wb") as fh:
+            fh.write(logcodec.frame(blob))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    async def publish_snapshot(self, seq: int) -> None:
+        await asyncio.to_thread(self._publish, seq)
+
+    def _publish(self, seq: int) -> None:
+        tmp = self.directory / _snapshot_name(seq, "tmp")
+        final = self.directory / _snapshot_name(seq)
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        for path in self.directory.iterdir():
+            match = _SNAPSHOT.match(path.name)
+            if match and int(match.group(1)) < seq:
+                path.unlink()
+        # Segments that hold only events the snapshot covers: every one before the
+        # segment the snapshot started (its first event is seq + 1 or later).
+        for first, path in self._segments():
+            if first <= seq:
+                path.unlink()
+        _fsync_dir(self.directory)
+
+    async def discard_snapshot(self, seq: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / _snapshot_name(seq, "tmp")).unlink()
+
+    async def close(self) -> None:
+        for task in (self._writer, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._writer = self._syncer = None
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._file)
+                os.close(self._file)
+            self._file = None
+
+
+def load_for_verify(directory: str | Path) -> tuple[Recovered, float]:
+    """Read a store without opening it for writes (allocd verify); returns the time taken."""
+    started = time.perf_counter()
+    store = FileEventStore(directory)
+    notes: list[str] = []
+    snapshot = store._newest_snapshot(notes)
+    commits = list(store._read_log(snapshot.seq if snapshot else 0, notes, repair=False))
+    return Recovered(snapshot, commits, notes), time.perf_counter() - started

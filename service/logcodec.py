@@ -1,0 +1,76 @@
+"""Bytes for the log and for snapshots: pickle framed with a length and a checksum.
+
+Only allocd's own types (and the builtins and numpy arrays they are made of) may
+be unpickled: a log or snapshot that names anything else is refused, so a
+tampered store cannot run code in the server.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+_HEADER = struct.Struct("<II")  # payload length, crc32 of payload
+HEADER_SIZE = _HEADER.size
+MAX_RECORD = 1 << 30
+
+_ALLOWED_MODULES = ("core.", "service.store")
+_ALLOWED_GLOBALS = {
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
+    ("builtins", "slice"), ("builtins", "complex"), ("builtins", "getattr"),
+    ("collections", "OrderedDict"), ("collections", "defaultdict"),
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("copyreg", "_reconstructor"), ("builtins", "object"),
+}
+
+
+class CorruptRecord(Exception):
+    """A record whose checksum or framing is wrong."""
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith(_ALLOWED_MODULES) or (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in the store")
+
+
+def dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=5)
+
+
+def loads(data: bytes | memoryview) -> Any:
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+def frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def unframe(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, int]:
+    """(payload, offset of the next record); raises CorruptRecord if it is not whole."""
+    if offset + HEADER_SIZE > len(data):
+        raise CorruptRecord(f"truncated header at byte {offset}")
+    length, crc = _HEADER.unpack_from(data, offset)
+    start = offset + HEADER_SIZE
+    if length > MAX_RECORD or start + length > len(data):
+        raise CorruptRecord(f"truncated record at byte {offset}")
+    payload = bytes(data[start:start + length])
+    if zlib.crc32(payload) != crc:
+        raise CorruptRecord(f"checksum mismatch in the record at byte {offset}")
+    return payload, start + length
+
+
+def records(data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
+    """(offset, payload) of every whole record; stops with CorruptRecord at a bad one."""
+    offset = 0
+    while offset < len(data):
+        payload, following = unframe(data, offset)
+        yield offset, payload
+        offset = following

@@ -1,0 +1,265 @@
+"""The embedded file store: restart recovery, snapshots, torn and corrupt logs, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from allocd.v1 import inventory_service_pb2 as inv
+from core import commands as c
+from core.ledger import Ledger
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.operations import execute
+from service import logcodec
+from service.config import Settings
+from service.filestore import FileEventStore
+from service.server import AllocdServer
+from service.servicers.inventory import InventoryServicer
+from service.store import Commit, Snapshot, StoreCorrupt
+
+
+class _Context:
+    async def abort(self, code, details):
+        raise RuntimeError(f"{code}: {details}")
+
+
+def _settings(data_dir: Path, **overrides) -> Settings:
+    values = {"port": 0, "store": "file", "data_dir": str(data_dir), "log_level": "WARNING",
+              "sweep_interval_s": 3600.0, "checkpoint_every_s": 3600.0}
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def _seeded(data_dir: Path, **overrides) -> AllocdServer:
+    server = AllocdServer(_settings(data_dir, **overrides))
+    await server.start()
+    if server.engine.ledger.catalog.n_skus == 0:
+        for i, command in enumerate((
+            c.UpsertNodes((NodeSpec("A"), NodeSpec("B"))),
+            c.UpsertChannels((ChannelSpec("web"),)),
+            c.UpsertSkus(tuple(SkuSpec(f"S{i}") for i in range(6))),
+        )):
+            await server.engine.mutate_internal(command, f"seed-{i}")
+    return server
+
+
+def _receive(sku: str, node: str, qty: int, request_id: str) -> inv.ReceiveInventoryRequest:
+    return inv.ReceiveInventoryRequest(request_id=request_id, lines=[
+        inv.ReceiptLine(sku_id=sku, node_id=node, quantity=qty)])
+
+
+def _reserve(sku: str, qty: int, request_id: str) -> inv.ReserveInventoryRequest:
+    return inv.ReserveInventoryRequest(request_id=request_id, channel_id="web",
+                                       ttl_seconds=3600, lines=[
+                                           inv.ReservationLine(sku_id=sku, node_id="A",
+                                                               quantity=qty)])
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_restart_recovers_every_acknowledged_change_and_answer(tmp_path):
+    async def first():
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S1", "A", 10, "r1"), _Context())
+        reserved = await api.ReserveInventory(_reserve("S1", 3, "r2"), _Context())
+        checksum = server.engine.ledger.checksum()
+        await server.stop(0)
+        return checksum, reserved
+
+    async def second():
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        checksum = server.engine.ledger.checksum()
+        retried = await api.ReserveInventory(_reserve("S1", 3, "r2"), _Context())
+        after_retry = server.engine.ledger.checksum()
+        await server.stop(0)
+        return checksum, retried, after_retry
+
+    before, reserved = run(first())
+    after, retried, after_retry = run(second())
+    assert after == before
+    assert retried.result.replayed and retried.reservation_id == reserved.reservation_id
+    assert after_retry == after  # the retry changed nothing
+
+
+def test_a_snapshot_then_more_events_recover_to_the_same_state(tmp_path):
+    async def first():
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S2", "B", 7, "a"), _Context())
+        assert await server.engine.checkpoint()
+        await api.ReceiveInventory(_receive("S3", "A", 5, "b"), _Context())
+        await api.ReserveInventory(_reserve("S3", 2, "c"), _Context())
+        checksum = server.engine.ledger.checksum()
+        await server.stop(0)
+        return checksum
+
+    async def second():
+        server = await _seeded(tmp_path)
+        state = (server.engine.ledger.checksum(), server.engine.snapshot_seq)
+        api = InventoryServicer(server.engine)
+        retried = await api.ReceiveInventory(_receive("S2", "B", 7, "a"), _Context())
+        await server.stop(0)
+        return state, retried
+
+    before = run(first())
+    (after, snapshot_seq), retried = run(second())
+    assert after == before and snapshot_seq > 0
+    assert retried.result.replayed  # answers from before the snapshot survive it too
+    store = tmp_path / "default"
+    assert len(list(store.glob("snapshot-*.bin"))) == 1
+    # The segments before the snapshot are gone; what is left starts after it.
+    firsts = sorted(int(p.name[4:24]) for p in store.glob("wal-*.log"))
+    assert firsts and firsts[0] == snapshot_seq + 1
+
+
+def _last_segment(tmp_path: Path) -> Path:
+    return sorted((tmp_path / "default").glob("wal-*.log"))[-1]
+
+
+def _state_after(tmp_path: Path, requests: int, prefix: str = "x") -> str:
+    async def go():
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        for i in range(requests):
+            await api.ReceiveInventory(_receive("S4", "A", 1 + i, f"{prefix}{i}"), _Context())
+        checksum = server.engine.ledger.checksum()
+        await server.stop(0)
+        return checksum
+
+    return run(go())
+
+
+def _recover(tmp_path: Path) -> tuple[str, list[str]]:
+    async def go():
+        server = AllocdServer(_settings(tmp_path))
+        await server.start()
+        result = server.engine.ledger.checksum(), server.engine.recovery_notes
+        await server.stop(0)
+        return result
+
+    return run(go())
+
+
+def test_a_torn_last_record_is_cut_off_and_reported(tmp_path):
+    intact = _state_after(tmp_path, 2)
+    segment = _last_segment(tmp_path)
+    size = segment.stat().st_size
+    record = logcodec.frame(logcodec.dumps(Commit(())))
+    with segment.open("ab") as fh:
+        fh.write(record[: len(record) // 2])  # a write that never finished
+    checksum, notes = _recover(tmp_path)
+    assert checksum == intact
+    assert any("cut the log" in note for note in notes)
+    assert segment.stat().st_size == size
+
+
+def test_a_corrupt_last_record_is_cut_off_and_reported(tmp_path):
+    _state_after(tmp_path, 1)
+    before_last = _recover(tmp_path)[0]
+    _state_after(tmp_path, 1, prefix="y")  # one more commit: the one we corrupt
+    segment = _last_segment(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    checksum, notes = _recover(tmp_path)
+    assert checksum == before_last
+    assert any("checksum mismatch" in note for note in notes)
+
+
+def test_a_corrupt_record_before_the_last_segment_refuses_to_start(tmp_path):
+    async def go():
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S1", "A", 4, "p"), _Context())
+        server.engine.store.begin_snapshot(server.engine.ledger.last_seq)  # a new segment
+        await api.ReceiveInventory(_receive("S1", "A", 4, "q"), _Context())
+        await server.stop(0)
+
+    run(go())
+    first = sorted((tmp_path / "default").glob("wal-*.log"))[0]
+    data = bytearray(first.read_bytes())
+    data[20] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt):
+        _recover(tmp_path)
+
+
+def test_the_store_refuses_to_unpickle_foreign_types(tmp_path):
+    payload = logcodec.dumps(os.system)  # a function from outside allocd
+    with pytest.raises(Exception, match="not allowed"):
+        logcodec.loads(payload)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["S0", "S1", "S2"]), st.sampled_from(["A", "B"]),
+                          st.integers(-3, 6)), min_size=1, max_size=25),
+       st.data())
+def test_a_snapshot_at_any_point_plus_replay_gives_identical_state(ops, data):
+    ledger = Ledger()
+    commits: list[Commit] = []
+
+    def run_command(command):
+        try:
+            outcome = execute(ledger, command, 1000, f"r{len(commits)}")
+        except Exception:  # noqa: BLE001 - refused commands write nothing
+            return
+        commits.append(Commit(outcome.events))
+
+    run_command(c.UpsertNodes((NodeSpec("A"), NodeSpec("B"))))
+    run_command(c.UpsertSkus(tuple(SkuSpec(s) for s in ("S0", "S1", "S2"))))
+    for sku, node, delta in ops:
+        if delta > 0:
+            run_command(c.ReceiveStock((c.ReceiptLine(sku, node, delta),)))
+        elif delta < 0:
+            run_command(c.MoveStock((c.MoveLine(sku, node, -delta, Bucket.AVAILABLE,
+                                                Bucket.QUARANTINED),)))
+        else:
+            run_command(c.SetSafetyStock(sku, node, 1))
+    cut = data.draw(st.integers(0, len(commits)))
+    # State after `cut` commits, snapshotted through the store's codec, then the rest.
+    partial = Ledger()
+    for commit in commits[:cut]:
+        partial.apply(commit.events, replay=True)
+    snapshot = logcodec.loads(logcodec.dumps(Snapshot(partial.last_seq, partial)))
+    restored = snapshot.ledger
+    for commit in commits[cut:]:
+        restored.apply(commit.events, replay=True)
+    assert restored.checksum() == ledger.checksum()
+    for shard, original in zip(restored.shards, ledger.shards, strict=True):
+        assert (shard.qty == original.qty).all()
+
+
+def test_group_and_async_modes_also_recover_what_they_acknowledged(tmp_path):
+    for mode in ("group", "async-may-lose-1s"):
+        directory = tmp_path / mode
+
+        async def first(directory=directory, mode=mode):
+            server = await _seeded(directory, durability=mode)
+            api = InventoryServicer(server.engine)
+            await asyncio.gather(*(api.ReceiveInventory(_receive("S5", "B", 1, f"g{i}"),
+                                                        _Context()) for i in range(20)))
+            checksum = server.engine.ledger.checksum()
+            await server.stop(0)
+            return checksum
+
+        before = run(first())
+        assert _recover(directory)[0] == before
+
+
+def test_file_store_appends_survive_a_reopen_without_a_server(tmp_path):
+    async def go():
+        store = FileEventStore(tmp_path)
+        recovered = await store.open()
+        assert recovered.snapshot is None and list(recovered.commits) == []
+        await store.close()
+
+    run(go())
