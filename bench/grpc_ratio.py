@@ -162,10 +162,12 @@ async def measure(address: str, seconds: float, concurrency: int, n_skus: int) -
         return results
 
 
-def start_server(n_skus: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(n_skus: int, *store_args: str) -> tuple[subprocess.Popen[str], str]:
+    """`allocd serve --demo` in its own process (in-memory store unless told otherwise)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--demo", "--store", "memory",
-         "--demo-skus", str(n_skus), "--log-level", "WARNING"],
+        [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--demo",
+         "--demo-skus", str(n_skus), "--log-level", "WARNING",
+         *(store_args or ("--store", "memory"))],
         stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
