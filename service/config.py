@@ -26,6 +26,8 @@ class Settings:
     # a restart), or a redis:// URL.
     store: str = "file"
     data_dir: str = "data"
+    # The Redis store (the production store), when set: overrides `store`.
+    redis_url: str = ""
     # sync: fsync before answering; group: also wait group_commit_window_ms to batch;
     # async-may-lose-1s: answer before fsync (an OS crash can lose the last second).
     durability: str = "sync"

@@ -35,6 +35,7 @@ from service.demo_network import demo_network
 from service.engine import Engine, wall_clock_ms
 from service.filestore import FileEventStore
 from service.network_file import load_network_file
+from service.redisstore import RedisEventStore
 from service.servicers.catalog import CatalogServicer
 from service.servicers.diagnostics import DiagnosticsServicer
 from service.servicers.inventory import InventoryServicer
@@ -54,6 +55,10 @@ SERVICE_NAMES = (
 
 
 def store_from_settings(settings: Settings) -> EventStore:
+    url = settings.redis_url or (settings.store if settings.store.startswith(
+        ("redis://", "rediss://", "unix://")) else "")
+    if url:
+        return RedisEventStore(url, settings.partition)
     if settings.store == "memory":
         return MemoryEventStore()
     if settings.store == "file":
@@ -64,7 +69,7 @@ def store_from_settings(settings: Settings) -> EventStore:
             raise ValueError(f"durability must be one of {choices}") from None
         return FileEventStore(Path(settings.data_dir) / settings.partition, durability,
                               settings.group_commit_window_ms)
-    raise ValueError(f"unknown store {settings.store!r} (file, memory)")
+    raise ValueError(f"unknown store {settings.store!r} (file, memory or a redis:// URL)")
 
 
 class AllocdServer:

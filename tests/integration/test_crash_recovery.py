@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import inventory_service_pb2_grpc as inv_grpc
 from allocd.v1 import order_service_pb2 as opb
@@ -33,14 +34,14 @@ DEFINITE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
             grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS}
 
 
-def start(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[str], str]:
+def start(data_dir: Path, log_path: Path, *store: str) -> tuple[subprocess.Popen[str], str]:
     executable = ALLOCD if ALLOCD.exists() else Path(sys.executable).with_name("allocd")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOCD_")}
     env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
     with log_path.open("a") as log:
         process = subprocess.Popen(
             [str(executable), "serve", "--port", "0", "--demo", "--demo-skus", "50",
-             "--data-dir", str(data_dir), "--log-level", "WARNING"],
+             "--data-dir", str(data_dir), "--log-level", "WARNING", *store],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     line = read_line(process, STARTUP_TIMEOUT_S)
     match = LISTENING.match(line)
@@ -62,8 +63,9 @@ def start(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[str], str]:
 class Load:
     """Clients that reserve and allocate until told to stop, recording every fate."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, give_up_when_unavailable: bool = True) -> None:
         self.address = address
+        self.give_up = give_up_when_unavailable
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.calls: list[tuple[str, object, str, object]] = []  # kind, request, fate, answer
@@ -101,16 +103,26 @@ class Load:
                 except grpc.RpcError as error:
                     fate = "refused" if error.code() in DEFINITE else "unknown"
                     self.record(kind, request, fate, error.code())
-                    if fate == "unknown":
+                    if fate == "unknown" and self.give_up:
                         return  # the server is gone
+                    if fate == "unknown":
+                        time.sleep(0.05)
                     continue
                 self.record(kind, request, "acknowledged", answer)
 
 
-def test_kill_9_during_load_loses_nothing_acknowledged(tmp_path):
+@pytest.fixture(params=["file", "redis"])
+def store_args(request, tmp_path):
+    if request.param == "file":
+        return ()
+    server = request.getfixturevalue("redis_server")
+    return ("--redis-url", server.url)
+
+
+def test_kill_9_during_load_loses_nothing_acknowledged(tmp_path, store_args):
     data_dir = tmp_path / "data"
     log_path = tmp_path / "allocd.log"
-    process, address = start(data_dir, log_path)
+    process, address = start(data_dir, log_path, *store_args)
     load = Load(address)
     threads = [threading.Thread(target=load.client, args=(i,)) for i in range(CLIENTS)]
     try:
@@ -132,54 +144,94 @@ def test_kill_9_during_load_loses_nothing_acknowledged(tmp_path):
     assert len(acknowledged) > 50, "the load did too little to prove anything"
     assert refused, "some reservations should have found too little stock"
 
-    process, address = start(data_dir, log_path)
+    process, address = start(data_dir, log_path, *store_args)
     try:
-        with grpc.insecure_channel(address) as channel:
-            inventory = inv_grpc.InventoryServiceStub(channel)
-            orders = ogrpc.OrderServiceStub(channel)
-            for kind, request, _, answer in acknowledged:
-                if kind == "reserve":
-                    held = inventory.GetReservation(inv.GetReservationRequest(
-                        reservation_id=request.reservation_id), timeout=5)
-                    assert [(x.sku_id, x.quantity) for x in held.lines] == [
-                        (x.sku_id, x.quantity) for x in request.lines]
-                else:
-                    order = orders.GetOrder(opb.GetOrderRequest(
-                        order_id=request.order.order_id), timeout=5)
-                    assert [p.package_id for p in order.allocation.packages] == [
-                        p.package_id for p in answer.allocation.packages]
-                # A retry after the crash returns the first answer and changes nothing.
-                retry = (inventory.ReserveInventory if kind == "reserve"
-                         else orders.AllocateOrder)(request, timeout=5)
-                assert retry.result.replayed
-            for kind, request, _, _ in refused:
-                if kind == "reserve":
-                    try:
-                        inventory.GetReservation(inv.GetReservationRequest(
-                            reservation_id=request.reservation_id), timeout=5)
-                    except grpc.RpcError as error:
-                        assert error.code() == grpc.StatusCode.NOT_FOUND
-                    else:
-                        raise AssertionError(f"refused reservation {request.request_id} exists")
-            # Calls in flight at the kill: a retry settles each exactly once.
-            reserved = sum(request.lines[0].quantity for kind, request, _, _ in acknowledged
-                           if kind == "reserve")
-            for kind, request, fate, _ in load.calls:
-                if fate != "unknown" or kind != "reserve":
-                    continue
-                try:
-                    inventory.ReserveInventory(request, timeout=5)
-                    reserved += request.lines[0].quantity
-                except grpc.RpcError as error:
-                    assert error.code() in DEFINITE
-            summary = inventory.GetLedgerSummary(inv.GetLedgerSummaryRequest(), timeout=5)
-            assert summary.reserved == reserved
+        check_after_restart(address, load)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+    if not store_args:
+        verify_file_store(data_dir)
+
+
+def check_after_restart(address: str, load: Load) -> None:
+    """Acknowledged: present, once; refused: absent; unknown: settled once by a retry."""
+    acknowledged = [c for c in load.calls if c[2] == "acknowledged"]
+    refused = [c for c in load.calls if c[2] == "refused"]
+    with grpc.insecure_channel(address) as channel:
+        inventory = inv_grpc.InventoryServiceStub(channel)
+        orders = ogrpc.OrderServiceStub(channel)
+        for kind, request, _, answer in acknowledged:
+            if kind == "reserve":
+                held = inventory.GetReservation(inv.GetReservationRequest(
+                    reservation_id=request.reservation_id), timeout=5)
+                assert [(x.sku_id, x.quantity) for x in held.lines] == [
+                    (x.sku_id, x.quantity) for x in request.lines]
+            else:
+                order = orders.GetOrder(opb.GetOrderRequest(
+                    order_id=request.order.order_id), timeout=5)
+                assert [p.package_id for p in order.allocation.packages] == [
+                    p.package_id for p in answer.allocation.packages]
+            # A retry after the crash returns the first answer and changes nothing.
+            retry = (inventory.ReserveInventory if kind == "reserve"
+                     else orders.AllocateOrder)(request, timeout=5)
+            assert retry.result.replayed
+        for kind, request, _, _ in refused:
+            if kind == "reserve":
+                try:
+                    inventory.GetReservation(inv.GetReservationRequest(
+                        reservation_id=request.reservation_id), timeout=5)
+                except grpc.RpcError as error:
+                    assert error.code() == grpc.StatusCode.NOT_FOUND
+                else:
+                    raise AssertionError(f"refused reservation {request.request_id} exists")
+        # Calls in flight at the kill: a retry settles each exactly once.
+        reserved = sum(request.lines[0].quantity for kind, request, _, _ in acknowledged
+                       if kind == "reserve")
+        for kind, request, fate, _ in load.calls:
+            if fate != "unknown" or kind != "reserve":
+                continue
+            try:
+                inventory.ReserveInventory(request, timeout=5)
+                reserved += request.lines[0].quantity
+            except grpc.RpcError as error:
+                assert error.code() in DEFINITE
+        summary = inventory.GetLedgerSummary(inv.GetLedgerSummaryRequest(), timeout=5)
+        assert summary.reserved == reserved
+
+
+def verify_file_store(data_dir: Path) -> None:
     verified = subprocess.run(
         [str(ALLOCD if ALLOCD.exists() else Path(sys.executable).with_name("allocd")),
          "verify", "--data-dir", str(data_dir)], check=False, capture_output=True, text=True,
         timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "no negative:  ok" in verified.stdout and "conservation: ok" in verified.stdout
+
+
+def test_redis_stopped_and_restarted_during_load_loses_nothing(tmp_path, redis_server):
+    """Writes fail with UNAVAILABLE while Redis is away; the server heals by itself when it
+    returns; every acknowledged change is there exactly once."""
+    log_path = tmp_path / "allocd.log"
+    process, address = start(tmp_path / "data", log_path, "--redis-url", redis_server.url)
+    load = Load(address, give_up_when_unavailable=False)
+    threads = [threading.Thread(target=load.client, args=(i,)) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        redis_server.stop()
+        time.sleep(1.5)
+        redis_server.start()
+        time.sleep(3.0)  # the server reloads and writes resume
+        load.stop.set()
+        for thread in threads:
+            thread.join(30)
+        outage = [c for c in load.calls if c[2] == "unknown"]
+        assert outage and all(c[3] == grpc.StatusCode.UNAVAILABLE for c in outage)
+        last = load.calls[-1]
+        assert last[2] != "unknown", "writes did not resume after Redis came back"
+        check_after_restart(address, load)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)

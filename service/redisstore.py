@@ -1,0 +1,211 @@
+"""The Redis store: the log in a Redis Stream, snapshots as binary chunks.
+
+Keys carry the partition in a hash tag, so one partition's keys share a slot and
+the same layout works on Redis Cluster:
+
+    allocd:{<partition>}:log                 stream; entry id <last event seq>-0,
+                                             field "c" = framed pickled Commit
+    allocd:{<partition>}:snapshot            hash: seq, chunks (the published snapshot)
+    allocd:{<partition>}:snapshot:<seq>:<i>  the snapshot's bytes, in 64 MiB chunks
+
+The log is one stream per partition, not per shard: a commit (an order's events
+touch several shards) must be one atomic entry. Entry ids are the commit's last
+event sequence, so Redis itself refuses a commit that does not follow the last
+one. Acknowledged means Redis accepted the write; for no loss across a Redis
+restart, run Redis with `appendonly yes` and `appendfsync always`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis
+import redis.asyncio as aioredis
+
+from service import logcodec
+from service.store import (
+    Commit,
+    EventStore,
+    Recovered,
+    Snapshot,
+    StoreCorrupt,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("allocd.store")
+
+CHUNK = 64 << 20
+READ_BATCH = 2000
+
+
+class RedisEventStore(EventStore):
+    supports_snapshots = True
+
+    def __init__(self, url: str, partition: str = "default", timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        prefix = f"allocd:{{{partition}}}"
+        self.log_key = f"{prefix}:log"
+        self.snapshot_key = f"{prefix}:snapshot"
+        self._chunk_prefix = f"{prefix}:snapshot:"
+        self._client: aioredis.Redis | None = None
+        self._queue: list[tuple[Commit, bytes, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+
+    def _connect(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
+                                       socket_connect_timeout=self.timeout_s)
+
+    async def open(self) -> Recovered:
+        await self.close()
+        client = self._connect()
+        try:
+            recovered = await self._recover(client)
+        except (redis.RedisError, OSError) as error:
+            await client.aclose()
+            raise StoreUnavailable(f"Redis at {self.url} is unreachable: {error}") from error
+        self._client = client
+        self._failed = None
+        self._writer = asyncio.create_task(self._write_forever())
+        return recovered
+
+    async def _recover(self, client: aioredis.Redis) -> Recovered:
+        notes: list[str] = []
+        snapshot: Snapshot | None = None
+        meta = await client.hgetall(self.snapshot_key)
+        if meta:
+            seq, chunks = int(meta[b"seq"]), int(meta[b"chunks"])
+            raw = await client.mget([self._chunk(seq, i) for i in range(chunks)])
+            if any(part is None for part in raw):
+                raise StoreCorrupt(f"snapshot {seq} is missing chunks")
+            parts = [part for part in raw if isinstance(part, bytes)]
+            try:
+                payload, _ = logcodec.unframe(b"".join(parts))
+                snapshot = logcodec.loads(payload)
+            except logcodec.CorruptRecord as error:
+                raise StoreCorrupt(f"snapshot {seq}: {error}") from error
+        after = snapshot.seq if snapshot else 0
+        commits: list[Commit] = []
+        expected = after + 1
+        start = f"{after + 1}-0"
+        while True:
+            entries = await client.xrange(self.log_key, min=start, max="+", count=READ_BATCH)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                record = (fields or {}).get(b"c")
+                if not isinstance(record, bytes):
+                    raise StoreCorrupt(f"log entry {entry_id!r} has no commit")
+                try:
+                    payload, _ = logcodec.unframe(record)
+                    commit = logcodec.loads(payload)
+                except logcodec.CorruptRecord as error:
+                    raise StoreCorrupt(f"log entry {entry_id!r}: {error}") from error
+                if not isinstance(commit, Commit) or not commit.events:
+                    raise StoreCorrupt(f"log entry {entry_id!r} is not a commit")
+                if commit.last_seq < expected:
+                    continue
+                if commit.events[0].seq != expected:
+                    raise StoreCorrupt(f"gap in the log: expected event {expected}, found "
+                                       f"{commit.events[0].seq}")
+                expected = commit.last_seq + 1
+                commits.append(commit)
+            last_id = entries[-1][0]
+            start = "(" + (last_id.decode() if isinstance(last_id, bytes) else str(last_id))
+        return Recovered(snapshot, commits, notes)
+
+    def _chunk(self, seq: int, index: int | str) -> str:
+        return f"{self._chunk_prefix}{seq}:{index}"
+
+    async def append(self, commit: Commit) -> None:
+        if self._failed is not None or self._writer is None:
+            raise StoreUnavailable(f"Redis cannot be written: {self._failed}")
+        if not commit.events:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((commit, logcodec.frame(logcodec.dumps(commit)), future))
+        self._wake.set()
+        await future
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            assert self._client is not None
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for commit, record, _ in batch:
+                        pipe.xadd(self.log_key, {"c": record}, id=f"{commit.last_seq}-0")
+                    await pipe.execute()
+            except (redis.RedisError, OSError) as error:
+                self._fail(error, batch)
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    def _fail(self, error: BaseException,
+              batch: list[tuple[Commit, bytes, asyncio.Future[None]]]) -> None:
+        self._failed = error
+        log.error("Redis write failed: %s", error)
+        queued, self._queue = self._queue, []
+        for _, _, future in [*batch, *queued]:
+            if not future.done():
+                future.set_exception(StoreUnavailable(f"Redis write failed: {error}"))
+
+    # ---- snapshots ----------------------------------------------------------------
+    def write_snapshot(self, seq: int, blob: bytes) -> None:
+        """Runs in the forked child: its own synchronous connection."""
+        data = logcodec.frame(blob)
+        client = redis.Redis.from_url(self.url, socket_timeout=30)
+        try:
+            pipe = client.pipeline(transaction=False)
+            chunks = 0
+            for index, start in enumerate(range(0, len(data), CHUNK)):
+                pipe.set(self._chunk(seq, index), data[start:start + CHUNK])
+                chunks = index + 1
+            pipe.set(self._chunk(seq, "count"), chunks)
+            pipe.execute()
+        finally:
+            client.close()
+
+    async def publish_snapshot(self, seq: int) -> None:
+        assert self._client is not None
+        chunks = int(await self._client.get(self._chunk(seq, "count")) or 0)
+        old = await self._client.hgetall(self.snapshot_key)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.snapshot_key, mapping={"seq": seq, "chunks": chunks})
+            pipe.delete(self._chunk(seq, "count"))
+            pipe.xtrim(self.log_key, minid=f"{seq + 1}-0")
+            await pipe.execute()
+        if old:
+            old_seq, old_chunks = int(old[b"seq"]), int(old[b"chunks"])
+            if old_seq != seq:
+                await self._client.delete(*(self._chunk(old_seq, i) for i in range(old_chunks)))
+
+    async def discard_snapshot(self, seq: int) -> None:
+        if self._client is None:
+            return
+        with contextlib.suppress(redis.RedisError, OSError):
+            chunks = int(await self._client.get(self._chunk(seq, "count")) or 0)
+            await self._client.delete(self._chunk(seq, "count"),
+                                      *(self._chunk(seq, i) for i in range(chunks)))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+            self._client = None
+
