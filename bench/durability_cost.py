@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 
 import grpc
-
 from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import inventory_service_pb2_grpc as inv_grpc
+
 from bench.grpc_ratio import _closed_loop, start_server
 
 

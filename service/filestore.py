@@ -118,8 +118,7 @@ class FileEventStore(EventStore):
              if (m := _SNAPSHOT.match(p.name))), reverse=True)
         for seq, path in candidates:
             try:
-                payload, _ = logcodec.unframe(path.read_bytes())
-                snapshot = logcodec.loads(payload)
+                snapshot, _ = logcodec.load_record(path.read_bytes())
             except (logcodec.CorruptRecord, Exception) as error:
                 notes.append(f"skipped snapshot {path.name}: {error}")
                 log.error("skipped snapshot %s: %s", path.name, error)
@@ -140,8 +139,7 @@ class FileEventStore(EventStore):
             offset = 0
             while offset < len(data):
                 try:
-                    payload, following = logcodec.unframe(data, offset)
-                    commit = logcodec.loads(payload)
+                    commit, following = logcodec.load_record(data, offset)
                 except (logcodec.CorruptRecord, Exception) as error:
                     if index != len(segments) - 1:
                         raise StoreCorrupt(

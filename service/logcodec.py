@@ -49,6 +49,22 @@ def loads(data: bytes | memoryview) -> Any:
     return _Unpickler(io.BytesIO(data)).load()
 
 
+def load_record(data: bytes, offset: int = 0) -> tuple[Any, int]:
+    """Check and unpickle the record at `offset` of `data` without copying its payload
+    (snapshots are hundreds of megabytes). Returns (object, offset of the next record)."""
+    if offset + HEADER_SIZE > len(data):
+        raise CorruptRecord(f"truncated header at byte {offset}")
+    length, crc = _HEADER.unpack_from(data, offset)
+    start = offset + HEADER_SIZE
+    if length > MAX_RECORD or start + length > len(data):
+        raise CorruptRecord(f"truncated record at byte {offset}")
+    if zlib.crc32(memoryview(data)[start:start + length]) != crc:
+        raise CorruptRecord(f"checksum mismatch in the record at byte {offset}")
+    stream = io.BytesIO(data)  # shares `data`'s buffer: no copy
+    stream.seek(start)
+    return _Unpickler(stream).load(), start + length
+
+
 def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 

@@ -62,13 +62,16 @@ class RedisEventStore(EventStore):
 
     async def open(self) -> Recovered:
         await self.close()
-        client = self._connect()
+        # Recovery moves hundreds of megabytes: its own connection, with a long timeout.
+        reader = aioredis.Redis.from_url(self.url, socket_timeout=120,
+                                         socket_connect_timeout=self.timeout_s)
         try:
-            recovered = await self._recover(client)
+            recovered = await self._recover(reader)
         except (redis.RedisError, OSError) as error:
-            await client.aclose()
             raise StoreUnavailable(f"Redis at {self.url} is unreachable: {error}") from error
-        self._client = client
+        finally:
+            await reader.aclose()
+        self._client = self._connect()
         self._failed = None
         self._writer = asyncio.create_task(self._write_forever())
         return recovered
@@ -79,13 +82,16 @@ class RedisEventStore(EventStore):
         meta = await client.hgetall(self.snapshot_key)
         if meta:
             seq, chunks = int(meta[b"seq"]), int(meta[b"chunks"])
-            raw = await client.mget([self._chunk(seq, i) for i in range(chunks)])
-            if any(part is None for part in raw):
-                raise StoreCorrupt(f"snapshot {seq} is missing chunks")
-            parts = [part for part in raw if isinstance(part, bytes)]
+            parts = []
+            for i in range(chunks):
+                part = await client.get(self._chunk(seq, i))
+                if not isinstance(part, bytes):
+                    raise StoreCorrupt(f"snapshot {seq} is missing chunk {i}")
+                parts.append(part)
+            blob = b"".join(parts)
+            parts.clear()  # hundreds of megabytes: do not hold them twice while unpickling
             try:
-                payload, _ = logcodec.unframe(b"".join(parts))
-                snapshot = logcodec.loads(payload)
+                snapshot, _ = logcodec.load_record(blob)
             except logcodec.CorruptRecord as error:
                 raise StoreCorrupt(f"snapshot {seq}: {error}") from error
         after = snapshot.seq if snapshot else 0
