@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "print a checksum of the state. Exit 1 if a check fails.")
     verify.add_argument("--data-dir", default="data")
     verify.add_argument("--partition", default="default")
+    verify.add_argument("--redis-url", default="", help="verify the Redis store at this URL")
     health = sub.add_parser("health", help="exit 0 if the server at --address is SERVING")
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; empty for the server")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from service.verify import verify
 
-        return verify(Path(args.data_dir) / args.partition)
+        return verify(Path(args.data_dir) / args.partition, args.redis_url, args.partition)
     if args.command == "health":
         from service.healthcheck import check
 

@@ -97,6 +97,7 @@ class Engine:
         self.snapshot_seq = 0
         self.snapshot_time = time.monotonic()
         self.recovery_notes: list[str] = []
+        self.last_fork_pause_ms = 0.0
 
     def _new_ledger(self) -> Ledger:
         s = self.settings
@@ -260,6 +261,7 @@ class Engine:
         answers = [IdempotencyRecord(m, r, a.fingerprint, a.response)
                    for (m, r), a in self._answers.items() if a.response is not None]
         self.store.begin_snapshot(seq)
+        forked = time.perf_counter()
         pid = os.fork()
         if pid == 0:  # the child writes the image as of the fork, then leaves at once
             code = 1
@@ -268,6 +270,8 @@ class Engine:
                 code = 0
             finally:
                 os._exit(code)
+        # The only pause request handling sees: copying the page tables.
+        self.last_fork_pause_ms = (time.perf_counter() - forked) * 1000
         _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         async with self._durable:
             await self._durable.wait_for(lambda: self.durable_seq >= seq or bool(self.broken))

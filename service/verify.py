@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 from core.ledger import Ledger
 from core.model import Bucket
 from service.filestore import load_for_verify
+from service.redisstore import RedisEventStore
+from service.store import Recovered
 
 
-def verify(directory: Path) -> int:
-    if not directory.is_dir():
+async def _read_redis(url: str, partition: str) -> tuple[Recovered, float]:
+    started = time.perf_counter()
+    store = RedisEventStore(url, partition)
+    recovered = await store.open()  # reads only; nothing is written
+    await store.close()
+    return recovered, time.perf_counter() - started
+
+
+def verify(directory: Path, redis_url: str = "", partition: str = "default") -> int:
+    if redis_url:
+        recovered, read_s = asyncio.run(_read_redis(redis_url, partition))
+        where = f"{redis_url} partition {partition}"
+    elif not directory.is_dir():
         print(f"allocd verify: no store at {directory}")
         return 2
-    recovered, read_s = load_for_verify(directory)
+    else:
+        recovered, read_s = load_for_verify(directory)
+        where = str(directory)
     started = time.perf_counter()
     ledger = recovered.snapshot.ledger if recovered.snapshot else Ledger()
     commits = 0
@@ -27,7 +43,7 @@ def verify(directory: Path) -> int:
     conserved = inside == ledger.units_in - ledger.units_out
     lowest = ledger.min_quantity()
     snapshot = f"snapshot of event {recovered.snapshot.seq}" if recovered.snapshot else "none"
-    print(f"store:        {directory}")
+    print(f"store:        {where}")
     print(f"snapshot:     {snapshot}")
     print(f"log:          {commits} commits after it, up to event {ledger.last_seq}")
     print(f"read:         {read_s:.2f} s; replay {replay_s:.2f} s")

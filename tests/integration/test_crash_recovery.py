@@ -150,8 +150,7 @@ def test_kill_9_during_load_loses_nothing_acknowledged(tmp_path, store_args):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
-    if not store_args:
-        verify_file_store(data_dir)
+    verify_store(data_dir, *store_args)
 
 
 def check_after_restart(address: str, load: Load) -> None:
@@ -200,10 +199,10 @@ def check_after_restart(address: str, load: Load) -> None:
         assert summary.reserved == reserved
 
 
-def verify_file_store(data_dir: Path) -> None:
+def verify_store(data_dir: Path, *store_args: str) -> None:
     verified = subprocess.run(
         [str(ALLOCD if ALLOCD.exists() else Path(sys.executable).with_name("allocd")),
-         "verify", "--data-dir", str(data_dir)], check=False, capture_output=True, text=True,
+         "verify", "--data-dir", str(data_dir), *store_args], check=False, capture_output=True, text=True,
         timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "no negative:  ok" in verified.stdout and "conservation: ok" in verified.stdout
