@@ -54,6 +54,9 @@ bench: setup
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-min-rounds=30 \
 		--benchmark-columns=min,median,mean,ops,rounds
 	$(PY) -m bench.ledger_memory
+	$(PY) -m bench.recovery
+	$(PY) -m bench.durability_cost
+	$(PY) -m bench.grpc_ratio
 
 clean:
 	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info
