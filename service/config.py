@@ -32,6 +32,7 @@ class Settings:
     # async-may-lose-1s: answer before fsync (an OS crash can lose the last second).
     durability: str = "sync"
     group_commit_window_ms: float = 2.0
+    group_commit_max: int = 1000  # commits in one write at most
     checkpoint_every_events: int = 1_000_000
     checkpoint_every_s: float = 300.0
     # Recent events kept in memory for WatchInventoryEvents.

@@ -66,10 +66,11 @@ class FileEventStore(EventStore):
     supports_snapshots = True
 
     def __init__(self, directory: str | Path, durability: Durability = Durability.SYNC,
-                 group_window_ms: float = 2.0) -> None:
+                 group_window_ms: float = 2.0, group_max_commits: int = 1000) -> None:
         self.directory = Path(directory)
         self.durability = durability
         self.group_window_s = group_window_ms / 1000
+        self.group_max = max(1, group_max_commits)
         self._queue: list[object] = []  # (record, future) pairs and _Rotate markers
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -187,7 +188,10 @@ class FileEventStore(EventStore):
             self._wake.clear()
             if self.durability == Durability.GROUP and self.group_window_s > 0:
                 await asyncio.sleep(self.group_window_s)
-            batch, self._queue = self._queue, []
+            batch = self._queue[: self.group_max]
+            del self._queue[: self.group_max]
+            if self._queue:
+                self._wake.set()  # more than one write's worth: go round again
             await self._write_batch(batch)
 
     async def _write_batch(self, batch: list[object]) -> None:

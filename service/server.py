@@ -68,7 +68,7 @@ def store_from_settings(settings: Settings) -> EventStore:
             choices = ", ".join(d.value for d in Durability)
             raise ValueError(f"durability must be one of {choices}") from None
         return FileEventStore(Path(settings.data_dir) / settings.partition, durability,
-                              settings.group_commit_window_ms)
+                              settings.group_commit_window_ms, settings.group_commit_max)
     raise ValueError(f"unknown store {settings.store!r} (file, memory or a redis:// URL)")
 
 

@@ -263,3 +263,33 @@ def test_file_store_appends_survive_a_reopen_without_a_server(tmp_path):
         await store.close()
 
     run(go())
+
+
+def test_concurrent_commits_share_writes_up_to_the_group_limit(tmp_path):
+    async def go(limit):
+        store = FileEventStore(tmp_path / f"g{limit}", group_max_commits=limit)
+        await store.open()
+        writes = []
+        original = store._write
+
+        def counting(data, sync):
+            writes.append(len(data))
+            original(data, sync)
+
+        store._write = counting
+        ledger = Ledger()
+        outcome = execute(ledger, c.UpsertNodes((NodeSpec("A"),)), 0, "n")
+        await store.append(Commit(outcome.events))
+        commits = []
+        for i in range(20):
+            outcome = execute(ledger, c.UpsertChannels((ChannelSpec(f"c{i}"),)), 0, f"r{i}")
+            commits.append(Commit(outcome.events))
+        writes.clear()
+        await asyncio.gather(*(store.append(commit) for commit in commits))
+        await store.close()
+        return writes
+
+    shared = run(go(1000))
+    assert len(shared) < 20  # group commit: commits in flight together share a write
+    limited = run(go(3))
+    assert len(limited) >= 7  # 20 commits, at most 3 a write
