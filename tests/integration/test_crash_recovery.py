@@ -202,8 +202,8 @@ def check_after_restart(address: str, load: Load) -> None:
 def verify_store(data_dir: Path, *store_args: str) -> None:
     verified = subprocess.run(
         [str(ALLOCD if ALLOCD.exists() else Path(sys.executable).with_name("allocd")),
-         "verify", "--data-dir", str(data_dir), *store_args], check=False, capture_output=True, text=True,
-        timeout=120)
+         "verify", "--data-dir", str(data_dir), *store_args],
+        check=False, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "no negative:  ok" in verified.stdout and "conservation: ok" in verified.stdout
 
