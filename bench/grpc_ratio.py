@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import multiprocessing
 import os
+import random
 import subprocess
 import sys
 import time
@@ -24,7 +26,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-import numpy as np
 from allocd.v1 import (
     diagnostics_service_pb2 as dpb,
 )
@@ -48,19 +49,31 @@ class OrderFactory:
     """Seeded 1-5-line orders over the demo catalogue."""
 
     def __init__(self, n_skus: int, seed: int, prefix: str) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.rng = random.Random(seed)
         self.n_skus = n_skus
         self.ids = itertools.count()
         self.prefix = prefix
 
     def order(self) -> opb.Order:
-        n = int(self.rng.integers(1, 6))
-        skus = self.rng.choice(self.n_skus, n, replace=False)
+        rng = self.rng
+        skus = rng.sample(range(self.n_skus), rng.randint(1, 5))
         return opb.Order(
             order_id=f"{self.prefix}-{next(self.ids)}", channel_id="web",
-            sla_tier=types_pb2.SlaTier.ValueType(int(self.rng.integers(1, 5))),
-            ship_to=opb.ShipTo(postal_code=str(self.rng.choice(POSTAL_CODES)) + "01"),
-            lines=[opb.OrderLine(sku_id=f"SKU-{int(s):06d}", quantity=1) for s in skus])
+            sla_tier=types_pb2.SlaTier.ValueType(rng.randint(1, 4)),
+            ship_to=opb.ShipTo(postal_code=rng.choice(POSTAL_CODES) + "01"),
+            lines=[opb.OrderLine(sku_id=f"SKU-{s:06d}", quantity=1) for s in skus])
+
+
+def prebuilt(make: Callable[[], Any], count: int) -> Callable[[], Any]:
+    """`count` requests built before the clock starts (building them is client work that
+    would otherwise be measured as server time); then built on demand."""
+    pool = [make() for _ in range(count)]
+    pool.reverse()
+
+    def take() -> Any:
+        return pool.pop() if pool else make()
+
+    return take
 
 
 async def _closed_loop(call: Callable[[], Any], seconds: float, concurrency: int) -> int:
@@ -112,54 +125,82 @@ async def _stream_loop(open_stream: Callable[[AsyncIterator[Any]], Any],
     return done
 
 
-async def measure(address: str, seconds: float, concurrency: int, n_skus: int) -> dict[str, Any]:
+PHASES = (
+    # (label, kind, items per call)
+    ("unary echo", "echo", 1),
+    ("unary AllocateOrder", "allocate", 1),
+    ("stream echo", "echo_stream", 1),
+    ("stream AllocateStream", "allocate_stream", 1),
+    ("batch echo (items)", "echo_batch", 100),
+    ("batch AllocateOrders (orders)", "allocate_batch", 100),
+)
+
+
+async def _phase(address: str, kind: str, seconds: float, concurrency: int, n_skus: int,
+                 seed: int, start_at: float) -> int:
+    """One client process's part of one phase: calls completed in `seconds`."""
     options = [("grpc.max_receive_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(address, options=options) as channel:
         echo = dgrpc.DiagnosticsServiceStub(channel)
         orders = ogrpc.OrderServiceStub(channel)
-        factory = OrderFactory(n_skus, 1, f"b{os.getpid()}")
-        request_ids = itertools.count()
-        results: dict[str, Any] = {}
-
-        def allocate_request() -> opb.AllocateOrderRequest:
-            return opb.AllocateOrderRequest(request_id=f"r{next(request_ids)}",
-                                            order=factory.order())
-
-        sample = allocate_request().SerializeToString()
+        factory = OrderFactory(n_skus, seed, f"{kind}-{seed}-{os.getpid()}")
+        ids = itertools.count()
+        sample = opb.AllocateOrderRequest(request_id="sample",
+                                          order=factory.order()).SerializeToString()
         warm = max(1.0, seconds / 4)
-        for label, call in (
-            ("unary echo", lambda: echo.Echo(dpb.EchoRequest(payload=sample))),
-            ("unary AllocateOrder", lambda: orders.AllocateOrder(allocate_request())),
-        ):
-            await _closed_loop(call, warm, concurrency)
-            results[label] = await _closed_loop(call, seconds, concurrency) / seconds
+        span = warm + seconds
+        calls: dict[str, Callable[[], Any]] = {}
+        if kind == "echo":
+            calls[kind] = lambda: echo.Echo(dpb.EchoRequest(payload=sample))
+        elif kind == "allocate":
+            take = prebuilt(lambda: opb.AllocateOrderRequest(
+                request_id=f"u{seed}-{next(ids)}", order=factory.order()), int(2_500 * span))
+            calls[kind] = lambda: orders.AllocateOrder(take())
+        elif kind == "echo_batch":
+            batch_echo = dpb.EchoBatchRequest(payloads=[sample] * 100)
+            calls[kind] = lambda: echo.EchoBatch(batch_echo)
+        elif kind == "allocate_batch":
+            take = prebuilt(lambda: opb.AllocateOrdersRequest(
+                request_id=f"b{seed}-{next(ids)}",
+                orders=[factory.order() for _ in range(100)]), int(100 * span))
+            calls[kind] = lambda: orders.AllocateOrders(take())
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        if kind in ("echo_stream", "allocate_stream"):
+            if kind == "echo_stream":
+                opener: Callable[..., Any] = echo.EchoStream
 
-        def stream_request() -> opb.AllocateStreamRequest:
-            return opb.AllocateStreamRequest(request_id=f"s{next(request_ids)}",
-                                             order=factory.order())
+                def make() -> Any:
+                    return dpb.EchoStreamRequest(payload=sample)
+            else:
+                opener = orders.AllocateStream
+                make = prebuilt(lambda: opb.AllocateStreamRequest(
+                    request_id=f"s{seed}-{next(ids)}", order=factory.order()),
+                    int(4_000 * span))
+            window = max(1, concurrency // 4)
+            await _stream_loop(opener, make, warm, 4, window)
+            return await _stream_loop(opener, make, seconds, 4, window)
+        width = concurrency if kind in ("echo", "allocate") else 4
+        await _closed_loop(calls[kind], warm, width)
+        return await _closed_loop(calls[kind], seconds, width)
 
-        for label, opener, make in (
-            ("stream echo", echo.EchoStream, lambda: dpb.EchoStreamRequest(payload=sample)),
-            ("stream AllocateStream", orders.AllocateStream, stream_request),
-        ):
-            await _stream_loop(opener, make, warm, 4, concurrency // 4 or 1)
-            results[label] = await _stream_loop(opener, make, seconds, 4,
-                                                concurrency // 4 or 1) / seconds
 
-        batch = 100
-        payloads = [sample] * batch
+def _phase_process(args: tuple[str, str, float, int, int, int, float]) -> int:
+    return asyncio.run(_phase(*args))
 
-        def batch_request() -> opb.AllocateOrdersRequest:
-            return opb.AllocateOrdersRequest(request_id=f"b{next(request_ids)}",
-                                             orders=[factory.order() for _ in range(batch)])
 
-        for label, call in (
-            ("batch echo (items)", lambda: echo.EchoBatch(dpb.EchoBatchRequest(payloads=payloads))),
-            ("batch AllocateOrders (orders)", lambda: orders.AllocateOrders(batch_request())),
-        ):
-            await _closed_loop(call, warm, 4)
-            results[label] = await _closed_loop(call, seconds, 4) * batch / seconds
-        return results
+def measure(address: str, seconds: float, concurrency: int, n_skus: int,
+            clients: int) -> dict[str, float]:
+    """Each phase runs in `clients` processes at once; their counts add up."""
+    results: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(clients) as pool:
+        for label, kind, items in PHASES:
+            start_at = time.time() + 4 + (6 if "allocate" in kind else 0)  # time to build
+            counts = pool.map(_phase_process, [
+                (address, kind, seconds, concurrency // clients or 1, n_skus, seed, start_at)
+                for seed in range(clients)])
+            results[label] = sum(counts) * items / seconds
+    return results
 
 
 def start_server(n_skus: int, *store_args: str) -> tuple[subprocess.Popen[str], str]:
@@ -193,11 +234,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--skus", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=2,
+                        help="client processes, so that the client is not the bottleneck")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     process, address = start_server(args.skus)
     try:
-        results = asyncio.run(measure(address, args.seconds, args.concurrency, args.skus))
+        results = measure(address, args.seconds, args.concurrency, args.skus, args.clients)
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
