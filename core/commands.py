@@ -17,6 +17,7 @@ class ReceiptLine:
     quantity: int
     to_bucket: Bucket = Bucket.AVAILABLE
     inbound_reference: str = ""  # consume an expected inbound / transfer instead of new units
+    unit_cost_micros: int = 0  # 0: the SKU's standard cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class InboundLine:
     node_id: str
     quantity: int
     expected_ms: int
+    unit_cost_micros: int = 0  # 0: the SKU's standard cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,15 @@ class ResolveException:
     fraud_threshold: float = 0.8
 
 
+@dataclass(frozen=True, slots=True)
+class AllocateLandedCost:
+    """Freight or duty on a receipt, capitalised into the units it brought."""
+
+    reference: str
+    amount_micros: int
+    description: str = "freight"
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -245,4 +256,5 @@ Command = (
     | ConfirmPack
     | ConfirmShipment
     | ResolveException
+    | AllocateLandedCost
 )

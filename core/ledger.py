@@ -18,6 +18,8 @@ from numba.typed import List as TypedList
 from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
+from core.finance import WATCHED_KINDS as FINANCE_KINDS
+from core.finance import Books
 from core.kernels._ledger import _apply_moves, _bucket_totals
 from core.model import (
     CATALOG_KINDS,
@@ -182,6 +184,7 @@ class Ledger:
         self._compiled: tuple[tuple[int, int, int], CompiledNetwork] | None = None
         self.orders = OrderBook()
         self.exceptions = ExceptionBook()
+        self.books = Books()
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -261,6 +264,8 @@ class Ledger:
                 self._apply_side_effects(event)
             else:
                 self._apply_other(event)
+            if event.kind in FINANCE_KINDS:
+                self.books.post_event(self, event)
 
     def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
                      floors: Sequence[int] | None, replay: bool) -> None:
@@ -387,6 +392,8 @@ class Ledger:
                 self.opportunity_costs.pop((e.sku, e.node), None)
         elif kind in _ORDER_HANDLERS:
             _ORDER_HANDLERS[kind](self, e)
+        elif kind == EventKind.LANDED_COST_ALLOCATED:
+            pass  # money only: the books post it
         else:  # pragma: no cover - every kind is handled above
             raise InvariantViolation(f"unhandled event kind {kind!r}")
 
@@ -457,6 +464,9 @@ class Ledger:
             state = self.orders.packages[package_id]
             h.update(repr((package_id, state.status, sorted(state.quantities.items()),
                            state.wave_id, state.tracking_number)).encode())
+        h.update(repr((self.books.last_hash, sorted(self.books.balances.items()),
+                       sorted(self.books.value.items()), sorted(self.books.units.items()))
+                      ).encode())
         for exception_id in sorted(self.exceptions.by_id):
             rec = self.exceptions.by_id[exception_id]
             h.update(repr((exception_id, rec.exception_type, rec.order_id, rec.resolved,

@@ -73,6 +73,7 @@ class EventKind(IntEnum):
     EXCEPTION_RAISED = 31
     EXCEPTION_RESOLVED = 32
     COUNT_VARIANCE_SETTLED = 33
+    LANDED_COST_ALLOCATED = 34
 
 
 #: Kinds that move units between the ledger and the outside world but are
@@ -151,6 +152,7 @@ class Event:
     channel: int = -1
     due_ms: int = 0
     reason: int = 0  # AdjustReason of an adjustment
+    amount: int = 0  # money, micros: a receipt's unit cost
     counted: int = -1  # cycle count: the quantity counted
     expected: int = -1  # cycle count: the quantity the ledger expected on the shelf
     payload: Any = None

@@ -17,6 +17,7 @@ from core import commands as c
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.finance import LandedCost
 from core.ledger import Ledger
 from core.model import QTY_MAX, AdjustReason, Bucket, Event, EventKind
 from core.network import compile_network
@@ -94,6 +95,15 @@ def _lines(lines: Sequence[Any]) -> None:
         raise InvalidArgument("lines must not be empty", "lines")
 
 
+MONEY_MAX = 10**12  # a million currency units per unit: far from int64 overflow in sums
+
+
+def _money(value: int, field_name: str) -> int:
+    if not 0 <= value <= MONEY_MAX:
+        raise InvalidArgument(f"{field_name} must be between 0 and {MONEY_MAX}", field_name)
+    return value
+
+
 def _finite(value: float, field_name: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"{field_name} must be a finite number >= 0", field_name)
@@ -136,7 +146,8 @@ def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
                   reference=line.inbound_reference)
         else:
             p.add(EventKind.RECEIVED, sku=sku, node=node, to_bucket=to, quantity=qty,
-                  reference=cmd.reference)
+                  reference=cmd.reference,
+                  amount=_money(line.unit_cost_micros, f"lines[{i}].unit_cost_micros"))
 
 
 def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
@@ -150,7 +161,8 @@ def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
         if line.expected_ms <= 0:
             raise InvalidArgument("expected time is required", f"lines[{i}].expected_time")
         p.add(EventKind.INBOUND_EXPECTED, sku=sku, node=node, to_bucket=Bucket.IN_TRANSIT,
-              quantity=qty, reference=cmd.reference, due_ms=line.expected_ms)
+              quantity=qty, reference=cmd.reference, due_ms=line.expected_ms,
+              amount=_money(line.unit_cost_micros, f"lines[{i}].unit_cost_micros"))
 
 
 _REASON_SIGN = {AdjustReason.DAMAGE: -1, AdjustReason.SHRINKAGE: -1, AdjustReason.FOUND: 1}
@@ -415,6 +427,19 @@ def _set_opportunity_costs(p: _Plan, cmd: c.SetOpportunityCosts) -> None:
         p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=line.per_unit_micros)
 
 
+def _landed_cost(p: _Plan, cmd: c.AllocateLandedCost) -> None:
+    _identifier(cmd.reference, "reference")
+    if cmd.reference not in p.ledger.books.receipts:
+        raise NotFound(f"no receipt {cmd.reference!r}", "reference")
+    if not 1 <= cmd.amount_micros <= MONEY_MAX * 1000:
+        raise InvalidArgument("amount_micros must be positive", "amount_micros")
+    if not cmd.description or len(cmd.description) > MAX_ID_LENGTH:
+        raise InvalidArgument("description is required (at most 128 characters)",
+                              "description")
+    p.add(EventKind.LANDED_COST_ALLOCATED, reference=cmd.reference,
+          payload=LandedCost(cmd.reference, cmd.amount_micros, cmd.description))
+
+
 _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.ReceiveStock: _receive,
     c.ExpectInbound: _expect_inbound,
@@ -432,6 +457,7 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.UpsertChannels: _upsert_channels,
     c.SetNetwork: _set_network,
     c.SetOpportunityCosts: _set_opportunity_costs,
+    c.AllocateLandedCost: _landed_cost,
     **ORDER_HANDLERS,
 }
 

@@ -143,6 +143,8 @@ def event_to_proto(event: Event, catalog: Catalog) -> pb.InventoryEvent:
         msg.due_time.CopyFrom(timestamp(event.due_ms))
     if event.reason:
         msg.reason = pb.AdjustmentReason.ValueType(event.reason)
+    if event.amount:
+        msg.amount_micros = event.amount
     if event.counted >= 0:
         msg.counted_quantity = event.counted
         msg.expected_quantity = event.expected

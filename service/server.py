@@ -16,6 +16,8 @@ from allocd.v1 import (
     catalog_service_pb2_grpc,
     diagnostics_service_pb2,
     diagnostics_service_pb2_grpc,
+    finance_service_pb2,
+    finance_service_pb2_grpc,
     inventory_service_pb2,
     inventory_service_pb2_grpc,
     network_service_pb2,
@@ -38,6 +40,7 @@ from service.network_file import load_network_file
 from service.redisstore import RedisEventStore
 from service.servicers.catalog import CatalogServicer
 from service.servicers.diagnostics import DiagnosticsServicer
+from service.servicers.finance import FinanceServicer
 from service.servicers.inventory import InventoryServicer
 from service.servicers.network import NetworkServicer
 from service.servicers.orders import OrderServicer
@@ -51,6 +54,7 @@ SERVICE_NAMES = (
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"].full_name,
     network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
+    finance_service_pb2.DESCRIPTOR.services_by_name["FinanceService"].full_name,
 )
 
 
@@ -95,6 +99,8 @@ class AllocdServer:
             NetworkServicer(self.engine), self.server)
         order_service_pb2_grpc.add_OrderServiceServicer_to_server(
             OrderServicer(self.engine), self.server)
+        finance_service_pb2_grpc.add_FinanceServiceServicer_to_server(
+            FinanceServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -53,7 +53,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                 c.ReceiptLine(line.sku_id, line.node_id, line.quantity,
                               bucket_from_proto(line.to_bucket, f"lines[{i}].to_bucket",
                                                 Bucket.AVAILABLE),
-                              line.inbound_reference)
+                              line.inbound_reference, line.unit_cost_micros)
                 for i, line in enumerate(self._lines(request.lines))), request.reference)
 
         return await self.engine.mutate(
@@ -66,7 +66,8 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         def build() -> c.Command:
             return c.ExpectInbound(request.reference, tuple(
                 c.InboundLine(line.sku_id, line.node_id, line.quantity,
-                              ms_from_timestamp(line.expected_time, f"lines[{i}].expected_time"))
+                              ms_from_timestamp(line.expected_time, f"lines[{i}].expected_time"),
+                              line.unit_cost_micros)
                 for i, line in enumerate(self._lines(request.lines))))
 
         return await self.engine.mutate(

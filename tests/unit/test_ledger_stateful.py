@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from core import commands as c
 from core.errors import DomainError
+from core.finance import reconcile
 from core.ledger import Ledger, LedgerSettings
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.operations import execute
@@ -53,7 +54,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.counter = 0
         self.run(c.UpsertNodes(tuple(NodeSpec(n) for n in NODES)))
         self.run(c.UpsertChannels(tuple(ChannelSpec(ch) for ch in CHANNELS)))
-        self.run(c.UpsertSkus(tuple(SkuSpec(s) for s in SKUS)))
+        self.run(c.UpsertSkus(tuple(SkuSpec(s, unit_cost_micros=1_000_000 * (i + 1))
+                                    for i, s in enumerate(SKUS))))
         if opening:
             self.run(c.ReceiveStock(tuple(c.ReceiptLine(s, n, opening)
                                           for s in SKUS for n in NODES)))
@@ -120,11 +122,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ---- rules ---------------------------------------------------------------------------
     @rule(lines=st.lists(st.tuples(sku_ids, node_ids, small, st.sampled_from(
-        [Bucket.AVAILABLE, Bucket.QUARANTINED])), min_size=1, max_size=4))
+        [Bucket.AVAILABLE, Bucket.QUARANTINED]), st.integers(0, 9_999_999)), min_size=1,
+        max_size=4))
     def receive(self, lines):
-        self.attempt(c.ReceiveStock(tuple(c.ReceiptLine(s, n, q, b) for s, n, q, b in lines)),
-                     True)
-        self.book([(s, n, None, b, q, 0) for s, n, q, b in lines])
+        self.attempt(c.ReceiveStock(tuple(c.ReceiptLine(s, n, q, b, unit_cost_micros=cost)
+                                          for s, n, q, b, cost in lines)), True)
+        self.book([(s, n, None, b, q, 0) for s, n, q, b, _ in lines])
 
     @rule(lines=st.lists(st.tuples(sku_ids, node_ids, st.integers(-12, 12).filter(bool),
                                    st.sampled_from(FREE)), min_size=1, max_size=3))
@@ -290,6 +293,14 @@ class LedgerMachine(RuleBasedStateMachine):
         inside = int(self.ledger.bucket_totals().sum())
         assert inside == self.units_in - self.units_out
         assert (self.ledger.units_in, self.ledger.units_out) == (self.units_in, self.units_out)
+
+    @invariant()
+    def the_books_balance_and_match_the_ledger(self):
+        books = self.ledger.books
+        assert sum(books.balances.values()) == 0  # debits equal credits
+        result = reconcile(self.ledger)
+        assert result.reconciled, result
+        assert books.verify() == (True, 0)
 
     @invariant()
     def replay_reproduces_the_state(self):

@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from core import commands as c
 from core.errors import DomainError
+from core.finance import reconcile
 from core.exceptions import ALLOWED, Resolution
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
@@ -50,6 +51,7 @@ class OrderMachine(RuleBasedStateMachine):
         self.run(c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))))
         self.run(c.UpsertSkus(tuple(
             SkuSpec(s, weight_lb=1.0 + i, length_in=6, width_in=4, height_in=2,
+                    unit_cost_micros=3_000_000 + i * 700_001, price_micros=9_000_000 + i,
                     substitution_group="g" if s in "ab" else "") for i, s in enumerate(SKUS))))
         self.run(c.SetNetwork(NETWORK))
         lines = [c.ReceiptLine(s, n, q) for (s, n), q in
@@ -165,6 +167,13 @@ class OrderMachine(RuleBasedStateMachine):
         for s in range(len(SKUS)):
             for n in range(len(NODES)):
                 assert self.ledger.quantity(s, n, Bucket.ALLOCATED) == held[(s, n)], (s, n)
+
+    @invariant()
+    def the_books_balance_and_match_the_ledger(self):
+        assert sum(self.ledger.books.balances.values()) == 0
+        result = reconcile(self.ledger)
+        assert result.reconciled, result
+        assert self.ledger.books.verify() == (True, 0)
 
     @invariant()
     def replay_rebuilds_the_same_state(self):

@@ -1,0 +1,277 @@
+"""The books: a double-entry journal posted from ledger events, with moving-average cost.
+
+Every event that changes what the company owns or owes posts a balanced journal
+entry (money in integer micros). Inventory is valued per SKU at moving weighted
+average cost, kept exact: the SKU's total value and owned units are tracked, and
+issuing q of u units takes value * q // u (the last unit takes what is left), so
+the inventory account always equals the sum of the SKUs' values. Entries are
+hash-chained: changing any entry breaks the chain from there on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from core.model import Bucket, Event, EventKind
+
+if TYPE_CHECKING:
+    from core.ledger import Ledger
+
+
+class Account(IntEnum):
+    ACCOUNTS_RECEIVABLE = 1100
+    INVENTORY = 1200
+    VENDOR_RECEIVABLE = 1300
+    ACCOUNTS_PAYABLE = 2000
+    ACCRUED_LANDED_COST = 2100
+    REFUNDS_PAYABLE = 2200
+    CARRIER_PAYABLE = 2300
+    REVENUE = 4000
+    SALES_RETURNS = 4100
+    RESTOCKING_FEES = 4200
+    INVENTORY_GAINS = 4900
+    COST_OF_GOODS_SOLD = 5000
+    SHIPPING_EXPENSE = 5100
+    INVENTORY_WRITE_OFFS = 5200
+
+
+#: Normal balance side: assets and expenses are debit accounts.
+DEBIT_NORMAL = frozenset({Account.ACCOUNTS_RECEIVABLE, Account.INVENTORY,
+                          Account.VENDOR_RECEIVABLE, Account.SALES_RETURNS,
+                          Account.COST_OF_GOODS_SOLD, Account.SHIPPING_EXPENSE,
+                          Account.INVENTORY_WRITE_OFFS})
+
+GENESIS = "0" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class JournalLine:
+    account: Account
+    debit: int = 0
+    credit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    number: int
+    seq: int  # the event that posted it
+    time_ms: int
+    kind: str
+    memo: str
+    sku: int
+    lines: tuple[JournalLine, ...]
+    prev_hash: str
+    hash: str
+
+    def body(self) -> bytes:
+        lines = ";".join(f"{int(x.account)}:{x.debit}:{x.credit}" for x in self.lines)
+        return (f"{self.number}|{self.seq}|{self.time_ms}|{self.kind}|{self.memo}|{self.sku}|"
+                f"{lines}|{self.prev_hash}").encode()
+
+
+def entry_hash(entry: JournalEntry) -> str:
+    return hashlib.blake2b(entry.body(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LandedCost:
+    """Payload of LANDED_COST_ALLOCATED: freight or duty on a receipt."""
+
+    reference: str
+    amount_micros: int
+    description: str
+
+
+@dataclass(slots=True)
+class Books:
+    entries: list[JournalEntry] = field(default_factory=list)
+    balances: dict[Account, int] = field(default_factory=dict)  # debit minus credit
+    value: dict[int, int] = field(default_factory=dict)  # sku -> inventory value, micros
+    units: dict[int, int] = field(default_factory=dict)  # sku -> owned units
+    po_cost: dict[tuple[str, int], int] = field(default_factory=dict)  # (po, sku) -> unit cost
+    transfers: set[str] = field(default_factory=set)
+    receipts: dict[str, list[int]] = field(default_factory=dict)  # reference -> skus
+    last_hash: str = GENESIS
+
+    # ---- posting --------------------------------------------------------------------
+    def _post(self, event: Event, kind: str, memo: str, sku: int,
+              lines: Iterable[JournalLine]) -> None:
+        kept = tuple(x for x in lines if x.debit or x.credit)
+        if not kept:
+            return
+        debit = sum(x.debit for x in kept)
+        credit = sum(x.credit for x in kept)
+        if debit != credit:  # pragma: no cover - every rule below posts both sides
+            raise ValueError(f"unbalanced entry {kind}: {debit} != {credit}")
+        entry = JournalEntry(len(self.entries) + 1, event.seq, event.time_ms, kind, memo, sku,
+                             kept, self.last_hash, "")
+        entry = replace(entry, hash=entry_hash(entry))
+        self.entries.append(entry)
+        self.last_hash = entry.hash
+        for x in kept:
+            self.balances[x.account] = self.balances.get(x.account, 0) + x.debit - x.credit
+
+    def _receive(self, sku: int, qty: int, unit_cost: int) -> int:
+        amount = qty * unit_cost
+        self.units[sku] = self.units.get(sku, 0) + qty
+        self.value[sku] = self.value.get(sku, 0) + amount
+        return amount
+
+    def _issue(self, sku: int, qty: int) -> int:
+        """The value of `qty` units leaving inventory at moving average cost."""
+        units = self.units.get(sku, 0)
+        value = self.value.get(sku, 0)
+        if units <= 0:
+            return 0
+        qty = min(qty, units)
+        cost = value if qty == units else value * qty // units
+        self.units[sku] = units - qty
+        self.value[sku] = value - cost
+        return cost
+
+    def average_cost(self, sku: int) -> int:
+        units = self.units.get(sku, 0)
+        return self.value.get(sku, 0) // units if units else 0
+
+    def post_event(self, ledger: Ledger, e: Event) -> None:
+        """Post what `e` means in money (called by Ledger.apply, in event order)."""
+        kind = e.kind
+        cat = ledger.catalog
+        standard = int(cat.unit_cost_micros[e.sku]) if e.sku >= 0 and e.sku < cat.n_skus else 0
+        inv, ap = Account.INVENTORY, Account.ACCOUNTS_PAYABLE
+        if kind == EventKind.RECEIVED:
+            amount = self._receive(e.sku, e.quantity, e.amount or standard)
+            self.receipts.setdefault(e.reference, []).append(e.sku)
+            self._post(e, "receipt", e.reference, e.sku,
+                       (JournalLine(inv, debit=amount), JournalLine(ap, credit=amount)))
+        elif kind == EventKind.INBOUND_EXPECTED:
+            self.po_cost[(e.reference, e.sku)] = e.amount or standard
+        elif kind in (EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT):
+            self.transfers.add(e.reference)
+        elif kind == EventKind.INBOUND_RECEIVED and e.reference not in self.transfers:
+            cost = self.po_cost.get((e.reference, e.sku), standard)
+            amount = self._receive(e.sku, e.quantity, cost)
+            self.receipts.setdefault(e.reference, []).append(e.sku)
+            self._post(e, "receipt", e.reference, e.sku,
+                       (JournalLine(inv, debit=amount), JournalLine(ap, credit=amount)))
+        elif kind in (EventKind.ADJUSTED, EventKind.COUNT_ADJUSTED,
+                      EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
+                      EventKind.PICK_SHORTAGE):
+            if e.from_bucket == Bucket.EXTERNAL:  # found units
+                amount = self._receive(e.sku, e.quantity, self.average_cost(e.sku) or standard)
+                self._post(e, "inventory gain", kind.name.lower(), e.sku, (
+                    JournalLine(inv, debit=amount),
+                    JournalLine(Account.INVENTORY_GAINS, credit=amount)))
+            elif e.to_bucket == Bucket.EXTERNAL:  # lost, damaged, scrapped
+                amount = self._issue(e.sku, e.quantity)
+                self._post(e, "write-off", kind.name.lower(), e.sku, (
+                    JournalLine(Account.INVENTORY_WRITE_OFFS, debit=amount),
+                    JournalLine(inv, credit=amount)))
+        elif kind == EventKind.ORDER_UNITS_SHIPPED:
+            cost = self._issue(e.sku, e.quantity)
+            price = int(cat.price_micros[e.sku]) * e.quantity
+            self._post(e, "shipment", e.reference, e.sku, (
+                JournalLine(Account.COST_OF_GOODS_SOLD, debit=cost),
+                JournalLine(inv, credit=cost),
+                JournalLine(Account.ACCOUNTS_RECEIVABLE, debit=price),
+                JournalLine(Account.REVENUE, credit=price)))
+        elif kind == EventKind.PACKAGE_SHIPPED:
+            state = ledger.orders.packages.get(e.reference)
+            carrier = state.plan.carrier_micros if state is not None else 0
+            self._post(e, "carrier cost", e.reference, -1, (
+                JournalLine(Account.SHIPPING_EXPENSE, debit=carrier),
+                JournalLine(Account.CARRIER_PAYABLE, credit=carrier)))
+        elif kind == EventKind.LANDED_COST_ALLOCATED:
+            self._landed_cost(e)
+
+    def _landed_cost(self, e: Event) -> None:
+        """Capitalise freight or duty into the receipt's SKUs still on hand, by value;
+        what falls on SKUs already gone goes to cost of goods sold."""
+        landed: LandedCost = e.payload
+        skus = sorted(set(self.receipts.get(landed.reference, ())))
+        weights = [max(self.value.get(s, 0), 0) for s in skus]
+        total = sum(weights)
+        remaining = landed.amount_micros
+        lines: list[JournalLine] = []
+        for i, (sku, weight) in enumerate(zip(skus, weights, strict=True)):
+            share = remaining if i == len(skus) - 1 else (
+                landed.amount_micros * weight // total if total else
+                landed.amount_micros // len(skus))
+            remaining -= share
+            if self.units.get(sku, 0) > 0:
+                self.value[sku] = self.value.get(sku, 0) + share
+                lines.append(JournalLine(Account.INVENTORY, debit=share))
+            else:
+                lines.append(JournalLine(Account.COST_OF_GOODS_SOLD, debit=share))
+        lines.append(JournalLine(Account.ACCRUED_LANDED_COST, credit=landed.amount_micros))
+        self._post(e, "landed cost", f"{landed.description} on {landed.reference}", -1, lines)
+
+    # ---- views ----------------------------------------------------------------------
+    def trial_balance(self) -> dict[Account, int]:
+        return {account: self.balances.get(account, 0) for account in Account}
+
+    def verify(self) -> tuple[bool, int]:
+        """(whether the chain is intact, the first entry number that is not; 0 if none)."""
+        previous = GENESIS
+        for entry in self.entries:
+            if entry.prev_hash != previous or entry_hash(entry) != entry.hash:
+                return False, entry.number
+            previous = entry.hash
+        return True, 0
+
+
+WATCHED_KINDS = frozenset({
+    EventKind.RECEIVED, EventKind.INBOUND_EXPECTED, EventKind.TRANSFER_SHIPPED,
+    EventKind.TRANSFER_IN_TRANSIT, EventKind.INBOUND_RECEIVED, EventKind.ADJUSTED,
+    EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
+    EventKind.PICK_SHORTAGE, EventKind.ORDER_UNITS_SHIPPED, EventKind.PACKAGE_SHIPPED,
+    EventKind.LANDED_COST_ALLOCATED,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    inventory_account: int
+    sum_of_values: int
+    ledger_units: int
+    book_units: int
+    differences: tuple[tuple[int, int, int], ...]  # (sku, ledger units, book units)
+
+    @property
+    def reconciled(self) -> bool:
+        return not self.differences and self.inventory_account == self.sum_of_values
+
+
+def owned_units(ledger: Ledger) -> dict[int, int]:
+    """Units the company owns per SKU: every bucket, less purchase orders not yet received
+    (in transit to us, but still the supplier's)."""
+    books = ledger.books
+    owned: dict[int, int] = {}
+    n_nodes = ledger.catalog.n_nodes
+    for shard_no, shard in enumerate(ledger.shards):
+        if not shard.n_skus or not n_nodes:
+            continue
+        totals = shard.qty[: shard.n_skus, :n_nodes].sum(axis=(1, 2)).tolist()
+        for local, units in enumerate(totals):
+            if units:
+                owned[local * ledger.n_shards + shard_no] = int(units)
+    for (reference, sku, _), line in ledger.inbound.items():
+        if reference not in books.transfers:
+            owned[sku] = owned.get(sku, 0) - line.remaining
+    return {sku: units for sku, units in owned.items() if units}
+
+
+def reconcile(ledger: Ledger) -> Reconciliation:
+    books = ledger.books
+    ledger_units = owned_units(ledger)
+    book_units = {s: u for s, u in books.units.items() if u}
+    differences = tuple(sorted(
+        (sku, ledger_units.get(sku, 0), book_units.get(sku, 0))
+        for sku in set(ledger_units) | set(book_units)
+        if ledger_units.get(sku, 0) != book_units.get(sku, 0)))
+    return Reconciliation(books.balances.get(Account.INVENTORY, 0), sum(books.value.values()),
+                          sum(ledger_units.values()), sum(book_units.values()), differences)

@@ -1,0 +1,114 @@
+"""allocd.v1.FinanceService: the journal, trial balance, valuation and reconciliation."""
+
+from __future__ import annotations
+
+from allocd.v1 import finance_service_pb2 as pb
+from allocd.v1 import finance_service_pb2_grpc as pb_grpc
+
+from core import commands as c
+from core.errors import InvalidArgument
+from core.finance import Account, reconcile
+from service.codec import timestamp
+from service.engine import Engine
+from service.errors import Context, check_count, unary
+from service.servicers.inventory import mutation_result
+
+MAX_PAGE = 1000
+
+
+class FinanceServicer(pb_grpc.FinanceServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @unary
+    async def AllocateLandedCost(self, request: pb.AllocateLandedCostRequest,
+                                 context: Context) -> pb.AllocateLandedCostResponse:
+        return await self.engine.mutate(
+            "AllocateLandedCost", request,
+            lambda: c.AllocateLandedCost(request.reference, request.amount_micros,
+                                         request.description or "freight"),
+            lambda o: pb.AllocateLandedCostResponse(result=mutation_result(o)))
+
+    @unary
+    async def GetJournal(self, request: pb.GetJournalRequest,
+                         context: Context) -> pb.GetJournalResponse:
+        if request.page_size < 0 or request.from_number < 0:
+            raise InvalidArgument("page_size and from_number must be >= 0", "page_size")
+        account = None
+        if request.account:
+            try:
+                account = Account(request.account)
+            except ValueError:
+                raise InvalidArgument(f"no account {request.account}", "account") from None
+        size = min(request.page_size or 100, MAX_PAGE)
+        books = self.engine.ledger.books
+        skus = self.engine.ledger.catalog.sku_ids
+        response = pb.GetJournalResponse()
+        number = max(request.from_number, 1)
+        while number <= len(books.entries) and len(response.entries) < size:
+            entry = books.entries[number - 1]
+            number += 1
+            if account is not None and all(x.account != account for x in entry.lines):
+                continue
+            response.entries.add(
+                number=entry.number, sequence=entry.seq, time=timestamp(entry.time_ms),
+                kind=entry.kind, memo=entry.memo,
+                sku_id=skus[entry.sku] if entry.sku >= 0 else "",
+                lines=[pb.JournalLine(account=int(x.account), account_name=x.account.name,
+                                      debit_micros=x.debit, credit_micros=x.credit)
+                       for x in entry.lines],
+                previous_hash=entry.prev_hash, hash=entry.hash)
+        response.next_number = number if number <= len(books.entries) else 0
+        return response
+
+    @unary
+    async def GetTrialBalance(self, request: pb.GetTrialBalanceRequest,
+                              context: Context) -> pb.GetTrialBalanceResponse:
+        balances = self.engine.ledger.books.trial_balance()
+        debit = sum(v for v in balances.values() if v > 0)
+        credit = -sum(v for v in balances.values() if v < 0)
+        return pb.GetTrialBalanceResponse(
+            accounts=[pb.AccountBalance(account=int(a), name=a.name, balance_micros=v)
+                      for a, v in balances.items()],
+            total_debit_micros=debit, total_credit_micros=credit, balanced=debit == credit)
+
+    @unary
+    async def GetInventoryValuation(self, request: pb.GetInventoryValuationRequest,
+                                    context: Context) -> pb.GetInventoryValuationResponse:
+        ledger = self.engine.ledger
+        books = ledger.books
+        check_count(len(request.sku_ids), self.engine.settings.max_lines_per_request,
+                    "sku_ids", "max_lines_per_request")
+        skus = (ledger.catalog.skus(request.sku_ids).tolist() if request.sku_ids
+                else sorted(s for s in set(books.units) | set(books.value)
+                            if books.units.get(s) or books.value.get(s)))
+        response = pb.GetInventoryValuationResponse()
+        for sku in skus:
+            value = books.value.get(sku, 0)
+            response.skus.add(sku_id=ledger.catalog.sku_ids[sku], units=books.units.get(sku, 0),
+                              average_cost_micros=books.average_cost(sku), value_micros=value)
+            response.total_value_micros += value
+        return response
+
+    @unary
+    async def GetReconciliation(self, request: pb.GetReconciliationRequest,
+                                context: Context) -> pb.GetReconciliationResponse:
+        ledger = self.engine.ledger
+        result = reconcile(ledger)
+        return pb.GetReconciliationResponse(
+            inventory_account_micros=result.inventory_account,
+            sum_of_sku_values_micros=result.sum_of_values,
+            ledger_owned_units=result.ledger_units, book_units=result.book_units,
+            differences=[pb.ReconciliationDifference(
+                sku_id=ledger.catalog.sku_ids[sku], ledger_units=a, book_units=b)
+                for sku, a, b in result.differences],
+            reconciled=result.reconciled)
+
+    @unary
+    async def VerifyJournal(self, request: pb.VerifyJournalRequest,
+                            context: Context) -> pb.VerifyJournalResponse:
+        books = self.engine.ledger.books
+        intact, first_bad = books.verify()
+        return pb.VerifyJournalResponse(intact=intact, entries=len(books.entries),
+                                        first_bad_entry=first_bad, last_hash=books.last_hash)
+
