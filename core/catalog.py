@@ -58,6 +58,7 @@ class Catalog:
         self.nodes: list[NodeSpec] = []
         self.node_index: dict[str, int] = {}
         self.node_enabled = np.zeros(0, dtype=np.bool_)
+        self.nodes_version = 0  # bumped by every node change (caches key on it)
         self.channels: list[ChannelSpec] = []
         self.channel_index: dict[str, int] = {}
 
@@ -143,6 +144,7 @@ class Catalog:
 
     # ---- nodes ------------------------------------------------------------
     def put_node(self, spec: NodeSpec, dense: int) -> None:
+        self.nodes_version += 1
         if dense == self.n_nodes:
             self.nodes.append(spec)
             self.node_index[spec.node_id] = dense

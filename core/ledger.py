@@ -340,6 +340,8 @@ class Ledger:
                 keys.discard(key)
                 if not keys:
                     del self.inbound_by_sku[e.sku]
+        elif kind == EventKind.COUNT_VARIANCE_SETTLED:
+            self.held_variances.pop(e.reference, None)
         elif kind == EventKind.COUNT_VARIANCE_HELD:
             held = self.held_variances.get(e.reference)
             if held is None:
@@ -409,7 +411,7 @@ class Ledger:
 
     def network(self) -> CompiledNetwork:
         """The cost model compiled over the current nodes and channels (cached)."""
-        key = (id(self.network_spec), self.catalog.n_nodes, len(self.catalog.channels))
+        key = (id(self.network_spec), self.catalog.nodes_version, len(self.catalog.channels))
         if self._compiled is None or self._compiled[0] != key:
             self._compiled = (key, compile_network(self.network_spec, self.catalog))
         return self._compiled[1]

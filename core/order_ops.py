@@ -405,7 +405,12 @@ def confirm_pick(p: Plan, cmd: c.ConfirmPick) -> PickResult:
     exception_id = _raise(p, ExceptionInfo(
         ExceptionType.SHORT_PICK, state.order_id,
         f"{short_total} units missing at {node_id}; count the location", cmd.package_id))
-    request = Request(record.spec, tuple(short_lines), len(record.package_ids))
+    # The decision replaces the lines' open backorders: ask for those units too.
+    outstanding = tuple(
+        (line_id, sku, short + (record.backorders[line_id].quantity
+                                if line_id in record.backorders else 0))
+        for line_id, sku, short in short_lines)
+    request = Request(record.spec, outstanding, len(record.package_ids))
     (outcome,) = _decide_and_emit(p, [(record.spec, request)])
     return PickResult(state.order_id, short_total, outcome, exception_id)
 

@@ -49,14 +49,15 @@ def wall_clock_ms() -> int:
 @dataclass(slots=True)
 class _Answer:
     fingerprint: bytes
-    response: bytes | None  # None while the first call is still being made durable
-    done: asyncio.Event
+    response: bytes | None  # the answer (set before it is durable)
+    done: asyncio.Event  # set once the call is settled, durable or failed
+    durable: bool = False
 
 
 def _done_answer(record: IdempotencyRecord) -> _Answer:
     done = asyncio.Event()
     done.set()
-    return _Answer(record.fingerprint, record.response, done)
+    return _Answer(record.fingerprint, record.response, done, durable=True)
 
 
 def fingerprint(method: str, request: Message) -> bytes:
@@ -98,6 +99,7 @@ class Engine:
         self.snapshot_time = time.monotonic()
         self.recovery_notes: list[str] = []
         self.last_fork_pause_ms = 0.0
+        self.generation = 0  # bumped by every store failure
 
     def _new_ledger(self) -> Ledger:
         s = self.settings
@@ -134,7 +136,12 @@ class Engine:
         self.broken = ""
 
     def _trim_answers(self) -> None:
+        # Oldest first; an answer still in flight is never forgotten (a retry of it must
+        # wait for it, not run again).
         while len(self._answers) > self.settings.idempotency_capacity:
+            oldest = next(iter(self._answers.values()))
+            if not oldest.done.is_set():
+                break
             self._answers.popitem(last=False)
 
     def _remember(self, key: tuple[str, str], answer: _Answer) -> None:
@@ -160,25 +167,37 @@ class Engine:
                     f"request_id {request_id!r} was used for a different {method} request",
                     "request_id")
             await answer.done.wait()
-            if answer.response is not None:
+            if answer.durable and answer.response is not None:
                 return self._replayed(respond, answer.response)
             # The first attempt failed to become durable; this retry runs afresh.
         self._writable()
         outcome = execute(self.ledger, build(), self.clock(), request_id)
-        response = respond(outcome)
-        answer = _Answer(print_, None, asyncio.Event())
-        self._remember(key, answer)
         try:
+            response = respond(outcome)
             payload = response.SerializeToString()
-            await self._commit(Commit(outcome.events,
-                                      IdempotencyRecord(method, request_id, print_, payload)))
-            answer.response = payload
+        except BaseException as error:
+            # The ledger has this call's events but they cannot be answered or recorded:
+            # reload from the store (which does not have them) before anything else runs.
+            if outcome.events:
+                self._break(f"a change could not be answered: {error!r}")
+            raise
+        answer = _Answer(print_, payload, asyncio.Event())
+        self._remember(key, answer)
+        commit = Commit(outcome.events, IdempotencyRecord(method, request_id, print_, payload))
+        # Shielded: once applied, a change is made durable and its answer recorded even if
+        # the caller goes away (a cancelled call must not leave a change without its answer).
+        await asyncio.shield(asyncio.ensure_future(self._settle(key, answer, commit)))
+        return response
+
+    async def _settle(self, key: tuple[str, str], answer: _Answer, commit: Commit) -> None:
+        try:
+            await self._commit(commit)
+            answer.durable = True
         except BaseException:
             self._answers.pop(key, None)
             raise
         finally:
             answer.done.set()
-        return response
 
     @staticmethod
     def _replayed(respond: Callable[[Outcome], ResponseT], payload: bytes) -> ResponseT:
@@ -193,7 +212,7 @@ class Engine:
         self._writable()
         outcome = execute(self.ledger, command, self.clock(), request_id)
         if outcome.events:
-            await self._commit(Commit(outcome.events))
+            await asyncio.shield(asyncio.ensure_future(self._commit(Commit(outcome.events))))
         return outcome
 
     async def _commit(self, commit: Commit) -> None:
@@ -222,11 +241,17 @@ class Engine:
             self._durable.notify_all()
 
     def _break(self, reason: str) -> None:
+        self.generation += 1  # anything started before this (a snapshot) is void
         if not self.broken:
             self.broken = reason
             log.error("writes paused: %s; reloading from the store", reason)
+        asyncio.get_running_loop().create_task(self._wake_waiters())
         if self._reload_task is None or self._reload_task.done():
             self._reload_task = asyncio.create_task(self._reload_until_done())
+
+    async def _wake_waiters(self) -> None:
+        async with self._durable:
+            self._durable.notify_all()
 
     async def _reload_until_done(self) -> None:
         """Rebuild the state from the store (it lost nothing acknowledged), retrying until
@@ -258,6 +283,9 @@ class Engine:
         copy-on-write image of the moment; the snapshot is published once every event
         it holds is durable. Returns whether it was published."""
         seq = self.ledger.last_seq
+        generation = self.generation
+        # Answers of calls still in flight go in too: their events are in the image, and
+        # the snapshot is published only once those are durable.
         answers = [IdempotencyRecord(m, r, a.fingerprint, a.response)
                    for (m, r), a in self._answers.items() if a.response is not None]
         self.store.begin_snapshot(seq)
@@ -274,8 +302,9 @@ class Engine:
         self.last_fork_pause_ms = (time.perf_counter() - forked) * 1000
         _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         async with self._durable:
-            await self._durable.wait_for(lambda: self.durable_seq >= seq or bool(self.broken))
-        if status != 0 or self.broken:
+            await self._durable.wait_for(
+                lambda: self.durable_seq >= seq or self.generation != generation)
+        if status != 0 or self.generation != generation:
             await self.store.discard_snapshot(seq)
             log.error("snapshot of event %d not published (child status %d%s)", seq, status,
                       f"; {self.broken}" if self.broken else "")

@@ -46,6 +46,16 @@ class _Rotate:
     first_seq: int
 
 
+def _is_final_record(data: bytes, offset: int) -> bool:
+    """Whether the record at `offset` is the file's last: its header is cut short, its
+    length runs past the end, or it ends exactly at the end. Only such a record can be an
+    unfinished write; a bad record with data after it is corruption."""
+    if offset + logcodec.HEADER_SIZE > len(data):
+        return True
+    length = int.from_bytes(data[offset:offset + 4], "little")
+    return offset + logcodec.HEADER_SIZE + length >= len(data)
+
+
 def _segment_name(first_seq: int) -> str:
     return f"wal-{first_seq:020d}.log"
 
@@ -142,10 +152,11 @@ class FileEventStore(EventStore):
                 try:
                     commit, following = logcodec.load_record(data, offset)
                 except (logcodec.CorruptRecord, Exception) as error:
-                    if index != len(segments) - 1:
+                    if index != len(segments) - 1 or not _is_final_record(data, offset):
                         raise StoreCorrupt(
-                            f"{path.name}: bad record at byte {offset} ({error}) before the "
-                            "last segment; refusing to guess what was lost") from error
+                            f"{path.name}: bad record at byte {offset} ({error}) with data "
+                            "after it: not an unfinished write; refusing to guess what was "
+                            "lost") from error
                     verb = "cut the log" if repair else "the log would be cut:"
                     message = (f"{verb} {path.name} at byte {offset} of {len(data)}: "
                                f"{error}; {len(data) - offset} bytes of an unfinished write "
@@ -161,8 +172,11 @@ class FileEventStore(EventStore):
                 offset = following
                 if not isinstance(commit, Commit):
                     raise StoreCorrupt(f"{path.name}: record at byte {offset} is not a commit")
-                if not commit.events or commit.last_seq < expected:
-                    continue  # covered by the snapshot (or empty)
+                if not commit.events:
+                    yield commit  # an answer to a call that changed nothing
+                    continue
+                if commit.last_seq < expected:
+                    continue  # covered by the snapshot
                 if commit.events[0].seq != expected:
                     raise StoreCorrupt(f"{path.name}: gap in the log: expected event "
                                        f"{expected}, found {commit.events[0].seq}")
@@ -202,7 +216,10 @@ class FileEventStore(EventStore):
                     await self._flush(chunk)
                     chunk = []
                 if self._failed is None:
-                    await asyncio.to_thread(self._rotate, item.first_seq)
+                    try:
+                        await asyncio.to_thread(self._rotate, item.first_seq)
+                    except OSError as error:
+                        self._fail(error, [])
             else:
                 chunk.append(item)  # type: ignore[arg-type]
         if chunk:
@@ -257,10 +274,12 @@ class FileEventStore(EventStore):
     async def _sync_every_second(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self._dirty and self._file is not None:
+            if self._dirty and self._file is not None and self._failed is None:
                 self._dirty = False
-                with contextlib.suppress(OSError):
+                try:
                     await asyncio.to_thread(os.fsync, self._file)
+                except OSError as error:  # acknowledged writes may be lost: say so, stop
+                    self._fail(error, [])
 
     # ---- snapshots ----------------------------------------------------------------
     def write_snapshot(self, seq: int, blob: bytes) -> None:

@@ -21,12 +21,10 @@ MAX_RECORD = 1 << 30
 _ALLOWED_MODULES = ("core.", "service.store")
 _ALLOWED_GLOBALS = {
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
-    ("builtins", "slice"), ("builtins", "complex"), ("builtins", "getattr"),
-    ("collections", "OrderedDict"), ("collections", "defaultdict"),
+    ("collections", "OrderedDict"),
     ("numpy", "dtype"), ("numpy", "ndarray"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("copyreg", "_reconstructor"), ("builtins", "object"),
 }
 
 
@@ -36,8 +34,14 @@ class CorruptRecord(Exception):
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(_ALLOWED_MODULES) or (module, name) in _ALLOWED_GLOBALS:
+        if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if module.startswith(_ALLOWED_MODULES) and "." not in name:
+            # Only classes that allocd itself defines there: not functions, not modules
+            # (a dotted path through an imported module could reach anything).
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in the store")
 
 

@@ -109,7 +109,7 @@ def _plan_to_proto(ledger: Ledger, plan: PackagePlan, quantities: dict[str, int]
                               units_micros=plan.units_micros,
                               split_penalty_micros=plan.penalty_micros,
                               total_micros=plan.total_micros),
-        billable_weight_lb=plan.billable_lb, ship_date=timestamp(plan.ship_ms),
+        billable_weight_lb=min(plan.billable_lb, 2**31 - 1), ship_date=timestamp(plan.ship_ms),
         promised_delivery=timestamp(plan.promise_ms),
         status=pb.PackageStatus.ValueType(status), wave_id=wave_id,
         tracking_number=tracking_number)

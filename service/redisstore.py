@@ -55,6 +55,8 @@ class RedisEventStore(EventStore):
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        self._id_seq = 0
+        self._id_k = 0
 
     def _connect(self) -> aioredis.Redis:
         return aioredis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
@@ -72,6 +74,13 @@ class RedisEventStore(EventStore):
         finally:
             await reader.aclose()
         self._client = self._connect()
+        try:
+            info = await self._client.xinfo_stream(self.log_key)
+            last = info["last-generated-id"]
+            last = last.decode() if isinstance(last, bytes) else str(last)
+            self._id_seq, self._id_k = (int(x) for x in last.split("-"))
+        except redis.ResponseError:  # no stream yet
+            self._id_seq, self._id_k = 0, 0
         self._failed = None
         self._writer = asyncio.create_task(self._write_forever())
         return recovered
@@ -97,7 +106,7 @@ class RedisEventStore(EventStore):
         after = snapshot.seq if snapshot else 0
         commits: list[Commit] = []
         expected = after + 1
-        start = f"{after + 1}-0"
+        start = f"{after}-1"  # after the snapshot's last commit; answer-only entries too
         while True:
             entries = await client.xrange(self.log_key, min=start, max="+", count=READ_BATCH)
             if not entries:
@@ -111,8 +120,11 @@ class RedisEventStore(EventStore):
                     commit = logcodec.loads(payload)
                 except logcodec.CorruptRecord as error:
                     raise StoreCorrupt(f"log entry {entry_id!r}: {error}") from error
-                if not isinstance(commit, Commit) or not commit.events:
+                if not isinstance(commit, Commit):
                     raise StoreCorrupt(f"log entry {entry_id!r} is not a commit")
+                if not commit.events:
+                    commits.append(commit)  # an answer to a call that changed nothing
+                    continue
                 if commit.last_seq < expected:
                     continue
                 if commit.events[0].seq != expected:
@@ -130,8 +142,6 @@ class RedisEventStore(EventStore):
     async def append(self, commit: Commit) -> None:
         if self._failed is not None or self._writer is None:
             raise StoreUnavailable(f"Redis cannot be written: {self._failed}")
-        if not commit.events:
-            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((commit, logcodec.frame(logcodec.dumps(commit)), future))
         self._wake.set()
@@ -148,7 +158,7 @@ class RedisEventStore(EventStore):
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for commit, record, _ in batch:
-                        pipe.xadd(self.log_key, {"c": record}, id=f"{commit.last_seq}-0")
+                        pipe.xadd(self.log_key, {"c": record}, id=self._next_id(commit))
                     await pipe.execute()
             except (redis.RedisError, OSError) as error:
                 self._fail(error, batch)
@@ -156,6 +166,15 @@ class RedisEventStore(EventStore):
             for _, _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    def _next_id(self, commit: Commit) -> str:
+        """<last event seq>-0 for a commit with events; a commit without (an answer only)
+        takes the next sub-id after the last one, so ids always increase."""
+        if commit.events:
+            self._id_seq, self._id_k = commit.last_seq, 0
+        else:
+            self._id_k += 1
+        return f"{self._id_seq}-{self._id_k}"
 
     def _fail(self, error: BaseException,
               batch: list[tuple[Commit, bytes, asyncio.Future[None]]]) -> None:
@@ -189,7 +208,7 @@ class RedisEventStore(EventStore):
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self.snapshot_key, mapping={"seq": seq, "chunks": chunks})
             pipe.delete(self._chunk(seq, "count"))
-            pipe.xtrim(self.log_key, minid=f"{seq + 1}-0")
+            pipe.xtrim(self.log_key, minid=f"{seq}-1")  # keeps answers written since
             await pipe.execute()
         if old:
             old_seq, old_chunks = int(old[b"seq"]), int(old[b"chunks"])

@@ -4,6 +4,7 @@ the events rebuilds the same state."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 from hypothesis import settings
@@ -12,8 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from core import commands as c
 from core.errors import DomainError
-from core.finance import reconcile
 from core.exceptions import ALLOWED, Resolution
+from core.finance import reconcile
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
@@ -186,3 +187,23 @@ OrderMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=
                                           deadline=None)
 test_order_workflows_keep_the_books_straight = OrderMachine.TestCase
 
+
+
+def test_a_short_pick_adds_to_the_lines_open_backorder():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in (c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),)),
+                    c.UpsertChannels((ChannelSpec("web"),)),
+                    c.UpsertSkus((SkuSpec("a", weight_lb=1.0),)),
+                    c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:1])),
+                    c.ReceiveStock((c.ReceiptLine("a", "n0", 6),))):
+        execute(ledger, command, NOW)
+    spec = OrderSpec("o", "web", SlaTier.STANDARD, (OrderLineSpec("1", "a", 10),),
+                     postal_code="10001")
+    execute(ledger, c.AllocateOrders((spec,)), NOW)
+    record = ledger.orders.orders["o"]
+    assert record.backorders["1"].quantity == 4
+    (package_id,) = record.package_ids
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick(package_id, (("1", 5),)), NOW)  # one unit missing
+    # 5 picked, 1 written off, so 5 still owed: the 4 backordered and the 1 short.
+    assert record.backorders["1"].quantity == 5

@@ -1,0 +1,149 @@
+"""Faults around the write path: nothing applied without being recorded, no answer lost."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import pytest
+from allocd.v1 import inventory_service_pb2 as inv
+from allocd.v1 import order_service_pb2 as opb
+
+from core import commands as c
+from core.model import ChannelSpec, NodeSpec, SkuSpec
+from service import logcodec
+from service.config import Settings
+from service.engine import Engine
+from service.filestore import FileEventStore
+from service.store import Commit, MemoryEventStore, StoreCorrupt
+
+
+async def _engine(store) -> Engine:
+    engine = Engine(Settings(store="memory"), store)
+    await engine.start()
+    if engine.ledger.catalog.n_skus == 0:
+        await engine.mutate_internal(c.UpsertNodes((NodeSpec("A"),)), "n")
+        await engine.mutate_internal(c.UpsertChannels((ChannelSpec("web"),)), "ch")
+        await engine.mutate_internal(c.UpsertSkus((SkuSpec("S"),)), "s")
+    return engine
+
+
+def _receive(request_id: str, qty: int = 5) -> inv.ReceiveInventoryRequest:
+    return inv.ReceiveInventoryRequest(request_id=request_id, lines=[
+        inv.ReceiptLine(sku_id="S", node_id="A", quantity=qty)])
+
+
+def _build(qty: int = 5):
+    return lambda: c.ReceiveStock((c.ReceiptLine("S", "A", qty),))
+
+
+def test_a_change_that_cannot_be_answered_is_rolled_back_by_a_reload():
+    async def go():
+        engine = await _engine(MemoryEventStore())
+        before = engine.ledger.checksum()
+
+        def broken_respond(outcome):
+            raise ValueError("cannot encode")
+
+        with pytest.raises(ValueError):
+            await engine.mutate("ReceiveInventory", _receive("r1"), _build(), broken_respond)
+        assert engine.broken
+        for _ in range(100):
+            if not engine.broken:
+                break
+            await asyncio.sleep(0.05)
+        assert not engine.broken and engine.ledger.checksum() == before
+        ok = await engine.mutate("ReceiveInventory", _receive("r2"), _build(),
+                                 lambda o: inv.ReceiveInventoryResponse())
+        assert engine.durable_seq == engine.ledger.last_seq
+        del ok
+
+    asyncio.run(go())
+
+
+class _SlowStore(MemoryEventStore):
+    async def append(self, commit: Commit) -> None:
+        await asyncio.sleep(0.2)
+        await super().append(commit)
+
+
+def test_a_cancelled_call_still_records_its_change_and_its_answer():
+    async def go():
+        engine = await _engine(_SlowStore())
+        respond = lambda o: inv.ReceiveInventoryResponse()  # noqa: E731
+        call = asyncio.ensure_future(engine.mutate("ReceiveInventory", _receive("r1"),
+                                                   _build(), respond))
+        await asyncio.sleep(0.05)  # applied, the write in flight
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        retry = await engine.mutate("ReceiveInventory", _receive("r1"), _build(), respond)
+        del retry
+        assert engine.ledger.quantity(0, 0, 0) == 5  # once, not twice
+        assert engine.durable_seq == engine.ledger.last_seq
+
+    asyncio.run(go())
+
+
+def test_an_answer_without_events_survives_a_restart(tmp_path):
+    async def first():
+        engine = await _engine(FileEventStore(tmp_path))
+        request = opb.AllocateOrdersRequest(request_id="batch-1", orders=[
+            opb.Order(order_id="o1", lines=[opb.OrderLine(sku_id="NOPE", quantity=1)])])
+        from service.servicers.orders import OrderServicer
+
+        class Ctx:
+            async def abort(self, code, details):
+                raise RuntimeError(details)
+
+        answer = await OrderServicer(engine).AllocateOrders(request, Ctx())
+        await engine.store.close()
+        return request, answer
+
+    async def second(request):
+        engine = await _engine(FileEventStore(tmp_path))
+        key = ("AllocateOrders", "batch-1")
+        found = engine._answers.get(key)
+        await engine.store.close()
+        return found
+
+    request, answer = asyncio.run(first())
+    assert answer.allocations[0].error_code == 5  # NOT_FOUND, nothing recorded
+    found = asyncio.run(second(request))
+    assert found is not None and found.durable
+
+
+@pytest.mark.parametrize("payload", [
+    b"ccore.ledger\nnp\n.",  # a module reached through an allowed module
+    b"cbuiltins\ngetattr\n.",
+    b"cos\nsystem\n.",
+    b"ccore.operations\nexecute\n.",  # a function, not a class
+])
+def test_the_store_codec_refuses_anything_but_allocd_classes(payload):
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        logcodec.loads(payload)
+
+
+def test_corruption_with_good_records_after_it_refuses_to_start(tmp_path):
+    async def write():
+        engine = await _engine(FileEventStore(tmp_path))
+        for i in range(4):
+            await engine.mutate("ReceiveInventory", _receive(f"w{i}", 1 + i), _build(1 + i),
+                                lambda o: inv.ReceiveInventoryResponse())
+        await engine.store.close()
+
+    asyncio.run(write())
+    segment = sorted(tmp_path.glob("wal-*.log"))[-1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # in the middle: whole records follow it
+    segment.write_bytes(bytes(data))
+
+    async def recover():
+        store = FileEventStore(tmp_path)
+        try:
+            await store.open()
+        finally:
+            await store.close()
+
+    with pytest.raises(StoreCorrupt, match="not an unfinished write"):
+        asyncio.run(recover())
