@@ -232,6 +232,38 @@ class AllocateLandedCost:
     description: str = "freight"
 
 
+@dataclass(frozen=True, slots=True)
+class CreateReturn:
+    rma_id: str
+    order_id: str
+    lines: tuple[tuple[str, int], ...]  # (line_id, quantity)
+    reason: str = ""
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveReturn:
+    rma_id: str
+    lines: tuple[tuple[str, int], ...] = ()  # empty: everything still expected
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InspectReturn:
+    rma_id: str
+    grades: tuple[tuple[str, int], ...]  # (line_id, Grade)
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideApproval:
+    approval_id: str
+    approve: bool
+    actor: str
+    role: str
+    note: str = ""
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -257,4 +289,8 @@ Command = (
     | ConfirmShipment
     | ResolveException
     | AllocateLandedCost
+    | CreateReturn
+    | ReceiveReturn
+    | InspectReturn
+    | DecideApproval
 )

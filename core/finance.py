@@ -187,6 +187,24 @@ class Books:
                 JournalLine(Account.CARRIER_PAYABLE, credit=carrier)))
         elif kind == EventKind.LANDED_COST_ALLOCATED:
             self._landed_cost(e)
+        elif kind == EventKind.RETURN_RECEIVED:  # back in stock, out of cost of sales
+            amount = self._receive(e.sku, e.quantity, self.average_cost(e.sku) or standard)
+            self._post(e, "return received", e.reference, e.sku, (
+                JournalLine(inv, debit=amount),
+                JournalLine(Account.COST_OF_GOODS_SOLD, credit=amount)))
+        elif kind == EventKind.RETURN_DISPOSED and e.to_bucket == Bucket.EXTERNAL:
+            amount = self._issue(e.sku, e.quantity)
+            vendor = e.reason == RETURN_TO_VENDOR
+            self._post(e, "vendor claim" if vendor else "write-off", e.reference, e.sku, (
+                JournalLine(Account.VENDOR_RECEIVABLE if vendor
+                            else Account.INVENTORY_WRITE_OFFS, debit=amount),
+                JournalLine(inv, credit=amount)))
+        elif kind == EventKind.REFUND_ISSUED:
+            refund = e.payload
+            self._post(e, "refund", e.reference, -1, (
+                JournalLine(Account.SALES_RETURNS, debit=refund.gross_micros),
+                JournalLine(Account.REFUNDS_PAYABLE, credit=refund.net_micros),
+                JournalLine(Account.RESTOCKING_FEES, credit=refund.fee_micros)))
 
     def _landed_cost(self, e: Event) -> None:
         """Capitalise freight or duty into the receipt's SKUs still on hand, by value;
@@ -229,8 +247,10 @@ WATCHED_KINDS = frozenset({
     EventKind.TRANSFER_IN_TRANSIT, EventKind.INBOUND_RECEIVED, EventKind.ADJUSTED,
     EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
     EventKind.PICK_SHORTAGE, EventKind.ORDER_UNITS_SHIPPED, EventKind.PACKAGE_SHIPPED,
-    EventKind.LANDED_COST_ALLOCATED,
+    EventKind.LANDED_COST_ALLOCATED, EventKind.RETURN_RECEIVED, EventKind.RETURN_DISPOSED,
+    EventKind.REFUND_ISSUED,
 })
+RETURN_TO_VENDOR = 5  # returns.Disposition.RETURN_TO_VENDOR (kept here: no import cycle)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba.typed import List as TypedList
 
+from core.approvals import ApprovalBook, ApprovalRecord
 from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
@@ -36,6 +37,7 @@ from core.model import (
 from core.network import CompiledNetwork, NetworkSpec, compile_network
 from core.orders import OrderBook
 from core.reservations import ReservationBook
+from core.returns import ReturnBook, ReturnStatus
 
 _EMPTY_2D = np.zeros((0, 0), dtype=np.int32)
 
@@ -185,6 +187,8 @@ class Ledger:
         self.orders = OrderBook()
         self.exceptions = ExceptionBook()
         self.books = Books()
+        self.returns = ReturnBook()
+        self.approvals = ApprovalBook()
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -340,6 +344,12 @@ class Ledger:
                 keys.discard(key)
                 if not keys:
                     del self.inbound_by_sku[e.sku]
+        elif kind == EventKind.RETURN_RECEIVED:
+            ret = self.returns.returns[e.reference]
+            line_id = next(x.line_id for x in ret.auth.lines if x.sku == e.sku
+                           and ret.received.get(x.line_id, 0) < x.quantity)
+            ret.received[line_id] = ret.received.get(line_id, 0) + e.quantity
+            ret.status = ReturnStatus.RECEIVED
         elif kind == EventKind.COUNT_VARIANCE_SETTLED:
             self.held_variances.pop(e.reference, None)
         elif kind == EventKind.COUNT_VARIANCE_HELD:
@@ -469,11 +479,54 @@ class Ledger:
         h.update(repr((self.books.last_hash, sorted(self.books.balances.items()),
                        sorted(self.books.value.items()), sorted(self.books.units.items()))
                       ).encode())
+        for rma_id in sorted(self.returns.returns):
+            ret = self.returns.returns[rma_id]
+            h.update(repr((rma_id, ret.status, sorted(ret.received.items()),
+                           ret.refunded_micros, ret.approval_id)).encode())
+        for approval_id in sorted(self.approvals.by_id):
+            h.update(repr((approval_id, self.approvals.by_id[approval_id].decision)).encode())
         for exception_id in sorted(self.exceptions.by_id):
             rec = self.exceptions.by_id[exception_id]
             h.update(repr((exception_id, rec.exception_type, rec.order_id, rec.resolved,
                            rec.resolution)).encode())
         return h.hexdigest()
+
+
+def _package_shipped(ledger: Ledger, e: Event) -> None:
+    ledger.orders.ship(e.payload, e.time_ms)
+    state = ledger.orders.packages[e.payload.package_id]
+    customer = ledger.orders.orders[state.order_id].spec.customer_id
+    if customer:  # what the customer bought, for the return-abuse score
+        prices = ledger.catalog.price_micros
+        value = sum(int(prices[line.sku]) * state.quantities.get(line.line_id, 0)
+                    for line in state.plan.lines)
+        ledger.returns.bought.setdefault(customer, []).append((e.time_ms, value))
+
+
+def _return_inspected(ledger: Ledger, e: Event) -> None:
+    record = ledger.returns.returns[e.reference]
+    record.inspection = e.payload
+    record.status = ReturnStatus.INSPECTED
+
+
+def _refund_issued(ledger: Ledger, e: Event) -> None:
+    record = ledger.returns.returns[e.reference]
+    record.refunded_micros += e.payload.net_micros
+    record.approval_id = ""
+
+
+def _approval_requested(ledger: Ledger, e: Event) -> None:
+    request = e.payload
+    ledger.approvals.by_id[request.approval_id] = ApprovalRecord(request, e.time_ms)
+    ledger.returns.returns[request.reference].approval_id = request.approval_id
+
+
+def _approval_decided(ledger: Ledger, e: Event) -> None:
+    decision = e.payload
+    record = ledger.approvals.by_id[decision.approval_id]
+    record.decision = decision
+    if not decision.approved:
+        ledger.returns.returns[record.request.reference].approval_id = ""
 
 
 def _exception_raised(ledger: Ledger, e: Event) -> None:
@@ -497,7 +550,13 @@ _ORDER_HANDLERS = {
     EventKind.WAVE_RELEASED: lambda ledger, e: ledger.orders.release_wave(e.payload),
     EventKind.PACKAGE_PICKED: lambda ledger, e: ledger.orders.pick(e.payload),
     EventKind.PACKAGE_PACKED: lambda ledger, e: ledger.orders.pack(e.payload),
-    EventKind.PACKAGE_SHIPPED: lambda ledger, e: ledger.orders.ship(e.payload),
+    EventKind.PACKAGE_SHIPPED: _package_shipped,
+    EventKind.RETURN_AUTHORIZED:
+        lambda ledger, e: ledger.returns.authorize(e.payload, e.time_ms),
+    EventKind.RETURN_INSPECTED: _return_inspected,
+    EventKind.REFUND_ISSUED: _refund_issued,
+    EventKind.APPROVAL_REQUESTED: _approval_requested,
+    EventKind.APPROVAL_DECIDED: _approval_decided,
     EventKind.EXCEPTION_RAISED: _exception_raised,
     EventKind.EXCEPTION_RESOLVED: _exception_resolved,
 }

@@ -74,6 +74,15 @@ class EventKind(IntEnum):
     EXCEPTION_RESOLVED = 32
     COUNT_VARIANCE_SETTLED = 33
     LANDED_COST_ALLOCATED = 34
+    # Returns. Moves: units back from a customer (EXTERNAL -> RETURNED) and their
+    # disposition (RETURNED -> AVAILABLE, QUARANTINED or EXTERNAL; reason = Disposition).
+    RETURN_RECEIVED = 35
+    RETURN_DISPOSED = 36
+    RETURN_AUTHORIZED = 37
+    RETURN_INSPECTED = 38
+    REFUND_ISSUED = 39
+    APPROVAL_REQUESTED = 40
+    APPROVAL_DECIDED = 41
 
 
 #: Kinds that move units between the ledger and the outside world but are
@@ -86,7 +95,7 @@ MOVE_KINDS = frozenset({
     EventKind.RESERVED, EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED,
     EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.ORDER_UNITS_ALLOCATED,
     EventKind.ORDER_UNITS_RELEASED, EventKind.ORDER_UNITS_SHIPPED, EventKind.PICK_SHORTAGE,
-    EventKind.COUNT_VARIANCE_SETTLED,
+    EventKind.COUNT_VARIANCE_SETTLED, EventKind.RETURN_RECEIVED, EventKind.RETURN_DISPOSED,
 })
 POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
                           EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET})

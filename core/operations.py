@@ -23,6 +23,7 @@ from core.model import QTY_MAX, AdjustReason, Bucket, Event, EventKind
 from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.plan import Plan as _Plan
+from core.return_ops import HANDLERS as RETURN_HANDLERS
 
 #: Buckets an operator may adjust or move between directly. The others are owned by
 #: records (reservations, orders, inbound) and change only through their operations.
@@ -459,6 +460,7 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.SetOpportunityCosts: _set_opportunity_costs,
     c.AllocateLandedCost: _landed_cost,
     **ORDER_HANDLERS,
+    **RETURN_HANDLERS,
 }
 
 

@@ -74,6 +74,7 @@ class OrderSpec(NamedTuple):
     address: AddressStatus = AddressStatus.UNVERIFIED
     allow_split: bool = True
     allow_substitution: bool = False
+    customer_id: str = ""
 
 
 class PackageLine(NamedTuple):
@@ -177,6 +178,7 @@ class PackageState:
     wave_id: str = ""
     tracking_number: str = ""
     pack_mismatch: bool = False
+    shipped_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -288,10 +290,11 @@ class OrderBook:
         if rec.matched:
             state.status = PackageStatus.PACKED
 
-    def ship(self, rec: ShipRecord) -> None:
+    def ship(self, rec: ShipRecord, time_ms: int) -> None:
         state = self.packages[rec.package_id]
         state.status = PackageStatus.SHIPPED
         state.tracking_number = rec.tracking_number
+        state.shipped_ms = time_ms
         self._refresh(self.orders[state.order_id])
 
     def _refresh(self, record: OrderRecord) -> None:

@@ -69,7 +69,14 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
         address=AddressStatus(msg.address_status),
         allow_split=msg.allow_split if msg.HasField("allow_split") else True,
         allow_substitution=msg.allow_substitution,
+        customer_id=_customer(msg.customer_id, f"{field}.customer_id"),
     )
+
+
+def _customer(value: str, field: str) -> str:
+    if len(value) > 128 or not value.isprintable():
+        raise InvalidArgument("customer_id must be at most 128 printable characters", field)
+    return value
 
 
 def order_to_proto(spec: OrderSpec) -> pb.Order:
@@ -80,7 +87,8 @@ def order_to_proto(spec: OrderSpec) -> pb.Order:
         payment_status=pb.PaymentStatus.ValueType(int(spec.payment)),
         fraud_score=spec.fraud_score,
         address_status=pb.AddressStatus.ValueType(int(spec.address)),
-        allow_split=spec.allow_split, allow_substitution=spec.allow_substitution)
+        allow_split=spec.allow_split, allow_substitution=spec.allow_substitution,
+        customer_id=spec.customer_id)
     msg.ship_to.postal_code = spec.postal_code
     if spec.latitude is not None and spec.longitude is not None:
         msg.ship_to.latitude = spec.latitude

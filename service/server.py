@@ -24,6 +24,8 @@ from allocd.v1 import (
     network_service_pb2_grpc,
     order_service_pb2,
     order_service_pb2_grpc,
+    returns_service_pb2,
+    returns_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
@@ -44,6 +46,7 @@ from service.servicers.finance import FinanceServicer
 from service.servicers.inventory import InventoryServicer
 from service.servicers.network import NetworkServicer
 from service.servicers.orders import OrderServicer
+from service.servicers.returns import ReturnsServicer
 from service.store import Durability, EventStore, MemoryEventStore
 
 log = logging.getLogger("allocd.server")
@@ -55,6 +58,7 @@ SERVICE_NAMES = (
     network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
     finance_service_pb2.DESCRIPTOR.services_by_name["FinanceService"].full_name,
+    returns_service_pb2.DESCRIPTOR.services_by_name["ReturnsService"].full_name,
 )
 
 
@@ -101,6 +105,8 @@ class AllocdServer:
             OrderServicer(self.engine), self.server)
         finance_service_pb2_grpc.add_FinanceServiceServicer_to_server(
             FinanceServicer(self.engine), self.server)
+        returns_service_pb2_grpc.add_ReturnsServiceServicer_to_server(
+            ReturnsServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from core.finance import reconcile
 from core.ledger import Ledger
 from core.model import Bucket
 from service.filestore import load_for_verify
@@ -55,7 +56,16 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
     print(f"no negative:  {'ok' if lowest >= 0 else f'FAILED (lowest {lowest})'}")
     print(f"conservation: {'ok' if conserved else 'FAILED'} (inside {inside} = received "
           f"{ledger.units_in} - shipped {ledger.units_out})")
+    intact, first_bad = ledger.books.verify()
+    balanced = sum(ledger.books.balances.values()) == 0
+    reconciliation = reconcile(ledger)
+    print(f"journal:      {len(ledger.books.entries)} entries, "
+          + ("hash chain intact" if intact else f"CHANGED from entry {first_bad}"))
+    print(f"trial bal.:   {'balanced' if balanced else 'FAILED: debits differ from credits'}")
+    print(f"reconciled:   {'ok' if reconciliation.reconciled else 'FAILED'} (inventory "
+          f"{reconciliation.inventory_account} micros, {reconciliation.book_units} units)")
     for note in recovered.notes:
         print(f"note:         {note}")
     print(f"checksum:     {ledger.checksum()}")
-    return 0 if lowest >= 0 and conserved else 1
+    ok = lowest >= 0 and conserved and intact and balanced and reconciliation.reconciled
+    return 0 if ok else 1

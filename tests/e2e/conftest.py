@@ -75,6 +75,10 @@ def rid() -> str:
 
 
 # ---- the server in a background thread ---------------------------------------------
+#: The servers running in this process by port (for tests that must reach inside one).
+RUNNING: dict[int, AllocdServer] = {}
+
+
 class ServerThread:
     """Runs one AllocdServer on a private event loop in a daemon thread."""
 
@@ -99,9 +103,12 @@ class ServerThread:
         future = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
         self.port = future.result(timeout=START_TIMEOUT_S)
         wait_until_serving(f"127.0.0.1:{self.port}")
+        assert self.server is not None
+        RUNNING[self.port] = self.server
         return self.port
 
     def stop(self) -> None:
+        RUNNING.pop(self.port, None)
         try:
             if self.server is not None:
                 future = asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from allocd.v1 import order_service_pb2, types_pb2
+from allocd.v1 import order_service_pb2, returns_service_pb2, types_pb2
 
 from core.exceptions import ExceptionType, Resolution
 from core.model import AdjustReason, EventKind, NodeType
 from core.network import SlaTier
 from core.orders import OptionKind, OrderStatus, PackageStatus
+from core.returns import Disposition, Grade, RefundTiming, ReturnStatus
 
 
 @pytest.mark.parametrize(("core_enum", "proto_enum", "prefix", "offset"), [
@@ -21,6 +22,10 @@ from core.orders import OptionKind, OrderStatus, PackageStatus
     (OrderStatus, order_service_pb2.OrderStatus, "ORDER_STATUS_", 0),
     (PackageStatus, order_service_pb2.PackageStatus, "PACKAGE_STATUS_", 0),
     (OptionKind, order_service_pb2.OptionKind, "OPTION_KIND_", 0),
+    (Grade, returns_service_pb2.ReturnGrade, "RETURN_GRADE_", 0),
+    (Disposition, returns_service_pb2.Disposition, "DISPOSITION_", 0),
+    (RefundTiming, returns_service_pb2.RefundTiming, "REFUND_TIMING_", 0),
+    (ReturnStatus, returns_service_pb2.ReturnStatus, "RETURN_STATUS_", 0),
 ])
 def test_every_core_value_has_the_same_number_in_the_proto(core_enum, proto_enum, prefix,
                                                            offset):

@@ -20,6 +20,7 @@ from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec, PackageStatus
+from core.returns import Grade
 
 SKUS = ["a", "b", "c", "d"]
 NODES = ["n0", "n1", "n2"]
@@ -46,6 +47,7 @@ class OrderMachine(RuleBasedStateMachine):
         self.ledger = Ledger(LedgerSettings(n_shards=3))
         self.events = []
         self.orders = 0
+        self.returns = 0
         self.run(c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
                                 NodeSpec("n1", latitude=34.0, longitude=-118.0),
                                 NodeSpec("n2", latitude=41.8, longitude=-87.6))))
@@ -147,6 +149,57 @@ class OrderMachine(RuleBasedStateMachine):
             kind = self.ledger.exceptions.by_id[exception_id].exception_type
             resolution = data.draw(st.sampled_from(sorted(ALLOWED[kind])))
             self.attempt(c.ResolveException(exception_id, Resolution(resolution)))
+
+    @rule(data=st.data())
+    def fulfil_a_package_end_to_end(self, data):
+        allocated = self.packages(PackageStatus.ALLOCATED)
+        if not allocated:
+            return
+        package_id = data.draw(st.sampled_from(allocated))
+        state = self.ledger.orders.packages[package_id]
+        node = self.ledger.catalog.nodes[state.plan.node].node_id
+        self.attempt(c.ReleaseWave(node, 0))
+        if state.status != PackageStatus.RELEASED:
+            return
+        self.attempt(c.ConfirmPick(package_id, ()))
+        scans = {}
+        for line in state.plan.lines:
+            sku_id = self.ledger.catalog.sku_ids[line.sku]
+            scans[sku_id] = scans.get(sku_id, 0) + state.quantities.get(line.line_id, 0)
+        self.attempt(c.ConfirmPack(package_id, tuple(sorted(scans.items()))))
+        self.attempt(c.ConfirmShipment(package_id, "TRK2"))
+
+    @rule(data=st.data())
+    def return_something(self, data):
+        shipped = self.packages(PackageStatus.SHIPPED)
+        if not shipped:
+            return
+        state = self.ledger.orders.packages[data.draw(st.sampled_from(shipped))]
+        line_id = data.draw(st.sampled_from(sorted(state.quantities)))
+        self.returns += 1
+        rma = f"rma{self.returns}"
+        self.attempt(c.CreateReturn(rma, state.order_id,
+                                    ((line_id, data.draw(st.integers(1, 3))),)))
+
+    @rule(data=st.data(), grade=st.sampled_from(list(Grade)))
+    def receive_and_inspect_a_return(self, data, grade):
+        open_returns = sorted(self.ledger.returns.returns)
+        if not open_returns:
+            return
+        rma = data.draw(st.sampled_from(open_returns))
+        record = self.ledger.returns.returns[rma]
+        self.attempt(c.ReceiveReturn(rma, (), actor="clerk"))
+        self.attempt(c.InspectReturn(rma, tuple((x.line_id, int(grade))
+                                                for x in record.auth.lines), actor="clerk"))
+        for approval in self.ledger.approvals.pending():
+            self.attempt(c.DecideApproval(approval.request.approval_id,
+                                          data.draw(st.booleans()), "boss", "finance"))
+
+    @invariant()
+    def refunds_never_exceed_what_was_paid(self):
+        for record in self.ledger.returns.returns.values():
+            paid = sum(x.quantity * x.unit_price_micros for x in record.auth.lines)
+            assert 0 <= record.refunded_micros <= paid
 
     @invariant()
     def no_bucket_is_negative(self):

@@ -1,0 +1,50 @@
+"""Approvals: actions that wait for a person with the right role, never the requester."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Which roles may approve which kind of action.
+APPROVER_ROLES = {
+    "refund": frozenset({"finance", "admin"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """Payload of APPROVAL_REQUESTED."""
+
+    approval_id: str
+    action: str  # "refund"
+    reference: str  # the RMA
+    amount_micros: int  # what the customer gets (net)
+    requested_by: str
+    detail: str
+    gross_micros: int = 0  # refunds: sales returned
+    fee_micros: int = 0  # refunds: restocking fee kept
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """Payload of APPROVAL_DECIDED."""
+
+    approval_id: str
+    approved: bool
+    decided_by: str
+    role: str
+    note: str
+
+
+@dataclass(slots=True)
+class ApprovalRecord:
+    request: ApprovalRequest
+    created_ms: int
+    decision: ApprovalDecision | None = None
+
+
+@dataclass(slots=True)
+class ApprovalBook:
+    by_id: dict[str, ApprovalRecord] = field(default_factory=dict)
+
+    def pending(self) -> list[ApprovalRecord]:
+        return [r for r in self.by_id.values() if r.decision is None]

@@ -1,0 +1,307 @@
+"""Return and approval command handlers. Like every handler, they only plan events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core import commands as c
+from core.approvals import APPROVER_ROLES, ApprovalDecision, ApprovalRequest
+from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.ledger import Ledger
+from core.model import Bucket, EventKind, NodeType
+from core.network import great_circle_miles
+from core.orders import OrderRecord, PackageStatus
+from core.plan import Plan
+from core.returns import (
+    DAY_MS,
+    Disposition,
+    Grade,
+    Inspection,
+    Refund,
+    RefundTiming,
+    ReturnAuthorization,
+    ReturnLine,
+    ReturnRecord,
+    disposition_for,
+)
+
+MAX_ID = 128
+RETURN_NODE_TYPES = frozenset({NodeType.OWNED_DC, NodeType.THIRD_PARTY})
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnDecision:
+    rma_id: str
+    eligible: bool
+    reasons: tuple[str, ...]
+    authorization: ReturnAuthorization | None = None
+    refunded_micros: int = 0
+    approval_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnProgress:
+    rma_id: str
+    refunded_micros: int = 0
+    approval_id: str = ""
+
+
+def _ident(value: str, name: str) -> str:
+    if not value or len(value) > MAX_ID or not value.isprintable():
+        raise InvalidArgument(f"{name} is required (at most {MAX_ID} printable characters)",
+                              name)
+    return value
+
+
+def _shipped(ledger: Ledger, record: OrderRecord, line_id: str) -> tuple[int, int, int]:
+    """(units shipped, SKU shipped, latest shipment time) of an order line."""
+    units = last = 0
+    sku = -1
+    for package_id in record.package_ids:
+        state = ledger.orders.packages[package_id]
+        if state.status != PackageStatus.SHIPPED:
+            continue
+        for line in state.plan.lines:
+            if line.line_id == line_id:
+                units += state.quantities.get(line_id, 0)
+                sku = line.sku
+                last = max(last, state.shipped_ms)
+    return units, sku, last
+
+
+def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
+    """The nearest enabled DC or 3PL to the customer (or to where it shipped from)."""
+    cat = ledger.catalog
+    spec = record.spec
+    lat, lon = spec.latitude, spec.longitude
+    if lat is None or lon is None:
+        network = ledger.network()
+        try:
+            region = network.region_for(spec.postal_code, spec.latitude, spec.longitude)
+            lat, lon = float(network.region_lat[region]), float(network.region_lon[region])
+        except Exception:  # no network: use the first shipping node's place
+            first = ledger.orders.packages[record.package_ids[0]].plan.node
+            lat, lon = cat.nodes[first].latitude, cat.nodes[first].longitude
+    candidates = [(great_circle_miles(lat, lon, n.latitude, n.longitude), i)
+                  for i, n in enumerate(cat.nodes)
+                  if n.enabled and n.node_type in RETURN_NODE_TYPES]
+    if not candidates:
+        raise FailedPrecondition("no enabled node accepts returns", "order_id")
+    return min(candidates)[1]
+
+
+def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
+    ledger = p.ledger
+    book = ledger.returns
+    policy = book.policy
+    _ident(cmd.rma_id, "rma_id")
+    if cmd.rma_id in book.returns:
+        raise AlreadyExists(f"return {cmd.rma_id!r} exists already", "rma_id")
+    _ident(cmd.order_id, "order_id")
+    record = ledger.orders.orders.get(cmd.order_id)
+    if record is None:
+        raise NotFound(f"no order {cmd.order_id!r}", "order_id")
+    if not cmd.lines:
+        raise InvalidArgument("lines must not be empty", "lines")
+    reasons: list[str] = []
+    lines: list[ReturnLine] = []
+    seen: set[str] = set()
+    for i, (line_id, qty) in enumerate(cmd.lines):
+        name = f"lines[{i}]"
+        try:
+            record.line(line_id)
+        except KeyError:
+            raise NotFound(f"order {cmd.order_id!r} has no line {line_id!r}",
+                           f"{name}.line_id") from None
+        if line_id in seen:
+            raise InvalidArgument(f"line {line_id!r} appears twice", f"{name}.line_id")
+        seen.add(line_id)
+        if qty < 1:
+            raise InvalidArgument("quantity must be at least 1", f"{name}.quantity")
+        shipped, sku, shipped_ms = _shipped(ledger, record, line_id)
+        already = book.returned.get((cmd.order_id, line_id), 0)
+        if qty > shipped - already:
+            reasons.append(f"line {line_id}: {shipped} shipped, {already} already returned, "
+                           f"{qty} asked")
+            continue
+        category = ledger.catalog.categories.values[ledger.catalog.category[sku]]
+        if category in policy.final_sale_categories:
+            reasons.append(f"line {line_id}: {category} is final sale")
+            continue
+        window = policy.window_for(record.spec.channel_id, category)
+        if p.now_ms - shipped_ms > window * DAY_MS:
+            reasons.append(f"line {line_id}: shipped more than {window} days ago "
+                           f"({record.spec.channel_id or 'direct'}, {category or 'any'})")
+            continue
+        lines.append(ReturnLine(line_id, sku, qty, int(ledger.catalog.price_micros[sku])))
+    if reasons:
+        return ReturnDecision(cmd.rma_id, False, tuple(reasons))
+    customer = record.spec.customer_id
+    rate, orders = book.abuse_rate(customer, p.now_ms) if customer else (0.0, 0)
+    in_review = bool(customer) and rate > policy.abuse_review_rate
+    value = sum(x.quantity * x.unit_price_micros for x in lines)
+    fee = sum(x.quantity * x.unit_price_micros * policy.fee_bp(
+        ledger.catalog.categories.values[ledger.catalog.category[x.sku]]) // 10_000
+        for x in lines)
+    if in_review or any(x.unit_price_micros * x.quantity > policy.high_value_micros
+                        for x in lines):
+        timing = RefundTiming.ON_INSPECTION
+    elif customer and rate == 0.0 and orders >= policy.trusted_min_orders:
+        timing = RefundTiming.ON_AUTHORIZATION
+    else:
+        timing = RefundTiming.ON_RECEIPT
+    auth = ReturnAuthorization(cmd.rma_id, cmd.order_id, customer,
+                               _receiving_node(ledger, record), tuple(lines), timing,
+                               value - fee, fee, in_review, cmd.reason[:500])
+    p.add(EventKind.RETURN_AUTHORIZED, reference=cmd.rma_id, payload=auth)
+    why = [f"eligible: {len(lines)} lines, refund {value - fee} micros "
+           f"({fee} restocking fee), refunded {timing.name.lower().replace('_', ' ')}"]
+    if in_review:
+        why.append(f"customer return rate {rate:.0%} above {policy.abuse_review_rate:.0%}: "
+                   "refund waits for inspection")
+    refunded, approval = 0, ""
+    if timing == RefundTiming.ON_AUTHORIZATION:
+        refunded, approval = _refund(p, auth, list(lines), cmd.actor)
+    return ReturnDecision(cmd.rma_id, True, tuple(why), auth, refunded, approval)
+
+
+def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
+            actor: str) -> tuple[int, str]:
+    """Refund `lines` of the RMA, or ask for an approval when above the threshold."""
+    policy = p.ledger.returns.policy
+    gross = sum(x.quantity * x.unit_price_micros for x in lines)
+    if not gross:
+        return 0, ""
+    fee = auth.restocking_fee_micros * gross // max(
+        sum(x.quantity * x.unit_price_micros for x in auth.lines), 1)
+    net = gross - fee
+    if net > policy.refund_approval_micros:
+        approval_id = f"AP-{p.ledger.last_seq + 1 + len(p.events)}"
+        p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
+            approval_id, "refund", auth.rma_id, net, actor,
+            f"refund {net} micros on {auth.rma_id} (gross {gross}, fee {fee})", gross, fee))
+        return 0, approval_id
+    p.add(EventKind.REFUND_ISSUED, reference=auth.rma_id,
+          payload=Refund(auth.rma_id, gross, fee, net))
+    return net, ""
+
+
+def _return(p: Plan, rma_id: str) -> ReturnRecord:
+    _ident(rma_id, "rma_id")
+    record = p.ledger.returns.returns.get(rma_id)
+    if record is None:
+        raise NotFound(f"no return {rma_id!r}", "rma_id")
+    return record
+
+
+def receive_return(p: Plan, cmd: c.ReceiveReturn) -> ReturnProgress:
+    record = _return(p, cmd.rma_id)
+    auth = record.auth
+    by_line = {x.line_id: x for x in auth.lines}
+    wanted = cmd.lines or tuple((x.line_id, x.quantity - record.received.get(x.line_id, 0))
+                                for x in auth.lines)
+    received: list[ReturnLine] = []
+    for i, (line_id, qty) in enumerate(wanted):
+        line = by_line.get(line_id)
+        if line is None:
+            raise NotFound(f"return {cmd.rma_id!r} has no line {line_id!r}",
+                           f"lines[{i}].line_id")
+        left = line.quantity - record.received.get(line_id, 0)
+        if qty < 0 or qty > left:
+            raise FailedPrecondition(f"line {line_id}: {left} units still expected, {qty} "
+                                     "received", f"lines[{i}].quantity")
+        if qty:
+            p.add(EventKind.RETURN_RECEIVED, sku=line.sku, node=auth.node,
+                  to_bucket=Bucket.RETURNED, quantity=qty, reference=cmd.rma_id)
+            received.append(ReturnLine(line_id, line.sku, qty, line.unit_price_micros))
+    if not received:
+        raise FailedPrecondition(f"return {cmd.rma_id!r} has nothing left to receive",
+                                 "rma_id")
+    refunded, approval = 0, ""
+    if auth.refund_timing == RefundTiming.ON_RECEIPT:
+        refunded, approval = _refund(p, auth, received, cmd.actor)
+    return ReturnProgress(cmd.rma_id, refunded, approval)
+
+
+_TARGET = {Disposition.RESTOCK: Bucket.AVAILABLE, Disposition.REFURBISH: Bucket.QUARANTINED}
+
+
+def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
+    record = _return(p, cmd.rma_id)
+    if record.inspection is not None:
+        raise FailedPrecondition(f"return {cmd.rma_id!r} was inspected already", "rma_id")
+    auth = record.auth
+    by_line = {x.line_id: x for x in auth.lines}
+    if not cmd.grades:
+        raise InvalidArgument("grades must not be empty", "grades")
+    policy = p.ledger.returns.policy
+    results = []
+    moves = []
+    inspected: list[ReturnLine] = []
+    for i, (line_id, grade_code) in enumerate(cmd.grades):
+        line = by_line.get(line_id)
+        if line is None:
+            raise NotFound(f"return {cmd.rma_id!r} has no line {line_id!r}",
+                           f"grades[{i}].line_id")
+        try:
+            grade = Grade(grade_code)
+        except ValueError:
+            raise InvalidArgument("a grade is required", f"grades[{i}].grade") from None
+        units = record.received.get(line_id, 0)
+        if not units:
+            raise FailedPrecondition(f"line {line_id} has not been received",
+                                     f"grades[{i}].line_id")
+        category = p.ledger.catalog.categories.values[p.ledger.catalog.category[line.sku]]
+        seasonal_over = category in policy.seasonal_categories
+        disposition = disposition_for(grade, seasonal_over, line.unit_price_micros, policy)
+        results.append((line_id, grade, disposition))
+        moves.append((line, units, disposition))
+        inspected.append(ReturnLine(line_id, line.sku, units, line.unit_price_micros))
+    p.add(EventKind.RETURN_INSPECTED, reference=cmd.rma_id,
+          payload=Inspection(cmd.rma_id, tuple(results)))
+    for line, units, disposition in moves:
+        p.add(EventKind.RETURN_DISPOSED, sku=line.sku, node=auth.node,
+              from_bucket=Bucket.RETURNED, to_bucket=_TARGET.get(disposition, Bucket.EXTERNAL),
+              quantity=units, reference=cmd.rma_id, reason=int(disposition))
+    refunded, approval = 0, ""
+    if auth.refund_timing == RefundTiming.ON_INSPECTION:
+        refunded, approval = _refund(p, auth, inspected, cmd.actor)
+    return ReturnProgress(cmd.rma_id, refunded, approval)
+
+
+def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
+    ledger = p.ledger
+    _ident(cmd.approval_id, "approval_id")
+    record = ledger.approvals.by_id.get(cmd.approval_id)
+    if record is None:
+        raise NotFound(f"no approval {cmd.approval_id!r}", "approval_id")
+    if record.decision is not None:
+        raise FailedPrecondition(f"approval {cmd.approval_id!r} is decided already",
+                                 "approval_id")
+    request = record.request
+    if cmd.role not in APPROVER_ROLES[request.action]:
+        raise FailedPrecondition(
+            f"a {request.action} needs one of the roles "
+            f"{', '.join(sorted(APPROVER_ROLES[request.action]))}; {cmd.role!r} cannot",
+            "role")
+    if not cmd.actor or cmd.actor == request.requested_by:
+        raise FailedPrecondition("nobody approves their own request (and the approver "
+                                 "must be named)", "actor")
+    p.add(EventKind.APPROVAL_DECIDED, reference=cmd.approval_id, payload=ApprovalDecision(
+        cmd.approval_id, cmd.approve, cmd.actor, cmd.role, cmd.note[:500]))
+    if not cmd.approve:
+        return ReturnProgress(request.reference)
+    p.add(EventKind.REFUND_ISSUED, reference=request.reference,
+          payload=Refund(request.reference, request.gross_micros, request.fee_micros,
+                         request.amount_micros))
+    return ReturnProgress(request.reference, request.amount_micros)
+
+
+HANDLERS: dict[type, Callable[[Plan, Any], Any]] = {
+    c.CreateReturn: create_return,
+    c.ReceiveReturn: receive_return,
+    c.InspectReturn: inspect_return,
+    c.DecideApproval: decide_approval,
+}

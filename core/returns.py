@@ -1,0 +1,178 @@
+"""Returns: authorisation by policy, receipt, inspection and disposition, refunds.
+
+A return authorisation (RMA) checks eligibility against the return policy (window
+per channel and category, final-sale and seasonal categories, quantity not above
+what shipped and was not returned already, the customer's return-abuse score),
+picks the receiving node and the refund timing, and states the expected refund.
+Units come back into RETURNED; inspection grades them and the disposition rules
+send them to AVAILABLE (restock), QUARANTINED (refurbish) or out of the ledger
+(liquidate, scrap, return to vendor). A refund never exceeds what was paid, and
+refunds above a threshold wait for a finance approval by someone else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+DAY_MS = 86_400_000
+
+
+class Grade(IntEnum):
+    UNOPENED = 1
+    LIKE_NEW = 2
+    DAMAGED = 3
+    DEFECTIVE = 4
+    MISSING_PARTS = 5
+
+
+class Disposition(IntEnum):
+    RESTOCK = 1
+    REFURBISH = 2
+    LIQUIDATE = 3
+    SCRAP = 4
+    RETURN_TO_VENDOR = 5
+
+
+class RefundTiming(IntEnum):
+    ON_AUTHORIZATION = 1  # trusted customers
+    ON_RECEIPT = 2
+    ON_INSPECTION = 3  # high-value lines, or customers under review
+
+
+class ReturnStatus(IntEnum):
+    AUTHORIZED = 1
+    IN_REVIEW = 2  # the abuse score routed it to a person
+    RECEIVED = 3
+    INSPECTED = 4
+    CLOSED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnPolicy:
+    window_days: int = 30
+    channel_window_days: tuple[tuple[str, int], ...] = (("marketplace", 30),)
+    category_window_days: tuple[tuple[str, int], ...] = ()
+    final_sale_categories: tuple[str, ...] = ()
+    seasonal_categories: tuple[str, ...] = ()
+    seasonal_window_days: int = 14
+    restocking_fee_bp: int = 0  # basis points of the line value
+    category_restocking_fee_bp: tuple[tuple[str, int], ...] = (("electronics", 1500),)
+    abuse_window_days: int = 90
+    abuse_review_rate: float = 0.5  # returned value / bought value above this: review
+    trusted_min_orders: int = 3
+    high_value_micros: int = 300_000_000  # lines worth more are refunded on inspection
+    refund_approval_micros: int = 500_000_000  # refunds above need a finance approval
+    liquidate_above_micros: int = 20_000_000  # damaged units worth more are liquidated
+
+    def window_for(self, channel: str, category: str) -> int:
+        if category in self.seasonal_categories:
+            return self.seasonal_window_days
+        for name, days in self.category_window_days:
+            if name == category:
+                return days
+        for name, days in self.channel_window_days:
+            if name == channel:
+                return days
+        return self.window_days
+
+    def fee_bp(self, category: str) -> int:
+        for name, bp in self.category_restocking_fee_bp:
+            if name == category:
+                return bp
+        return self.restocking_fee_bp
+
+
+def disposition_for(grade: Grade, seasonal_over: bool, unit_value: int,
+                    policy: ReturnPolicy) -> Disposition:
+    """The disposition rules, in order."""
+    if grade == Grade.DEFECTIVE:
+        return Disposition.RETURN_TO_VENDOR
+    if grade == Grade.MISSING_PARTS:
+        return Disposition.REFURBISH
+    if grade == Grade.DAMAGED:
+        return Disposition.LIQUIDATE if unit_value > policy.liquidate_above_micros \
+            else Disposition.SCRAP
+    if seasonal_over:
+        return Disposition.LIQUIDATE  # sellable, but its season is over
+    return Disposition.RESTOCK
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnLine:
+    line_id: str
+    sku: int
+    quantity: int
+    unit_price_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnAuthorization:
+    """Payload of RETURN_AUTHORIZED."""
+
+    rma_id: str
+    order_id: str
+    customer_id: str
+    node: int
+    lines: tuple[ReturnLine, ...]
+    refund_timing: RefundTiming
+    refund_micros: int  # what the customer gets back
+    restocking_fee_micros: int
+    in_review: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """Payload of RETURN_INSPECTED: the grade and disposition of each line."""
+
+    rma_id: str
+    results: tuple[tuple[str, Grade, Disposition], ...]  # (line_id, grade, disposition)
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """Payload of REFUND_ISSUED."""
+
+    rma_id: str
+    gross_micros: int  # sales returned
+    fee_micros: int  # restocking fee kept
+    net_micros: int  # owed to the customer
+
+
+@dataclass(slots=True)
+class ReturnRecord:
+    auth: ReturnAuthorization
+    created_ms: int
+    status: ReturnStatus = ReturnStatus.AUTHORIZED
+    received: dict[str, int] = field(default_factory=dict)
+    inspection: Inspection | None = None
+    refunded_micros: int = 0
+    approval_id: str = ""  # a refund waiting for approval
+
+
+class ReturnBook:
+    def __init__(self) -> None:
+        self.returns: dict[str, ReturnRecord] = {}
+        self.returned: dict[tuple[str, str], int] = {}  # (order, line) -> units authorised
+        self.policy = ReturnPolicy()
+        # Per customer: (time, value bought) and (time, value returned), for the abuse score.
+        self.bought: dict[str, list[tuple[int, int]]] = {}
+        self.sent_back: dict[str, list[tuple[int, int]]] = {}
+
+    def authorize(self, auth: ReturnAuthorization, time_ms: int) -> None:
+        self.returns[auth.rma_id] = ReturnRecord(
+            auth, time_ms, ReturnStatus.IN_REVIEW if auth.in_review else ReturnStatus.AUTHORIZED)
+        for line in auth.lines:
+            key = (auth.order_id, line.line_id)
+            self.returned[key] = self.returned.get(key, 0) + line.quantity
+        value = sum(x.quantity * x.unit_price_micros for x in auth.lines)
+        self.sent_back.setdefault(auth.customer_id, []).append((time_ms, value))
+
+    def abuse_rate(self, customer: str, now_ms: int) -> tuple[float, int]:
+        """(returned value / bought value over the window, orders in the window)."""
+        since = now_ms - self.policy.abuse_window_days * DAY_MS
+        bought = [v for t, v in self.bought.get(customer, ()) if t >= since]
+        back = sum(v for t, v in self.sent_back.get(customer, ()) if t >= since)
+        total = sum(bought)
+        return (back / total if total else 0.0), len(bought)

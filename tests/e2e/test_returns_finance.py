@@ -1,0 +1,195 @@
+"""Returns and finance end to end through gRPC: receive with landed cost, sell, ship,
+return, inspect, scrap, refund, vendor claim, approvals - with the trial balance,
+valuation, reconciliation and journal verification checked at every step."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from allocd.v1 import finance_service_pb2 as fpb
+from allocd.v1 import finance_service_pb2_grpc as fgrpc
+from allocd.v1 import inventory_service_pb2 as inv
+from allocd.v1 import returns_service_pb2 as rpb
+from allocd.v1 import returns_service_pb2_grpc as rgrpc
+
+from tests.e2e.conftest import RPC_TIMEOUT_S, rid
+
+FAILED = grpc.StatusCode.FAILED_PRECONDITION
+CLERK = (("x-allocd-actor", "clerk-1"), ("x-allocd-role", "customer_service"))
+FINANCE = (("x-allocd-actor", "controller-2"), ("x-allocd-role", "finance"))
+
+
+@pytest.fixture(scope="module")
+def books(api):
+    finance = fgrpc.FinanceServiceStub(api.channel)
+    returns = rgrpc.ReturnsServiceStub(api.channel)
+    return finance, returns
+
+
+def assert_books_sound(finance) -> fpb.GetTrialBalanceResponse:
+    trial = finance.GetTrialBalance(fpb.GetTrialBalanceRequest(), timeout=RPC_TIMEOUT_S)
+    assert trial.balanced and trial.total_debit_micros == trial.total_credit_micros
+    valuation = finance.GetInventoryValuation(fpb.GetInventoryValuationRequest(),
+                                              timeout=RPC_TIMEOUT_S)
+    inventory = next(a.balance_micros for a in trial.accounts if a.name == "INVENTORY")
+    assert valuation.total_value_micros == inventory
+    reconciliation = finance.GetReconciliation(fpb.GetReconciliationRequest(),
+                                               timeout=RPC_TIMEOUT_S)
+    assert reconciliation.reconciled, reconciliation
+    verified = finance.VerifyJournal(fpb.VerifyJournalRequest(), timeout=RPC_TIMEOUT_S)
+    assert verified.intact and verified.first_bad_entry == 0
+    return trial
+
+
+def balance(trial, name: str) -> int:
+    return next(a.balance_micros for a in trial.accounts if a.name == name)
+
+
+def test_receive_sell_ship_return_scrap_refund_and_claim(api, demo_world, books):
+    finance, returns = books
+    w = demo_world
+    start = assert_books_sound(finance)
+    sku = w.sku(price_micros=40_000_000, unit_cost_micros=15_000_000)
+    # Receive 10 at $12 and put $20 of freight on that receipt: $14 a unit.
+    po = w.unique("PO")
+    api.inventory.ReceiveInventory(inv.ReceiveInventoryRequest(
+        request_id=rid(), reference=po, lines=[inv.ReceiptLine(
+            sku_id=sku, node_id="IND1", quantity=10, unit_cost_micros=12_000_000)]),
+        timeout=RPC_TIMEOUT_S)
+    finance.AllocateLandedCost(fpb.AllocateLandedCostRequest(
+        request_id=rid(), reference=po, amount_micros=20_000_000, description="freight"),
+        timeout=RPC_TIMEOUT_S)
+    (valued,) = finance.GetInventoryValuation(fpb.GetInventoryValuationRequest(
+        sku_ids=[sku]), timeout=RPC_TIMEOUT_S).skus
+    assert (valued.units, valued.average_cost_micros, valued.value_micros) == (
+        10, 14_000_000, 140_000_000)
+    after_receipt = assert_books_sound(finance)
+    assert balance(after_receipt, "ACCOUNTS_PAYABLE") - balance(start, "ACCOUNTS_PAYABLE") \
+        == -120_000_000
+    assert balance(after_receipt, "ACCRUED_LANDED_COST") - balance(
+        start, "ACCRUED_LANDED_COST") == -20_000_000
+
+    # Sell 3 and ship them: COGS at $14, revenue at $40, the carrier's price as expense.
+    order = w.order((sku, 3), customer_id="cust-1")
+    (package,) = w.allocate(order).allocation.packages
+    w.fulfil(package)
+    shipped = assert_books_sound(finance)
+    assert balance(shipped, "COST_OF_GOODS_SOLD") - balance(after_receipt,
+                                                            "COST_OF_GOODS_SOLD") == 42_000_000
+    assert balance(shipped, "REVENUE") - balance(after_receipt, "REVENUE") == -120_000_000
+    assert balance(shipped, "SHIPPING_EXPENSE") - balance(
+        after_receipt, "SHIPPING_EXPENSE") == package.cost.carrier_micros
+
+    # Return 2: eligible, refunded on receipt, goes to the nearest DC.
+    created = returns.CreateReturn(rpb.CreateReturnRequest(
+        request_id=rid(), rma_id=w.unique("RMA"), order_id=order.order_id,
+        lines=[rpb.ReturnLineRequest(line_id="1", quantity=2)], reason="too big"),
+        metadata=CLERK, timeout=RPC_TIMEOUT_S)
+    assert created.eligible, created.reasons
+    rma = getattr(created, "return")
+    assert rma.refund_timing == rpb.REFUND_TIMING_ON_RECEIPT
+    assert rma.expected_refund_micros == 80_000_000  # home goods: no restocking fee
+    # Returning more than shipped is not eligible, and says why.
+    too_many = returns.CreateReturn(rpb.CreateReturnRequest(
+        request_id=rid(), rma_id=w.unique("RMA"), order_id=order.order_id,
+        lines=[rpb.ReturnLineRequest(line_id="1", quantity=2)]), metadata=CLERK,
+        timeout=RPC_TIMEOUT_S)
+    assert not too_many.eligible and "already returned" in too_many.reasons[0]
+
+    received = returns.ReceiveReturn(rpb.ReceiveReturnRequest(
+        request_id=rid(), rma_id=rma.rma_id), metadata=CLERK, timeout=RPC_TIMEOUT_S)
+    assert received.refunded_micros == 80_000_000
+    level = api.level(sku, rma.receiving_node_id)
+    assert level.returned == 2
+    refunded = assert_books_sound(finance)
+    assert balance(refunded, "SALES_RETURNS") - balance(shipped, "SALES_RETURNS") == 80_000_000
+    assert balance(refunded, "REFUNDS_PAYABLE") - balance(shipped, "REFUNDS_PAYABLE") \
+        == -80_000_000
+
+    # Inspect: one line damaged -> scrapped (written off at cost).
+    inspected = returns.InspectReturn(rpb.InspectReturnRequest(
+        request_id=rid(), rma_id=rma.rma_id, grades=[rpb.LineGrade(
+            line_id="1", grade=rpb.RETURN_GRADE_DAMAGED)]), metadata=CLERK,
+        timeout=RPC_TIMEOUT_S)
+    assert getattr(inspected, "return").lines[0].disposition == rpb.DISPOSITION_LIQUIDATE \
+        or getattr(inspected, "return").lines[0].disposition == rpb.DISPOSITION_SCRAP
+    assert api.level(sku, rma.receiving_node_id).returned == 0
+    scrapped = assert_books_sound(finance)
+    assert balance(scrapped, "INVENTORY_WRITE_OFFS") - balance(
+        refunded, "INVENTORY_WRITE_OFFS") == 28_000_000
+
+    # The last unit comes back defective: returned to the vendor, a vendor claim.
+    second = returns.CreateReturn(rpb.CreateReturnRequest(
+        request_id=rid(), rma_id=w.unique("RMA"), order_id=order.order_id,
+        lines=[rpb.ReturnLineRequest(line_id="1", quantity=1)]), metadata=CLERK,
+        timeout=RPC_TIMEOUT_S)
+    assert second.eligible
+    rma2 = getattr(second, "return").rma_id
+    returns.ReceiveReturn(rpb.ReceiveReturnRequest(request_id=rid(), rma_id=rma2),
+                          metadata=CLERK, timeout=RPC_TIMEOUT_S)
+    returns.InspectReturn(rpb.InspectReturnRequest(
+        request_id=rid(), rma_id=rma2, grades=[rpb.LineGrade(
+            line_id="1", grade=rpb.RETURN_GRADE_DEFECTIVE)]), metadata=CLERK,
+        timeout=RPC_TIMEOUT_S)
+    claimed = assert_books_sound(finance)
+    assert balance(claimed, "VENDOR_RECEIVABLE") - balance(
+        scrapped, "VENDOR_RECEIVABLE") == 14_000_000
+
+
+def test_a_large_refund_waits_for_a_finance_approval_by_someone_else(api, demo_world, books):
+    finance, returns = books
+    w = demo_world
+    sku = w.sku(price_micros=700_000_000, unit_cost_micros=300_000_000)  # $700 each
+    w.stock(sku, "IND1", 2)
+    order = w.order((sku, 1), customer_id="cust-2")
+    (package,) = w.allocate(order).allocation.packages
+    w.fulfil(package)
+    created = returns.CreateReturn(rpb.CreateReturnRequest(
+        request_id=rid(), rma_id=w.unique("RMA"), order_id=order.order_id,
+        lines=[rpb.ReturnLineRequest(line_id="1", quantity=1)]), metadata=CLERK,
+        timeout=RPC_TIMEOUT_S)
+    rma = getattr(created, "return")
+    assert rma.refund_timing == rpb.REFUND_TIMING_ON_INSPECTION  # high value
+    returns.ReceiveReturn(rpb.ReceiveReturnRequest(request_id=rid(), rma_id=rma.rma_id),
+                          metadata=CLERK, timeout=RPC_TIMEOUT_S)
+    inspected = returns.InspectReturn(rpb.InspectReturnRequest(
+        request_id=rid(), rma_id=rma.rma_id, grades=[rpb.LineGrade(
+            line_id="1", grade=rpb.RETURN_GRADE_LIKE_NEW)]), metadata=FINANCE,
+        timeout=RPC_TIMEOUT_S)
+    assert inspected.refunded_micros == 0 and inspected.approval_id
+    before = assert_books_sound(finance)
+    decide = rpb.DecideApprovalRequest(approval_id=inspected.approval_id, approve=True)
+    # The requester may not approve, nor may a role without the right.
+    for metadata in (FINANCE, CLERK):
+        decide.request_id = rid()
+        with pytest.raises(grpc.RpcError) as refused:
+            returns.DecideApproval(decide, metadata=metadata, timeout=RPC_TIMEOUT_S)
+        assert refused.value.code() == FAILED
+    assert assert_books_sound(finance).accounts == before.accounts  # nothing took effect
+    decide.request_id = rid()
+    approved = returns.DecideApproval(
+        decide, metadata=(("x-allocd-actor", "cfo-3"), ("x-allocd-role", "finance")),
+        timeout=RPC_TIMEOUT_S)
+    assert approved.approval.approved and approved.approval.decided_by == "cfo-3"
+    after = assert_books_sound(finance)
+    assert balance(after, "SALES_RETURNS") - balance(before, "SALES_RETURNS") == 700_000_000
+    assert api.level(sku, rma.receiving_node_id).available >= 1  # like new: restocked
+
+
+def test_a_changed_journal_entry_is_detected(allocd_port, api, demo_world, books):
+    import dataclasses
+
+    from tests.e2e import conftest
+
+    finance, _ = books
+    assert finance.VerifyJournal(fpb.VerifyJournalRequest(), timeout=RPC_TIMEOUT_S).intact
+    server = conftest.RUNNING[allocd_port]
+    entries = server.engine.ledger.books.entries
+    original = entries[0]
+    tampered = dataclasses.replace(original, memo=original.memo + " (edited)")
+    entries[0] = tampered
+    try:
+        verified = finance.VerifyJournal(fpb.VerifyJournalRequest(), timeout=RPC_TIMEOUT_S)
+        assert not verified.intact and verified.first_bad_entry == 1
+    finally:
+        entries[0] = original
