@@ -8,6 +8,7 @@ from core.exceptions import Resolution
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import NetworkSpec
 from core.orders import OrderSpec
+from core.returns import ReturnPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,11 @@ class DecideApproval:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SetReturnPolicy:
+    policy: ReturnPolicy
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -293,4 +299,5 @@ Command = (
     | ReceiveReturn
     | InspectReturn
     | DecideApproval
+    | SetReturnPolicy
 )

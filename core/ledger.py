@@ -406,6 +406,8 @@ class Ledger:
             _ORDER_HANDLERS[kind](self, e)
         elif kind == EventKind.LANDED_COST_ALLOCATED:
             pass  # money only: the books post it
+        elif kind == EventKind.RETURN_POLICY_SET:
+            self.returns.policy = e.payload
         else:  # pragma: no cover - every kind is handled above
             raise InvariantViolation(f"unhandled event kind {kind!r}")
 
@@ -466,6 +468,7 @@ class Ledger:
             h.update(repr(self.held_variances[exception_id]).encode())
         h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
         h.update(repr(self.network_spec).encode())
+        h.update(repr(self.returns.policy).encode())
         h.update(repr(sorted(self.opportunity_costs.items())).encode())
         for order_id in sorted(self.orders.orders):
             order = self.orders.orders[order_id]

@@ -83,6 +83,7 @@ class EventKind(IntEnum):
     REFUND_ISSUED = 39
     APPROVAL_REQUESTED = 40
     APPROVAL_DECIDED = 41
+    RETURN_POLICY_SET = 42
 
 
 #: Kinds that move units between the ledger and the outside world but are
@@ -98,7 +99,8 @@ MOVE_KINDS = frozenset({
     EventKind.COUNT_VARIANCE_SETTLED, EventKind.RETURN_RECEIVED, EventKind.RETURN_DISPOSED,
 })
 POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
-                          EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET})
+                          EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET,
+                          EventKind.RETURN_POLICY_SET})
 CATALOG_KINDS = frozenset(
     {EventKind.SKU_UPSERTED, EventKind.NODE_UPSERTED, EventKind.CHANNEL_UPSERTED}
 )

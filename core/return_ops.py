@@ -299,7 +299,27 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
     return ReturnProgress(request.reference, request.amount_micros)
 
 
+def set_return_policy(p: Plan, cmd: c.SetReturnPolicy) -> None:
+    policy = cmd.policy
+    days = [policy.window_days, policy.seasonal_window_days, policy.abuse_window_days,
+            *(d for _, d in policy.channel_window_days),
+            *(d for _, d in policy.category_window_days)]
+    if any(not 0 <= d <= 3650 for d in days):
+        raise InvalidArgument("return windows must be between 0 and 3650 days", "policy")
+    fees = [policy.restocking_fee_bp, *(bp for _, bp in policy.category_restocking_fee_bp)]
+    if any(not 0 <= bp <= 10_000 for bp in fees):
+        raise InvalidArgument("restocking fees are basis points between 0 and 10000",
+                              "policy")
+    money = [policy.high_value_micros, policy.refund_approval_micros,
+             policy.liquidate_above_micros]
+    if any(not 0 <= m <= 10**15 for m in money) or not (
+            0.0 <= policy.abuse_review_rate <= 100.0) or policy.trusted_min_orders < 0:
+        raise InvalidArgument("policy thresholds out of range", "policy")
+    p.add(EventKind.RETURN_POLICY_SET, payload=policy)
+
+
 HANDLERS: dict[type, Callable[[Plan, Any], Any]] = {
+    c.SetReturnPolicy: set_return_policy,
     c.CreateReturn: create_return,
     c.ReceiveReturn: receive_return,
     c.InspectReturn: inspect_return,

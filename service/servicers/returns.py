@@ -10,7 +10,7 @@ from core.errors import InvalidArgument, NotFound
 from core.ledger import Ledger
 from core.operations import Outcome
 from core.return_ops import ReturnDecision, ReturnProgress
-from core.returns import ReturnRecord
+from core.returns import ReturnPolicy, ReturnRecord
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, check_count, unary
@@ -48,6 +48,41 @@ def return_to_proto(ledger: Ledger, record: ReturnRecord) -> pb.Return:
                       grade=pb.ReturnGrade.ValueType(int(grade)),
                       disposition=pb.Disposition.ValueType(int(disposition)))
     return msg
+
+
+def policy_from_proto(msg: pb.ReturnPolicy) -> ReturnPolicy:
+    return ReturnPolicy(
+        window_days=msg.window_days,
+        channel_window_days=tuple((x.name, x.days) for x in msg.channel_windows),
+        category_window_days=tuple((x.name, x.days) for x in msg.category_windows),
+        final_sale_categories=tuple(msg.final_sale_categories),
+        seasonal_categories=tuple(msg.seasonal_categories),
+        seasonal_window_days=msg.seasonal_window_days,
+        restocking_fee_bp=msg.restocking_fee_basis_points,
+        category_restocking_fee_bp=tuple((x.category, x.basis_points)
+                                         for x in msg.category_restocking_fees),
+        abuse_window_days=msg.abuse_window_days, abuse_review_rate=msg.abuse_review_rate,
+        trusted_min_orders=msg.trusted_min_orders, high_value_micros=msg.high_value_micros,
+        refund_approval_micros=msg.refund_approval_micros,
+        liquidate_above_micros=msg.liquidate_above_micros)
+
+
+def policy_to_proto(policy: ReturnPolicy) -> pb.ReturnPolicy:
+    return pb.ReturnPolicy(
+        window_days=policy.window_days,
+        channel_windows=[pb.NamedDays(name=n, days=d) for n, d in policy.channel_window_days],
+        category_windows=[pb.NamedDays(name=n, days=d)
+                          for n, d in policy.category_window_days],
+        final_sale_categories=list(policy.final_sale_categories),
+        seasonal_categories=list(policy.seasonal_categories),
+        seasonal_window_days=policy.seasonal_window_days,
+        restocking_fee_basis_points=policy.restocking_fee_bp,
+        category_restocking_fees=[pb.NamedBasisPoints(category=n, basis_points=b)
+                                  for n, b in policy.category_restocking_fee_bp],
+        abuse_window_days=policy.abuse_window_days, abuse_review_rate=policy.abuse_review_rate,
+        trusted_min_orders=policy.trusted_min_orders, high_value_micros=policy.high_value_micros,
+        refund_approval_micros=policy.refund_approval_micros,
+        liquidate_above_micros=policy.liquidate_above_micros)
 
 
 class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
@@ -163,3 +198,17 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
             "DecideApproval", request,
             lambda: c.DecideApproval(request.approval_id, request.approve, actor, role,
                                      request.note), respond)
+
+    @unary
+    async def SetReturnPolicy(self, request: pb.SetReturnPolicyRequest,
+                              context: Context) -> pb.SetReturnPolicyResponse:
+        return await self.engine.mutate(
+            "SetReturnPolicy", request, lambda: c.SetReturnPolicy(policy_from_proto(
+                request.policy)),
+            lambda o: pb.SetReturnPolicyResponse(result=mutation_result(o)))
+
+    @unary
+    async def GetReturnPolicy(self, request: pb.GetReturnPolicyRequest,
+                              context: Context) -> pb.GetReturnPolicyResponse:
+        return pb.GetReturnPolicyResponse(
+            policy=policy_to_proto(self.engine.ledger.returns.policy))

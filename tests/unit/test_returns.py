@@ -1,0 +1,154 @@
+"""Return eligibility, refund timing and dispositions, with the clock under control."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from core import commands as c
+from core.errors import FailedPrecondition, InvalidArgument
+from core.ledger import Ledger, LedgerSettings
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.network import SlaTier
+from core.operations import execute
+from core.orders import OrderLineSpec, OrderSpec
+from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy
+from tests.unit.test_orders_stateful import NETWORK, NOW
+
+
+def world(policy: ReturnPolicy | None = None) -> Ledger:
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in (
+        c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),)),
+        c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
+        c.UpsertSkus((SkuSpec("shirt", weight_lb=1, price_micros=20_000_000,
+                              unit_cost_micros=8_000_000, category="apparel"),
+                      SkuSpec("phone", weight_lb=1, price_micros=100_000_000,
+                              unit_cost_micros=60_000_000, category="electronics"),
+                      SkuSpec("socks", weight_lb=1, price_micros=5_000_000,
+                              unit_cost_micros=1_000_000, category="clearance"),
+                      SkuSpec("tree", weight_lb=1, price_micros=30_000_000,
+                              unit_cost_micros=10_000_000, category="holiday"))),
+        c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:1])),
+        c.ReceiveStock(tuple(c.ReceiptLine(s, "n0", 50)
+                             for s in ("shirt", "phone", "socks", "tree"))),
+    ):
+        execute(ledger, command, NOW)
+    if policy is not None:
+        execute(ledger, c.SetReturnPolicy(policy), NOW)
+    return ledger
+
+
+def sell(ledger: Ledger, order_id: str, sku: str, qty: int, customer: str = "",
+         channel: str = "web", at: int = NOW) -> None:
+    spec = OrderSpec(order_id, channel, SlaTier.STANDARD, (OrderLineSpec("1", sku, qty),),
+                     postal_code="10001", customer_id=customer)
+    execute(ledger, c.AllocateOrders((spec,)), at)
+    (package_id,) = ledger.orders.orders[order_id].package_ids
+    execute(ledger, c.ReleaseWave("n0"), at)
+    execute(ledger, c.ConfirmPick(package_id, ()), at)
+    execute(ledger, c.ConfirmPack(package_id, ((sku, qty),)), at)
+    execute(ledger, c.ConfirmShipment(package_id, "T"), at)
+
+
+def ask(ledger: Ledger, rma: str, order_id: str, qty: int, at: int):
+    return execute(ledger, c.CreateReturn(rma, order_id, (("1", qty),)), at).detail
+
+
+def test_a_return_inside_the_window_is_eligible_and_outside_it_is_not():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    late = ask(ledger, "r-late", "o1", 1, NOW + 31 * DAY_MS)
+    assert not late.eligible and "30 days" in late.reasons[0]
+    assert "r-late" not in ledger.returns.returns  # refused: nothing recorded
+    ok = ask(ledger, "r-ok", "o1", 1, NOW + 29 * DAY_MS)
+    assert ok.eligible
+
+
+def test_channel_category_final_sale_and_seasonal_rules_apply():
+    policy = ReturnPolicy(channel_window_days=(("mkt", 60),), final_sale_categories=(
+        "clearance",), seasonal_categories=("holiday",), seasonal_window_days=14)
+    ledger = world(policy)
+    sell(ledger, "m1", "shirt", 1, channel="mkt")
+    assert ask(ledger, "r1", "m1", 1, NOW + 45 * DAY_MS).eligible  # the marketplace's 60
+    sell(ledger, "s1", "socks", 1)
+    final = ask(ledger, "r2", "s1", 1, NOW)
+    assert not final.eligible and "final sale" in final.reasons[0]
+    sell(ledger, "h1", "tree", 1)
+    assert not ask(ledger, "r3", "h1", 1, NOW + 20 * DAY_MS).eligible  # seasonal: 14 days
+
+
+def test_more_than_shipped_minus_returned_is_not_eligible():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    assert ask(ledger, "r1", "o1", 2, NOW).eligible
+    again = ask(ledger, "r2", "o1", 1, NOW)
+    assert not again.eligible and "already returned" in again.reasons[0]
+
+
+def test_refund_timing_restocking_fee_and_no_refund_before_receipt():
+    ledger = world()
+    sell(ledger, "o1", "phone", 1, customer="new-customer")
+    decision = ask(ledger, "r1", "o1", 1, NOW)
+    auth = decision.authorization
+    assert auth.refund_timing == RefundTiming.ON_RECEIPT
+    assert auth.restocking_fee_micros == 15_000_000  # electronics: 15 %
+    assert auth.refund_micros == 85_000_000 and decision.refunded_micros == 0
+    assert ledger.returns.returns["r1"].refunded_micros == 0  # not before the goods are back
+    progress = execute(ledger, c.ReceiveReturn("r1"), NOW).detail
+    assert progress.refunded_micros == 85_000_000
+
+
+def test_trusted_customers_are_refunded_on_authorisation_and_abusers_reviewed():
+    ledger = world()
+    for i in range(3):
+        sell(ledger, f"t{i}", "shirt", 1, customer="loyal")
+    trusted = ask(ledger, "r-loyal", "t0", 1, NOW)
+    assert trusted.authorization.refund_timing == RefundTiming.ON_AUTHORIZATION
+    assert trusted.refunded_micros == 20_000_000
+    sell(ledger, "a1", "shirt", 2, customer="abuser")
+    assert ask(ledger, "ra1", "a1", 2, NOW).eligible  # returns everything bought
+    sell(ledger, "a2", "shirt", 1, customer="abuser")
+    reviewed = ask(ledger, "ra2", "a2", 1, NOW)
+    assert reviewed.authorization.in_review
+    assert reviewed.authorization.refund_timing == RefundTiming.ON_INSPECTION
+
+
+@pytest.mark.parametrize(("grade", "bucket"), [
+    (Grade.UNOPENED, Bucket.AVAILABLE), (Grade.LIKE_NEW, Bucket.AVAILABLE),
+    (Grade.MISSING_PARTS, Bucket.QUARANTINED), (Grade.DAMAGED, None),
+    (Grade.DEFECTIVE, None),
+])
+def test_every_grade_goes_where_the_disposition_rules_send_it(grade, bucket):
+    ledger = world()
+    sell(ledger, "o1", "shirt", 1)
+    ask(ledger, "r1", "o1", 1, NOW)
+    execute(ledger, c.ReceiveReturn("r1"), NOW)
+    sku = ledger.catalog.sku("shirt")
+    before = ledger.buckets(sku, 0).copy()
+    execute(ledger, c.InspectReturn("r1", (("1", int(grade)),)), NOW)
+    after = ledger.buckets(sku, 0)
+    assert after[Bucket.RETURNED] == before[Bucket.RETURNED] - 1
+    if bucket is not None:
+        assert after[bucket] == before[bucket] + 1
+    else:
+        assert after.sum() == before.sum() - 1  # left the ledger
+
+
+def test_a_policy_with_impossible_values_is_refused():
+    ledger = world()
+    with pytest.raises(InvalidArgument):
+        execute(ledger, c.SetReturnPolicy(ReturnPolicy(window_days=-1)), NOW)
+    with pytest.raises(InvalidArgument):
+        execute(ledger, c.SetReturnPolicy(ReturnPolicy(restocking_fee_bp=20_000)), NOW)
+
+
+def test_receiving_more_than_authorised_is_refused_and_changes_nothing():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 1)
+    ask(ledger, "r1", "o1", 1, NOW)
+    before = ledger.checksum()
+    with pytest.raises(FailedPrecondition):
+        execute(ledger, c.ReceiveReturn("r1", (("1", 2),)), NOW)
+    assert ledger.checksum() == before
