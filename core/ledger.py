@@ -498,10 +498,12 @@ class Ledger:
 def _package_shipped(ledger: Ledger, e: Event) -> None:
     ledger.orders.ship(e.payload, e.time_ms)
     state = ledger.orders.packages[e.payload.package_id]
+    prices = ledger.catalog.price_micros
+    # What was charged: a return refunds this, whatever the price is later.
+    state.unit_prices = {line.line_id: int(prices[line.sku]) for line in state.plan.lines}
     customer = ledger.orders.orders[state.order_id].spec.customer_id
     if customer:  # what the customer bought, for the return-abuse score
-        prices = ledger.catalog.price_micros
-        value = sum(int(prices[line.sku]) * state.quantities.get(line.line_id, 0)
+        value = sum(state.unit_prices[line.line_id] * state.quantities.get(line.line_id, 0)
                     for line in state.plan.lines)
         ledger.returns.bought.setdefault(customer, []).append((e.time_ms, value))
 

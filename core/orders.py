@@ -179,6 +179,7 @@ class PackageState:
     tracking_number: str = ""
     pack_mismatch: bool = False
     shipped_ms: int = 0
+    unit_prices: dict[str, int] = field(default_factory=dict)  # line_id -> price charged
 
 
 @dataclass(slots=True)

@@ -55,10 +55,13 @@ def _ident(value: str, name: str) -> str:
     return value
 
 
-def _shipped(ledger: Ledger, record: OrderRecord, line_id: str) -> tuple[int, int, int]:
-    """(units shipped, SKU shipped, latest shipment time) of an order line."""
+def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
+             ) -> tuple[int, int, int, int]:
+    """(units shipped, SKU shipped, latest shipment time, lowest unit price charged) of an
+    order line."""
     units = last = 0
     sku = -1
+    price = 0
     for package_id in record.package_ids:
         state = ledger.orders.packages[package_id]
         if state.status != PackageStatus.SHIPPED:
@@ -68,7 +71,9 @@ def _shipped(ledger: Ledger, record: OrderRecord, line_id: str) -> tuple[int, in
                 units += state.quantities.get(line_id, 0)
                 sku = line.sku
                 last = max(last, state.shipped_ms)
-    return units, sku, last
+                charged = state.unit_prices.get(line_id, 0)
+                price = charged if not price else min(price, charged)
+    return units, sku, last, price
 
 
 def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
@@ -120,7 +125,7 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
         seen.add(line_id)
         if qty < 1:
             raise InvalidArgument("quantity must be at least 1", f"{name}.quantity")
-        shipped, sku, shipped_ms = _shipped(ledger, record, line_id)
+        shipped, sku, shipped_ms, price = _shipped(ledger, record, line_id)
         already = book.returned.get((cmd.order_id, line_id), 0)
         if qty > shipped - already:
             reasons.append(f"line {line_id}: {shipped} shipped, {already} already returned, "
@@ -135,7 +140,7 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
             reasons.append(f"line {line_id}: shipped more than {window} days ago "
                            f"({record.spec.channel_id or 'direct'}, {category or 'any'})")
             continue
-        lines.append(ReturnLine(line_id, sku, qty, int(ledger.catalog.price_micros[sku])))
+        lines.append(ReturnLine(line_id, sku, qty, price))
     if reasons:
         return ReturnDecision(cmd.rma_id, False, tuple(reasons))
     customer = record.spec.customer_id

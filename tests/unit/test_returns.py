@@ -152,3 +152,12 @@ def test_receiving_more_than_authorised_is_refused_and_changes_nothing():
     with pytest.raises(FailedPrecondition):
         execute(ledger, c.ReceiveReturn("r1", (("1", 2),)), NOW)
     assert ledger.checksum() == before
+
+
+def test_a_refund_is_what_was_charged_even_after_a_price_change():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 1)
+    spec = ledger.catalog.sku_spec(ledger.catalog.sku("shirt"))
+    execute(ledger, c.UpsertSkus((dataclasses.replace(spec, price_micros=99_000_000),)), NOW)
+    decision = ask(ledger, "r1", "o1", 1, NOW)
+    assert decision.authorization.refund_micros == 20_000_000
