@@ -24,11 +24,11 @@ from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.plan import Plan as _Plan
 from core.return_ops import HANDLERS as RETURN_HANDLERS
+from core.validation import MAX_ID_LENGTH, check_identifier
 
 #: Buckets an operator may adjust or move between directly. The others are owned by
 #: records (reservations, orders, inbound) and change only through their operations.
 FREE_BUCKETS = frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED, Bucket.RETURNED})
-MAX_ID_LENGTH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +78,6 @@ def _quantity(value: int, field_name: str, *, allow_zero: bool = False) -> int:
     if value < low or value > QTY_MAX:
         raise InvalidArgument(
             f"{field_name} must be between {low} and {QTY_MAX}, got {value}", field_name)
-    return value
-
-
-def _identifier(value: str, field_name: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field_name} is required", field_name)
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"{field_name} is longer than {MAX_ID_LENGTH}", field_name)
-    if any((ch.isspace() and ch != " ") or not ch.isprintable() for ch in value):
-        raise InvalidArgument(f"{field_name} contains control characters", field_name)
     return value
 
 
@@ -152,7 +142,7 @@ def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
 
 
 def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
-    _identifier(cmd.reference, "reference")
+    check_identifier(cmd.reference, "reference")
     _lines(cmd.lines)
     cat = p.ledger.catalog
     for i, line in enumerate(cmd.lines):
@@ -209,7 +199,7 @@ def _move(p: _Plan, cmd: c.MoveStock) -> None:
 
 
 def _transfer(p: _Plan, cmd: c.TransferStock) -> None:
-    _identifier(cmd.transfer_id, "transfer_id")
+    check_identifier(cmd.transfer_id, "transfer_id")
     _lines(cmd.lines)
     cat = p.ledger.catalog
     src = cat.node(cmd.from_node_id, "from_node_id")
@@ -232,7 +222,7 @@ def _transfer(p: _Plan, cmd: c.TransferStock) -> None:
 def _reserve(p: _Plan, cmd: c.ReserveStock) -> ReserveResult:
     ledger = p.ledger
     cat = ledger.catalog
-    _identifier(cmd.reservation_id, "reservation_id")
+    check_identifier(cmd.reservation_id, "reservation_id")
     if cmd.reservation_id in ledger.reservations.by_id:
         raise AlreadyExists(f"reservation {cmd.reservation_id!r} exists already",
                             "reservation_id")
@@ -266,7 +256,7 @@ def _release_events(p: _Plan, reservation_id: str, kind: EventKind) -> int:
 
 
 def _release(p: _Plan, cmd: c.ReleaseReservation) -> ReleaseResult:
-    _identifier(cmd.reservation_id, "reservation_id")
+    check_identifier(cmd.reservation_id, "reservation_id")
     if cmd.reservation_id not in p.ledger.reservations.by_id:
         raise NotFound(f"no open reservation {cmd.reservation_id!r}", "reservation_id")
     return ReleaseResult(_release_events(p, cmd.reservation_id, EventKind.RESERVATION_RELEASED))
@@ -337,7 +327,7 @@ def _set_fence(p: _Plan, cmd: c.SetRingFence) -> None:
     for i, line in enumerate(cmd.lines):
         sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
         node = cat.node(line.node_id, f"lines[{i}].node_id")
-        _identifier(line.channel_id, f"lines[{i}].channel_id")
+        check_identifier(line.channel_id, f"lines[{i}].channel_id")
         channel = cat.channel(line.channel_id, f"lines[{i}].channel_id")
         qty = _quantity(line.quantity, f"lines[{i}].quantity", allow_zero=True)
         p.add(EventKind.RING_FENCE_SET, sku=sku, node=node, channel=channel, quantity=qty)
@@ -350,7 +340,7 @@ def _upsert_skus(p: _Plan, cmd: c.UpsertSkus) -> None:
     seen: set[str] = set()
     next_dense = cat.n_skus
     for i, spec in enumerate(cmd.skus):
-        _identifier(spec.sku_id, f"skus[{i}].sku_id")
+        check_identifier(spec.sku_id, f"skus[{i}].sku_id")
         if spec.sku_id in seen:
             raise InvalidArgument(f"SKU {spec.sku_id!r} appears twice", f"skus[{i}].sku_id")
         seen.add(spec.sku_id)
@@ -374,7 +364,7 @@ def _upsert_nodes(p: _Plan, cmd: c.UpsertNodes) -> None:
     seen: set[str] = set()
     next_dense = cat.n_nodes
     for i, spec in enumerate(cmd.nodes):
-        _identifier(spec.node_id, f"nodes[{i}].node_id")
+        check_identifier(spec.node_id, f"nodes[{i}].node_id")
         if spec.node_id in seen:
             raise InvalidArgument(f"node {spec.node_id!r} appears twice", f"nodes[{i}].node_id")
         seen.add(spec.node_id)
@@ -396,7 +386,7 @@ def _upsert_channels(p: _Plan, cmd: c.UpsertChannels) -> None:
     seen: set[str] = set()
     next_dense = len(cat.channels)
     for i, spec in enumerate(cmd.channels):
-        _identifier(spec.channel_id, f"channels[{i}].channel_id")
+        check_identifier(spec.channel_id, f"channels[{i}].channel_id")
         if spec.channel_id in seen:
             raise InvalidArgument(f"channel {spec.channel_id!r} appears twice",
                                   f"channels[{i}].channel_id")
@@ -429,7 +419,7 @@ def _set_opportunity_costs(p: _Plan, cmd: c.SetOpportunityCosts) -> None:
 
 
 def _landed_cost(p: _Plan, cmd: c.AllocateLandedCost) -> None:
-    _identifier(cmd.reference, "reference")
+    check_identifier(cmd.reference, "reference")
     if cmd.reference not in p.ledger.books.receipts:
         raise NotFound(f"no receipt {cmd.reference!r}", "reference")
     if not 1 <= cmd.amount_micros <= MONEY_MAX * 1000:

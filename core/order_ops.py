@@ -40,8 +40,8 @@ from core.orders import (
     WaveRecord,
 )
 from core.plan import Plan
+from core.validation import check_identifier, check_line_ids
 
-MAX_ID_LENGTH = 128
 UNSHIPPED = (PackageStatus.ALLOCATED, PackageStatus.RELEASED, PackageStatus.PICKED,
              PackageStatus.PACKED)
 
@@ -97,20 +97,11 @@ class ResolveResult:
     outcome: OrderOutcome | None
 
 
-def _ident(value: str, field_name: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field_name} is required", field_name)
-    if len(value) > MAX_ID_LENGTH or not value.isprintable():
-        raise InvalidArgument(f"{field_name} must be at most {MAX_ID_LENGTH} printable "
-                              "characters", field_name)
-    return value
-
-
 def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
                quote: bool = False) -> tuple[tuple[str, int, int], ...]:
     """The order's lines as (line_id, sku, quantity); raises a DomainError naming the field."""
     cat = ledger.catalog
-    _ident(spec.order_id, f"{field}.order_id")
+    check_identifier(spec.order_id, f"{field}.order_id")
     if not quote and (spec.order_id in ledger.orders.orders or spec.order_id in batch_ids):
         raise AlreadyExists(f"order {spec.order_id!r} exists already", f"{field}.order_id")
     cat.channel(spec.channel_id, f"{field}.channel_id")
@@ -126,7 +117,7 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
     skus: set[int] = set()
     for i, line in enumerate(spec.lines):
         name = f"{field}.lines[{i}]"
-        _ident(line.line_id, f"{name}.line_id")
+        check_identifier(line.line_id, f"{name}.line_id")
         if line.line_id in line_ids:
             raise InvalidArgument(f"line id {line.line_id!r} appears twice", f"{name}.line_id")
         line_ids.add(line.line_id)
@@ -241,7 +232,7 @@ def quote_order(ledger: Ledger, spec: OrderSpec, now_ms: int) -> Decision:
 
 
 def _order(p: Plan, order_id: str) -> OrderRecord:
-    _ident(order_id, "order_id")
+    check_identifier(order_id, "order_id")
     record = p.ledger.orders.orders.get(order_id)
     if record is None:
         raise NotFound(f"no order {order_id!r}", "order_id")
@@ -249,7 +240,7 @@ def _order(p: Plan, order_id: str) -> OrderRecord:
 
 
 def _package(p: Plan, package_id: str) -> PackageState:
-    _ident(package_id, "package_id")
+    check_identifier(package_id, "package_id")
     state = p.ledger.orders.packages.get(package_id)
     if state is None:
         raise NotFound(f"no package {package_id!r}", "package_id")
@@ -285,17 +276,10 @@ def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
                               for line_id, qty in sorted(state.quantities.items())]
         backorder_lines = [(b.line_id, b.quantity) for b in record.backorders.values()]
     else:
-        seen: set[str] = set()
+        check_line_ids([x.line_id for x in record.spec.lines], cmd.lines,
+                       f"order {cmd.order_id!r}")
         for i, (line_id, qty) in enumerate(cmd.lines):
             name = f"lines[{i}]"
-            try:
-                record.line(line_id)
-            except KeyError:
-                raise NotFound(f"order {cmd.order_id!r} has no line {line_id!r}",
-                               f"{name}.line_id") from None
-            if line_id in seen:
-                raise InvalidArgument(f"line {line_id!r} appears twice", f"{name}.line_id")
-            seen.add(line_id)
             backordered = record.backorders[line_id].quantity if line_id in record.backorders else 0
             in_packages = [(s, s.quantities.get(line_id, 0)) for s in open_packages]
             available = backordered + sum(q for _, q in in_packages)
@@ -430,7 +414,7 @@ def confirm_pack(p: Plan, cmd: c.ConfirmPack) -> PackResult:
         expected[sku_id] = expected.get(sku_id, 0) + qty
     scanned: dict[str, int] = {}
     for i, (sku_id, qty) in enumerate(cmd.scanned):
-        _ident(sku_id, f"scanned[{i}].sku_id")
+        check_identifier(sku_id, f"scanned[{i}].sku_id")
         if not 0 <= qty <= QTY_MAX:
             raise InvalidArgument(f"scanned[{i}].quantity out of range", f"scanned[{i}].quantity")
         scanned[sku_id] = scanned.get(sku_id, 0) + qty
@@ -455,7 +439,7 @@ def confirm_pack(p: Plan, cmd: c.ConfirmPack) -> PackResult:
 
 def confirm_shipment(p: Plan, cmd: c.ConfirmShipment) -> ShipResult:
     state = _package(p, cmd.package_id)
-    _ident(cmd.tracking_number, "tracking_number")
+    check_identifier(cmd.tracking_number, "tracking_number")
     if state.status != PackageStatus.PACKED:
         raise FailedPrecondition(f"package {cmd.package_id!r} is {state.status.name}, not "
                                  "PACKED", "package_id")
@@ -470,7 +454,7 @@ def confirm_shipment(p: Plan, cmd: c.ConfirmShipment) -> ShipResult:
 
 def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
     ledger = p.ledger
-    _ident(cmd.exception_id, "exception_id")
+    check_identifier(cmd.exception_id, "exception_id")
     record = ledger.exceptions.by_id.get(cmd.exception_id)
     if record is None:
         raise NotFound(f"no exception {cmd.exception_id!r}", "exception_id")

@@ -26,8 +26,8 @@ from core.returns import (
     ReturnRecord,
     disposition_for,
 )
+from core.validation import check_identifier, check_line_ids
 
-MAX_ID = 128
 RETURN_NODE_TYPES = frozenset({NodeType.OWNED_DC, NodeType.THIRD_PARTY})
 
 
@@ -46,13 +46,6 @@ class ReturnProgress:
     rma_id: str
     refunded_micros: int = 0
     approval_id: str = ""
-
-
-def _ident(value: str, name: str) -> str:
-    if not value or len(value) > MAX_ID or not value.isprintable():
-        raise InvalidArgument(f"{name} is required (at most {MAX_ID} printable characters)",
-                              name)
-    return value
 
 
 def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
@@ -101,10 +94,10 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
     ledger = p.ledger
     book = ledger.returns
     policy = book.policy
-    _ident(cmd.rma_id, "rma_id")
+    check_identifier(cmd.rma_id, "rma_id")
     if cmd.rma_id in book.returns:
         raise AlreadyExists(f"return {cmd.rma_id!r} exists already", "rma_id")
-    _ident(cmd.order_id, "order_id")
+    check_identifier(cmd.order_id, "order_id")
     record = ledger.orders.orders.get(cmd.order_id)
     if record is None:
         raise NotFound(f"no order {cmd.order_id!r}", "order_id")
@@ -112,17 +105,9 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
         raise InvalidArgument("lines must not be empty", "lines")
     reasons: list[str] = []
     lines: list[ReturnLine] = []
-    seen: set[str] = set()
+    check_line_ids([x.line_id for x in record.spec.lines], cmd.lines, f"order {cmd.order_id!r}")
     for i, (line_id, qty) in enumerate(cmd.lines):
         name = f"lines[{i}]"
-        try:
-            record.line(line_id)
-        except KeyError:
-            raise NotFound(f"order {cmd.order_id!r} has no line {line_id!r}",
-                           f"{name}.line_id") from None
-        if line_id in seen:
-            raise InvalidArgument(f"line {line_id!r} appears twice", f"{name}.line_id")
-        seen.add(line_id)
         if qty < 1:
             raise InvalidArgument("quantity must be at least 1", f"{name}.quantity")
         shipped, sku, shipped_ms, price = _shipped(ledger, record, line_id)
@@ -194,7 +179,7 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
 
 
 def _return(p: Plan, rma_id: str) -> ReturnRecord:
-    _ident(rma_id, "rma_id")
+    check_identifier(rma_id, "rma_id")
     record = p.ledger.returns.returns.get(rma_id)
     if record is None:
         raise NotFound(f"no return {rma_id!r}", "rma_id")
@@ -278,7 +263,7 @@ def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
 
 def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
     ledger = p.ledger
-    _ident(cmd.approval_id, "approval_id")
+    check_identifier(cmd.approval_id, "approval_id")
     record = ledger.approvals.by_id.get(cmd.approval_id)
     if record is None:
         raise NotFound(f"no approval {cmd.approval_id!r}", "approval_id")

@@ -25,7 +25,8 @@ from core.commands import Command, ExpireReservations
 from core.errors import AlreadyExists, InvalidArgument
 from core.ledger import Ledger, LedgerSettings
 from core.model import Event
-from core.operations import MAX_ID_LENGTH, Outcome, execute
+from core.operations import Outcome, execute
+from core.validation import check_identifier
 from service.config import Settings
 from service.logcodec import dumps
 from service.store import (
@@ -69,13 +70,7 @@ def fingerprint(method: str, request: Message) -> bytes:
 
 
 def check_request_id(request_id: str) -> str:
-    if not request_id:
-        raise InvalidArgument("request_id is required for a mutating call", "request_id")
-    if len(request_id) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"request_id is longer than {MAX_ID_LENGTH}", "request_id")
-    if not request_id.isprintable():
-        raise InvalidArgument("request_id contains control characters", "request_id")
-    return request_id
+    return check_identifier(request_id, "request_id")
 
 
 class Engine:

@@ -1,0 +1,32 @@
+"""Input checks shared by every command handler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.errors import InvalidArgument, NotFound
+
+MAX_ID_LENGTH = 128
+
+
+def check_identifier(value: str, field_name: str) -> str:
+    """Ids: required, at most MAX_ID_LENGTH characters, printable (no control characters)."""
+    if not value:
+        raise InvalidArgument(f"{field_name} is required", field_name)
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"{field_name} is longer than {MAX_ID_LENGTH}", field_name)
+    if any((ch.isspace() and ch != " ") or not ch.isprintable() for ch in value):
+        raise InvalidArgument(f"{field_name} contains control characters", field_name)
+    return value
+
+
+def check_line_ids(known: Sequence[str], lines: Sequence[tuple[str, int]], owner: str,
+                   field: str = "lines") -> None:
+    """Every (line_id, quantity) names a line of `owner` once."""
+    seen: set[str] = set()
+    for i, (line_id, _) in enumerate(lines):
+        if line_id not in known:
+            raise NotFound(f"{owner} has no line {line_id!r}", f"{field}[{i}].line_id")
+        if line_id in seen:
+            raise InvalidArgument(f"line {line_id!r} appears twice", f"{field}[{i}].line_id")
+        seen.add(line_id)
