@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Which roles may approve which kind of action.
 APPROVER_ROLES = {
     "refund": frozenset({"finance", "admin"}),
+    "write_off": frozenset({"operations", "finance", "admin"}),
 }
+#: Who may settle a held cycle-count variance (approve or reject the counted quantity).
+COUNT_VARIANCE_ROLES = frozenset({"operations", "inventory_control", "admin"})
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,7 @@ class ApprovalRequest:
     detail: str
     gross_micros: int = 0  # refunds: sales returned
     fee_micros: int = 0  # refunds: restocking fee kept
+    command: Any = None  # write-offs: the adjustment to plan again once approved
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ class AdjustLine:
 class AdjustStock:
     lines: tuple[AdjustLine, ...]
     reference: str = ""
+    actor: str = ""
+    approved: bool = False  # set when an approver has released it
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,8 @@ class ResolveException:
     resolution: Resolution
     note: str = ""
     fraud_threshold: float = 0.8
+    actor: str = ""
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)

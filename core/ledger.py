@@ -48,6 +48,8 @@ class LedgerSettings:
     # A cycle-count variance above this many units is held (quarantined) for approval.
     count_hold_units: int = 5
     partition: str = "default"
+    # Write-offs worth more than this (micros, at moving-average cost) wait for an approver.
+    write_off_approval_micros: int = 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -523,14 +525,15 @@ def _refund_issued(ledger: Ledger, e: Event) -> None:
 def _approval_requested(ledger: Ledger, e: Event) -> None:
     request = e.payload
     ledger.approvals.by_id[request.approval_id] = ApprovalRecord(request, e.time_ms)
-    ledger.returns.returns[request.reference].approval_id = request.approval_id
+    if request.action == "refund":
+        ledger.returns.returns[request.reference].approval_id = request.approval_id
 
 
 def _approval_decided(ledger: Ledger, e: Event) -> None:
     decision = e.payload
     record = ledger.approvals.by_id[decision.approval_id]
     record.decision = decision
-    if not decision.approved:
+    if not decision.approved and record.request.action == "refund":
         ledger.returns.returns[record.request.reference].approval_id = ""
 
 

@@ -7,28 +7,28 @@ them to `Ledger.apply`, which applies all of them or none.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from core import commands as c
+from core.adjustments import FREE_BUCKETS, adjust
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.finance import LandedCost
 from core.ledger import Ledger
-from core.model import QTY_MAX, AdjustReason, Bucket, Event, EventKind
+from core.model import Bucket, Event, EventKind
 from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.plan import Plan as _Plan
 from core.return_ops import HANDLERS as RETURN_HANDLERS
 from core.validation import MAX_ID_LENGTH, check_identifier
-
-#: Buckets an operator may adjust or move between directly. The others are owned by
-#: records (reservations, orders, inbound) and change only through their operations.
-FREE_BUCKETS = frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED, Bucket.RETURNED})
+from core.validation import check_bucket as _bucket
+from core.validation import check_lines as _lines
+from core.validation import check_quantity as _quantity
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +71,6 @@ class Outcome:
 
 
 # ---- validation helpers --------------------------------------------------------
-def _quantity(value: int, field_name: str, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{field_name} must be an integer", field_name)
-    low = 0 if allow_zero else 1
-    if value < low or value > QTY_MAX:
-        raise InvalidArgument(
-            f"{field_name} must be between {low} and {QTY_MAX}, got {value}", field_name)
-    return value
-
-
-def _lines(lines: Sequence[Any]) -> None:
-    if not lines:
-        raise InvalidArgument("lines must not be empty", "lines")
-
-
 MONEY_MAX = 10**12  # a million currency units per unit: far from int64 overflow in sums
 
 
@@ -98,13 +83,6 @@ def _money(value: int, field_name: str) -> int:
 def _finite(value: float, field_name: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"{field_name} must be a finite number >= 0", field_name)
-    return value
-
-
-def _bucket(value: Bucket, allowed: frozenset[Bucket], field_name: str) -> Bucket:
-    if value not in allowed:
-        names = ", ".join(sorted(b.name for b in allowed))
-        raise InvalidArgument(f"{field_name} must be one of {names}", field_name)
     return value
 
 
@@ -154,33 +132,6 @@ def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
         p.add(EventKind.INBOUND_EXPECTED, sku=sku, node=node, to_bucket=Bucket.IN_TRANSIT,
               quantity=qty, reference=cmd.reference, due_ms=line.expected_ms,
               amount=_money(line.unit_cost_micros, f"lines[{i}].unit_cost_micros"))
-
-
-_REASON_SIGN = {AdjustReason.DAMAGE: -1, AdjustReason.SHRINKAGE: -1, AdjustReason.FOUND: 1}
-
-
-def _adjust(p: _Plan, cmd: c.AdjustStock) -> None:
-    _lines(cmd.lines)
-    cat = p.ledger.catalog
-    for i, line in enumerate(cmd.lines):
-        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
-        node = cat.node(line.node_id, f"lines[{i}].node_id")
-        if line.reason not in tuple(AdjustReason):
-            raise InvalidArgument("reason is required", f"lines[{i}].reason")
-        if line.delta == 0:
-            raise InvalidArgument("delta must not be zero", f"lines[{i}].delta")
-        _quantity(abs(line.delta), f"lines[{i}].delta")
-        sign = _REASON_SIGN.get(line.reason)
-        if sign is not None and (line.delta > 0) != (sign > 0):
-            raise InvalidArgument(
-                f"a {line.reason.name} adjustment must be {'positive' if sign > 0 else 'negative'}",
-                f"lines[{i}].delta")
-        bucket = _bucket(line.bucket, FREE_BUCKETS, f"lines[{i}].bucket")
-        into = line.delta > 0
-        p.add(EventKind.ADJUSTED, sku=sku, node=node,
-              from_bucket=Bucket.EXTERNAL if into else bucket,
-              to_bucket=bucket if into else Bucket.EXTERNAL,
-              quantity=abs(line.delta), reference=cmd.reference, reason=int(line.reason))
 
 
 def _move(p: _Plan, cmd: c.MoveStock) -> None:
@@ -434,7 +385,7 @@ def _landed_cost(p: _Plan, cmd: c.AllocateLandedCost) -> None:
 _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.ReceiveStock: _receive,
     c.ExpectInbound: _expect_inbound,
-    c.AdjustStock: _adjust,
+    c.AdjustStock: adjust,
     c.MoveStock: _move,
     c.TransferStock: _transfer,
     c.ReserveStock: _reserve,

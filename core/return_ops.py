@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from core import commands as c
+from core.adjustments import adjust
 from core.approvals import APPROVER_ROLES, ApprovalDecision, ApprovalRequest
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.ledger import Ledger
@@ -282,6 +284,10 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
     p.add(EventKind.APPROVAL_DECIDED, reference=cmd.approval_id, payload=ApprovalDecision(
         cmd.approval_id, cmd.approve, cmd.actor, cmd.role, cmd.note[:500]))
     if not cmd.approve:
+        return ReturnProgress(request.reference)
+    if request.action == "write_off":
+        # Planned again now: stock may have moved since it was asked for.
+        adjust(p, dataclasses.replace(request.command, approved=True))
         return ReturnProgress(request.reference)
     p.add(EventKind.REFUND_ISSUED, reference=request.reference,
           payload=Refund(request.reference, request.gross_micros, request.fee_micros,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from core.errors import InvalidArgument, NotFound
+from core.model import QTY_MAX, Bucket
 
 MAX_ID_LENGTH = 128
 
@@ -30,3 +32,25 @@ def check_line_ids(known: Sequence[str], lines: Sequence[tuple[str, int]], owner
         if line_id in seen:
             raise InvalidArgument(f"line {line_id!r} appears twice", f"{field}[{i}].line_id")
         seen.add(line_id)
+
+
+def check_quantity(value: int, field_name: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{field_name} must be an integer", field_name)
+    low = 0 if allow_zero else 1
+    if value < low or value > QTY_MAX:
+        raise InvalidArgument(
+            f"{field_name} must be between {low} and {QTY_MAX}, got {value}", field_name)
+    return value
+
+
+def check_lines(lines: Sequence[Any]) -> None:
+    if not lines:
+        raise InvalidArgument("lines must not be empty", "lines")
+
+
+def check_bucket(value: Bucket, allowed: frozenset[Bucket], field_name: str) -> Bucket:
+    if value not in allowed:
+        names = ", ".join(sorted(b.name for b in allowed))
+        raise InvalidArgument(f"{field_name} must be one of {names}", field_name)
+    return value

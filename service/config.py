@@ -50,6 +50,8 @@ class Settings:
     fraud_threshold: float = 0.8
     # A cycle-count variance above this many units is quarantined for approval.
     count_hold_units: int = 5
+    # Write-offs worth more than this (micros) wait for an approver.
+    write_off_approval_micros: int = 1_000_000_000
     # Idempotency records kept (oldest forgotten first).
     idempotency_capacity: int = 200_000
     # Seconds in-flight calls get to finish on SIGTERM.

@@ -99,7 +99,8 @@ class Engine:
     def _new_ledger(self) -> Ledger:
         s = self.settings
         return Ledger(LedgerSettings(n_shards=s.shards, count_hold_units=s.count_hold_units,
-                                     partition=s.partition))
+                                     partition=s.partition,
+                                     write_off_approval_micros=s.write_off_approval_micros))
 
     async def start(self) -> None:
         """Load what the store holds: the newest snapshot, then the commits after it."""

@@ -81,6 +81,16 @@ def streaming(handler: G) -> G:
     return wrapper  # type: ignore[return-value]
 
 
+ACTOR_KEY = "x-allocd-actor"
+ROLE_KEY = "x-allocd-role"
+
+
+def caller(context: Context) -> tuple[str, str]:
+    """(actor, role) of the caller, from the request metadata."""
+    metadata = dict(context.invocation_metadata() or ())
+    return str(metadata.get(ACTOR_KEY, "")), str(metadata.get(ROLE_KEY, ""))
+
+
 def check_count(count: int, limit: int, field: str, setting: str) -> None:
     if count > limit:
         raise InvalidArgument(

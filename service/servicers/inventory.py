@@ -23,7 +23,7 @@ from service.codec import (
     timestamp,
 )
 from service.engine import Engine
-from service.errors import Context, check_count, streaming, unary
+from service.errors import Context, caller, check_count, streaming, unary
 
 
 def mutation_result(outcome: Outcome) -> types_pb2.MutationResult:
@@ -77,17 +77,20 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     @unary
     async def AdjustInventory(self, request: pb.AdjustInventoryRequest,
                               context: Context) -> pb.AdjustInventoryResponse:
+        actor, _ = caller(context)
+
         def build() -> c.Command:
             return c.AdjustStock(tuple(
                 c.AdjustLine(line.sku_id, line.node_id, line.delta,
                              reason_from_proto(line.reason, f"lines[{i}].reason"),
                              bucket_from_proto(line.bucket, f"lines[{i}].bucket",
                                                Bucket.AVAILABLE))
-                for i, line in enumerate(self._lines(request.lines))), request.reference)
+                for i, line in enumerate(self._lines(request.lines))), request.reference, actor)
 
         return await self.engine.mutate(
             "AdjustInventory", request, build,
-            lambda o: pb.AdjustInventoryResponse(result=mutation_result(o)))
+            lambda o: pb.AdjustInventoryResponse(result=mutation_result(o),
+                                                 approval_id=o.detail or ""))
 
     @unary
     async def MoveInventory(self, request: pb.MoveInventoryRequest,

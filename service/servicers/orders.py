@@ -27,7 +27,7 @@ from core.order_ops import (
 )
 from service.codec import ms_from_timestamp
 from service.engine import Engine
-from service.errors import Context, check_count, status_of, unary
+from service.errors import Context, caller, check_count, status_of, unary
 from service.order_codec import (
     allocation_to_proto,
     exception_to_proto,
@@ -326,6 +326,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     @unary
     async def ResolveException(self, request: pb.ResolveExceptionRequest,
                                context: Context) -> pb.ResolveExceptionResponse:
+        actor, role = caller(context)
+
         def build() -> c.Command:
             if request.resolution == pb.RESOLUTION_UNSPECIFIED:
                 raise InvalidArgument("resolution is required", "resolution")
@@ -335,7 +337,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 raise InvalidArgument(f"resolution {request.resolution} is unknown",
                                       "resolution") from None
             return c.ResolveException(request.exception_id, resolution, request.note,
-                                      self.settings.fraud_threshold)
+                                      self.settings.fraud_threshold, actor, role)
 
         def respond(o: Outcome) -> pb.ResolveExceptionResponse:
             response = pb.ResolveExceptionResponse(result=mutation_result(o))

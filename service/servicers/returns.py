@@ -13,17 +13,8 @@ from core.return_ops import ReturnDecision, ReturnProgress
 from core.returns import ReturnPolicy, ReturnRecord
 from service.codec import timestamp
 from service.engine import Engine
-from service.errors import Context, check_count, unary
+from service.errors import Context, caller, check_count, unary
 from service.servicers.inventory import mutation_result
-
-ACTOR_KEY = "x-allocd-actor"
-ROLE_KEY = "x-allocd-role"
-
-
-def caller(context: Context) -> tuple[str, str]:
-    """(actor, role) from the request metadata."""
-    metadata = dict(context.invocation_metadata() or ())
-    return str(metadata.get(ACTOR_KEY, "")), str(metadata.get(ROLE_KEY, ""))
 
 
 def return_to_proto(ledger: Ledger, record: ReturnRecord) -> pb.Return:

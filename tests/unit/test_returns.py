@@ -8,6 +8,8 @@ import pytest
 
 from core import commands as c
 from core.errors import FailedPrecondition, InvalidArgument
+from core.exceptions import Resolution
+from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import SlaTier
@@ -17,8 +19,9 @@ from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy
 from tests.unit.test_orders_stateful import NETWORK, NOW
 
 
-def world(policy: ReturnPolicy | None = None) -> Ledger:
-    ledger = Ledger(LedgerSettings(n_shards=2))
+def world(policy: ReturnPolicy | None = None, write_off_approval: int = 1_000_000_000
+          ) -> Ledger:
+    ledger = Ledger(LedgerSettings(n_shards=2, write_off_approval_micros=write_off_approval))
     for command in (
         c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),)),
         c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
@@ -161,3 +164,34 @@ def test_a_refund_is_what_was_charged_even_after_a_price_change():
     execute(ledger, c.UpsertSkus((dataclasses.replace(spec, price_micros=99_000_000),)), NOW)
     decision = ask(ledger, "r1", "o1", 1, NOW)
     assert decision.authorization.refund_micros == 20_000_000
+
+
+def test_a_large_write_off_waits_for_an_approver_who_is_not_the_requester():
+    ledger = world(write_off_approval=100_000_000)  # $100
+    shirt = ledger.catalog.sku("shirt")
+    big = c.AdjustStock((c.AdjustLine("shirt", "n0", -50, c.AdjustReason.DAMAGE),),
+                        "flood", actor="ops-1")  # 50 x $8 = $400
+    before = ledger.buckets(shirt, 0).copy()
+    approval_id = execute(ledger, big, NOW).detail
+    assert approval_id and (ledger.buckets(shirt, 0) == before).all()  # nothing yet
+    with pytest.raises(FailedPrecondition):  # not by the requester
+        execute(ledger, c.DecideApproval(approval_id, True, "ops-1", "operations"), NOW)
+    with pytest.raises(FailedPrecondition):  # not by a role without the right
+        execute(ledger, c.DecideApproval(approval_id, True, "clerk", "customer_service"), NOW)
+    execute(ledger, c.DecideApproval(approval_id, True, "ops-2", "operations"), NOW)
+    assert ledger.buckets(shirt, 0)[Bucket.AVAILABLE] == before[Bucket.AVAILABLE] - 50
+    assert ledger.books.balances[Account.INVENTORY_WRITE_OFFS] == 50 * 8_000_000
+
+
+def test_a_held_count_variance_is_settled_only_by_an_inventory_role():
+    ledger = world()
+    outcome = execute(ledger, c.SubmitCycleCount((c.CountLine("shirt", "n0", 20),)), NOW)
+    exception_id = outcome.detail.lines[0].exception_id
+    assert exception_id  # 30 missing: held for approval
+    with pytest.raises(FailedPrecondition):
+        execute(ledger, c.ResolveException(exception_id, Resolution.APPROVE,
+                                           actor="clerk", role="customer_service"), NOW)
+    execute(ledger, c.ResolveException(exception_id, Resolution.APPROVE, actor="ic-1",
+                                       role="inventory_control"), NOW)
+    shirt = ledger.catalog.sku("shirt")
+    assert ledger.buckets(shirt, 0)[Bucket.QUARANTINED] == 0  # written off

@@ -1,0 +1,58 @@
+"""Adjustments: gains and losses with a reason code. Write-offs worth more than the
+approval threshold wait for an approver (operations, finance or admin) other than the
+requester; the adjustment is planned again when approved."""
+
+from __future__ import annotations
+
+from core import commands as c
+from core.approvals import ApprovalRequest
+from core.errors import InvalidArgument
+from core.model import AdjustReason, Bucket, EventKind
+from core.plan import Plan
+from core.validation import check_bucket, check_lines, check_quantity
+
+#: Buckets an operator may adjust or move between directly. The others are owned by
+#: records (reservations, orders, inbound) and change only through their operations.
+FREE_BUCKETS = frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED, Bucket.RETURNED})
+_REASON_SIGN = {AdjustReason.DAMAGE: -1, AdjustReason.SHRINKAGE: -1, AdjustReason.FOUND: 1}
+
+
+def adjust(p: Plan, cmd: c.AdjustStock) -> str:
+    """Plan the adjustment, or an approval request for it; returns the approval id or ""."""
+    check_lines(cmd.lines)
+    cat = p.ledger.catalog
+    books = p.ledger.books
+    write_off = 0
+    planned = []
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        if line.reason not in tuple(AdjustReason):
+            raise InvalidArgument("reason is required", f"lines[{i}].reason")
+        if line.delta == 0:
+            raise InvalidArgument("delta must not be zero", f"lines[{i}].delta")
+        check_quantity(abs(line.delta), f"lines[{i}].delta")
+        sign = _REASON_SIGN.get(line.reason)
+        if sign is not None and (line.delta > 0) != (sign > 0):
+            raise InvalidArgument(
+                f"a {line.reason.name} adjustment must be {'positive' if sign > 0 else 'negative'}",
+                f"lines[{i}].delta")
+        bucket = check_bucket(line.bucket, FREE_BUCKETS, f"lines[{i}].bucket")
+        if line.delta < 0:
+            unit = books.average_cost(sku) or int(cat.unit_cost_micros[sku])
+            write_off += -line.delta * unit
+        planned.append((sku, node, bucket, line))
+    threshold = p.ledger.settings.write_off_approval_micros
+    if not cmd.approved and write_off > threshold:
+        approval_id = f"AP-{p.ledger.last_seq + 1 + len(p.events)}"
+        p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
+            approval_id, "write_off", cmd.reference, write_off, cmd.actor,
+            f"write-off of {write_off} micros (above {threshold})", command=cmd))
+        return approval_id
+    for sku, node, bucket, line in planned:
+        into = line.delta > 0
+        p.add(EventKind.ADJUSTED, sku=sku, node=node,
+              from_bucket=Bucket.EXTERNAL if into else bucket,
+              to_bucket=bucket if into else Bucket.EXTERNAL,
+              quantity=abs(line.delta), reference=cmd.reference, reason=int(line.reason))
+    return ""
