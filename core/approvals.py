@@ -9,6 +9,8 @@ from typing import Any
 APPROVER_ROLES = {
     "refund": frozenset({"finance", "admin"}),
     "write_off": frozenset({"operations", "finance", "admin"}),
+    # Changing the return and refund policy: two different approvers.
+    "policy_change": frozenset({"finance", "admin"}),
 }
 #: Who may settle a held cycle-count variance (approve or reject the counted quantity).
 COUNT_VARIANCE_ROLES = frozenset({"operations", "inventory_control", "admin"})
@@ -27,7 +29,8 @@ class ApprovalRequest:
     detail: str
     gross_micros: int = 0  # refunds: sales returned
     fee_micros: int = 0  # refunds: restocking fee kept
-    command: Any = None  # write-offs: the adjustment to plan again once approved
+    command: Any = None  # the command to plan again once approved (write-offs, policies)
+    required: int = 1  # approvals by different people needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,16 @@ class ApprovalDecision:
 class ApprovalRecord:
     request: ApprovalRequest
     created_ms: int
-    decision: ApprovalDecision | None = None
+    decision: ApprovalDecision | None = None  # the final one
+    approvals: list[ApprovalDecision] = field(default_factory=list)  # so far
+
+    def record(self, decision: ApprovalDecision) -> None:
+        if decision.approved:
+            self.approvals.append(decision)
+            if len(self.approvals) >= self.request.required:
+                self.decision = decision
+        else:
+            self.decision = decision
 
 
 @dataclass(slots=True)

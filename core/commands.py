@@ -272,6 +272,8 @@ class DecideApproval:
 @dataclass(frozen=True, slots=True)
 class SetReturnPolicy:
     policy: ReturnPolicy
+    actor: str = ""
+    approved: bool = False  # set when two approvers have released it
 
 
 Command = (

@@ -232,6 +232,21 @@ class Books:
     def trial_balance(self) -> dict[Account, int]:
         return {account: self.balances.get(account, 0) for account in Account}
 
+    def activity(self, period_ms: int, account: Account | None = None
+                 ) -> list[tuple[int, Account, int, int, int]]:
+        """(period start, account, debits, credits, entries) per period and account."""
+        totals: dict[tuple[int, Account], list[int]] = {}
+        for entry in self.entries:
+            start = entry.time_ms - entry.time_ms % period_ms
+            for line in entry.lines:
+                if account is not None and line.account != account:
+                    continue
+                row = totals.setdefault((start, line.account), [0, 0, 0])
+                row[0] += line.debit
+                row[1] += line.credit
+                row[2] += 1
+        return [(start, acct, d, cr, n) for (start, acct), (d, cr, n) in sorted(totals.items())]
+
     def verify(self) -> tuple[bool, int]:
         """(whether the chain is intact, the first entry number that is not; 0 if none)."""
         previous = GENESIS

@@ -489,7 +489,8 @@ class Ledger:
             h.update(repr((rma_id, ret.status, sorted(ret.received.items()),
                            ret.refunded_micros, ret.approval_id)).encode())
         for approval_id in sorted(self.approvals.by_id):
-            h.update(repr((approval_id, self.approvals.by_id[approval_id].decision)).encode())
+            approval = self.approvals.by_id[approval_id]
+            h.update(repr((approval_id, approval.decision, approval.approvals)).encode())
         for exception_id in sorted(self.exceptions.by_id):
             rec = self.exceptions.by_id[exception_id]
             h.update(repr((exception_id, rec.exception_type, rec.order_id, rec.resolved,
@@ -532,7 +533,7 @@ def _approval_requested(ledger: Ledger, e: Event) -> None:
 def _approval_decided(ledger: Ledger, e: Event) -> None:
     decision = e.payload
     record = ledger.approvals.by_id[decision.approval_id]
-    record.decision = decision
+    record.record(decision)
     if not decision.approved and record.request.action == "refund":
         ledger.returns.returns[record.request.reference].approval_id = ""
 

@@ -281,9 +281,17 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
     if not cmd.actor or cmd.actor == request.requested_by:
         raise FailedPrecondition("nobody approves their own request (and the approver "
                                  "must be named)", "actor")
+    if any(d.decided_by == cmd.actor for d in record.approvals):
+        raise FailedPrecondition(f"{cmd.actor!r} approved this already; it needs "
+                                 f"{request.required} different approvers", "actor")
     p.add(EventKind.APPROVAL_DECIDED, reference=cmd.approval_id, payload=ApprovalDecision(
         cmd.approval_id, cmd.approve, cmd.actor, cmd.role, cmd.note[:500]))
     if not cmd.approve:
+        return ReturnProgress(request.reference)
+    if len(record.approvals) + 1 < request.required:
+        return ReturnProgress(request.reference)  # waits for the next approver
+    if request.action == "policy_change":
+        set_return_policy(p, dataclasses.replace(request.command, approved=True))
         return ReturnProgress(request.reference)
     if request.action == "write_off":
         # Planned again now: stock may have moved since it was asked for.
@@ -295,7 +303,8 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
     return ReturnProgress(request.reference, request.amount_micros)
 
 
-def set_return_policy(p: Plan, cmd: c.SetReturnPolicy) -> None:
+def set_return_policy(p: Plan, cmd: c.SetReturnPolicy) -> str:
+    """Returns the approval id: a policy change applies once two approvers release it."""
     policy = cmd.policy
     days = [policy.window_days, policy.seasonal_window_days, policy.abuse_window_days,
             *(d for _, d in policy.channel_window_days),
@@ -311,7 +320,14 @@ def set_return_policy(p: Plan, cmd: c.SetReturnPolicy) -> None:
     if any(not 0 <= m <= 10**15 for m in money) or not (
             0.0 <= policy.abuse_review_rate <= 100.0) or policy.trusted_min_orders < 0:
         raise InvalidArgument("policy thresholds out of range", "policy")
+    if not cmd.approved:
+        approval_id = f"AP-{p.ledger.last_seq + 1 + len(p.events)}"
+        p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
+            approval_id, "policy_change", "return policy", 0, cmd.actor,
+            "change the return and refund policy", command=cmd, required=2))
+        return approval_id
     p.add(EventKind.RETURN_POLICY_SET, payload=policy)
+    return ""
 
 
 HANDLERS: dict[type, Callable[[Plan, Any], Any]] = {

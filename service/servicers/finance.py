@@ -112,3 +112,21 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
         return pb.VerifyJournalResponse(intact=intact, entries=len(books.entries),
                                         first_bad_entry=first_bad, last_hash=books.last_hash)
 
+    @unary
+    async def GetAccountActivity(self, request: pb.GetAccountActivityRequest,
+                                 context: Context) -> pb.GetAccountActivityResponse:
+        days = request.period_days or 1
+        if not 1 <= days <= 3660:
+            raise InvalidArgument("period_days must be between 1 and 3660", "period_days")
+        account = None
+        if request.account:
+            try:
+                account = Account(request.account)
+            except ValueError:
+                raise InvalidArgument(f"no account {request.account}", "account") from None
+        rows = self.engine.ledger.books.activity(days * 86_400_000, account)
+        return pb.GetAccountActivityResponse(activity=[
+            pb.AccountActivity(period_start=timestamp(start), account=int(acct),
+                               account_name=acct.name, debit_micros=d, credit_micros=cr,
+                               entries=n)
+            for start, acct, d, cr, n in rows])

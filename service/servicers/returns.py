@@ -167,7 +167,8 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
             detail=request.detail, decided=decision is not None,
             approved=bool(decision and decision.approved),
             decided_by=decision.decided_by if decision else "",
-            create_time=timestamp(record.created_ms))
+            create_time=timestamp(record.created_ms), approvals_required=request.required,
+            approved_by=[d.decided_by for d in record.approvals])
 
     @unary
     async def ListApprovals(self, request: pb.ListApprovalsRequest,
@@ -193,10 +194,12 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
     @unary
     async def SetReturnPolicy(self, request: pb.SetReturnPolicyRequest,
                               context: Context) -> pb.SetReturnPolicyResponse:
+        actor, _ = caller(context)
         return await self.engine.mutate(
             "SetReturnPolicy", request, lambda: c.SetReturnPolicy(policy_from_proto(
-                request.policy)),
-            lambda o: pb.SetReturnPolicyResponse(result=mutation_result(o)))
+                request.policy), actor),
+            lambda o: pb.SetReturnPolicyResponse(result=mutation_result(o),
+                                                 approval_id=o.detail or ""))
 
     @unary
     async def GetReturnPolicy(self, request: pb.GetReturnPolicyRequest,

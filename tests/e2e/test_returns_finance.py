@@ -38,6 +38,13 @@ def assert_books_sound(finance) -> fpb.GetTrialBalanceResponse:
     assert reconciliation.reconciled, reconciliation
     verified = finance.VerifyJournal(fpb.VerifyJournalRequest(), timeout=RPC_TIMEOUT_S)
     assert verified.intact and verified.first_bad_entry == 0
+    # The daily activity sums to the same balances.
+    activity = finance.GetAccountActivity(fpb.GetAccountActivityRequest(period_days=1),
+                                          timeout=RPC_TIMEOUT_S).activity
+    for account in trial.accounts:
+        net = sum(a.debit_micros - a.credit_micros for a in activity
+                  if a.account == account.account)
+        assert net == account.balance_micros
     return trial
 
 

@@ -38,8 +38,8 @@ def world(policy: ReturnPolicy | None = None, write_off_approval: int = 1_000_00
                              for s in ("shirt", "phone", "socks", "tree"))),
     ):
         execute(ledger, command, NOW)
-    if policy is not None:
-        execute(ledger, c.SetReturnPolicy(policy), NOW)
+    if policy is not None:  # set up as if two approvers had released it
+        execute(ledger, c.SetReturnPolicy(policy, approved=True), NOW)
     return ledger
 
 
@@ -195,3 +195,16 @@ def test_a_held_count_variance_is_settled_only_by_an_inventory_role():
                                        role="inventory_control"), NOW)
     shirt = ledger.catalog.sku("shirt")
     assert ledger.buckets(shirt, 0)[Bucket.QUARANTINED] == 0  # written off
+
+
+def test_a_return_policy_change_needs_two_different_approvers():
+    ledger = world()
+    stricter = ReturnPolicy(window_days=7)
+    approval_id = execute(ledger, c.SetReturnPolicy(stricter, actor="analyst"), NOW).detail
+    assert approval_id and ledger.returns.policy.window_days == 30  # not yet
+    execute(ledger, c.DecideApproval(approval_id, True, "cfo", "finance"), NOW)
+    assert ledger.returns.policy.window_days == 30  # one approval is not enough
+    with pytest.raises(FailedPrecondition):  # nor the same person twice
+        execute(ledger, c.DecideApproval(approval_id, True, "cfo", "finance"), NOW)
+    execute(ledger, c.DecideApproval(approval_id, True, "admin-1", "admin"), NOW)
+    assert ledger.returns.policy.window_days == 7
