@@ -47,6 +47,8 @@ class LedgerSettings:
     n_shards: int = 16
     # A cycle-count variance above this many units is held (quarantined) for approval.
     count_hold_units: int = 5
+    # ...or above this percentage of what the ledger expected (0: units only).
+    count_hold_percent: float = 0.0
     partition: str = "default"
     # Write-offs worth more than this (micros, at moving-average cost) wait for an approver.
     write_off_approval_micros: int = 1_000_000_000

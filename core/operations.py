@@ -244,7 +244,7 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
                                   "counted": counted, "expected": expected}
         if variance == 0:
             pass
-        elif abs(variance) <= ledger.settings.count_hold_units and -variance <= available:
+        elif _booked_silently(ledger, variance, expected) and -variance <= available:
             adjusted = variance
             p.add(EventKind.COUNT_ADJUSTED, quantity=abs(variance),
                   from_bucket=Bucket.EXTERNAL if variance > 0 else Bucket.AVAILABLE,
@@ -262,6 +262,15 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
         outcomes.append(CountOutcome(line.sku_id, line.node_id, expected, counted, variance,
                                      adjusted, held, exception_id))
     return CountResult(tuple(outcomes))
+
+
+def _booked_silently(ledger: Ledger, variance: int, expected: int) -> bool:
+    """Small variances are booked; above the units or percentage threshold they are held."""
+    settings = ledger.settings
+    if abs(variance) > settings.count_hold_units:
+        return False
+    percent = settings.count_hold_percent
+    return not (percent > 0 and expected > 0 and abs(variance) * 100 > percent * expected)
 
 
 def _set_safety(p: _Plan, cmd: c.SetSafetyStock) -> None:

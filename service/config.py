@@ -50,6 +50,7 @@ class Settings:
     fraud_threshold: float = 0.8
     # A cycle-count variance above this many units is quarantined for approval.
     count_hold_units: int = 5
+    count_hold_percent: float = 0.0  # also hold above this % of the expected quantity
     # Write-offs worth more than this (micros) wait for an approver.
     write_off_approval_micros: int = 1_000_000_000
     # Idempotency records kept (oldest forgotten first).

@@ -99,6 +99,7 @@ class Engine:
     def _new_ledger(self) -> Ledger:
         s = self.settings
         return Ledger(LedgerSettings(n_shards=s.shards, count_hold_units=s.count_hold_units,
+                                     count_hold_percent=s.count_hold_percent,
                                      partition=s.partition,
                                      write_off_approval_micros=s.write_off_approval_micros))
 

@@ -208,3 +208,13 @@ def test_a_return_policy_change_needs_two_different_approvers():
         execute(ledger, c.DecideApproval(approval_id, True, "cfo", "finance"), NOW)
     execute(ledger, c.DecideApproval(approval_id, True, "admin-1", "admin"), NOW)
     assert ledger.returns.policy.window_days == 7
+
+
+def test_a_count_variance_above_the_percentage_threshold_is_held():
+    ledger = Ledger(LedgerSettings(n_shards=2, count_hold_units=5, count_hold_percent=10.0))
+    for command in (c.UpsertNodes((NodeSpec("n0"),)), c.UpsertSkus((SkuSpec("x"),)),
+                    c.ReceiveStock((c.ReceiptLine("x", "n0", 20),))):
+        execute(ledger, command, NOW)
+    # 3 of 20 missing: under 5 units, but 15 % > 10 %: held, not booked.
+    line = execute(ledger, c.SubmitCycleCount((c.CountLine("x", "n0", 17),)), NOW).detail.lines[0]
+    assert line.exception_id and line.held == 3 and line.adjusted == 0
