@@ -12,6 +12,11 @@ APPROVER_ROLES = {
     # Changing the return and refund policy: two different approvers.
     "policy_change": frozenset({"finance", "admin"}),
 }
+def has_role(roles: str, allowed: frozenset[str]) -> bool:
+    """Whether any of the caller's roles (comma-separated) is allowed."""
+    return any(role in allowed for role in roles.split(",") if role)
+
+
 #: Who may settle a held cycle-count variance (approve or reject the counted quantity).
 COUNT_VARIANCE_ROLES = frozenset({"operations", "inventory_control", "admin"})
 

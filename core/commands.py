@@ -276,6 +276,13 @@ class SetReturnPolicy:
     approved: bool = False  # set when two approvers have released it
 
 
+@dataclass(frozen=True, slots=True)
+class RevokeToken:
+    """Refuse a credential from now on (kept in the log, so it survives restarts)."""
+
+    token_id: str
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -306,4 +313,5 @@ Command = (
     | InspectReturn
     | DecideApproval
     | SetReturnPolicy
+    | RevokeToken
 )

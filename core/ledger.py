@@ -192,6 +192,7 @@ class Ledger:
         self.exceptions = ExceptionBook()
         self.books = Books()
         self.returns = ReturnBook()
+        self.revoked_tokens: set[str] = set()
         self.approvals = ApprovalBook()
 
     def __getstate__(self) -> dict[str, object]:
@@ -412,6 +413,8 @@ class Ledger:
             pass  # money only: the books post it
         elif kind == EventKind.RETURN_POLICY_SET:
             self.returns.policy = e.payload
+        elif kind == EventKind.TOKEN_REVOKED:
+            self.revoked_tokens.add(e.reference)
         else:  # pragma: no cover - every kind is handled above
             raise InvariantViolation(f"unhandled event kind {kind!r}")
 
@@ -473,6 +476,7 @@ class Ledger:
         h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
         h.update(repr(self.network_spec).encode())
         h.update(repr(self.returns.policy).encode())
+        h.update(repr(sorted(self.revoked_tokens)).encode())
         h.update(repr(sorted(self.opportunity_costs.items())).encode())
         for order_id in sorted(self.orders.orders):
             order = self.orders.orders[order_id]

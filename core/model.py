@@ -84,6 +84,7 @@ class EventKind(IntEnum):
     APPROVAL_REQUESTED = 40
     APPROVAL_DECIDED = 41
     RETURN_POLICY_SET = 42
+    TOKEN_REVOKED = 43
 
 
 #: Kinds that move units between the ledger and the outside world but are
@@ -100,7 +101,7 @@ MOVE_KINDS = frozenset({
 })
 POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
                           EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET,
-                          EventKind.RETURN_POLICY_SET})
+                          EventKind.RETURN_POLICY_SET, EventKind.TOKEN_REVOKED})
 CATALOG_KINDS = frozenset(
     {EventKind.SKU_UPSERTED, EventKind.NODE_UPSERTED, EventKind.CHANNEL_UPSERTED}
 )

@@ -391,7 +391,15 @@ def _landed_cost(p: _Plan, cmd: c.AllocateLandedCost) -> None:
           payload=LandedCost(cmd.reference, cmd.amount_micros, cmd.description))
 
 
+def _revoke_token(p: _Plan, cmd: c.RevokeToken) -> None:
+    check_identifier(cmd.token_id, "token_id")
+    if cmd.token_id in p.ledger.revoked_tokens:
+        raise AlreadyExists(f"token {cmd.token_id!r} is revoked already", "token_id")
+    p.add(EventKind.TOKEN_REVOKED, reference=cmd.token_id)
+
+
 _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
+    c.RevokeToken: _revoke_token,
     c.ReceiveStock: _receive,
     c.ExpectInbound: _expect_inbound,
     c.AdjustStock: adjust,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import commands as c
-from core.approvals import COUNT_VARIANCE_ROLES
+from core.approvals import COUNT_VARIANCE_ROLES, has_role
 from core.decisions import Request, decide, margin_micros
 from core.errors import (
     AlreadyExists,
@@ -476,7 +476,7 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
           payload=cmd.note)
     kind = record.exception_type
     outcome: OrderOutcome | None = None
-    if kind == ExceptionType.COUNT_VARIANCE and cmd.role not in COUNT_VARIANCE_ROLES:
+    if kind == ExceptionType.COUNT_VARIANCE and not has_role(cmd.role, COUNT_VARIANCE_ROLES):
         raise FailedPrecondition(
             "a count variance is settled by one of the roles "
             f"{', '.join(sorted(COUNT_VARIANCE_ROLES))}; {cmd.role!r} cannot", "role")

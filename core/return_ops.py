@@ -9,7 +9,7 @@ from typing import Any
 
 from core import commands as c
 from core.adjustments import adjust
-from core.approvals import APPROVER_ROLES, ApprovalDecision, ApprovalRequest
+from core.approvals import APPROVER_ROLES, ApprovalDecision, ApprovalRequest, has_role
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.ledger import Ledger
 from core.model import Bucket, EventKind, NodeType
@@ -273,7 +273,7 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
         raise FailedPrecondition(f"approval {cmd.approval_id!r} is decided already",
                                  "approval_id")
     request = record.request
-    if cmd.role not in APPROVER_ROLES[request.action]:
+    if not has_role(cmd.role, APPROVER_ROLES[request.action]):
         raise FailedPrecondition(
             f"a {request.action} needs one of the roles "
             f"{', '.join(sorted(APPROVER_ROLES[request.action]))}; {cmd.role!r} cannot",

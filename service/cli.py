@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", default="data")
     verify.add_argument("--partition", default="default")
     verify.add_argument("--redis-url", default="", help="verify the Redis store at this URL")
+    token = sub.add_parser("token", help="issue or revoke bearer tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    issue = token_sub.add_parser(
+        "issue", help="print a signed token (the secret comes from --secret-file, "
+                      f"{ENV_PREFIX}AUTH_SECRET or {ENV_PREFIX}AUTH_SECRET_FILE)")
+    issue.add_argument("--principal", required=True)
+    issue.add_argument("--roles", required=True, help="comma-separated, e.g. oms,finance")
+    issue.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    issue.add_argument("--secret-file", default=None)
+    revoke = token_sub.add_parser("revoke", help="revoke a token id on a running server")
+    revoke.add_argument("--token-id", required=True, help="the token's jti")
+    revoke.add_argument("--address", default="127.0.0.1:50051")
+    revoke.add_argument("--admin-token", default=None,
+                        help=f"an admin bearer token (or {ENV_PREFIX}TOKEN)")
     health = sub.add_parser("health", help="exit 0 if the server at --address is SERVING")
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; empty for the server")
@@ -53,8 +67,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _token(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    if args.token_command == "issue":
+        from service.auth import issue_token
+        from service.server import auth_secret
+
+        flags = {"auth_secret_file": args.secret_file} if args.secret_file else {}
+        try:
+            secret = auth_secret(load_settings(None, flags))
+            token, token_id = issue_token(secret, args.principal,
+                                          [r for r in args.roles.split(",") if r], args.ttl,
+                                          int(time.time()))
+        except (ValueError, OSError) as error:
+            print(f"allocd: {error}", file=sys.stderr)
+            return 2
+        print(token)
+        print(f"token id (jti): {token_id}", file=sys.stderr)
+        return 0
+    import grpc
+    from allocd.v1 import access_service_pb2, access_service_pb2_grpc
+
+    admin = args.admin_token or os.environ.get(f"{ENV_PREFIX}TOKEN", "")
+    with grpc.insecure_channel(args.address) as channel:
+        stub = access_service_pb2_grpc.AccessServiceStub(channel)
+        try:
+            stub.RevokeToken(access_service_pb2.RevokeTokenRequest(
+                request_id=f"revoke-{args.token_id}", token_id=args.token_id),
+                metadata=(("authorization", f"Bearer {admin}"),), timeout=10)
+        except grpc.RpcError as error:
+            print(f"allocd: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(f"revoked {args.token_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args)
     if args.command == "verify":
         from service.verify import verify
 

@@ -37,6 +37,12 @@ class Settings:
     checkpoint_every_s: float = 300.0
     # Recent events kept in memory for WatchInventoryEvents.
     watch_buffer_events: int = 200_000
+    # Authentication: "off" (who acts comes from x-allocd-actor/x-allocd-role metadata; for
+    # development) or "token" (HMAC-signed bearer tokens; see `allocd token issue`).
+    auth: str = "off"
+    # The token signing secret, or a file holding it (never logged).
+    auth_secret: str = ""
+    auth_secret_file: str = ""
     # Limits.
     max_lines_per_request: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024

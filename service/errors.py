@@ -17,6 +17,7 @@ from core.errors import (
     LimitExceeded,
     NotFound,
 )
+from service.auth import CURRENT
 from service.store import StoreUnavailable
 
 log = logging.getLogger("allocd.rpc")
@@ -86,7 +87,11 @@ ROLE_KEY = "x-allocd-role"
 
 
 def caller(context: Context) -> tuple[str, str]:
-    """(actor, role) of the caller, from the request metadata."""
+    """(actor, roles joined by commas) of the caller: the authenticated identity, or -
+    only when authentication is off - what the request metadata says."""
+    identity = CURRENT.get()
+    if identity is not None:
+        return identity.principal, ",".join(sorted(identity.roles))
     metadata = dict(context.invocation_metadata() or ())
     return str(metadata.get(ACTOR_KEY, "")), str(metadata.get(ROLE_KEY, ""))
 

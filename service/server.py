@@ -12,6 +12,8 @@ from pathlib import Path
 
 import grpc
 from allocd.v1 import (
+    access_service_pb2,
+    access_service_pb2_grpc,
     catalog_service_pb2,
     catalog_service_pb2_grpc,
     diagnostics_service_pb2,
@@ -33,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from core.commands import SetNetwork
 from core.warmup import warm_kernels
+from service.auth import AuthInterceptor
 from service.config import Settings
 from service.demo import demo_commands
 from service.demo_network import demo_network
@@ -40,6 +43,7 @@ from service.engine import Engine, wall_clock_ms
 from service.filestore import FileEventStore
 from service.network_file import load_network_file
 from service.redisstore import RedisEventStore
+from service.servicers.access import AccessServicer
 from service.servicers.catalog import CatalogServicer
 from service.servicers.diagnostics import DiagnosticsServicer
 from service.servicers.finance import FinanceServicer
@@ -59,7 +63,18 @@ SERVICE_NAMES = (
     order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
     finance_service_pb2.DESCRIPTOR.services_by_name["FinanceService"].full_name,
     returns_service_pb2.DESCRIPTOR.services_by_name["ReturnsService"].full_name,
+    access_service_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
 )
+
+
+def auth_secret(settings: Settings) -> bytes:
+    secret = settings.auth_secret
+    if settings.auth_secret_file:
+        secret = Path(settings.auth_secret_file).read_text().strip()
+    if len(secret) < 16:
+        raise ValueError("auth=token needs auth_secret (or auth_secret_file) of at least 16 "
+                         "characters")
+    return secret.encode()
 
 
 def store_from_settings(settings: Settings) -> EventStore:
@@ -88,7 +103,15 @@ class AllocdServer:
         self.settings = settings
         self.engine = Engine(settings, store or store_from_settings(settings), clock)
         self.health = health_aio.HealthServicer()
-        self.server = grpc.aio.server(options=[
+        interceptors = []
+        if settings.auth == "token":
+            engine = self.engine
+            interceptors.append(AuthInterceptor(
+                auth_secret(settings), lambda: engine.ledger.revoked_tokens,
+                lambda: engine.clock() // 1000))
+        elif settings.auth != "off":
+            raise ValueError(f"auth must be off or token, not {settings.auth!r}")
+        self.server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -103,6 +126,8 @@ class AllocdServer:
             NetworkServicer(self.engine), self.server)
         order_service_pb2_grpc.add_OrderServiceServicer_to_server(
             OrderServicer(self.engine), self.server)
+        access_service_pb2_grpc.add_AccessServiceServicer_to_server(
+            AccessServicer(self.engine), self.server)
         finance_service_pb2_grpc.add_FinanceServiceServicer_to_server(
             FinanceServicer(self.engine), self.server)
         returns_service_pb2_grpc.add_ReturnsServiceServicer_to_server(

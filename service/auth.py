@@ -1,0 +1,268 @@
+"""Authentication and per-method authorisation.
+
+Callers present `authorization: Bearer <token>`. Tokens are HMAC-SHA256 JWTs
+(header.claims.signature) carrying the principal (`sub`), its roles, an expiry
+(`exp`) and an id (`jti`) that can be revoked. One policy table says which roles
+may call which method; anything not in the table is refused. Health checks and
+reflection need no token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+ROLES = frozenset({"oms", "warehouse", "customer_service", "finance", "operations",
+                   "inventory_control", "admin"})
+ANYONE = ROLES
+
+_WAREHOUSE = frozenset({"warehouse", "operations", "admin"})
+_OMS = frozenset({"oms", "admin"})
+_ADMIN = frozenset({"admin"})
+_FINANCE = frozenset({"finance", "admin"})
+_RETURNS = frozenset({"customer_service", "warehouse", "admin"})
+
+#: Method (service/method) -> roles allowed. One table for the whole API.
+POLICY: dict[str, frozenset[str]] = {
+    # Inventory: reads for everyone; stock movements for the warehouse; holds for the OMS.
+    "InventoryService/GetAvailability": ANYONE,
+    "InventoryService/GetStockLevels": ANYONE,
+    "InventoryService/GetLedgerSummary": ANYONE,
+    "InventoryService/GetReservation": ANYONE,
+    "InventoryService/WatchInventoryEvents": ANYONE,
+    "InventoryService/ReceiveInventory": _WAREHOUSE,
+    "InventoryService/ExpectInbound": _WAREHOUSE | {"finance"},
+    "InventoryService/AdjustInventory": _WAREHOUSE,
+    "InventoryService/MoveInventory": _WAREHOUSE,
+    "InventoryService/TransferInventory": _WAREHOUSE,
+    "InventoryService/SubmitCycleCount": _WAREHOUSE | {"inventory_control"},
+    "InventoryService/ReserveInventory": _OMS,
+    "InventoryService/ReleaseReservation": _OMS,
+    "InventoryService/SweepExpiredReservations": _OMS | {"operations"},
+    "InventoryService/SetSafetyStock": frozenset({"operations", "admin"}),
+    "InventoryService/SetRingFence": frozenset({"operations", "admin"}),
+    # Catalogue and network: admin changes them, everyone reads.
+    "CatalogService/UpsertSkus": _ADMIN,
+    "CatalogService/UpsertNodes": _ADMIN,
+    "CatalogService/UpsertChannels": _ADMIN,
+    "CatalogService/GetSkus": ANYONE,
+    "CatalogService/ListNodes": ANYONE,
+    "CatalogService/ListChannels": ANYONE,
+    "NetworkService/SetNetwork": _ADMIN,
+    "NetworkService/SetOpportunityCosts": _ADMIN,
+    "NetworkService/GetNetwork": ANYONE,
+    # Orders: the OMS allocates and cancels, the warehouse fulfils.
+    "OrderService/AllocateOrder": _OMS,
+    "OrderService/AllocateOrders": _OMS,
+    "OrderService/AllocateStream": _OMS,
+    "OrderService/QuotePromise": _OMS | {"customer_service"},
+    "OrderService/CancelOrder": _OMS | {"customer_service"},
+    "OrderService/GetOrder": ANYONE,
+    "OrderService/RateShop": ANYONE,
+    "OrderService/ReleaseWave": _WAREHOUSE,
+    "OrderService/ConfirmPick": _WAREHOUSE,
+    "OrderService/ConfirmPack": _WAREHOUSE,
+    "OrderService/ConfirmShipment": _WAREHOUSE,
+    "OrderService/ListExceptions": ANYONE,
+    "OrderService/ResolveException": ANYONE - {"oms"},  # each type checks its own roles
+    # Returns and approvals.
+    "ReturnsService/CreateReturn": _RETURNS,
+    "ReturnsService/ReceiveReturn": _RETURNS,
+    "ReturnsService/InspectReturn": _RETURNS,
+    "ReturnsService/GetReturn": ANYONE,
+    "ReturnsService/ListApprovals": ANYONE,
+    "ReturnsService/DecideApproval": ANYONE - {"oms"},  # the approval checks the role
+    "ReturnsService/SetReturnPolicy": _FINANCE,
+    "ReturnsService/GetReturnPolicy": ANYONE,
+    # Finance.
+    "FinanceService/AllocateLandedCost": _FINANCE,
+    "FinanceService/GetJournal": _FINANCE | {"operations"},
+    "FinanceService/GetTrialBalance": _FINANCE | {"operations"},
+    "FinanceService/GetInventoryValuation": _FINANCE | {"operations"},
+    "FinanceService/GetReconciliation": _FINANCE | {"operations"},
+    "FinanceService/VerifyJournal": _FINANCE | {"operations"},
+    "FinanceService/GetAccountActivity": _FINANCE | {"operations"},
+    # Tokens and diagnostics.
+    "AccessService/RevokeToken": _ADMIN,
+    "AccessService/ListRevokedTokens": _ADMIN,
+    "DiagnosticsService/Echo": ANYONE,
+    "DiagnosticsService/EchoStream": ANYONE,
+    "DiagnosticsService/EchoBatch": ANYONE,
+}
+
+PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    principal: str
+    roles: frozenset[str]
+    token_id: str
+    expires_s: int
+
+
+#: The authenticated caller of the request being handled.
+CURRENT: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
+    "allocd_identity", default=None)
+
+
+class AuthError(Exception):
+    """The token is missing, malformed, forged, expired or revoked."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def issue_token(secret: bytes, principal: str, roles: Collection[str], ttl_s: int,
+                now_s: int) -> tuple[str, str]:
+    """(token, token id)."""
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+    if not principal or not roles or ttl_s <= 0:
+        raise ValueError("a token needs a principal, at least one role and a positive ttl")
+    token_id = uuid.uuid4().hex
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = _b64(json.dumps({"sub": principal, "roles": sorted(roles), "jti": token_id,
+                              "iat": now_s, "exp": now_s + ttl_s},
+                             separators=(",", ":")).encode())
+    signature = hmac.new(secret, f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{_b64(signature)}", token_id
+
+
+def verify_token(secret: bytes, token: str, now_s: int,
+                 revoked: Collection[str] = ()) -> Identity:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise AuthError("malformed token")
+    header, claims, signature = parts
+    expected = hmac.new(secret, f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    try:
+        given = _unb64(signature)
+        head = json.loads(_unb64(header))
+        body = json.loads(_unb64(claims))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise AuthError("malformed token") from None
+    if not hmac.compare_digest(expected, given):
+        raise AuthError("bad token signature")
+    if not isinstance(head, dict) or head.get("alg") != "HS256" or not isinstance(body, dict):
+        raise AuthError("unsupported token")
+    try:
+        principal, roles = str(body["sub"]), frozenset(str(r) for r in body["roles"])
+        token_id, expires = str(body["jti"]), int(body["exp"])
+    except (KeyError, TypeError, ValueError):
+        raise AuthError("token claims incomplete") from None
+    if expires <= now_s:
+        raise AuthError("token expired")
+    if token_id in revoked:
+        raise AuthError("token revoked")
+    return Identity(principal, roles & ROLES, token_id, expires)
+
+
+def method_key(full_method: str) -> str:
+    """'/allocd.v1.InventoryService/GetAvailability' -> 'InventoryService/GetAvailability'."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return f"{service.rsplit('.', 1)[-1]}/{method}"
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+    """Authenticates every allocd call and checks the policy table before the servicer
+    runs; the caller's identity is then in `CURRENT`."""
+
+    def __init__(self, secret: bytes, revoked: Callable[[], Collection[str]],
+                 clock_s: Callable[[], int]) -> None:
+        self.secret = secret
+        self.revoked = revoked
+        self.clock_s = clock_s
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
+                                details: Any) -> Any:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        allowed = POLICY.get(method_key(method), frozenset())
+
+        def check(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Identity | None, str]:
+            metadata = dict(context.invocation_metadata() or ())
+            auth = str(metadata.get("authorization", ""))
+            if not auth.startswith("Bearer "):
+                return None, "a bearer token is required (authorization: Bearer <token>)"
+            try:
+                identity = verify_token(self.secret, auth[7:].strip(), self.clock_s(),
+                                        self.revoked())
+            except AuthError as error:
+                return None, str(error)
+            return identity, ""
+
+        async def authorise(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            identity, problem = check(context)
+            if identity is None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+                return
+            if not identity.roles & allowed:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"{identity.principal} ({', '.join(sorted(identity.roles))})"
+                                    f" may not call {method_key(method)}")
+            CURRENT.set(identity)
+
+        return _wrap(handler, authorise)
+
+
+def _wrap(handler: Any, authorise: Callable[[Any], Awaitable[None]]) -> Any:
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            await authorise(context)
+            return await inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Any) -> Any:
+            await authorise(context)
+            async for item in inner_us(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    if handler.stream_stream:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests: Any, context: Any) -> Any:
+            await authorise(context)
+            async for item in inner_ss(requests, context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    inner_su = handler.stream_unary
+
+    async def stream_unary(requests: Any, context: Any) -> Any:
+        await authorise(context)
+        return await inner_su(requests, context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        stream_unary, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
