@@ -22,6 +22,8 @@ from typing import Any
 
 import grpc
 
+from service.edge import wrap_handler
+
 ROLES = frozenset({"oms", "warehouse", "customer_service", "finance", "operations",
                    "inventory_control", "admin"})
 ANYONE = ROLES
@@ -221,48 +223,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg
                                     f" may not call {method_key(method)}")
             CURRENT.set(identity)
 
-        return _wrap(handler, authorise)
-
-
-def _wrap(handler: Any, authorise: Callable[[Any], Awaitable[None]]) -> Any:
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            await authorise(context)
-            return await inner_uu(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: Any) -> Any:
-            await authorise(context)
-            async for item in inner_us(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-    if handler.stream_stream:
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(requests: Any, context: Any) -> Any:
-            await authorise(context)
-            async for item in inner_ss(requests, context):
-                yield item
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-    inner_su = handler.stream_unary
-
-    async def stream_unary(requests: Any, context: Any) -> Any:
-        await authorise(context)
-        return await inner_su(requests, context)
-
-    return grpc.stream_unary_rpc_method_handler(
-        stream_unary, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer)
+        return wrap_handler(handler, authorise)

@@ -39,6 +39,7 @@ from service.auth import AuthInterceptor
 from service.config import Settings
 from service.demo import demo_commands
 from service.demo_network import demo_network
+from service.edge import EdgeInterceptor
 from service.engine import Engine, wall_clock_ms
 from service.filestore import FileEventStore
 from service.network_file import load_network_file
@@ -103,7 +104,7 @@ class AllocdServer:
         self.settings = settings
         self.engine = Engine(settings, store or store_from_settings(settings), clock)
         self.health = health_aio.HealthServicer()
-        interceptors = []
+        interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if settings.auth == "token":
             engine = self.engine
             interceptors.append(AuthInterceptor(
@@ -111,6 +112,7 @@ class AllocdServer:
                 lambda: engine.clock() // 1000))
         elif settings.auth != "off":
             raise ValueError(f"auth must be off or token, not {settings.auth!r}")
+        interceptors.append(EdgeInterceptor())  # after auth: it wraps the servicer itself
         self.server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
