@@ -36,4 +36,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["allocd", "health", "--address", "127.0.0.1:50051"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["allocd"]
+# Off loopback the server refuses plaintext: mount a certificate and set
+# ALLOCD_TLS_CERT_FILE / ALLOCD_TLS_KEY_FILE (or ALLOCD_ALLOW_PLAINTEXT=true behind a
+# trusted proxy).
 CMD ["serve", "--host", "0.0.0.0", "--demo"]

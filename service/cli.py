@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; empty for the server")
     health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--ca-file", default="", help="CA certificate, for a TLS server")
     return parser
 
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         from service.healthcheck import check
 
-        serving = check(args.address, args.service, args.timeout)
+        serving = check(args.address, args.service, args.timeout, args.ca_file)
         print("SERVING" if serving else "NOT_SERVING")
         return 0 if serving else 1
     if args.command == "serve":

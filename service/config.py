@@ -43,6 +43,13 @@ class Settings:
     # The token signing secret, or a file holding it (never logged).
     auth_secret: str = ""
     auth_secret_file: str = ""
+    # TLS: the server's certificate and key (PEM files); with a client CA, callers must
+    # present a certificate it signed (mutual TLS). Without TLS the server listens only on
+    # loopback unless allow_plaintext is set.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    allow_plaintext: bool = False
     # Limits.
     max_lines_per_request: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024

@@ -78,6 +78,25 @@ def auth_secret(settings: Settings) -> bytes:
     return secret.encode()
 
 
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings; None for plaintext, which is refused off loopback
+    unless allow_plaintext says so."""
+    if not settings.tls_cert_file:
+        if not settings.host.startswith(LOOPBACK) and not settings.allow_plaintext:
+            raise ValueError(f"refusing plaintext gRPC on {settings.host}: configure "
+                             "tls_cert_file/tls_key_file, or set allow_plaintext")
+        return None
+    cert = Path(settings.tls_cert_file).read_bytes()
+    key = Path(settings.tls_key_file).read_bytes()
+    client_ca = (Path(settings.tls_client_ca_file).read_bytes()
+                 if settings.tls_client_ca_file else None)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
 def store_from_settings(settings: Settings) -> EventStore:
     url = settings.redis_url or (settings.store if settings.store.startswith(
         ("redis://", "rediss://", "unix://")) else "")
@@ -157,7 +176,12 @@ class AllocdServer:
 
     async def _start(self) -> int:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        credentials = server_credentials(self.settings)
+        if credentials is not None:
+            self.port = self.server.add_secure_port(address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()

@@ -1,0 +1,125 @@
+"""TLS and mutual TLS: the right certificates connect, the wrong ones do not; plaintext
+is refused off loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+
+import grpc
+import pytest
+from allocd.v1 import diagnostics_service_pb2 as dpb
+from allocd.v1 import diagnostics_service_pb2_grpc as dgrpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from service.healthcheck import check
+from service.server import server_credentials
+from tests.e2e.conftest import RPC_TIMEOUT_S, ServerThread, e2e_settings
+
+
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject, key, issuer=None, issuer_key=None, ca=False, server=False):
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                          issuer or subject)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=1))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def _pem(obj):
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM)
+    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    ca_key = _key()
+    ca = _cert("allocd test CA", ca_key, ca=True)
+    server_key = _key()
+    server = _cert("localhost", server_key, "allocd test CA", ca_key, server=True)
+    client_key = _key()
+    client = _cert("oms-client", client_key, "allocd test CA", ca_key)
+    other_key = _key()
+    other_ca = _cert("someone else", other_key, ca=True)
+    files = {}
+    for name, obj in (("ca.pem", ca), ("server.pem", server), ("server.key", server_key),
+                      ("client.pem", client), ("client.key", client_key),
+                      ("other-ca.pem", other_ca)):
+        (root / name).write_bytes(_pem(obj))
+        files[name] = root / name
+    return files
+
+
+def _serve(settings):
+    handle = ServerThread(settings)
+    handle.thread.start()
+    future = asyncio.run_coroutine_threadsafe(handle._start(), handle.loop)
+    handle.port = future.result(timeout=60)
+    return handle
+
+
+def _echo(channel):
+    return dgrpc.DiagnosticsServiceStub(channel).Echo(dpb.EchoRequest(payload=b"hi"),
+                                                      timeout=RPC_TIMEOUT_S).payload
+
+
+def test_tls_connects_with_the_ca_and_not_in_plaintext(pki):
+    handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
+                                 tls_key_file=str(pki["server.key"])))
+    try:
+        address = f"127.0.0.1:{handle.port}"
+        trusted = grpc.ssl_channel_credentials(pki["ca.pem"].read_bytes())
+        with grpc.secure_channel(address, trusted) as channel:
+            assert _echo(channel) == b"hi"
+        assert check(address, ca_file=str(pki["ca.pem"]))
+        with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):
+            _echo(channel)
+        untrusted = grpc.ssl_channel_credentials(pki["other-ca.pem"].read_bytes())
+        with grpc.secure_channel(address, untrusted) as channel, pytest.raises(grpc.RpcError):
+            _echo(channel)
+    finally:
+        handle.stop()
+
+
+def test_mutual_tls_needs_a_client_certificate_the_ca_signed(pki):
+    handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
+                                 tls_key_file=str(pki["server.key"]),
+                                 tls_client_ca_file=str(pki["ca.pem"])))
+    try:
+        address = f"127.0.0.1:{handle.port}"
+        with_cert = grpc.ssl_channel_credentials(
+            pki["ca.pem"].read_bytes(), private_key=pki["client.key"].read_bytes(),
+            certificate_chain=pki["client.pem"].read_bytes())
+        with grpc.secure_channel(address, with_cert) as channel:
+            assert _echo(channel) == b"hi"
+        without = grpc.ssl_channel_credentials(pki["ca.pem"].read_bytes())
+        with grpc.secure_channel(address, without) as channel, pytest.raises(grpc.RpcError):
+            _echo(channel)
+    finally:
+        handle.stop()
+
+
+def test_plaintext_is_refused_off_loopback_unless_allowed():
+    with pytest.raises(ValueError, match="refusing plaintext"):
+        server_credentials(e2e_settings(host="0.0.0.0"))
+    assert server_credentials(e2e_settings(host="0.0.0.0", allow_plaintext=True)) is None
+    assert server_credentials(e2e_settings(host="127.0.0.1")) is None
