@@ -42,6 +42,7 @@ from service.demo_network import demo_network
 from service.edge import EdgeInterceptor
 from service.engine import Engine, wall_clock_ms
 from service.filestore import FileEventStore
+from service.limits import RateLimitInterceptor, TokenBucket
 from service.network_file import load_network_file
 from service.redisstore import RedisEventStore
 from service.servicers.access import AccessServicer
@@ -131,11 +132,15 @@ class AllocdServer:
                 lambda: engine.clock() // 1000))
         elif settings.auth != "off":
             raise ValueError(f"auth must be off or token, not {settings.auth!r}")
-        interceptors.append(EdgeInterceptor())  # after auth: it wraps the servicer itself
+        if settings.rate_limit_per_s > 0:
+            interceptors.append(RateLimitInterceptor(
+                TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)))
+        interceptors.append(EdgeInterceptor())  # last: it wraps the servicer itself
         self.server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
         ])
         inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
             InventoryServicer(self.engine), self.server)
