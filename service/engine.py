@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -27,6 +28,7 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import Event
 from core.operations import Outcome, execute
 from core.validation import check_identifier
+from service.audit import AuditLog
 from service.config import Settings
 from service.logcodec import dumps
 from service.store import (
@@ -75,7 +77,8 @@ def check_request_id(request_id: str) -> str:
 
 class Engine:
     def __init__(self, settings: Settings, store: EventStore,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms,
+                 audit_path: Path | None = None) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -95,6 +98,7 @@ class Engine:
         self.recovery_notes: list[str] = []
         self.last_fork_pause_ms = 0.0
         self.generation = 0  # bumped by every store failure
+        self.audit = AuditLog(audit_path)
 
     def _new_ledger(self) -> Ledger:
         s = self.settings

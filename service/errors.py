@@ -56,12 +56,29 @@ def unary(handler: F) -> F:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Context) -> Any:
+        outcome = "OK"
         try:
             return await handler(self, request, context)
         except (DomainError, StoreUnavailable) as error:
+            outcome = status_of(error).name
             await context.abort(status_of(error), _message(error))
+        except BaseException as error:
+            outcome = type(error).__name__
+            raise
+        finally:
+            _audit(self, request, context, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _audit(servicer: Any, request: Any, context: Context, method: str, outcome: str) -> None:
+    """Mutating calls (they carry a request id) go to the engine's audit log."""
+    engine = getattr(servicer, "engine", None)
+    if engine is None or "request_id" not in request.DESCRIPTOR.fields_by_name:
+        return
+    who, _ = caller(context)
+    engine.audit.record(engine.clock(), who or str(context.peer()), method,
+                        request.request_id, outcome)
 
 
 G = TypeVar("G", bound=Callable[..., AsyncIterator[Any]])

@@ -122,7 +122,12 @@ class AllocdServer:
     def __init__(self, settings: Settings, store: EventStore | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.settings = settings
-        self.engine = Engine(settings, store or store_from_settings(settings), clock)
+        store = store or store_from_settings(settings)
+        audit_path = None
+        if isinstance(store, FileEventStore):
+            store.directory.mkdir(parents=True, exist_ok=True)
+            audit_path = store.directory / "audit.log"
+        self.engine = Engine(settings, store, clock, audit_path)
         self.health = health_aio.HealthServicer()
         interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
         if settings.auth == "token":

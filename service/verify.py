@@ -9,6 +9,7 @@ from pathlib import Path
 from core.finance import reconcile
 from core.ledger import Ledger
 from core.model import Bucket
+from service.audit import verify_lines
 from service.filestore import load_for_verify
 from service.redisstore import RedisEventStore
 from service.store import Recovered
@@ -64,8 +65,15 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
     print(f"trial bal.:   {'balanced' if balanced else 'FAILED: debits differ from credits'}")
     print(f"reconciled:   {'ok' if reconciliation.reconciled else 'FAILED'} (inventory "
           f"{reconciliation.inventory_account} micros, {reconciliation.book_units} units)")
+    audit = directory / "audit.log"
+    audit_ok = True
+    if not redis_url and audit.exists():
+        audit_ok, bad_line = verify_lines(audit.read_text().splitlines())
+        print("audit log:    " + ("hash chain intact" if audit_ok
+                                  else f"CHANGED at line {bad_line}"))
     for note in recovered.notes:
         print(f"note:         {note}")
     print(f"checksum:     {ledger.checksum()}")
-    ok = lowest >= 0 and conserved and intact and balanced and reconciliation.reconciled
+    ok = (lowest >= 0 and conserved and intact and balanced and reconciliation.reconciled
+          and audit_ok)
     return 0 if ok else 1

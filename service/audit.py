@@ -1,0 +1,60 @@
+"""The audit log: who called which mutating method, when, with which request id, and
+how it ended. Each line carries a hash chained to the previous one, so an edited,
+removed or inserted line is detected. Tokens and secrets are never written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 32
+
+
+def _digest(entry: dict[str, Any]) -> str:
+    body = json.dumps({k: v for k, v in entry.items() if k != "hash"}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.entries: list[dict[str, Any]] = []  # kept in memory when there is no file
+        self.count = 0
+        self.last_hash = GENESIS
+        if path is not None and path.exists():
+            lines = path.read_text().splitlines()
+            if lines:
+                last = json.loads(lines[-1])
+                self.count, self.last_hash = int(last["n"]), str(last["hash"])
+
+    def record(self, time_ms: int, principal: str, method: str, request_id: str,
+               outcome: str) -> None:
+        entry: dict[str, Any] = {"n": self.count + 1, "time_ms": time_ms, "who": principal,
+                                 "what": method, "request_id": request_id,
+                                 "outcome": outcome, "prev": self.last_hash}
+        entry["hash"] = _digest(entry)
+        self.count += 1
+        self.last_hash = entry["hash"]
+        if self.path is None:
+            self.entries.append(entry)
+            return
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def verify_lines(lines: list[str]) -> tuple[bool, int]:
+    """(intact, the first line number that is not; 0 if none)."""
+    previous = GENESIS
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return False, number
+        if entry.get("prev") != previous or entry.get("hash") != _digest(entry) or \
+                entry.get("n") != number:
+            return False, number
+        previous = entry["hash"]
+    return True, 0
