@@ -54,7 +54,7 @@ class Settings:
     # Calls per second per principal (per peer without authentication); 0 is off.
     rate_limit_per_s: float = 0.0
     rate_limit_burst: float = 100.0
-    max_streams_per_connection: int = 100
+    max_streams_per_connection: int = 1000
     max_lines_per_request: int = 10_000
     max_message_bytes: int = 16 * 1024 * 1024
     # Reservations.

@@ -77,7 +77,8 @@ def _audit(servicer: Any, request: Any, context: Context, method: str, outcome: 
     if engine is None or "request_id" not in request.DESCRIPTOR.fields_by_name:
         return
     who, _ = caller(context)
-    engine.audit.record(engine.clock(), who or str(context.peer()), method,
+    peer = getattr(context, "peer", None)
+    engine.audit.record(engine.clock(), who or (str(peer()) if peer else ""), method,
                         request.request_id, outcome)
 
 
@@ -109,7 +110,8 @@ def caller(context: Context) -> tuple[str, str]:
     identity = CURRENT.get()
     if identity is not None:
         return identity.principal, ",".join(sorted(identity.roles))
-    metadata = dict(context.invocation_metadata() or ())
+    read = getattr(context, "invocation_metadata", None)
+    metadata = dict((read() if read else None) or ())
     return str(metadata.get(ACTOR_KEY, "")), str(metadata.get(ROLE_KEY, ""))
 
 
