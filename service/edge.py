@@ -1,17 +1,21 @@
 """The edge every call passes: malformed bytes and spent deadlines never reach a servicer.
 
-A request that does not parse as its message type is answered INVALID_ARGUMENT
-(not the UNKNOWN gRPC would give); a call whose deadline has already passed is
+A request that does not parse as its message type, or that carries a control
+character, an oversize string, NaN or infinity, or an undefined enum value in any
+field, is answered INVALID_ARGUMENT naming the field (not the UNKNOWN gRPC would
+give for bytes that do not parse); a call whose deadline has already passed is
 answered DEADLINE_EXCEEDED without doing the work.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 
 class Malformed:
@@ -68,9 +72,44 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
         stream_unary, request_deserializer=deserialize, response_serializer=serialize)
 
 
+MAX_STRING = 4096
+_ALLOWED_CONTROL = frozenset("\t\n\r")
+
+
+def invalid_field(message: Message, path: str = "") -> str:
+    """The first field no request may carry, with why: a control character or an
+    oversize string, NaN or infinity, an enum value the schema does not define. Empty if
+    none. (What a field means is checked later, by the command it becomes.)"""
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        values = value if field.is_repeated else (value,)
+        for index, item in enumerate(values):
+            where = f"{name}[{index}]" if field.is_repeated else name
+            kind = field.type
+            if kind == FieldDescriptor.TYPE_MESSAGE:
+                problem = invalid_field(item, f"{where}.")
+                if problem:
+                    return problem
+            elif kind == FieldDescriptor.TYPE_STRING:
+                if len(item) > MAX_STRING:
+                    return f"{where}: longer than {MAX_STRING} characters"
+                if any((ch < " " and ch not in _ALLOWED_CONTROL) or ch == "\x7f" for ch in item):
+                    return f"{where}: control characters are not allowed"
+            elif kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+                if not math.isfinite(item):
+                    return f"{where}: must be a finite number"
+            elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None and (
+                    item not in field.enum_type.values_by_number):
+                return f"{where}: {item} is not a {field.enum_type.name} value"
+    return ""
+
+
 async def _reject_malformed(request: Any, context: Any) -> None:
     if isinstance(request, Malformed):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+    problem = invalid_field(request) if isinstance(request, Message) else ""
+    if problem:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
 
 async def _checked(requests: Any, context: Any) -> Any:
