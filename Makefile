@@ -35,7 +35,7 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 gen: $(GENERATED)
 
 run: setup $(BUF)
-	$(BIN)/allocd serve --demo
+	$(BIN)/allocd serve --demo --metrics-port 9464
 
 test: setup $(BUF)
 	$(BUF) lint

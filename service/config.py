@@ -50,6 +50,9 @@ class Settings:
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
     allow_plaintext: bool = False
+    # Prometheus metrics over HTTP on this port (0: off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     # Limits.
     # Calls per second per principal (per peer without authentication); 0 is off.
     rate_limit_per_s: float = 0.0

@@ -43,6 +43,7 @@ from service.edge import EdgeInterceptor
 from service.engine import Engine, wall_clock_ms
 from service.filestore import FileEventStore
 from service.limits import RateLimitInterceptor, TokenBucket
+from service.metrics import Metrics, MetricsInterceptor
 from service.network_file import load_network_file
 from service.redisstore import RedisEventStore
 from service.servicers.access import AccessServicer
@@ -140,6 +141,8 @@ class AllocdServer:
         if settings.rate_limit_per_s > 0:
             interceptors.append(RateLimitInterceptor(
                 TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)))
+        self.metrics = Metrics(self.engine)
+        interceptors.insert(0, MetricsInterceptor(self.metrics))  # first: sees every status
         interceptors.append(EdgeInterceptor())  # last: it wraps the servicer itself
         self.server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -168,6 +171,7 @@ class AllocdServer:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.server)
         self.port = 0
+        self.metrics_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
@@ -209,6 +213,9 @@ class AllocdServer:
             log.info("loaded the network from %s", self.settings.network_file)
         elif self.settings.demo and not self.engine.ledger.network_spec.services:
             await self.engine.mutate_internal(SetNetwork(demo_network()), "demo-network")
+        if self.settings.metrics_port:
+            self.metrics_port = self.metrics.serve(self.settings.metrics_host,
+                                                   self.settings.metrics_port)
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
         # The loaded state is long-lived: keep the collector from rescanning it, and
@@ -224,6 +231,7 @@ class AllocdServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.metrics.stop()
         await self.health.enter_graceful_shutdown()
         await self.engine.close_streams()
         await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
