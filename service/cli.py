@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -126,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as error:
             print(f"allocd: {error}", file=sys.stderr)
             return 2
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from service.logs import configure
+
+        configure(settings.log_level, settings.log_format)
         from service.server import serve
 
         try:

@@ -78,6 +78,7 @@ class Settings:
     # Seconds in-flight calls get to finish on SIGTERM.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object a line, with request ids
 
     def with_overrides(self, values: dict[str, Any]) -> Settings:
         known = {f.name: f for f in fields(self)}

@@ -18,6 +18,7 @@ from core.errors import (
     NotFound,
 )
 from service.auth import CURRENT
+from service.logs import REQUEST_ID
 from service.store import StoreUnavailable
 
 log = logging.getLogger("allocd.rpc")
@@ -57,6 +58,7 @@ def unary(handler: F) -> F:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Context) -> Any:
         outcome = "OK"
+        REQUEST_ID.set(getattr(request, "request_id", ""))
         try:
             return await handler(self, request, context)
         except (DomainError, StoreUnavailable) as error:

@@ -87,3 +87,17 @@ def test_the_policy_says_what_each_role_is_for():
     assert not any(may(r, "NetworkService/SetNetwork") for r in ROLES - {"admin"})
     assert method_key("/allocd.v1.InventoryService/GetAvailability") == \
         "InventoryService/GetAvailability"
+
+
+def test_json_logs_carry_the_request_id():
+    import json
+    import logging
+
+    from service.logs import REQUEST_ID, JsonFormatter
+
+    REQUEST_ID.set("req-42")
+    record = logging.LogRecord("allocd.engine", logging.INFO, __file__, 1, "writes paused: %s",
+                               ("store down",), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["request_id"] == "req-42" and entry["message"] == "writes paused: store down"
+    assert entry["level"] == "info" and entry["logger"] == "allocd.engine"
