@@ -11,7 +11,6 @@ import io
 import pickle
 import struct
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 _HEADER = struct.Struct("<II")  # payload length, crc32 of payload
@@ -71,26 +70,3 @@ def load_record(data: bytes, offset: int = 0) -> tuple[Any, int]:
 
 def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def unframe(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, int]:
-    """(payload, offset of the next record); raises CorruptRecord if it is not whole."""
-    if offset + HEADER_SIZE > len(data):
-        raise CorruptRecord(f"truncated header at byte {offset}")
-    length, crc = _HEADER.unpack_from(data, offset)
-    start = offset + HEADER_SIZE
-    if length > MAX_RECORD or start + length > len(data):
-        raise CorruptRecord(f"truncated record at byte {offset}")
-    payload = bytes(data[start:start + length])
-    if zlib.crc32(payload) != crc:
-        raise CorruptRecord(f"checksum mismatch in the record at byte {offset}")
-    return payload, start + length
-
-
-def records(data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
-    """(offset, payload) of every whole record; stops with CorruptRecord at a bad one."""
-    offset = 0
-    while offset < len(data):
-        payload, following = unframe(data, offset)
-        yield offset, payload
-        offset = following

@@ -116,8 +116,7 @@ class RedisEventStore(EventStore):
                 if not isinstance(record, bytes):
                     raise StoreCorrupt(f"log entry {entry_id!r} has no commit")
                 try:
-                    payload, _ = logcodec.unframe(record)
-                    commit = logcodec.loads(payload)
+                    commit, _ = logcodec.load_record(record)
                 except logcodec.CorruptRecord as error:
                     raise StoreCorrupt(f"log entry {entry_id!r}: {error}") from error
                 if not isinstance(commit, Commit):
