@@ -24,6 +24,7 @@ class AuditLog:
         self.entries: list[dict[str, Any]] = []  # kept in memory when there is no file
         self.count = 0
         self.last_hash = GENESIS
+        self._file: Any = None
         if path is not None and path.exists():
             lines = path.read_text().splitlines()
             if lines:
@@ -41,8 +42,14 @@ class AuditLog:
         if self.path is None:
             self.entries.append(entry)
             return
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        if self._file is None:  # kept open: one write a call, not an open and a close
+            self._file = self.path.open("a", buffering=1)
+        self._file.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def verify_lines(lines: list[str]) -> tuple[bool, int]:

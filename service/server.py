@@ -240,6 +240,7 @@ class AllocdServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.engine.store.close()
+        self.engine.audit.close()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
