@@ -100,3 +100,34 @@ def test_a_redis_outage_refuses_writes_quickly_keeps_reads_and_heals_itself(redi
         await server.stop(0)
 
     asyncio.run(go())
+
+
+def test_answers_without_events_survive_snapshots_and_restarts_in_redis(redis_server):
+    """An answer-only commit (a call that changed nothing) written after a snapshot keeps
+    its place in the stream (a sub-id after the snapshot's event) and is recovered."""
+    from allocd.v1 import order_service_pb2 as opb
+
+    from service.servicers.orders import OrderServicer
+
+    request = opb.AllocateOrdersRequest(request_id="only-errors", orders=[
+        opb.Order(order_id="o-x", lines=[opb.OrderLine(sku_id="NOPE", quantity=1)])])
+
+    async def first():
+        server = await _server(redis_server.url)
+        assert await server.engine.checkpoint()
+        answer = await OrderServicer(server.engine).AllocateOrders(request, _Context())
+        await server.stop(0)
+        return answer
+
+    async def second():
+        server = await _server(redis_server.url)
+        found = server.engine._answers.get(("AllocateOrders", "only-errors"))
+        replayed = await OrderServicer(server.engine).AllocateOrders(request, _Context())
+        await server.stop(0)
+        return found, replayed
+
+    answer = asyncio.run(first())
+    assert answer.allocations[0].error_code == 5
+    found, replayed = asyncio.run(second())
+    assert found is not None and found.durable
+    assert replayed.result.replayed
