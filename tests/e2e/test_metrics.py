@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
 from allocd.v1 import inventory_service_pb2 as inv
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING
 
@@ -38,3 +42,40 @@ def test_metrics_count_calls_by_status_and_show_the_ledger(server_factory):
     assert 'allocd_ledger_units{bucket="available"} 7.0' in text
     assert "allocd_store_lag_events 0.0" in text
     assert RUNNING  # the server is one of ours
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "service" / "dashboards" / "grafana.json"
+
+
+def test_grafana_dashboard_queries_only_metrics_the_server_exports(server_factory):
+    """Every series the shipped Grafana dashboard plots is one `/metrics` really exposes,
+    so renaming a metric without updating the dashboard fails here."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    queried: set[str] = set()
+    for p in panels:
+        assert p["datasource"]["uid"] == "${datasource}"
+        assert p["targets"], p["title"]
+        for target in p["targets"]:
+            queried.update(re.findall(r"\ballocd_[a-z_]+", target["expr"]))
+    assert {"datasource"} == {v["name"] for v in dashboard["templating"]["list"]}
+
+    port = _free_port()
+    api = server_factory(metrics_port=port)
+    cat = api.seed(n_nodes=1, n_skus=1)
+    api.receive(cat.skus[0], cat.nodes[0], 3)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    exported: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        exported.add(family.name)
+        exported.update(sample.name for sample in family.samples)
+    missing = queried - exported
+    assert not missing, f"dashboard queries metrics the server does not export: {missing}"
+    # the dashboard covers every allocd family the server exports (the client library's
+    # `_created` timestamps aside)
+    families = {f.name for f in text_string_to_metric_families(text)
+                if f.name.startswith("allocd_") and not f.name.endswith("_created")}
+    plotted = {name.removesuffix("_total").removesuffix("_bucket").removesuffix("_sum")
+               .removesuffix("_count") for name in queried}
+    assert families <= plotted, f"metrics without a panel: {families - plotted}"
