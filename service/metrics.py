@@ -74,9 +74,15 @@ class Metrics:
         self.registry.register(EngineCollector(engine))
         self._server: Any = None
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint (a thread); returns the port it listens on."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, certfile: str = "", keyfile: str = "",
+              client_cafile: str = "") -> int:
+        """Start the HTTP endpoint (a thread); returns the port it listens on. With a
+        certificate it serves HTTPS; with a client CA as well, scrapers must present a
+        certificate that CA signed."""
+        self._server, _ = start_http_server(
+            port, addr=host, registry=self.registry, certfile=certfile or None,
+            keyfile=keyfile or None, client_cafile=client_cafile or None,
+            client_auth_required=bool(certfile and client_cafile))
         return int(self._server.server_port)
 
     def stop(self) -> None:

@@ -99,6 +99,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
+def check_metrics_transport(settings: Settings) -> None:
+    """The metrics port follows the gRPC port's rule: plaintext only on loopback unless
+    allow_plaintext says so; with TLS configured it serves HTTPS with the same files."""
+    if (settings.metrics_port and not settings.tls_cert_file
+            and not settings.metrics_host.startswith(LOOPBACK) and not settings.allow_plaintext):
+        raise ValueError(f"refusing plaintext metrics on {settings.metrics_host}: configure "
+                         "tls_cert_file/tls_key_file, or set allow_plaintext")
+
+
 def store_from_settings(settings: Settings) -> EventStore:
     url = settings.redis_url or (settings.store if settings.store.startswith(
         ("redis://", "rediss://", "unix://")) else "")
@@ -192,6 +201,7 @@ class AllocdServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(self.settings)
+        check_metrics_transport(self.settings)
         if credentials is not None:
             self.port = self.server.add_secure_port(address, credentials)
         else:
@@ -214,8 +224,10 @@ class AllocdServer:
         elif self.settings.demo and not self.engine.ledger.network_spec.services:
             await self.engine.mutate_internal(SetNetwork(demo_network()), "demo-network")
         if self.settings.metrics_port:
-            self.metrics_port = self.metrics.serve(self.settings.metrics_host,
-                                                   self.settings.metrics_port)
+            self.metrics_port = self.metrics.serve(
+                self.settings.metrics_host, self.settings.metrics_port,
+                certfile=self.settings.tls_cert_file, keyfile=self.settings.tls_key_file,
+                client_cafile=self.settings.tls_client_ca_file)
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
         # The loaded state is long-lived: keep the collector from rescanning it, and

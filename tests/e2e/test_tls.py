@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import socket
+import ssl
+import urllib.error
+import urllib.request
 
 import grpc
 import pytest
@@ -17,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from service.healthcheck import check
-from service.server import server_credentials
+from service.server import check_metrics_transport, server_credentials
 from tests.e2e.conftest import RPC_TIMEOUT_S, ServerThread, e2e_settings
 
 
@@ -123,3 +127,56 @@ def test_plaintext_is_refused_off_loopback_unless_allowed():
         server_credentials(e2e_settings(host="0.0.0.0"))
     assert server_credentials(e2e_settings(host="0.0.0.0", allow_plaintext=True)) is None
     assert server_credentials(e2e_settings(host="127.0.0.1")) is None
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(url, context=None):
+    return urllib.request.urlopen(url, timeout=10, context=context).read().decode()
+
+
+def test_metrics_are_served_over_https_when_tls_is_configured(pki):
+    port = _free_port()
+    handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
+                                 tls_key_file=str(pki["server.key"]), metrics_port=port))
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        assert "allocd_store_writable 1.0" in _scrape(f"https://127.0.0.1:{port}/metrics",
+                                                      trusted)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            _scrape(f"http://127.0.0.1:{port}/metrics")
+        untrusted = ssl.create_default_context(cafile=str(pki["other-ca.pem"]))
+        with pytest.raises(urllib.error.URLError):
+            _scrape(f"https://127.0.0.1:{port}/metrics", untrusted)
+    finally:
+        handle.stop()
+
+
+def test_metrics_under_mutual_tls_need_a_client_certificate(pki):
+    port = _free_port()
+    handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
+                                 tls_key_file=str(pki["server.key"]),
+                                 tls_client_ca_file=str(pki["ca.pem"]), metrics_port=port))
+    try:
+        url = f"https://127.0.0.1:{port}/metrics"
+        with_cert = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        with_cert.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+        assert "allocd_store_writable 1.0" in _scrape(url, with_cert)
+        without = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            _scrape(url, without)
+    finally:
+        handle.stop()
+
+
+def test_plaintext_metrics_are_refused_off_loopback_unless_allowed():
+    with pytest.raises(ValueError, match="refusing plaintext metrics"):
+        check_metrics_transport(e2e_settings(metrics_host="0.0.0.0", metrics_port=9464))
+    check_metrics_transport(e2e_settings(metrics_host="0.0.0.0", metrics_port=9464,
+                                         allow_plaintext=True))
+    check_metrics_transport(e2e_settings(metrics_host="127.0.0.1", metrics_port=9464))
+    check_metrics_transport(e2e_settings(metrics_host="0.0.0.0", metrics_port=0))
