@@ -41,7 +41,7 @@ from core.orders import (
     WaveRecord,
 )
 from core.plan import Plan
-from core.validation import check_identifier, check_line_ids
+from core.validation import check_identifier, check_line_ids, existing
 
 UNSHIPPED = (PackageStatus.ALLOCATED, PackageStatus.RELEASED, PackageStatus.PICKED,
              PackageStatus.PACKED)
@@ -233,19 +233,11 @@ def quote_order(ledger: Ledger, spec: OrderSpec, now_ms: int) -> Decision:
 
 
 def _order(p: Plan, order_id: str) -> OrderRecord:
-    check_identifier(order_id, "order_id")
-    record = p.ledger.orders.orders.get(order_id)
-    if record is None:
-        raise NotFound(f"no order {order_id!r}", "order_id")
-    return record
+    return existing(p.ledger.orders.orders, order_id, "order_id", "order")
 
 
 def _package(p: Plan, package_id: str) -> PackageState:
-    check_identifier(package_id, "package_id")
-    state = p.ledger.orders.packages.get(package_id)
-    if state is None:
-        raise NotFound(f"no package {package_id!r}", "package_id")
-    return state
+    return existing(p.ledger.orders.packages, package_id, "package_id", "package")
 
 
 def _shipped_sku(state: PackageState, line_id: str) -> int:

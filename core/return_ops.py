@@ -28,7 +28,7 @@ from core.returns import (
     ReturnRecord,
     disposition_for,
 )
-from core.validation import check_identifier, check_line_ids
+from core.validation import check_identifier, check_line_ids, existing
 
 RETURN_NODE_TYPES = frozenset({NodeType.OWNED_DC, NodeType.THIRD_PARTY})
 
@@ -181,11 +181,7 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
 
 
 def _return(p: Plan, rma_id: str) -> ReturnRecord:
-    check_identifier(rma_id, "rma_id")
-    record = p.ledger.returns.returns.get(rma_id)
-    if record is None:
-        raise NotFound(f"no return {rma_id!r}", "rma_id")
-    return record
+    return existing(p.ledger.returns.returns, rma_id, "rma_id", "return")
 
 
 def receive_return(p: Plan, cmd: c.ReceiveReturn) -> ReturnProgress:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from core.errors import InvalidArgument, NotFound
 from core.model import QTY_MAX, Bucket
 
 MAX_ID_LENGTH = 128
+
+T = TypeVar("T")
 
 
 def check_identifier(value: str, field_name: str) -> str:
@@ -20,6 +22,16 @@ def check_identifier(value: str, field_name: str) -> str:
     if any((ch.isspace() and ch != " ") or not ch.isprintable() for ch in value):
         raise InvalidArgument(f"{field_name} contains control characters", field_name)
     return value
+
+
+
+def existing(table: Mapping[str, T], key: str, field_name: str, noun: str) -> T:
+    """The entry `key` names: a well-formed id (see check_identifier) that exists."""
+    check_identifier(key, field_name)
+    found = table.get(key)
+    if found is None:
+        raise NotFound(f"no {noun} {key!r}", field_name)
+    return found
 
 
 def check_line_ids(known: Sequence[str], lines: Sequence[tuple[str, int]], owner: str,

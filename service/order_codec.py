@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from allocd.v1 import order_service_pb2 as pb
 from allocd.v1 import types_pb2
@@ -161,11 +162,7 @@ def allocation_to_proto(ledger: Ledger, record: OrderRecord, decision: Decision 
         msg.method = (pb.ALLOCATION_METHOD_EXACT if decision.method == 0
                       else pb.ALLOCATION_METHOD_HEURISTIC)
         if explain:
-            for option in decision.options:
-                msg.options.add(kind=pb.OptionKind.ValueType(int(option.kind)),
-                                feasible=option.feasible, total_cost_micros=option.cost_micros,
-                                packages=option.packages, chosen=option.chosen,
-                                detail=option.detail)
+            _add_options(msg, decision)
     return msg
 
 
@@ -198,11 +195,7 @@ def quote_to_proto(ledger: Ledger, order_id: str, decision: Decision,
     else:
         msg.status = pb.ORDER_STATUS_BACKORDERED
     if explain:
-        for option in decision.options:
-            msg.options.add(kind=pb.OptionKind.ValueType(int(option.kind)),
-                            feasible=option.feasible, total_cost_micros=option.cost_micros,
-                            packages=option.packages, chosen=option.chosen,
-                            detail=option.detail)
+        _add_options(msg, decision)
     return msg
 
 
@@ -226,3 +219,11 @@ def exception_type_from_proto(value: int, field: str) -> ExceptionType | None:
         return ExceptionType(value)
     except ValueError:
         raise InvalidArgument(f"{field}: {value} is not an exception type", field) from None
+
+
+def _add_options(msg: Any, decision: Decision) -> None:
+    """The options a decision weighed, the chosen one marked (for explain=true)."""
+    for option in decision.options:
+        msg.options.add(kind=pb.OptionKind.ValueType(int(option.kind)),
+                        feasible=option.feasible, total_cost_micros=option.cost_micros,
+                        packages=option.packages, chosen=option.chosen, detail=option.detail)

@@ -34,12 +34,7 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
                          context: Context) -> pb.GetJournalResponse:
         if request.page_size < 0 or request.from_number < 0:
             raise InvalidArgument("page_size and from_number must be >= 0", "page_size")
-        account = None
-        if request.account:
-            try:
-                account = Account(request.account)
-            except ValueError:
-                raise InvalidArgument(f"no account {request.account}", "account") from None
+        account = _account(request.account)
         size = min(request.page_size or 100, MAX_PAGE)
         books = self.engine.ledger.books
         skus = self.engine.ledger.catalog.sku_ids
@@ -118,15 +113,20 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
         days = request.period_days or 1
         if not 1 <= days <= 3660:
             raise InvalidArgument("period_days must be between 1 and 3660", "period_days")
-        account = None
-        if request.account:
-            try:
-                account = Account(request.account)
-            except ValueError:
-                raise InvalidArgument(f"no account {request.account}", "account") from None
+        account = _account(request.account)
         rows = self.engine.ledger.books.activity(days * 86_400_000, account)
         return pb.GetAccountActivityResponse(activity=[
             pb.AccountActivity(period_start=timestamp(start), account=int(acct),
                                account_name=acct.name, debit_micros=d, credit_micros=cr,
                                entries=n)
             for start, acct, d, cr, n in rows])
+
+
+def _account(number: int) -> Account | None:
+    """The account a query filters on (its number); None (0) for all."""
+    if not number:
+        return None
+    try:
+        return Account(number)
+    except ValueError:
+        raise InvalidArgument(f"no account {number}", "account") from None

@@ -25,6 +25,7 @@ from core.order_ops import (
     WaveResult,
     quote_order,
 )
+from core.orders import Decision
 from service.codec import ms_from_timestamp
 from service.engine import Engine
 from service.errors import Context, caller, check_count, status_of, unary
@@ -63,6 +64,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     @property
     def ledger(self) -> Ledger:
         return self.engine.ledger
+
+    def _allocation(self, order_id: str, decision: Decision | None) -> pb.Allocation:
+        """The order's allocation as it stands after a change (without the options)."""
+        return allocation_to_proto(self.ledger, self.ledger.orders.orders[order_id], decision,
+                                   False)
 
     def _check_lines(self, order: pb.Order, field: str) -> None:
         check_count(len(order.lines), self.settings.max_lines_per_request, f"{field}.lines",
@@ -176,9 +182,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             response = pb.CancelOrderResponse(result=mutation_result(o))
             if isinstance(o.detail, CancelResult):
                 response.released_quantity = o.detail.released
-                record = self.ledger.orders.orders[o.detail.order_id]
-                response.allocation.CopyFrom(allocation_to_proto(self.ledger, record, None,
-                                                                 False))
+                response.allocation.CopyFrom(self._allocation(o.detail.order_id, None))
             return response
 
         return await self.engine.mutate("CancelOrder", request, build, respond)
@@ -211,10 +215,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             if isinstance(o.detail, PickResult):
                 response.short_quantity = o.detail.short
                 response.exception_id = o.detail.exception_id
-                record = self.ledger.orders.orders[o.detail.order_id]
                 decision = o.detail.outcome.decision if o.detail.outcome else None
-                response.allocation.CopyFrom(allocation_to_proto(self.ledger, record, decision,
-                                                                 False))
+                response.allocation.CopyFrom(self._allocation(o.detail.order_id, decision))
             return response
 
         return await self.engine.mutate("ConfirmPick", request, build, respond)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from allocd.v1 import returns_service_pb2 as pb
 from allocd.v1 import returns_service_pb2_grpc as pb_grpc
 
@@ -15,6 +17,9 @@ from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, check_count, unary
 from service.servicers.inventory import mutation_result
+
+#: Answers that carry a return's progress.
+R = TypeVar("R", pb.ReceiveReturnResponse, pb.InspectReturnResponse)
 
 
 def return_to_proto(ledger: Ledger, record: ReturnRecord) -> pb.Return:
@@ -85,6 +90,15 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
         ledger = self.engine.ledger
         return return_to_proto(ledger, ledger.returns.returns[rma_id])
 
+    def _progress(self, response: R, o: Outcome) -> R:
+        """Receipt and inspection answers: the return as it stands, any refund issued and
+        any approval the refund waits for."""
+        if isinstance(o.detail, ReturnProgress):
+            getattr(response, "return").CopyFrom(self._return(o.detail.rma_id))
+            response.refunded_micros = o.detail.refunded_micros
+            response.approval_id = o.detail.approval_id
+        return response
+
     @unary
     async def CreateReturn(self, request: pb.CreateReturnRequest,
                            context: Context) -> pb.CreateReturnResponse:
@@ -117,15 +131,9 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
             return c.ReceiveReturn(request.rma_id,
                                    tuple((x.line_id, x.quantity) for x in request.lines), actor)
 
-        def respond(o: Outcome) -> pb.ReceiveReturnResponse:
-            response = pb.ReceiveReturnResponse(result=mutation_result(o))
-            if isinstance(o.detail, ReturnProgress):
-                getattr(response, "return").CopyFrom(self._return(o.detail.rma_id))
-                response.refunded_micros = o.detail.refunded_micros
-                response.approval_id = o.detail.approval_id
-            return response
-
-        return await self.engine.mutate("ReceiveReturn", request, build, respond)
+        return await self.engine.mutate(
+            "ReceiveReturn", request, build,
+            lambda o: self._progress(pb.ReceiveReturnResponse(result=mutation_result(o)), o))
 
     @unary
     async def InspectReturn(self, request: pb.InspectReturnRequest,
@@ -137,15 +145,9 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
             return c.InspectReturn(request.rma_id,
                                    tuple((x.line_id, x.grade) for x in request.grades), actor)
 
-        def respond(o: Outcome) -> pb.InspectReturnResponse:
-            response = pb.InspectReturnResponse(result=mutation_result(o))
-            if isinstance(o.detail, ReturnProgress):
-                getattr(response, "return").CopyFrom(self._return(o.detail.rma_id))
-                response.refunded_micros = o.detail.refunded_micros
-                response.approval_id = o.detail.approval_id
-            return response
-
-        return await self.engine.mutate("InspectReturn", request, build, respond)
+        return await self.engine.mutate(
+            "InspectReturn", request, build,
+            lambda o: self._progress(pb.InspectReturnResponse(result=mutation_result(o)), o))
 
     @unary
     async def GetReturn(self, request: pb.GetReturnRequest,
