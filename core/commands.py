@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from core.exceptions import Resolution
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
@@ -283,6 +284,24 @@ class RevokeToken:
     token_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Replan:
+    """A re-optimised plan for one order: its units by (line, node), valid only while the
+    order is still as it was (`version`, see core.reopt.order_version)."""
+
+    order_id: str
+    version: tuple[Any, ...]
+    takes: tuple[tuple[str, int, int], ...]  # (line_id, dense node, units)
+    old_cost_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReoptimization:
+    """Apply re-optimised plans together; orders that changed meanwhile keep theirs."""
+
+    plans: tuple[Replan, ...]
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -314,4 +333,5 @@ Command = (
     | DecideApproval
     | SetReturnPolicy
     | RevokeToken
+    | ApplyReoptimization
 )

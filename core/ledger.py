@@ -562,6 +562,7 @@ _ORDER_HANDLERS = {
     EventKind.ORDER_RECEIVED: lambda ledger, e: ledger.orders.receive(e.payload, e.seq),
     EventKind.ORDER_ALLOCATED: lambda ledger, e: ledger.orders.allocate(e.payload),
     EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
+    EventKind.ORDER_REPLANNED: lambda ledger, e: ledger.orders.replan(e.payload),
     EventKind.WAVE_RELEASED: lambda ledger, e: ledger.orders.release_wave(e.payload),
     EventKind.PACKAGE_PICKED: lambda ledger, e: ledger.orders.pick(e.payload),
     EventKind.PACKAGE_PACKED: lambda ledger, e: ledger.orders.pack(e.payload),

@@ -85,6 +85,7 @@ class EventKind(IntEnum):
     APPROVAL_DECIDED = 41
     RETURN_POLICY_SET = 42
     TOKEN_REVOKED = 43
+    ORDER_REPLANNED = 44
 
 
 #: Kinds that move units between the ledger and the outside world but are

@@ -24,6 +24,7 @@ from core.model import Bucket, Event, EventKind
 from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.plan import Plan as _Plan
+from core.replan_ops import HANDLERS as REPLAN_HANDLERS
 from core.return_ops import HANDLERS as RETURN_HANDLERS
 from core.validation import MAX_ID_LENGTH, check_identifier
 from core.validation import check_bucket as _bucket
@@ -419,6 +420,7 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.AllocateLandedCost: _landed_cost,
     **ORDER_HANDLERS,
     **RETURN_HANDLERS,
+    **REPLAN_HANDLERS,
 }
 
 

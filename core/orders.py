@@ -33,6 +33,7 @@ class PackageStatus(IntEnum):
     PACKED = 4
     SHIPPED = 5
     CANCELLED = 6
+    REPLANNED = 7  # superseded by a re-optimised plan before release
 
 
 class PaymentStatus(IntEnum):
@@ -142,6 +143,17 @@ class CancelRecord:
     package_lines: tuple[tuple[str, str, int], ...]  # (package_id, line_id, quantity)
     backorder_lines: tuple[tuple[str, int], ...]  # (line_id, quantity)
     whole_order: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplanRecord:
+    """Payload of ORDER_REPLANNED: these packages give way to a re-optimised plan (an
+    ORDER_ALLOCATED of the same order follows in the same commit)."""
+
+    order_id: str
+    superseded: tuple[str, ...]
+    old_cost_micros: int
+    new_cost_micros: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +279,17 @@ class OrderBook:
             record.held = False
         self._refresh(record)
 
+    def replan(self, rec: ReplanRecord) -> None:
+        record = self.orders[rec.order_id]
+        days: set[tuple[int, int]] = set()
+        for package_id in rec.superseded:
+            state = self.packages[package_id]
+            state.status = PackageStatus.REPLANNED
+            days.add((state.plan.node, state.plan.ship_ms // DAY_MS))
+        for key in days:
+            self.node_day_orders[key] -= 1
+        self._refresh(record)
+
     def release_wave(self, wave: WaveRecord) -> None:
         self.waves += 1
         for package_id in wave.package_ids:
@@ -300,7 +323,8 @@ class OrderBook:
 
     def _refresh(self, record: OrderRecord) -> None:
         states = [self.packages[p] for p in record.package_ids]
-        live = [s for s in states if s.status != PackageStatus.CANCELLED]
+        live = [s for s in states
+                if s.status not in (PackageStatus.CANCELLED, PackageStatus.REPLANNED)]
         shipped = [s for s in live if s.status == PackageStatus.SHIPPED]
         open_units = sum(b.quantity for b in record.backorders.values())
         if record.held:

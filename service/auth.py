@@ -77,6 +77,7 @@ POLICY: dict[str, frozenset[str]] = {
     "OrderService/ConfirmShipment": _WAREHOUSE,
     "OrderService/ListExceptions": ANYONE,
     "OrderService/ResolveException": ANYONE - {"oms"},  # each type checks its own roles
+    "OrderService/Reoptimize": frozenset({"operations", "admin"}),
     # Returns and approvals.
     "ReturnsService/CreateReturn": _RETURNS,
     "ReturnsService/ReceiveReturn": _RETURNS,

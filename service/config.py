@@ -59,6 +59,8 @@ class Settings:
     rate_limit_burst: float = 100.0
     max_streams_per_connection: int = 1000
     max_lines_per_request: int = 10_000
+    # Re-optimisation: processes that solve its sub-problems (1: in the server's own).
+    reopt_workers: int = 2
     max_message_bytes: int = 16 * 1024 * 1024
     # Reservations.
     default_reservation_ttl_s: int = 900

@@ -200,6 +200,20 @@ class Engine:
         finally:
             answer.done.set()
 
+    def recorded(self, method: str, request: Message,
+                  respond: Callable[[Outcome], ResponseT]) -> ResponseT | None:
+        """The stored answer to an earlier durable call with this request id, if any (for
+        calls that do long work before they mutate, such as Reoptimize)."""
+        key = (method, check_request_id(request.request_id))  # type: ignore[attr-defined]
+        answer = self._answers.get(key)
+        if answer is None or not answer.durable or answer.response is None:
+            return None
+        if answer.fingerprint != fingerprint(method, request):
+            raise AlreadyExists(
+                f"request_id {key[1]!r} was used for a different {method} request",
+                "request_id")
+        return self._replayed(respond, answer.response)
+
     @staticmethod
     def _replayed(respond: Callable[[Outcome], ResponseT], payload: bytes) -> ResponseT:
         response = respond(Outcome(()))

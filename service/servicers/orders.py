@@ -28,7 +28,7 @@ from core.order_ops import (
 from core.orders import Decision
 from service.codec import ms_from_timestamp
 from service.engine import Engine
-from service.errors import Context, caller, check_count, status_of, unary
+from service.errors import Context, caller, check_count, status_of, streaming, unary
 from service.order_codec import (
     allocation_to_proto,
     exception_to_proto,
@@ -38,6 +38,7 @@ from service.order_codec import (
     quote_to_proto,
 )
 from service.servicers.inventory import mutation_result
+from service.servicers.reoptimize import Reoptimizer
 
 MAX_PAGE = 1000
 
@@ -60,6 +61,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
+        self.reoptimizer = Reoptimizer(engine)
 
     @property
     def ledger(self) -> Ledger:
@@ -353,3 +355,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
 
         return await self.engine.mutate("ResolveException", request, build, respond)
 
+    @streaming
+    async def Reoptimize(self, request: pb.ReoptimizeRequest,
+                         context: Context) -> AsyncIterator[pb.ReoptimizeResponse]:
+        async for response in self.reoptimizer.run(request):
+            yield response

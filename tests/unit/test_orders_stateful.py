@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from core import commands as c
+from core import reopt
 from core.errors import DomainError
 from core.exceptions import ALLOWED, Resolution
 from core.finance import reconcile
@@ -194,6 +195,39 @@ class OrderMachine(RuleBasedStateMachine):
         for approval in self.ledger.approvals.pending():
             self.attempt(c.DecideApproval(approval.request.approval_id,
                                           data.draw(st.booleans()), "boss", "finance"))
+
+    @rule(seed=st.integers(0, 3))
+    def reoptimize(self, seed):
+        """Re-optimising never costs more, never breaks a promise, applies what it solved."""
+        problem = reopt.collect(self.ledger, NOW)
+        solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=5, seed=seed))
+        assert solution.lower_bound <= solution.new_objective <= solution.old_objective
+        book = self.ledger.orders
+
+        def promise(order_id):
+            record = book.orders[order_id]
+            live = [book.packages[p] for p in record.package_ids
+                    if book.packages[p].status == PackageStatus.ALLOCATED]
+            return max((s.plan.promise_ms for s in live), default=0), bool(record.backorders)
+
+        before = {order_id: promise(order_id) for order_id in problem.order_ids}
+        live_before = {p for order_id in problem.order_ids
+                       for p in book.orders[order_id].package_ids
+                       if book.packages[p].status == PackageStatus.ALLOCATED}
+        outcome = self.run(c.ApplyReoptimization(reopt.replans(solution)))
+        result = outcome.detail
+        assert result.changed_meanwhile == () and result.no_longer_fits == ()
+        assert len(result.applied) == len(solution.changed())
+        after = reopt.collect(self.ledger, NOW)
+        objective = int(after.current_cost.sum()) + reopt.BACKORDER_PENALTY * int(
+            after.current_backorder.sum())
+        assert objective <= solution.old_objective
+        for order_id in result.applied:
+            (old_promise, had_backorders), (new_promise, _) = before[order_id], promise(order_id)
+            if old_promise and not had_backorders:
+                assert new_promise <= old_promise, order_id
+            assert all(book.packages[p].status == PackageStatus.REPLANNED
+                       for p in book.orders[order_id].package_ids if p in live_before)
 
     @invariant()
     def refunds_never_exceed_what_was_paid(self):

@@ -1,0 +1,857 @@
+"""Batch re-optimisation of the orders not yet released to a warehouse.
+
+Real-time allocation serves each order the cheapest way at the moment it arrives and
+strands stock for the orders that follow; a split shipment made because the cheap
+node had run out stays split. Before a wave releases them, the allocated orders (and
+the backorders) can be planned again together:
+
+1. `collect` takes a consistent snapshot of the open orders, their current plans and
+   the stock they may use (AVAILABLE above the sale floors plus what they hold).
+2. `candidates` proposes plans per order with the allocation kernel: the current plan,
+   ship complete from each of the cheapest nodes that stock every line, the best plan
+   were stock no object, and the myopic plan re-run in priority order on the pooled
+   stock. Every proposal meets the order's deliver-by and is never later than the
+   promise the order already has.
+3. `solve` picks one plan per order (set partitioning: exactly one plan per order, stock
+   per SKU x node and node capacity respected) with CP-SAT, warm-started from the
+   current plans. Orders that share no scarce SKU x node never interact: the problem
+   splits into independent components, packed into chunks and solved in parallel
+   processes; a component too large for one chunk is cut into chunks that each get a
+   share of the spare stock, in rounds with different cuts while time remains. The
+   current plans are feasible in every chunk, so the result never costs more.
+4. `lower_bound` is the Lagrangian dual of the stock and capacity constraints (subgradient
+   ascent), a bound on the LP relaxation of the same model and so on its optimum.
+
+The orders that changed are then applied as one command (`ApplyReoptimization`),
+which re-checks each order's version and the stock at that moment.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.allocation import STATUS_ALLOCATED, BatchResult, OrderBatch, run_allocation
+from core.commands import Replan
+from core.decisions import (
+    UNLIMITED_CAPACITY,
+    Request,
+    _gather,
+    capacity_left,
+    priority_key,
+)
+from core.ledger import Ledger
+from core.network import CompiledNetwork
+from core.orders import OrderRecord, PackageStatus
+
+BIG_STOCK = 1 << 30
+#: Objective weight of a unit left backordered (micros): large enough that serving a
+#: unit is always worth more than any plausible shipping cost difference.
+BACKORDER_PENALTY = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReoptOptions:
+    time_limit_s: float = 30.0
+    seed: int = 0
+    workers: int = 1  # processes solving chunks; 1 solves in this process
+    chunk_orders: int = 400
+    nodes_per_order: int = 4  # ship-complete proposals per order (cheapest nodes)
+    max_orders: int = 0  # 0: every open order
+
+
+Version = tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...]
+
+
+def order_version(ledger: Ledger, record: OrderRecord) -> Version:
+    """What re-optimisation planned against: the order's packages, their status and
+    contents, and its backorders. Anything that changes one of them changes this."""
+    book = ledger.orders
+    packages = tuple((pid, int(book.packages[pid].status),
+                      tuple(sorted(book.packages[pid].quantities.items())))
+                     for pid in record.package_ids)
+    backorders = tuple(sorted((b.line_id, b.quantity) for b in record.backorders.values()))
+    return (*packages, ("backorders", 0, backorders))
+
+
+@dataclass(slots=True)
+class Problem:
+    """The open orders (in priority order) and the stock they may use, as arrays."""
+
+    order_ids: list[str]
+    versions: list[Version]
+    line_ids: list[str]  # per batch line
+    batch: OrderBatch  # lines still open; item_floor is zero (supply is net of floors)
+    skus: np.ndarray  # row u -> dense SKU
+    supply: np.ndarray  # [u, n] units the open orders may use in all
+    current_take: np.ndarray  # [k, n] units line k holds at node n now
+    current_cost: np.ndarray  # [o] micros of the current packages
+    current_packages: np.ndarray  # [o]
+    current_backorder: np.ndarray  # [o] units open without a package
+    capacity: np.ndarray  # [n] orders a node may still take today (with its own); <0: no limit
+    network: CompiledNetwork
+    node_enabled: np.ndarray
+    now_ms: int
+
+    @property
+    def n_orders(self) -> int:
+        return len(self.order_ids)
+
+
+def _eligible(ledger: Ledger, record: OrderRecord) -> bool:
+    if record.held or (not record.package_ids and not record.backorders):
+        return False
+    book = ledger.orders
+    states = [book.packages[pid] for pid in record.package_ids]
+    if any(s.status not in (PackageStatus.ALLOCATED, PackageStatus.CANCELLED,
+                            PackageStatus.REPLANNED) for s in states):
+        return False  # released to a warehouse (or further): the floor decides now
+    live = [s for s in states if s.status == PackageStatus.ALLOCATED]
+    if any(line.substitutes_sku >= 0 for s in live for line in s.plan.lines):
+        return False  # a substitute was agreed for this order: keep it
+    return bool(live or record.backorders)
+
+
+def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
+    """Snapshot the orders re-optimisation may change. Reads the ledger, changes nothing."""
+    book = ledger.orders
+    network = ledger.network()
+    reqs: list[Request] = []
+    versions: dict[str, Version] = {}
+    takes: dict[str, list[tuple[str, int, int]]] = {}  # order -> (line_id, node, qty)
+    costs: dict[str, tuple[int, int, int]] = {}
+    for order_id, record in book.orders.items():
+        if not _eligible(ledger, record):
+            continue
+        live = [book.packages[pid] for pid in record.package_ids
+                if book.packages[pid].status == PackageStatus.ALLOCATED]
+        units: dict[str, int] = {}
+        order_takes = []
+        promise = 0
+        for state in live:
+            for line_id, qty in state.quantities.items():
+                units[line_id] = units.get(line_id, 0) + qty
+                order_takes.append((line_id, state.plan.node, qty))
+            promise = max(promise, state.plan.promise_ms)
+        backordered = 0
+        for backorder in record.backorders.values():
+            units[backorder.line_id] = units.get(backorder.line_id, 0) + backorder.quantity
+            backordered += backorder.quantity
+        spec = record.spec
+        lines = tuple((line.line_id, ledger.catalog.sku(line.sku_id), units[line.line_id])
+                      for line in spec.lines if units.get(line.line_id))
+        # Never later than promised: the deadline is the earlier of deliver-by and the
+        # current promise (when every unit has a package, hence a promise).
+        deliver_by = spec.deliver_by_ms
+        if promise and not backordered:
+            deliver_by = min(deliver_by, promise) if deliver_by else promise
+        reqs.append(Request(spec._replace(deliver_by_ms=deliver_by), lines,
+                            len(record.package_ids), 0, record.seq))
+        versions[order_id] = order_version(ledger, record)
+        takes[order_id] = order_takes
+        costs[order_id] = (sum(s.plan.total_micros for s in live), len(live), backordered)
+        if max_orders and len(reqs) >= max_orders:
+            break
+    reqs.sort(key=priority_key)
+    n_nodes = ledger.catalog.n_nodes
+    if not reqs:
+        empty = np.zeros(0, np.int64)
+        batch = OrderBatch(empty, empty, empty, empty, empty, empty, np.zeros(0, np.bool_),
+                           empty, empty, empty, np.zeros(0), np.zeros(0), np.zeros(0),
+                           np.zeros((0, n_nodes), np.int64), np.zeros((0, n_nodes), np.int64))
+        return Problem([], [], [], batch, empty, np.zeros((0, n_nodes), np.int64),
+                       np.zeros((0, n_nodes), np.int64), empty, empty, empty,
+                       np.full(n_nodes, -1, np.int64), network, ledger.catalog.node_enabled,
+                       now_ms)
+    gathered = _gather(ledger, network, reqs, now_ms)
+    batch = gathered.batch
+    n_lines = batch.n_lines
+    line_ids = [line_id for req in reqs for line_id, _, _ in req.lines]
+    current = np.zeros((n_lines, n_nodes), np.int64)
+    held = np.zeros_like(gathered.avail)
+    for o, req in enumerate(reqs):
+        start = int(batch.line_start[o])
+        index = {line_id: start + j for j, (line_id, _, _) in enumerate(req.lines)}
+        for line_id, node, qty in takes[req.spec.order_id]:
+            k = index[line_id]
+            current[k, node] += qty
+            held[batch.item_u[k], node] += qty
+    # Sale floors differ by channel: the open orders together may use what is above the
+    # highest floor any of them sees (and at least what they hold already).
+    floor = np.zeros_like(gathered.avail)
+    np.maximum.at(floor, batch.item_u, batch.item_floor)
+    supply = np.maximum(gathered.avail - floor, 0) + held
+    capacity = np.full(n_nodes, -1, np.int64)
+    left = capacity_left(ledger, book, now_ms)
+    finite = [n for n in range(n_nodes) if left[n] < UNLIMITED_CAPACITY // 2]
+    if finite:
+        mine = np.zeros(n_nodes, np.int64)
+        for req in reqs:
+            for node in {node for _, node, _ in takes[req.spec.order_id]}:
+                mine[node] += 1
+        for n in finite:
+            capacity[n] = max(int(left[n]), 0) + int(mine[n])
+    batch.item_floor = np.zeros((n_lines, n_nodes), np.int64)
+    order_ids = [req.spec.order_id for req in reqs]
+    return Problem(
+        order_ids, [versions[o] for o in order_ids], line_ids, batch,
+        np.array(gathered.skus, np.int64), supply, current,
+        np.array([costs[o][0] for o in order_ids], np.int64),
+        np.array([costs[o][1] for o in order_ids], np.int64),
+        np.array([costs[o][2] for o in order_ids], np.int64),
+        capacity, network, ledger.catalog.node_enabled.copy(), now_ms)
+
+
+@dataclass(slots=True)
+class Candidates:
+    """Plans per order, contiguous by order, the current plan first. A plan is its cost,
+    its package count, its backordered units and its takes (line, node, units)."""
+
+    order: np.ndarray
+    cost: np.ndarray
+    packages: np.ndarray
+    backorder: np.ndarray
+    take_start: np.ndarray  # [c + 1] into take_line / take_node / take_qty
+    take_line: np.ndarray
+    take_node: np.ndarray
+    take_qty: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.order)
+
+    def first(self) -> np.ndarray:
+        """Index of each order's first (current) plan."""
+        starts = np.flatnonzero(np.r_[True, self.order[1:] != self.order[:-1]])
+        return starts
+
+    def objective(self) -> np.ndarray:
+        out: np.ndarray = self.cost + BACKORDER_PENALTY * self.backorder
+        return out
+
+
+@dataclass(slots=True)
+class _Proposals:
+    order: list[np.ndarray] = field(default_factory=list)
+    cost: list[np.ndarray] = field(default_factory=list)
+    packages: list[np.ndarray] = field(default_factory=list)
+    backorder: list[np.ndarray] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)  # takes per proposal
+    line: list[np.ndarray] = field(default_factory=list)
+    node: list[np.ndarray] = field(default_factory=list)
+    qty: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, order: np.ndarray, cost: np.ndarray, packages: np.ndarray,
+            backorder: np.ndarray, counts: np.ndarray, line: np.ndarray, node: np.ndarray,
+            qty: np.ndarray) -> None:
+        self.order.append(order)
+        self.cost.append(cost)
+        self.packages.append(packages)
+        self.backorder.append(backorder)
+        self.counts.append(counts)
+        self.line.append(line)
+        self.node.append(node)
+        self.qty.append(qty)
+
+
+def _run(problem: Problem, avail: np.ndarray) -> BatchResult:
+    unlimited = np.full(len(problem.node_enabled), UNLIMITED_CAPACITY, np.int64)
+    return run_allocation(problem.batch, avail, unlimited, problem.network,
+                          problem.node_enabled)
+
+
+def _harvest(problem: Problem, result: BatchResult, out: _Proposals) -> None:
+    """Every fully allocated order of a kernel run becomes a proposal."""
+    ok = np.flatnonzero(result.status == STATUS_ALLOCATED)
+    if not len(ok):
+        return
+    first = result.piece_first[ok]
+    count = result.piece_count[ok]
+    pieces = np.concatenate([np.arange(a, a + b) for a, b in zip(first.tolist(),
+                                                                 count.tolist(), strict=True)])
+    out.add(ok, result.cost[ok], result.pkg_count[ok], np.zeros(len(ok), np.int64), count,
+            result.piece_line[pieces], result.pkg_node[result.piece_pkg[pieces]],
+            result.piece_qty[pieces])
+
+
+def candidates(problem: Problem, nodes_per_order: int = 4) -> Candidates:
+    """The plans the solver chooses from (see the module docstring)."""
+    batch = problem.batch
+    n_orders = problem.n_orders
+    n_nodes = problem.supply.shape[1]
+    line_order = np.repeat(np.arange(n_orders), batch.line_end - batch.line_start)
+    out = _Proposals()
+    # The current plans.
+    k_idx, n_idx = np.nonzero(problem.current_take)
+    counts = np.bincount(line_order[k_idx], minlength=n_orders)
+    out.add(np.arange(n_orders), problem.current_cost, problem.current_packages,
+            problem.current_backorder, counts, k_idx, n_idx, problem.current_take[k_idx, n_idx])
+    stocked = problem.supply > 0
+    # Ship complete from one node: cost per (order, node), then the cheapest few.
+    single_cost = np.full((n_orders, n_nodes), -1, np.int64)
+    single_pkgs = np.zeros((n_orders, n_nodes), np.int64)
+    for n in range(n_nodes):
+        if not problem.node_enabled[n] or not stocked[:, n].any():
+            continue
+        avail = np.zeros_like(problem.supply)
+        avail[:, n] = np.where(problem.supply[:, n] > 0, BIG_STOCK, 0)
+        result = _run(problem, avail)
+        ok = result.status == STATUS_ALLOCATED
+        single_cost[ok, n] = result.cost[ok]
+        single_pkgs[ok, n] = result.pkg_count[ok]
+    # A node is only worth proposing if it holds enough of every line in all.
+    need = batch.item_qty[:, None] <= problem.supply[batch.item_u]
+    enough = np.logical_and.reduceat(need, batch.line_start, axis=0)
+    single_cost[~enough] = -1
+    ranked = np.where(single_cost >= 0, single_cost, np.iinfo(np.int64).max)
+    order_by_cost = np.argsort(ranked, axis=1, kind="stable")[:, :nodes_per_order]
+    for j in range(order_by_cost.shape[1]):
+        nodes = order_by_cost[:, j]
+        rows = np.flatnonzero(single_cost[np.arange(n_orders), nodes] >= 0)
+        if not len(rows):
+            continue
+        lines_per = (batch.line_end - batch.line_start)[rows]
+        line = np.concatenate([np.arange(a, b) for a, b in zip(
+            batch.line_start[rows].tolist(), batch.line_end[rows].tolist(), strict=True)])
+        out.add(rows, single_cost[rows, nodes[rows]], single_pkgs[rows, nodes[rows]],
+                np.zeros(len(rows), np.int64), lines_per, line,
+                np.repeat(nodes[rows], lines_per), batch.item_qty[line])
+    # The best plan were stock no object (wherever the SKU is stocked at all).
+    _harvest(problem, _run(problem, np.where(stocked, BIG_STOCK, 0)), out)
+    # Myopic again, in priority order, on the pooled stock.
+    _harvest(problem, _run(problem, problem.supply.copy()), out)
+    return _assemble(out, n_orders)
+
+
+def _assemble(out: _Proposals, n_orders: int) -> Candidates:
+    order = np.concatenate(out.order)
+    counts = np.concatenate(out.counts)
+    starts = np.r_[0, np.cumsum(counts)]
+    line = np.concatenate(out.line)
+    node = np.concatenate(out.node)
+    qty = np.concatenate(out.qty)
+    cost = np.concatenate(out.cost)
+    # Fingerprint each plan to drop duplicates (same takes), keeping the first (current).
+    key = (line.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+           + node.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+           + qty.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
+    key ^= key >> np.uint64(29)
+    summed = np.zeros(len(order), np.uint64)
+    nonempty = counts > 0
+    if len(key):
+        sums = np.add.reduceat(key, starts[:-1][nonempty])
+        summed[nonempty] = sums
+    # Stable sort by order keeps each order's current plan first.
+    sort = np.lexsort((np.arange(len(order)), order))
+    seen: set[tuple[int, int]] = set()
+    keep = []
+    for c in sort.tolist():
+        signature = (int(order[c]), int(summed[c]))
+        if signature in seen:
+            continue
+        seen.add(signature)
+        keep.append(c)
+    keep_arr = np.array(keep, np.int64)
+    new_counts = counts[keep_arr]
+    take_index = np.concatenate([np.arange(starts[c], starts[c + 1]) for c in keep]) \
+        if keep else np.zeros(0, np.int64)
+    del n_orders
+    return Candidates(
+        order[keep_arr], cost[keep_arr], np.concatenate(out.packages)[keep_arr],
+        np.concatenate(out.backorder)[keep_arr], np.r_[0, np.cumsum(new_counts)],
+        line[take_index], node[take_index], qty[take_index])
+
+
+# ---- the model: resources, components, chunks -------------------------------------------
+
+
+@dataclass(slots=True)
+class Model:
+    """Candidates with their use of each scarce resource (SKU x node stock, node capacity)."""
+
+    cands: Candidates
+    objective: np.ndarray  # [c]
+    use_cand: np.ndarray  # (candidate, resource, units) entries, binding resources only
+    use_res: np.ndarray
+    use_qty: np.ndarray
+    limit: np.ndarray  # [resource] units available to the open orders
+    n_orders: int
+
+
+def build_model(problem: Problem, cands: Candidates) -> Model:
+    n_nodes = problem.supply.shape[1]
+    n_stock = problem.supply.size
+    take_cand = np.repeat(np.arange(cands.n), np.diff(cands.take_start))
+    resource = problem.batch.item_u[cands.take_line] * n_nodes + cands.take_node
+    limit = problem.supply.reshape(-1).astype(np.int64)
+    entries_c = [take_cand]
+    entries_r = [resource]
+    entries_q = [cands.take_qty]
+    finite = np.flatnonzero(problem.capacity >= 0)
+    if len(finite):
+        # Node capacity (orders a day): a plan uses one slot of every node it ships from.
+        uses = np.unique(take_cand * n_nodes + cands.take_node)
+        c_of, n_of = uses // n_nodes, uses % n_nodes
+        capped = np.isin(n_of, finite)
+        entries_c.append(c_of[capped])
+        entries_r.append(n_stock + n_of[capped])
+        entries_q.append(np.ones(int(capped.sum()), np.int64))
+        limit = np.r_[limit, np.where(problem.capacity >= 0, problem.capacity, BIG_STOCK)]
+    use_c = np.concatenate(entries_c)
+    use_r = np.concatenate(entries_r)
+    use_q = np.concatenate(entries_q)
+    # Merge duplicate (candidate, resource) entries.
+    key = use_c * len(limit) + use_r
+    uniq, inverse = np.unique(key, return_inverse=True)
+    qty = np.bincount(inverse, weights=use_q).astype(np.int64)
+    use_c, use_r = uniq // len(limit), uniq % len(limit)
+    # A resource binds only if the orders could want more of it than there is.
+    owner = cands.order[use_c]
+    pair = owner * len(limit) + use_r
+    order_pair = np.argsort(pair, kind="stable")
+    pair_sorted = pair[order_pair]
+    bounds = np.flatnonzero(np.r_[True, pair_sorted[1:] != pair_sorted[:-1]])
+    demand: np.ndarray = np.zeros(len(limit))
+    if len(qty):
+        most = np.maximum.reduceat(qty[order_pair], bounds)
+        demand = np.bincount(use_r[order_pair][bounds], weights=most, minlength=len(limit))
+    binding = demand > limit
+    mask = binding[use_r]
+    return Model(cands, cands.objective(), use_c[mask], use_r[mask], qty[mask], limit,
+                 problem.n_orders)
+
+
+def components(model: Model) -> list[np.ndarray]:
+    """Orders linked through binding resources, each group sorted; singletons included."""
+    parent = list(range(model.n_orders))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    owners = model.cands.order[model.use_cand]
+    first_owner: dict[int, int] = {}
+    for r, o in zip(model.use_res.tolist(), owners.tolist(), strict=True):
+        other = first_owner.setdefault(r, o)
+        if other != o:
+            a, b = find(o), find(other)
+            if a != b:
+                parent[a] = b
+    roots = np.array([find(o) for o in range(model.n_orders)], np.int64)
+    order = np.argsort(roots, kind="stable")
+    cuts = np.flatnonzero(np.r_[True, roots[order][1:] != roots[order][:-1]])
+    return [np.sort(group) for group in np.split(order, cuts[1:])] if model.n_orders else []
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A sub-problem: its orders' candidates, the binding resources they use and a budget
+    for each (the whole limit when no other chunk uses it)."""
+
+    cand_ids: np.ndarray  # global candidate ids, grouped by order
+    cand_order: np.ndarray  # local order index per candidate
+    objective: np.ndarray
+    use_cand: np.ndarray  # local candidate index
+    use_res: np.ndarray  # local resource index
+    use_qty: np.ndarray
+    budget: np.ndarray  # [local resource]
+    hint: np.ndarray  # local candidate index per local order
+    whole: bool  # the chunk holds whole components: its optimum is final
+
+
+def _chunk(model: Model, orders: np.ndarray, chosen: np.ndarray, budget_of: np.ndarray,
+           whole: bool) -> Chunk:
+    cands = model.cands
+    first = cands.first()
+    ends = np.r_[first[1:], cands.n]
+    ids = np.concatenate([np.arange(first[o], ends[o]) for o in orders.tolist()])
+    local = np.full(cands.n, -1, np.int64)
+    local[ids] = np.arange(len(ids))
+    mask = local[model.use_cand] >= 0
+    res = model.use_res[mask]
+    res_ids, res_local = np.unique(res, return_inverse=True)
+    order_local = np.full(model.n_orders, -1, np.int64)
+    order_local[orders] = np.arange(len(orders))
+    return Chunk(ids, order_local[cands.order[ids]], model.objective[ids],
+                 local[model.use_cand[mask]], res_local, model.use_qty[mask],
+                 budget_of[res_ids], local[chosen[orders]], whole)
+
+
+def usage(model: Model, chosen: np.ndarray) -> np.ndarray:
+    """Units of each resource the chosen plans use."""
+    picked = np.zeros(model.cands.n, np.bool_)
+    picked[chosen] = True
+    mask = picked[model.use_cand]
+    return np.bincount(model.use_res[mask], weights=model.use_qty[mask],
+                       minlength=len(model.limit)).astype(np.int64)
+
+
+def chunks(model: Model, groups: list[np.ndarray], chosen: np.ndarray, size: int,
+           rng: np.random.Generator) -> list[Chunk]:
+    """Small components packed together; a large one cut into pieces that share the
+    spare units of every resource they both use."""
+    out: list[Chunk] = []
+    pack: list[np.ndarray] = []
+    packed = 0
+    for group in sorted(groups, key=len):
+        if len(group) > size:
+            out += _cut(model, group, chosen, size, rng)
+            continue
+        if packed + len(group) > size and pack:
+            out.append(_chunk(model, np.concatenate(pack), chosen, model.limit, True))
+            pack, packed = [], 0
+        pack.append(group)
+        packed += len(group)
+    if pack:
+        out.append(_chunk(model, np.concatenate(pack), chosen, model.limit, True))
+    return out
+
+
+def _related(model: Model, group: np.ndarray, size: int,
+             rng: np.random.Generator) -> list[np.ndarray]:
+    """Cut a component into pieces of orders that compete for the same resources: from a
+    random order, breadth first through the resources it may use and the orders that may
+    use them, until the piece is full (the neighbourhoods of a large-neighbourhood search)."""
+    n_res = len(model.limit)
+    owner = model.cands.order[model.use_cand]
+    member = np.zeros(model.n_orders, np.bool_)
+    member[group] = True
+    mask = member[owner]
+    pairs = np.unique(owner[mask] * n_res + model.use_res[mask])
+    by_order_o, by_order_r = pairs // n_res, pairs % n_res
+    order_ptr = np.searchsorted(by_order_o, np.arange(model.n_orders + 1))
+    sort = np.argsort(by_order_r, kind="stable")
+    res_orders = by_order_o[sort]
+    res_ptr = np.searchsorted(by_order_r[sort], np.arange(n_res + 1))
+    order_res_list = by_order_r.tolist()
+    res_orders_list = res_orders.tolist()
+    order_ptr_list = order_ptr.tolist()
+    res_ptr_list = res_ptr.tolist()
+    taken = np.zeros(model.n_orders, np.bool_)
+    expanded = np.zeros(n_res, np.bool_)
+    pieces = []
+    for start in rng.permutation(group).tolist():
+        if taken[start]:
+            continue
+        piece = [start]
+        taken[start] = True
+        head = 0
+        while head < len(piece) and len(piece) < size:
+            o = piece[head]
+            head += 1
+            resources = order_res_list[order_ptr_list[o]:order_ptr_list[o + 1]]
+            for r in rng.permutation(resources).tolist() if len(resources) > 1 else resources:
+                if expanded[r]:
+                    continue
+                expanded[r] = True
+                for other in res_orders_list[res_ptr_list[r]:res_ptr_list[r + 1]]:
+                    if not taken[other]:
+                        taken[other] = True
+                        piece.append(other)
+                        if len(piece) >= size:
+                            break
+                if len(piece) >= size:
+                    break
+        pieces.append(piece)
+    # Pack the small pieces a neighbourhood ends with into full ones.
+    packed: list[np.ndarray] = []
+    current: list[int] = []
+    for piece in pieces:
+        if current and len(current) + len(piece) > size:
+            packed.append(np.sort(np.array(current, np.int64)))
+            current = []
+        current += piece
+    if current:
+        packed.append(np.sort(np.array(current, np.int64)))
+    return packed
+
+
+def _cut(model: Model, group: np.ndarray, chosen: np.ndarray, size: int,
+         rng: np.random.Generator) -> list[Chunk]:
+    pieces = _related(model, group, size, rng)
+    used = usage(model, chosen)
+    spare = model.limit - used
+    # Each piece may use the units its orders hold now; the spare units of a resource go
+    # to one of the pieces that may use it, drawn at random (another in the next round).
+    piece_of = np.full(model.n_orders, -1, np.int64)
+    for i, piece in enumerate(pieces):
+        piece_of[piece] = i
+    owner = model.cands.order[model.use_cand]
+    touch = piece_of[owner]
+    inside = touch >= 0
+    n_res = len(model.limit)
+    pairs = np.unique(touch[inside] * n_res + model.use_res[inside])
+    pairs = pairs[rng.permutation(len(pairs))]
+    res_of = pairs % n_res
+    _, first = np.unique(res_of, return_index=True)
+    heir = np.full(n_res, -1, np.int64)
+    heir[res_of[first]] = pairs[first] // n_res
+    picked = np.zeros(model.cands.n, np.bool_)
+    picked[chosen] = True
+    out = []
+    for i, piece in enumerate(pieces):
+        mask = inside & (touch == i) & picked[model.use_cand]
+        mine = np.bincount(model.use_res[mask], weights=model.use_qty[mask],
+                           minlength=n_res).astype(np.int64)
+        budget = mine + np.where(heir == i, spare, 0)
+        out.append(_chunk(model, piece, chosen, budget, False))
+    return out
+
+
+# ---- solving a chunk with CP-SAT ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    choice: np.ndarray  # local candidate per local order
+    optimal: bool
+    objective: int
+
+
+def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int) -> ChunkResult:
+    from ortools.sat.python import cp_model  # noqa: PLC0415 (worker processes need only this)
+
+    n_orders = len(chunk.hint)
+    model = cp_model.CpModel()
+    x = [model.NewBoolVar("") for _ in range(len(chunk.cand_ids))]
+    bounds = np.flatnonzero(np.r_[True, chunk.cand_order[1:] != chunk.cand_order[:-1]])
+    ends = np.r_[bounds[1:], len(chunk.cand_ids)]
+    for a, b in zip(bounds.tolist(), ends.tolist(), strict=True):
+        model.AddExactlyOne(x[a:b])
+    if len(chunk.use_res):
+        order = np.argsort(chunk.use_res, kind="stable")
+        res = chunk.use_res[order]
+        cuts = np.flatnonzero(np.r_[True, res[1:] != res[:-1]])
+        cut_ends = np.r_[cuts[1:], len(res)]
+        cand = chunk.use_cand[order].tolist()
+        qty = chunk.use_qty[order].tolist()
+        for a, b in zip(cuts.tolist(), cut_ends.tolist(), strict=True):
+            r = int(res[a])
+            model.Add(cp_model.LinearExpr.WeightedSum([x[c] for c in cand[a:b]], qty[a:b])
+                      <= int(chunk.budget[r]))
+    # Costs in micros are mostly whole cents: dividing by their common factor keeps the
+    # solver's numbers small without changing the optimum.
+    unit = int(np.gcd.reduce(chunk.objective)) or 1
+    model.Minimize(cp_model.LinearExpr.WeightedSum(x, (chunk.objective // unit).tolist()))
+    hint = np.zeros(len(x), np.bool_)
+    hint[chunk.hint] = True
+    for var, value in zip(x, hint.tolist(), strict=True):
+        model.AddHint(var, int(value))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.05)
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    status: Any = solver.Solve(model)
+    optimal = bool(status == cp_model.OPTIMAL)
+    if not optimal and status != cp_model.FEASIBLE:
+        return ChunkResult(chunk.hint.copy(), False, int(np.sum(chunk.objective[chunk.hint])))
+    values = np.array([solver.BooleanValue(v) for v in x], np.bool_)
+    choice = np.zeros(n_orders, np.int64)
+    picked = np.flatnonzero(values)
+    choice[chunk.cand_order[picked]] = picked
+    best = int(np.sum(chunk.objective[choice]))
+    incumbent = int(np.sum(chunk.objective[chunk.hint]))
+    if best > incumbent:  # never worse than where the chunk started
+        return ChunkResult(chunk.hint.copy(), optimal, incumbent)
+    return ChunkResult(choice, optimal, best)
+
+
+# ---- the lower bound ---------------------------------------------------------------------
+
+
+def lower_bound(model: Model, upper: int, iterations: int = 300) -> int:
+    """Lagrangian bound: relax stock and capacity with prices >= 0 and let each order
+    take its cheapest plan at those prices. Every price vector gives a valid bound on the
+    optimum (of the LP relaxation too); subgradient steps (Polyak) search for a good one."""
+    cands = model.cands
+    first = cands.first()
+    objective = model.objective.astype(np.float64)
+    limit = model.limit.astype(np.float64)
+    prices = np.zeros(len(limit))
+    best = float(np.sum(np.minimum.reduceat(objective, first))) if cands.n else 0.0
+    scale = 2.0
+    stall = 0
+    for _ in range(iterations):
+        priced = objective.copy()
+        np.add.at(priced, model.use_cand, prices[model.use_res] * model.use_qty)
+        per_order = np.minimum.reduceat(priced, first)
+        value = float(per_order.sum() - prices @ limit)
+        if value > best + 1e-6:
+            best, stall = value, 0
+        else:
+            stall += 1
+            if stall >= 20:
+                scale /= 2
+                stall = 0
+        # The cheapest plan per order at these prices, and the resources it over-uses.
+        is_min = priced <= np.repeat(per_order, np.diff(np.r_[first, cands.n])) + 1e-9
+        idx = np.flatnonzero(is_min)
+        owner = cands.order[idx]
+        pick = idx[np.r_[True, owner[1:] != owner[:-1]]]
+        taken = np.zeros(cands.n, np.bool_)
+        taken[pick] = True
+        mask = taken[model.use_cand]
+        grad = np.bincount(model.use_res[mask], weights=model.use_qty[mask],
+                           minlength=len(limit)) - limit
+        grad[(prices <= 0) & (grad < 0)] = 0.0  # projected: free resources stay free
+        norm = float(grad @ grad)
+        if norm == 0 or scale < 1e-6:
+            break
+        step = scale * max(upper - value, 1.0) / norm
+        prices = np.maximum(prices + step * grad, 0.0)
+    return int(np.floor(best))
+
+
+# ---- orchestration -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Progress:
+    phase: str  # "candidates", "solving", "bound", "done"
+    detail: str
+    done: int = 0
+    total: int = 0
+    objective: int = 0
+
+
+@dataclass(slots=True)
+class Solution:
+    problem: Problem
+    cands: Candidates
+    chosen: np.ndarray  # global candidate per order
+    old_objective: int
+    new_objective: int
+    lower_bound: int
+    components: int
+    chunks_solved: int
+    chunks_optimal: int
+    rounds: int
+    elapsed_s: float
+
+    def changed(self) -> np.ndarray:
+        """Orders whose chosen plan is not their current one."""
+        return np.flatnonzero(self.chosen != self.cands.first())
+
+    def takes(self, o: int) -> list[tuple[int, int, int]]:
+        """(batch line, node, units) of order o's chosen plan."""
+        c = int(self.chosen[o])
+        a, b = int(self.cands.take_start[c]), int(self.cands.take_start[c + 1])
+        return list(zip(self.cands.take_line[a:b].tolist(), self.cands.take_node[a:b].tolist(),
+                        self.cands.take_qty[a:b].tolist(), strict=True))
+
+    def totals(self, which: str) -> tuple[int, int, int]:
+        """(shipping micros, packages, backordered units) of the current or new plans."""
+        picks = self.cands.first() if which == "old" else self.chosen
+        return (int(self.cands.cost[picks].sum()), int(self.cands.packages[picks].sum()),
+                int(self.cands.backorder[picks].sum()))
+
+
+def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | None,
+               deadline: float, report: Callable[[int], None]) -> list[ChunkResult | None]:
+    """Solve the chunks (None for those the deadline left unsolved: they keep their plans)."""
+    out: list[ChunkResult | None] = [None] * len(todo)
+    if pool is None:
+        for i, chunk in enumerate(todo):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            out[i] = solve_chunk(chunk, min(limit, left), seed)
+            report(i + 1)
+        return out
+    # A few chunks in flight per worker: no chunk starts after the deadline.
+    in_flight: dict[cf.Future[ChunkResult], int] = {}
+    next_chunk = done = 0
+    while next_chunk < len(todo) or in_flight:
+        while (next_chunk < len(todo) and len(in_flight) < 8
+               and deadline - time.monotonic() > 0):
+            left = deadline - time.monotonic()
+            in_flight[pool.submit(solve_chunk, todo[next_chunk], min(limit, left), seed)] = (
+                next_chunk)
+            next_chunk += 1
+        if not in_flight:
+            break
+        finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+        for future in finished:
+            out[in_flight.pop(future)] = future.result()
+            done += 1
+            report(done)
+    return out
+
+
+def solve(problem: Problem, options: ReoptOptions,
+          progress: Callable[[Progress], None] = lambda _: None) -> Solution:
+    """Choose a plan per order. Never worse than the current plans."""
+    started = time.monotonic()
+    deadline = started + options.time_limit_s
+    if not problem.n_orders:
+        empty = np.zeros(0, np.int64)
+        return Solution(problem, Candidates(empty, empty, empty, empty, np.zeros(1, np.int64),
+                                            empty, empty, empty), empty, 0, 0, 0, 0, 0, 0, 0,
+                        time.monotonic() - started)
+    progress(Progress("candidates", f"proposing plans for {problem.n_orders} orders"))
+    cands = candidates(problem, options.nodes_per_order)
+    model = build_model(problem, cands)
+    chosen = cands.first().copy()
+    old = int(model.objective[chosen].sum())
+    groups = components(model)
+    rng = np.random.default_rng(options.seed)
+    pool: cf.Executor | None = None
+    if options.workers > 1:
+        pool = cf.ProcessPoolExecutor(options.workers,
+                                      mp_context=multiprocessing.get_context("spawn"))
+    solved = optimal = rounds = 0
+    try:
+        pending = groups
+        while pending and time.monotonic() < deadline - 0.05:
+            rounds += 1
+            todo = chunks(model, pending, chosen, options.chunk_orders, rng)
+            left = deadline - time.monotonic()
+            # Leave time for later rounds while components are being cut.
+            share = left * (0.5 if any(not c.whole for c in todo) else 0.9)
+            per_chunk = share * max(options.workers, 1) / max(len(todo), 1)
+            objective_now = int(model.objective[chosen].sum())
+
+            def report(done: int, total: int = len(todo), value: int = objective_now,
+                       label: str = f"round {rounds}") -> None:
+                progress(Progress("solving", label, done, total, value))
+
+            results = _solve_all(todo, per_chunk, options.seed + rounds, pool, deadline,
+                                 report)
+            for chunk, result in zip(todo, results, strict=True):
+                if result is None:
+                    continue
+                solved += 1
+                optimal += int(result.optimal)
+                global_orders = cands.order[chunk.cand_ids[chunk.hint]]
+                chosen[global_orders] = chunk.cand_ids[result.choice]
+            improved = int(model.objective[chosen].sum()) < objective_now
+            # Cut components get another round with different cuts while it pays.
+            cut = [g for g in pending if len(g) > options.chunk_orders]
+            pending = cut if improved else []
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    new = int(model.objective[chosen].sum())
+    assert np.all(usage(model, chosen) <= model.limit)
+    progress(Progress("bound", "lower bound (Lagrangian)", objective=new))
+    bound = min(lower_bound(model, new), new)
+    return Solution(problem, cands, chosen, old, new, bound, len(groups), solved, optimal,
+                    rounds, time.monotonic() - started)
+
+
+def replans(solution: Solution) -> tuple[Replan, ...]:
+    """The changed orders' plans, as the command that applies them takes them."""
+    problem = solution.problem
+    return tuple(
+        Replan(problem.order_ids[o], problem.versions[o],
+               tuple((problem.line_ids[k], n, q) for k, n, q in solution.takes(o)),
+               int(problem.current_cost[o]))
+        for o in solution.changed().tolist())

@@ -1,0 +1,106 @@
+"""Batch re-optimisation: the model against brute force on tiny instances, the bound
+below the optimum, and the split a real-time decision could not avoid taken back."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import commands as c
+from core import reopt
+from core.ledger import Ledger, LedgerSettings
+from core.model import ChannelSpec, NodeSpec, SkuSpec
+from core.network import SlaTier
+from core.operations import execute
+from core.orders import OrderLineSpec, OrderSpec, PackageStatus
+from tests.unit.test_orders_stateful import NETWORK, NOW, SKUS
+
+
+def _ledger(stock: dict[tuple[str, str], int],
+            n1: tuple[float, float] = (34.0, -118.0)) -> Ledger:
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in (
+            c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
+                           NodeSpec("n1", latitude=n1[0], longitude=n1[1]),
+                           NodeSpec("n2", latitude=41.8, longitude=-87.6))),
+            c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
+            c.UpsertSkus(tuple(SkuSpec(s, weight_lb=1.0 + i, length_in=6, width_in=4,
+                                       height_in=2) for i, s in enumerate(SKUS))),
+            c.SetNetwork(NETWORK)):
+        execute(ledger, command, NOW)
+    lines = tuple(c.ReceiptLine(s, n, q) for (s, n), q in sorted(stock.items()) if q)
+    if lines:
+        execute(ledger, c.ReceiveStock(lines), NOW)
+    return ledger
+
+
+def _order(order_id: str, lines: dict[str, int]) -> OrderSpec:
+    return OrderSpec(order_id, "web", SlaTier.STANDARD,
+                     tuple(OrderLineSpec(str(i), s, q) for i, (s, q) in
+                           enumerate(sorted(lines.items()))), postal_code="10001")
+
+
+def test_a_split_forced_by_an_earlier_order_is_taken_back():
+    # n0 and n1 stand side by side (same transit, same promise); n0 handles for less.
+    # n0 has one 'a' and one 'b', n1 one 'a'. The first order takes n0's 'a'; the
+    # second, for a and b, must split (b from n0, a from n1). Planned together, the
+    # first ships from n1 and the second complete from n0.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n0"): 1, ("a", "n1"): 1}, n1=(40.1, -75.1))
+    execute(ledger, c.AllocateOrders((_order("first", {"a": 1}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("second", {"a": 1, "b": 1}),)), NOW)
+    book = ledger.orders
+    assert len(book.orders["second"].package_ids) == 2
+    problem = reopt.collect(ledger, NOW)
+    solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=5))
+    assert solution.totals("old")[1] == 3 and solution.totals("new")[1] == 2
+    assert solution.new_objective < solution.old_objective
+    outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert set(outcome.detail.applied) == {"first", "second"}
+    live = [book.packages[p] for p in book.orders["second"].package_ids
+            if book.packages[p].status == PackageStatus.ALLOCATED]
+    assert len(live) == 1 and ledger.catalog.nodes[live[0].plan.node].node_id == "n0"
+    (first,) = [book.packages[p] for p in book.orders["first"].package_ids
+                if book.packages[p].status == PackageStatus.ALLOCATED]
+    assert ledger.catalog.nodes[first.plan.node].node_id == "n1"
+    # A second pass finds nothing more to do, and a stale plan is refused per order.
+    again = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    assert len(again.changed()) == 0
+    stale = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert stale.detail.applied == () and set(stale.detail.changed_meanwhile) == {
+        "first", "second"}
+
+
+def _brute_force(model: reopt.Model) -> int:
+    cands = model.cands
+    first = cands.first().tolist()
+    ends = [*first[1:], cands.n]
+    best = None
+    for pick in itertools.product(*[range(a, b) for a, b in zip(first, ends, strict=True)]):
+        chosen = np.array(pick, np.int64)
+        if np.all(reopt.usage(model, chosen) <= model.limit):
+            value = int(model.objective[chosen].sum())
+            best = value if best is None else min(best, value)
+    assert best is not None  # the current plans are always feasible
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(stock=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+       orders=st.lists(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 2), min_size=1,
+                                       max_size=3), min_size=1, max_size=5))
+def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stock, orders):
+    ledger = _ledger(dict(zip([(s, n) for s in SKUS for n in ("n0", "n1", "n2")], stock,
+                              strict=True)))
+    for i, lines in enumerate(orders):
+        execute(ledger, c.AllocateOrders((_order(f"o{i}", lines),)), NOW)
+    problem = reopt.collect(ledger, NOW)
+    solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=10))
+    if not problem.n_orders:
+        return
+    model = reopt.build_model(problem, solution.cands)
+    optimum = _brute_force(model)
+    assert solution.new_objective == optimum
+    assert solution.lower_bound <= optimum <= solution.old_objective
