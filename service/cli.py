@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from service import reopt_cli
 from service.config import ENV_PREFIX, Settings, load_settings
 
 
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="a service name; empty for the server")
     health.add_argument("--timeout", type=float, default=3.0)
     health.add_argument("--ca-file", default="", help="CA certificate, for a TLS server")
+    reopt_cli.add_parser(sub, ENV_PREFIX)
     return parser
 
 
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "reopt":
+        return reopt_cli.run(args)
     if args.command == "verify":
         from service.verify import verify
 

@@ -100,3 +100,22 @@ def test_bad_requests_are_refused_and_change_nothing(api, demo_world):
     with pytest.raises(grpc.RpcError) as caught:
         reoptimize(api, request_id=request_id, seed=2)
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_the_command_line_runs_it_with_progress_and_a_summary(api, demo_world, allocd_port,
+                                                               capsys):
+    from service.cli import main
+
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 2)
+    w.allocate(w.order((a, 1)))
+    before = api.state()
+    assert main(["reopt", "--address", f"127.0.0.1:{allocd_port}", "--dry-run",
+                 "--time-limit", "5"]) == 0
+    out = capsys.readouterr()
+    assert "dry run: nothing changed" in out.out and "gap to lower bound" in out.out
+    assert "solving" in out.err and "done" in out.err
+    assert api.state() == before
+    assert main(["reopt", "--address", f"127.0.0.1:{allocd_port}", "--time-limit", "-1"]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
