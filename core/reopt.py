@@ -10,8 +10,8 @@ the backorders) can be planned again together:
 2. `candidates` proposes plans per order with the allocation kernel: the current plan,
    ship complete from each of the cheapest nodes that stock every line, the best plan
    were stock no object, and the myopic plan re-run in priority order on the pooled
-   stock. Every proposal meets the order's deliver-by and is never later than the
-   promise the order already has.
+   stock. Every proposal meets the order's deliver-by; an order without one keeps at
+   least the delivery date its current plan promised.
 3. `solve` picks one plan per order (set partitioning: exactly one plan per order, stock
    per SKU x node and node capacity respected) with CP-SAT, warm-started from the
    current plans. Orders that share no scarce SKU x node never interact: the problem
@@ -29,6 +29,7 @@ which re-checks each order's version and the stock at that moment.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -54,6 +55,9 @@ BIG_STOCK = 1 << 30
 #: Objective weight of a unit left backordered (micros): large enough that serving a
 #: unit is always worth more than any plausible shipping cost difference.
 BACKORDER_PENALTY = 1_000_000_000
+#: Fractions of the Lagrange multipliers charged per unit in the priced kernel runs.
+PRICE_SCALES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
+PRICE_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,15 @@ class Problem:
         return len(self.order_ids)
 
 
+def promised_by(deliver_by_ms: int, promise_ms: int, backordered: bool) -> int:
+    """The date a new plan must deliver by: the order's deliver-by when it has one (what the
+    customer was promised), else the date its current plan promises (when every unit has a
+    package: the date the customer was told), else none (0)."""
+    if deliver_by_ms:
+        return deliver_by_ms
+    return promise_ms if promise_ms and not backordered else 0
+
+
 def _eligible(ledger: Ledger, record: OrderRecord) -> bool:
     if record.held or (not record.package_ids and not record.backorders):
         return False
@@ -146,11 +159,7 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
         spec = record.spec
         lines = tuple((line.line_id, ledger.catalog.sku(line.sku_id), units[line.line_id])
                       for line in spec.lines if units.get(line.line_id))
-        # Never later than promised: the deadline is the earlier of deliver-by and the
-        # current promise (when every unit has a package, hence a promise).
-        deliver_by = spec.deliver_by_ms
-        if promise and not backordered:
-            deliver_by = min(deliver_by, promise) if deliver_by else promise
+        deliver_by = promised_by(spec.deliver_by_ms, promise, bool(backordered))
         reqs.append(Request(spec._replace(deliver_by_ms=deliver_by), lines,
                             len(record.package_ids), 0, record.seq))
         versions[order_id] = order_version(ledger, record)
@@ -221,6 +230,9 @@ class Candidates:
     take_line: np.ndarray
     take_node: np.ndarray
     take_qty: np.ndarray
+    # Whole plans (kernel runs on the pooled stock): per order its candidate, -1 where the
+    # run could not serve the order in full.
+    plans: list[np.ndarray] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -246,6 +258,7 @@ class _Proposals:
     line: list[np.ndarray] = field(default_factory=list)
     node: list[np.ndarray] = field(default_factory=list)
     qty: list[np.ndarray] = field(default_factory=list)
+    whole: list[int] = field(default_factory=list)  # groups that are whole plans
 
     def add(self, order: np.ndarray, cost: np.ndarray, packages: np.ndarray,
             backorder: np.ndarray, counts: np.ndarray, line: np.ndarray, node: np.ndarray,
@@ -266,21 +279,52 @@ def _run(problem: Problem, avail: np.ndarray) -> BatchResult:
                           problem.node_enabled)
 
 
-def _harvest(problem: Problem, result: BatchResult, out: _Proposals) -> None:
-    """Every fully allocated order of a kernel run becomes a proposal."""
+def _harvest(problem: Problem, result: BatchResult, out: _Proposals,
+             prices: np.ndarray | None = None, whole: bool = False) -> None:
+    """Every fully allocated order of a kernel run becomes a proposal; `prices` [u, n] the
+    run added to its unit costs come off again (a proposal carries its real cost)."""
     ok = np.flatnonzero(result.status == STATUS_ALLOCATED)
+    if whole:
+        out.whole.append(len(out.order))
     if not len(ok):
+        out.add(ok, ok, ok, ok, ok, ok, ok, ok)
         return
     first = result.piece_first[ok]
     count = result.piece_count[ok]
     pieces = np.concatenate([np.arange(a, a + b) for a, b in zip(first.tolist(),
                                                                  count.tolist(), strict=True)])
-    out.add(ok, result.cost[ok], result.pkg_count[ok], np.zeros(len(ok), np.int64), count,
-            result.piece_line[pieces], result.pkg_node[result.piece_pkg[pieces]],
-            result.piece_qty[pieces])
+    line = result.piece_line[pieces]
+    node = result.pkg_node[result.piece_pkg[pieces]]
+    qty = result.piece_qty[pieces]
+    cost = result.cost[ok]
+    if prices is not None:
+        charged = prices[problem.batch.item_u[line], node] * qty
+        cost = cost - np.add.reduceat(charged, np.r_[0, np.cumsum(count)[:-1]])
+    out.add(ok, cost, result.pkg_count[ok], np.zeros(len(ok), np.int64), count, line, node, qty)
 
 
 def candidates(problem: Problem, nodes_per_order: int = 4) -> Candidates:
+    """The plans the solver chooses from (see the module docstring)."""
+    return _assemble(propose(problem, nodes_per_order), problem.n_orders)
+
+
+def add_priced(problem: Problem, out: _Proposals, prices: np.ndarray,
+               scales: tuple[float, ...]) -> None:
+    """Whole plans from the kernel on the pooled stock with a price on every unit of scarce
+    stock (scaled Lagrange multipliers): each order, in priority order, takes its cheapest
+    plan at those prices, which leaves the contested units to the orders that need them."""
+    batch = problem.batch
+    for scale in scales:
+        charge = np.rint(prices * scale).astype(np.int64)
+        priced = dataclasses.replace(batch, item_unit_extra=batch.item_unit_extra
+                                     + charge[batch.item_u])
+        unlimited = np.full(len(problem.node_enabled), UNLIMITED_CAPACITY, np.int64)
+        result = run_allocation(priced, problem.supply.copy(), unlimited, problem.network,
+                                problem.node_enabled)
+        _harvest(problem, result, out, charge, whole=True)
+
+
+def propose(problem: Problem, nodes_per_order: int = 4) -> _Proposals:
     """The plans the solver chooses from (see the module docstring)."""
     batch = problem.batch
     n_orders = problem.n_orders
@@ -324,12 +368,14 @@ def candidates(problem: Problem, nodes_per_order: int = 4) -> Candidates:
                 np.repeat(nodes[rows], lines_per), batch.item_qty[line])
     # The best plan were stock no object (wherever the SKU is stocked at all).
     _harvest(problem, _run(problem, np.where(stocked, BIG_STOCK, 0)), out)
-    # Myopic again, in priority order, on the pooled stock.
-    _harvest(problem, _run(problem, problem.supply.copy()), out)
-    return _assemble(out, n_orders)
+    # Myopic again, in priority order, on the pooled stock: a whole plan.
+    _harvest(problem, _run(problem, problem.supply.copy()), out, whole=True)
+    return out
 
 
 def _assemble(out: _Proposals, n_orders: int) -> Candidates:
+    """Proposals to candidates: duplicates (same takes) dropped, the current plan first;
+    the groups that are whole plans also remembered as such."""
     order = np.concatenate(out.order)
     counts = np.concatenate(out.counts)
     starts = np.r_[0, np.cumsum(counts)]
@@ -337,7 +383,7 @@ def _assemble(out: _Proposals, n_orders: int) -> Candidates:
     node = np.concatenate(out.node)
     qty = np.concatenate(out.qty)
     cost = np.concatenate(out.cost)
-    # Fingerprint each plan to drop duplicates (same takes), keeping the first (current).
+    # Fingerprint each plan by its takes.
     key = (line.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
            + node.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
            + qty.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
@@ -345,27 +391,30 @@ def _assemble(out: _Proposals, n_orders: int) -> Candidates:
     summed = np.zeros(len(order), np.uint64)
     nonempty = counts > 0
     if len(key):
-        sums = np.add.reduceat(key, starts[:-1][nonempty])
-        summed[nonempty] = sums
-    # Stable sort by order keeps each order's current plan first.
-    sort = np.lexsort((np.arange(len(order)), order))
-    seen: set[tuple[int, int]] = set()
-    keep = []
-    for c in sort.tolist():
-        signature = (int(order[c]), int(summed[c]))
-        if signature in seen:
-            continue
-        seen.add(signature)
-        keep.append(c)
-    keep_arr = np.array(keep, np.int64)
+        summed[nonempty] = np.add.reduceat(key, starts[:-1][nonempty])
+    # One fingerprint per (order, takes); the first proposal of each is kept, and kept
+    # candidates are grouped by order in proposal order (the current plan first).
+    signature = summed ^ (order.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+    _, first_of, group = np.unique(signature, return_index=True, return_inverse=True)
+    rank = np.lexsort((first_of, order[first_of]))
+    keep_arr = first_of[rank]
+    position = np.empty(len(first_of), np.int64)  # fingerprint group -> candidate id
+    position[rank] = np.arange(len(rank))
     new_counts = counts[keep_arr]
-    take_index = np.concatenate([np.arange(starts[c], starts[c + 1]) for c in keep]) \
-        if keep else np.zeros(0, np.int64)
-    del n_orders
+    new_starts = np.r_[0, np.cumsum(new_counts)]
+    take_index = (np.repeat(starts[keep_arr] - new_starts[:-1], new_counts)
+                  + np.arange(int(new_starts[-1])))
+    group_start = np.r_[0, np.cumsum([len(g) for g in out.order])]
+    plans = []
+    for g in out.whole:
+        plan = np.full(n_orders, -1, np.int64)
+        members = np.arange(int(group_start[g]), int(group_start[g + 1]))
+        plan[order[members]] = position[group[members]]
+        plans.append(plan)
     return Candidates(
         order[keep_arr], cost[keep_arr], np.concatenate(out.packages)[keep_arr],
-        np.concatenate(out.backorder)[keep_arr], np.r_[0, np.cumsum(new_counts)],
-        line[take_index], node[take_index], qty[take_index])
+        np.concatenate(out.backorder)[keep_arr], new_starts,
+        line[take_index], node[take_index], qty[take_index], plans)
 
 
 # ---- the model: resources, components, chunks -------------------------------------------
@@ -494,17 +543,13 @@ def usage(model: Model, chosen: np.ndarray) -> np.ndarray:
                        minlength=len(model.limit)).astype(np.int64)
 
 
-def chunks(model: Model, groups: list[np.ndarray], chosen: np.ndarray, size: int,
-           rng: np.random.Generator) -> list[Chunk]:
-    """Small components packed together; a large one cut into pieces that share the
-    spare units of every resource they both use."""
+def chunks(model: Model, groups: list[np.ndarray], chosen: np.ndarray,
+           size: int) -> list[Chunk]:
+    """Whole components packed together into chunks of about `size` orders."""
     out: list[Chunk] = []
     pack: list[np.ndarray] = []
     packed = 0
     for group in sorted(groups, key=len):
-        if len(group) > size:
-            out += _cut(model, group, chosen, size, rng)
-            continue
         if packed + len(group) > size and pack:
             out.append(_chunk(model, np.concatenate(pack), chosen, model.limit, True))
             pack, packed = [], 0
@@ -515,95 +560,47 @@ def chunks(model: Model, groups: list[np.ndarray], chosen: np.ndarray, size: int
     return out
 
 
-def _related(model: Model, group: np.ndarray, size: int,
-             rng: np.random.Generator) -> list[np.ndarray]:
-    """Cut a component into pieces of orders that compete for the same resources: from a
-    random order, breadth first through the resources it may use and the orders that may
-    use them, until the piece is full (the neighbourhoods of a large-neighbourhood search)."""
-    n_res = len(model.limit)
-    owner = model.cands.order[model.use_cand]
-    member = np.zeros(model.n_orders, np.bool_)
-    member[group] = True
-    mask = member[owner]
-    pairs = np.unique(owner[mask] * n_res + model.use_res[mask])
-    by_order_o, by_order_r = pairs // n_res, pairs % n_res
-    order_ptr = np.searchsorted(by_order_o, np.arange(model.n_orders + 1))
-    sort = np.argsort(by_order_r, kind="stable")
-    res_orders = by_order_o[sort]
-    res_ptr = np.searchsorted(by_order_r[sort], np.arange(n_res + 1))
-    order_res_list = by_order_r.tolist()
-    res_orders_list = res_orders.tolist()
-    order_ptr_list = order_ptr.tolist()
-    res_ptr_list = res_ptr.tolist()
-    taken = np.zeros(model.n_orders, np.bool_)
-    expanded = np.zeros(n_res, np.bool_)
-    pieces = []
-    for start in rng.permutation(group).tolist():
-        if taken[start]:
-            continue
-        piece = [start]
-        taken[start] = True
+class Neighbourhoods:
+    """Orders that compete for the same resources, found breadth first from a seed order
+    through the resources it may use and the orders that may use them (the neighbourhoods
+    of a large-neighbourhood search)."""
+
+    def __init__(self, model: Model) -> None:
+        n_res = len(model.limit)
+        owner = model.cands.order[model.use_cand]
+        pairs = np.unique(owner * n_res + model.use_res)
+        by_order_o, by_order_r = pairs // n_res, pairs % n_res
+        self.order_ptr = np.searchsorted(by_order_o, np.arange(model.n_orders + 1)).tolist()
+        self.order_res = by_order_r.tolist()
+        sort = np.argsort(by_order_r, kind="stable")
+        self.res_orders = by_order_o[sort].tolist()
+        self.res_ptr = np.searchsorted(by_order_r[sort], np.arange(n_res + 1)).tolist()
+
+    def around(self, seed: int, size: int, rng: np.random.Generator) -> np.ndarray:
+        piece = [seed]
+        taken = {seed}
+        expanded: set[int] = set()
         head = 0
         while head < len(piece) and len(piece) < size:
             o = piece[head]
             head += 1
-            resources = order_res_list[order_ptr_list[o]:order_ptr_list[o + 1]]
+            resources = self.order_res[self.order_ptr[o]:self.order_ptr[o + 1]]
             for r in rng.permutation(resources).tolist() if len(resources) > 1 else resources:
-                if expanded[r]:
+                if r in expanded:
                     continue
-                expanded[r] = True
-                for other in res_orders_list[res_ptr_list[r]:res_ptr_list[r + 1]]:
-                    if not taken[other]:
-                        taken[other] = True
+                expanded.add(r)
+                others = self.res_orders[self.res_ptr[r]:self.res_ptr[r + 1]]
+                if len(others) > size:
+                    others = rng.choice(others, size, replace=False).tolist()
+                for other in others:
+                    if other not in taken:
+                        taken.add(other)
                         piece.append(other)
                         if len(piece) >= size:
                             break
                 if len(piece) >= size:
                     break
-        pieces.append(piece)
-    # Pack the small pieces a neighbourhood ends with into full ones.
-    packed: list[np.ndarray] = []
-    current: list[int] = []
-    for piece in pieces:
-        if current and len(current) + len(piece) > size:
-            packed.append(np.sort(np.array(current, np.int64)))
-            current = []
-        current += piece
-    if current:
-        packed.append(np.sort(np.array(current, np.int64)))
-    return packed
-
-
-def _cut(model: Model, group: np.ndarray, chosen: np.ndarray, size: int,
-         rng: np.random.Generator) -> list[Chunk]:
-    pieces = _related(model, group, size, rng)
-    used = usage(model, chosen)
-    spare = model.limit - used
-    # Each piece may use the units its orders hold now; the spare units of a resource go
-    # to one of the pieces that may use it, drawn at random (another in the next round).
-    piece_of = np.full(model.n_orders, -1, np.int64)
-    for i, piece in enumerate(pieces):
-        piece_of[piece] = i
-    owner = model.cands.order[model.use_cand]
-    touch = piece_of[owner]
-    inside = touch >= 0
-    n_res = len(model.limit)
-    pairs = np.unique(touch[inside] * n_res + model.use_res[inside])
-    pairs = pairs[rng.permutation(len(pairs))]
-    res_of = pairs % n_res
-    _, first = np.unique(res_of, return_index=True)
-    heir = np.full(n_res, -1, np.int64)
-    heir[res_of[first]] = pairs[first] // n_res
-    picked = np.zeros(model.cands.n, np.bool_)
-    picked[chosen] = True
-    out = []
-    for i, piece in enumerate(pieces):
-        mask = inside & (touch == i) & picked[model.use_cand]
-        mine = np.bincount(model.use_res[mask], weights=model.use_qty[mask],
-                           minlength=n_res).astype(np.int64)
-        budget = mine + np.where(heir == i, spare, 0)
-        out.append(_chunk(model, piece, chosen, budget, False))
-    return out
+        return np.sort(np.array(piece, np.int64))
 
 
 # ---- solving a chunk with CP-SAT ---------------------------------------------------------
@@ -616,7 +613,7 @@ class ChunkResult:
     objective: int
 
 
-def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int) -> ChunkResult:
+def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int, workers: int = 1) -> ChunkResult:
     from ortools.sat.python import cp_model  # noqa: PLC0415 (worker processes need only this)
 
     n_orders = len(chunk.hint)
@@ -647,7 +644,7 @@ def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int) -> ChunkResult:
         model.AddHint(var, int(value))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.05)
-    solver.parameters.num_workers = 1
+    solver.parameters.num_workers = max(workers, 1)
     solver.parameters.random_seed = seed
     status: Any = solver.Solve(model)
     optimal = bool(status == cp_model.OPTIMAL)
@@ -667,7 +664,13 @@ def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int) -> ChunkResult:
 # ---- the lower bound ---------------------------------------------------------------------
 
 
-def lower_bound(model: Model, upper: int, iterations: int = 300) -> int:
+def lower_bound(model: Model, upper: int, iterations: int = 300,
+                until: float = float("inf")) -> int:
+    return int(np.floor(_lagrangian(model, upper, iterations, until)[0]))
+
+
+def _lagrangian(model: Model, upper: int, iterations: int,
+                until: float = float("inf")) -> tuple[float, np.ndarray]:
     """Lagrangian bound: relax stock and capacity with prices >= 0 and let each order
     take its cheapest plan at those prices. Every price vector gives a valid bound on the
     optimum (of the LP relaxation too); subgradient steps (Polyak) search for a good one."""
@@ -676,16 +679,19 @@ def lower_bound(model: Model, upper: int, iterations: int = 300) -> int:
     objective = model.objective.astype(np.float64)
     limit = model.limit.astype(np.float64)
     prices = np.zeros(len(limit))
+    best_prices = prices.copy()
     best = float(np.sum(np.minimum.reduceat(objective, first))) if cands.n else 0.0
     scale = 2.0
     stall = 0
     for _ in range(iterations):
-        priced = objective.copy()
-        np.add.at(priced, model.use_cand, prices[model.use_res] * model.use_qty)
+        if time.monotonic() > until:
+            break
+        priced = objective + np.bincount(model.use_cand, weights=prices[model.use_res]
+                                         * model.use_qty, minlength=cands.n)
         per_order = np.minimum.reduceat(priced, first)
         value = float(per_order.sum() - prices @ limit)
         if value > best + 1e-6:
-            best, stall = value, 0
+            best, best_prices, stall = value, prices.copy(), 0
         else:
             stall += 1
             if stall >= 20:
@@ -707,7 +713,7 @@ def lower_bound(model: Model, upper: int, iterations: int = 300) -> int:
             break
         step = scale * max(upper - value, 1.0) / norm
         prices = np.maximum(prices + step * grad, 0.0)
-    return int(np.floor(best))
+    return best, best_prices
 
 
 # ---- orchestration -------------------------------------------------------------------------
@@ -786,6 +792,61 @@ def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | N
     return out
 
 
+def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline: float,
+            options: ReoptOptions, rng: np.random.Generator,
+            progress: Callable[[Progress], None]) -> tuple[int, int]:
+    """Large-neighbourhood search over components too large for one model: a neighbourhood
+    of competing orders is solved exactly with everything else fixed (it may use whatever
+    stock the others leave), kept if cheaper; seeds are the orders whose plan costs more
+    than their cheapest plan. Updates `chosen`; returns (neighbourhoods solved, optimal)."""
+    cands = model.cands
+    cheapest = np.minimum.reduceat(model.objective, cands.first())
+    use_ptr = np.searchsorted(model.use_cand, np.arange(cands.n + 1))
+    members = np.concatenate(groups)
+    hoods = Neighbourhoods(model)
+    used = usage(model, chosen)
+
+    def own(orders: np.ndarray) -> np.ndarray:
+        picks = chosen[orders]
+        idx = np.concatenate([np.arange(use_ptr[c], use_ptr[c + 1]) for c in picks.tolist()])
+        return np.bincount(model.use_res[idx], weights=model.use_qty[idx],
+                           minlength=len(model.limit)).astype(np.int64)
+
+    solved = optimal = passes = 0
+    reported = time.monotonic()
+    while time.monotonic() < deadline - 0.02:
+        passes += 1
+        seeds = members[model.objective[chosen[members]] > cheapest[members]]
+        if not len(seeds):
+            break
+        improved = False
+        for seed in rng.permutation(seeds).tolist():
+            left = deadline - time.monotonic()
+            if left <= 0.02:
+                break
+            if model.objective[chosen[seed]] == cheapest[seed]:
+                continue  # a neighbour's move made this order cheapest already
+            orders = hoods.around(seed, options.chunk_orders, rng)
+            mine = own(orders)
+            chunk = _chunk(model, orders, chosen, model.limit - used + mine, False)
+            result = solve_chunk(chunk, min(1.0, left), int(rng.integers(1 << 30)),
+                                 options.workers)
+            solved += 1
+            optimal += int(result.optimal)
+            before = int(model.objective[chosen[orders]].sum())
+            if result.objective < before:
+                chosen[orders] = chunk.cand_ids[result.choice]
+                used += own(orders) - mine
+                improved = True
+            if time.monotonic() - reported > 0.5:  # at most two progress reports a second
+                reported = time.monotonic()
+                progress(Progress("solving", f"neighbourhoods, pass {passes}: {solved}", 0, 0,
+                                  int(model.objective[chosen].sum())))
+        if not improved:
+            break
+    return solved, optimal
+
+
 def solve(problem: Problem, options: ReoptOptions,
           progress: Callable[[Progress], None] = lambda _: None) -> Solution:
     """Choose a plan per order. Never worse than the current plans."""
@@ -797,52 +858,74 @@ def solve(problem: Problem, options: ReoptOptions,
                                             empty, empty, empty), empty, 0, 0, 0, 0, 0, 0, 0,
                         time.monotonic() - started)
     progress(Progress("candidates", f"proposing plans for {problem.n_orders} orders"))
-    cands = candidates(problem, options.nodes_per_order)
+    out = propose(problem, options.nodes_per_order)
+    cands = _assemble(out, problem.n_orders)
     model = build_model(problem, cands)
-    chosen = cands.first().copy()
-    old = int(model.objective[chosen].sum())
+    current = cands.first()
+    old = int(model.objective[current].sum())
+    for round_ in range(PRICE_ROUNDS):
+        if time.monotonic() > started + options.time_limit_s * 0.3:
+            break
+        progress(Progress("candidates", f"pricing scarce stock, round {round_ + 1}"))
+        _, prices = _lagrangian(model, old, 200,
+                                time.monotonic() + options.time_limit_s * 0.05)
+        add_priced(problem, out, prices[:problem.supply.size].reshape(problem.supply.shape),
+                   PRICE_SCALES)
+        cands = _assemble(out, problem.n_orders)
+        model = build_model(problem, cands)
+        current = cands.first()
+    chosen = current.copy()
+    # Start from the best whole plan that fits (orders a run could not serve keep theirs).
+    for plan in cands.plans:
+        whole_plan = np.where(plan >= 0, plan, current)
+        if (model.objective[whole_plan].sum() < model.objective[chosen].sum()
+                and np.all(usage(model, whole_plan) <= model.limit)):
+            chosen = whole_plan
+    progress(Progress("candidates", f"{cands.n} plans; best whole plan", objective=int(
+        model.objective[chosen].sum())))
     groups = components(model)
     rng = np.random.default_rng(options.seed)
     pool: cf.Executor | None = None
     if options.workers > 1:
         pool = cf.ProcessPoolExecutor(options.workers,
                                       mp_context=multiprocessing.get_context("spawn"))
+    size = options.chunk_orders
+    whole = [g for g in groups if len(g) <= size]
+    large = [g for g in groups if len(g) > size]
     solved = optimal = rounds = 0
     try:
-        pending = groups
-        while pending and time.monotonic() < deadline - 0.05:
+        if whole:
+            # Independent components, packed into chunks, solved in parallel processes.
             rounds += 1
-            todo = chunks(model, pending, chosen, options.chunk_orders, rng)
-            left = deadline - time.monotonic()
-            # Leave time for later rounds while components are being cut.
-            share = left * (0.5 if any(not c.whole for c in todo) else 0.9)
-            per_chunk = share * max(options.workers, 1) / max(len(todo), 1)
-            objective_now = int(model.objective[chosen].sum())
-
-            def report(done: int, total: int = len(todo), value: int = objective_now,
-                       label: str = f"round {rounds}") -> None:
-                progress(Progress("solving", label, done, total, value))
-
-            results = _solve_all(todo, per_chunk, options.seed + rounds, pool, deadline,
-                                 report)
+            todo = chunks(model, whole, chosen, size)
+            in_whole = sum(len(g) for g in whole)
+            share = (deadline - time.monotonic()) * in_whole / problem.n_orders
+            per_chunk = share * max(options.workers, 1) / len(todo)
+            value = int(model.objective[chosen].sum())
+            results = _solve_all(
+                todo, per_chunk, options.seed, pool, time.monotonic() + share,
+                lambda done: progress(Progress("solving", "independent components", done,
+                                               len(todo), value)))
             for chunk, result in zip(todo, results, strict=True):
-                if result is None:
-                    continue
-                solved += 1
-                optimal += int(result.optimal)
-                global_orders = cands.order[chunk.cand_ids[chunk.hint]]
-                chosen[global_orders] = chunk.cand_ids[result.choice]
-            improved = int(model.objective[chosen].sum()) < objective_now
-            # Cut components get another round with different cuts while it pays.
-            cut = [g for g in pending if len(g) > options.chunk_orders]
-            pending = cut if improved else []
+                if result is not None:
+                    solved += 1
+                    optimal += int(result.optimal)
+                    global_orders = cands.order[chunk.cand_ids[chunk.hint]]
+                    chosen[global_orders] = chunk.cand_ids[result.choice]
+        if large:
+            rounds += 1
+            # The search leaves the last tenth of the time to the lower bound.
+            done, proved = _search(model, large, chosen, deadline - options.time_limit_s / 10,
+                                   options, rng, progress)
+            solved += done
+            optimal += proved
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     new = int(model.objective[chosen].sum())
     assert np.all(usage(model, chosen) <= model.limit)
     progress(Progress("bound", "lower bound (Lagrangian)", objective=new))
-    bound = min(lower_bound(model, new), new)
+    bound = min(lower_bound(model, new, 300, max(deadline, time.monotonic() + 1.0)), new)
     return Solution(problem, cands, chosen, old, new, bound, len(groups), solved, optimal,
                     rounds, time.monotonic() - started)
 

@@ -32,7 +32,7 @@ from core.orders import (
     ReplanRecord,
 )
 from core.plan import Plan
-from core.reopt import _eligible, order_version
+from core.reopt import _eligible, order_version, promised_by
 
 _BACKORDERS = frozenset({ExceptionType.BACKORDER, ExceptionType.NO_FEASIBLE_NODE})
 
@@ -63,9 +63,7 @@ def _request(p: Plan, record: OrderRecord, plan: c.Replan) -> Request:
     for backorder in record.backorders.values():
         units[backorder.line_id] = units.get(backorder.line_id, 0) + backorder.quantity
     spec = record.spec
-    deliver_by = spec.deliver_by_ms
-    if promise and not record.backorders:
-        deliver_by = min(deliver_by, promise) if deliver_by else promise
+    deliver_by = promised_by(spec.deliver_by_ms, promise, bool(record.backorders))
     sku = p.ledger.catalog.sku
     lines = tuple((line.line_id, sku(line.sku_id), units[line.line_id])
                   for line in spec.lines if units.get(line.line_id))

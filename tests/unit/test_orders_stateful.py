@@ -25,6 +25,7 @@ from core.returns import Grade
 
 SKUS = ["a", "b", "c", "d"]
 NODES = ["n0", "n1", "n2"]
+DAY_MS = 86_400_000
 NOW = 1_800_000_000_000 - (1_800_000_000_000 % 86_400_000) + 9 * 3_600_000  # 09:00 UTC
 
 NETWORK = NetworkSpec(
@@ -82,15 +83,17 @@ class OrderMachine(RuleBasedStateMachine):
     @rule(lines=st.dictionaries(st.sampled_from(SKUS), st.integers(1, 5), min_size=1,
                                 max_size=4),
           channel=st.sampled_from(["web", "mkt"]), tier=st.sampled_from(list(SlaTier)),
-          allow_split=st.booleans(), substitute=st.booleans(), on_hold=st.booleans())
-    def allocate(self, lines, channel, tier, allow_split, substitute, on_hold):
+          allow_split=st.booleans(), substitute=st.booleans(), on_hold=st.booleans(),
+          deliver_in=st.sampled_from([0, 1, 2, 3, 5]))
+    def allocate(self, lines, channel, tier, allow_split, substitute, on_hold, deliver_in):
         self.orders += 1
         spec = OrderSpec(f"o{self.orders}", channel, tier,
                          tuple(OrderLineSpec(str(i), s, q) for i, (s, q) in
                                enumerate(sorted(lines.items()))),
                          postal_code="10001", allow_split=allow_split,
                          allow_substitution=substitute,
-                         fraud_score=0.95 if on_hold else 0.1)
+                         fraud_score=0.95 if on_hold else 0.1,
+                         deliver_by_ms=(NOW // DAY_MS + deliver_in) * DAY_MS if deliver_in else 0)
         self.attempt(c.AllocateOrders((spec,)))
 
     @rule(data=st.data(), node=st.sampled_from(NODES))
@@ -224,7 +227,10 @@ class OrderMachine(RuleBasedStateMachine):
         assert objective <= solution.old_objective
         for order_id in result.applied:
             (old_promise, had_backorders), (new_promise, _) = before[order_id], promise(order_id)
-            if old_promise and not had_backorders:
+            deliver_by = book.orders[order_id].spec.deliver_by_ms
+            if deliver_by:
+                assert new_promise // DAY_MS <= deliver_by // DAY_MS, order_id
+            elif old_promise and not had_backorders:
                 assert new_promise <= old_promise, order_id
             assert all(book.packages[p].status == PackageStatus.REPLANNED
                        for p in book.orders[order_id].package_ids if p in live_before)
