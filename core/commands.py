@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.alerts import ActionSpec, Rule
 from core.exceptions import Resolution
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import NetworkSpec
@@ -283,6 +284,46 @@ class RevokeToken:
     token_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class SetRules:
+    """Replace the rule set; refused unless `expected_version` is the one in force."""
+
+    rules: tuple[Rule, ...]
+    expected_version: int
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgeAlert:
+    alert_id: str
+    actor: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteTask:
+    task_id: str
+    actor: str = ""
+    role: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseAction:
+    action_id: str
+    actor: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEmergencyChange:
+    """An emergency policy change: applies once someone else with an approver role
+    approves it."""
+
+    spec: ActionSpec
+    actor: str = ""
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -314,4 +355,9 @@ Command = (
     | DecideApproval
     | SetReturnPolicy
     | RevokeToken
+    | SetRules
+    | AcknowledgeAlert
+    | CompleteTask
+    | ReverseAction
+    | RequestEmergencyChange
 )
