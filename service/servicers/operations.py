@@ -70,6 +70,8 @@ def kpis_response(ledger: Ledger, now_ms: int, request: pb.GetKpisRequest) -> pb
             type=queue.kind, owner_role=queue.owner_role, under_hour=queue.under_hour,
             under_day=queue.under_day, older=queue.older,
             oldest_age_seconds=queue.oldest_ms // 1000)
+    if not request.include_reconciliation:
+        return response
     books = reconcile(ledger)
     last_entry = ledger.books.entries[-1].time_ms if ledger.books.entries else now_ms
     response.reconciliation.reconciled = books.reconciled

@@ -188,7 +188,8 @@ def test_the_scenario_raises_the_three_intended_alerts(scenario):
 def test_the_scenario_shows_in_get_kpis(scenario):
     response = scenario.operations.GetKpis(ops.GetKpisRequest(
         windows=[ops.KPI_WINDOW_DAY], scopes=["all", "sku", "category", "node"],
-        subjects=[scenario.spike, "apparel", "IND1", "AVP3"]), timeout=RPC_TIMEOUT_S)
+        subjects=[scenario.spike, "apparel", "IND1", "AVP3"], include_reconciliation=True),
+        timeout=RPC_TIMEOUT_S)
     got = {(k.name, k.scope, k.subject): k for k in response.kpis}
     assert got[("return_rate", "sku", scenario.spike)].value == pytest.approx(6 / 10)
     assert got[("return_rate", "category", "apparel")].value == pytest.approx(7 / 20)
