@@ -37,9 +37,15 @@ gen: $(GENERATED)
 run: setup $(BUF)
 	$(BIN)/allocd serve --demo --metrics-port 9464
 
-test: setup $(BUF)
+# The dashboard test drives Debian's Chromium (and its driver); installed when missing.
+CHROMEDRIVER := /usr/bin/chromedriver
+
+test: setup $(BUF) $(CHROMEDRIVER)
 	$(BUF) lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+$(CHROMEDRIVER):
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
 $(BUF): package.json
 	npm install --silent --no-audit --no-fund --no-package-lock

@@ -11,6 +11,9 @@ APPROVER_ROLES = {
     "write_off": frozenset({"operations", "finance", "admin"}),
     # Changing the return and refund policy: two different approvers.
     "policy_change": frozenset({"finance", "admin"}),
+    # Routing changes a rule proposes, and emergency policy changes.
+    "routing_change": frozenset({"operations", "admin"}),
+    "emergency_change": frozenset({"operations", "admin"}),
 }
 def has_role(roles: str, allowed: frozenset[str]) -> bool:
     """Whether any of the caller's roles (comma-separated) is allowed."""

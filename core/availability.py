@@ -1,7 +1,8 @@
 """Available-to-sell now and available-to-promise by date.
 
 One rule everywhere: available-to-sell = AVAILABLE - safety stock - units
-ring-fenced for other channels, floored at zero, and zero at disabled nodes.
+ring-fenced for other channels, floored at zero, and zero at disabled nodes. A channel
+switched to safety-stock-only (an emergency change) adds its reserve to the safety stock.
 Without a channel, every fence counts as "other" (only unfenced stock is sold).
 """
 
@@ -40,6 +41,12 @@ def available_to_sell(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray,
     _available_to_sell_sharded(*views, np.ascontiguousarray(skus, np.int64),
                                np.ascontiguousarray(nodes, np.int64), ledger.catalog.node_enabled,
                                channel, ledger.node_safety, ledger.network_safety, *outs)
+    reserve = ledger.ops.channel_reserve.get(channel, 0)
+    if reserve:  # the channel is safety-stock-only: it sells only above this reserve
+        available, safety, fenced, to_sell = outs
+        safety += reserve
+        np.maximum(available - safety - fenced, 0, out=to_sell)
+        to_sell[:, ~ledger.catalog.node_enabled[np.asarray(nodes, np.int64)]] = 0
     return AvailabilityTable(skus, nodes, *outs)
 
 
@@ -89,4 +96,4 @@ def sale_floors(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray, channel: in
                      ledger.node_safety, ledger.network_safety, shard.fence_row,
                      shard.fence_qty, part)
         out[mask] = part
-    return out
+    return out + ledger.ops.channel_reserve.get(channel, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.alerts import ActionSpec, Rule
 from core.exceptions import Resolution
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import NetworkSpec
@@ -302,6 +303,46 @@ class ApplyReoptimization:
     plans: tuple[Replan, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SetRules:
+    """Replace the rule set; refused unless `expected_version` is the one in force."""
+
+    rules: tuple[Rule, ...]
+    expected_version: int
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgeAlert:
+    alert_id: str
+    actor: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteTask:
+    task_id: str
+    actor: str = ""
+    role: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseAction:
+    action_id: str
+    actor: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEmergencyChange:
+    """An emergency policy change: applies once someone else with an approver role
+    approves it."""
+
+    spec: ActionSpec
+    actor: str = ""
+
+
 Command = (
     ReceiveStock
     | ExpectInbound
@@ -334,4 +375,9 @@ Command = (
     | SetReturnPolicy
     | RevokeToken
     | ApplyReoptimization
+    | SetRules
+    | AcknowledgeAlert
+    | CompleteTask
+    | ReverseAction
+    | RequestEmergencyChange
 )

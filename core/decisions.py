@@ -149,6 +149,10 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
         for k, sku in enumerate(line_sku):
             for n in range(n_nodes):
                 extra[k, n] = costs.get((sku, n), 0)
+    # Routing actions (late shipments, disruptions) make a node dearer per unit.
+    for n, penalty in ledger.ops.node_penalty.items():
+        if n < n_nodes:
+            extra[:, n] += penalty
     sku_index = np.array(line_sku, np.int64)
     minute = (now_ms % DAY_MS) // 60_000
     batch = OrderBatch(
@@ -357,7 +361,7 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
         if quote is None:
             continue
         carrier, service, transit = quote
-        units_cost = sum(q * (int(network.pick[n])
+        units_cost = sum(q * (int(network.pick[n]) + ledger.ops.node_penalty.get(n, 0)
                               + ledger.opportunity_costs.get((s, n), 0)) for _, s, q in lines)
         cost = carrier + int(network.handling[n]) + units_cost
         if best is None or cost < best[0]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba.typed import List as TypedList
 
+from core.alerts import OPS_KINDS, OpsBook
 from core.approvals import ApprovalBook, ApprovalRecord
 from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition, InvariantViolation
@@ -22,6 +23,7 @@ from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, 
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
 from core.finance import Books
 from core.kernels._ledger import _apply_moves, _bucket_totals
+from core.kpis import KpiBook
 from core.model import (
     CATALOG_KINDS,
     MOVE_KINDS,
@@ -194,6 +196,8 @@ class Ledger:
         self.returns = ReturnBook()
         self.revoked_tokens: set[str] = set()
         self.approvals = ApprovalBook()
+        self.kpis = KpiBook()
+        self.ops = OpsBook()
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
@@ -275,6 +279,7 @@ class Ledger:
                 self._apply_other(event)
             if event.kind in FINANCE_KINDS:
                 self.books.post_event(self, event)
+            self.kpis.observe(self, event)
 
     def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
                      floors: Sequence[int] | None, replay: bool) -> None:
@@ -415,6 +420,10 @@ class Ledger:
             self.returns.policy = e.payload
         elif kind == EventKind.TOKEN_REVOKED:
             self.revoked_tokens.add(e.reference)
+        elif kind in OPS_KINDS:
+            self.ops.apply(self, e)
+        elif kind == EventKind.COUNT_CONFIRMED:
+            pass  # nothing moves: the KPIs count it
         else:  # pragma: no cover - every kind is handled above
             raise InvariantViolation(f"unhandled event kind {kind!r}")
 
@@ -497,6 +506,7 @@ class Ledger:
         for approval_id in sorted(self.approvals.by_id):
             approval = self.approvals.by_id[approval_id]
             h.update(repr((approval_id, approval.decision, approval.approvals)).encode())
+        h.update(self.ops.fingerprint().encode())
         for exception_id in sorted(self.exceptions.by_id):
             rec = self.exceptions.by_id[exception_id]
             h.update(repr((exception_id, rec.exception_type, rec.order_id, rec.resolved,
@@ -534,6 +544,8 @@ def _approval_requested(ledger: Ledger, e: Event) -> None:
     ledger.approvals.by_id[request.approval_id] = ApprovalRecord(request, e.time_ms)
     if request.action == "refund":
         ledger.returns.returns[request.reference].approval_id = request.approval_id
+    elif request.reference in ledger.ops.alerts:
+        ledger.ops.alerts[request.reference].approval_ids.append(request.approval_id)
 
 
 def _approval_decided(ledger: Ledger, e: Event) -> None:

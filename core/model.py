@@ -85,7 +85,17 @@ class EventKind(IntEnum):
     APPROVAL_DECIDED = 41
     RETURN_POLICY_SET = 42
     TOKEN_REVOKED = 43
-    ORDER_REPLANNED = 44
+    # A cycle-count line that matched the ledger (no units move; inventory accuracy).
+    COUNT_CONFIRMED = 44
+    # Operations: rules -> alerts -> tasks and actions (payload events, see core/alerts.py).
+    RULES_SET = 45
+    ALERT_RAISED = 46
+    ALERT_ACKNOWLEDGED = 47
+    TASK_OPENED = 48
+    TASK_COMPLETED = 49
+    ACTION_APPLIED = 50
+    ACTION_REVERSED = 51
+    ORDER_REPLANNED = 52
 
 
 #: Kinds that move units between the ledger and the outside world but are
@@ -102,7 +112,8 @@ MOVE_KINDS = frozenset({
 })
 POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
                           EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET,
-                          EventKind.RETURN_POLICY_SET, EventKind.TOKEN_REVOKED})
+                          EventKind.RETURN_POLICY_SET, EventKind.TOKEN_REVOKED,
+                          EventKind.RULES_SET})
 CATALOG_KINDS = frozenset(
     {EventKind.SKU_UPSERTED, EventKind.NODE_UPSERTED, EventKind.CHANNEL_UPSERTED}
 )

@@ -26,6 +26,8 @@ from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.plan import Plan as _Plan
 from core.replan_ops import HANDLERS as REPLAN_HANDLERS
 from core.return_ops import HANDLERS as RETURN_HANDLERS
+from core.rule_ops import HANDLERS as RULE_HANDLERS
+from core.rule_ops import evaluate as evaluate_rules
 from core.validation import MAX_ID_LENGTH, check_identifier
 from core.validation import check_bucket as _bucket
 from core.validation import check_lines as _lines
@@ -244,7 +246,7 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
         common: dict[str, Any] = {"sku": sku, "node": node, "reference": cmd.reference,
                                   "counted": counted, "expected": expected}
         if variance == 0:
-            pass
+            p.add(EventKind.COUNT_CONFIRMED, **common)
         elif _booked_silently(ledger, variance, expected) and -variance <= available:
             adjusted = variance
             p.add(EventKind.COUNT_ADJUSTED, quantity=abs(variance),
@@ -421,6 +423,7 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     **ORDER_HANDLERS,
     **RETURN_HANDLERS,
     **REPLAN_HANDLERS,
+    **RULE_HANDLERS,
 }
 
 
@@ -433,4 +436,12 @@ def execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str = "
     plan = _Plan(ledger, request_id, now_ms)
     detail = _HANDLERS[type(command)](plan, command)
     ledger.apply(plan.events, plan.floors)
-    return Outcome(tuple(plan.events), detail)
+    # What the rules call for, given the state these events left: alerts, tasks and
+    # actions, committed with the command's own events. (Only policy and record events:
+    # applying them cannot be refused.)
+    follow = _Plan(ledger, request_id, now_ms)
+    evaluate_rules(follow, plan.events)
+    if not follow.events:
+        return Outcome(tuple(plan.events), detail)
+    ledger.apply(follow.events)
+    return Outcome((*plan.events, *follow.events), detail)

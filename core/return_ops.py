@@ -28,6 +28,7 @@ from core.returns import (
     ReturnRecord,
     disposition_for,
 )
+from core.rule_ops import approved
 from core.validation import check_identifier, check_line_ids, existing
 
 RETURN_NODE_TYPES = frozenset({NodeType.OWNED_DC, NodeType.THIRD_PARTY})
@@ -249,9 +250,13 @@ def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
         inspected.append(ReturnLine(line_id, line.sku, units, line.unit_price_micros))
     p.add(EventKind.RETURN_INSPECTED, reference=cmd.rma_id,
           payload=Inspection(cmd.rma_id, tuple(results)))
+    paused = p.ledger.ops.restock_pauses > 0  # an emergency: restock-grade units wait
     for line, units, disposition in moves:
+        target = _TARGET.get(disposition, Bucket.EXTERNAL)
+        if paused and target == Bucket.AVAILABLE:
+            target = Bucket.QUARANTINED
         p.add(EventKind.RETURN_DISPOSED, sku=line.sku, node=auth.node,
-              from_bucket=Bucket.RETURNED, to_bucket=_TARGET.get(disposition, Bucket.EXTERNAL),
+              from_bucket=Bucket.RETURNED, to_bucket=target,
               quantity=units, reference=cmd.rma_id, reason=int(disposition))
     refunded, approval = 0, ""
     if auth.refund_timing == RefundTiming.ON_INSPECTION:
@@ -288,6 +293,9 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
         return ReturnProgress(request.reference)  # waits for the next approver
     if request.action == "policy_change":
         set_return_policy(p, dataclasses.replace(request.command, approved=True))
+        return ReturnProgress(request.reference)
+    if request.action in ("routing_change", "emergency_change"):
+        approved(p, request, cmd.actor)
         return ReturnProgress(request.reference)
     if request.action == "write_off":
         # Planned again now: stock may have moved since it was asked for.

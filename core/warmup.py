@@ -8,7 +8,9 @@ from core import commands as c
 from core.availability import available_to_sell
 from core.ledger import Ledger, LedgerSettings
 from core.model import ChannelSpec, NodeSpec, SkuSpec
+from core.network import CarrierService, NetworkSpec, Region, SlaTier
 from core.operations import execute
+from core.orders import OrderLineSpec, OrderSpec
 
 
 def warm_kernels() -> None:
@@ -24,3 +26,11 @@ def warm_kernels() -> None:
     execute(ledger, c.ExpireReservations(), 20)
     available_to_sell(ledger, np.array([0, 1], np.int64), np.array([0, 1], np.int64), 0)
     ledger.bucket_totals()
+    # The allocation kernel: one order on a one-region, one-service network.
+    execute(ledger, c.SetNetwork(NetworkSpec(
+        regions=(Region("r", 40.0, -75.0, ("1",)),),
+        services=(CarrierService("ground", "c", ((1_000_000,),) * 7, (1,) * 7),),
+        split_penalty_micros=(0, 0, 0, 0))), 0)
+    execute(ledger, c.AllocateOrders((OrderSpec(
+        "o", "web", SlaTier.STANDARD, (OrderLineSpec("1", "x", 1), OrderLineSpec("2", "y", 1)),
+        postal_code="1"),)), 0)

@@ -95,6 +95,19 @@ POLICY: dict[str, frozenset[str]] = {
     "FinanceService/GetReconciliation": _FINANCE | {"operations"},
     "FinanceService/VerifyJournal": _FINANCE | {"operations"},
     "FinanceService/GetAccountActivity": _FINANCE | {"operations"},
+    # Operations: everyone reads; people act on alerts and tasks (each task checks its
+    # owner role); operations and admin change rules and reverse actions; anyone with an
+    # operational duty may request an emergency change (someone else approves it).
+    "OperationsService/GetKpis": ANYONE,
+    "OperationsService/ListAlerts": ANYONE,
+    "OperationsService/AcknowledgeAlert": ANYONE - {"oms"},
+    "OperationsService/ListTasks": ANYONE,
+    "OperationsService/CompleteTask": ANYONE - {"oms"},
+    "OperationsService/ListActions": ANYONE,
+    "OperationsService/ReverseAction": frozenset({"operations", "admin"}),
+    "OperationsService/GetRules": ANYONE,
+    "OperationsService/SetRules": frozenset({"operations", "admin"}),
+    "OperationsService/RequestEmergencyChange": ANYONE - {"oms"},
     # Tokens and diagnostics.
     "AccessService/RevokeToken": _ADMIN,
     "AccessService/ListRevokedTokens": _ADMIN,

@@ -1,31 +1,51 @@
 """Prometheus metrics on a separate HTTP port: RPC counts and latencies per method and
-status, ledger and store gauges read from the engine at scrape time."""
+status, ledger, store, KPI and alert gauges read from the engine at scrape time. The
+same port serves the operations dashboard (service/dashboard.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
+from wsgiref.simple_server import make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import (
+    ThreadingWSGIServer,
+    _get_best_family,
+    _get_ssl_ctx,
+    _SilentHandler,
+)
 from prometheus_client.registry import Collector
 
 from core.model import Bucket
 from service.auth import method_key
+from service.dashboard import dashboard_app, overview
 from service.edge import wrap_handler
+
+T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class EngineCollector(Collector):  # type: ignore[misc]
-    """Gauges computed from the engine when Prometheus scrapes."""
+    """Gauges computed from the engine when Prometheus scrapes (on the engine's event
+    loop, so they see the state between two mutations)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, on_loop: Callable[[Callable[[], Any]], Any]) -> None:
         self.engine = engine
+        self.on_loop = on_loop
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        families: list[GaugeMetricFamily] = self.on_loop(lambda: list(self._families()))
+        yield from families
+
+    def _families(self) -> Iterator[GaugeMetricFamily]:
         engine = self.engine
         ledger = engine.ledger
         units = GaugeMetricFamily("allocd_ledger_units", "Units in the ledger by bucket",
@@ -62,6 +82,53 @@ class EngineCollector(Collector):  # type: ignore[misc]
         for name, count in sorted(by_type.items()):
             open_exceptions.add_metric([name], count)
         yield open_exceptions
+        yield from self._operations(ledger, engine.clock())
+
+    @staticmethod
+    def _operations(ledger: Any, now_ms: int) -> Iterator[GaugeMetricFamily]:
+        kpi = GaugeMetricFamily(
+            "allocd_kpi", "KPIs over sliding windows by scope (SKU scope: SKUs with an open "
+            "alert)", labels=["name", "window", "scope", "subject"])
+        values = ledger.kpis.report(now_ms)
+        flagged = tuple(sorted({r.info.subject for r in ledger.ops.alerts.values()
+                                if r.ack is None and r.info.subject in
+                                ledger.catalog.sku_index}))
+        if flagged:
+            values += ledger.kpis.report(now_ms, scopes=("sku",), subjects=flagged)
+        for value in values:
+            kpi.add_metric([value.name, value.window, value.scope, value.subject], value.value)
+        yield kpi
+        ops = ledger.ops
+        alerts = GaugeMetricFamily("allocd_alerts_open", "Alerts not yet acknowledged, by rule",
+                                   labels=["rule"])
+        by_rule: dict[str, int] = dict.fromkeys((r.rule_id for r in ops.rules.rules), 0)
+        for record in ops.alerts.values():
+            if record.ack is None:
+                by_rule[record.info.rule_id] = by_rule.get(record.info.rule_id, 0) + 1
+        for rule_id, count in sorted(by_rule.items()):
+            alerts.add_metric([rule_id], count)
+        yield alerts
+        tasks = GaugeMetricFamily("allocd_tasks_open", "Open tasks by type", labels=["type"])
+        by_task: dict[str, int] = {}
+        for task in ops.tasks.values():
+            if task.done is None:
+                name = task.info.task_type.name.lower()
+                by_task[name] = by_task.get(name, 0) + 1
+        for name, count in sorted(by_task.items()):
+            tasks.add_metric([name], count)
+        yield tasks
+        actions = GaugeMetricFamily("allocd_actions_active", "Actions in force by type",
+                                    labels=["type"])
+        by_action: dict[str, int] = {}
+        for action in ops.actions.values():
+            if action.active:
+                name = action.info.spec.action_type.name.lower()
+                by_action[name] = by_action.get(name, 0) + 1
+        for name, count in sorted(by_action.items()):
+            actions.add_metric([name], count)
+        yield actions
+        yield GaugeMetricFamily("allocd_rules_version", "Version of the rule set in force",
+                                value=ops.rules.version)
 
 
 class Metrics:
@@ -71,23 +138,55 @@ class Metrics:
                              ["method", "code"], registry=self.registry)
         self.latency = Histogram("allocd_rpc_latency_seconds", "RPC latency by method",
                                  ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(EngineCollector(engine))
+        self.engine = engine
+        self.loop: asyncio.AbstractEventLoop | None = None  # the engine's, once serving
+        self.registry.register(EngineCollector(engine, self.on_loop))
         self._server: Any = None
+
+    def on_loop(self, read: Callable[[], T]) -> T:
+        """Run `read` on the engine's event loop (the single writer), from the HTTP
+        thread, so it never sees a mutation half done."""
+        loop = self.loop
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if loop is None or not loop.is_running() or current is loop:
+            return read()
+
+        async def run() -> T:
+            return read()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=30)
 
     def serve(self, host: str, port: int, certfile: str = "", keyfile: str = "",
               client_cafile: str = "") -> int:
-        """Start the HTTP endpoint (a thread); returns the port it listens on. With a
-        certificate it serves HTTPS; with a client CA as well, scrapers must present a
-        certificate that CA signed."""
-        self._server, _ = start_http_server(
-            port, addr=host, registry=self.registry, certfile=certfile or None,
-            keyfile=keyfile or None, client_cafile=client_cafile or None,
-            client_auth_required=bool(certfile and client_cafile))
-        return int(self._server.server_port)
+        """Start the HTTP endpoint (a thread): /metrics and the dashboard. Returns the port
+        it listens on. With a certificate it serves HTTPS; with a client CA as well,
+        clients must present a certificate that CA signed."""
+        engine = self.engine
+        app = dashboard_app(make_wsgi_app(self.registry),
+                            lambda: self.on_loop(lambda: overview(engine.ledger, engine.clock())))
+
+        class Server(ThreadingWSGIServer):  # type: ignore[misc]
+            pass
+
+        Server.address_family, addr = _get_best_family(host, port)  # type: ignore[no-untyped-call]
+        httpd = make_server(addr, port, app, Server, handler_class=_SilentHandler)
+        if certfile and keyfile:
+            context = _get_ssl_ctx(certfile, keyfile, ssl.PROTOCOL_TLS_SERVER,
+                                   client_cafile or None, None,
+                                   bool(certfile and client_cafile))
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, name="allocd-metrics",
+                         daemon=True).start()
+        self._server = httpd
+        return int(httpd.server_port)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+            self._server.server_close()
             self._server = None
 
 

@@ -24,6 +24,8 @@ from allocd.v1 import (
     inventory_service_pb2_grpc,
     network_service_pb2,
     network_service_pb2_grpc,
+    operations_service_pb2,
+    operations_service_pb2_grpc,
     order_service_pb2,
     order_service_pb2_grpc,
     returns_service_pb2,
@@ -52,6 +54,7 @@ from service.servicers.diagnostics import DiagnosticsServicer
 from service.servicers.finance import FinanceServicer
 from service.servicers.inventory import InventoryServicer
 from service.servicers.network import NetworkServicer
+from service.servicers.operations import OperationsServicer
 from service.servicers.orders import OrderServicer
 from service.servicers.returns import ReturnsServicer
 from service.store import Durability, EventStore, MemoryEventStore
@@ -67,6 +70,7 @@ SERVICE_NAMES = (
     finance_service_pb2.DESCRIPTOR.services_by_name["FinanceService"].full_name,
     returns_service_pb2.DESCRIPTOR.services_by_name["ReturnsService"].full_name,
     access_service_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+    operations_service_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name,
 )
 
 
@@ -175,6 +179,8 @@ class AllocdServer:
             FinanceServicer(self.engine), self.server)
         returns_service_pb2_grpc.add_ReturnsServiceServicer_to_server(
             ReturnsServicer(self.engine), self.server)
+        operations_service_pb2_grpc.add_OperationsServiceServicer_to_server(
+            OperationsServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -224,6 +230,7 @@ class AllocdServer:
         elif self.settings.demo and not self.engine.ledger.network_spec.services:
             await self.engine.mutate_internal(SetNetwork(demo_network()), "demo-network")
         if self.settings.metrics_port:
+            self.metrics.loop = asyncio.get_running_loop()
             self.metrics_port = self.metrics.serve(
                 self.settings.metrics_host, self.settings.metrics_port,
                 certfile=self.settings.tls_cert_file, keyfile=self.settings.tls_key_file,

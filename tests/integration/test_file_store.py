@@ -293,3 +293,37 @@ def test_concurrent_commits_share_writes_up_to_the_group_limit(tmp_path):
     assert len(shared) < 20  # group commit: commits in flight together share a write
     limited = run(go(3))
     assert len(limited) >= 7  # 20 commits, at most 3 a write
+
+
+def test_alerts_actions_and_kpis_survive_a_snapshot_and_a_restart(tmp_path):
+    """The operations state (windowed KPI counters, the rule set, alerts, tasks and the
+    actions in force) is in the snapshot and rebuilt from the log after it."""
+    count = c.SubmitCycleCount((c.CountLine("S4", "A", 40),))
+
+    async def first():
+        server = await _seeded(tmp_path)
+        engine = server.engine
+        await engine.mutate_internal(c.ReceiveStock((c.ReceiptLine("S4", "A", 10),)), "in")
+        await engine.mutate_internal(count, "count-1")  # 30 over: alert, task, sales hold
+        assert await engine.checkpoint()
+        rules = engine.ledger.ops.rules.rules
+        await engine.mutate_internal(c.SetRules(rules, 1, "lead"), "rules-2")
+        ledger = engine.ledger
+        state = (ledger.checksum(), ledger.ops.fingerprint(),
+                 ledger.kpis.report(engine.clock(), trend=True))
+        await server.stop(0)
+        return state, engine.clock()
+
+    async def second(at):
+        server = await _seeded(tmp_path)
+        ledger = server.engine.ledger
+        state = (ledger.checksum(), ledger.ops.fingerprint(), ledger.kpis.report(at, trend=True))
+        await server.stop(0)
+        return state, ledger
+
+    before, at = run(first())
+    after, ledger = run(second(at))
+    assert after == before
+    assert ledger.ops.rules.version == 2
+    (alert,) = ledger.ops.alerts.values()
+    assert alert.info.subject == "S4@A" and len(alert.action_ids) == 1

@@ -10,6 +10,7 @@ from allocd.v1 import (
     finance_service_pb2,
     inventory_service_pb2,
     network_service_pb2,
+    operations_service_pb2,
     order_service_pb2,
     returns_service_pb2,
 )
@@ -20,7 +21,7 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = 1_800_000_000
 MODULES = (access_service_pb2, catalog_service_pb2, diagnostics_service_pb2,
            finance_service_pb2, inventory_service_pb2, network_service_pb2,
-           order_service_pb2, returns_service_pb2)
+           order_service_pb2, returns_service_pb2, operations_service_pb2)
 
 
 def all_methods() -> list[str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from allocd.v1 import order_service_pb2, returns_service_pb2, types_pb2
+from allocd.v1 import operations_service_pb2, order_service_pb2, returns_service_pb2, types_pb2
 
+from core.alerts import ActionType, AlertStatus, RuleKind, TaskType
 from core.exceptions import ExceptionType, Resolution
 from core.model import AdjustReason, EventKind, NodeType
 from core.network import SlaTier
@@ -26,6 +27,10 @@ from core.returns import Disposition, Grade, RefundTiming, ReturnStatus
     (Disposition, returns_service_pb2.Disposition, "DISPOSITION_", 0),
     (RefundTiming, returns_service_pb2.RefundTiming, "REFUND_TIMING_", 0),
     (ReturnStatus, returns_service_pb2.ReturnStatus, "RETURN_STATUS_", 0),
+    (RuleKind, operations_service_pb2.RuleKind, "RULE_KIND_", 0),
+    (TaskType, operations_service_pb2.TaskType, "TASK_TYPE_", 0),
+    (ActionType, operations_service_pb2.ActionType, "ACTION_TYPE_", 0),
+    (AlertStatus, operations_service_pb2.AlertStatus, "ALERT_STATUS_", 0),
 ])
 def test_every_core_value_has_the_same_number_in_the_proto(core_enum, proto_enum, prefix,
                                                            offset):

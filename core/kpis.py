@@ -1,0 +1,393 @@
+"""KPIs computed incrementally from the ledger's own events over sliding windows.
+
+Every event the ledger applies passes through `KpiBook.observe` (from `Ledger.apply`,
+so a replay rebuilds the same figures). Observations are counted by event time into
+windowed counters, per scope: the whole network ("all"), a node, a channel, a SKU, a
+category or an exception type. A KPI is a ratio (or a count) of two counters over a
+window, read at a time given by the caller (core never reads a clock).
+
+A window of length W is a ring of 60 slots of W/60 each (one minute for the hour, 24
+minutes for the day, 168 minutes for the week): a reading at `now` covers the slot that
+holds `now` and the 59 before it, so between W - W/60 and W of history. The slots are
+also the KPI's trend. Memory is bounded: 3 x 60 numbers per counter, scope and subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from core.exceptions import OWNER_ROLE, ExceptionType
+from core.model import Bucket, Event, EventKind
+from core.orders import DAY_MS, OrderStatus
+
+if TYPE_CHECKING:  # the ledger feeds this book; no import cycle at run time
+    from core.ledger import Ledger
+
+HOUR_MS = 3_600_000
+SLOTS = 60
+WINDOWS: dict[str, int] = {"hour": HOUR_MS, "day": DAY_MS, "week": 7 * DAY_MS}
+#: Scopes a KPI is broken down by (besides "all").
+SCOPES = ("all", "node", "channel", "sku", "category", "type")
+
+
+class Ring:
+    """One sliding window: 60 slots, each tagged with the slot number it holds."""
+
+    __slots__ = ("index", "slot_ms", "value")
+
+    def __init__(self, window_ms: int) -> None:
+        self.slot_ms = window_ms // SLOTS
+        self.index = [-1] * SLOTS
+        self.value = [0.0] * SLOTS
+
+    def add(self, time_ms: int, amount: float) -> None:
+        slot = time_ms // self.slot_ms
+        pos = slot % SLOTS
+        held = self.index[pos]
+        if held != slot:
+            if held > slot:  # older than anything the window still covers
+                return
+            self.index[pos] = slot
+            self.value[pos] = 0.0
+        self.value[pos] += amount
+
+    def total(self, now_ms: int) -> float:
+        now = now_ms // self.slot_ms
+        low = now - SLOTS + 1
+        return sum(v for i, v in zip(self.index, self.value, strict=True) if low <= i <= now)
+
+    def series(self, now_ms: int) -> list[float]:
+        """The 60 slots ending with the one that holds `now_ms`, oldest first."""
+        now = now_ms // self.slot_ms
+        out = [0.0] * SLOTS
+        for i, v in zip(self.index, self.value, strict=True):
+            age = now - i
+            if 0 <= age < SLOTS:
+                out[SLOTS - 1 - age] = v
+        return out
+
+
+class Windowed:
+    """A counter over the three windows."""
+
+    __slots__ = ("day", "hour", "rings", "week")
+
+    def __init__(self) -> None:
+        self.hour, self.day, self.week = (Ring(length) for length in WINDOWS.values())
+        self.rings = {"hour": self.hour, "day": self.day, "week": self.week}
+
+    def add(self, time_ms: int, amount: float) -> None:
+        # Ring.add three times, inlined: this runs several times for every order.
+        for ring in (self.hour, self.day, self.week):
+            slot = time_ms // ring.slot_ms
+            pos = slot % SLOTS
+            index = ring.index
+            if index[pos] == slot:
+                ring.value[pos] += amount
+            elif index[pos] < slot:
+                index[pos] = slot
+                ring.value[pos] = amount
+
+
+@dataclass(frozen=True, slots=True)
+class KpiDefinition:
+    name: str
+    numerator: str
+    denominator: str  # "" for a count
+    unit: str
+    scopes: tuple[str, ...]
+    description: str
+    scale: float = 1.0  # value = numerator / denominator * scale
+
+
+DEFINITIONS: tuple[KpiDefinition, ...] = (
+    KpiDefinition("inventory_accuracy", "count_lines_accurate", "count_lines", "ratio",
+                  ("all", "node"), "cycle-count lines that matched the ledger"),
+    KpiDefinition("oversell_rate", "units_oversold", "units_allocated", "ratio",
+                  ("all", "channel"),
+                  "units committed beyond the ledger's stock (0 by construction)"),
+    KpiDefinition("split_shipment_rate", "orders_split", "orders_decided", "ratio",
+                  ("all", "channel"), "orders first allocated in more than one package"),
+    KpiDefinition("packages_per_order", "packages_planned", "orders_decided", "packages",
+                  ("all", "channel"), "packages of an order's first allocation"),
+    KpiDefinition("sla_attainment", "packages_on_time", "packages_shipped", "ratio",
+                  ("all", "node", "channel"), "packages shipped by their promised ship day"),
+    KpiDefinition("fill_rate", "units_filled", "units_ordered", "ratio", ("all", "channel"),
+                  "units allocated at the first decision / units ordered"),
+    KpiDefinition("backorder_rate", "orders_backordered", "orders_decided", "ratio",
+                  ("all", "channel"), "orders with a backordered line at the first decision"),
+    KpiDefinition("return_rate", "units_returned", "units_shipped", "ratio",
+                  ("all", "sku", "category"), "units authorised for return / units shipped"),
+    KpiDefinition("return_cycle_hours", "return_cycle_ms", "returns_inspected", "hours",
+                  ("all",), "authorisation to inspection", 1 / HOUR_MS),
+    KpiDefinition("refund_leakage", "refunded_before_receipt_micros", "refunded_micros",
+                  "ratio", ("all",), "refund value paid before the units came back"),
+    KpiDefinition("exceptions_raised", "exceptions", "", "count", ("all", "type"),
+                  "exceptions raised"),
+    KpiDefinition("touchless_rate", "orders_touchless", "orders_shipped", "ratio",
+                  ("all", "channel"), "shipped orders that never raised an exception"),
+    KpiDefinition("cost_per_order", "decision_cost_micros", "orders_decided", "currency",
+                  ("all", "channel"), "landed cost of the first allocation", 1e-6),
+    KpiDefinition("late_shipments", "packages_late", "", "count", ("all", "node"),
+                  "packages shipped after their promised ship day"),
+    KpiDefinition("short_picks", "short_picks", "", "count", ("all", "node"),
+                  "picks that found fewer units than the ledger had"),
+)
+BY_NAME = {d.name: d for d in DEFINITIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class KpiValue:
+    name: str
+    window: str
+    scope: str
+    subject: str
+    value: float
+    numerator: float
+    denominator: float
+    unit: str
+    trend: tuple[float, ...] = ()
+
+
+@dataclass(slots=True)
+class KpiBook:
+    """Windowed counters keyed by (counter, scope, subject)."""
+
+    counters: dict[tuple[str, str, str], Windowed] = field(default_factory=dict)
+    # (counter, scope) -> its subjects, so a report need not scan every counter
+    subjects_of: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    decided: set[str] = field(default_factory=set)  # orders whose first decision is counted
+
+    # ---- recording -------------------------------------------------------------------
+    def bump(self, counter: str, time_ms: int, amount: float, **subjects: str) -> None:
+        """Count `amount` for the network and for each scope=subject given."""
+        counters = self.counters
+        for key in ((counter, "all", ""), *((counter, scope, subject)
+                                           for scope, subject in subjects.items())):
+            windowed = counters.get(key)
+            if windowed is None:
+                windowed = self._new(key)
+            windowed.add(time_ms, amount)
+
+    def bump1(self, counter: str, time_ms: int, amount: float, scope: str = "",
+              subject: str = "") -> None:
+        """Count `amount` for the network and, given a scope, for one subject (the hot
+        path's version of `bump`)."""
+        counters = self.counters
+        key = (counter, "all", "")
+        windowed = counters.get(key)
+        if windowed is None:
+            windowed = self._new(key)
+        windowed.add(time_ms, amount)
+        if scope:
+            key = (counter, scope, subject)
+            windowed = counters.get(key)
+            if windowed is None:
+                windowed = self._new(key)
+            windowed.add(time_ms, amount)
+
+    def observe(self, ledger: Ledger, e: Event) -> None:
+        handler = _OBSERVERS.get(e.kind)
+        if handler is not None:
+            handler(self, ledger, e)
+
+    # ---- reading ---------------------------------------------------------------------
+    def total(self, counter: str, scope: str, subject: str, window: str, now_ms: int) -> float:
+        windowed = self.counters.get((counter, scope, subject))
+        return windowed.rings[window].total(now_ms) if windowed else 0.0
+
+    def _new(self, key: tuple[str, str, str]) -> Windowed:
+        windowed = self.counters[key] = Windowed()
+        self.subjects_of.setdefault((key[0], key[1]), set()).add(key[2])
+        return windowed
+
+    def subjects(self, counter: str, scope: str) -> list[str]:
+        return sorted(self.subjects_of.get((counter, scope), ()))
+
+    def value(self, definition: KpiDefinition, window: str, scope: str, subject: str,
+              now_ms: int, trend: bool = False) -> KpiValue:
+        num = self.total(definition.numerator, scope, subject, window, now_ms)
+        den = (self.total(definition.denominator, scope, subject, window, now_ms)
+               if definition.denominator else 1.0)
+        value = num / den * definition.scale if den else 0.0
+        points: tuple[float, ...] = ()
+        if trend:
+            nums = self._series(definition.numerator, scope, subject, window, now_ms)
+            dens = (self._series(definition.denominator, scope, subject, window, now_ms)
+                    if definition.denominator else [1.0] * SLOTS)
+            points = tuple(n / d * definition.scale if d else 0.0
+                           for n, d in zip(nums, dens, strict=True))
+        return KpiValue(definition.name, window, scope, subject, value, num,
+                        den if definition.denominator else 0.0, definition.unit, points)
+
+    def _series(self, counter: str, scope: str, subject: str, window: str,
+                now_ms: int) -> list[float]:
+        windowed = self.counters.get((counter, scope, subject))
+        return windowed.rings[window].series(now_ms) if windowed else [0.0] * SLOTS
+
+    def report(self, now_ms: int, names: tuple[str, ...] = (), windows: tuple[str, ...] = (),
+               scopes: tuple[str, ...] = (), subjects: tuple[str, ...] = (),
+               trend: bool = False) -> list[KpiValue]:
+        """Every KPI asked for, at `now_ms`. Empty filters mean: every name, every window,
+        every scope but "sku" (thousands of rows; ask for it by name), every subject."""
+        out = []
+        wanted_scopes = scopes or tuple(s for s in SCOPES if s != "sku")
+        for definition in DEFINITIONS:
+            if names and definition.name not in names:
+                continue
+            for window in windows or tuple(WINDOWS):
+                for scope in definition.scopes:
+                    if scope not in wanted_scopes:
+                        continue
+                    found = ([""] if scope == "all"
+                             else self.subjects(definition.denominator or definition.numerator,
+                                                scope))
+                    for subject in found:
+                        if subjects and scope != "all" and subject not in subjects:
+                            continue
+                        out.append(self.value(definition, window, scope, subject, now_ms,
+                                              trend))
+        return out
+
+
+# ---- what each event contributes ----------------------------------------------------------
+def _category(ledger: Ledger, sku: int) -> str:
+    catalog = ledger.catalog
+    return catalog.categories.values[catalog.category[sku]] or "(none)"
+
+
+def _count(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    node = ledger.catalog.nodes[e.node].node_id
+    book.bump("count_lines", e.time_ms, 1, node=node)
+    if e.kind == EventKind.COUNT_CONFIRMED:
+        book.bump("count_lines_accurate", e.time_ms, 1, node=node)
+    if e.kind == EventKind.COUNT_VARIANCE_HELD:
+        book.bump("exceptions", e.time_ms, 1, type=ExceptionType.COUNT_VARIANCE.name.lower())
+
+
+def _units_allocated(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    channel = ledger.catalog.channels[e.channel].channel_id if e.channel >= 0 else ""
+    book.bump1("units_allocated", e.time_ms, e.quantity, "channel", channel)
+    # The ledger refuses a move below zero, so this stays 0; it is measured, not assumed.
+    if ledger.quantity(e.sku, e.node, Bucket.AVAILABLE) < 0:
+        book.bump1("units_oversold", e.time_ms, e.quantity, "channel", channel)
+
+
+def _order_allocated(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    decision = e.payload
+    if decision.order_id in book.decided:
+        return  # re-allocations (retries, short picks) are not a new order
+    book.decided.add(decision.order_id)
+    spec = ledger.orders.orders[decision.order_id].spec
+    t, channel, bump = e.time_ms, spec.channel_id, book.bump1
+    packages = decision.packages
+    bump("orders_decided", t, 1, "channel", channel)
+    bump("packages_planned", t, len(packages), "channel", channel)
+    if len(packages) > 1:
+        bump("orders_split", t, 1, "channel", channel)
+    if decision.backorders:
+        bump("orders_backordered", t, 1, "channel", channel)
+    bump("units_ordered", t, sum(line.quantity for line in spec.lines), "channel", channel)
+    bump("units_filled", t, sum(line.quantity for p in packages for line in p.lines),
+         "channel", channel)
+    bump("decision_cost_micros", t, decision.cost_micros, "channel", channel)
+
+
+def _package_shipped(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    state = ledger.orders.packages[e.payload.package_id]
+    record = ledger.orders.orders[state.order_id]
+    t = e.time_ms
+    node = ledger.catalog.nodes[state.plan.node].node_id
+    channel = record.spec.channel_id
+    book.bump("packages_shipped", t, 1, node=node, channel=channel)
+    if is_late(state.shipped_ms, state.plan.ship_ms):
+        book.bump("packages_late", t, 1, node=node)
+    else:
+        book.bump("packages_on_time", t, 1, node=node, channel=channel)
+    if record.status == OrderStatus.SHIPPED:
+        book.bump("orders_shipped", t, 1, channel=channel)
+        if not ledger.exceptions.by_order.get(state.order_id):
+            book.bump("orders_touchless", t, 1, channel=channel)
+
+
+def is_late(shipped_ms: int, planned_ship_ms: int) -> bool:
+    """Shipped after the end of the day it was promised to ship."""
+    return shipped_ms >= (planned_ship_ms // DAY_MS + 1) * DAY_MS
+
+
+def _units_shipped(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    book.bump("units_shipped", e.time_ms, e.quantity, sku=ledger.catalog.sku_ids[e.sku],
+              category=_category(ledger, e.sku))
+
+
+def _return_authorized(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    for line in e.payload.lines:
+        book.bump("units_returned", e.time_ms, line.quantity,
+                  sku=ledger.catalog.sku_ids[line.sku], category=_category(ledger, line.sku))
+
+
+def _return_inspected(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    record = ledger.returns.returns[e.reference]
+    book.bump("returns_inspected", e.time_ms, 1)
+    book.bump("return_cycle_ms", e.time_ms, e.time_ms - record.created_ms)
+
+
+def _refund_issued(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    record = ledger.returns.returns[e.reference]
+    net = e.payload.net_micros
+    book.bump("refunded_micros", e.time_ms, net)
+    expected = sum(line.quantity for line in record.auth.lines)
+    if sum(record.received.values()) < expected:
+        book.bump("refunded_before_receipt_micros", e.time_ms, net)
+
+
+def _exception_raised(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    book.bump("exceptions", e.time_ms, 1, type=e.payload.exception_type.name.lower())
+
+
+def _pick_shortage(book: KpiBook, ledger: Ledger, e: Event) -> None:
+    book.bump("short_picks", e.time_ms, 1, node=ledger.catalog.nodes[e.node].node_id)
+
+
+_OBSERVERS = {
+    EventKind.COUNT_CONFIRMED: _count,
+    EventKind.COUNT_ADJUSTED: _count,
+    EventKind.COUNT_VARIANCE_HELD: _count,
+    EventKind.ORDER_UNITS_ALLOCATED: _units_allocated,
+    EventKind.ORDER_ALLOCATED: _order_allocated,
+    EventKind.PACKAGE_SHIPPED: _package_shipped,
+    EventKind.ORDER_UNITS_SHIPPED: _units_shipped,
+    EventKind.RETURN_AUTHORIZED: _return_authorized,
+    EventKind.RETURN_INSPECTED: _return_inspected,
+    EventKind.REFUND_ISSUED: _refund_issued,
+    EventKind.EXCEPTION_RAISED: _exception_raised,
+    EventKind.PICK_SHORTAGE: _pick_shortage,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAge:
+    """Open items of one type, by age."""
+
+    kind: str
+    owner_role: str
+    under_hour: int
+    under_day: int
+    older: int
+    oldest_ms: int
+
+
+def exception_ages(ledger: Ledger, now_ms: int) -> list[QueueAge]:
+    """The open exception queue by type and age."""
+    groups: dict[ExceptionType, list[int]] = {}
+    for record in ledger.exceptions.by_id.values():
+        if not record.resolved:
+            groups.setdefault(record.exception_type, []).append(now_ms - record.created_ms)
+    out = []
+    for kind in sorted(groups):
+        ages = groups[kind]
+        out.append(QueueAge(kind.name.lower(), OWNER_ROLE[kind],
+            sum(a < HOUR_MS for a in ages), sum(HOUR_MS <= a < DAY_MS for a in ages),
+            sum(a >= DAY_MS for a in ages), max(ages)))
+    return out

@@ -1,0 +1,214 @@
+"""KPIs from the ledger's events, against values worked out by hand on scripted days."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import commands as c
+from core.exceptions import Resolution
+from core.kpis import BY_NAME, HOUR_MS, SLOTS, WINDOWS, Ring, exception_ages
+from core.ledger import Ledger, LedgerSettings
+from core.model import ChannelSpec, NodeSpec, SkuSpec
+from core.network import SlaTier
+from core.operations import execute
+from core.orders import DAY_MS, OrderLineSpec, OrderSpec, PaymentStatus
+from core.returns import Grade
+from tests.unit.test_orders_stateful import NETWORK, NOW
+
+
+def world() -> tuple[Ledger, list]:
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    events: list = []
+    run(ledger, events, NOW - 2 * DAY_MS,
+        c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
+                       NodeSpec("n1", latitude=34.0, longitude=-118.0))),
+        c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
+        c.UpsertSkus((SkuSpec("shirt", weight_lb=1, price_micros=20_000_000,
+                              unit_cost_micros=8_000_000, category="apparel"),
+                      SkuSpec("phone", weight_lb=1, price_micros=100_000_000,
+                              unit_cost_micros=60_000_000, category="electronics"),
+                      SkuSpec("socks", weight_lb=1, price_micros=5_000_000,
+                              unit_cost_micros=1_000_000, category="apparel"))),
+        c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:2])),
+        c.ReceiveStock((c.ReceiptLine("shirt", "n0", 50), c.ReceiptLine("phone", "n1", 10),
+                        c.ReceiptLine("socks", "n0", 3))))
+    return ledger, events
+
+
+def run(ledger: Ledger, events: list, at: int, *commands: c.Command):
+    outcome = None
+    for command in commands:
+        outcome = execute(ledger, command, at)
+        events.extend(outcome.events)
+    return outcome
+
+
+def order(order_id: str, channel: str, *lines: tuple[str, int], **fields) -> OrderSpec:
+    return OrderSpec(order_id, channel, SlaTier.STANDARD, tuple(
+        OrderLineSpec(str(i + 1), sku, qty) for i, (sku, qty) in enumerate(lines)),
+        postal_code="10001", **fields)
+
+
+def ship_all(ledger: Ledger, events: list, order_id: str, at: int) -> None:
+    for package_id in ledger.orders.orders[order_id].package_ids:
+        state = ledger.orders.packages[package_id]
+        run(ledger, events, at, c.ReleaseWave(ledger.catalog.nodes[state.plan.node].node_id))
+        run(ledger, events, at, c.ConfirmPick(package_id, ()))
+        scanned = tuple((ledger.catalog.sku_ids[line.sku], line.quantity)
+                        for line in state.plan.lines)
+        run(ledger, events, at, c.ConfirmPack(package_id, scanned), c.ConfirmShipment(
+            package_id, f"T-{package_id}"))
+
+
+def scripted_day() -> tuple[Ledger, list]:
+    """Yesterday: o2 (a shirt from n0, a phone from n1: split). Today at 09:00: o1 (two
+    shirts), o3 (five socks, three in stock: backorder), o4 (a shirt, payment held, then
+    released). o1, o2 and o4 ship today, so o2's packages are a day late. A shirt of o1 is
+    returned, received at once and inspected two hours later. Two cycle counts at n0: the
+    shirts match, the socks are 1 short."""
+    ledger, events = world()
+    yesterday = NOW - DAY_MS
+    run(ledger, events, yesterday,
+        c.AllocateOrders((order("o2", "web", ("shirt", 1), ("phone", 1)),)))
+    run(ledger, events, NOW, c.AllocateOrders((
+        order("o1", "web", ("shirt", 2)), order("o3", "mkt", ("socks", 5)),
+        order("o4", "web", ("shirt", 1), payment=PaymentStatus.ON_HOLD))))
+    (hold,) = [e for e in ledger.exceptions.by_id.values() if e.order_id == "o4"]
+    run(ledger, events, NOW, c.ResolveException(hold.exception_id, Resolution.RELEASE))
+    for order_id in ("o1", "o2", "o4"):
+        ship_all(ledger, events, order_id, NOW)
+    run(ledger, events, NOW, c.CreateReturn("r1", "o1", (("1", 1),)), c.ReceiveReturn("r1"))
+    run(ledger, events, NOW + 2 * HOUR_MS, c.InspectReturn("r1", (("1", Grade.LIKE_NEW),)))
+    run(ledger, events, NOW + 2 * HOUR_MS, c.SubmitCycleCount((
+        c.CountLine("shirt", "n0", ledger.quantity(0, 0, 0)),
+        c.CountLine("socks", "n0", 2))))
+    return ledger, events
+
+
+def kpi(ledger: Ledger, name: str, window: str, scope: str = "all", subject: str = "",
+        at: int = NOW + 2 * HOUR_MS):
+    return ledger.kpis.value(BY_NAME[name], window, scope, subject, at)
+
+
+def test_order_kpis_match_the_hand_computed_values_per_window():
+    ledger, _ = scripted_day()
+    # week: o1..o4 decided; day and hour: o1, o3, o4 (o2 was decided yesterday)
+    assert kpi(ledger, "split_shipment_rate", "week").value == pytest.approx(1 / 4)
+    assert kpi(ledger, "split_shipment_rate", "day").value == 0
+    assert kpi(ledger, "packages_per_order", "week").value == pytest.approx(5 / 4)
+    assert kpi(ledger, "packages_per_order", "day").value == pytest.approx(3 / 3)
+    assert kpi(ledger, "backorder_rate", "week").value == pytest.approx(1 / 4)
+    assert kpi(ledger, "backorder_rate", "hour", at=NOW).value == pytest.approx(1 / 3)
+    assert kpi(ledger, "backorder_rate", "hour").denominator == 0  # two hours later
+    fill = kpi(ledger, "fill_rate", "week")
+    assert (fill.numerator, fill.denominator) == (8, 10)  # 2+2+3+1 of 2+2+5+1
+    assert kpi(ledger, "fill_rate", "day").value == pytest.approx(6 / 8)
+    assert kpi(ledger, "fill_rate", "day", "channel", "mkt").value == pytest.approx(3 / 5)
+    oversell = kpi(ledger, "oversell_rate", "week")
+    assert (oversell.value, oversell.denominator) == (0, 8)
+    decided = [ledger.orders.orders[o].last_decision for o in ("o1", "o2", "o3", "o4")]
+    cost = kpi(ledger, "cost_per_order", "week")
+    assert cost.value == pytest.approx(sum(d.cost_micros for d in decided) / 4 / 1e6)
+
+
+def test_shipping_kpis_count_late_packages_by_node_and_touchless_orders():
+    ledger, _ = scripted_day()
+    sla = kpi(ledger, "sla_attainment", "day")
+    assert (sla.numerator, sla.denominator) == (2, 4)  # o1, o4 on time; o2's two late
+    assert kpi(ledger, "sla_attainment", "day", "node", "n0").value == pytest.approx(2 / 3)
+    assert kpi(ledger, "sla_attainment", "day", "node", "n1").value == 0
+    assert kpi(ledger, "late_shipments", "day", "node", "n1").value == 1
+    assert kpi(ledger, "late_shipments", "day").value == 2
+    touchless = kpi(ledger, "touchless_rate", "day")  # o4 was held: not touchless
+    assert (touchless.numerator, touchless.denominator) == (2, 3)
+
+
+def test_return_count_and_exception_kpis():
+    ledger, _ = scripted_day()
+    # shirts shipped: o1 2, o2 1, o4 1; one returned
+    assert kpi(ledger, "return_rate", "day", "sku", "shirt").value == pytest.approx(1 / 4)
+    # apparel: shirts and socks (none shipped)
+    assert kpi(ledger, "return_rate", "day", "category", "apparel").value == pytest.approx(1 / 4)
+    assert kpi(ledger, "return_rate", "day", "sku", "phone").value == 0
+    assert kpi(ledger, "return_cycle_hours", "day").value == pytest.approx(2.0)
+    leakage = kpi(ledger, "refund_leakage", "day")  # refunded on receipt: nothing at risk
+    assert leakage.value == 0 and leakage.denominator > 0
+    accuracy = kpi(ledger, "inventory_accuracy", "day", "node", "n0")
+    assert (accuracy.numerator, accuracy.denominator) == (1, 2)
+    # the hold, the backorder, and the socks' variance (all 3 allocated: nothing AVAILABLE
+    # to write the missing one off from, so it is held for approval)
+    assert kpi(ledger, "exceptions_raised", "day").value == 3
+    for kind in ("payment_hold", "backorder", "count_variance"):
+        assert kpi(ledger, "exceptions_raised", "day", "type", kind).value == 1
+    queues = {q.kind: q for q in exception_ages(ledger, NOW + 2 * HOUR_MS)}
+    assert set(queues) == {"backorder", "count_variance"}  # the hold was released
+    assert (queues["backorder"].under_hour, queues["backorder"].under_day) == (0, 1)
+    assert (queues["count_variance"].under_hour, queues["count_variance"].owner_role) == (
+        1, "inventory_control")
+
+
+def test_windows_slide_past_old_events():
+    ledger, _ = scripted_day()
+    later = NOW + 2 * DAY_MS
+    assert kpi(ledger, "split_shipment_rate", "day", at=later).denominator == 0
+    assert kpi(ledger, "split_shipment_rate", "week", at=later).denominator == 4
+    assert kpi(ledger, "split_shipment_rate", "week", at=NOW + 8 * DAY_MS).denominator == 0
+
+
+def test_refunds_paid_before_the_units_return_are_leakage():
+    ledger, events = world()
+    for i in range(3):  # a trusted customer: three orders, no returns
+        run(ledger, events, NOW, c.AllocateOrders((order(f"c{i}", "web", ("shirt", 1),
+                                                         customer_id="loyal"),)))
+        ship_all(ledger, events, f"c{i}", NOW)
+    run(ledger, events, NOW, c.CreateReturn("r9", "c0", (("1", 1),)))  # refunded at once
+    leakage = kpi(ledger, "refund_leakage", "day", at=NOW)
+    assert leakage.value == 1.0 and leakage.denominator > 0
+
+
+def test_replaying_the_events_rebuilds_the_same_kpis():
+    ledger, events = scripted_day()
+    replayed = Ledger(ledger.settings)
+    replayed.apply(events, replay=True)
+    at = NOW + 2 * HOUR_MS
+    assert replayed.kpis.report(at, trend=True) == ledger.kpis.report(at, trend=True)
+    assert replayed.kpis.report(at, scopes=("sku",)) == ledger.kpis.report(at, scopes=("sku",))
+
+
+def test_the_trend_shows_each_slot_oldest_first():
+    ledger, _ = scripted_day()
+    trend = ledger.kpis.value(BY_NAME["exceptions_raised"], "day", "all", "", NOW,
+                              trend=True).trend
+    assert len(trend) == SLOTS and trend[-1] == 2 and sum(trend) == 2
+
+
+# ---- the ring against a list of every observation -------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(WINDOWS)),
+       st.lists(st.tuples(st.integers(0, 3 * 7 * DAY_MS), st.integers(1, 5)), max_size=40),
+       st.integers(0, 4 * 7 * DAY_MS))
+def test_a_ring_sums_what_a_list_of_observations_would(window, observations, now):
+    """Reference: keep every observation; the window at `now` holds those whose slot is
+    one of the 60 ending with now's slot, unless a newer observation 60 or more slots
+    later pushed them out of the ring (an observation arriving after its slot was
+    reused is dropped)."""
+    ring = Ring(WINDOWS[window])
+    slot = WINDOWS[window] // SLOTS
+    newest_at: dict[int, int] = {}  # ring position -> newest slot seen there
+    kept = []
+    for t, amount in observations:
+        ring.add(t, amount)
+        position, number = (t // slot) % SLOTS, t // slot
+        if number >= newest_at.get(position, -1):
+            if number > newest_at.get(position, -1):
+                kept = [(s, a) for s, a in kept if s % SLOTS != position]
+                newest_at[position] = number
+            kept.append((number, amount))
+    now_slot = now // slot
+    expected = sum(a for s, a in kept if now_slot - SLOTS < s <= now_slot)
+    assert ring.total(now) == expected
+    assert sum(ring.series(now)) == expected

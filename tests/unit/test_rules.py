@@ -1,0 +1,330 @@
+"""Rules -> alerts -> tasks and actions: each rule fires on its scenario and not on its
+near miss; actions are applied, visible and reversed; a replay rebuilds them all."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from core import commands as c
+from core.alerts import DEFAULT_RULES, RESTRICTED_SAFETY, ActionSpec, ActionType, RuleKind, TaskType
+from core.availability import available_to_sell
+from core.errors import DomainError, FailedPrecondition, InvalidArgument
+from core.ledger import Ledger, LedgerSettings
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.operations import execute
+from core.orders import DAY_MS
+from core.returns import Grade
+from tests.unit.test_kpis import order, run, ship_all
+from tests.unit.test_orders_stateful import NETWORK, NOW
+
+MANAGER = ("ops-lead", "operations")
+
+
+def world(**rule_changes: dict) -> tuple[Ledger, list]:
+    """Two nodes (n0 near New York, n1 in Los Angeles), plenty of stock of three SKUs,
+    the default rules (changed by `rule_changes`: rule id -> fields)."""
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    events: list = []
+    run(ledger, events, NOW - 3 * DAY_MS,
+        c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
+                       NodeSpec("n1", latitude=34.0, longitude=-118.0))),
+        c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
+        c.UpsertSkus((SkuSpec("shirt", weight_lb=1, price_micros=20_000_000,
+                              unit_cost_micros=8_000_000, category="apparel"),
+                      SkuSpec("socks", weight_lb=1, price_micros=5_000_000,
+                              unit_cost_micros=1_000_000, category="apparel"),
+                      SkuSpec("mug", weight_lb=1, price_micros=9_000_000,
+                              unit_cost_micros=3_000_000, category="home"))),
+        c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:2])),
+        c.ReceiveStock(tuple(c.ReceiptLine(s, n, 200) for s in ("shirt", "socks", "mug")
+                             for n in ("n0", "n1"))))
+    if rule_changes:
+        rules = tuple(dataclasses.replace(r, **rule_changes.get(r.rule_id, {}))
+                      for r in DEFAULT_RULES.rules)
+        run(ledger, events, NOW - 3 * DAY_MS, c.SetRules(rules, 1))
+    return ledger, events
+
+
+def sell_and_ship(ledger, events, order_id, sku, qty, at=NOW, shipped_at=NOW):
+    run(ledger, events, at, c.AllocateOrders((order(order_id, "web", (sku, qty)),)))
+    ship_all(ledger, events, order_id, shipped_at)
+
+
+def alerts(ledger: Ledger, rule_id: str) -> list:
+    return [r for r in ledger.ops.alerts.values() if r.info.rule_id == rule_id]
+
+
+# ---- a SKU's return rate against its category ------------------------------------------------
+def test_return_rate_rule_needs_enough_returns_then_opens_review_and_escalation():
+    ledger, events = world()
+    sell_and_ship(ledger, events, "socks-order", "socks", 10)
+    run(ledger, events, NOW, c.CreateReturn("rs", "socks-order", (("1", 1),)))  # baseline 10%
+    sell_and_ship(ledger, events, "shirts", "shirt", 10)
+    for i in range(4):  # 40% but only 4 units: below min_count 5 (the near miss)
+        run(ledger, events, NOW, c.CreateReturn(f"r{i}", "shirts", (("1", 1),)))
+    assert not alerts(ledger, "sku-return-rate")
+    run(ledger, events, NOW, c.CreateReturn("r4", "shirts", (("1", 1),)))  # 50% > 2 x 10%
+    (alert,) = alerts(ledger, "sku-return-rate")
+    assert alert.info.subject == "shirt" and alert.info.value == pytest.approx(0.5)
+    assert alert.info.threshold == pytest.approx(0.2)
+    kinds = sorted(ledger.ops.tasks[t].info.task_type for t in alert.task_ids)
+    assert kinds == [TaskType.QUALITY_REVIEW, TaskType.SUPPLIER_ESCALATION]
+    # one open alert per SKU: a sixth return raises nothing new
+    run(ledger, events, NOW, c.CreateReturn("r5", "shirts", (("1", 1),)))
+    assert len(alerts(ledger, "sku-return-rate")) == 1
+
+
+def test_a_return_rate_at_exactly_the_limit_does_not_fire():
+    ledger, events = world()
+    sell_and_ship(ledger, events, "socks-order", "socks", 10)
+    run(ledger, events, NOW, c.CreateReturn("rs", "socks-order", (("1", 1),)))  # 10%
+    sell_and_ship(ledger, events, "shirts", "shirt", 25)
+    for i in range(5):  # 5 of 25: 20%, the limit itself
+        run(ledger, events, NOW, c.CreateReturn(f"r{i}", "shirts", (("1", 1),)))
+    assert not alerts(ledger, "sku-return-rate")
+    run(ledger, events, NOW, c.CreateReturn("r5", "shirts", (("1", 1),)))  # 24%
+    assert len(alerts(ledger, "sku-return-rate")) == 1
+
+
+# ---- late shipments from a node ------------------------------------------------------------
+def ship_late(ledger, events, count, node_sku="shirt"):
+    """`count` orders allocated yesterday (from n0: nearest to New York), shipped today."""
+    for i in range(count):
+        sell_and_ship(ledger, events, f"late-{i}", node_sku, 1, at=NOW - DAY_MS)
+
+
+def test_late_shipments_ask_for_a_routing_penalty_then_apply_and_reverse_it():
+    ledger, events = world()
+    ship_late(ledger, events, 2)  # the near miss: threshold is 3
+    assert not alerts(ledger, "node-late-shipments")
+    sell_and_ship(ledger, events, "late-2", "shirt", 1, at=NOW - DAY_MS)
+    (alert,) = alerts(ledger, "node-late-shipments")
+    assert alert.info.subject == "n0" and alert.info.value == 3
+    # policy changes wait for an approver: nothing applied yet
+    (approval_id,) = alert.approval_ids
+    assert not ledger.ops.node_penalty and not alert.action_ids
+    with pytest.raises(FailedPrecondition, match="roles"):
+        execute(ledger, c.DecideApproval(approval_id, True, "clerk", "warehouse"), NOW)
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    (action_id,) = alert.action_ids
+    assert ledger.ops.node_penalty == {0: 5_000_000}
+    # allocation now prefers n1 for a New York order it used to ship from n0
+    run(ledger, events, NOW, c.AllocateOrders((order("after", "web", ("mug", 1)),)))
+    (package,) = ledger.orders.orders["after"].last_decision.packages
+    assert package.node == 1
+    run(ledger, events, NOW, c.ReverseAction(action_id, "ops-lead", "carrier fixed"))
+    assert not ledger.ops.node_penalty and not ledger.ops.actions[action_id].active
+    run(ledger, events, NOW, c.AllocateOrders((order("again", "web", ("mug", 1)),)))
+    assert ledger.orders.orders["again"].last_decision.packages[0].node == 0
+    with pytest.raises(FailedPrecondition, match="reversed already"):
+        execute(ledger, c.ReverseAction(action_id, "ops-lead"), NOW)
+
+
+def test_a_rule_without_approval_applies_its_action_at_once():
+    ledger, events = world(**{"node-late-shipments": {"requires_approval": False}})
+    ship_late(ledger, events, 3)
+    (alert,) = alerts(ledger, "node-late-shipments")
+    (action_id,) = alert.action_ids
+    assert ledger.ops.actions[action_id].info.actor == "rule:node-late-shipments"
+    assert ledger.ops.node_penalty == {0: 5_000_000}
+
+
+# ---- cycle-count variance ------------------------------------------------------------------
+def sellable(ledger: Ledger, sku: str, node: str) -> int:
+    table = available_to_sell(ledger, np.array([ledger.catalog.sku(sku)]),
+                              np.array([ledger.catalog.node(node)]), 0)
+    return int(table.available_to_sell[0, 0])
+
+
+def test_a_count_variance_at_the_threshold_holds_the_sku_until_the_recount_task_is_done():
+    ledger, events = world()
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("shirt", "n0", 191),)))  # 9 off
+    assert not alerts(ledger, "count-variance")
+    assert sellable(ledger, "shirt", "n0") > 0
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 210),)))  # 10 over
+    (alert,) = alerts(ledger, "count-variance")
+    assert alert.info.subject == "mug@n0"
+    (task_id,) = alert.task_ids
+    (action_id,) = alert.action_ids
+    task = ledger.ops.tasks[task_id]
+    assert task.info.task_type == TaskType.CYCLE_COUNT and task.info.action_id == action_id
+    assert task.owner_role == "inventory_control"
+    mug, n0 = ledger.catalog.sku("mug"), ledger.catalog.node("n0")
+    assert ledger.safety_stock(mug, n0) == RESTRICTED_SAFETY
+    assert sellable(ledger, "mug", "n0") == 0 and sellable(ledger, "mug", "n1") == 200
+    with pytest.raises(FailedPrecondition):  # no sale of the held SKU at n0
+        execute(ledger, c.ReserveStock("cart", "web", NOW + 60_000,
+                                       (c.ReserveLine("mug", "n0", 1),)), NOW)
+    with pytest.raises(FailedPrecondition, match="inventory_control"):
+        execute(ledger, c.CompleteTask(task_id, "picker", "warehouse"), NOW)
+    run(ledger, events, NOW, c.CompleteTask(task_id, "counter", "inventory_control",
+                                            "recounted: 210"))
+    assert not ledger.ops.actions[action_id].active
+    assert ledger.safety_stock(mug, n0) == 0  # inherited again
+    assert sellable(ledger, "mug", "n0") == 200  # the 10 found units wait in quarantine
+    assert ledger.quantity(mug, n0, Bucket.QUARANTINED) == 10
+
+
+# ---- node disruption ---------------------------------------------------------------------------
+def short_pick(ledger, events, order_id):
+    run(ledger, events, NOW, c.AllocateOrders((order(order_id, "web", ("socks", 2)),)))
+    (package_id,) = ledger.orders.orders[order_id].package_ids
+    run(ledger, events, NOW, c.ReleaseWave("n0"), c.ConfirmPick(package_id, (("1", 1),)))
+
+
+def test_short_picks_at_a_node_ask_to_source_elsewhere():
+    ledger, events = world()
+    short_pick(ledger, events, "s1")
+    short_pick(ledger, events, "s2")
+    assert not alerts(ledger, "node-disruption")  # two: the near miss
+    short_pick(ledger, events, "s3")
+    (alert,) = alerts(ledger, "node-disruption")
+    (approval_id,) = alert.approval_ids
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    (action_id,) = alert.action_ids
+    assert ledger.ops.actions[action_id].info.spec.action_type == ActionType.FALLBACK_ROUTING
+    run(ledger, events, NOW, c.AllocateOrders((order("moved", "web", ("socks", 1)),)))
+    assert ledger.orders.orders["moved"].last_decision.packages[0].node == 1
+
+
+# ---- rule sets, replay ---------------------------------------------------------------------
+def test_rule_sets_are_versioned_and_a_disabled_rule_stays_quiet():
+    ledger, events = world(**{"count-variance": {"enabled": False}})
+    assert ledger.ops.rules.version == 2
+    with pytest.raises(FailedPrecondition, match="version 2"):
+        execute(ledger, c.SetRules(DEFAULT_RULES.rules, 1), NOW)
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 260),)))
+    assert not alerts(ledger, "count-variance")
+    bad = dataclasses.replace(DEFAULT_RULES.rules[0], window="fortnight")
+    with pytest.raises(InvalidArgument, match="window"):
+        execute(ledger, c.SetRules((bad,), 2), NOW)
+    twice = (DEFAULT_RULES.rules[0], DEFAULT_RULES.rules[0])
+    with pytest.raises(InvalidArgument, match="twice"):
+        execute(ledger, c.SetRules(twice, 2), NOW)
+    assert ledger.ops.rules.version == 2
+
+
+def test_an_acknowledged_alert_is_not_raised_again_within_its_window():
+    ledger, events = world()
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 215),)))
+    (alert,) = alerts(ledger, "count-variance")
+    run(ledger, events, NOW, c.AcknowledgeAlert(alert.info.alert_id, "lead", "on it"))
+    with pytest.raises(FailedPrecondition, match="acknowledged already"):
+        execute(ledger, c.AcknowledgeAlert(alert.info.alert_id, "lead"), NOW)
+    run(ledger, events, NOW + 3_600_000, c.SubmitCycleCount((c.CountLine("mug", "n1", 180),)))
+    assert len(alerts(ledger, "count-variance")) == 2  # another subject: mug@n1
+    run(ledger, events, NOW + 3_600_000,
+        c.SubmitCycleCount((c.CountLine("mug", "n0", 240),)))
+    assert len(alerts(ledger, "count-variance")) == 2  # mug@n0: acknowledged an hour ago
+    run(ledger, events, NOW + DAY_MS, c.SubmitCycleCount((c.CountLine("mug", "n0", 260),)))
+    assert len(alerts(ledger, "count-variance")) == 3  # a day later it may fire again
+
+
+def test_replay_rebuilds_alerts_tasks_actions_and_the_same_checksum():
+    ledger, events = world()
+    ship_late(ledger, events, 3)
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 230),)))
+    (approval_id,) = alerts(ledger, "node-late-shipments")[0].approval_ids
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    replayed = Ledger(ledger.settings)
+    replayed.apply(events, replay=True)
+    assert replayed.checksum() == ledger.checksum()
+    assert replayed.ops.fingerprint() == ledger.ops.fingerprint()
+    assert sorted(replayed.ops.alerts) == sorted(ledger.ops.alerts)
+
+
+def test_running_the_same_commands_again_raises_the_same_alerts():
+    first, _ = world()
+    second, _ = world()
+    for ledger in (first, second):
+        events: list = []
+        ship_late(ledger, events, 3)
+        run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 230),)))
+    assert first.checksum() == second.checksum()
+    assert [a.info for a in first.ops.alerts.values()] == \
+        [a.info for a in second.ops.alerts.values()]
+
+
+# ---- emergency changes ---------------------------------------------------------------------
+def emergency(ledger, events, spec: ActionSpec, requester=("clerk-1", "warehouse")):
+    return run(ledger, events, NOW, c.RequestEmergencyChange(spec, requester[0])).detail
+
+
+def test_disabling_a_node_in_an_emergency_needs_someone_else_to_approve_it():
+    ledger, events = world()
+    approval_id = emergency(ledger, events, ActionSpec(ActionType.DISABLE_NODE, node_id="n0",
+                                                       reason="flooded"))
+    assert ledger.catalog.nodes[0].enabled  # nothing changes before the approval
+    with pytest.raises(FailedPrecondition, match="own request"):
+        execute(ledger, c.DecideApproval(approval_id, True, "clerk-1", "operations"), NOW)
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    assert not ledger.catalog.nodes[0].enabled
+    (action,) = ledger.ops.actions.values()
+    assert (action.info.actor, action.info.approval_id) == ("ops-lead", approval_id)
+    assert action.info.spec.requested_by == "clerk-1"
+    run(ledger, events, NOW, c.AllocateOrders((order("o", "web", ("mug", 1)),)))
+    assert ledger.orders.orders["o"].last_decision.packages[0].node == 1
+    run(ledger, events, NOW, c.ReverseAction(action.info.action_id, "ops-lead", "dry again"))
+    assert ledger.catalog.nodes[0].enabled
+    # an admin may still switch a node off directly (catalogue maintenance); an
+    # emergency request for a node that is off already is refused
+    run(ledger, events, NOW, c.UpsertNodes((dataclasses.replace(ledger.catalog.nodes[0],
+                                                                enabled=False),)))
+    with pytest.raises(FailedPrecondition, match="disabled already"):
+        emergency(ledger, events, ActionSpec(ActionType.DISABLE_NODE, node_id="n0",
+                                             reason="again"))
+
+
+def test_a_safety_stock_only_channel_sells_only_above_its_reserve():
+    ledger, events = world()
+    approval_id = emergency(ledger, events, ActionSpec(
+        ActionType.CHANNEL_SAFETY_STOCK_ONLY, channel_id="web", amount=150, reason="feed down"))
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    assert sellable(ledger, "mug", "n0") == 50  # web: 200 - 150
+    mkt = available_to_sell(ledger, np.array([2]), np.array([0]), 1)
+    assert int(mkt.available_to_sell[0, 0]) == 200  # other channels unchanged
+    with pytest.raises(FailedPrecondition):
+        execute(ledger, c.ReserveStock("big", "web", NOW + 60_000,
+                                       (c.ReserveLine("mug", "n0", 51),)), NOW)
+    run(ledger, events, NOW, c.ReserveStock("ok", "web", NOW + 60_000,
+                                            (c.ReserveLine("mug", "n0", 50),)))
+    (action,) = ledger.ops.actions.values()
+    run(ledger, events, NOW, c.ReverseAction(action.info.action_id, "ops-lead"))
+    assert sellable(ledger, "mug", "n0") == 150  # 200 less the 50 reserved
+
+
+def test_paused_restocking_sends_returns_to_quarantine():
+    ledger, events = world()
+    sell_and_ship(ledger, events, "o", "mug", 2)
+    run(ledger, events, NOW, c.CreateReturn("r", "o", (("1", 2),)), c.ReceiveReturn("r"))
+    approval_id = emergency(ledger, events, ActionSpec(ActionType.PAUSE_RETURNS_RESTOCK,
+                                                       reason="contamination check"))
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    node = ledger.returns.returns["r"].auth.node
+    mug = ledger.catalog.sku("mug")
+    quarantined = ledger.quantity(mug, node, Bucket.QUARANTINED)
+    run(ledger, events, NOW, c.InspectReturn("r", (("1", Grade.LIKE_NEW),)))
+    assert ledger.quantity(mug, node, Bucket.QUARANTINED) == quarantined + 2
+    with pytest.raises(FailedPrecondition, match="paused already"):
+        emergency(ledger, events, ActionSpec(ActionType.PAUSE_RETURNS_RESTOCK, reason="x"))
+
+
+def test_emergency_requests_are_checked():
+    ledger, _ = world()
+    for spec, match in (
+            (ActionSpec(ActionType.ROUTING_PENALTY, node_id="n0", reason="x"), "emergency"),
+            (ActionSpec(ActionType.DISABLE_NODE, node_id="nowhere", reason="x"), "nowhere"),
+            (ActionSpec(ActionType.DISABLE_NODE, node_id="n0"), "reason"),
+            (ActionSpec(ActionType.CHANNEL_SAFETY_STOCK_ONLY, channel_id="web", amount=0,
+                        reason="x"), "reserve_units")):
+        before = ledger.checksum()
+        with pytest.raises(DomainError, match=match):
+            execute(ledger, c.RequestEmergencyChange(spec, "clerk"), NOW)
+        assert ledger.checksum() == before
+
+
+def test_every_rule_kind_has_a_default_rule():
+    assert {r.kind for r in DEFAULT_RULES.rules} == set(RuleKind)
