@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=120.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--nodes-per-order", type=int, default=4)
+    parser.add_argument("--package-penalty", type=float, default=0.0,
+                        help="dollars weighed per package beyond an order's first")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -129,7 +131,8 @@ def main() -> None:
     solver_limit = max((args.time_limit - t_collect) * (1 - APPLY_RESERVE), 1.0)
     solution = reopt.solve(problem, reopt.ReoptOptions(
         time_limit_s=solver_limit, seed=args.seed,
-        workers=args.workers, nodes_per_order=args.nodes_per_order), show)
+        workers=args.workers, nodes_per_order=args.nodes_per_order,
+        extra_package_micros=round(args.package_penalty * 1_000_000)), show)
     t1 = time.perf_counter()
     outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
     t_apply = time.perf_counter() - t1

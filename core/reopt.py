@@ -68,6 +68,9 @@ class ReoptOptions:
     chunk_orders: int = 400
     nodes_per_order: int = 4  # ship-complete proposals per order (cheapest nodes)
     max_orders: int = 0  # 0: every open order
+    # Weighed per package beyond an order's first, on top of the network's split penalty:
+    # how much fewer shipments are worth to the business (0: landed cost alone).
+    extra_package_micros: int = 0
 
 
 Version = tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...]
@@ -102,10 +105,22 @@ class Problem:
     network: CompiledNetwork
     node_enabled: np.ndarray
     now_ms: int
+    # Added to every split penalty while plans are proposed and chosen (see ReoptOptions);
+    # costs reported are landed costs without it.
+    extra_package_micros: int = 0
 
     @property
     def n_orders(self) -> int:
         return len(self.order_ids)
+
+    def searched(self, extra_package_micros: int) -> Problem:
+        """This problem with the network's split penalties raised for the search."""
+        if not extra_package_micros:
+            return self
+        network = dataclasses.replace(
+            self.network, split_penalty=self.network.split_penalty + extra_package_micros)
+        return dataclasses.replace(self, network=network,
+                                   extra_package_micros=extra_package_micros)
 
 
 def promised_by(deliver_by_ms: int, promise_ms: int, backordered: bool) -> int:
@@ -243,8 +258,11 @@ class Candidates:
         starts = np.flatnonzero(np.r_[True, self.order[1:] != self.order[:-1]])
         return starts
 
-    def objective(self) -> np.ndarray:
-        out: np.ndarray = self.cost + BACKORDER_PENALTY * self.backorder
+    def objective(self, extra_package_micros: int = 0) -> np.ndarray:
+        """What the solver minimises: landed cost, a penalty per backordered unit and the
+        extra weight per package beyond an order's first."""
+        out: np.ndarray = (self.cost + BACKORDER_PENALTY * self.backorder
+                           + extra_package_micros * np.maximum(self.packages - 1, 0))
         return out
 
 
@@ -296,7 +314,8 @@ def _harvest(problem: Problem, result: BatchResult, out: _Proposals,
     line = result.piece_line[pieces]
     node = result.pkg_node[result.piece_pkg[pieces]]
     qty = result.piece_qty[pieces]
-    cost = result.cost[ok]
+    cost = result.cost[ok] - problem.extra_package_micros * np.maximum(
+        result.pkg_count[ok] - 1, 0)
     if prices is not None:
         charged = prices[problem.batch.item_u[line], node] * qty
         cost = cost - np.add.reduceat(charged, np.r_[0, np.cumsum(count)[:-1]])
@@ -347,7 +366,8 @@ def propose(problem: Problem, nodes_per_order: int = 4) -> _Proposals:
         avail[:, n] = np.where(problem.supply[:, n] > 0, BIG_STOCK, 0)
         result = _run(problem, avail)
         ok = result.status == STATUS_ALLOCATED
-        single_cost[ok, n] = result.cost[ok]
+        single_cost[ok, n] = result.cost[ok] - problem.extra_package_micros * np.maximum(
+            result.pkg_count[ok] - 1, 0)
         single_pkgs[ok, n] = result.pkg_count[ok]
     # A node is only worth proposing if it holds enough of every line in all.
     need = batch.item_qty[:, None] <= problem.supply[batch.item_u]
@@ -434,6 +454,7 @@ class Model:
 
 
 def build_model(problem: Problem, cands: Candidates) -> Model:
+    """The candidates' objective and their use of the resources that can run short."""
     n_nodes = problem.supply.shape[1]
     n_stock = problem.supply.size
     take_cand = np.repeat(np.arange(cands.n), np.diff(cands.take_start))
@@ -472,7 +493,8 @@ def build_model(problem: Problem, cands: Candidates) -> Model:
         demand = np.bincount(use_r[order_pair][bounds], weights=most, minlength=len(limit))
     binding = demand > limit
     mask = binding[use_r]
-    return Model(cands, cands.objective(), use_c[mask], use_r[mask], qty[mask], limit,
+    return Model(cands, cands.objective(problem.extra_package_micros), use_c[mask],
+                 use_r[mask], qty[mask], limit,
                  problem.n_orders)
 
 
@@ -858,6 +880,9 @@ def solve(problem: Problem, options: ReoptOptions,
                                             empty, empty, empty), empty, 0, 0, 0, 0, 0, 0, 0,
                         time.monotonic() - started)
     progress(Progress("candidates", f"proposing plans for {problem.n_orders} orders"))
+    if options.extra_package_micros < 0:
+        raise ValueError("extra_package_micros must be >= 0")
+    problem = problem.searched(options.extra_package_micros)
     out = propose(problem, options.nodes_per_order)
     cands = _assemble(out, problem.n_orders)
     model = build_model(problem, cands)

@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env_pre
     reopt.add_argument("--time-limit", type=float, default=30.0, help="seconds")
     reopt.add_argument("--seed", type=int, default=0)
     reopt.add_argument("--max-orders", type=int, default=0)
+    reopt.add_argument("--package-penalty", type=float, default=0.0,
+                       help="dollars weighed per package beyond an order's first")
     reopt.add_argument("--dry-run", action="store_true", help="report, change nothing")
     reopt.add_argument("--request-id", default="", help="default: a new one")
     reopt.add_argument("--token", default=None, help=f"a bearer token (or {env_prefix}TOKEN)")
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     request = order_service_pb2.ReoptimizeRequest(
         request_id=args.request_id or f"reopt-{uuid.uuid4()}",
         time_limit_seconds=args.time_limit, seed=args.seed, dry_run=args.dry_run,
-        max_orders=args.max_orders)
+        max_orders=args.max_orders,
+        extra_package_penalty_micros=round(args.package_penalty * 1_000_000))
     tty = sys.stderr.isatty()
     last = None
     with grpc.insecure_channel(args.address) as channel:

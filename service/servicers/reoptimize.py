@@ -19,6 +19,7 @@ from service.servicers.inventory import mutation_result
 
 MAX_TIME_LIMIT_S = 3600.0
 DEFAULT_TIME_LIMIT_S = 30.0
+MAX_PACKAGE_PENALTY = 1_000_000_000  # $1,000 a package
 
 
 def _options(request: pb.ReoptimizeRequest, workers: int) -> reopt.ReoptOptions:
@@ -30,8 +31,12 @@ def _options(request: pb.ReoptimizeRequest, workers: int) -> reopt.ReoptOptions:
         raise InvalidArgument("max_orders must be >= 0", "max_orders")
     if not 0 <= request.seed < 1 << 31:
         raise InvalidArgument("seed must be in [0, 2^31)", "seed")
+    if not 0 <= request.extra_package_penalty_micros <= MAX_PACKAGE_PENALTY:
+        raise InvalidArgument(f"extra_package_penalty_micros must be in [0, "
+                              f"{MAX_PACKAGE_PENALTY}]", "extra_package_penalty_micros")
     return reopt.ReoptOptions(time_limit_s=limit, seed=request.seed, workers=workers,
-                              max_orders=request.max_orders)
+                              max_orders=request.max_orders,
+                              extra_package_micros=request.extra_package_penalty_micros)
 
 
 def _summary(solution: reopt.Solution, result: ReplanResult | None) -> pb.ReoptimizeSummary:

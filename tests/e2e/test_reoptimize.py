@@ -87,6 +87,10 @@ def test_bad_requests_are_refused_and_change_nothing(api, demo_world):
                           ({"time_limit_seconds": float("nan")}, "time_limit_seconds"),
                           ({"max_orders": -5}, "max_orders"),
                           ({"seed": -1}, "seed"),
+                          ({"extra_package_penalty_micros": -1},
+                           "extra_package_penalty_micros"),
+                          ({"extra_package_penalty_micros": 10**12},
+                           "extra_package_penalty_micros"),
                           ({"request_id": ""}, "request_id")):
         before = api.state()
         with pytest.raises(grpc.RpcError) as caught:

@@ -90,17 +90,42 @@ def _brute_force(model: reopt.Model) -> int:
 @settings(max_examples=60, deadline=None)
 @given(stock=st.lists(st.integers(0, 3), min_size=12, max_size=12),
        orders=st.lists(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 2), min_size=1,
-                                       max_size=3), min_size=1, max_size=5))
-def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stock, orders):
+                                       max_size=3), min_size=1, max_size=5),
+       penalty=st.sampled_from([0, 5_000_000]))
+def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stock, orders,
+                                                                           penalty):
     ledger = _ledger(dict(zip([(s, n) for s in SKUS for n in ("n0", "n1", "n2")], stock,
                               strict=True)))
     for i, lines in enumerate(orders):
         execute(ledger, c.AllocateOrders((_order(f"o{i}", lines),)), NOW)
     problem = reopt.collect(ledger, NOW)
-    solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=10))
+    solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=10,
+                                                       extra_package_micros=penalty))
     if not problem.n_orders:
         return
-    model = reopt.build_model(problem, solution.cands)
+    model = reopt.build_model(solution.problem, solution.cands)
+    assert model.objective.tolist() == (solution.cands.cost + penalty * np.maximum(
+        solution.cands.packages - 1, 0) + reopt.BACKORDER_PENALTY * solution.cands.backorder
+                                        ).tolist()
     optimum = _brute_force(model)
     assert solution.new_objective == optimum
     assert solution.lower_bound <= optimum <= solution.old_objective
+
+
+def test_a_weight_on_packages_trades_landed_cost_for_fewer_shipments():
+    # Order "two" (a, b) is split: a from n0, b from n2. Then stock arrives at n1, far
+    # away: shipping complete from there in time for the promise needs air, dearer than
+    # the split. Weighing packages enough makes the one package worth it.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.AllocateOrders((_order("two", {"a": 1, "b": 1}),)), NOW)
+    assert len(ledger.orders.orders["two"].package_ids) == 2
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 1), c.ReceiptLine("b", "n1", 1))),
+            NOW)
+    problem = reopt.collect(ledger, NOW)
+    plain = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=5))
+    assert len(plain.changed()) == 0  # the split is the cheapest landed cost
+    weighed = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=5,
+                                                     extra_package_micros=100_000_000))
+    assert weighed.totals("new")[1] == 1 and weighed.totals("new")[0] > plain.totals("new")[0]
+    outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(weighed)), NOW)
+    assert outcome.detail.applied == ("two",)
