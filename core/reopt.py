@@ -7,24 +7,31 @@ the backorders) can be planned again together:
 
 1. `collect` takes a consistent snapshot of the open orders, their current plans and
    the stock they may use (AVAILABLE above the sale floors plus what they hold).
-2. `candidates` proposes plans per order with the allocation kernel: the current plan,
-   ship complete from each of the cheapest nodes that stock every line, the best plan
-   were stock no object, and the myopic plan re-run in priority order on the pooled
-   stock. Every proposal meets the order's deliver-by; an order without one keeps at
-   least the delivery date its current plan promised.
+2. `propose` asks the allocation kernel for plans per order: the current plan, ship
+   complete from each of the cheapest nodes that stock every line, the best plan were
+   stock no object, and whole plans: the myopic plan re-run in priority order on the
+   pooled stock, and the same with a price on every unit of scarce stock (scaled
+   Lagrange multipliers of the stock constraints, `add_priced`), so that orders leave
+   contested units to the orders that need them. Every proposal meets the order's
+   deliver-by; an order without one keeps at least the delivery date its current plan
+   promised.
 3. `solve` picks one plan per order (set partitioning: exactly one plan per order, stock
-   per SKU x node and node capacity respected) with CP-SAT, warm-started from the
-   current plans. Orders that share no scarce SKU x node never interact: the problem
-   splits into independent components, packed into chunks and solved in parallel
-   processes; a component too large for one chunk is cut into chunks that each get a
-   share of the spare stock, in rounds with different cuts while time remains. The
-   current plans are feasible in every chunk, so the result never costs more.
+   per SKU x node and node capacity respected), starting from the best whole plan that
+   fits. Orders that share no scarce SKU x node never interact: the problem splits into
+   independent components, packed into chunks solved exactly with CP-SAT in parallel
+   processes. A component too large for one model is improved by a large-neighbourhood
+   search: a neighbourhood of orders competing for the same stock is solved exactly with
+   every other order fixed, and kept if cheaper. Every step keeps a feasible plan at
+   least as good as the one before, so the result never costs more than the current
+   plans.
 4. `lower_bound` is the Lagrangian dual of the stock and capacity constraints (subgradient
    ascent), a bound on the LP relaxation of the same model and so on its optimum.
 
-The orders that changed are then applied as one command (`ApplyReoptimization`),
-which re-checks each order's version and the stock at that moment.
-"""
+The objective is landed cost (plus a penalty per backordered unit, and optionally a
+weight per package beyond an order's first: what fewer shipments are worth to the
+business). The orders that changed are then applied as one command
+(`ApplyReoptimization`), which re-checks each order's version and the stock at that
+moment."""
 
 from __future__ import annotations
 
@@ -320,11 +327,6 @@ def _harvest(problem: Problem, result: BatchResult, out: _Proposals,
         charged = prices[problem.batch.item_u[line], node] * qty
         cost = cost - np.add.reduceat(charged, np.r_[0, np.cumsum(count)[:-1]])
     out.add(ok, cost, result.pkg_count[ok], np.zeros(len(ok), np.int64), count, line, node, qty)
-
-
-def candidates(problem: Problem, nodes_per_order: int = 4) -> Candidates:
-    """The plans the solver chooses from (see the module docstring)."""
-    return _assemble(propose(problem, nodes_per_order), problem.n_orders)
 
 
 def add_priced(problem: Problem, out: _Proposals, prices: np.ndarray,
