@@ -76,7 +76,9 @@ def _load_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=int, default=100, help="orders per batch call")
     group.add_argument("--batch-concurrency", type=int, default=4,
                        help="batch and pipelined calls in flight, all processes together")
-    group.add_argument("--streams", type=int, default=4, help="streams per client process")
+    group.add_argument("--streams", type=int, default=0,
+                       help="streams per client process (default: one per caller, since a "
+                            "stream carries one order at a time)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +153,7 @@ class Comparison:
         self.sweeps: dict[str, list[dict[str, Any]]] = {}
         self.fractions = [float(f) for f in args.sweep.split(",") if f.strip()]
         self.only = set(args.only.split(","))
+        self.streams = args.streams or max(1, args.concurrency // args.processes)
         self.prebuilt = int(min(200_000, 5_000 * (args.seconds + args.warmup))
                             / args.processes)
 
@@ -194,13 +197,13 @@ class Comparison:
                 if kind == "echo":
                     for echo in ("echo_unary", "echo_stream", "echo_batch"):
                         result = run(AllocdFactory(server.address, self.spec, echo, args.batch,
-                                                   args.streams),
+                                                   self.streams),
                                      _shape(args, batched=echo == "echo_batch"),
                                      f"echo {echo[5:]}", pids)
                         self._row("echo (gRPC ceiling)", echo[5:], result)
                     continue
                 spec = _spec(args, call_mix=True) if kind == "mixed" else self.spec
-                factory = AllocdFactory(server.address, spec, kind, args.batch, args.streams,
+                factory = AllocdFactory(server.address, spec, kind, args.batch, self.streams,
                                         self.prebuilt if kind != "mixed" else 0, "m")
                 result = run(factory, _shape(args, batched=kind == "batch"), f"allocd {kind}",
                              pids)
@@ -330,8 +333,8 @@ def run_one(args: argparse.Namespace) -> int:
     if args.load_catalogue:
         load_catalogue(args.address, build_catalogue(spec))
     pids = (lambda: [args.server_pid]) if args.server_pid else None
-    factory = AllocdFactory(args.address, spec, args.kind, args.batch, args.streams, 0,
-                            args.prefix)
+    streams = args.streams or max(1, args.concurrency // args.processes)
+    factory = AllocdFactory(args.address, spec, args.kind, args.batch, streams, 0, args.prefix)
     result = run(factory, _shape(args, args.loop, args.rate, batched=args.kind.endswith("batch")),
                  f"{args.kind} {args.loop}", pids)
     _print_result(f"{args.kind} {args.loop}", result)

@@ -55,6 +55,7 @@ def chart(path: Path, rows: list[dict[str, Any]], sweeps: dict[str, list[dict[st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (bars, lines) = plt.subplots(1, 2, figsize=(15, 6.5))
     labels = [f"{row['target']}\n{row['mode']}" for row in rows]
@@ -69,9 +70,13 @@ def chart(path: Path, rows: list[dict[str, Any]], sweeps: dict[str, list[dict[st
     bars.set_xlabel("orders (echo: calls or items) per second, closed loop, log scale")
     for y, v in enumerate(values):
         bars.text(v, y, f" {v:,.0f}", va="center", fontsize=7)
-    for (name, points), colour in zip(sweeps.items(), ["#1f77b4", "#17becf", "#d62728",
-                                                       "#2ca02c", "#9467bd", "#8c564b"],
-                                      strict=False):
+    bars.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    bars.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    palette = {"allocd unary": "#1f77b4", "allocd stream": "#17becf", "PostgreSQL": "#d62728",
+               "Redis": "#2ca02c"}
+    for name, every in sweeps.items():
+        colour = palette.get(name, "#9467bd")
+        points = [p for p in every if p["calls"]]
         xs = [p["offered_per_s"] for p in points]
         lines.plot(xs, [p["latency_ms"]["p99"] for p in points], "o-", color=colour,
                    label=f"{name} p99")
