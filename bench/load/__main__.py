@@ -233,8 +233,9 @@ class Comparison:
             result = run(factory, shape, "PostgreSQL", peer.backend_pids)
             units = result["outcome"].get("units", 0)
             if self.fractions:
-                for point in self._sweep("PostgreSQL", lambda k: factory,
-                                         result["orders_per_s"], peer.backend_pids):
+                for point in self._sweep(
+                        "PostgreSQL", lambda k: dataclasses.replace(factory, prefix=f"s{k}"),
+                        result["orders_per_s"], peer.backend_pids):
                     units += point["outcome"].get("units", 0)
             self._row("PostgreSQL peer", f"SELECT FOR UPDATE, {shape.concurrency} connections",
                       result, peer.check(units))

@@ -133,7 +133,8 @@ async def open_loop(target: Target, rate: float, seconds: float, count: int,
         _, late = await asyncio.wait(set(pending), timeout=DRAIN_SECONDS)
         for task in late:
             task.cancel()
-        tally.errors["CLIENT_GAVE_UP"] += len(late)
+        if late:
+            tally.errors["CLIENT_GAVE_UP"] += len(late)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*late, return_exceptions=True)
 
