@@ -46,6 +46,8 @@ def _workload_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stock-max", type=int, default=defaults.stock_max)
     group.add_argument("--popular-stock-units", type=int, default=2_000_000,
                        help="extra units shared by popularity (default %(default)s)")
+    group.add_argument("--node-capacity", type=int, default=0,
+                       help="packages per node per day (default 0: unlimited, as the peers)")
     group.add_argument("--sla-mix", default="premium=10,marketplace=20,standard=60,wholesale=10")
     group.add_argument("--channel-mix", default="web=60,marketplace=30,retail=10")
     group.add_argument("--call-mix", default="allocate=55,availability=25,reserve_release=8,"
@@ -59,7 +61,8 @@ def _spec(args: argparse.Namespace, call_mix: bool = False) -> WorkloadSpec:
         seed=args.seed, skus=args.skus, nodes=args.nodes, regions=args.regions, zipf=args.zipf,
         min_lines=int(low), max_lines=int(high or low), max_quantity=args.max_quantity,
         stock_presence=args.stock_presence, stock_max=args.stock_max,
-        popular_stock_units=args.popular_stock_units, sla_mix=parse_mix(args.sla_mix),
+        popular_stock_units=args.popular_stock_units, node_capacity=args.node_capacity,
+        sla_mix=parse_mix(args.sla_mix),
         channel_mix=parse_mix(args.channel_mix),
         call_mix=parse_mix(args.call_mix) if call_mix else {"allocate": 1.0})
 
@@ -94,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="allocd's file store policy, or memory (default sync: answered "
                               "only after fsync, like the peers)")
     compare.add_argument("--pg-dsn", default="host=127.0.0.1 user=postgres dbname=test")
-    compare.add_argument("--pg-connections", type=int, default=16,
-                         help="PostgreSQL connections, all processes together")
+    compare.add_argument("--pg-connections", type=int, default=0,
+                         help="PostgreSQL connections, all processes together (default: "
+                              "--concurrency, the callers the others get)")
     compare.add_argument("--redis-fsync", default="always", choices=("always", "everysec", "off"),
                          help="the Redis peer's appendfsync (default always, like the others)")
     compare.add_argument("--redis-pipeline", type=int, default=100)
@@ -227,7 +231,7 @@ class Comparison:
         peer = PgPeer(args.pg_dsn, unique_name("allocd_load"))
         peer.setup(self.catalogue)
         try:
-            per_process = max(1, args.pg_connections // args.processes)
+            per_process = max(1, (args.pg_connections or args.concurrency) // args.processes)
             factory = PgFactory(peer, self.spec, per_process)
             shape = dataclasses.replace(_shape(args), concurrency=per_process * args.processes)
             result = run(factory, shape, "PostgreSQL", peer.backend_pids)

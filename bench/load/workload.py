@@ -61,6 +61,9 @@ class WorkloadSpec:
     #: ... plus this many units over the catalogue shared by popularity (stores of popular
     #: items are deeper), so that a long run does not simply empty the hot SKUs.
     popular_stock_units: int = 0
+    #: Packages a node may ship a day; 0 is unlimited. The peers know no capacity, so the
+    #: comparison leaves it unlimited for allocd too (the demo nodes have 500-20,000).
+    node_capacity: int = 0
     sla_mix: dict[str, float] = field(default_factory=lambda: {
         "premium": 10, "marketplace": 20, "standard": 60, "wholesale": 10})
     channel_mix: dict[str, float] = field(default_factory=lambda: {
@@ -120,14 +123,16 @@ def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 def build_catalogue(spec: WorkloadSpec) -> Catalogue:
     spec.validate()
     rng = np.random.default_rng([spec.seed, 0xCA7])
-    nodes = list(DEMO_NODES[:spec.nodes])
+    nodes = [replace(node, daily_capacity=spec.node_capacity)
+             for node in DEMO_NODES[:spec.nodes]]
     demo = demo_network()
     costs = {c.node_id: c for c in demo.node_costs}
     node_costs = [costs[node.node_id] for node in nodes]
     for i in range(len(nodes), spec.nodes):  # beyond the demo's: DCs across the US
         node_id = f"DC{i:03d}"
         nodes.append(NodeSpec(node_id, f"DC {i}", NodeType.OWNED_DC,
-                              float(rng.uniform(30, 47)), float(rng.uniform(-122, -72)), 15000))
+                              float(rng.uniform(30, 47)), float(rng.uniform(-122, -72)),
+                              spec.node_capacity))
         node_costs.append(NodeCosts(node_id, int(rng.integers(110, 160)) * CENT,
                                     int(rng.integers(20, 30)) * CENT, 16 * 60))
     regions = demo.regions[:spec.regions]

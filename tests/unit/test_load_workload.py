@@ -110,3 +110,10 @@ def test_bad_specs_are_refused() -> None:
     with pytest.raises(ValueError, match="call mix"):
         build_catalogue(WorkloadSpec(call_mix={"teleport": 1}))
     assert parse_mix("allocate=70, ship=5") == {"allocate": 70.0, "ship": 5.0}
+
+
+def test_node_capacity_is_unlimited_unless_asked() -> None:
+    assert {n.daily_capacity for n in build_catalogue(WorkloadSpec(skus=10, nodes=15)).nodes} \
+        == {0}
+    limited = build_catalogue(WorkloadSpec(skus=10, nodes=15, node_capacity=700))
+    assert {n.daily_capacity for n in limited.nodes} == {700}
