@@ -84,6 +84,8 @@ def chart(path: Path, rows: list[dict[str, Any]], sweeps: dict[str, list[dict[st
                    alpha=0.6, label=f"{name} p50")
     lines.set_xscale("log")
     lines.set_yscale("log")
+    lines.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    lines.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     lines.set_xlabel("offered load, orders per second (open loop)")
     lines.set_ylabel("latency from intended send time, ms")
     lines.grid(True, which="both", alpha=0.3)
