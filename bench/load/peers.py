@@ -1,8 +1,9 @@
 """The same orders reserved the way users would do it without allocd.
 
 PostgreSQL: one transaction per order; each line's stock rows are locked with
-SELECT ... FOR UPDATE (lines in SKU order, so two orders never wait on each other in a
-cycle), the first node in the region's order with enough stock takes the line, the stock
+SELECT ... FOR UPDATE (lines in SKU order, a SKU's rows in node order: without the
+ORDER BY a scan meets rows in heap order, which updates change, and two orders deadlock),
+the first node in the region's order with enough stock takes the line, the stock
 rows are decremented and an allocation row is inserted per line; an order some line of
 which cannot be served is rolled back whole.
 
@@ -147,7 +148,7 @@ class PgTarget:
             conn = await psycopg.AsyncConnection.connect(self.peer.dsn)
             self.pool.put_nowait(conn)
         s = self.peer.schema
-        self.lock_sql = f"SELECT node, qty FROM {s}.stock WHERE sku = %s FOR UPDATE"
+        self.lock_sql = f"SELECT node, qty FROM {s}.stock WHERE sku = %s ORDER BY node FOR UPDATE"
         self.take_sql = f"UPDATE {s}.stock SET qty = qty - %s WHERE sku = %s AND node = %s"
         self.record_sql = (f"INSERT INTO {s}.allocation (order_id, line, sku, node, qty) "
                            "VALUES (%s, %s, %s, %s, %s)")
