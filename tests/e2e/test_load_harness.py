@@ -35,3 +35,17 @@ def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -
     assert point["offered_per_s"] > 0 and point["calls"] > 0
     assert (out / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| allocd | unary AllocateOrder |" in completed.stdout
+
+
+def test_allocd_bench_is_the_harness(capsys) -> None:
+    import pytest
+
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "run", "--help"])
+    assert exit_info.value.code == 0
+    assert "--address" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "compare", "--lines", "2", "--only"])  # --only needs a value
+    assert "--only: expected one argument" in capsys.readouterr().err
