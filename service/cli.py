@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=3.0)
     health.add_argument("--ca-file", default="", help="CA certificate, for a TLS server")
     reopt_cli.add_parser(sub, ENV_PREFIX)
+    bench = sub.add_parser(
+        "bench", help="load-test a server, side by side with PostgreSQL and Redis peers "
+                      "(`allocd bench compare`, `allocd bench run`; see `allocd bench -- -h`)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
+                       help="the arguments of python -m bench.load")
     return parser
 
 
@@ -108,6 +113,13 @@ def _token(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        import importlib
+
+        # Imported by name: the harness lives in bench/, outside the typed service code.
+        harness = importlib.import_module("bench.load.__main__")
+        bench_args = args.bench_args[args.bench_args[:1] == ["--"]:]
+        return int(harness.main(bench_args))
     if args.command == "token":
         return _token(args)
     if args.command == "reopt":

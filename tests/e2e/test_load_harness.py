@@ -1,0 +1,51 @@
+"""A short run of the load harness against a real allocd server: it loads the seeded
+catalogue through the API, drives unary allocation in a closed loop and an open loop from
+a client process, checks the ledger and writes the JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.load", "compare", "--only", "allocd",
+         "--allocd-modes", "unary", "--allocd-durability", "memory", "--skus", "300",
+         "--seconds", "1.5", "--warmup", "0.5", "--processes", "1", "--concurrency", "4",
+         "--sweep", "0.5", "--sweep-seconds", "1", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "measuring" in completed.stderr  # the progress line
+    document = json.loads((out / "load.json").read_text())
+    [row] = document["rows"]
+    assert row["target"] == "allocd" and row["mode"] == "unary AllocateOrder"
+    result = row["result"]
+    assert result["orders"] > 50 and result["errors"] == {}
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= \
+        result["latency_ms"]["max"]
+    assert result["server"]["cpu_seconds"] > 0 and result["server"]["memory_mib"] > 0
+    check = row["check"]
+    assert check["oversells"] == 0 and check["allocated_units"] > 0
+    assert check["acknowledged_units"] == check["allocated_units"]
+    [point] = document["sweeps"]["allocd unary"]
+    assert point["offered_per_s"] > 0 and point["calls"] > 0
+    assert (out / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| allocd | unary AllocateOrder |" in completed.stdout
+
+
+def test_allocd_bench_is_the_harness(capsys) -> None:
+    import pytest
+
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "run", "--help"])
+    assert exit_info.value.code == 0
+    assert "--address" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "compare", "--lines", "2", "--only"])  # --only needs a value
+    assert "--only: expected one argument" in capsys.readouterr().err
