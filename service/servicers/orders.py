@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 
@@ -41,6 +42,8 @@ from service.servicers.inventory import mutation_result
 from service.servicers.reoptimize import Reoptimizer
 
 MAX_PAGE = 1000
+#: Stream requests applied but not yet answered, at most (see AllocateStream).
+STREAM_WINDOW = 256
 
 
 def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool) -> pb.Allocation:
@@ -126,9 +129,14 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def AllocateStream(
         self, request_iterator: AsyncIterator[pb.AllocateStreamRequest], context: Context,
     ) -> AsyncIterator[pb.AllocateStreamResponse]:
-        async for request in request_iterator:
-            def respond(o: Outcome, request: pb.AllocateStreamRequest = request
-                        ) -> pb.AllocateStreamResponse:
+        """Requests are applied in the order they arrive and answered in that order, each
+        once durable. Up to STREAM_WINDOW are in flight at once: the next is applied while
+        earlier ones are still being written, so one stream's orders share group commits."""
+        window: asyncio.Queue[asyncio.Future[pb.AllocateStreamResponse] | None] = (
+            asyncio.Queue(STREAM_WINDOW))
+
+        async def one(request: pb.AllocateStreamRequest) -> pb.AllocateStreamResponse:
+            def respond(o: Outcome) -> pb.AllocateStreamResponse:
                 response = pb.AllocateStreamResponse(request_id=request.request_id,
                                                      result=mutation_result(o))
                 if o.detail is not None:
@@ -137,13 +145,28 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 return response
 
             try:
-                yield await self.engine.mutate(
-                    "AllocateStream", request,
-                    lambda request=request: self._single(request), respond)  # type: ignore[misc]
+                return await self.engine.mutate("AllocateStream", request,
+                                                lambda: self._single(request), respond)
             except DomainError as error:
-                yield pb.AllocateStreamResponse(
+                return pb.AllocateStreamResponse(
                     request_id=request.request_id, error_code=status_of(error).value[0],
                     error_message=error.message)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    # Tasks start in the order they are made: changes apply in stream order.
+                    await window.put(asyncio.ensure_future(one(request)))
+            finally:
+                await window.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (pending := await window.get()) is not None:
+                yield await pending
+            await reader  # the request stream's own error, if any
+        finally:
+            reader.cancel()
 
     @unary
     async def QuotePromise(self, request: pb.QuotePromiseRequest,

@@ -488,6 +488,27 @@ def test_allocate_stream_answers_each_message_in_order_and_goes_on_after_a_bad_o
     assert w.levels(a, "IND1") == (0, 3)
 
 
+def test_a_stream_with_many_messages_in_flight_applies_them_in_stream_order(api, demo_world):
+    # 300 one-unit orders for 120 units, sent without waiting: exactly the first 120 get
+    # stock (the stream's order is the order of application), the rest are backordered;
+    # a request id sent twice in the stream is answered twice with the same allocation.
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 120)
+    requests = [pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)))
+                for _ in range(300)]
+    requests.insert(150, requests[10])
+    answers = list(api.orders.AllocateStream(iter(requests), timeout=RPC_TIMEOUT_S))
+    assert [x.request_id for x in answers] == [r.request_id for r in requests]
+    statuses = [x.allocation.status for x in answers]
+    allocated = [i for i, status in enumerate(statuses)
+                 if status == pb.ORDER_STATUS_ALLOCATED]
+    assert allocated == [*range(120), 150]
+    assert answers[150].result.replayed and answers[150].allocation == answers[10].allocation
+    assert all(status == pb.ORDER_STATUS_BACKORDERED for status in statuses[120:150])
+    assert w.levels(a, "IND1") == (0, 120)
+
+
 # ---- idempotency ------------------------------------------------------------------------------
 def test_a_retried_allocate_order_replays_the_same_allocation_and_writes_nothing(
         api, demo_world):
