@@ -82,14 +82,31 @@ class _Gathered:
     regions: list[int]
     line_of: dict[tuple[int, int], int]  # (channel, sku) -> a line with that sale floor row
 
-    def floors(self) -> dict[tuple[int, int, int], int]:
+    def floors(self) -> FloorTable:
         """(channel, sku, node) -> units that must stay AVAILABLE after a sale."""
-        floor = self.batch.item_floor
-        out: dict[tuple[int, int, int], int] = {}
-        for (channel, sku), k in self.line_of.items():
-            for node, value in enumerate(floor[k].tolist()):
-                out[(channel, sku, node)] = value
-        return out
+        table = FloorTable()
+        table.add(self)
+        return table
+
+
+class FloorTable:
+    """Sale floors (channel, sku, node) -> units, read from gathered arrays when asked
+    (a batch looks up a few of them; building them all would cost more than deciding)."""
+
+    def __init__(self) -> None:
+        self._sources: list[tuple[dict[tuple[int, int], int], np.ndarray]] = []
+
+    def add(self, gathered: _Gathered) -> None:
+        """Floors as this gathering saw them; they take precedence over earlier ones."""
+        self._sources.append((gathered.line_of, gathered.batch.item_floor))
+
+    def __getitem__(self, key: tuple[int, int, int]) -> int:
+        channel, sku, node = key
+        for line_of, floor in reversed(self._sources):
+            k = line_of.get((channel, sku))
+            if k is not None:
+                return int(floor[k, node])
+        raise KeyError(key)
 
 
 def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_ms: int,
@@ -171,7 +188,7 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
 
 
 def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
-           floors: dict[tuple[int, int, int], int] | None = None) -> list[Decision]:
+           floors: FloorTable | None = None) -> list[Decision]:
     """Decisions for `reqs` (in the given order's priority), without changing anything.
 
     `floors`, when given, receives the sale floor (channel, sku, node) -> units of every
@@ -185,7 +202,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     ranked = [reqs[i] for i in order]
     gathered = _gather(ledger, network, ranked, now_ms)
     if floors is not None:
-        floors.update(gathered.floors())
+        floors.add(gathered)
     capacity = capacity_left(ledger, book, now_ms)
     result = run_allocation(gathered.batch, gathered.avail.copy(), capacity, network,
                             ledger.catalog.node_enabled)
@@ -417,7 +434,7 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
 
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
                 decision: Decision, consumed: dict[tuple[int, int], int], now_ms: int,
-                floors: dict[tuple[int, int, int], int] | None) -> Decision:
+                floors: FloorTable | None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
     catalog = ledger.catalog
@@ -453,7 +470,7 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
                       req.first_package + len(decision.packages))
     gathered = _gather(ledger, network, [sub_req], now_ms, consumed)
     if floors is not None:
-        floors.update(gathered.floors())
+        floors.add(gathered)
     result = run_allocation(gathered.batch, gathered.avail.copy(),
                             capacity_left(ledger, book, now_ms), network, catalog.node_enabled)
     sub = _interpret(ledger, network, _Lists(result, gathered.batch), 0, sub_req, now_ms)

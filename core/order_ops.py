@@ -14,7 +14,7 @@ from typing import Any
 
 from core import commands as c
 from core.approvals import COUNT_VARIANCE_ROLES, has_role
-from core.decisions import Request, decide, margin_micros
+from core.decisions import FloorTable, Request, decide, margin_micros
 from core.errors import (
     AlreadyExists,
     DomainError,
@@ -165,7 +165,7 @@ def _raise(p: Plan, info: ExceptionInfo) -> str:
 
 
 def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
-                   floors: dict[tuple[int, int, int], int]) -> OrderOutcome:
+                   floors: FloorTable) -> OrderOutcome:
     """ORDER_ALLOCATED, the unit moves, and an exception for what is left over.
 
     Each move carries its sale floor (safety stock and other channels' fences): the
@@ -189,7 +189,7 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
 
 
 def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[OrderOutcome]:
-    floors: dict[tuple[int, int, int], int] = {}
+    floors = FloorTable()
     decisions = decide(p.ledger, p.ledger.orders, [r for _, r in items], p.now_ms, floors)
     return [_emit_decision(p, spec, d, floors)
             for (spec, _), d in zip(items, decisions, strict=True)]

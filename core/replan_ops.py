@@ -18,7 +18,15 @@ import numpy as np
 
 from core import commands as c
 from core.allocation import STATUS_ALLOCATED, run_allocation
-from core.decisions import UNLIMITED_CAPACITY, Request, _gather, _interpret, _Lists, priority_key
+from core.decisions import (
+    UNLIMITED_CAPACITY,
+    FloorTable,
+    Request,
+    _gather,
+    _interpret,
+    _Lists,
+    priority_key,
+)
 from core.errors import InvalidArgument
 from core.exceptions import ExceptionType, Resolution
 from core.model import Bucket, EventKind
@@ -146,7 +154,7 @@ def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
                 if d is not None]
     # Stock: every accepted order gives back its units and takes its new ones; where a
     # SKU x node would end below a taker's sale floor, drop takers (last priority first).
-    floors: dict[tuple[int, int, int], int] = {}
+    floors = FloorTable()
     if accepted:
         floors = _gather(ledger, ledger.network(), [a[2] for a in accepted], p.now_ms).floors()
     while accepted:
