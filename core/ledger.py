@@ -17,10 +17,11 @@ from numba.typed import List as TypedList
 
 from core.approvals import ApprovalBook, ApprovalRecord
 from core.catalog import MAX_CHANNELS, Catalog
-from core.errors import FailedPrecondition, InvariantViolation
+from core.errors import DomainError, FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
 from core.finance import Books
+from core.inventory_value import DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
 from core.kernels._ledger import _apply_moves, _bucket_totals
 from core.model import (
     CATALOG_KINDS,
@@ -35,7 +36,7 @@ from core.model import (
     SkuSpec,
 )
 from core.network import CompiledNetwork, NetworkSpec, compile_network
-from core.orders import OrderBook
+from core.orders import OrderBook, OrderSpec
 from core.reservations import ReservationBook
 from core.returns import ReturnBook, ReturnStatus
 
@@ -187,6 +188,11 @@ class Ledger:
         self._views: tuple[tuple[int, ...], tuple[TypedList, ...]] | None = None
         self.network_spec = NetworkSpec()
         self.opportunity_costs: dict[tuple[int, int], int] = {}  # (sku, node) -> micros/unit
+        # Inventory value: the policy (None: the server's configured default), a supplied
+        # forecast and the one learned from orders, both (region id, sku) -> units/day.
+        self.value_policy: ValuePolicy | None = None
+        self.supplied_forecast: dict[tuple[str, int], float] = {}
+        self.learned_demand: dict[tuple[str, int], SmoothedDemand] = {}
         self._compiled: tuple[tuple[int, int, int], CompiledNetwork] | None = None
         self.orders = OrderBook()
         self.exceptions = ExceptionBook()
@@ -407,6 +413,10 @@ class Ledger:
                 self.opportunity_costs[(e.sku, e.node)] = e.quantity
             else:
                 self.opportunity_costs.pop((e.sku, e.node), None)
+        elif kind == EventKind.VALUE_POLICY_SET:
+            self.value_policy = e.payload
+        elif kind == EventKind.DEMAND_FORECAST_SET:
+            self.supplied_forecast = dict(e.payload.rates)
         elif kind in _ORDER_HANDLERS:
             _ORDER_HANDLERS[kind](self, e)
         elif kind == EventKind.LANDED_COST_ALLOCATED:
@@ -478,6 +488,8 @@ class Ledger:
         h.update(repr(self.returns.policy).encode())
         h.update(repr(sorted(self.revoked_tokens)).encode())
         h.update(repr(sorted(self.opportunity_costs.items())).encode())
+        h.update(repr((self.value_policy, sorted(self.supplied_forecast.items()), sorted(
+            (key, d.level, d.last_ms) for key, d in self.learned_demand.items()))).encode())
         for order_id in sorted(self.orders.orders):
             order = self.orders.orders[order_id]
             h.update(repr((order_id, order.status, order.package_ids,
@@ -558,8 +570,37 @@ def _exception_resolved(ledger: Ledger, e: Event) -> None:
         ledger.orders.unhold(record.order_id)
 
 
+def _order_received(ledger: Ledger, e: Event) -> None:
+    ledger.orders.receive(e.payload, e.seq)
+    _learn_demand(ledger, e.payload, e.time_ms)
+
+
+def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
+    """Smooth the order into the demand of its region (state, so a replay learns the same)."""
+    spec_net = ledger.network_spec
+    if not spec_net.regions:
+        return
+    network = ledger.network()
+    try:
+        region = spec_net.regions[network.region_for(spec.postal_code, spec.latitude,
+                                                     spec.longitude)].region_id
+    except DomainError:  # an order no region matches is not demand the network can see
+        return
+    policy = ledger.value_policy
+    half_life = policy.half_life_days if policy is not None else DEFAULT_HALF_LIFE_DAYS
+    index = ledger.catalog.sku_index
+    for line in spec.lines:
+        sku = index.get(line.sku_id)
+        if sku is None:
+            continue
+        demand = ledger.learned_demand.get((region, sku))
+        if demand is None:
+            demand = ledger.learned_demand[(region, sku)] = SmoothedDemand(0.0, now_ms)
+        demand.observe(line.quantity, now_ms, half_life)
+
+
 _ORDER_HANDLERS = {
-    EventKind.ORDER_RECEIVED: lambda ledger, e: ledger.orders.receive(e.payload, e.seq),
+    EventKind.ORDER_RECEIVED: _order_received,
     EventKind.ORDER_ALLOCATED: lambda ledger, e: ledger.orders.allocate(e.payload),
     EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
     EventKind.WAVE_RELEASED: lambda ledger, e: ledger.orders.release_wave(e.payload),

@@ -85,6 +85,9 @@ class EventKind(IntEnum):
     APPROVAL_DECIDED = 41
     RETURN_POLICY_SET = 42
     TOKEN_REVOKED = 43
+    # Inventory value: the policy and a supplied demand forecast (payload events).
+    VALUE_POLICY_SET = 44
+    DEMAND_FORECAST_SET = 45
 
 
 #: Kinds that move units between the ledger and the outside world but are
