@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.demand import ValuePolicy
 from core.exceptions import Resolution
-from core.inventory_value import ValuePolicy
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import NetworkSpec
 from core.orders import OrderSpec

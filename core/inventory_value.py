@@ -7,6 +7,9 @@ by the dual price of its inventory constraint in a fluid LP over forecast demand
 
 Two models, both linear programmes solved by GLOP (or PDLP for large instances):
 
+The policy and the forecasts live in core.demand (ledger state); this module is the
+model, imported only where it is solved.
+
 * `transport_values` -- the transportation LP over demand per region x SKU:
   each unit of demand is served from a node (per-unit landed cost) or not at all
   (the region's unserved cost). It ignores the per-shipment cost, so it cannot
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ortools.linear_solver.python import model_builder_helper as mbh
 
+from core.demand import ValuePolicy
 from core.errors import InvalidArgument
 from core.model import Bucket
 
@@ -318,65 +322,6 @@ def shortage_values(result: ValueResult, inventory: np.ndarray, shipment_cost: n
     for (s, k), flow in result.flows.items():
         values[s, k] += weight * float(shipment_cost[k]) * poisson_tail(flow, inventory[s, k])
     return values
-
-
-# ---- the service's policy and forecast ----------------------------------------
-DAY_MS = 86_400_000
-DEFAULT_HALF_LIFE_DAYS = 7.0
-
-
-@dataclass(frozen=True, slots=True)
-class ValuePolicy:
-    """On: inventory values are refreshed every `refresh_interval_s` from the forecast
-    over `horizon_days`; off: myopic (no opportunity costs). `half_life_days` is the
-    learned forecast's exponential smoothing; `shortage_weight` the share of a
-    shipment's cost a short unit is charged (0: the plain LP duals)."""
-
-    enabled: bool = False
-    refresh_interval_s: float = 300.0
-    horizon_days: float = 7.0
-    half_life_days: float = DEFAULT_HALF_LIFE_DAYS
-    scale: float = 1.0
-    shortage_weight: float = 0.5
-
-    def validate(self) -> None:
-        for name, low in (("refresh_interval_s", 1.0), ("horizon_days", 1e-3),
-                          ("half_life_days", 1e-3)):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and low <= value <= 3650 * 86400):
-                raise InvalidArgument(f"{name} must be a finite number >= {low:g}", name)
-        for name in ("scale", "shortage_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0 <= value <= 100):
-                raise InvalidArgument(f"{name} must be between 0 and 100", name)
-
-
-@dataclass(frozen=True, slots=True)
-class DemandForecast:
-    """A supplied forecast: ((region id, dense sku), units per day), sorted."""
-
-    rates: tuple[tuple[tuple[str, int], float], ...]
-
-
-@dataclass(slots=True)
-class SmoothedDemand:
-    """Exponentially smoothed demand rate of one (region, SKU), in units per day.
-
-    Each order adds quantity / tau (tau = half-life / ln 2, in days) to a level that
-    decays by exp(-elapsed / tau): a steady stream of r units a day converges to r."""
-
-    level: float = 0.0
-    last_ms: int = 0
-
-    def observe(self, quantity: int, now_ms: int, half_life_days: float) -> None:
-        tau = half_life_days / math.log(2.0)
-        self.level = self.rate(now_ms, half_life_days) + quantity / tau
-        self.last_ms = max(now_ms, self.last_ms)
-
-    def rate(self, now_ms: int, half_life_days: float) -> float:
-        tau = half_life_days / math.log(2.0)
-        elapsed = max(0, now_ms - self.last_ms) / DAY_MS
-        return self.level * math.exp(-elapsed / tau)
 
 
 @dataclass(slots=True)

@@ -17,11 +17,11 @@ from numba.typed import List as TypedList
 
 from core.approvals import ApprovalBook, ApprovalRecord
 from core.catalog import MAX_CHANNELS, Catalog
+from core.demand import DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
 from core.errors import DomainError, FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
 from core.finance import Books
-from core.inventory_value import DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
 from core.kernels._ledger import _apply_moves, _bucket_totals
 from core.model import (
     CATALOG_KINDS,

@@ -17,9 +17,9 @@ from core import commands as c
 from core.adjustments import FREE_BUCKETS, adjust
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
+from core.demand import DemandForecast
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.finance import LandedCost
-from core.inventory_value import DemandForecast
 from core.ledger import Ledger
 from core.model import Bucket, Event, EventKind
 from core.network import compile_network

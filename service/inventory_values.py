@@ -16,8 +16,9 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from core import commands as c
+from core.demand import ValuePolicy
 from core.errors import FailedPrecondition
-from core.inventory_value import ValuePolicy, Values, compute_values, gather_inputs
+from core.inventory_value import Values, compute_values, gather_inputs
 from core.operations import Outcome
 from service.config import Settings
 from service.engine import Engine

@@ -7,7 +7,8 @@ from allocd.v1 import network_service_pb2_grpc as pb_grpc
 
 from core import commands as c
 from core.catalog import Catalog
-from core.inventory_value import ValuePolicy, Values, forecast_rates
+from core.demand import ValuePolicy
+from core.inventory_value import Values, forecast_rates
 from core.network import NetworkSpec
 from core.operations import Outcome
 from service.engine import Engine

@@ -13,12 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import commands as c
+from core.demand import SmoothedDemand, ValuePolicy
 from core.errors import InvalidArgument, NotFound
 from core.inventory_value import (
     CostModel,
     Profile,
-    SmoothedDemand,
-    ValuePolicy,
     compute_values,
     gather_inputs,
     poisson_tail,
