@@ -29,6 +29,9 @@ PolicyFactory = Callable[[Instance, ProfileModel], Policy]
 POLICIES: dict[str, PolicyFactory] = {
     "myopic": lambda inst, dlp: Policy(),
     "dual-price": lambda inst, dlp: DualPrice(label="dual-price"),
+    "dual-price-observed": lambda inst, dlp: DualPrice(
+        shortage_weight=0.35, demand="observed",
+        label="dual-price, drawn-rate tail (w=0.35)"),
     "plain-dual": lambda inst, dlp: DualPrice(shortage_weight=0.0, resolves=20,
                                               label="plain LP duals, 20 re-solves"),
     "dlp-dual": lambda inst, dlp: DualPrice(model="dlp", resolves=0,
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     POLICIES["dual-price"] = lambda inst, dlp: DualPrice(
         shortage_weight=args.shortage_weight, resolves=args.dual_resolves,
         label="dual-price")
+    POLICIES["dual-price-observed"] = lambda inst, dlp: DualPrice(
+        shortage_weight=0.35, resolves=args.dual_resolves, demand="observed",
+        label="dual-price, drawn-rate tail")
 
     rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     labels: dict[str, str] = {}

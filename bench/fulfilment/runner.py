@@ -152,7 +152,9 @@ class DualPrice(Policy):
     model "transport": the per region x item LP's duals plus `shortage_weight` x a
     shipment's fixed cost x P(demand the LP sends to the unit's FC >= its stock) (the
     service's consolidation-aware values; weight 0 is the plain duals). model "dlp":
-    the duals of the consolidation-aware DLP over order profiles (slow to re-solve)."""
+    the duals of the consolidation-aware DLP over order profiles (slow to re-solve).
+    demand "observed" replaces the LP's flow to an FC by what the run has drawn there so
+    far, extrapolated over the remaining arrivals."""
 
     model: str = "transport"
     shortage_weight: float = 0.5
@@ -162,6 +164,7 @@ class DualPrice(Policy):
         solver="pdlp", time_limit_s=600, threads=2, tolerance=1e-4))
     initial: ValueResult | None = None  # a solve of the same DLP at the start, if at hand
     label: str = ""
+    demand: str = "forecast"
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -191,6 +194,10 @@ class DualPrice(Policy):
         else:
             result = transport_values(inventory, costs, instance.item_demand(horizon))
             run.solve_seconds += result.solve_seconds
+            if self.demand == "observed" and run.t > 0:
+                drawn = instance.stock - inventory
+                result.flows = {(s, k): float(drawn[s, k]) / run.t * horizon
+                                for s, k in zip(*np.nonzero(inventory), strict=True)}
             values = shortage_values(result, inventory, costs.fixed.mean(axis=1),
                                      self.shortage_weight)
         run.set_values(self.scale * values)
