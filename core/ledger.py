@@ -193,6 +193,9 @@ class Ledger:
         self.value_policy: ValuePolicy | None = None
         self.supplied_forecast: dict[tuple[str, int], float] = {}
         self.learned_demand: dict[tuple[str, int], SmoothedDemand] = {}
+        # Ship-to -> region id, derived from the network (a nearest-region search by
+        # coordinates is a loop over every region): cleared when the network changes.
+        self._regions: dict[tuple[str, float | None, float | None], str | None] = {}
         self._compiled: tuple[tuple[int, int, int], CompiledNetwork] | None = None
         self.orders = OrderBook()
         self.exceptions = ExceptionBook()
@@ -205,6 +208,7 @@ class Ledger:
         state = self.__dict__.copy()
         state["_views"] = None  # numba typed lists: rebuilt on first use
         state["_compiled"] = None
+        state["_regions"] = {}
         return state
 
     # ---- addressing ---------------------------------------------------------
@@ -408,6 +412,7 @@ class Ledger:
             assert isinstance(e.payload, NetworkSpec)
             self.network_spec = e.payload
             self._compiled = None
+            self._regions = {}
         elif kind == EventKind.OPPORTUNITY_COST_SET:
             if e.quantity:
                 self.opportunity_costs[(e.sku, e.node)] = e.quantity
@@ -577,14 +582,8 @@ def _order_received(ledger: Ledger, e: Event) -> None:
 
 def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
     """Smooth the order into the demand of its region (state, so a replay learns the same)."""
-    spec_net = ledger.network_spec
-    if not spec_net.regions:
-        return
-    network = ledger.network()
-    try:
-        region = spec_net.regions[network.region_for(spec.postal_code, spec.latitude,
-                                                     spec.longitude)].region_id
-    except DomainError:  # an order no region matches is not demand the network can see
+    region = _region_of(ledger, spec)
+    if region is None:  # an order no region matches is not demand the network can see
         return
     policy = ledger.value_policy
     half_life = policy.half_life_days if policy is not None else DEFAULT_HALF_LIFE_DAYS
@@ -597,6 +596,27 @@ def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
         if demand is None:
             demand = ledger.learned_demand[(region, sku)] = SmoothedDemand(0.0, now_ms)
         demand.observe(line.quantity, now_ms, half_life)
+
+
+REGION_CACHE_MAX = 100_000
+
+
+def _region_of(ledger: Ledger, spec: OrderSpec) -> str | None:
+    key = (spec.postal_code, spec.latitude, spec.longitude)
+    cache = ledger._regions
+    if key in cache:
+        return cache[key]
+    regions = ledger.network_spec.regions
+    region: str | None = None
+    if regions:
+        try:
+            region = regions[ledger.network().region_for(*key)].region_id
+        except DomainError:
+            region = None
+    if len(cache) >= REGION_CACHE_MAX:
+        cache.clear()
+    cache[key] = region
+    return region
 
 
 _ORDER_HANDLERS = {

@@ -283,3 +283,11 @@ def test_values_from_the_ledger_keep_the_scarce_unit_for_the_order_that_needs_it
     values = compute_values(inputs)
     x = ledger.catalog.sku("X")
     assert values.values[(x, 0)] > values.values.get((x, 1), 0)
+
+
+def test_an_order_by_coordinates_teaches_its_nearest_region():
+    ledger = small_ledger()
+    spec = order("C1", "", "X")._replace(latitude=34.1, longitude=-118.0)
+    execute(ledger, c.AllocateOrders((spec,)), 0)
+    x = ledger.catalog.sku("X")
+    assert set(ledger.learned_demand) == {("W", x)}
