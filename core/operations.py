@@ -367,30 +367,30 @@ def _set_network(p: _Plan, cmd: c.SetNetwork) -> None:
     p.add(EventKind.NETWORK_SET, payload=cmd.spec)
 
 
+def _cost_line(p: _Plan, i: int, line: c.OpportunityCostLine) -> tuple[int, int, int]:
+    cat = p.ledger.catalog
+    sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+    node = cat.node(line.node_id, f"lines[{i}].node_id")
+    if not 0 <= line.per_unit_micros <= 10**12:
+        raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
+                              f"lines[{i}].per_unit_micros")
+    return sku, node, line.per_unit_micros
+
+
 def _set_opportunity_costs(p: _Plan, cmd: c.SetOpportunityCosts) -> None:
     _lines(cmd.lines)
-    cat = p.ledger.catalog
     for i, line in enumerate(cmd.lines):
-        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
-        node = cat.node(line.node_id, f"lines[{i}].node_id")
-        if not 0 <= line.per_unit_micros <= 10**12:
-            raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
-                                  f"lines[{i}].per_unit_micros")
-        p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=line.per_unit_micros)
+        sku, node, micros = _cost_line(p, i, line)
+        p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=micros)
 
 
 def _replace_opportunity_costs(p: _Plan, cmd: c.ReplaceOpportunityCosts) -> None:
-    cat = p.ledger.catalog
     wanted: dict[tuple[int, int], int] = {}
     for i, line in enumerate(cmd.lines):
-        key = (cat.sku(line.sku_id, f"lines[{i}].sku_id"),
-               cat.node(line.node_id, f"lines[{i}].node_id"))
-        if key in wanted:
+        sku, node, micros = _cost_line(p, i, line)
+        if (sku, node) in wanted:
             raise InvalidArgument("a SKU and node appear twice", f"lines[{i}]")
-        if not 0 <= line.per_unit_micros <= 10**12:
-            raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
-                                  f"lines[{i}].per_unit_micros")
-        wanted[key] = line.per_unit_micros
+        wanted[(sku, node)] = micros
     current = p.ledger.opportunity_costs
     for key in sorted(set(current) | set(wanted)):
         value = wanted.get(key, 0)
