@@ -25,6 +25,9 @@ class ValuePolicy:
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     scale: float = 1.0
     shortage_weight: float = 0.5
+    # P(short) from the units actually drawn at each node lately (smoothed like the
+    # forecast) instead of the demand the LP sends there.
+    tail_from_draws: bool = False
 
     def validate(self) -> None:
         for name, low in (("refresh_interval_s", 1.0), ("horizon_days", 1e-3),

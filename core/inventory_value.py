@@ -307,7 +307,7 @@ def poisson_tail(mean: float, k: float) -> float:
 
 
 def shortage_values(result: ValueResult, inventory: np.ndarray, shipment_cost: np.ndarray,
-                    weight: float) -> np.ndarray:
+                    weight: float, demand: np.ndarray | None = None) -> np.ndarray:
     """The LP's unit values plus what losing the unit costs in shipments.
 
     A per-unit LP sees only per-unit cost differences: with stock to spare for the
@@ -315,12 +315,16 @@ def shortage_values(result: ValueResult, inventory: np.ndarray, shipment_cost: n
     short there, and a short item usually travels in a package of its own. If the
     demand the LP sends to (sku, node) over the horizon is Poisson with mean
     `flow`, taking one of the S units there adds P(D >= S) expected short units;
-    each costs `weight` x the node's per-shipment cost."""
+    each costs `weight` x the node's per-shipment cost. `demand[sku, node]`, when
+    given, replaces the LP's flow as that mean (units drawn there, extrapolated)."""
     values = result.values.copy()
     if weight <= 0:
         return values
-    for (s, k), flow in result.flows.items():
-        values[s, k] += weight * float(shipment_cost[k]) * poisson_tail(flow, inventory[s, k])
+    means = result.flows if demand is None else {
+        (int(s), int(k)): float(demand[s, k]) for s, k in zip(*np.nonzero(inventory),
+                                                              strict=True)}
+    for (s, k), mean in means.items():
+        values[s, k] += weight * float(shipment_cost[k]) * poisson_tail(mean, inventory[s, k])
     return values
 
 
@@ -335,6 +339,7 @@ class ValueInputs:
     demand: np.ndarray  # [region, row] units over the horizon
     shipment_cost: np.ndarray  # [node] demand-weighted per-shipment cost
     policy: ValuePolicy
+    drawn: np.ndarray | None = None  # [row, node] units drawn over a horizon at the recent rate
 
 
 @dataclass(slots=True)
@@ -355,19 +360,20 @@ def compute_values(inputs: ValueInputs, params: SolveParams | None = None) -> Va
     if not result.optimal:
         return Values({}, result.objective, result.status, result.solve_seconds)
     values = shortage_values(result, inputs.inventory, inputs.shipment_cost,
-                             inputs.policy.shortage_weight) * inputs.policy.scale
+                             inputs.policy.shortage_weight, inputs.drawn) * inputs.policy.scale
     out: dict[tuple[int, int], int] = {}
     for row, k in zip(*np.nonzero(values >= 0.5), strict=True):
         out[(inputs.skus[int(row)], int(k))] = round(float(values[row, k]))
     return Values(out, result.objective, result.status, result.solve_seconds)
 
 
-def forecast_rates(ledger: Ledger, now_ms: int,
-                   half_life_days: float) -> tuple[str, dict[tuple[str, int], float]]:
-    """("supplied" | "learned", (region id, dense sku) -> units per day)."""
+def forecast_rates(ledger: Ledger, now_ms: int) -> tuple[str, dict[tuple[str, int], float]]:
+    """("supplied" | "learned", (region id, dense sku) -> units per day). Rates decay
+    with the half-life the ledger smoothed them with."""
     if ledger.supplied_forecast:
         return "supplied", dict(ledger.supplied_forecast)
-    return "learned", {key: demand.rate(now_ms, half_life_days)
+    half_life = ledger.half_life_days
+    return "learned", {key: demand.rate(now_ms, half_life)
                        for key, demand in ledger.learned_demand.items()}
 
 
@@ -376,7 +382,7 @@ def gather_inputs(ledger: Ledger, now_ms: int, policy: ValuePolicy) -> ValueInpu
     network = ledger.network()
     n_nodes = ledger.catalog.n_nodes
     n_regions = len(network.region_lat)
-    _, rates = forecast_rates(ledger, now_ms, policy.half_life_days)
+    _, rates = forecast_rates(ledger, now_ms)
     rates = {key: rate for key, rate in rates.items()
              if rate > 0 and key[0] in network.region_index}
     skus = sorted({sku for _, sku in rates})
@@ -406,4 +412,13 @@ def gather_inputs(ledger: Ledger, now_ms: int, policy: ValuePolicy) -> ValueInpu
     by_region = demand.sum(axis=1)
     total = by_region.sum()
     shipment_cost = fixed @ by_region / total if total > 0 else fixed.mean(axis=1)
-    return ValueInputs(skus, inventory, costs, demand, np.asarray(shipment_cost), policy)
+    drawn = None
+    if policy.tail_from_draws:
+        drawn = np.zeros_like(inventory)
+        for row, sku in enumerate(skus):
+            for n in range(n_nodes):
+                units = ledger.drawn_units.get((sku, n))
+                if units is not None:
+                    drawn[row, n] = (units.rate(now_ms, ledger.half_life_days)
+                                     * policy.horizon_days)
+    return ValueInputs(skus, inventory, costs, demand, np.asarray(shipment_cost), policy, drawn)

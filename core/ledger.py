@@ -193,6 +193,7 @@ class Ledger:
         self.value_policy: ValuePolicy | None = None
         self.supplied_forecast: dict[tuple[str, int], float] = {}
         self.learned_demand: dict[tuple[str, int], SmoothedDemand] = {}
+        self.drawn_units: dict[tuple[int, int], SmoothedDemand] = {}  # (sku, node) allocated
         # Ship-to -> region id, derived from the network (a nearest-region search by
         # coordinates is a loop over every region): cleared when the network changes.
         self._regions: dict[tuple[str, float | None, float | None], str | None] = {}
@@ -336,7 +337,12 @@ class Ledger:
 
     def _apply_side_effects(self, e: Event) -> None:
         kind = e.kind
-        if kind == EventKind.RESERVED:
+        if kind == EventKind.ORDER_UNITS_ALLOCATED:
+            drawn = self.drawn_units.get((e.sku, e.node))
+            if drawn is None:
+                drawn = self.drawn_units[(e.sku, e.node)] = SmoothedDemand(0.0, e.time_ms)
+            drawn.observe(e.quantity, e.time_ms, self.half_life_days)
+        elif kind == EventKind.RESERVED:
             self.reservations.add(e.reference, e.sku, e.node, e.quantity, e.channel, e.due_ms)
         elif kind in (EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED):
             self.reservations.remove(e.reference, e.sku, e.node, e.quantity)
@@ -443,6 +449,12 @@ class Ledger:
             shard.ensure_nodes(capacity)
         self.node_safety = _resized(self.node_safety, (capacity,), -1)
 
+    @property
+    def half_life_days(self) -> float:
+        """The smoothing of the learned forecast and of the drawn units."""
+        policy = self.value_policy
+        return policy.half_life_days if policy is not None else DEFAULT_HALF_LIFE_DAYS
+
     def network(self) -> CompiledNetwork:
         """The cost model compiled over the current nodes and channels (cached)."""
         key = (id(self.network_spec), self.catalog.nodes_version, len(self.catalog.channels))
@@ -494,7 +506,8 @@ class Ledger:
         h.update(repr(sorted(self.revoked_tokens)).encode())
         h.update(repr(sorted(self.opportunity_costs.items())).encode())
         h.update(repr((self.value_policy, sorted(self.supplied_forecast.items()), sorted(
-            (key, d.level, d.last_ms) for key, d in self.learned_demand.items()))).encode())
+            (key, d.level, d.last_ms) for key, d in self.learned_demand.items()), sorted(
+            (key, d.level, d.last_ms) for key, d in self.drawn_units.items()))).encode())
         for order_id in sorted(self.orders.orders):
             order = self.orders.orders[order_id]
             h.update(repr((order_id, order.status, order.package_ids,
@@ -585,8 +598,7 @@ def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
     region = _region_of(ledger, spec)
     if region is None:  # an order no region matches is not demand the network can see
         return
-    policy = ledger.value_policy
-    half_life = policy.half_life_days if policy is not None else DEFAULT_HALF_LIFE_DAYS
+    half_life = ledger.half_life_days
     index = ledger.catalog.sku_index
     for line in spec.lines:
         sku = index.get(line.sku_id)

@@ -75,6 +75,7 @@ class Settings:
     inventory_value_horizon_days: float = 7.0
     inventory_value_scale: float = 1.0
     inventory_value_shortage_weight: float = 0.5
+    inventory_value_tail_from_draws: bool = False
     # A cycle-count variance above this many units is quarantined for approval.
     count_hold_units: int = 5
     count_hold_percent: float = 0.0  # also hold above this % of the expected quantity

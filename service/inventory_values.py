@@ -32,7 +32,8 @@ def default_policy(settings: Settings) -> ValuePolicy:
                        refresh_interval_s=settings.inventory_value_refresh_s,
                        horizon_days=settings.inventory_value_horizon_days,
                        scale=settings.inventory_value_scale,
-                       shortage_weight=settings.inventory_value_shortage_weight)
+                       shortage_weight=settings.inventory_value_shortage_weight,
+                       tail_from_draws=settings.inventory_value_tail_from_draws)
 
 
 class InventoryValues:

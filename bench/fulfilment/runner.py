@@ -194,12 +194,11 @@ class DualPrice(Policy):
         else:
             result = transport_values(inventory, costs, instance.item_demand(horizon))
             run.solve_seconds += result.solve_seconds
+            drawn = None
             if self.demand == "observed" and run.t > 0:
-                drawn = instance.stock - inventory
-                result.flows = {(s, k): float(drawn[s, k]) / run.t * horizon
-                                for s, k in zip(*np.nonzero(inventory), strict=True)}
+                drawn = (instance.stock - inventory) / run.t * horizon
             values = shortage_values(result, inventory, costs.fixed.mean(axis=1),
-                                     self.shortage_weight)
+                                     self.shortage_weight, drawn)
         run.set_values(self.scale * values)
 
 

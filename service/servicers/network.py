@@ -107,7 +107,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         cat = ledger.catalog
         wanted = {cat.sku(sku_id, f"sku_ids[{i}]") for i, sku_id in enumerate(request.sku_ids)}
         policy = self.values.policy()
-        source, rates = forecast_rates(ledger, self.engine.clock(), policy.half_life_days)
+        source, rates = forecast_rates(ledger, self.engine.clock())
         return pb.GetInventoryValuesResponse(
             policy=policy_to_proto(policy),
             forecast_source=(pb.FORECAST_SOURCE_SUPPLIED if source == "supplied"
@@ -132,11 +132,13 @@ def policy_from_proto(message: pb.InventoryValuePolicy) -> ValuePolicy:
         half_life_days=message.half_life_days or default.half_life_days,
         scale=message.scale or default.scale,
         shortage_weight=(message.shortage_weight if message.HasField("shortage_weight")
-                         else default.shortage_weight))
+                         else default.shortage_weight),
+        tail_from_draws=message.tail_from_drawn_units)
 
 
 def policy_to_proto(policy: ValuePolicy) -> pb.InventoryValuePolicy:
     return pb.InventoryValuePolicy(
         enabled=policy.enabled, refresh_interval_seconds=policy.refresh_interval_s,
         horizon_days=policy.horizon_days, half_life_days=policy.half_life_days,
-        scale=policy.scale, shortage_weight=policy.shortage_weight)
+        scale=policy.scale, shortage_weight=policy.shortage_weight,
+        tail_from_drawn_units=policy.tail_from_draws)

@@ -175,3 +175,17 @@ def test_with_the_policy_on_values_are_refreshed_periodically(server_factory):
         time.sleep(0.2)
     assert values.policy.enabled and values.policy.refresh_interval_seconds == 1.0
     assert (skus["X"], nodes["A"]) in {(v.sku_id, v.node_id) for v in values.values}
+
+
+def test_the_policy_reads_back_as_set_with_defaults_for_unset_tuning(api):
+    scenario(api)
+    api.network.SetInventoryValuePolicy(policy_request(
+        True, horizon_days=2.0, shortage_weight=0.0, tail_from_drawn_units=True),
+        timeout=RPC_TIMEOUT_S)
+    policy = api.network.GetInventoryValues(pb.GetInventoryValuesRequest(),
+                                            timeout=RPC_TIMEOUT_S).policy
+    assert policy.enabled and policy.tail_from_drawn_units
+    assert (policy.horizon_days, policy.shortage_weight) == (2.0, 0.0)
+    assert (policy.refresh_interval_seconds, policy.half_life_days, policy.scale) == (
+        300.0, 7.0, 1.0)
+    api.network.SetInventoryValuePolicy(policy_request(False), timeout=RPC_TIMEOUT_S)

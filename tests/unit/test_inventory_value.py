@@ -291,3 +291,43 @@ def test_an_order_by_coordinates_teaches_its_nearest_region():
     execute(ledger, c.AllocateOrders((spec,)), 0)
     x = ledger.catalog.sku("X")
     assert set(ledger.learned_demand) == {("W", x)}
+
+
+def test_allocations_teach_the_drawn_units_and_a_replay_learns_the_same():
+    ledger = small_ledger()
+    events = []
+    for i in range(4):
+        out = execute(ledger, c.AllocateOrders((order(f"O{i}", "1", "X"),)), i * DAY // 2)
+        events.extend(out.events)
+    x = ledger.catalog.sku("X")
+    tau = 7.0 / math.log(2.0)
+    # E's orders take X from A (the cheaper lane) until A's 3 units are gone, then B.
+    assert ledger.drawn_units[(x, 0)].rate(DAY, 7.0) == pytest.approx(
+        sum(math.exp(-(1 - i * 0.5) / tau) for i in range(3)) / tau)
+    assert ledger.drawn_units[(x, 1)].rate(2 * DAY, 7.0) == pytest.approx(
+        math.exp(-0.5 / tau) / tau)
+    replayed = small_ledger()
+    replayed.apply(events, replay=True)
+    assert replayed.checksum() == ledger.checksum()
+
+
+def test_the_tail_from_drawn_units_prices_a_node_the_forecast_thinks_is_safe():
+    """The forecast sends little to A, but orders have been drawing X there fast: with
+    tail_from_draws the unit at A is priced as likely to be missed."""
+    ledger = small_ledger()
+    by_forecast = ValuePolicy(enabled=True, horizon_days=14.0, half_life_days=1.0)
+    by_draws = ValuePolicy(enabled=True, horizon_days=14.0, half_life_days=1.0,
+                           tail_from_draws=True)
+    execute(ledger, c.SetValuePolicy(by_forecast), 0)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("X", "A", 50),)), 0)  # 53 X at A
+    for i in range(8):
+        execute(ledger, c.AllocateOrders((order(f"O{i}", "1", "X"),)), i * 1000)
+    execute(ledger, c.SetDemandForecast((c.ForecastLine("E", "X", 0.1),)), 10_000)
+    x = ledger.catalog.sku("X")
+    # 8 units in seconds, half-life a day: ~5.5 a day, ~78 over 14 days against 45 left.
+    assert ledger.drawn_units[(x, 0)].rate(10_000, 1.0) * 14 == pytest.approx(
+        8 * math.log(2) * 14, rel=1e-3)
+    plain = compute_values(gather_inputs(ledger, 10_000, by_forecast))
+    drawn = compute_values(gather_inputs(ledger, 10_000, by_draws))
+    assert plain.values.get((x, 0), 0) < 1_000
+    assert drawn.values[(x, 0)] > 0.5 * 0.9 * 8_000_000
