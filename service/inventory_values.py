@@ -56,6 +56,9 @@ class InventoryValues:
                                      "(NetworkService.SetNetwork)")
         inputs = gather_inputs(ledger, self.engine.clock(), policy)
         values = await asyncio.to_thread(compute_values, inputs)
+        if values.status != "OPTIMAL":  # keep the values in force rather than clear them
+            raise FailedPrecondition(f"the value model did not solve ({values.status}); "
+                                     "the current values stay")
         cat = ledger.catalog
         lines = tuple(c.OpportunityCostLine(cat.sku_ids[sku], cat.nodes[node].node_id, micros)
                       for (sku, node), micros in sorted(values.values.items()))
