@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.alerts import ActionSpec, Rule
+from core.demand import ValuePolicy
 from core.exceptions import Resolution
 from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import NetworkSpec
@@ -185,6 +186,32 @@ class SetOpportunityCosts:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaceOpportunityCosts:
+    """Make these the only opportunity costs (every other one is removed)."""
+
+    lines: tuple[OpportunityCostLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastLine:
+    region_id: str
+    sku_id: str
+    units_per_day: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetDemandForecast:
+    """Replace the supplied forecast; empty: use the one learned from orders."""
+
+    lines: tuple[ForecastLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetValuePolicy:
+    policy: ValuePolicy
+
+
+@dataclass(frozen=True, slots=True)
 class AllocateOrders:
     orders: tuple[OrderSpec, ...]
     fraud_threshold: float = 0.8
@@ -360,6 +387,9 @@ Command = (
     | UpsertChannels
     | SetNetwork
     | SetOpportunityCosts
+    | ReplaceOpportunityCosts
+    | SetDemandForecast
+    | SetValuePolicy
     | AllocateOrders
     | CancelOrder
     | ReleaseWave

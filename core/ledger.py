@@ -18,7 +18,8 @@ from numba.typed import List as TypedList
 from core.alerts import OPS_KINDS, OpsBook
 from core.approvals import ApprovalBook, ApprovalRecord
 from core.catalog import MAX_CHANNELS, Catalog
-from core.errors import FailedPrecondition, InvariantViolation
+from core.demand import DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
+from core.errors import DomainError, FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
 from core.finance import Books
@@ -37,7 +38,7 @@ from core.model import (
     SkuSpec,
 )
 from core.network import CompiledNetwork, NetworkSpec, compile_network
-from core.orders import OrderBook
+from core.orders import OrderBook, OrderSpec
 from core.reservations import ReservationBook
 from core.returns import ReturnBook, ReturnStatus
 
@@ -189,6 +190,15 @@ class Ledger:
         self._views: tuple[tuple[int, ...], tuple[TypedList, ...]] | None = None
         self.network_spec = NetworkSpec()
         self.opportunity_costs: dict[tuple[int, int], int] = {}  # (sku, node) -> micros/unit
+        # Inventory value: the policy (None: the server's configured default), a supplied
+        # forecast and the one learned from orders, both (region id, sku) -> units/day.
+        self.value_policy: ValuePolicy | None = None
+        self.supplied_forecast: dict[tuple[str, int], float] = {}
+        self.learned_demand: dict[tuple[str, int], SmoothedDemand] = {}
+        self.drawn_units: dict[tuple[int, int], SmoothedDemand] = {}  # (sku, node) allocated
+        # Ship-to -> region id, derived from the network (a nearest-region search by
+        # coordinates is a loop over every region): cleared when the network changes.
+        self._regions: dict[tuple[str, float | None, float | None], str | None] = {}
         self._compiled: tuple[tuple[int, int, int], CompiledNetwork] | None = None
         self.orders = OrderBook()
         self.exceptions = ExceptionBook()
@@ -203,6 +213,7 @@ class Ledger:
         state = self.__dict__.copy()
         state["_views"] = None  # numba typed lists: rebuilt on first use
         state["_compiled"] = None
+        state["_regions"] = {}
         return state
 
     # ---- addressing ---------------------------------------------------------
@@ -331,7 +342,12 @@ class Ledger:
 
     def _apply_side_effects(self, e: Event) -> None:
         kind = e.kind
-        if kind == EventKind.RESERVED:
+        if kind == EventKind.ORDER_UNITS_ALLOCATED:
+            drawn = self.drawn_units.get((e.sku, e.node))
+            if drawn is None:
+                drawn = self.drawn_units[(e.sku, e.node)] = SmoothedDemand(0.0, e.time_ms)
+            drawn.observe(e.quantity, e.time_ms, self.half_life_days)
+        elif kind == EventKind.RESERVED:
             self.reservations.add(e.reference, e.sku, e.node, e.quantity, e.channel, e.due_ms)
         elif kind in (EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED):
             self.reservations.remove(e.reference, e.sku, e.node, e.quantity)
@@ -407,11 +423,16 @@ class Ledger:
             assert isinstance(e.payload, NetworkSpec)
             self.network_spec = e.payload
             self._compiled = None
+            self._regions = {}
         elif kind == EventKind.OPPORTUNITY_COST_SET:
             if e.quantity:
                 self.opportunity_costs[(e.sku, e.node)] = e.quantity
             else:
                 self.opportunity_costs.pop((e.sku, e.node), None)
+        elif kind == EventKind.VALUE_POLICY_SET:
+            self.value_policy = e.payload
+        elif kind == EventKind.DEMAND_FORECAST_SET:
+            self.supplied_forecast = dict(e.payload.rates)
         elif kind in _ORDER_HANDLERS:
             _ORDER_HANDLERS[kind](self, e)
         elif kind == EventKind.LANDED_COST_ALLOCATED:
@@ -436,6 +457,12 @@ class Ledger:
         for shard in self.shards:
             shard.ensure_nodes(capacity)
         self.node_safety = _resized(self.node_safety, (capacity,), -1)
+
+    @property
+    def half_life_days(self) -> float:
+        """The smoothing of the learned forecast and of the drawn units."""
+        policy = self.value_policy
+        return policy.half_life_days if policy is not None else DEFAULT_HALF_LIFE_DAYS
 
     def network(self) -> CompiledNetwork:
         """The cost model compiled over the current nodes and channels (cached)."""
@@ -487,6 +514,9 @@ class Ledger:
         h.update(repr(self.returns.policy).encode())
         h.update(repr(sorted(self.revoked_tokens)).encode())
         h.update(repr(sorted(self.opportunity_costs.items())).encode())
+        h.update(repr((self.value_policy, sorted(self.supplied_forecast.items()), sorted(
+            (key, d.level, d.last_ms) for key, d in self.learned_demand.items()), sorted(
+            (key, d.level, d.last_ms) for key, d in self.drawn_units.items()))).encode())
         for order_id in sorted(self.orders.orders):
             order = self.orders.orders[order_id]
             h.update(repr((order_id, order.status, order.package_ids,
@@ -570,8 +600,51 @@ def _exception_resolved(ledger: Ledger, e: Event) -> None:
         ledger.orders.unhold(record.order_id)
 
 
+def _order_received(ledger: Ledger, e: Event) -> None:
+    ledger.orders.receive(e.payload, e.seq)
+    _learn_demand(ledger, e.payload, e.time_ms)
+
+
+def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
+    """Smooth the order into the demand of its region (state, so a replay learns the same)."""
+    region = _region_of(ledger, spec)
+    if region is None:  # an order no region matches is not demand the network can see
+        return
+    half_life = ledger.half_life_days
+    index = ledger.catalog.sku_index
+    for line in spec.lines:
+        sku = index.get(line.sku_id)
+        if sku is None:
+            continue
+        demand = ledger.learned_demand.get((region, sku))
+        if demand is None:
+            demand = ledger.learned_demand[(region, sku)] = SmoothedDemand(0.0, now_ms)
+        demand.observe(line.quantity, now_ms, half_life)
+
+
+REGION_CACHE_MAX = 100_000
+
+
+def _region_of(ledger: Ledger, spec: OrderSpec) -> str | None:
+    key = (spec.postal_code, spec.latitude, spec.longitude)
+    cache = ledger._regions
+    if key in cache:
+        return cache[key]
+    regions = ledger.network_spec.regions
+    region: str | None = None
+    if regions:
+        try:
+            region = regions[ledger.network().region_for(*key)].region_id
+        except DomainError:
+            region = None
+    if len(cache) >= REGION_CACHE_MAX:
+        cache.clear()
+    cache[key] = region
+    return region
+
+
 _ORDER_HANDLERS = {
-    EventKind.ORDER_RECEIVED: lambda ledger, e: ledger.orders.receive(e.payload, e.seq),
+    EventKind.ORDER_RECEIVED: _order_received,
     EventKind.ORDER_ALLOCATED: lambda ledger, e: ledger.orders.allocate(e.payload),
     EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
     EventKind.ORDER_REPLANNED: lambda ledger, e: ledger.orders.replan(e.payload),

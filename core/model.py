@@ -96,6 +96,9 @@ class EventKind(IntEnum):
     ACTION_APPLIED = 50
     ACTION_REVERSED = 51
     ORDER_REPLANNED = 52
+    # Inventory value: the policy and a supplied demand forecast (payload events).
+    VALUE_POLICY_SET = 53
+    DEMAND_FORECAST_SET = 54
 
 
 #: Kinds that move units between the ledger and the outside world but are

@@ -17,6 +17,7 @@ from core import commands as c
 from core.adjustments import FREE_BUCKETS, adjust
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
+from core.demand import DemandForecast
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from core.finance import LandedCost
 from core.ledger import Ledger
@@ -369,16 +370,59 @@ def _set_network(p: _Plan, cmd: c.SetNetwork) -> None:
     p.add(EventKind.NETWORK_SET, payload=cmd.spec)
 
 
+def _cost_line(p: _Plan, i: int, line: c.OpportunityCostLine) -> tuple[int, int, int]:
+    cat = p.ledger.catalog
+    sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+    node = cat.node(line.node_id, f"lines[{i}].node_id")
+    if not 0 <= line.per_unit_micros <= 10**12:
+        raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
+                              f"lines[{i}].per_unit_micros")
+    return sku, node, line.per_unit_micros
+
+
 def _set_opportunity_costs(p: _Plan, cmd: c.SetOpportunityCosts) -> None:
     _lines(cmd.lines)
-    cat = p.ledger.catalog
     for i, line in enumerate(cmd.lines):
-        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
-        node = cat.node(line.node_id, f"lines[{i}].node_id")
-        if not 0 <= line.per_unit_micros <= 10**12:
-            raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
-                                  f"lines[{i}].per_unit_micros")
-        p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=line.per_unit_micros)
+        sku, node, micros = _cost_line(p, i, line)
+        p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=micros)
+
+
+def _replace_opportunity_costs(p: _Plan, cmd: c.ReplaceOpportunityCosts) -> None:
+    wanted: dict[tuple[int, int], int] = {}
+    for i, line in enumerate(cmd.lines):
+        sku, node, micros = _cost_line(p, i, line)
+        if (sku, node) in wanted:
+            raise InvalidArgument("a SKU and node appear twice", f"lines[{i}]")
+        wanted[(sku, node)] = micros
+    current = p.ledger.opportunity_costs
+    for key in sorted(set(current) | set(wanted)):
+        value = wanted.get(key, 0)
+        if current.get(key, 0) != value:
+            p.add(EventKind.OPPORTUNITY_COST_SET, sku=key[0], node=key[1], quantity=value)
+
+
+def _set_demand_forecast(p: _Plan, cmd: c.SetDemandForecast) -> None:
+    cat = p.ledger.catalog
+    network = p.ledger.network_spec
+    regions = {r.region_id for r in network.regions}
+    forecast: dict[tuple[str, int], float] = {}
+    for i, line in enumerate(cmd.lines):
+        if line.region_id not in regions:
+            raise NotFound(f"no region {line.region_id!r} in the network",
+                           f"lines[{i}].region_id")
+        key = (line.region_id, cat.sku(line.sku_id, f"lines[{i}].sku_id"))
+        if key in forecast:
+            raise InvalidArgument("a region and SKU appear twice", f"lines[{i}]")
+        forecast[key] = _finite(line.units_per_day, f"lines[{i}].units_per_day")
+    p.add(EventKind.DEMAND_FORECAST_SET, payload=DemandForecast(tuple(sorted(forecast.items()))))
+
+
+def _set_value_policy(p: _Plan, cmd: c.SetValuePolicy) -> None:
+    cmd.policy.validate()
+    p.add(EventKind.VALUE_POLICY_SET, payload=cmd.policy)
+    if not cmd.policy.enabled:  # off is myopic: no opportunity costs
+        for sku, node in sorted(p.ledger.opportunity_costs):
+            p.add(EventKind.OPPORTUNITY_COST_SET, sku=sku, node=node, quantity=0)
 
 
 def _landed_cost(p: _Plan, cmd: c.AllocateLandedCost) -> None:
@@ -419,6 +463,9 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.UpsertChannels: _upsert_channels,
     c.SetNetwork: _set_network,
     c.SetOpportunityCosts: _set_opportunity_costs,
+    c.ReplaceOpportunityCosts: _replace_opportunity_costs,
+    c.SetDemandForecast: _set_demand_forecast,
+    c.SetValuePolicy: _set_value_policy,
     c.AllocateLandedCost: _landed_cost,
     **ORDER_HANDLERS,
     **RETURN_HANDLERS,

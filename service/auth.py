@@ -63,6 +63,10 @@ POLICY: dict[str, frozenset[str]] = {
     "NetworkService/SetNetwork": _ADMIN,
     "NetworkService/SetOpportunityCosts": _ADMIN,
     "NetworkService/GetNetwork": ANYONE,
+    "NetworkService/SetDemandForecast": _ADMIN | {"operations"},
+    "NetworkService/SetInventoryValuePolicy": _ADMIN,
+    "NetworkService/RefreshInventoryValues": _ADMIN | {"operations"},
+    "NetworkService/GetInventoryValues": ANYONE,
     # Orders: the OMS allocates and cancels, the warehouse fulfils.
     "OrderService/AllocateOrder": _OMS,
     "OrderService/AllocateOrders": _OMS,

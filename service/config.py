@@ -70,6 +70,14 @@ class Settings:
     # are held for review.
     max_orders_per_request: int = 1000
     fraud_threshold: float = 0.8
+    # Inventory values (opportunity costs from LP duals over forecast demand): the default
+    # policy until one is set through NetworkService.SetInventoryValuePolicy. Off: myopic.
+    inventory_values: bool = False
+    inventory_value_refresh_s: float = 300.0
+    inventory_value_horizon_days: float = 7.0
+    inventory_value_scale: float = 1.0
+    inventory_value_shortage_weight: float = 0.5
+    inventory_value_tail_from_draws: bool = False
     # A cycle-count variance above this many units is quarantined for approval.
     count_hold_units: int = 5
     count_hold_percent: float = 0.0  # also hold above this % of the expected quantity

@@ -169,8 +169,9 @@ class AllocdServer:
             CatalogServicer(self.engine), self.server)
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
             DiagnosticsServicer(), self.server)
+        self.network_servicer = NetworkServicer(self.engine)
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(
-            NetworkServicer(self.engine), self.server)
+            self.network_servicer, self.server)
         order_service_pb2_grpc.add_OrderServiceServicer_to_server(
             OrderServicer(self.engine), self.server)
         access_service_pb2_grpc.add_AccessServiceServicer_to_server(
@@ -237,6 +238,8 @@ class AllocdServer:
                 client_cafile=self.settings.tls_client_ca_file)
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
+        self._tasks.append(asyncio.create_task(
+            self.network_servicer.values.refresh_forever()))
         # The loaded state is long-lived: keep the collector from rescanning it, and
         # collect young objects less often (the request path allocates many).
         gc.collect()
