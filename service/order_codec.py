@@ -144,6 +144,8 @@ def allocation_to_proto(ledger: Ledger, record: OrderRecord, decision: Decision 
         if not state.quantities:
             continue
         msg.packages.append(_package(ledger, state))
+        if state.status == PackageStatus.REPLANNED:
+            continue  # superseded: shown, but neither shipped nor charged
         promised = max(promised, state.plan.promise_ms)
         total += state.plan.total_micros
     catalog = ledger.catalog

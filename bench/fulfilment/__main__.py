@@ -20,11 +20,18 @@ import time
 from collections.abc import Callable
 
 from bench.fulfilment.instance import MICROS, Instance, Setup, dlp_model, generate
-from bench.fulfilment.runner import DlpRounding, DualPrice, Policy, ProfileModel, simulate
+from bench.fulfilment.runner import (
+    DlpRounding,
+    DualPrice,
+    PickQueue,
+    Policy,
+    ProfileModel,
+    simulate,
+)
 from core.inventory_value import SolveParams
 
 #: name -> factory(instance, solved DLP model) -> Policy. Other policies register here
-#: (for example dual prices plus periodic re-optimisation of unreleased orders).
+#: (`register_policy`).
 PolicyFactory = Callable[[Instance, ProfileModel], Policy]
 POLICIES: dict[str, PolicyFactory] = {
     "myopic": lambda inst, dlp: Policy(),
@@ -37,6 +44,11 @@ POLICIES: dict[str, PolicyFactory] = {
     "dlp-dual": lambda inst, dlp: DualPrice(model="dlp", resolves=0,
                                             label="DLP duals (no re-solve)"),
     "dlp-rounding": lambda inst, dlp: DlpRounding(model=dlp),
+    # Real-time decisions, and every `--queue-window` arrivals the orders not yet released
+    # re-optimised together (core.reopt) and released.
+    "myopic+queue": lambda inst, dlp: PickQueue(Policy()),
+    "dual-price+queue": lambda inst, dlp: PickQueue(DualPrice(
+        shortage_weight=0.35, demand="observed")),
 }
 DEFAULT_POLICIES = ("myopic", "dual-price")
 
@@ -59,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shortage-weight", type=float, default=0.5)
     parser.add_argument("--dlp-tolerance", type=float, default=1e-4,
                         help="PDLP relative optimality tolerance of the DLP")
+    parser.add_argument("--queue-window", type=int, default=200,
+                        help="arrivals between re-optimisations of the pick queue "
+                             "(the +queue policies)")
     parser.add_argument("--json", default="", help="also write the results here")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -71,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     POLICIES["dual-price-observed"] = lambda inst, dlp: DualPrice(
         shortage_weight=0.35, resolves=args.dual_resolves, demand="observed",
         label="dual-price, drawn-rate tail")
+    window = args.queue_window
+    POLICIES["myopic+queue"] = lambda inst, dlp: PickQueue(
+        Policy(), window, label=f"myopic + re-optimised queue ({window})")
+    POLICIES["dual-price+queue"] = lambda inst, dlp: PickQueue(
+        POLICIES["dual-price-observed"](inst, dlp), window,
+        label=f"dual-price (drawn-rate tail) + re-optimised queue ({window})")
 
     rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     labels: dict[str, str] = {}

@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.fulfilment.instance import MICROS, Instance, dlp_model
 from core import commands as c
+from core import reopt
 from core.inventory_value import (
     ProfileModel,
     SolveParams,
@@ -34,7 +35,7 @@ from core.ledger import Ledger
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, LaneCost, NetworkSpec, Region, SlaTier
 from core.operations import Outcome, execute
-from core.orders import OrderLineSpec, OrderSpec
+from core.orders import OrderLineSpec, OrderSpec, PackageStatus
 
 MS_PER_ARRIVAL = 1_000
 CHANNEL = "web"
@@ -142,6 +143,9 @@ class Policy:
     def periodic(self, run: Run) -> None:
         pass
 
+    def finish(self, run: Run) -> None:
+        """After the last arrival."""
+
 
 @dataclass
 class DualPrice(Policy):
@@ -200,6 +204,53 @@ class DualPrice(Policy):
             values = shortage_values(result, inventory, costs.fixed.mean(axis=1),
                                      self.shortage_weight, drawn)
         run.set_values(self.scale * values)
+
+
+@dataclass
+class PickQueue(Policy):
+    """`inner` decides each arrival in real time; every `window` arrivals the orders still
+    in the pick queue (allocated, not yet released to a warehouse) are planned again
+    together by allocd's batch re-optimisation (core.reopt, what `Reoptimize` runs), then
+    released to the warehouses: Xu, Allgor & Graves (2009)'s re-assignment of the queue."""
+
+    inner: Policy = field(default_factory=Policy)
+    window: int = 200
+    time_limit_s: float = 5.0
+    label: str = ""
+    replanned: int = 0
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.label or f"{self.inner.name} + re-optimised queue of {self.window}"
+
+    def start(self, run: Run) -> None:
+        self.inner.start(run)
+        self.period = 1  # the inner policy's own period is kept in `periodic`
+
+    def before_arrival(self, run: Run) -> None:
+        self.inner.before_arrival(run)
+
+    def periodic(self, run: Run) -> None:
+        if self.inner.period and run.t % self.inner.period == 0:
+            self.inner.periodic(run)
+        if run.t % self.window == 0:
+            self.flush(run)
+
+    def finish(self, run: Run) -> None:
+        self.flush(run)
+        self.inner.finish(run)
+
+    def flush(self, run: Run) -> None:
+        started = time.perf_counter()
+        problem = reopt.collect(run.ledger, run.now_ms)
+        solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=self.time_limit_s,
+                                                           seed=run.t))
+        if len(solution.changed()):
+            outcome = run.execute(c.ApplyReoptimization(reopt.replans(solution)))
+            self.replanned += len(outcome.detail.applied)
+        for k in range(run.instance.setup.n_fcs):
+            run.execute(c.ReleaseWave(node_id(k)))
+        run.solve_seconds += time.perf_counter() - started
 
 
 STEER_MICROS = 50 * MICROS  # far above any saving: the kernel follows the rounding
@@ -281,10 +332,23 @@ def simulate(instance: Instance, policy: Policy, types: np.ndarray,
         policy.before_arrival(run)
         q = int(types[t])
         if instance.types[q]:
-            run.execute(c.AllocateOrders((order_spec(instance, t, q, int(regions[t])),)))
+            outcome = run.execute(c.AllocateOrders((order_spec(instance, t, q,
+                                                               int(regions[t])),)))
+            lost_sales(run, outcome)
+    policy.finish(run)
     seconds = time.perf_counter() - started
     cost, orders, shipments, unserved = account(instance, run.ledger, regions)
     return Totals(cost, orders, shipments, unserved, seconds, run.solve_seconds)
+
+
+def lost_sales(run: Run, outcome: Outcome) -> None:
+    """What an arrival cannot get now is a lost sale in this set-up (charged as unserved),
+    not a backorder a later decision may fill: its lines are cancelled at once."""
+    for result in outcome.detail.outcomes:
+        decision = result.decision
+        if decision is not None and decision.backorders:
+            run.execute(c.CancelOrder(result.order_id, tuple(
+                (b.line_id, b.quantity) for b in decision.backorders)))
 
 
 def account(instance: Instance, ledger: Ledger,
@@ -299,11 +363,14 @@ def account(instance: Instance, ledger: Ledger,
         orders += 1
         for package_id in record.package_ids:
             state = packages[package_id]
+            if state.status == PackageStatus.REPLANNED:
+                continue  # superseded by a re-optimised plan: never shipped
             units = sum(state.quantities.values())
             if units:
                 shipments += 1
                 cost += instance.fixed[state.plan.node, j] + units * unit[state.plan.node, j]
-        missing = sum(b.quantity for b in record.backorders.values())
+        missing = sum(b.quantity for b in record.backorders.values()) + sum(
+            record.cancelled.values())
         if missing:
             unserved += missing
             cost += instance.unserved_fixed[j] + missing * unserved_unit[j]

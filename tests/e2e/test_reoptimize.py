@@ -71,6 +71,9 @@ def test_a_split_forced_by_an_earlier_order_is_taken_back(api, demo_world, morni
     replanned = [p for p in w.get(second.order_id).allocation.packages
                  if p.status == pb.PACKAGE_STATUS_REPLANNED]
     assert len(replanned) == 2
+    # Superseded packages are shown, but the order costs and promises what it ships.
+    after = w.get(second.order_id).allocation
+    assert after.total_cost_micros == kept.cost.total_micros
     assert w.levels(a, "AVP3") == (0, 1) and w.levels(a, "STORE-NYC") == (0, 1)
 
     # The same request again: the stored answer, nothing re-planned twice.
