@@ -19,7 +19,7 @@ from bench.fulfilment.instance import (
     dlp_model,
     generate,
 )
-from bench.fulfilment.runner import Policy, simulate
+from bench.fulfilment.runner import PickQueue, Policy, simulate
 from core.inventory_value import SolveParams
 from core.network import great_circle_miles
 
@@ -150,3 +150,24 @@ def test_the_runner_charges_what_the_orders_end_with():
     assert (totals.orders, totals.shipments, totals.unserved_units) == (3, 2, 2)
     assert totals.shipments_per_order == pytest.approx(2 / 3)
     assert math.isfinite(totals.seconds)
+
+
+def test_re_optimising_the_pick_queue_takes_back_a_split_and_is_charged_for_what_ships():
+    """Item 0: one unit at FC0 (at the region's door), one at FC1; item 1: one at FC0.
+    {0} arrives first and takes FC0's item 0, so {0, 1} must split (FC0 and FC1). Planned
+    together, {0} ships from FC1 and {0, 1} whole from FC0: one shipment fewer."""
+    base = hand_instance()
+    inst = Instance(Setup(n_fcs=2, n_regions=1, n_items=2, arrivals=2), base.region_lat,
+                    base.region_lon, np.array([1.0]), base.fc_lat, base.fc_lon, base.miles,
+                    [(), (0, 1), (0,)], np.array([0.2, 0.4, 0.4]),
+                    np.array([[0.2], [0.4], [0.4]]), np.array([[True, True], [True, False]]),
+                    np.array([[0], [0]]), np.zeros((2, 2)), np.array([[1, 1], [1, 0]]))
+    arrivals, regions = np.array([2, 1]), np.array([0, 0])
+    u0, u1 = PER_UNIT + PER_MILE * inst.miles[0, 0], PER_UNIT + PER_MILE * inst.miles[1, 0]
+    myopic = simulate(inst, Policy(), arrivals, regions)
+    assert myopic.cost == pytest.approx(3 * FIXED + 2 * u0 + u1)
+    assert myopic.shipments == 3
+    queue = PickQueue(Policy(), window=1000)
+    planned = simulate(inst, queue, arrivals, regions)
+    assert planned.cost == pytest.approx(2 * FIXED + 2 * u0 + u1)
+    assert (planned.shipments, planned.unserved_units, queue.replanned) == (2, 0, 2)
