@@ -785,13 +785,14 @@ class Solution:
 
 
 def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | None,
-               deadline: float, report: Callable[[int], None]) -> list[ChunkResult | None]:
+               deadline: float, report: Callable[[int], None],
+               stop: Callable[[], bool] = lambda: False) -> list[ChunkResult | None]:
     """Solve the chunks (None for those the deadline left unsolved: they keep their plans)."""
     out: list[ChunkResult | None] = [None] * len(todo)
     if pool is None:
         for i, chunk in enumerate(todo):
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or stop():
                 break
             out[i] = solve_chunk(chunk, min(limit, left), seed)
             report(i + 1)
@@ -801,7 +802,7 @@ def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | N
     next_chunk = done = 0
     while next_chunk < len(todo) or in_flight:
         while (next_chunk < len(todo) and len(in_flight) < 8
-               and deadline - time.monotonic() > 0):
+               and deadline - time.monotonic() > 0 and not stop()):
             left = deadline - time.monotonic()
             in_flight[pool.submit(solve_chunk, todo[next_chunk], min(limit, left), seed)] = (
                 next_chunk)
@@ -818,7 +819,8 @@ def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | N
 
 def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline: float,
             options: ReoptOptions, rng: np.random.Generator,
-            progress: Callable[[Progress], None]) -> tuple[int, int]:
+            progress: Callable[[Progress], None],
+            stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
     """Large-neighbourhood search over components too large for one model: a neighbourhood
     of competing orders is solved exactly with everything else fixed (it may use whatever
     stock the others leave), kept if cheaper; seeds are the orders whose plan costs more
@@ -846,7 +848,7 @@ def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline
         improved = False
         for seed in rng.permutation(seeds).tolist():
             left = deadline - time.monotonic()
-            if left <= 0.02:
+            if left <= 0.02 or stop():
                 break
             if model.objective[chosen[seed]] == cheapest[seed]:
                 continue  # a neighbour's move made this order cheapest already
@@ -872,8 +874,10 @@ def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline
 
 
 def solve(problem: Problem, options: ReoptOptions,
-          progress: Callable[[Progress], None] = lambda _: None) -> Solution:
-    """Choose a plan per order. Never worse than the current plans."""
+          progress: Callable[[Progress], None] = lambda _: None,
+          stop: Callable[[], bool] = lambda: False) -> Solution:
+    """Choose a plan per order. Never worse than the current plans. `stop()` turning true
+    ends the search early with the best plan so far (the caller gave up)."""
     started = time.monotonic()
     deadline = started + options.time_limit_s
     if not problem.n_orders:
@@ -891,7 +895,7 @@ def solve(problem: Problem, options: ReoptOptions,
     current = cands.first()
     old = int(model.objective[current].sum())
     for round_ in range(PRICE_ROUNDS):
-        if time.monotonic() > started + options.time_limit_s * 0.3:
+        if time.monotonic() > started + options.time_limit_s * 0.3 or stop():
             break
         progress(Progress("candidates", f"pricing scarce stock, round {round_ + 1}"))
         _, prices = _lagrangian(model, old, 200,
@@ -932,7 +936,7 @@ def solve(problem: Problem, options: ReoptOptions,
             results = _solve_all(
                 todo, per_chunk, options.seed, pool, time.monotonic() + share,
                 lambda done: progress(Progress("solving", "independent components", done,
-                                               len(todo), value)))
+                                               len(todo), value)), stop)
             for chunk, result in zip(todo, results, strict=True):
                 if result is not None:
                     solved += 1
@@ -943,7 +947,7 @@ def solve(problem: Problem, options: ReoptOptions,
             rounds += 1
             # The search leaves the last tenth of the time to the lower bound.
             done, proved = _search(model, large, chosen, deadline - options.time_limit_s / 10,
-                                   options, rng, progress)
+                                   options, rng, progress, stop)
             solved += done
             optimal += proved
     finally:
@@ -952,7 +956,8 @@ def solve(problem: Problem, options: ReoptOptions,
     new = int(model.objective[chosen].sum())
     assert np.all(usage(model, chosen) <= model.limit)
     progress(Progress("bound", "lower bound (Lagrangian)", objective=new))
-    bound = min(lower_bound(model, new, 300, max(deadline, time.monotonic() + 1.0)), new)
+    bound = min(lower_bound(model, new, 0 if stop() else 300,
+                            max(deadline, time.monotonic() + 1.0)), new)
     return Solution(problem, cands, chosen, old, new, bound, len(groups), solved, optimal,
                     rounds, time.monotonic() - started)
 

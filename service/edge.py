@@ -57,8 +57,11 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
 
         async def stream_stream(requests: Any, context: Any) -> Any:
             await before(context)
-            async for item in inner_ss(_checked(requests, context), context):
-                yield item
+            try:
+                async for item in inner_ss(_checked(requests, context), context):
+                    yield item
+            except RejectedRequest as rejected:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, rejected.reason)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, request_deserializer=deserialize, response_serializer=serialize)
@@ -66,7 +69,10 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
 
     async def stream_unary(requests: Any, context: Any) -> Any:
         await before(context)
-        return await inner_su(_checked(requests, context), context)
+        try:
+            return await inner_su(_checked(requests, context), context)
+        except RejectedRequest as rejected:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, rejected.reason)
 
     return grpc.stream_unary_rpc_method_handler(
         stream_unary, request_deserializer=deserialize, response_serializer=serialize)
@@ -104,17 +110,34 @@ def invalid_field(message: Message, path: str = "") -> str:
     return ""
 
 
-async def _reject_malformed(request: Any, context: Any) -> None:
+def _malformed(request: Any) -> str:
     if isinstance(request, Malformed):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-    problem = invalid_field(request) if isinstance(request, Message) else ""
+        return str(request.reason)
+    return invalid_field(request) if isinstance(request, Message) else ""
+
+
+async def _reject_malformed(request: Any, context: Any) -> None:
+    problem = _malformed(request)
     if problem:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
 
+class RejectedRequest(Exception):
+    """A streamed request the edge refuses. Raised through the handler, which may read its
+    requests in a task of its own, and turned into the call's status by the edge wrapper in
+    the handler's own flow (an abort from another task could race a response being sent)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 async def _checked(requests: Any, context: Any) -> Any:
+    del context
     async for request in requests:
-        await _reject_malformed(request, context)
+        problem = _malformed(request)
+        if problem:
+            raise RejectedRequest(problem)
         yield request
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import AsyncIterator
 
 from allocd.v1 import order_service_pb2 as pb
@@ -87,6 +88,8 @@ class Reoptimizer:
         if self.running:
             raise FailedPrecondition("a re-optimisation is running already; wait for it")
         self.running = True
+        stop = threading.Event()
+        task: asyncio.Future[reopt.Solution] | None = None
         try:
             problem = reopt.collect(engine.ledger, engine.clock(), options.max_orders)
             loop = asyncio.get_running_loop()
@@ -96,7 +99,7 @@ class Reoptimizer:
                 loop.call_soon_threadsafe(queue.put_nowait, p)
 
             task = asyncio.ensure_future(asyncio.to_thread(reopt.solve, problem, options,
-                                                           progress))
+                                                           progress, stop.is_set))
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -126,4 +129,10 @@ class Reoptimizer:
                 "Reoptimize", request,
                 lambda: c.ApplyReoptimization(reopt.replans(solution)), applied)
         finally:
-            self.running = False
+            # A caller that goes away stops the solver (nothing is applied); the next run
+            # may start once this one's thread has ended.
+            stop.set()
+            if task is None or task.done():
+                self.running = False
+            else:
+                task.add_done_callback(lambda _: setattr(self, "running", False))

@@ -605,3 +605,25 @@ def test_concurrent_clients_allocate_exactly_the_units_on_hand(api, demo_world):
     # What GetOrder says agrees with what the callers were told.
     for x in allocs[:10]:
         assert w.get(x.order_id).allocation.status == x.status
+
+
+def test_a_malformed_message_amid_many_in_flight_ends_the_stream_cleanly(api, demo_world):
+    # Valid orders in flight, then bytes that do not parse: the call ends with
+    # INVALID_ARGUMENT (never a hang or an internal error), and the server goes on.
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 100)
+    good = [pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)))
+            .SerializeToString() for _ in range(60)]
+    payloads = [*good, b"\xff\xff\xff", *good[:3]]
+    call = api.channel.stream_stream(
+        "/allocd.v1.OrderService/AllocateStream", request_serializer=lambda m: m,
+        response_deserializer=pb.AllocateStreamResponse.FromString)
+    answered = []
+    with pytest.raises(grpc.RpcError) as caught:
+        for response in call(iter(payloads), timeout=RPC_TIMEOUT_S):
+            answered.append(response.request_id)
+    assert caught.value.code() == INVALID
+    assert len(answered) <= 60
+    assert api.orders.AllocateOrder(pb.AllocateOrderRequest(
+        request_id=api.rid(), order=w.order((a, 1))), timeout=RPC_TIMEOUT_S).allocation.packages
