@@ -262,8 +262,9 @@ class Candidates:
 
     def first(self) -> np.ndarray:
         """Index of each order's first (current) plan."""
-        starts = np.flatnonzero(np.r_[True, self.order[1:] != self.order[:-1]])
-        return starts
+        if not len(self.order):
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(np.r_[True, self.order[1:] != self.order[:-1]])
 
     def objective(self, extra_package_micros: int = 0) -> np.ndarray:
         """What the solver minimises: landed cost, a penalty per backordered unit and the

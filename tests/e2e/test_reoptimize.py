@@ -126,3 +126,13 @@ def test_the_command_line_runs_it_with_progress_and_a_summary(api, demo_world, a
     assert api.state() == before
     assert main(["reopt", "--address", f"127.0.0.1:{allocd_port}", "--time-limit", "-1"]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_a_server_with_no_open_orders_answers_with_an_empty_summary(server_factory):
+    api = server_factory()
+    for dry_run in (True, False):
+        responses = reoptimize(api, dry_run=dry_run)
+        summary = responses[-1].summary
+        assert responses[-1].phase == "done"
+        assert (summary.open_orders, summary.orders_changed, summary.applied) == (
+            0, 0, not dry_run)

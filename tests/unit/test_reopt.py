@@ -129,3 +129,11 @@ def test_a_weight_on_packages_trades_landed_cost_for_fewer_shipments():
     assert weighed.totals("new")[1] == 1 and weighed.totals("new")[0] > plain.totals("new")[0]
     outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(weighed)), NOW)
     assert outcome.detail.applied == ("two",)
+
+
+def test_nothing_open_is_nothing_to_do():
+    ledger = _ledger({("a", "n0"): 1})
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=1))
+    assert solution.totals("old") == solution.totals("new") == (0, 0, 0)
+    assert len(solution.changed()) == 0 and reopt.replans(solution) == ()
+    assert solution.lower_bound == solution.new_objective == 0
