@@ -56,7 +56,7 @@ from core.decisions import (
 )
 from core.ledger import Ledger
 from core.network import CompiledNetwork
-from core.orders import OrderRecord, PackageStatus
+from core.orders import OptionKind, OrderRecord, PackageStatus
 
 BIG_STOCK = 1 << 30
 #: Objective weight of a unit left backordered (micros): large enough that serving a
@@ -150,6 +150,10 @@ def _eligible(ledger: Ledger, record: OrderRecord) -> bool:
     live = [s for s in states if s.status == PackageStatus.ALLOCATED]
     if any(line.substitutes_sku >= 0 for s in live for line in s.plan.lines):
         return False  # a substitute was agreed for this order: keep it
+    decision = record.last_decision
+    if record.backorders and decision is not None and any(
+            o.chosen and o.kind == OptionKind.WAIT_FOR_INBOUND for o in decision.options):
+        return False  # it waits for inbound stock to ship complete, by choice
     return bool(live or record.backorders)
 
 

@@ -51,7 +51,7 @@ def _summary(solution: reopt.Solution, result: ReplanResult | None) -> pb.Reopti
         new_packages=new_pkgs, old_backordered_units=old_back, new_backordered_units=new_back,
         old_objective_micros=solution.old_objective,
         new_objective_micros=solution.new_objective, lower_bound_micros=bound,
-        gap=(solution.new_objective - bound) / bound if bound > 0 else 0.0,
+        gap=(solution.new_objective - bound) / new_cost if new_cost > 0 else 0.0,
         components=solution.components, chunks_solved=solution.chunks_solved,
         chunks_optimal=solution.chunks_optimal, elapsed_seconds=solution.elapsed_s,
         applied=result is not None)

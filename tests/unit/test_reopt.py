@@ -15,8 +15,8 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import ChannelSpec, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
-from core.orders import OrderLineSpec, OrderSpec, PackageStatus
-from tests.unit.test_orders_stateful import NETWORK, NOW, SKUS
+from core.orders import OptionKind, OrderLineSpec, OrderSpec, PackageStatus
+from tests.unit.test_orders_stateful import DAY_MS, NETWORK, NOW, SKUS
 
 
 def _ledger(stock: dict[tuple[str, str], int],
@@ -137,3 +137,16 @@ def test_nothing_open_is_nothing_to_do():
     assert solution.totals("old") == solution.totals("new") == (0, 0, 0)
     assert len(solution.changed()) == 0 and reopt.replans(solution) == ()
     assert solution.lower_bound == solution.new_objective == 0
+
+
+def test_an_order_waiting_for_inbound_by_choice_is_left_to_wait():
+    # a at n0, b at n2 (a split), or b arriving at n0 tomorrow (one package later): the
+    # decision waits. Re-optimisation does not force the wait into shipments now.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 5, NOW + DAY_MS),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("waits", {"a": 1, "b": 1}),)), NOW)
+    record = ledger.orders.orders["waits"]
+    assert record.backorders and not record.package_ids
+    assert any(o.chosen and o.kind == OptionKind.WAIT_FOR_INBOUND
+               for o in record.last_decision.options)
+    assert reopt.collect(ledger, NOW).n_orders == 0
