@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-window", type=int, default=200,
                         help="arrivals between re-optimisations of the pick queue "
                              "(the +queue policies)")
+    parser.add_argument("--queue-nodes", type=int, default=4,
+                        help="ship-complete proposals per order when the queue is "
+                             "re-optimised (the cheapest FCs)")
     parser.add_argument("--json", default="", help="also write the results here")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -87,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         shortage_weight=0.35, resolves=args.dual_resolves, demand="observed",
         label="dual-price, drawn-rate tail")
     window = args.queue_window
+    nodes = args.queue_nodes
     POLICIES["myopic+queue"] = lambda inst, dlp: PickQueue(
-        Policy(), window, label=f"myopic + re-optimised queue ({window})")
+        Policy(), window, label=f"myopic + re-optimised queue ({window})",
+        nodes_per_order=nodes)
     POLICIES["dual-price+queue"] = lambda inst, dlp: PickQueue(
         POLICIES["dual-price-observed"](inst, dlp), window,
-        label=f"dual-price (drawn-rate tail) + re-optimised queue ({window})")
+        label=f"dual-price (drawn-rate tail) + re-optimised queue ({window})",
+        nodes_per_order=nodes)
 
     rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     labels: dict[str, str] = {}

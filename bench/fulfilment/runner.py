@@ -218,6 +218,7 @@ class PickQueue(Policy):
     time_limit_s: float = 5.0
     label: str = ""
     replanned: int = 0
+    nodes_per_order: int = 4  # ship-complete proposals per order (core.reopt)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -243,8 +244,8 @@ class PickQueue(Policy):
     def flush(self, run: Run) -> None:
         started = time.perf_counter()
         problem = reopt.collect(run.ledger, run.now_ms)
-        solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=self.time_limit_s,
-                                                           seed=run.t))
+        solution = reopt.solve(problem, reopt.ReoptOptions(
+            time_limit_s=self.time_limit_s, seed=run.t, nodes_per_order=self.nodes_per_order))
         if len(solution.changed()):
             outcome = run.execute(c.ApplyReoptimization(reopt.replans(solution)))
             self.replanned += len(outcome.detail.applied)
