@@ -156,26 +156,28 @@ def _return_rate(p: Plan, rule: Rule, sku_id: str) -> None:
                f"escalate {sku_id} to its supplier: {detail}")
 
 
-def _late(p: Plan, rule: Rule, node_id: str) -> None:
-    late = p.ledger.kpis.total("packages_late", "node", node_id, rule.window, p.now_ms)
-    if late < rule.threshold or _quiet(p, rule, node_id):
+def _node_rule(p: Plan, rule: Rule, node_id: str, counter: str, what: str, action: ActionType,
+               consequence: str = "") -> None:
+    """A node's count of `counter` over the rule's window at or above the threshold:
+    an alert, and `action` on the node (through the approvals where it changes policy)."""
+    count = p.ledger.kpis.total(counter, "node", node_id, rule.window, p.now_ms)
+    if count < rule.threshold or _quiet(p, rule, node_id):
         return
-    detail = f"{late:g} late packages from {node_id} ({rule.window})"
-    alert_id = _raise_alert(p, rule, node_id, late, rule.threshold, detail)
-    _act(p, rule, ActionSpec(ActionType.ROUTING_PENALTY, node_id=node_id,
-                             amount=rule.penalty_micros, reason=detail, alert_id=alert_id,
+    detail = f"{count:g} {what} {node_id} ({rule.window}){consequence}"
+    alert_id = _raise_alert(p, rule, node_id, count, rule.threshold, detail)
+    _act(p, rule, ActionSpec(action, node_id=node_id, amount=rule.penalty_micros,
+                             reason=detail, alert_id=alert_id,
                              requested_by=f"rule:{rule.rule_id}"))
+
+
+def _late(p: Plan, rule: Rule, node_id: str) -> None:
+    _node_rule(p, rule, node_id, "packages_late", "late packages from",
+               ActionType.ROUTING_PENALTY)
 
 
 def _disruption(p: Plan, rule: Rule, node_id: str) -> None:
-    shorts = p.ledger.kpis.total("short_picks", "node", node_id, rule.window, p.now_ms)
-    if shorts < rule.threshold or _quiet(p, rule, node_id):
-        return
-    detail = f"{shorts:g} short picks at {node_id} ({rule.window}): source elsewhere"
-    alert_id = _raise_alert(p, rule, node_id, shorts, rule.threshold, detail)
-    _act(p, rule, ActionSpec(ActionType.FALLBACK_ROUTING, node_id=node_id,
-                             amount=rule.penalty_micros, reason=detail, alert_id=alert_id,
-                             requested_by=f"rule:{rule.rule_id}"))
+    _node_rule(p, rule, node_id, "short_picks", "short picks at", ActionType.FALLBACK_ROUTING,
+               ": source elsewhere")
 
 
 def _count_variance(p: Plan, rule: Rule, e: Event) -> None:
