@@ -237,10 +237,38 @@ return 1
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_redis_server(binary: str, port: int, directory: str, fsync: str = "always",
+                       timeout_s: float = 20.0) -> tuple[subprocess.Popen[bytes], bool]:
+    """redis-server on 127.0.0.1:`port`, snapshots off, the append-only file synced per
+    `fsync` ("always", "everysec", or "off" for none); waits until it answers PING.
+    Returns the process and whether it answered (if not, it is left to the caller)."""
+    import redis
+
+    aof = ("--appendonly", "no") if fsync == "off" else (
+        "--appendonly", "yes", "--appendfsync", fsync)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *aof,
+         "--dir", directory, "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return process, True
+            except redis.RedisError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    return process, False
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 class RedisServer:
@@ -252,30 +280,14 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.directory = tempfile.TemporaryDirectory(prefix="allocd-load-redis-")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        aof = ("--appendonly", "no") if fsync == "off" else (
-            "--appendonly", "yes", "--appendfsync", fsync)
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *aof, "--dir", self.directory.name, "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process, answered = start_redis_server(binary, self.port, self.directory.name,
+                                                    fsync)
         self.pid = self.process.pid
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(
-                        f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-        client.close()
+        if not answered:
+            self.stop()
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.load.peers import free_port, start_redis_server
 
 
 class RedisServer:
@@ -30,27 +23,16 @@ class RedisServer:
                         "(apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
-             "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    pytest.fail(f"redis-server did not start on port {self.port}")
-                time.sleep(0.05)
-        client.close()
+        self.process, answered = start_redis_server(self.binary, self.port,
+                                                    str(self.directory), "always")
+        if not answered:
+            self.stop()
+            pytest.fail(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
