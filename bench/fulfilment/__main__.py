@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-nodes", type=int, default=4,
                         help="ship-complete proposals per order when the queue is "
                              "re-optimised (the cheapest FCs)")
+    parser.add_argument("--queue-hold", type=int, default=0,
+                        help="arrivals an order waits in the pick queue at least, planned "
+                             "again at every re-optimisation meanwhile (0: each "
+                             "re-optimisation releases the whole queue)")
     parser.add_argument("--json", default="", help="also write the results here")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -89,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     POLICIES["dual-price-observed"] = lambda inst, dlp: DualPrice(
         shortage_weight=0.35, resolves=args.dual_resolves, demand="observed",
         label="dual-price, drawn-rate tail")
-    window = args.queue_window
-    nodes = args.queue_nodes
+    window, nodes, hold = args.queue_window, args.queue_nodes, args.queue_hold
+    queue = f"every {window:,}" + (f", held {hold:,}" if hold else "")
     POLICIES["myopic+queue"] = lambda inst, dlp: PickQueue(
-        Policy(), window, label=f"myopic + re-optimised queue ({window})",
-        nodes_per_order=nodes)
+        Policy(), window, label=f"myopic + re-optimised queue ({queue})",
+        nodes_per_order=nodes, hold=hold)
     POLICIES["dual-price+queue"] = lambda inst, dlp: PickQueue(
         POLICIES["dual-price-observed"](inst, dlp), window,
-        label=f"dual-price (drawn-rate tail) + re-optimised queue ({window})",
-        nodes_per_order=nodes)
+        label=f"dual-price (drawn-rate tail) + re-optimised queue ({queue})",
+        nodes_per_order=nodes, hold=hold)
 
     rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     labels: dict[str, str] = {}

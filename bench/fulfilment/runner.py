@@ -219,6 +219,10 @@ class PickQueue(Policy):
     label: str = ""
     replanned: int = 0
     nodes_per_order: int = 4  # ship-complete proposals per order (core.reopt)
+    # Orders stay in the queue this many arrivals at least (0: every flush releases the
+    # whole queue). With a hold, each order is planned again at every flush it waits
+    # through, beside the orders that arrived after it.
+    hold: int = 0
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -238,10 +242,10 @@ class PickQueue(Policy):
             self.flush(run)
 
     def finish(self, run: Run) -> None:
-        self.flush(run)
+        self.flush(run, final=True)
         self.inner.finish(run)
 
-    def flush(self, run: Run) -> None:
+    def flush(self, run: Run, final: bool = False) -> None:
         started = time.perf_counter()
         problem = reopt.collect(run.ledger, run.now_ms)
         solution = reopt.solve(problem, reopt.ReoptOptions(
@@ -249,9 +253,25 @@ class PickQueue(Policy):
         if len(solution.changed()):
             outcome = run.execute(c.ApplyReoptimization(reopt.replans(solution)))
             self.replanned += len(outcome.detail.applied)
-        for k in range(run.instance.setup.n_fcs):
-            run.execute(c.ReleaseWave(node_id(k)))
+        self.release(run, final)
         run.solve_seconds += time.perf_counter() - started
+
+    def release(self, run: Run, final: bool = False) -> None:
+        """Release to the warehouses what has waited `hold` arrivals (oldest first: a
+        wave takes a node's packages in arrival order when tier and dates tie)."""
+        n_fcs = run.instance.setup.n_fcs
+        if not self.hold or final:
+            for k in range(n_fcs):
+                run.execute(c.ReleaseWave(node_id(k)))
+            return
+        due = np.zeros(n_fcs, np.int64)
+        book = run.ledger.orders
+        for state in book.packages.values():
+            if state.status == PackageStatus.ALLOCATED and \
+                    int(state.order_id[1:]) < run.t - self.hold:
+                due[state.plan.node] += 1
+        for k in np.flatnonzero(due).tolist():
+            run.execute(c.ReleaseWave(node_id(k), int(due[k])))
 
 
 STEER_MICROS = 50 * MICROS  # far above any saving: the kernel follows the rounding

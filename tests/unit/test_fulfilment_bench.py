@@ -19,9 +19,10 @@ from bench.fulfilment.instance import (
     dlp_model,
     generate,
 )
-from bench.fulfilment.runner import PickQueue, Policy, simulate
+from bench.fulfilment.runner import PickQueue, Policy, Run, simulate
 from core.inventory_value import SolveParams
 from core.network import great_circle_miles
+from core.orders import PackageStatus
 
 
 def test_the_generator_is_deterministic_per_seed():
@@ -171,3 +172,35 @@ def test_re_optimising_the_pick_queue_takes_back_a_split_and_is_charged_for_what
     planned = simulate(inst, queue, arrivals, regions)
     assert planned.cost == pytest.approx(2 * FIXED + 2 * u0 + u1)
     assert (planned.shipments, planned.unserved_units, queue.replanned) == (2, 0, 2)
+    # Re-optimised after every arrival, {0} is released before {0, 1} arrives: too late.
+    eager = simulate(inst, PickQueue(Policy(), window=1), arrivals, regions)
+    assert eager.shipments == 3 and eager.cost == pytest.approx(myopic.cost)
+    # Held for one arrival, {0} is still in the queue when {0, 1} comes.
+    held = PickQueue(Policy(), window=1, hold=1)
+    kept = simulate(inst, held, arrivals, regions)
+    assert (kept.shipments, held.replanned) == (2, 2)
+    assert kept.cost == pytest.approx(planned.cost)
+
+
+def test_a_held_queue_releases_exactly_the_orders_that_waited_long_enough():
+    inst = generate(Setup(arrivals=300, seed=2))
+    types, regions = inst.sample_arrivals(2)
+    seen: list[tuple[int, int, int]] = []
+
+    class Watched(PickQueue):
+        def release(self, run: Run, final: bool = False) -> None:
+            super().release(run, final)
+            if final:
+                return
+            waiting = released = 0
+            for state in run.ledger.orders.packages.values():
+                old = int(state.order_id[1:]) < run.t - self.hold
+                waiting += state.status == PackageStatus.ALLOCATED and old
+                released += state.status == PackageStatus.RELEASED and not old
+            seen.append((run.t, waiting, released))
+
+    queue = Watched(Policy(), window=50, hold=100)
+    totals = simulate(inst, queue, types, regions)
+    assert [t for t, _, _ in seen] == list(range(50, 300, 50))
+    assert all(waiting == 0 and released == 0 for _, waiting, released in seen)
+    assert totals.shipments > 0 and queue.replanned >= 0
