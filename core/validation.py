@@ -19,7 +19,8 @@ def check_identifier(value: str, field_name: str) -> str:
         raise InvalidArgument(f"{field_name} is required", field_name)
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(f"{field_name} is longer than {MAX_ID_LENGTH}", field_name)
-    if any((ch.isspace() and ch != " ") or not ch.isprintable() for ch in value):
+    # Whitespace other than the space is never printable, so a printable id has neither.
+    if not value.isprintable():
         raise InvalidArgument(f"{field_name} contains control characters", field_name)
     return value
 
