@@ -99,55 +99,73 @@ def order_to_proto(spec: OrderSpec) -> pb.Order:
     return msg
 
 
+def _timestamp(ms: int) -> dict[str, int]:
+    """A Timestamp as constructor fields (building a nested message from a dict is cheaper
+    than building it apart and copying it in)."""
+    seconds, millis = divmod(ms, 1000)
+    return {"seconds": seconds, "nanos": millis * 1_000_000}
+
+
 def _package(ledger: Ledger, state: PackageState) -> pb.Package:
     return _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
                           state.wave_id, state.tracking_number)
 
 
 def _plan_to_proto(ledger: Ledger, plan: PackagePlan, quantities: dict[str, int], status: int,
-                   wave_id: str = "", tracking_number: str = "") -> pb.Package:
+                   wave_id: str = "", tracking_number: str = "",
+                   into: Any = None) -> pb.Package:
+    """The package as a message; with `into` (a repeated Package field), added to it."""
     catalog = ledger.catalog
     services = ledger.network_spec.services
     service = services[plan.service] if 0 <= plan.service < len(services) else None
-    msg = pb.Package(
-        package_id=plan.package_id, node_id=catalog.nodes[plan.node].node_id,
-        service_id=service.service_id if service else "",
-        carrier=service.carrier if service else "",
-        cost=pb.CostBreakdown(carrier_micros=plan.carrier_micros,
-                              handling_micros=plan.handling_micros,
-                              units_micros=plan.units_micros,
-                              split_penalty_micros=plan.penalty_micros,
-                              total_micros=plan.total_micros),
-        billable_weight_lb=min(plan.billable_lb, 2**31 - 1), ship_date=timestamp(plan.ship_ms),
-        promised_delivery=timestamp(plan.promise_ms),
-        status=pb.PackageStatus.ValueType(status), wave_id=wave_id,
-        tracking_number=tracking_number)
+    carrier, handling, units, penalty = (plan.carrier_micros, plan.handling_micros,
+                                         plan.units_micros, plan.penalty_micros)
+    fields: dict[str, Any] = {
+        "package_id": plan.package_id, "node_id": catalog.nodes[plan.node].node_id,
+        "service_id": service.service_id if service else "",
+        "carrier": service.carrier if service else "",
+        "cost": {"carrier_micros": carrier, "handling_micros": handling,
+                 "units_micros": units, "split_penalty_micros": penalty,
+                 "total_micros": carrier + handling + units + penalty},
+        "billable_weight_lb": min(plan.billable_lb, 2**31 - 1),
+        "ship_date": _timestamp(plan.ship_ms), "promised_delivery": _timestamp(plan.promise_ms),
+        "status": status, "wave_id": wave_id, "tracking_number": tracking_number}
+    msg = pb.Package(**fields) if into is None else into.add(**fields)
+    sku_ids = catalog.sku_ids
+    lines = msg.lines
     for line in plan.lines:
         qty = quantities.get(line.line_id, 0)
         if qty:
-            msg.lines.add(line_id=line.line_id, sku_id=catalog.sku_ids[line.sku], quantity=qty,
-                          substitutes_sku_id=catalog.sku_ids[line.substitutes_sku]
-                          if line.substitutes_sku >= 0 else "")
+            lines.add(line_id=line.line_id, sku_id=sku_ids[line.sku], quantity=qty,
+                      substitutes_sku_id=sku_ids[line.substitutes_sku]
+                      if line.substitutes_sku >= 0 else "")
     return msg
 
 
 def allocation_to_proto(ledger: Ledger, record: OrderRecord, decision: Decision | None,
-                        explain: bool) -> pb.Allocation:
-    """The order as it stands: live packages, open backorders, and the last decision's why."""
+                        explain: bool, into: pb.Allocation | None = None) -> pb.Allocation:
+    """The order as it stands: live packages, open backorders, and the last decision's why.
+    With `into` (an empty Allocation, such as a response's field), written there."""
     book = ledger.orders
-    msg = pb.Allocation(order_id=record.spec.order_id,
-                        status=pb.OrderStatus.ValueType(int(record.status)))
+    msg = pb.Allocation() if into is None else into
+    msg.order_id = record.spec.order_id
+    msg.status = pb.OrderStatus.ValueType(int(record.status))
     promised = 0
     total = 0
+    packages = book.packages
+    replanned = PackageStatus.REPLANNED
     for package_id in record.package_ids:
-        state = book.packages[package_id]
+        state = packages[package_id]
         if not state.quantities:
             continue
-        msg.packages.append(_package(ledger, state))
-        if state.status == PackageStatus.REPLANNED:
+        _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
+                       state.wave_id, state.tracking_number, msg.packages)
+        if state.status == replanned:
             continue  # superseded: shown, but neither shipped nor charged
-        promised = max(promised, state.plan.promise_ms)
-        total += state.plan.total_micros
+        plan = state.plan
+        promised = max(promised, plan.promise_ms)
+        total += plan.carrier_micros + plan.handling_micros + plan.units_micros + (
+            plan.penalty_micros)
     catalog = ledger.catalog
     for backorder in record.backorders.values():
         entry = msg.backorders.add(line_id=backorder.line_id,
