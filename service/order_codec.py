@@ -25,14 +25,18 @@ from core.orders import (
 )
 from service.codec import ms_from_timestamp, timestamp
 
+#: SlaTier by wire value (unspecified means standard): one lookup instead of an enum call.
+_TIERS = {types_pb2.SLA_TIER_UNSPECIFIED: SlaTier.STANDARD,
+          **{int(tier) + 1: tier for tier in SlaTier}}
+_PAYMENTS = {int(status): status for status in PaymentStatus}
+_ADDRESSES = {int(status): status for status in AddressStatus}
+
 
 def tier_from_proto(value: int, field: str) -> SlaTier:
-    if value == types_pb2.SLA_TIER_UNSPECIFIED:
-        return SlaTier.STANDARD
-    try:
-        return SlaTier(value - 1)
-    except ValueError:
-        raise InvalidArgument(f"{field}: {value} is not an SLA tier", field) from None
+    tier = _TIERS.get(value)
+    if tier is None:
+        raise InvalidArgument(f"{field}: {value} is not an SLA tier", field)
+    return tier
 
 
 def tier_to_proto(tier: SlaTier) -> types_pb2.SlaTier.ValueType:
@@ -44,9 +48,10 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     if payment not in (pb.PAYMENT_STATUS_AUTHORIZED, pb.PAYMENT_STATUS_ON_HOLD):
         raise InvalidArgument(f"{field}.payment_status: {payment} is unknown",
                               f"{field}.payment_status")
-    if msg.address_status not in (pb.ADDRESS_STATUS_UNSPECIFIED, pb.ADDRESS_STATUS_VALID,
-                                  pb.ADDRESS_STATUS_INVALID):
-        raise InvalidArgument(f"{field}.address_status: {msg.address_status} is unknown",
+    address = msg.address_status
+    if address not in (pb.ADDRESS_STATUS_UNSPECIFIED, pb.ADDRESS_STATUS_VALID,
+                       pb.ADDRESS_STATUS_INVALID):
+        raise InvalidArgument(f"{field}.address_status: {address} is unknown",
                               f"{field}.address_status")
     ship_to = msg.ship_to
     latitude = ship_to.latitude if ship_to.HasField("latitude") else None
@@ -57,20 +62,26 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
             math.isfinite(latitude) and math.isfinite(longitude)
             and -90 <= latitude <= 90 and -180 <= longitude <= 180):
         raise InvalidArgument("coordinates out of range", f"{field}.ship_to")
-    if len(ship_to.postal_code) > 16:
+    postal_code = ship_to.postal_code
+    if len(postal_code) > 16:
         raise InvalidArgument("postal_code is longer than 16", f"{field}.ship_to.postal_code")
+    tier = _TIERS.get(msg.sla_tier)
+    if tier is None:
+        tier = tier_from_proto(msg.sla_tier, f"{field}.sla_tier")  # raises
+    deliver_by_ms = (ms_from_timestamp(msg.deliver_by, f"{field}.deliver_by")
+                     if msg.HasField("deliver_by") else 0)
+    customer_id = msg.customer_id
+    if customer_id:  # (the empty id passes)
+        customer_id = _customer(customer_id, f"{field}.customer_id")
     return OrderSpec(
-        order_id=msg.order_id, channel_id=msg.channel_id,
-        tier=tier_from_proto(msg.sla_tier, f"{field}.sla_tier"),
-        lines=tuple(OrderLineSpec(line.line_id or str(i + 1), line.sku_id, line.quantity)
-                    for i, line in enumerate(msg.lines)),
-        postal_code=ship_to.postal_code, latitude=latitude, longitude=longitude,
-        deliver_by_ms=ms_from_timestamp(msg.deliver_by, f"{field}.deliver_by"),
-        payment=PaymentStatus(payment), fraud_score=msg.fraud_score,
-        address=AddressStatus(msg.address_status),
+        order_id=msg.order_id, channel_id=msg.channel_id, tier=tier,
+        lines=tuple([OrderLineSpec(line.line_id or str(i), line.sku_id, line.quantity)
+                     for i, line in enumerate(msg.lines, 1)]),
+        postal_code=postal_code, latitude=latitude, longitude=longitude,
+        deliver_by_ms=deliver_by_ms, payment=_PAYMENTS[payment], fraud_score=msg.fraud_score,
+        address=_ADDRESSES[address],
         allow_split=msg.allow_split if msg.HasField("allow_split") else True,
-        allow_substitution=msg.allow_substitution,
-        customer_id=_customer(msg.customer_id, f"{field}.customer_id"),
+        allow_substitution=msg.allow_substitution, customer_id=customer_id,
     )
 
 
