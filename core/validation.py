@@ -13,6 +13,11 @@ MAX_ID_LENGTH = 128
 T = TypeVar("T")
 
 
+def is_identifier(value: str) -> bool:
+    """Whether check_identifier accepts `value` (without naming a field)."""
+    return bool(value) and len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
 def check_identifier(value: str, field_name: str) -> str:
     """Ids: required, at most MAX_ID_LENGTH characters, printable (no control characters)."""
     if not value:
