@@ -182,11 +182,11 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
     p.add(EventKind.ORDER_ALLOCATED, reference=spec.order_id, payload=decision)
     channel = p.ledger.catalog.channel(spec.channel_id)
     for plan in decision.packages:
+        node = plan.node
         for line in plan.lines:
-            p.add(EventKind.ORDER_UNITS_ALLOCATED, floors[(channel, line.sku, plan.node)],
-                  sku=line.sku, node=plan.node, from_bucket=Bucket.AVAILABLE,
-                  to_bucket=Bucket.ALLOCATED, quantity=line.quantity,
-                  reference=plan.package_id, channel=channel)
+            p.add_move(EventKind.ORDER_UNITS_ALLOCATED, floors[(channel, line.sku, node)],
+                       line.sku, node, Bucket.AVAILABLE, Bucket.ALLOCATED, line.quantity,
+                       plan.package_id, channel)
     if not decision.backorders:
         return OrderOutcome(spec.order_id, decision)
     kind = (ExceptionType.NO_FEASIBLE_NODE
