@@ -97,6 +97,8 @@ def _plan_of(descriptor: Any) -> tuple[tuple[str, bool, int, Any], ...]:
             kind = field.type
             enum = None
             if kind == FieldDescriptor.TYPE_MESSAGE:
+                if not _can_refuse(field.message_type, set()):
+                    continue  # a Timestamp, say: numbers only
                 which = _MESSAGE
             elif kind == FieldDescriptor.TYPE_STRING:
                 which = _STRING
@@ -109,6 +111,23 @@ def _plan_of(descriptor: Any) -> tuple[tuple[str, bool, int, Any], ...]:
             checks.append((field.name, field.is_repeated, which, enum))
         plan = _PLANS[descriptor] = tuple(checks)
     return plan
+
+
+def _can_refuse(descriptor: Any, seen: set[Any]) -> bool:
+    """Whether a message of this type can hold a value the edge refuses: a string, a
+    float, an enum, or a message that can (a type seen already on the way counts as one
+    that can)."""
+    if descriptor in seen:
+        return True
+    seen.add(descriptor)
+    for field in descriptor.fields:
+        kind = field.type
+        if kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_DOUBLE,
+                    FieldDescriptor.TYPE_FLOAT) or (
+                kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None) or (
+                kind == FieldDescriptor.TYPE_MESSAGE and _can_refuse(field.message_type, seen)):
+            return True
+    return False
 
 
 def _invalid_value(which: int, item: Any, enum: Any) -> str:
