@@ -112,8 +112,8 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
         # One buffer for every output, sliced into contiguous views: one allocation
         # instead of twenty-one (this runs for every order on the unary path).
         buffer = np.zeros(9 * n_orders + n_lines + 8 * capacity + 3 * pieces, np.int64)
-        cuts = np.cumsum([0] + [n_orders] * 7 + [n_lines] + [capacity] * 8 + [pieces] * 3
-                         + [n_orders] * 2).tolist()
+        cuts = list(itertools.accumulate([0] + [n_orders] * 7 + [n_lines] + [capacity] * 8
+                                         + [pieces] * 3 + [n_orders] * 2))
         views = [buffer[a:b] for a, b in itertools.pairwise(cuts)]
         work_avail = avail.copy()
         work_capacity = capacity_left.copy()

@@ -282,15 +282,20 @@ class Ledger:
     def _apply_segment(self, events: Sequence[Event], start: int, stop: int,
                        floors: Sequence[int] | None, replay: bool) -> None:
         self._apply_moves(events, start, stop, floors, replay)
-        for i in range(start, stop):
-            event = events[i]
-            if event.kind in MOVE_KINDS:
-                self._apply_side_effects(event)
-            else:
-                self._apply_other(event)
-            if event.kind in FINANCE_KINDS:
-                self.books.post_event(self, event)
-            self.kpis.observe(self, event)
+        kpis = self.kpis
+        kpis.collect()
+        try:
+            for i in range(start, stop):
+                event = events[i]
+                if event.kind in MOVE_KINDS:
+                    self._apply_side_effects(event)
+                else:
+                    self._apply_other(event)
+                if event.kind in FINANCE_KINDS:
+                    self.books.post_event(self, event)
+                kpis.observe(self, event)
+        finally:
+            kpis.flush()
 
     def _apply_moves(self, events: Sequence[Event], start: int, stop: int,
                      floors: Sequence[int] | None, replay: bool) -> None:

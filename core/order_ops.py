@@ -41,7 +41,7 @@ from core.orders import (
     WaveRecord,
 )
 from core.plan import Plan
-from core.validation import check_identifier, check_line_ids, existing
+from core.validation import check_identifier, check_line_ids, existing, is_identifier
 
 UNSHIPPED = (PackageStatus.ALLOCATED, PackageStatus.RELEASED, PackageStatus.PICKED,
              PackageStatus.PACKED)
@@ -102,10 +102,12 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
                quote: bool = False) -> tuple[tuple[str, int, int], ...]:
     """The order's lines as (line_id, sku, quantity); raises a DomainError naming the field."""
     cat = ledger.catalog
-    check_identifier(spec.order_id, f"{field}.order_id")
+    if not is_identifier(spec.order_id):
+        check_identifier(spec.order_id, f"{field}.order_id")  # raises
     if not quote and (spec.order_id in ledger.orders.orders or spec.order_id in batch_ids):
         raise AlreadyExists(f"order {spec.order_id!r} exists already", f"{field}.order_id")
-    cat.channel(spec.channel_id, f"{field}.channel_id")
+    if spec.channel_id and spec.channel_id not in cat.channel_index:
+        cat.channel(spec.channel_id, f"{field}.channel_id")  # raises
     if not spec.lines:
         raise InvalidArgument(f"{field}.lines must not be empty", f"{field}.lines")
     if not (math.isfinite(spec.fraud_score) and 0.0 <= spec.fraud_score <= 1.0):
@@ -116,21 +118,28 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
     lines = []
     line_ids: set[str] = set()
     skus: set[int] = set()
+    sku_index = cat.sku_index
+    # A line's field names are spelled out only for a refusal (most lines pass).
     for i, line in enumerate(spec.lines):
-        name = f"{field}.lines[{i}]"
-        check_identifier(line.line_id, f"{name}.line_id")
-        if line.line_id in line_ids:
-            raise InvalidArgument(f"line id {line.line_id!r} appears twice", f"{name}.line_id")
-        line_ids.add(line.line_id)
-        sku = cat.sku(line.sku_id, f"{name}.sku_id")
+        line_id = line.line_id
+        if not is_identifier(line_id):
+            check_identifier(line_id, f"{field}.lines[{i}].line_id")  # raises
+        if line_id in line_ids:
+            raise InvalidArgument(f"line id {line_id!r} appears twice",
+                                  f"{field}.lines[{i}].line_id")
+        line_ids.add(line_id)
+        sku = sku_index.get(line.sku_id)
+        if sku is None:
+            sku = cat.sku(line.sku_id, f"{field}.lines[{i}].sku_id")  # raises
         if sku in skus:
             raise InvalidArgument(f"SKU {line.sku_id!r} appears on two lines; merge them",
-                                  f"{name}.sku_id")
+                                  f"{field}.lines[{i}].sku_id")
         skus.add(sku)
         if not 1 <= line.quantity <= QTY_MAX:
+            name = f"{field}.lines[{i}]"
             raise InvalidArgument(f"{name}.quantity must be between 1 and {QTY_MAX}",
                                   f"{name}.quantity")
-        lines.append((line.line_id, sku, line.quantity))
+        lines.append((line_id, sku, line.quantity))
     network = ledger.network()
     if network.n_services and len(network.region_lat):
         try:
@@ -173,11 +182,11 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
     p.add(EventKind.ORDER_ALLOCATED, reference=spec.order_id, payload=decision)
     channel = p.ledger.catalog.channel(spec.channel_id)
     for plan in decision.packages:
+        node = plan.node
         for line in plan.lines:
-            p.add(EventKind.ORDER_UNITS_ALLOCATED, floors[(channel, line.sku, plan.node)],
-                  sku=line.sku, node=plan.node, from_bucket=Bucket.AVAILABLE,
-                  to_bucket=Bucket.ALLOCATED, quantity=line.quantity,
-                  reference=plan.package_id, channel=channel)
+            p.add_move(EventKind.ORDER_UNITS_ALLOCATED, floors[(channel, line.sku, node)],
+                       line.sku, node, Bucket.AVAILABLE, Bucket.ALLOCATED, line.quantity,
+                       plan.package_id, channel)
     if not decision.backorders:
         return OrderOutcome(spec.order_id, decision)
     kind = (ExceptionType.NO_FEASIBLE_NODE

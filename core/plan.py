@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.ledger import Ledger
-from core.model import Event, EventKind
+from core.model import Bucket, Event, EventKind
 
 
 @dataclass(slots=True)
@@ -26,4 +26,19 @@ class Plan:
             if self.floors is None:
                 self.floors = [0] * (len(self.events) - 1)
             self.floors.append(floor)
+        return event
+
+    def add_move(self, kind: EventKind, floor: int, sku: int, node: int, from_bucket: Bucket,
+                 to_bucket: Bucket, quantity: int, reference: str, channel: int = -1) -> Event:
+        """`add` for a bucket move, its fields given in order: the same event, built
+        without keyword arguments (allocation makes one for every line it places)."""
+        events = self.events
+        event = Event(self.ledger.last_seq + 1 + len(events), kind, sku, node, from_bucket,
+                      to_bucket, quantity, reference, self.request_id, self.now_ms, channel)
+        events.append(event)
+        floors = self.floors
+        if floor or floors is not None:
+            if floors is None:
+                floors = self.floors = [0] * (len(events) - 1)
+            floors.append(floor)
         return event

@@ -13,13 +13,19 @@ MAX_ID_LENGTH = 128
 T = TypeVar("T")
 
 
+def is_identifier(value: str) -> bool:
+    """Whether check_identifier accepts `value` (without naming a field)."""
+    return bool(value) and len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
 def check_identifier(value: str, field_name: str) -> str:
     """Ids: required, at most MAX_ID_LENGTH characters, printable (no control characters)."""
     if not value:
         raise InvalidArgument(f"{field_name} is required", field_name)
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(f"{field_name} is longer than {MAX_ID_LENGTH}", field_name)
-    if any((ch.isspace() and ch != " ") or not ch.isprintable() for ch in value):
+    # Whitespace other than the space is never printable, so a printable id has neither.
+    if not value.isprintable():
         raise InvalidArgument(f"{field_name} contains control characters", field_name)
     return value
 

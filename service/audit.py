@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 32
+# What json.dumps(..., sort_keys=True, separators=(",", ":")) builds on every call, made
+# once: the same text.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _digest(entry: dict[str, Any]) -> str:
-    body = json.dumps({k: v for k, v in entry.items() if k != "hash"}, sort_keys=True,
-                      separators=(",", ":"))
+    body = _CANONICAL.encode({k: v for k, v in entry.items() if k != "hash"})
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 

@@ -10,6 +10,7 @@ answered DEADLINE_EXCEEDED without doing the work.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,34 +80,97 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
 
 
 MAX_STRING = 4096
-_ALLOWED_CONTROL = frozenset("\t\n\r")
+#: The control characters no string may carry: those below space but tab, newline and
+#: carriage return, and DEL. (All are non-printable: a printable string has none.)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_MESSAGE, _STRING, _FLOAT, _ENUM = range(4)
+#: Per message type, the fields that can carry a value the edge refuses, in field-number
+#: order (the order ListFields gives): (name, repeated, which check, enum or None).
+_PLANS: dict[Any, tuple[tuple[str, bool, int, Any], ...]] = {}
+
+
+def _plan_of(descriptor: Any) -> tuple[tuple[str, bool, int, Any], ...]:
+    plan = _PLANS.get(descriptor)
+    if plan is None:
+        checks = []
+        for field in sorted(descriptor.fields, key=lambda f: f.number):
+            kind = field.type
+            enum = None
+            if kind == FieldDescriptor.TYPE_MESSAGE:
+                if not _can_refuse(field.message_type, set()):
+                    continue  # a Timestamp, say: numbers only
+                which = _MESSAGE
+            elif kind == FieldDescriptor.TYPE_STRING:
+                which = _STRING
+            elif kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+                which = _FLOAT
+            elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+                which, enum = _ENUM, field.enum_type
+            else:
+                continue  # integers, booleans, bytes: nothing to refuse
+            checks.append((field.name, field.is_repeated, which, enum))
+        plan = _PLANS[descriptor] = tuple(checks)
+    return plan
+
+
+def _can_refuse(descriptor: Any, seen: set[Any]) -> bool:
+    """Whether a message of this type can hold a value the edge refuses: a string, a
+    float, an enum, or a message that can (a type seen already on the way counts as one
+    that can)."""
+    if descriptor in seen:
+        return True
+    seen.add(descriptor)
+    for field in descriptor.fields:
+        kind = field.type
+        if kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_DOUBLE,
+                    FieldDescriptor.TYPE_FLOAT) or (
+                kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None) or (
+                kind == FieldDescriptor.TYPE_MESSAGE and _can_refuse(field.message_type, seen)):
+            return True
+    return False
+
+
+def _invalid_value(which: int, item: Any, enum: Any) -> str:
+    """Why one value of a field is refused (without the field's name); empty if it is not.
+    For a message, the first field inside it, named from the message down."""
+    if which == _MESSAGE:
+        problem = invalid_field(item)
+        return f".{problem}" if problem else ""
+    if which == _STRING:
+        if len(item) > MAX_STRING:
+            return f": longer than {MAX_STRING} characters"
+        if not item.isprintable() and _CONTROL.search(item):
+            return ": control characters are not allowed"
+    elif which == _FLOAT:
+        if not math.isfinite(item):
+            return ": must be a finite number"
+    elif which == _ENUM and item not in enum.values_by_number:
+        return f": {item} is not a {enum.name} value"
+    return ""
 
 
 def invalid_field(message: Message, path: str = "") -> str:
     """The first field no request may carry, with why: a control character or an
     oversize string, NaN or infinity, an enum value the schema does not define. Empty if
-    none. (What a field means is checked later, by the command it becomes.)"""
-    for field, value in message.ListFields():
-        name = f"{path}{field.name}"
-        values = value if field.is_repeated else (value,)
-        for index, item in enumerate(values):
-            where = f"{name}[{index}]" if field.is_repeated else name
-            kind = field.type
-            if kind == FieldDescriptor.TYPE_MESSAGE:
-                problem = invalid_field(item, f"{where}.")
+    none. (What a field means is checked later, by the command it becomes.)
+
+    Fields left unset read as their defaults (empty, zero, the enum's zero value, an
+    empty message), which pass: reading every field of the plan is the same check as
+    reading the fields that are set."""
+    for name, repeated, which, enum in _plan_of(message.DESCRIPTOR):
+        value = getattr(message, name)
+        if which == _STRING and not repeated and value.isprintable() and (
+                len(value) <= MAX_STRING):
+            continue  # the common case, without a call
+        if repeated:
+            for index, item in enumerate(value):
+                problem = _invalid_value(which, item, enum)
                 if problem:
-                    return problem
-            elif kind == FieldDescriptor.TYPE_STRING:
-                if len(item) > MAX_STRING:
-                    return f"{where}: longer than {MAX_STRING} characters"
-                if any((ch < " " and ch not in _ALLOWED_CONTROL) or ch == "\x7f" for ch in item):
-                    return f"{where}: control characters are not allowed"
-            elif kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-                if not math.isfinite(item):
-                    return f"{where}: must be a finite number"
-            elif kind == FieldDescriptor.TYPE_ENUM and field.enum_type is not None and (
-                    item not in field.enum_type.values_by_number):
-                return f"{where}: {item} is not a {field.enum_type.name} value"
+                    return f"{path}{name}[{index}]{problem}"
+        else:
+            problem = _invalid_value(which, value, enum)
+            if problem:
+                return f"{path}{name}{problem}"
     return ""
 
 

@@ -25,14 +25,18 @@ from core.orders import (
 )
 from service.codec import ms_from_timestamp, timestamp
 
+#: SlaTier by wire value (unspecified means standard): one lookup instead of an enum call.
+_TIERS = {types_pb2.SLA_TIER_UNSPECIFIED: SlaTier.STANDARD,
+          **{int(tier) + 1: tier for tier in SlaTier}}
+_PAYMENTS = {int(status): status for status in PaymentStatus}
+_ADDRESSES = {int(status): status for status in AddressStatus}
+
 
 def tier_from_proto(value: int, field: str) -> SlaTier:
-    if value == types_pb2.SLA_TIER_UNSPECIFIED:
-        return SlaTier.STANDARD
-    try:
-        return SlaTier(value - 1)
-    except ValueError:
-        raise InvalidArgument(f"{field}: {value} is not an SLA tier", field) from None
+    tier = _TIERS.get(value)
+    if tier is None:
+        raise InvalidArgument(f"{field}: {value} is not an SLA tier", field)
+    return tier
 
 
 def tier_to_proto(tier: SlaTier) -> types_pb2.SlaTier.ValueType:
@@ -44,9 +48,10 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     if payment not in (pb.PAYMENT_STATUS_AUTHORIZED, pb.PAYMENT_STATUS_ON_HOLD):
         raise InvalidArgument(f"{field}.payment_status: {payment} is unknown",
                               f"{field}.payment_status")
-    if msg.address_status not in (pb.ADDRESS_STATUS_UNSPECIFIED, pb.ADDRESS_STATUS_VALID,
-                                  pb.ADDRESS_STATUS_INVALID):
-        raise InvalidArgument(f"{field}.address_status: {msg.address_status} is unknown",
+    address = msg.address_status
+    if address not in (pb.ADDRESS_STATUS_UNSPECIFIED, pb.ADDRESS_STATUS_VALID,
+                       pb.ADDRESS_STATUS_INVALID):
+        raise InvalidArgument(f"{field}.address_status: {address} is unknown",
                               f"{field}.address_status")
     ship_to = msg.ship_to
     latitude = ship_to.latitude if ship_to.HasField("latitude") else None
@@ -57,20 +62,26 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
             math.isfinite(latitude) and math.isfinite(longitude)
             and -90 <= latitude <= 90 and -180 <= longitude <= 180):
         raise InvalidArgument("coordinates out of range", f"{field}.ship_to")
-    if len(ship_to.postal_code) > 16:
+    postal_code = ship_to.postal_code
+    if len(postal_code) > 16:
         raise InvalidArgument("postal_code is longer than 16", f"{field}.ship_to.postal_code")
+    tier = _TIERS.get(msg.sla_tier)
+    if tier is None:
+        tier = tier_from_proto(msg.sla_tier, f"{field}.sla_tier")  # raises
+    deliver_by_ms = (ms_from_timestamp(msg.deliver_by, f"{field}.deliver_by")
+                     if msg.HasField("deliver_by") else 0)
+    customer_id = msg.customer_id
+    if customer_id:  # (the empty id passes)
+        customer_id = _customer(customer_id, f"{field}.customer_id")
     return OrderSpec(
-        order_id=msg.order_id, channel_id=msg.channel_id,
-        tier=tier_from_proto(msg.sla_tier, f"{field}.sla_tier"),
-        lines=tuple(OrderLineSpec(line.line_id or str(i + 1), line.sku_id, line.quantity)
-                    for i, line in enumerate(msg.lines)),
-        postal_code=ship_to.postal_code, latitude=latitude, longitude=longitude,
-        deliver_by_ms=ms_from_timestamp(msg.deliver_by, f"{field}.deliver_by"),
-        payment=PaymentStatus(payment), fraud_score=msg.fraud_score,
-        address=AddressStatus(msg.address_status),
+        order_id=msg.order_id, channel_id=msg.channel_id, tier=tier,
+        lines=tuple([OrderLineSpec(line.line_id or str(i), line.sku_id, line.quantity)
+                     for i, line in enumerate(msg.lines, 1)]),
+        postal_code=postal_code, latitude=latitude, longitude=longitude,
+        deliver_by_ms=deliver_by_ms, payment=_PAYMENTS[payment], fraud_score=msg.fraud_score,
+        address=_ADDRESSES[address],
         allow_split=msg.allow_split if msg.HasField("allow_split") else True,
-        allow_substitution=msg.allow_substitution,
-        customer_id=_customer(msg.customer_id, f"{field}.customer_id"),
+        allow_substitution=msg.allow_substitution, customer_id=customer_id,
     )
 
 
@@ -99,55 +110,73 @@ def order_to_proto(spec: OrderSpec) -> pb.Order:
     return msg
 
 
+def _timestamp(ms: int) -> dict[str, int]:
+    """A Timestamp as constructor fields (building a nested message from a dict is cheaper
+    than building it apart and copying it in)."""
+    seconds, millis = divmod(ms, 1000)
+    return {"seconds": seconds, "nanos": millis * 1_000_000}
+
+
 def _package(ledger: Ledger, state: PackageState) -> pb.Package:
     return _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
                           state.wave_id, state.tracking_number)
 
 
 def _plan_to_proto(ledger: Ledger, plan: PackagePlan, quantities: dict[str, int], status: int,
-                   wave_id: str = "", tracking_number: str = "") -> pb.Package:
+                   wave_id: str = "", tracking_number: str = "",
+                   into: Any = None) -> pb.Package:
+    """The package as a message; with `into` (a repeated Package field), added to it."""
     catalog = ledger.catalog
     services = ledger.network_spec.services
     service = services[plan.service] if 0 <= plan.service < len(services) else None
-    msg = pb.Package(
-        package_id=plan.package_id, node_id=catalog.nodes[plan.node].node_id,
-        service_id=service.service_id if service else "",
-        carrier=service.carrier if service else "",
-        cost=pb.CostBreakdown(carrier_micros=plan.carrier_micros,
-                              handling_micros=plan.handling_micros,
-                              units_micros=plan.units_micros,
-                              split_penalty_micros=plan.penalty_micros,
-                              total_micros=plan.total_micros),
-        billable_weight_lb=min(plan.billable_lb, 2**31 - 1), ship_date=timestamp(plan.ship_ms),
-        promised_delivery=timestamp(plan.promise_ms),
-        status=pb.PackageStatus.ValueType(status), wave_id=wave_id,
-        tracking_number=tracking_number)
+    carrier, handling, units, penalty = (plan.carrier_micros, plan.handling_micros,
+                                         plan.units_micros, plan.penalty_micros)
+    fields: dict[str, Any] = {
+        "package_id": plan.package_id, "node_id": catalog.nodes[plan.node].node_id,
+        "service_id": service.service_id if service else "",
+        "carrier": service.carrier if service else "",
+        "cost": {"carrier_micros": carrier, "handling_micros": handling,
+                 "units_micros": units, "split_penalty_micros": penalty,
+                 "total_micros": carrier + handling + units + penalty},
+        "billable_weight_lb": min(plan.billable_lb, 2**31 - 1),
+        "ship_date": _timestamp(plan.ship_ms), "promised_delivery": _timestamp(plan.promise_ms),
+        "status": status, "wave_id": wave_id, "tracking_number": tracking_number}
+    msg = pb.Package(**fields) if into is None else into.add(**fields)
+    sku_ids = catalog.sku_ids
+    lines = msg.lines
     for line in plan.lines:
         qty = quantities.get(line.line_id, 0)
         if qty:
-            msg.lines.add(line_id=line.line_id, sku_id=catalog.sku_ids[line.sku], quantity=qty,
-                          substitutes_sku_id=catalog.sku_ids[line.substitutes_sku]
-                          if line.substitutes_sku >= 0 else "")
+            lines.add(line_id=line.line_id, sku_id=sku_ids[line.sku], quantity=qty,
+                      substitutes_sku_id=sku_ids[line.substitutes_sku]
+                      if line.substitutes_sku >= 0 else "")
     return msg
 
 
 def allocation_to_proto(ledger: Ledger, record: OrderRecord, decision: Decision | None,
-                        explain: bool) -> pb.Allocation:
-    """The order as it stands: live packages, open backorders, and the last decision's why."""
+                        explain: bool, into: pb.Allocation | None = None) -> pb.Allocation:
+    """The order as it stands: live packages, open backorders, and the last decision's why.
+    With `into` (an empty Allocation, such as a response's field), written there."""
     book = ledger.orders
-    msg = pb.Allocation(order_id=record.spec.order_id,
-                        status=pb.OrderStatus.ValueType(int(record.status)))
+    msg = pb.Allocation() if into is None else into
+    msg.order_id = record.spec.order_id
+    msg.status = pb.OrderStatus.ValueType(int(record.status))
     promised = 0
     total = 0
+    packages = book.packages
+    replanned = PackageStatus.REPLANNED
     for package_id in record.package_ids:
-        state = book.packages[package_id]
+        state = packages[package_id]
         if not state.quantities:
             continue
-        msg.packages.append(_package(ledger, state))
-        if state.status == PackageStatus.REPLANNED:
+        _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
+                       state.wave_id, state.tracking_number, msg.packages)
+        if state.status == replanned:
             continue  # superseded: shown, but neither shipped nor charged
-        promised = max(promised, state.plan.promise_ms)
-        total += state.plan.total_micros
+        plan = state.plan
+        promised = max(promised, plan.promise_ms)
+        total += plan.carrier_micros + plan.handling_micros + plan.units_micros + (
+            plan.penalty_micros)
     catalog = ledger.catalog
     for backorder in record.backorders.values():
         entry = msg.backorders.add(line_id=backorder.line_id,

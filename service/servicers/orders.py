@@ -46,13 +46,17 @@ MAX_PAGE = 1000
 STREAM_WINDOW = 256
 
 
-def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool) -> pb.Allocation:
+def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
+                into: pb.Allocation | None = None) -> pb.Allocation:
+    """The outcome as an Allocation; with `into` (an empty one), written there."""
     if outcome.error is not None:
-        return pb.Allocation(order_id=outcome.order_id,
-                             error_code=status_of(outcome.error).value[0],
-                             error_message=outcome.error.message)
+        msg = pb.Allocation() if into is None else into
+        msg.order_id = outcome.order_id
+        msg.error_code = status_of(outcome.error).value[0]
+        msg.error_message = outcome.error.message
+        return msg
     record = ledger.orders.orders[outcome.order_id]
-    msg = allocation_to_proto(ledger, record, outcome.decision, explain)
+    msg = allocation_to_proto(ledger, record, outcome.decision, explain, into)
     if outcome.exception_id:
         msg.exception_id = outcome.exception_id
         if outcome.exception_type is not None:
@@ -91,14 +95,19 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             raise outcome.error  # the order was rejected: nothing was recorded
         return outcome
 
+    def _allocation_into(self, field: pb.Allocation, o: Outcome, explain: bool) -> None:
+        """The single order's allocation, written into the response's (empty) field."""
+        outcome = self._single_outcome(o)
+        field.SetInParent()
+        _allocation(self.ledger, outcome, explain, field)
+
     @unary
     async def AllocateOrder(self, request: pb.AllocateOrderRequest,
                             context: Context) -> pb.AllocateOrderResponse:
         def respond(o: Outcome) -> pb.AllocateOrderResponse:
             response = pb.AllocateOrderResponse(result=mutation_result(o))
             if o.detail is not None:
-                response.allocation.CopyFrom(
-                    _allocation(self.ledger, self._single_outcome(o), request.explain))
+                self._allocation_into(response.allocation, o, request.explain)
             return response
 
         return await self.engine.mutate("AllocateOrder", request,
@@ -119,9 +128,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         def respond(o: Outcome) -> pb.AllocateOrdersResponse:
             response = pb.AllocateOrdersResponse(result=mutation_result(o))
             if isinstance(o.detail, AllocateResult):
-                response.allocations.extend(
-                    _allocation(self.ledger, outcome, request.explain)
-                    for outcome in o.detail.outcomes)
+                allocations = response.allocations
+                for outcome in o.detail.outcomes:
+                    _allocation(self.ledger, outcome, request.explain, allocations.add())
             return response
 
         return await self.engine.mutate("AllocateOrders", request, build, respond)
@@ -140,8 +149,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 response = pb.AllocateStreamResponse(request_id=request.request_id,
                                                      result=mutation_result(o))
                 if o.detail is not None:
-                    response.allocation.CopyFrom(
-                        _allocation(self.ledger, self._single_outcome(o), request.explain))
+                    self._allocation_into(response.allocation, o, request.explain)
                 return response
 
             try:
