@@ -9,6 +9,7 @@ so replaying the same events from the same snapshot gives the same state.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from numba.typed import List as TypedList
 from core.alerts import OPS_KINDS, OpsBook
 from core.approvals import ApprovalBook, ApprovalRecord
 from core.catalog import MAX_CHANNELS, Catalog
-from core.demand import DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
+from core.demand import DAY_MS, DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
 from core.errors import DomainError, FailedPrecondition, InvariantViolation
 from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, Resolution
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
@@ -615,16 +616,24 @@ def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
     region = _region_of(ledger, spec)
     if region is None:  # an order no region matches is not demand the network can see
         return
-    half_life = ledger.half_life_days
+    # SmoothedDemand.observe, inlined (the same arithmetic, so the same floats): it runs
+    # for every line of every order.
+    tau = ledger.half_life_days / math.log(2.0)
     index = ledger.catalog.sku_index
+    learned = ledger.learned_demand
     for line in spec.lines:
         sku = index.get(line.sku_id)
         if sku is None:
             continue
-        demand = ledger.learned_demand.get((region, sku))
+        demand = learned.get((region, sku))
         if demand is None:
-            demand = ledger.learned_demand[(region, sku)] = SmoothedDemand(0.0, now_ms)
-        demand.observe(line.quantity, now_ms, half_life)
+            learned[(region, sku)] = SmoothedDemand(0.0 + line.quantity / tau, now_ms)
+        elif now_ms > demand.last_ms:
+            elapsed = (now_ms - demand.last_ms) / DAY_MS
+            demand.level = demand.level * math.exp(-elapsed / tau) + line.quantity / tau
+            demand.last_ms = now_ms
+        else:  # no time has passed: exp(0) is exactly 1
+            demand.level = demand.level + line.quantity / tau
 
 
 REGION_CACHE_MAX = 100_000

@@ -224,6 +224,29 @@ def test_orders_teach_the_forecast_and_a_replay_learns_the_same():
     assert replayed.checksum() == ledger.checksum()
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * DAY), st.sampled_from(["1", "9"]),
+                          st.lists(st.sampled_from(["X", "Y"]), min_size=1, max_size=2,
+                                   unique=True), st.integers(1, 5)), max_size=12))
+def test_the_ledger_learns_exactly_what_smoothed_demand_observes(arrivals):
+    """The ledger's inlined smoothing gives bit-for-bit the floats of SmoothedDemand.observe,
+    with time going forwards, standing still and (a late command) going backwards."""
+    ledger = small_ledger()
+    expected: dict[tuple[str, int], SmoothedDemand] = {}
+    for i, (now, postal, skus, qty) in enumerate(arrivals):
+        spec = OrderSpec(f"O{i}", "web", SlaTier.STANDARD,
+                         tuple(OrderLineSpec(f"L{j}", s, qty) for j, s in enumerate(skus)),
+                         postal_code=postal)
+        execute(ledger, c.AllocateOrders((spec,)), now)
+        region = "E" if postal == "1" else "W"
+        for sku_id in skus:
+            key = (region, ledger.catalog.sku(sku_id))
+            demand = expected.setdefault(key, SmoothedDemand(0.0, now))
+            demand.observe(qty, now, ledger.half_life_days)
+    assert {k: (d.level, d.last_ms) for k, d in ledger.learned_demand.items()} == {
+        k: (d.level, d.last_ms) for k, d in expected.items()}
+
+
 def test_supplied_forecast_replaces_the_learned_one_and_is_checked():
     ledger = small_ledger()
     execute(ledger, c.SetDemandForecast((c.ForecastLine("E", "X", 4.0),)), 0)
