@@ -112,6 +112,46 @@ def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stoc
     assert solution.lower_bound <= optimum <= solution.old_objective
 
 
+@settings(max_examples=200, deadline=None)
+@given(stock=st.lists(st.integers(0, 3), min_size=12, max_size=12),
+       orders=st.lists(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 2), min_size=1,
+                                       max_size=3), min_size=1, max_size=6),
+       walk=st.integers(0, 2**32 - 1))
+def test_one_order_moves_keep_every_limit_and_leave_no_cheaper_plan_that_fits(stock, orders,
+                                                                               walk):
+    ledger = _ledger(dict(zip([(s, n) for s in SKUS for n in ("n0", "n1", "n2")], stock,
+                              strict=True)))
+    for i, lines in enumerate(orders):
+        execute(ledger, c.AllocateOrders((_order(f"o{i}", lines),)), NOW)
+    problem = reopt.collect(ledger, NOW)
+    if not problem.n_orders:
+        return
+    cands = reopt._assemble(reopt.propose(problem), problem.n_orders)
+    model = reopt.build_model(problem, cands)
+    # Start anywhere feasible: a random walk from the current plans through plans that fit.
+    first, ends = cands.first(), np.r_[cands.first()[1:], cands.n]
+    chosen = first.copy()
+    rng = np.random.default_rng(walk)
+    for o in rng.integers(0, problem.n_orders, 3 * problem.n_orders).tolist():
+        trial = chosen.copy()
+        trial[o] = rng.integers(first[o], ends[o])
+        if np.all(reopt.usage(model, trial) <= model.limit):
+            chosen = trial
+    before = int(model.objective[chosen].sum())
+    moves = reopt._one_moves(model, chosen, float("inf"))
+    after = int(model.objective[chosen].sum())
+    assert np.all(reopt.usage(model, chosen) <= model.limit)
+    assert after <= before and (moves == 0) == (after == before)
+    assert np.array_equal(cands.order[chosen], np.arange(problem.n_orders))
+    # No order has a cheaper plan that fits with every other order's plan kept.
+    for o in range(problem.n_orders):
+        for cand in range(first[o], ends[o]):
+            if model.objective[cand] < model.objective[chosen[o]]:
+                trial = chosen.copy()
+                trial[o] = cand
+                assert not np.all(reopt.usage(model, trial) <= model.limit)
+
+
 def test_a_weight_on_packages_trades_landed_cost_for_fewer_shipments():
     # Order "two" (a, b) is split: a from n0, b from n2. Then stock arrives at n1, far
     # away: shipping complete from there in time for the promise needs air, dearer than
