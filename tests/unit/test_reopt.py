@@ -87,18 +87,31 @@ def _brute_force(model: reopt.Model) -> int:
     return best
 
 
-@settings(max_examples=60, deadline=None)
-@given(stock=st.lists(st.integers(0, 3), min_size=12, max_size=12),
-       orders=st.lists(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 2), min_size=1,
-                                       max_size=3), min_size=1, max_size=5),
-       penalty=st.sampled_from([0, 5_000_000]))
-def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stock, orders,
-                                                                           penalty):
+#: Stock of each SKU at n0, n1 and n2, and a few small orders: instances brute force
+#: can check.
+TINY_STOCK = st.lists(st.integers(0, 3), min_size=12, max_size=12)
+
+
+def tiny_orders(most: int) -> st.SearchStrategy[list[dict[str, int]]]:
+    return st.lists(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 2), min_size=1,
+                                    max_size=3), min_size=1, max_size=most)
+
+
+def _tiny_problem(stock: list[int], orders: list[dict[str, int]]) -> reopt.Problem:
+    """The orders allocated in turn in real time, then collected for re-optimisation."""
     ledger = _ledger(dict(zip([(s, n) for s in SKUS for n in ("n0", "n1", "n2")], stock,
                               strict=True)))
     for i, lines in enumerate(orders):
         execute(ledger, c.AllocateOrders((_order(f"o{i}", lines),)), NOW)
-    problem = reopt.collect(ledger, NOW)
+    return reopt.collect(ledger, NOW)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stock=TINY_STOCK, orders=tiny_orders(5),
+       penalty=st.sampled_from([0, 5_000_000]))
+def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stock, orders,
+                                                                           penalty):
+    problem = _tiny_problem(stock, orders)
     solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=10,
                                                        extra_package_micros=penalty))
     if not problem.n_orders:
@@ -113,17 +126,11 @@ def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stoc
 
 
 @settings(max_examples=200, deadline=None)
-@given(stock=st.lists(st.integers(0, 3), min_size=12, max_size=12),
-       orders=st.lists(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 2), min_size=1,
-                                       max_size=3), min_size=1, max_size=6),
+@given(stock=TINY_STOCK, orders=tiny_orders(6),
        walk=st.integers(0, 2**32 - 1))
 def test_one_order_moves_keep_every_limit_and_leave_no_cheaper_plan_that_fits(stock, orders,
                                                                                walk):
-    ledger = _ledger(dict(zip([(s, n) for s in SKUS for n in ("n0", "n1", "n2")], stock,
-                              strict=True)))
-    for i, lines in enumerate(orders):
-        execute(ledger, c.AllocateOrders((_order(f"o{i}", lines),)), NOW)
-    problem = reopt.collect(ledger, NOW)
+    problem = _tiny_problem(stock, orders)
     if not problem.n_orders:
         return
     cands = reopt._assemble(reopt.propose(problem), problem.n_orders)
