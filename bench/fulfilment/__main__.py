@@ -8,6 +8,8 @@ myopic-to-DLP gap each policy closes, and run times.
     python -m bench.fulfilment                       # T = 10,000, p = 0.5, 5 seeds
     python -m bench.fulfilment --arrivals 100000     # the published size
     python -m bench.fulfilment --carry 0.25
+    python -m bench.fulfilment --queue-window 500 --queue-hold 500 \
+        --policies myopic,dual-price-observed,dual-price+queue   # the best policy
 """
 
 from __future__ import annotations
