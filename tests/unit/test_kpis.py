@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,30 +10,19 @@ from core import commands as c
 from core.exceptions import Resolution
 from core.kpis import BY_NAME, HOUR_MS, SLOTS, WINDOWS, Ring, exception_ages
 from core.ledger import Ledger, LedgerSettings
-from core.model import ChannelSpec, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import DAY_MS, OrderLineSpec, OrderSpec, PaymentStatus
 from core.returns import Grade
-from tests.unit.test_orders_stateful import NETWORK, NOW
+from tests.unit.shop import shop
+from tests.unit.test_orders_stateful import NOW
 
 
 def world() -> tuple[Ledger, list]:
     ledger = Ledger(LedgerSettings(n_shards=2))
     events: list = []
     run(ledger, events, NOW - 2 * DAY_MS,
-        c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
-                       NodeSpec("n1", latitude=34.0, longitude=-118.0))),
-        c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
-        c.UpsertSkus((SkuSpec("shirt", weight_lb=1, price_micros=20_000_000,
-                              unit_cost_micros=8_000_000, category="apparel"),
-                      SkuSpec("phone", weight_lb=1, price_micros=100_000_000,
-                              unit_cost_micros=60_000_000, category="electronics"),
-                      SkuSpec("socks", weight_lb=1, price_micros=5_000_000,
-                              unit_cost_micros=1_000_000, category="apparel"))),
-        c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:2])),
-        c.ReceiveStock((c.ReceiptLine("shirt", "n0", 50), c.ReceiptLine("phone", "n1", 10),
-                        c.ReceiptLine("socks", "n0", 3))))
+        *shop({("shirt", "n0"): 50, ("phone", "n1"): 10, ("socks", "n0"): 3}))
     return ledger, events
 
 

@@ -11,32 +11,20 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.exceptions import Resolution
 from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
-from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.model import Bucket, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
 from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy
-from tests.unit.test_orders_stateful import NETWORK, NOW
+from tests.unit.shop import shop
+from tests.unit.test_orders_stateful import NOW
 
 
 def world(policy: ReturnPolicy | None = None, write_off_approval: int = 1_000_000_000
           ) -> Ledger:
     ledger = Ledger(LedgerSettings(n_shards=2, write_off_approval_micros=write_off_approval))
-    for command in (
-        c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),)),
-        c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
-        c.UpsertSkus((SkuSpec("shirt", weight_lb=1, price_micros=20_000_000,
-                              unit_cost_micros=8_000_000, category="apparel"),
-                      SkuSpec("phone", weight_lb=1, price_micros=100_000_000,
-                              unit_cost_micros=60_000_000, category="electronics"),
-                      SkuSpec("socks", weight_lb=1, price_micros=5_000_000,
-                              unit_cost_micros=1_000_000, category="clearance"),
-                      SkuSpec("tree", weight_lb=1, price_micros=30_000_000,
-                              unit_cost_micros=10_000_000, category="holiday"))),
-        c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:1])),
-        c.ReceiveStock(tuple(c.ReceiptLine(s, "n0", 50)
-                             for s in ("shirt", "phone", "socks", "tree"))),
-    ):
+    for command in shop({(sku, "n0"): 50 for sku in ("shirt", "phone", "socks", "tree")},
+                        n_nodes=1, categories={"socks": "clearance"}):
         execute(ledger, command, NOW)
     if policy is not None:  # set up as if two approvers had released it
         execute(ledger, c.SetReturnPolicy(policy, approved=True), NOW)

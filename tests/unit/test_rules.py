@@ -13,12 +13,13 @@ from core.alerts import DEFAULT_RULES, RESTRICTED_SAFETY, ActionSpec, ActionType
 from core.availability import available_to_sell
 from core.errors import DomainError, FailedPrecondition, InvalidArgument
 from core.ledger import Ledger, LedgerSettings
-from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.model import Bucket
 from core.operations import execute
 from core.orders import DAY_MS
 from core.returns import Grade
+from tests.unit.shop import shop
 from tests.unit.test_kpis import order, run, ship_all
-from tests.unit.test_orders_stateful import NETWORK, NOW
+from tests.unit.test_orders_stateful import NOW
 
 MANAGER = ("ops-lead", "operations")
 
@@ -29,18 +30,7 @@ def world(**rule_changes: dict) -> tuple[Ledger, list]:
     ledger = Ledger(LedgerSettings(n_shards=2))
     events: list = []
     run(ledger, events, NOW - 3 * DAY_MS,
-        c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
-                       NodeSpec("n1", latitude=34.0, longitude=-118.0))),
-        c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
-        c.UpsertSkus((SkuSpec("shirt", weight_lb=1, price_micros=20_000_000,
-                              unit_cost_micros=8_000_000, category="apparel"),
-                      SkuSpec("socks", weight_lb=1, price_micros=5_000_000,
-                              unit_cost_micros=1_000_000, category="apparel"),
-                      SkuSpec("mug", weight_lb=1, price_micros=9_000_000,
-                              unit_cost_micros=3_000_000, category="home"))),
-        c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:2])),
-        c.ReceiveStock(tuple(c.ReceiptLine(s, n, 200) for s in ("shirt", "socks", "mug")
-                             for n in ("n0", "n1"))))
+        *shop({(sku, node): 200 for sku in ("shirt", "socks", "mug") for node in ("n0", "n1")}))
     if rule_changes:
         rules = tuple(dataclasses.replace(r, **rule_changes.get(r.rule_id, {}))
                       for r in DEFAULT_RULES.rules)
