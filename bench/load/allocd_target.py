@@ -241,21 +241,15 @@ class AllocdTarget:
     """AllocateOrder (unary), AllocateStream or AllocateOrders (batch) of the order stream;
     or the echo RPC of the same kind with the same bytes (kind echo_*)."""
 
-    address: str
-    spec: WorkloadSpec
-    kind: str  # unary | stream | batch | echo_unary | echo_stream | echo_batch
+    setup: AllocdFactory  # address, workload, kind and sizes
     part: int
     parts: int
-    batch: int = 100
-    streams: int = 4
-    prebuilt: int = 0
-    prefix: str = ""
 
     async def open(self) -> None:
-        self.catalogue = build_catalogue(self.spec)
-        self.source = OrderSource(self.catalogue, self.part, self.parts, self.prefix)
-        self.source.prebuild(self.prebuilt)
-        self.channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self.catalogue = build_catalogue(self.setup.spec)
+        self.source = OrderSource(self.catalogue, self.part, self.parts, self.setup.prefix)
+        self.source.prebuild(self.setup.prebuilt)
+        self.channel = grpc.aio.insecure_channel(self.setup.address, options=CHANNEL_OPTIONS)
         self.orders = ogrpc.OrderServiceStub(self.channel)
         self.echo = dgrpc.DiagnosticsServiceStub(self.channel)
         self.counts: collections.Counter[str] = collections.Counter()
@@ -264,9 +258,9 @@ class AllocdTarget:
         self.payload = sample.SerializeToString()
         self.lanes: list[_StreamLane] = []
         self.turn = itertools.count()
-        if self.kind in ("stream", "echo_stream"):
-            for _ in range(self.streams):
-                lane = _StreamLane(self.orders.AllocateStream if self.kind == "stream"
+        if self.setup.kind in ("stream", "echo_stream"):
+            for _ in range(self.setup.streams):
+                lane = _StreamLane(self.orders.AllocateStream if self.setup.kind == "stream"
                                    else self.echo.EchoStream)
                 self.lanes.append(lane)
 
@@ -280,7 +274,7 @@ class AllocdTarget:
                                     for line in package.lines)
 
     async def call(self) -> tuple[str, int]:
-        kind = self.kind
+        kind = self.setup.kind
         try:
             if kind == "unary":
                 _, _, order = self.source.next()
@@ -289,7 +283,7 @@ class AllocdTarget:
                 self._count(reply.allocation)
                 return OK, 1
             if kind == "batch":
-                orders = [self.source.next()[2] for _ in range(self.batch)]
+                orders = [self.source.next()[2] for _ in range(self.setup.batch)]
                 batch_reply = await self.orders.AllocateOrders(opb.AllocateOrdersRequest(
                     request_id="r" + orders[0].order_id, orders=orders))
                 for allocation in batch_reply.allocations:
@@ -313,8 +307,8 @@ class AllocdTarget:
                 return OK, 1
             if kind == "echo_batch":
                 await self.echo.EchoBatch(dpb.EchoBatchRequest(
-                    payloads=[self.payload] * self.batch))
-                return OK, self.batch
+                    payloads=[self.payload] * self.setup.batch))
+                return OK, self.setup.batch
         except grpc.aio.AioRpcError as error:
             return error.code().name, 0
         raise ValueError(f"unknown kind {kind!r}")
@@ -477,7 +471,7 @@ class AllocdFactory:
 
     address: str
     spec: WorkloadSpec
-    kind: str
+    kind: str  # unary | stream | batch | echo_unary | echo_stream | echo_batch | mixed
     batch: int = 100
     streams: int = 4
     prebuilt: int = 0
@@ -487,5 +481,4 @@ class AllocdFactory:
     def __call__(self, part: int, parts: int) -> Any:
         if self.kind == "mixed":
             return MixedTarget(self.address, self.spec, part, parts, self.prefix)
-        return AllocdTarget(self.address, self.spec, self.kind, part, parts, self.batch,
-                            self.streams, self.prebuilt, self.prefix)
+        return AllocdTarget(self, part, parts)
