@@ -215,6 +215,9 @@ class SetValuePolicy:
 class AllocateOrders:
     orders: tuple[OrderSpec, ...]
     fraud_threshold: float = 0.8
+    # Calls answered together: the request id of each order's own call (its events carry
+    # it, and a refusal names the field "order"). Empty: one call asked for them all.
+    request_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,12 +51,15 @@ class Request:
     first_package: int  # number the new packages from here
     margin_micros: int = 0
     seq: int = 0
+    arrival: int = 0  # calls answered together: the order they came in
 
 
-def priority_key(req: Request) -> tuple[int, int, int, str]:
-    """SLA tier, then deliver-by (none last), then higher margin, then order id."""
+def priority_key(req: Request) -> tuple[int, int, int, int, str]:
+    """SLA tier, then deliver-by (none last), then higher margin, then arrival (calls
+    answered together), then order id."""
     deliver_by = req.spec.deliver_by_ms or (1 << 62)
-    return (int(req.spec.tier), deliver_by, -req.margin_micros, req.spec.order_id)
+    return (int(req.spec.tier), deliver_by, -req.margin_micros, req.arrival,
+            req.spec.order_id)
 
 
 def deadline_days(deliver_by_ms: int, now_ms: int) -> int:

@@ -59,6 +59,9 @@ class OrderOutcome:
 @dataclass(frozen=True, slots=True)
 class AllocateResult:
     outcomes: tuple[OrderOutcome, ...]
+    # Per outcome, its events as [start, stop) in the command's events: an order's
+    # events are contiguous, so calls answered together can each be given their own.
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,32 +208,57 @@ def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[Or
 
 
 def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
+    """Validate every order, decide the accepted ones together (priority order; calls
+    answered together that tie go in the order they came), then write each order's
+    events in a row, in the orders' own order."""
     if not cmd.orders:
         raise InvalidArgument("orders must not be empty", "orders")
-    outcomes: list[OrderOutcome | None] = [None] * len(cmd.orders)
+    calls = cmd.request_ids
+    if calls and len(calls) != len(cmd.orders):
+        raise InvalidArgument("request_ids must name one call per order", "request_ids")
+    # Per order: why it was refused, why it is held, or what to decide.
+    checked: list[DomainError | tuple[ExceptionType, str] | Request] = []
     batch_ids: set[str] = set()
-    todo: list[tuple[int, OrderSpec, Request]] = []
+    todo: list[Request] = []
     for i, spec in enumerate(cmd.orders):
-        field = f"orders[{i}]" if len(cmd.orders) > 1 else "order"
+        field = "order" if calls or len(cmd.orders) == 1 else f"orders[{i}]"
         try:
             lines = _validated(p.ledger, spec, field, batch_ids)
         except DomainError as error:
-            outcomes[i] = OrderOutcome(spec.order_id, error=error)
+            checked.append(error)
             continue
         batch_ids.add(spec.order_id)
-        p.add(EventKind.ORDER_RECEIVED, reference=spec.order_id, payload=spec)
         hold = _hold_of(spec, cmd.fraud_threshold)
-        if hold is not None:
-            kind, detail = hold
-            exception_id = _raise(p, ExceptionInfo(kind, spec.order_id, detail))
-            outcomes[i] = OrderOutcome(spec.order_id, None, exception_id, kind)
-            continue
-        todo.append((i, spec, Request(spec, lines, 0, margin_micros(p.ledger, lines))))
-    if todo:
-        results = _decide_and_emit(p, [(spec, req) for _, spec, req in todo])
-        for (i, _, _), outcome in zip(todo, results, strict=True):
-            outcomes[i] = outcome
-    return AllocateResult(tuple(o for o in outcomes if o is not None))
+        if hold is None:
+            request = Request(spec, lines, 0, margin_micros(p.ledger, lines),
+                              arrival=i if calls else 0)
+            todo.append(request)
+            checked.append(request)
+        else:
+            checked.append(hold)
+    floors = FloorTable()
+    decisions = iter(decide(p.ledger, p.ledger.orders, todo, p.now_ms, floors) if todo else ())
+    outcomes: list[OrderOutcome] = []
+    spans: list[tuple[int, int]] = []
+    own_request = p.request_id
+    for i, (spec, entry) in enumerate(zip(cmd.orders, checked, strict=True)):
+        start = len(p.events)
+        if isinstance(entry, DomainError):
+            outcome = OrderOutcome(spec.order_id, error=entry)
+        else:
+            if calls:
+                p.request_id = calls[i]
+            p.add(EventKind.ORDER_RECEIVED, reference=spec.order_id, payload=spec)
+            if isinstance(entry, Request):
+                outcome = _emit_decision(p, spec, next(decisions), floors)
+            else:
+                kind, detail = entry
+                exception_id = _raise(p, ExceptionInfo(kind, spec.order_id, detail))
+                outcome = OrderOutcome(spec.order_id, None, exception_id, kind)
+        outcomes.append(outcome)
+        spans.append((start, len(p.events)))
+    p.request_id = own_request
+    return AllocateResult(tuple(outcomes), tuple(spans))
 
 
 def quote_order(ledger: Ledger, spec: OrderSpec, now_ms: int) -> Decision:

@@ -70,6 +70,10 @@ class Settings:
     # are held for review.
     max_orders_per_request: int = 1000
     fraud_threshold: float = 0.8
+    # Under load, single-order allocations (AllocateOrder, AllocateStream) wait up to this
+    # long for others to be decided and committed with; an idle server never waits.
+    # 0: each is decided alone.
+    join_window_ms: float = 4.0
     # Inventory values (opportunity costs from LP duals over forecast demand): the default
     # policy until one is set through NetworkService.SetInventoryValuePolicy. Off: myopic.
     inventory_values: bool = False

@@ -18,12 +18,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 
 from core.commands import Command, ExpireReservations
-from core.errors import AlreadyExists, InvalidArgument
+from core.errors import AlreadyExists, DomainError, InvalidArgument
 from core.ledger import Ledger, LedgerSettings
 from core.model import Event
 from core.operations import Outcome, execute
@@ -63,6 +63,30 @@ def _done_answer(record: IdempotencyRecord) -> _Answer:
     return _Answer(record.fingerprint, record.response, done, durable=True)
 
 
+class Joiner(Protocol):
+    """How calls of one kind are answered together: the parts of the calls that arrived
+    in the same turn of the event loop make one command, whose outcome is split back
+    into each call's own share."""
+
+    limit: int  # calls per command, at most
+
+    def combine(self, parts: list[Any], request_ids: list[str]) -> Command: ...
+
+    def share(self, outcome: Outcome, index: int) -> Outcome:
+        """The `index`-th call's part of `outcome`; raises the DomainError that refused
+        that call (nothing of it was recorded)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Joined:
+    key: tuple[str, str]
+    answer: _Answer
+    part: Any
+    respond: Callable[[Outcome], Message]
+    future: asyncio.Future[Any]
+
+
 def fingerprint(method: str, request: Message) -> bytes:
     """Digest of the whole request. (It includes the request id, which is part of the
     idempotency key anyway, so equal keys with equal digests mean equal requests.)"""
@@ -99,6 +123,15 @@ class Engine:
         self.last_fork_pause_ms = 0.0
         self.generation = 0  # bumped by every store failure
         self.audit = AuditLog(audit_path)
+        self._joining: dict[Joiner, list[_Joined]] = {}
+        self._join_timers: dict[Joiner, asyncio.Handle] = {}
+        self._joined_at = -1e9  # loop time of the last joined command, and its calls
+        self._joined_size = 0
+        self._join_deadline = 0.0  # loop time the queued calls run at the latest
+        self._join_due = 0.0  # loop time they are set to run
+        self._joined_count = 0  # joined commands so far
+        self.joined_calls = 0  # calls answered through joined commands, and the commands
+        self.joined_commands = 0
 
     def _new_ledger(self) -> Ledger:
         s = self.settings
@@ -120,8 +153,7 @@ class Engine:
         for commit in recovered.commits:
             ledger.apply(commit.events, replay=True)
             replayed.extend(commit.events)
-            if commit.idempotency is not None:
-                record = commit.idempotency
+            for record in commit.answers:
                 answers[(record.method, record.request_id)] = _done_answer(record)
         self.ledger = ledger
         self._answers = answers
@@ -158,21 +190,11 @@ class Engine:
                      build: Callable[[], Command],
                      respond: Callable[[Outcome], ResponseT]) -> ResponseT:
         """Run one mutating call: idempotency check, validate+apply, durable, answer."""
-        request_id = check_request_id(request.request_id)  # type: ignore[attr-defined]
-        key = (method, request_id)
-        print_ = fingerprint(method, request)
-        answer = self._answers.get(key)
-        if answer is not None:
-            if answer.fingerprint != print_:
-                raise AlreadyExists(
-                    f"request_id {request_id!r} was used for a different {method} request",
-                    "request_id")
-            await answer.done.wait()
-            if answer.durable and answer.response is not None:
-                return self._replayed(respond, answer.response)
-            # The first attempt failed to become durable; this retry runs afresh.
+        key, print_, replayed = await self._earlier(method, request, respond)
+        if replayed is not None:
+            return replayed
         self._writable()
-        outcome = execute(self.ledger, build(), self.clock(), request_id)
+        outcome = execute(self.ledger, build(), self.clock(), key[1])
         try:
             response = respond(outcome)
             payload = response.SerializeToString()
@@ -184,11 +206,161 @@ class Engine:
             raise
         answer = _Answer(print_, payload, asyncio.Event())
         self._remember(key, answer)
-        commit = Commit(outcome.events, IdempotencyRecord(method, request_id, print_, payload))
+        commit = Commit(outcome.events, IdempotencyRecord(method, key[1], print_, payload))
         # Shielded: once applied, a change is made durable and its answer recorded even if
         # the caller goes away (a cancelled call must not leave a change without its answer).
         await asyncio.shield(asyncio.ensure_future(self._settle(key, answer, commit)))
         return response
+
+    async def _earlier(self, method: str, request: Message,
+                       respond: Callable[[Outcome], ResponseT],
+                       ) -> tuple[tuple[str, str], bytes, ResponseT | None]:
+        """The call's idempotency key and fingerprint, and the answer of an earlier durable
+        call with its request id (waiting for one still in flight), if there is one."""
+        request_id = check_request_id(request.request_id)  # type: ignore[attr-defined]
+        key = (method, request_id)
+        print_ = fingerprint(method, request)
+        answer = self._answers.get(key)
+        if answer is not None:
+            if answer.fingerprint != print_:
+                raise AlreadyExists(
+                    f"request_id {request_id!r} was used for a different {method} request",
+                    "request_id")
+            await answer.done.wait()
+            if answer.durable and answer.response is not None:
+                return key, print_, self._replayed(respond, answer.response)
+            # The first attempt failed to become durable; this retry runs afresh.
+        return key, print_, None
+
+    async def mutate_joined(self, method: str, request: Message, part: Callable[[], Any],
+                            respond: Callable[[Outcome], ResponseT],
+                            joiner: Joiner) -> ResponseT:
+        """`mutate` for calls that may be answered together: the calls that arrive in the
+        same turn of the event loop are validated, decided and applied as one command
+        (`joiner` combines them) and made durable in one commit holding every answer.
+        Each call still gets its own answer, its own events and its own refusal; when
+        the joined command fails as a whole, each call runs again alone, so only the
+        one at fault is refused."""
+        key, print_, replayed = await self._earlier(method, request, respond)
+        if replayed is not None:
+            return replayed
+        self._writable()
+        value = part()  # a refusal here queues nothing
+        answer = _Answer(print_, None, asyncio.Event())
+        self._remember(key, answer)  # a retry arriving meanwhile waits for this call
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        queue = self._joining.setdefault(joiner, [])
+        queue.append(_Joined(key, answer, value, respond, future))
+        self._schedule_joined(loop, joiner, len(queue))
+        # Shielded: the joined command answers and records this call even if the caller
+        # goes away.
+        return cast(ResponseT, await asyncio.shield(future))
+
+    def _schedule_joined(self, loop: asyncio.AbstractEventLoop, joiner: Joiner,
+                         queued: int) -> None:
+        """When the queued calls run. At once when the server is idle (no joined command
+        within the window) or the queue is full. Otherwise they wait for company, until
+        the window is over or as many calls are queued as the last joined command had;
+        every fourth command waits on past that while calls keep coming (none for an
+        eighth of the window ends it), so the size can grow with the load."""
+        window = max(self.settings.join_window_ms, 0.0) / 1000
+        timer = self._join_timers.get(joiner)
+        now = loop.time()
+        if timer is None:
+            self._join_deadline = now + window
+        due = self._join_deadline
+        if queued >= self._joined_size:
+            due = min(due, now + window / 8) if self._joined_count % 4 == 0 else now
+        if queued >= joiner.limit or window == 0 or (
+                timer is None and now - self._joined_at > window):
+            due = now
+        if timer is not None:
+            if due >= self._join_due:
+                return
+            timer.cancel()
+        self._join_due = due
+        self._join_timers[joiner] = (loop.call_soon(self._run_joined, joiner) if due <= now
+                                     else loop.call_at(due, self._run_joined, joiner))
+
+    def _run_joined(self, joiner: Joiner) -> None:
+        self._join_timers.pop(joiner, None)
+        self._joined_at = asyncio.get_running_loop().time()
+        calls = self._joining.pop(joiner, [])
+        self._joined_size = len(calls)
+        self._joined_count += 1
+        try:
+            for start in range(0, len(calls), joiner.limit):
+                self._run_together(joiner, calls[start:start + joiner.limit])
+        except BaseException as error:  # never leave a caller waiting
+            for joined in calls:
+                if not joined.future.done():
+                    self._refuse(joined, error)
+            raise
+
+    def _run_together(self, joiner: Joiner, calls: list[_Joined]) -> None:
+        try:
+            self._writable()
+            command = joiner.combine([j.part for j in calls], [j.key[1] for j in calls])
+            outcome = execute(self.ledger, command, self.clock(), calls[0].key[1])
+        except Exception as error:
+            if len(calls) > 1:  # nothing changed: run each alone, refusing only the culprit
+                for joined in calls:
+                    self._run_together(joiner, [joined])
+                return
+            self._refuse(calls[0], error)
+            return
+        answered: list[tuple[_Joined, Message]] = []
+        records: list[IdempotencyRecord] = []
+        for index, joined in enumerate(calls):
+            try:
+                share = joiner.share(outcome, index)
+            except DomainError as error:  # this call's order was refused: nothing recorded
+                self._refuse(joined, error)
+                continue
+            try:
+                response = joined.respond(share)
+                payload = response.SerializeToString()
+            except Exception as error:
+                # Applied but not answerable: reload from the store, which lacks it.
+                if outcome.events:
+                    self._break(f"a change could not be answered: {error!r}")
+                for later in calls[index:]:
+                    self._refuse(later, error)
+                for earlier, _ in answered:
+                    self._refuse(earlier, error)
+                return
+            joined.answer.response = payload
+            records.append(IdempotencyRecord(joined.key[0], joined.key[1],
+                                             joined.answer.fingerprint, payload))
+            answered.append((joined, response))
+        self.joined_calls += len(calls)
+        self.joined_commands += 1
+        if not answered and not outcome.events:
+            return
+        commit = Commit(outcome.events, tuple(records))
+        asyncio.get_running_loop().create_task(self._settle_joined(answered, commit))
+
+    def _refuse(self, joined: _Joined, error: BaseException) -> None:
+        if self._answers.get(joined.key) is joined.answer:
+            del self._answers[joined.key]
+        joined.answer.done.set()
+        if not joined.future.done():
+            joined.future.set_exception(error)
+
+    async def _settle_joined(self, answered: list[tuple[_Joined, Message]],
+                             commit: Commit) -> None:
+        try:
+            await self._commit(commit)
+        except BaseException as error:
+            for joined, _ in answered:
+                self._refuse(joined, error)
+            return
+        for joined, response in answered:
+            joined.answer.durable = True
+            joined.answer.done.set()
+            if not joined.future.done():
+                joined.future.set_result(response)
 
     async def _settle(self, key: tuple[str, str], answer: _Answer, commit: Commit) -> None:
         try:

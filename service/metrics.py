@@ -14,7 +14,7 @@ from wsgiref.simple_server import make_server
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import (
     ThreadingWSGIServer,
     _get_best_family,
@@ -41,11 +41,11 @@ class EngineCollector(Collector):  # type: ignore[misc]
         self.engine = engine
         self.on_loop = on_loop
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families: list[GaugeMetricFamily] = self.on_loop(lambda: list(self._families()))
+    def collect(self) -> Iterator[Metric]:
+        families: list[Metric] = self.on_loop(lambda: list(self._families()))
         yield from families
 
-    def _families(self) -> Iterator[GaugeMetricFamily]:
+    def _families(self) -> Iterator[Metric]:
         engine = self.engine
         ledger = engine.ledger
         units = GaugeMetricFamily("allocd_ledger_units", "Units in the ledger by bucket",
@@ -62,6 +62,12 @@ class EngineCollector(Collector):  # type: ignore[misc]
                                 value=ledger.last_seq - engine.durable_seq)
         yield GaugeMetricFamily("allocd_store_writable", "1 while the store takes writes",
                                 value=0 if engine.broken else 1)
+        yield CounterMetricFamily("allocd_joined_calls",
+                                  "Single-order allocation calls decided in joined commands",
+                                  value=engine.joined_calls)
+        yield CounterMetricFamily("allocd_joined_commands",
+                                  "Joined commands run (calls per command: the ratio)",
+                                  value=engine.joined_commands)
         yield GaugeMetricFamily("allocd_events_since_snapshot",
                                 "Durable events not yet in a snapshot",
                                 value=engine.durable_seq - engine.snapshot_seq)

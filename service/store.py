@@ -30,14 +30,23 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """What one mutating call writes: its events and the answer it gave."""
+    """What one mutating call writes: its events and the answer it gave. Calls answered
+    together write one commit holding all their answers (a tuple: a single record is
+    what older logs hold)."""
 
     events: tuple[Event, ...]
-    idempotency: IdempotencyRecord | None = None
+    idempotency: IdempotencyRecord | tuple[IdempotencyRecord, ...] | None = None
 
     @property
     def last_seq(self) -> int:
         return self.events[-1].seq if self.events else 0
+
+    @property
+    def answers(self) -> tuple[IdempotencyRecord, ...]:
+        record = self.idempotency
+        if record is None:
+            return ()
+        return record if isinstance(record, tuple) else (record,)
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 from allocd.v1 import order_service_pb2 as pb
 from allocd.v1 import order_service_pb2_grpc as pb_grpc
@@ -26,7 +27,7 @@ from core.order_ops import (
     WaveResult,
     quote_order,
 )
-from core.orders import Decision
+from core.orders import Decision, OrderSpec
 from service.codec import ms_from_timestamp
 from service.engine import Engine
 from service.errors import Context, caller, check_count, status_of, streaming, unary
@@ -64,11 +65,34 @@ def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
     return msg
 
 
+class _OrderJoiner:
+    """Single-order calls (AllocateOrder, AllocateStream) that arrive together become one
+    AllocateOrders command: decided together in priority order, each answered alone."""
+
+    def __init__(self, limit: int, fraud_threshold: float) -> None:
+        self.limit = limit
+        self.fraud_threshold = fraud_threshold
+
+    def combine(self, parts: list[Any], request_ids: list[str]) -> c.Command:
+        return c.AllocateOrders(tuple(parts), self.fraud_threshold, tuple(request_ids))
+
+    def share(self, outcome: Outcome, index: int) -> Outcome:
+        result = outcome.detail
+        assert isinstance(result, AllocateResult)
+        order = result.outcomes[index]
+        if order.error is not None:
+            raise order.error  # the order was refused: nothing of it was recorded
+        start, stop = result.spans[index]
+        return Outcome(outcome.events[start:stop], AllocateResult((order,), ((0, stop - start),)))
+
+
 class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
         self.reoptimizer = Reoptimizer(engine)
+        self.joiner = _OrderJoiner(self.settings.max_orders_per_request,
+                                   self.settings.fraud_threshold)
 
     @property
     def ledger(self) -> Ledger:
@@ -83,10 +107,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         check_count(len(order.lines), self.settings.max_lines_per_request, f"{field}.lines",
                     "max_lines_per_request")
 
-    def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> c.Command:
+    def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> OrderSpec:
         self._check_lines(request.order, "order")
-        return c.AllocateOrders((order_from_proto(request.order),),
-                                self.settings.fraud_threshold)
+        return order_from_proto(request.order)
 
     def _single_outcome(self, o: Outcome) -> OrderOutcome:
         assert isinstance(o.detail, AllocateResult)
@@ -110,8 +133,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 self._allocation_into(response.allocation, o, request.explain)
             return response
 
-        return await self.engine.mutate("AllocateOrder", request,
-                                        lambda: self._single(request), respond)
+        return await self.engine.mutate_joined("AllocateOrder", request,
+                                               lambda: self._single(request), respond,
+                                               self.joiner)
 
     @unary
     async def AllocateOrders(self, request: pb.AllocateOrdersRequest,
@@ -138,9 +162,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def AllocateStream(
         self, request_iterator: AsyncIterator[pb.AllocateStreamRequest], context: Context,
     ) -> AsyncIterator[pb.AllocateStreamResponse]:
-        """Requests are applied in the order they arrive and answered in that order, each
-        once durable. Up to STREAM_WINDOW are in flight at once: the next is applied while
-        earlier ones are still being written, so one stream's orders share group commits."""
+        """Requests are answered in the order they arrive, each once durable. Up to
+        STREAM_WINDOW are in flight at once: requests that arrive together (from this
+        stream and other callers) are decided together, highest priority first, and
+        share a commit."""
         window: asyncio.Queue[asyncio.Future[pb.AllocateStreamResponse] | None] = (
             asyncio.Queue(STREAM_WINDOW))
 
@@ -153,8 +178,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 return response
 
             try:
-                return await self.engine.mutate("AllocateStream", request,
-                                                lambda: self._single(request), respond)
+                return await self.engine.mutate_joined("AllocateStream", request,
+                                                       lambda: self._single(request), respond,
+                                                       self.joiner)
             except DomainError as error:
                 return pb.AllocateStreamResponse(
                     request_id=request.request_id, error_code=status_of(error).value[0],

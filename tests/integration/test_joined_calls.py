@@ -1,0 +1,230 @@
+"""Single-order allocations answered together: calls that arrive while the server is busy
+are decided as one command and written in one commit, yet each keeps its own answer,
+its own events, its own refusal and its own idempotency record."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from allocd.v1 import order_service_pb2 as opb
+
+from core.errors import NotFound
+from core.model import EventKind
+from core.network import SlaTier
+from core.operations import Outcome
+from core.order_ops import AllocateResult
+from core.orders import OrderLineSpec, OrderSpec
+from service import engine as engine_module
+from service.config import Settings
+from service.engine import Engine
+from service.filestore import FileEventStore
+from service.servicers.inventory import mutation_result
+from service.servicers.orders import OrderServicer
+from service.store import MemoryEventStore
+from tests.unit.shop import shop
+
+WINDOW_MS = 50.0  # long enough for every call of a test to arrive inside it
+
+
+def _spec(order_id: str, sku: str = "shirt", qty: int = 1) -> OrderSpec:
+    return OrderSpec(order_id, "web", SlaTier.STANDARD, (OrderLineSpec("1", sku, qty),),
+                     postal_code="10001")
+
+
+def _request(request_id: str, order_id: str, sku: str = "shirt",
+             qty: int = 1) -> opb.AllocateOrderRequest:
+    return opb.AllocateOrderRequest(request_id=request_id, order=opb.Order(
+        order_id=order_id, channel_id="web", ship_to=opb.ShipTo(postal_code="10001"),
+        lines=[opb.OrderLine(line_id="1", sku_id=sku, quantity=qty)]))
+
+
+def _respond(o: Outcome) -> opb.AllocateOrderResponse:
+    response = opb.AllocateOrderResponse(result=mutation_result(o))
+    if isinstance(o.detail, AllocateResult):
+        (outcome,) = o.detail.outcomes
+        response.allocation.order_id = outcome.order_id
+    return response
+
+
+async def _engine(store=None, window_ms: float = WINDOW_MS) -> tuple[Engine, OrderServicer]:
+    engine = Engine(Settings(store="memory", join_window_ms=window_ms),
+                    store or MemoryEventStore())
+    await engine.start()
+    if engine.ledger.catalog.n_skus == 0:
+        for i, command in enumerate(shop({("shirt", "n0"): 10, ("mug", "n0"): 10})):
+            await engine.mutate_internal(command, f"setup-{i}")
+    return engine, OrderServicer(engine)
+
+
+def _call(engine: Engine, servicer: OrderServicer, request: opb.AllocateOrderRequest,
+          spec: OrderSpec) -> asyncio.Future[opb.AllocateOrderResponse]:
+    return asyncio.ensure_future(engine.mutate_joined(
+        "AllocateOrder", request, lambda: spec, _respond, servicer.joiner))
+
+
+async def _busy(engine: Engine, servicer: OrderServicer, calls: int = 3) -> None:
+    """Calls answered together, so the next ones find the server busy and wait for as
+    many to come (or the window to end)."""
+    await asyncio.gather(*(_call(engine, servicer, _request(f"warm{i}", f"warm{i}"),
+                                 _spec(f"warm{i}")) for i in range(calls)))
+
+
+def test_calls_arriving_together_share_a_command_and_keep_their_own_answers():
+    async def go():
+        engine, servicer = await _engine()
+        await _busy(engine, servicer)
+        commands_before = engine.joined_commands
+        calls = [_call(engine, servicer, _request(f"r{i}", f"o{i}"), _spec(f"o{i}"))
+                 for i in range(6)]
+        answers = await asyncio.gather(*calls)
+        assert engine.joined_commands == commands_before + 1  # one command for all six
+        assert engine.durable_seq == engine.ledger.last_seq
+        events = {e.seq: e for e in engine._recent}
+        seen: set[int] = set()
+        for i, answer in enumerate(answers):
+            assert answer.allocation.order_id == f"o{i}"
+            result = answer.result
+            own = [events[s] for s in range(result.first_sequence, result.last_sequence + 1)]
+            assert len(own) == result.event_count  # contiguous, and nobody else's
+            assert {e.request_id for e in own} == {f"r{i}"}
+            assert own[0].kind == EventKind.ORDER_RECEIVED and own[0].reference == f"o{i}"
+            assert any(e.kind == EventKind.ORDER_UNITS_ALLOCATED for e in own)
+            assert not seen & {e.seq for e in own}
+            seen |= {e.seq for e in own}
+        assert sorted(engine.ledger.orders.orders) == sorted(
+            [*(f"warm{i}" for i in range(3)), *(f"o{i}" for i in range(6))])
+
+    asyncio.run(go())
+
+
+def test_a_refused_call_is_refused_alone_and_records_nothing():
+    async def go():
+        engine, servicer = await _engine()
+        await _busy(engine, servicer)
+        good = [_call(engine, servicer, _request(f"r{i}", f"o{i}"), _spec(f"o{i}"))
+                for i in range(3)]
+        bad = _call(engine, servicer, _request("bad", "o-bad", "nope"), _spec("o-bad", "nope"))
+        more = _call(engine, servicer, _request("r3", "o3"), _spec("o3"))
+        with pytest.raises(NotFound) as refused:
+            await bad
+        assert refused.value.field == "order.lines[0].sku_id"  # named as its own call
+        answers = await asyncio.gather(*good, more)
+        assert [a.allocation.order_id for a in answers] == ["o0", "o1", "o2", "o3"]
+        assert "o-bad" not in engine.ledger.orders.orders
+        assert ("AllocateOrder", "bad") not in engine._answers  # a retry runs afresh
+        assert not any(e.request_id == "bad" for e in engine._recent)
+
+    asyncio.run(go())
+
+
+def test_a_retry_while_joined_and_after_a_restart_gets_the_first_answer(tmp_path: Path):
+    async def go():
+        store = FileEventStore(tmp_path)
+        engine, servicer = await _engine(store)
+        await _busy(engine, servicer)
+        first = _call(engine, servicer, _request("r1", "o1"), _spec("o1"))
+        again = _call(engine, servicer, _request("r1", "o1"), _spec("o1"))  # same id, queued
+        other = _call(engine, servicer, _request("r2", "o2"), _spec("o2"))
+        a, b, c = await asyncio.gather(first, again, other)
+        assert not a.result.replayed and b.result.replayed
+        assert b.allocation.order_id == "o1" and b.result.last_sequence == a.result.last_sequence
+        allocated = engine.ledger.checksum()
+        await store.close()
+
+        store = FileEventStore(tmp_path)
+        engine, servicer = await _engine(store)  # recovered from the log: one commit, two answers
+        assert engine.ledger.checksum() == allocated
+        for request_id, order_id, answer in (("r1", "o1", a), ("r2", "o2", c)):
+            retry = await _call(engine, servicer, _request(request_id, order_id),
+                                _spec(order_id))
+            assert retry.result.replayed
+            assert retry.result.first_sequence == answer.result.first_sequence
+            assert retry.result.last_sequence == answer.result.last_sequence
+        assert engine.ledger.checksum() == allocated
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_joined_command_that_fails_as_a_whole_runs_each_call_alone(monkeypatch):
+    executed: list[int] = []
+    real_execute = engine_module.execute
+
+    def execute(ledger, command, now_ms, request_id=""):
+        orders = getattr(command, "orders", ())
+        executed.append(len(orders))
+        if len(orders) > 1 or any(o.order_id == "o-boom" for o in orders):
+            raise RuntimeError("boom")  # a fault no single good order causes
+        return real_execute(ledger, command, now_ms, request_id)
+
+    async def go():
+        engine, servicer = await _engine()
+        await _busy(engine, servicer)
+        monkeypatch.setattr(engine_module, "execute", execute)
+        calls = [_call(engine, servicer, _request(f"r{i}", f"o{i}"), _spec(f"o{i}"))
+                 for i in range(3)]
+        boom = _call(engine, servicer, _request("rb", "o-boom"), _spec("o-boom"))
+        answers = await asyncio.gather(*calls)
+        with pytest.raises(RuntimeError):
+            await boom
+        assert executed == [4, 1, 1, 1, 1]  # together, then each alone
+        assert [a.allocation.order_id for a in answers] == ["o0", "o1", "o2"]
+        assert "o-boom" not in engine.ledger.orders.orders
+        assert engine.durable_seq == engine.ledger.last_seq and not engine.broken
+
+    asyncio.run(go())
+
+
+def test_scarce_stock_is_never_oversold_by_joined_calls():
+    async def go():
+        engine, servicer = await _engine()
+        await _busy(engine, servicer)
+        calls = [_call(engine, servicer, _request(f"r{i}", f"o{i}", "mug", 3),
+                       _spec(f"o{i}", "mug", 3)) for i in range(6)]
+        await asyncio.gather(*calls)
+        allocated = sum(q for (sku, _), q in _allocated(engine).items() if sku == "mug")
+        assert allocated == 10  # all 10 in stock and not one more; the rest backordered
+        backordered = sum(b.quantity for o in engine.ledger.orders.orders.values()
+                          for b in o.backorders.values())
+        assert backordered == 6 * 3 - 10
+
+    asyncio.run(go())
+
+
+def _allocated(engine: Engine) -> dict[tuple[str, str], int]:
+    book = engine.ledger.orders
+    out: dict[tuple[str, str], int] = {}
+    cat = engine.ledger.catalog
+    for state in book.packages.values():
+        for line in state.plan.lines:
+            key = (cat.sku_ids[line.sku], cat.nodes[state.plan.node].node_id)
+            out[key] = out.get(key, 0) + line.quantity
+    return out
+
+
+def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
+    async def spaced(window_ms: float) -> int:
+        engine, servicer = await _engine(window_ms=window_ms)
+        await _busy(engine, servicer)
+        before = engine.joined_commands
+        calls = []
+        for i in range(3):
+            calls.append(_call(engine, servicer, _request(f"r{i}", f"o{i}"), _spec(f"o{i}")))
+            await asyncio.sleep(0.005)  # separate turns of the loop
+        answers = await asyncio.gather(*calls)
+        assert [a.allocation.order_id for a in answers] == ["o0", "o1", "o2"]
+        return engine.joined_commands - before
+
+    async def go():
+        assert await spaced(0.0) == 3  # no window: each runs when it comes
+        assert await spaced(WINDOW_MS) < 3  # a busy server lets them wait for each other
+
+        idle, servicer = await _engine(window_ms=10_000.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await _call(idle, servicer, _request("r1", "o1"), _spec("o1"))
+        assert loop.time() - started < 5.0  # idle: it did not wait the window
+
+    asyncio.run(go())
