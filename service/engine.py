@@ -127,8 +127,7 @@ class Engine:
         self._join_timers: dict[Joiner, asyncio.Handle] = {}
         self._joined_at = -1e9  # loop time of the last joined command, and its calls
         self._joined_size = 0
-        self._join_deadline = 0.0  # loop time the queued calls run at the latest
-        self._join_due = 0.0  # loop time they are set to run
+        self._joined_took = 0.0  # seconds the last joined command took
         self._joined_count = 0  # joined commands so far
         self.joined_calls = 0  # calls answered through joined commands, and the commands
         self.joined_commands = 0
@@ -260,28 +259,26 @@ class Engine:
     def _schedule_joined(self, loop: asyncio.AbstractEventLoop, joiner: Joiner,
                          queued: int) -> None:
         """When the queued calls run. At once when the server is idle (no joined command
-        within the window) or the queue is full. Otherwise they wait for company, until
-        the window is over or as many calls are queued as the last joined command had;
-        every fourth command waits on past that while calls keep coming (none for an
-        eighth of the window ends it), so the size can grow with the load."""
+        within the window) or the queue is full. At once, too, when the last joined
+        command had at most two calls and as many are queued again (a few callers in
+        step are not kept waiting for others), except every fourth command, which
+        waits so that a growing load is noticed. Otherwise they wait for company: twice
+        as long as the last joined command took to run, at most the window (so a busy
+        server spends at most about a third of its time waiting)."""
         window = max(self.settings.join_window_ms, 0.0) / 1000
         timer = self._join_timers.get(joiner)
         now = loop.time()
-        if timer is None:
-            self._join_deadline = now + window
-        due = self._join_deadline
-        if queued >= self._joined_size:
-            due = min(due, now + window / 8) if self._joined_count % 4 == 0 else now
-        if queued >= joiner.limit or window == 0 or (
-                timer is None and now - self._joined_at > window):
-            due = now
-        if timer is not None:
-            if due >= self._join_due:
-                return
-            timer.cancel()
-        self._join_due = due
-        self._join_timers[joiner] = (loop.call_soon(self._run_joined, joiner) if due <= now
-                                     else loop.call_at(due, self._run_joined, joiner))
+        at_once = queued >= joiner.limit or window == 0 or (
+            timer is None and now - self._joined_at > window) or (
+            queued >= self._joined_size and self._joined_size <= 2
+            and self._joined_count % 4 != 0)
+        if at_once:
+            if timer is not None:
+                timer.cancel()
+            self._join_timers[joiner] = loop.call_soon(self._run_joined, joiner)
+        elif timer is None:
+            wait = min(window, 2 * self._joined_took)
+            self._join_timers[joiner] = loop.call_later(wait, self._run_joined, joiner)
 
     def _run_joined(self, joiner: Joiner) -> None:
         self._join_timers.pop(joiner, None)
@@ -289,9 +286,11 @@ class Engine:
         calls = self._joining.pop(joiner, [])
         self._joined_size = len(calls)
         self._joined_count += 1
+        started = time.perf_counter()
         try:
             for start in range(0, len(calls), joiner.limit):
                 self._run_together(joiner, calls[start:start + joiner.limit])
+            self._joined_took = time.perf_counter() - started
         except BaseException as error:  # never leave a caller waiting
             for joined in calls:
                 if not joined.future.done():

@@ -212,14 +212,14 @@ def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
         calls = []
         for i in range(3):
             calls.append(_call(engine, servicer, _request(f"r{i}", f"o{i}"), _spec(f"o{i}")))
-            await asyncio.sleep(0.005)  # separate turns of the loop
+            await asyncio.sleep(0)  # the next call comes in a later turn of the loop
         answers = await asyncio.gather(*calls)
         assert [a.allocation.order_id for a in answers] == ["o0", "o1", "o2"]
         return engine.joined_commands - before
 
     async def go():
         assert await spaced(0.0) == 3  # no window: each runs when it comes
-        assert await spaced(WINDOW_MS) < 3  # a busy server lets them wait for each other
+        assert await spaced(WINDOW_MS) == 1  # a busy server lets them wait for each other
 
         idle, servicer = await _engine(window_ms=10_000.0)
         loop = asyncio.get_running_loop()
