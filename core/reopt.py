@@ -868,6 +868,125 @@ def _one_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
     return moves
 
 
+def _local_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
+    """One-order and two-order moves until neither finds one (or the deadline)."""
+    moves = _one_moves(model, chosen, deadline)
+    while time.monotonic() < deadline:
+        paired = _pair_moves(model, chosen, deadline)
+        moves += paired + _one_moves(model, chosen, deadline)
+        if not paired:
+            break
+    return moves
+
+
+def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
+                holders_tried: int = 24) -> int:
+    """Move two orders at once: an order to a cheaper plan that lacks some stock, and an
+    order holding all that is lacking to another plan that frees it, when the two
+    together lower the objective and fit (the first order's own release counts for the
+    second). The orders furthest above their cheapest plan are tried first, with at most
+    `holders_tried` holders for each plan. Updates `chosen`; returns the moves made.
+    Every move lowers the objective and keeps every limit."""
+    cands = model.cands
+    first = cands.first()
+    ends = np.r_[first[1:], cands.n]
+    cheapest = np.minimum.reduceat(model.objective, first)
+    use_ptr = np.searchsorted(model.use_cand, np.arange(cands.n + 1)).tolist()
+    use_res = model.use_res.tolist()
+    use_qty = model.use_qty.tolist()
+    objective = model.objective
+    cost = objective.tolist()
+    first_l, ends_l = first.tolist(), ends.tolist()
+    free = (model.limit - usage(model, chosen)).tolist()
+    taken: dict[int, dict[int, int]] = {}
+    ranked: dict[int, list[int]] = {}
+
+    def takes(cand: int) -> dict[int, int]:
+        got = taken.get(cand)
+        if got is None:
+            got = taken[cand] = {use_res[k]: use_qty[k]
+                                 for k in range(use_ptr[cand], use_ptr[cand + 1])}
+        return got
+
+    def plans(o: int) -> list[int]:  # the order's plans, cheapest first
+        got = ranked.get(o)
+        if got is None:
+            got = ranked[o] = sorted(range(first_l[o], ends_l[o]), key=cost.__getitem__)
+        return got
+
+    held: dict[int, dict[int, int]] = {}  # resource -> order -> units its plan takes
+    for o, cand in enumerate(chosen.tolist()):
+        for r, q in takes(cand).items():
+            held.setdefault(r, {})[o] = q
+
+    def switch(o: int, old: int, new: int) -> None:
+        for r, q in takes(old).items():
+            free[r] += q
+            del held[r][o]
+        for r, q in takes(new).items():
+            free[r] -= q
+            held.setdefault(r, {})[o] = q
+        chosen[o] = new
+
+    def fits(want: dict[int, int], alt: dict[int, int], released: tuple[dict[int, int], ...],
+             ) -> bool:
+        need: dict[int, int] = dict(want)
+        for r, q in alt.items():
+            need[r] = need.get(r, 0) + q
+        return all(q <= free[r] + sum(x.get(r, 0) for x in released)
+                   for r, q in need.items())
+
+    moves = 0
+    while time.monotonic() < deadline:
+        excess = objective[chosen] - cheapest
+        above = np.flatnonzero(excess > 0)
+        moved = False
+        for o in above[np.argsort(-excess[above], kind="stable")].tolist():
+            if time.monotonic() > deadline:
+                break
+            current = int(chosen[o])
+            mine = takes(current)
+            for cand in plans(o):
+                gain = cost[current] - cost[cand]
+                if gain <= 0:
+                    break
+                want = takes(cand)
+                # What the order would still lack at each resource after its own release.
+                short = {r: q - free[r] - mine.get(r, 0) for r, q in want.items()
+                         if q > free[r] + mine.get(r, 0)}
+                if not short:
+                    continue  # fits alone: one-order moves take it
+                # A helper must hold all that is lacking: look among the fewest holders.
+                pool = min((held.get(r, {}) for r in short), key=len)
+                tried = 0
+                done = False
+                for other in sorted(pool):
+                    if other == o or any(held.get(r, {}).get(other, 0) < need
+                                         for r, need in short.items()):
+                        continue
+                    tried += 1
+                    if tried > holders_tried:
+                        break
+                    theirs_at = int(chosen[other])
+                    theirs = takes(theirs_at)
+                    for alt in plans(other):
+                        if cost[alt] - cost[theirs_at] >= gain:
+                            break
+                        if alt != theirs_at and fits(want, takes(alt), (mine, theirs)):
+                            switch(o, current, cand)
+                            switch(other, theirs_at, alt)
+                            moves += 1
+                            moved = done = True
+                            break
+                    if done:
+                        break
+                if done:
+                    break
+        if not moved:
+            break
+    return moves
+
+
 def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline: float,
             options: ReoptOptions, rng: np.random.Generator,
             progress: Callable[[Progress], None],
@@ -994,15 +1113,19 @@ def solve(problem: Problem, options: ReoptOptions,
                     optimal += int(result.optimal)
                     global_orders = cands.order[chunk.cand_ids[chunk.hint]]
                     chosen[global_orders] = chunk.cand_ids[result.choice]
-        _one_moves(model, chosen, deadline)
+        # Moves of one and two orders first: quick gains, and a better start for the search.
+        _local_moves(model, chosen, deadline - options.time_limit_s / 5)
         if large:
             rounds += 1
-            # The search leaves the last tenth of the time to the lower bound.
+            # The search leaves the last tenth of the time to moves of one and two orders
+            # and to the lower bound.
             done, proved = _search(model, large, chosen, deadline - options.time_limit_s / 10,
                                    options, rng, progress, stop)
             solved += done
             optimal += proved
-            _one_moves(model, chosen, deadline - options.time_limit_s / 20)
+            progress(Progress("solving", "moves of one and two orders", objective=int(
+                model.objective[chosen].sum())))
+            _local_moves(model, chosen, deadline - options.time_limit_s / 20)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

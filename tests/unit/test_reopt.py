@@ -159,6 +159,41 @@ def test_one_order_moves_keep_every_limit_and_leave_no_cheaper_plan_that_fits(st
                 assert not np.all(reopt.usage(model, trial) <= model.limit)
 
 
+@settings(max_examples=200, deadline=None)
+@given(stock=TINY_STOCK, orders=tiny_orders(6),
+       walk=st.integers(0, 2**32 - 1))
+def test_moves_of_two_orders_keep_every_limit_and_leave_no_cheaper_pair_that_fits(stock, orders,
+                                                                                 walk):
+    problem = _tiny_problem(stock, orders)
+    if not problem.n_orders:
+        return
+    cands = reopt._assemble(reopt.propose(problem), problem.n_orders)
+    model = reopt.build_model(problem, cands)
+    first, ends = cands.first(), np.r_[cands.first()[1:], cands.n]
+    chosen = first.copy()
+    rng = np.random.default_rng(walk)
+    for o in rng.integers(0, problem.n_orders, 3 * problem.n_orders).tolist():
+        trial = chosen.copy()
+        trial[o] = rng.integers(first[o], ends[o])
+        if np.all(reopt.usage(model, trial) <= model.limit):
+            chosen = trial
+    before = int(model.objective[chosen].sum())
+    reopt._local_moves(model, chosen, float("inf"))
+    after = int(model.objective[chosen].sum())
+    assert np.all(reopt.usage(model, chosen) <= model.limit)
+    assert after <= before
+    assert np.array_equal(cands.order[chosen], np.arange(problem.n_orders))
+    # No order, and no two orders together, have cheaper plans that fit.
+    for o in range(problem.n_orders):
+        for p in range(o, problem.n_orders):
+            for a in range(first[o], ends[o]):
+                for b in range(first[p], ends[p]) if p != o else (a,):
+                    trial = chosen.copy()
+                    trial[o], trial[p] = a, b
+                    if model.objective[trial].sum() < after:
+                        assert not np.all(reopt.usage(model, trial) <= model.limit), (o, p)
+
+
 def test_a_weight_on_packages_trades_landed_cost_for_fewer_shipments():
     # Order "two" (a, b) is split: a from n0, b from n2. Then stock arrives at n1, far
     # away: shipping complete from there in time for the promise needs air, dearer than
