@@ -869,7 +869,8 @@ def _one_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
 
 
 def _local_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
-    """One-order and two-order moves until neither finds one (or the deadline)."""
+    """Single-order moves and moves with holders until neither finds one (or the
+    deadline)."""
     moves = _one_moves(model, chosen, deadline)
     while time.monotonic() < deadline:
         paired = _pair_moves(model, chosen, deadline)
@@ -880,13 +881,15 @@ def _local_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
 
 
 def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
-                holders_tried: int = 24) -> int:
+                holders_tried: int = 24, chain_holders: int = 8) -> int:
     """Move two orders at once: an order to a cheaper plan that lacks some stock, and an
     order holding all that is lacking to another plan that frees it, when the two
     together lower the objective and fit (the first order's own release counts for the
-    second). The orders furthest above their cheapest plan are tried first, with at most
-    `holders_tried` holders for each plan. Updates `chosen`; returns the moves made.
-    Every move lowers the objective and keeps every limit."""
+    second). When no one holder has all of it, several may each free one resource (at
+    most `chain_holders` tried for each). The orders furthest above their cheapest plan
+    are tried first, with at most `holders_tried` holders for each plan. Updates
+    `chosen`; returns the moves made. Every move lowers the objective and keeps every
+    limit."""
     cands = model.cands
     first = cands.first()
     ends = np.r_[first[1:], cands.n]
@@ -936,6 +939,63 @@ def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
         return all(q <= free[r] + sum(x.get(r, 0) for x in released)
                    for r, q in need.items())
 
+    def helped(o: int, current: int, cand: int, short: dict[int, int], gain: int) -> bool:
+        """Several holders, one for each lacking resource in turn, each to its cheapest
+        plan that frees enough and fits with the moves before it: all or none."""
+        change: dict[int, int] = {}  # resource -> units freed (+) or taken (-)
+
+        def shift(plan: dict[int, int], sign: int) -> None:
+            for r, q in plan.items():
+                change[r] = change.get(r, 0) + sign * q
+
+        shift(takes(current), 1)
+        shift(takes(cand), -1)
+        helpers: list[tuple[int, int, int]] = []
+        extra = 0
+        for r in sorted(short):
+            if free[r] + change.get(r, 0) >= 0:
+                continue  # an earlier helper freed it too
+            need = -(free[r] + change.get(r, 0))
+            found = False
+            tried = 0
+            for other, units in held.get(r, {}).items():  # in the order they took it
+                if units < need or other == o or any(h == other for h, _, _ in helpers):
+                    continue
+                tried += 1
+                if tried > chain_holders:
+                    break
+                theirs_at = int(chosen[other])
+                for alt in plans(other):
+                    step = cost[alt] - cost[theirs_at]
+                    if extra + step >= gain:
+                        break
+                    if alt == theirs_at:
+                        continue
+                    shift(takes(theirs_at), 1)
+                    alt_takes = takes(alt)
+                    shift(alt_takes, -1)
+                    # Frees what is lacking at r, and fits where it takes (a release only
+                    # helps), except where a later holder is still to free stock.
+                    if free[r] + change[r] >= 0 and all(
+                            free[x] + change[x] >= 0 for x in alt_takes
+                            if x not in short or x <= r):
+                        helpers.append((other, theirs_at, alt))
+                        extra += step
+                        found = True
+                        break
+                    shift(alt_takes, 1)
+                    shift(takes(theirs_at), -1)
+                if found:
+                    break
+            if not found:
+                return False
+        if extra >= gain or any(free[x] + v < 0 for x, v in change.items()):
+            return False
+        switch(o, current, cand)
+        for other, theirs_at, alt in helpers:
+            switch(other, theirs_at, alt)
+        return True
+
     moves = 0
     while time.monotonic() < deadline:
         excess = objective[chosen] - cheapest
@@ -960,7 +1020,7 @@ def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
                 pool = min((held.get(r, {}) for r in short), key=len)
                 tried = 0
                 done = False
-                for other in sorted(pool):
+                for other in pool:  # holders in the order they took the stock
                     if other == o or any(held.get(r, {}).get(other, 0) < need
                                          for r, need in short.items()):
                         continue
@@ -980,6 +1040,10 @@ def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
                             break
                     if done:
                         break
+                if not done and len(short) > 1:
+                    done = helped(o, current, cand, short, gain)
+                    moves += int(done)
+                    moved = moved or done
                 if done:
                     break
         if not moved:
@@ -1113,17 +1177,18 @@ def solve(problem: Problem, options: ReoptOptions,
                     optimal += int(result.optimal)
                     global_orders = cands.order[chunk.cand_ids[chunk.hint]]
                     chosen[global_orders] = chunk.cand_ids[result.choice]
-        # Moves of one and two orders first: quick gains, and a better start for the search.
-        _local_moves(model, chosen, deadline - options.time_limit_s / 5)
+        # Moves of single orders, and of orders with the holders of the stock they lack,
+        # first: quick gains, and a better start for the search.
+        _local_moves(model, chosen, deadline - options.time_limit_s / 10)
         if large:
             rounds += 1
-            # The search leaves the last tenth of the time to moves of one and two orders
-            # and to the lower bound.
+            # The search leaves the last tenth of the time to those moves again and to the
+            # lower bound.
             done, proved = _search(model, large, chosen, deadline - options.time_limit_s / 10,
                                    options, rng, progress, stop)
             solved += done
             optimal += proved
-            progress(Progress("solving", "moves of one and two orders", objective=int(
+            progress(Progress("solving", "moves of single orders and with holders", objective=int(
                 model.objective[chosen].sum())))
             _local_moves(model, chosen, deadline - options.time_limit_s / 20)
     finally:

@@ -194,6 +194,25 @@ def test_moves_of_two_orders_keep_every_limit_and_leave_no_cheaper_pair_that_fit
                         assert not np.all(reopt.usage(model, trial) <= model.limit), (o, p)
 
 
+def test_an_order_lacking_two_units_held_by_two_orders_moves_with_both():
+    # Order 0 ships split (a from n1, b from n2) for 20; complete from n0 would cost 10,
+    # but n0's one a is held by order 1 and its one b by order 2, each of which could
+    # ship from elsewhere for 2 more. No one-order or two-order move helps; the three
+    # together save 6. Resources: 0 a@n0, 1 b@n0, 2 a@n1, 3 b@n2, one unit each.
+    empty = np.zeros(0, np.int64)
+    cands = reopt.Candidates(np.array([0, 0, 1, 1, 2, 2]), np.array([20, 10, 5, 7, 5, 7]),
+                             np.ones(6, np.int64), np.zeros(6, np.int64),
+                             np.zeros(7, np.int64), empty, empty, empty)
+    model = reopt.Model(cands, cands.cost.copy(), np.array([0, 0, 1, 1, 2, 4]),
+                        np.array([2, 3, 0, 1, 0, 1]), np.ones(6, np.int64),
+                        np.ones(4, np.int64), 3)
+    chosen = cands.first().copy()
+    assert reopt._pair_moves(model, chosen.copy(), float("inf"), chain_holders=0) == 0
+    assert reopt._pair_moves(model, chosen, float("inf")) == 1
+    assert chosen.tolist() == [1, 3, 5]
+    assert np.all(reopt.usage(model, chosen) <= model.limit)
+
+
 def test_a_weight_on_packages_trades_landed_cost_for_fewer_shipments():
     # Order "two" (a, b) is split: a from n0, b from n2. Then stock arrives at n1, far
     # away: shipping complete from there in time for the promise needs air, dearer than
