@@ -39,7 +39,7 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -822,30 +822,54 @@ def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | N
     return out
 
 
+@dataclass(slots=True)
+class _Lists:
+    """A model's arrays as Python lists, for moves that touch a few elements at a time."""
+
+    first: list[int]  # [o] the order's first plan; its plans run to ends[o]
+    ends: list[int]
+    cheapest: np.ndarray  # [o] objective of the order's cheapest plan
+    use_ptr: list[int]  # [c + 1] into use_res / use_qty
+    use_res: list[int]
+    use_qty: list[int]
+    free: list[int]  # [resource] units the chosen plans leave
+
+    @classmethod
+    def of(cls, model: Model, chosen: np.ndarray) -> _Lists:
+        cands = model.cands
+        first = cands.first()
+        return cls(first.tolist(), np.r_[first[1:], cands.n].tolist(),
+                   np.minimum.reduceat(model.objective, first),
+                   np.searchsorted(model.use_cand, np.arange(cands.n + 1)).tolist(),
+                   model.use_res.tolist(), model.use_qty.tolist(),
+                   (model.limit - usage(model, chosen)).tolist())
+
+
+def _furthest_first(model: Model, chosen: np.ndarray, cheapest: np.ndarray,
+                    deadline: float) -> Iterator[int]:
+    """Orders above their cheapest plan, furthest above first, while time is left."""
+    excess = model.objective[chosen] - cheapest
+    above = np.flatnonzero(excess > 0)
+    for o in above[np.argsort(-excess[above], kind="stable")].tolist():
+        if time.monotonic() > deadline:
+            return
+        yield o
+
+
 def _one_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
     """Move each order to its cheapest plan that fits the stock the others leave free
     (the orders furthest above their cheapest plan first), until no order moves: quick
     gains a time-limited neighbourhood search may not reach. Updates `chosen`; returns
     the moves made. Every move lowers the objective and keeps every limit."""
-    cands = model.cands
-    first = cands.first()
-    ends = np.r_[first[1:], cands.n]
-    cheapest = np.minimum.reduceat(model.objective, first)
-    use_ptr = np.searchsorted(model.use_cand, np.arange(cands.n + 1)).tolist()
-    use_res = model.use_res.tolist()
-    use_qty = model.use_qty.tolist()
+    at = _Lists.of(model, chosen)
+    use_ptr, use_res, use_qty, free = at.use_ptr, at.use_res, at.use_qty, at.free
     objective = model.objective
-    free = (model.limit - usage(model, chosen)).tolist()
     moves = 0
     while time.monotonic() < deadline:
-        excess = objective[chosen] - cheapest
-        above = np.flatnonzero(excess > 0)
         moved = False
-        for o in above[np.argsort(-excess[above], kind="stable")].tolist():
-            if time.monotonic() > deadline:
-                break
+        for o in _furthest_first(model, chosen, at.cheapest, deadline):
             current = int(chosen[o])
-            a, b = int(first[o]), int(ends[o])
+            a, b = at.first[o], at.ends[o]
             options = np.arange(a, b)[objective[a:b] < objective[current]]
             if not len(options):
                 continue
@@ -890,17 +914,10 @@ def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
     are tried first, with at most `holders_tried` holders for each plan. Updates
     `chosen`; returns the moves made. Every move lowers the objective and keeps every
     limit."""
-    cands = model.cands
-    first = cands.first()
-    ends = np.r_[first[1:], cands.n]
-    cheapest = np.minimum.reduceat(model.objective, first)
-    use_ptr = np.searchsorted(model.use_cand, np.arange(cands.n + 1)).tolist()
-    use_res = model.use_res.tolist()
-    use_qty = model.use_qty.tolist()
-    objective = model.objective
-    cost = objective.tolist()
-    first_l, ends_l = first.tolist(), ends.tolist()
-    free = (model.limit - usage(model, chosen)).tolist()
+    at = _Lists.of(model, chosen)
+    use_ptr, use_res, use_qty, free = at.use_ptr, at.use_res, at.use_qty, at.free
+    first_l, ends_l = at.first, at.ends
+    cost = model.objective.tolist()
     taken: dict[int, dict[int, int]] = {}
     ranked: dict[int, list[int]] = {}
 
@@ -998,12 +1015,8 @@ def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
 
     moves = 0
     while time.monotonic() < deadline:
-        excess = objective[chosen] - cheapest
-        above = np.flatnonzero(excess > 0)
         moved = False
-        for o in above[np.argsort(-excess[above], kind="stable")].tolist():
-            if time.monotonic() > deadline:
-                break
+        for o in _furthest_first(model, chosen, at.cheapest, deadline):
             current = int(chosen[o])
             mine = takes(current)
             for cand in plans(o):

@@ -125,17 +125,11 @@ def test_the_solver_finds_the_brute_force_optimum_and_the_bound_is_below_it(stoc
     assert solution.lower_bound <= optimum <= solution.old_objective
 
 
-@settings(max_examples=200, deadline=None)
-@given(stock=TINY_STOCK, orders=tiny_orders(6),
-       walk=st.integers(0, 2**32 - 1))
-def test_one_order_moves_keep_every_limit_and_leave_no_cheaper_plan_that_fits(stock, orders,
-                                                                               walk):
-    problem = _tiny_problem(stock, orders)
-    if not problem.n_orders:
-        return
+def _feasible_start(problem, walk: int):
+    """The problem's plans and model, and a start anywhere feasible: a random walk from
+    the current plans through plans that fit."""
     cands = reopt._assemble(reopt.propose(problem), problem.n_orders)
     model = reopt.build_model(problem, cands)
-    # Start anywhere feasible: a random walk from the current plans through plans that fit.
     first, ends = cands.first(), np.r_[cands.first()[1:], cands.n]
     chosen = first.copy()
     rng = np.random.default_rng(walk)
@@ -144,48 +138,30 @@ def test_one_order_moves_keep_every_limit_and_leave_no_cheaper_plan_that_fits(st
         trial[o] = rng.integers(first[o], ends[o])
         if np.all(reopt.usage(model, trial) <= model.limit):
             chosen = trial
+    return cands, model, chosen
+
+
+@settings(max_examples=300, deadline=None)
+@given(stock=TINY_STOCK, orders=tiny_orders(6), walk=st.integers(0, 2**32 - 1),
+       with_holders=st.booleans())
+def test_moves_keep_every_limit_and_leave_no_cheaper_plans_that_fit(stock, orders, walk,
+                                                                   with_holders):
+    """One-order moves leave no order a cheaper plan that fits; with the moves of orders
+    and the holders of their stock, no two orders have cheaper plans that fit together."""
+    problem = _tiny_problem(stock, orders)
+    if not problem.n_orders:
+        return
+    cands, model, chosen = _feasible_start(problem, walk)
+    first, ends = cands.first(), np.r_[cands.first()[1:], cands.n]
     before = int(model.objective[chosen].sum())
-    moves = reopt._one_moves(model, chosen, float("inf"))
+    moves = (reopt._local_moves if with_holders else reopt._one_moves)(
+        model, chosen, float("inf"))
     after = int(model.objective[chosen].sum())
     assert np.all(reopt.usage(model, chosen) <= model.limit)
     assert after <= before and (moves == 0) == (after == before)
     assert np.array_equal(cands.order[chosen], np.arange(problem.n_orders))
-    # No order has a cheaper plan that fits with every other order's plan kept.
     for o in range(problem.n_orders):
-        for cand in range(first[o], ends[o]):
-            if model.objective[cand] < model.objective[chosen[o]]:
-                trial = chosen.copy()
-                trial[o] = cand
-                assert not np.all(reopt.usage(model, trial) <= model.limit)
-
-
-@settings(max_examples=200, deadline=None)
-@given(stock=TINY_STOCK, orders=tiny_orders(6),
-       walk=st.integers(0, 2**32 - 1))
-def test_moves_of_two_orders_keep_every_limit_and_leave_no_cheaper_pair_that_fits(stock, orders,
-                                                                                 walk):
-    problem = _tiny_problem(stock, orders)
-    if not problem.n_orders:
-        return
-    cands = reopt._assemble(reopt.propose(problem), problem.n_orders)
-    model = reopt.build_model(problem, cands)
-    first, ends = cands.first(), np.r_[cands.first()[1:], cands.n]
-    chosen = first.copy()
-    rng = np.random.default_rng(walk)
-    for o in rng.integers(0, problem.n_orders, 3 * problem.n_orders).tolist():
-        trial = chosen.copy()
-        trial[o] = rng.integers(first[o], ends[o])
-        if np.all(reopt.usage(model, trial) <= model.limit):
-            chosen = trial
-    before = int(model.objective[chosen].sum())
-    reopt._local_moves(model, chosen, float("inf"))
-    after = int(model.objective[chosen].sum())
-    assert np.all(reopt.usage(model, chosen) <= model.limit)
-    assert after <= before
-    assert np.array_equal(cands.order[chosen], np.arange(problem.n_orders))
-    # No order, and no two orders together, have cheaper plans that fit.
-    for o in range(problem.n_orders):
-        for p in range(o, problem.n_orders):
+        for p in range(o, problem.n_orders) if with_holders else (o,):
             for a in range(first[o], ends[o]):
                 for b in range(first[p], ends[p]) if p != o else (a,):
                     trial = chosen.copy()
