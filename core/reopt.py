@@ -21,9 +21,11 @@ the backorders) can be planned again together:
    independent components, packed into chunks solved exactly with CP-SAT in parallel
    processes. A component too large for one model is improved by a large-neighbourhood
    search: a neighbourhood of orders competing for the same stock is solved exactly with
-   every other order fixed, and kept if cheaper. Every step keeps a feasible plan at
-   least as good as the one before, so the result never costs more than the current
-   plans.
+   every other order fixed, and kept if cheaper. Before that search (and after it),
+   chains of moves: an order moves to a cheaper plan whose stock others hold, and the
+   holders move to plans that free it, each in turn making room for the next (an
+   ejection chain, depth first). Every step keeps a feasible plan at least as good as
+   the one before, so the result never costs more than the current plans.
 4. `lower_bound` is the Lagrangian dual of the stock and capacity constraints (subgradient
    ascent), a bound on the LP relaxation of the same model and so on its optimum.
 
@@ -893,27 +895,25 @@ def _one_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
 
 
 def _local_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
-    """Single-order moves and moves with holders until neither finds one (or the
-    deadline)."""
-    moves = _one_moves(model, chosen, deadline)
-    while time.monotonic() < deadline:
-        paired = _pair_moves(model, chosen, deadline)
-        moves += paired + _one_moves(model, chosen, deadline)
-        if not paired:
-            break
-    return moves
+    """Single-order moves (quickly, in bulk), then chains of moves until none is found
+    (or the deadline). A chain may be a single move: when they end, neither finds one."""
+    return _one_moves(model, chosen, deadline) + _chain_moves(model, chosen, deadline)
 
 
-def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
-                holders_tried: int = 24, chain_holders: int = 8) -> int:
-    """Move two orders at once: an order to a cheaper plan that lacks some stock, and an
-    order holding all that is lacking to another plan that frees it, when the two
-    together lower the objective and fit (the first order's own release counts for the
-    second). When no one holder has all of it, several may each free one resource (at
-    most `chain_holders` tried for each). The orders furthest above their cheapest plan
-    are tried first, with at most `holders_tried` holders for each plan. Updates
-    `chosen`; returns the moves made. Every move lowers the objective and keeps every
-    limit."""
+def _chain_moves(model: Model, chosen: np.ndarray, deadline: float, depth: int = 4,
+                 width: int = 4, first_width: int = 24, evaluations: int = 200) -> int:
+    """Move an order to a cheaper plan that lacks some stock, together with a chain of
+    orders that make room for it: a holder of what is lacking moves to another plan that
+    frees it; if that plan lacks stock in turn, or the first holder freed too little, a
+    holder of that moves too, up to `depth` holders. The chain is made when the moves
+    together lower the objective and fit (every order's release counts for the others).
+
+    Searched depth first, holders in the order they took the stock (at most `first_width`
+    for what the order lacks, `width` further down; their plans cheapest first, none
+    dearer than what is left of the gain), first with one holder, then deeper, at most
+    `evaluations` plans tried for each plan of the order. The orders furthest above their
+    cheapest plan are tried first. Updates `chosen`; returns the chains made. Every chain
+    lowers the objective and keeps every limit."""
     at = _Lists.of(model, chosen)
     use_ptr, use_res, use_qty, free = at.use_ptr, at.use_res, at.use_qty, at.free
     first_l, ends_l = at.first, at.ends
@@ -939,129 +939,125 @@ def _pair_moves(model: Model, chosen: np.ndarray, deadline: float,
         for r, q in takes(cand).items():
             held.setdefault(r, {})[o] = q
 
+    clock = 0  # chains made so far
+    touched = [0] * len(free)  # resource -> the clock when a chain last changed it
+    failed: dict[int, int] = {}  # order -> the clock when it last found no chain
+
     def switch(o: int, old: int, new: int) -> None:
         for r, q in takes(old).items():
             free[r] += q
+            touched[r] = clock
             del held[r][o]
         for r, q in takes(new).items():
             free[r] -= q
+            touched[r] = clock
             held.setdefault(r, {})[o] = q
         chosen[o] = new
 
-    def fits(want: dict[int, int], alt: dict[int, int], released: tuple[dict[int, int], ...],
-             ) -> bool:
-        need: dict[int, int] = dict(want)
-        for r, q in alt.items():
-            need[r] = need.get(r, 0) + q
-        return all(q <= free[r] + sum(x.get(r, 0) for x in released)
-                   for r, q in need.items())
-
-    def helped(o: int, current: int, cand: int, short: dict[int, int], gain: int) -> bool:
-        """Several holders, one for each lacking resource in turn, each to its cheapest
-        plan that frees enough and fits with the moves before it: all or none."""
-        change: dict[int, int] = {}  # resource -> units freed (+) or taken (-)
-
-        def shift(plan: dict[int, int], sign: int) -> None:
-            for r, q in plan.items():
-                change[r] = change.get(r, 0) + sign * q
-
-        shift(takes(current), 1)
-        shift(takes(cand), -1)
-        helpers: list[tuple[int, int, int]] = []
-        extra = 0
-        for r in sorted(short):
-            if free[r] + change.get(r, 0) >= 0:
-                continue  # an earlier helper freed it too
-            need = -(free[r] + change.get(r, 0))
-            found = False
-            tried = 0
-            for other, units in held.get(r, {}).items():  # in the order they took it
-                if units < need or other == o or any(h == other for h, _, _ in helpers):
-                    continue
-                tried += 1
-                if tried > chain_holders:
-                    break
-                theirs_at = int(chosen[other])
-                for alt in plans(other):
-                    step = cost[alt] - cost[theirs_at]
-                    if extra + step >= gain:
-                        break
-                    if alt == theirs_at:
-                        continue
-                    shift(takes(theirs_at), 1)
-                    alt_takes = takes(alt)
-                    shift(alt_takes, -1)
-                    # Frees what is lacking at r, and fits where it takes (a release only
-                    # helps), except where a later holder is still to free stock.
-                    if free[r] + change[r] >= 0 and all(
-                            free[x] + change[x] >= 0 for x in alt_takes
-                            if x not in short or x <= r):
-                        helpers.append((other, theirs_at, alt))
-                        extra += step
-                        found = True
-                        break
-                    shift(alt_takes, 1)
-                    shift(takes(theirs_at), -1)
-                if found:
-                    break
-            if not found:
-                return False
-        if extra >= gain or any(free[x] + v < 0 for x, v in change.items()):
+    def unchanged(o: int, current: int) -> bool:
+        """Nothing the order's cheaper plans take has changed since it last found no
+        chain (a quick pass skips it; the pass that ends the search does not)."""
+        since = failed.get(o)
+        if since is None:
             return False
-        switch(o, current, cand)
-        for other, theirs_at, alt in helpers:
-            switch(other, theirs_at, alt)
+        for cand in plans(o):
+            if cost[cand] >= cost[current]:
+                return True
+            if any(touched[r] > since for r in takes(cand)):
+                return False
         return True
 
-    moves = 0
+    change: dict[int, int] = {}  # resource -> units the chain so far frees (+) or takes (-)
+    chain: list[tuple[int, int, int]] = []  # (order, from plan, to plan)
+    busy: set[int] = set()
+    left = [0]  # plans still to try for this plan of the order
+
+    short: set[int] = set()  # resources the chain so far leaves lacking
+
+    def shift(plan: dict[int, int], sign: int) -> None:
+        for r, q in plan.items():
+            d = change[r] = change.get(r, 0) + sign * q
+            if free[r] + d < 0:
+                short.add(r)
+            else:
+                short.discard(r)
+
+    def room(budget: int, depth: int, width: int) -> bool:
+        """Extend the chain until nothing is lacking, with moves costing under `budget`."""
+        if not short:
+            return True
+        if not depth:
+            return False
+        r = min(short)
+        tried = 0
+        for other, units in held.get(r, {}).items():  # room() changes no holding
+            if other in busy:
+                continue
+            tried += 1
+            if tried > width:
+                break
+            theirs = int(chosen[other])
+            for alt in plans(other):
+                step = cost[alt] - cost[theirs]
+                if step >= budget:
+                    break
+                if alt == theirs or takes(alt).get(r, 0) >= units:
+                    continue  # frees nothing of what is lacking
+                left[0] -= 1
+                if left[0] < 0:
+                    return False
+                shift(takes(theirs), 1)
+                shift(takes(alt), -1)
+                chain.append((other, theirs, alt))
+                busy.add(other)
+                if room(budget - step, depth - 1, width):
+                    return True
+                busy.discard(other)
+                chain.pop()
+                shift(takes(alt), 1)
+                shift(takes(theirs), -1)
+        return False
+
+    made = 0
+    thorough = True  # the first pass tries every order; later ones only those with news
     while time.monotonic() < deadline:
-        moved = False
+        before = made
         for o in _furthest_first(model, chosen, at.cheapest, deadline):
             current = int(chosen[o])
-            mine = takes(current)
+            if not thorough and unchanged(o, current):
+                continue
             for cand in plans(o):
                 gain = cost[current] - cost[cand]
                 if gain <= 0:
+                    failed[o] = clock
                     break
-                want = takes(cand)
-                # What the order would still lack at each resource after its own release.
-                short = {r: q - free[r] - mine.get(r, 0) for r, q in want.items()
-                         if q > free[r] + mine.get(r, 0)}
-                if not short:
-                    continue  # fits alone: one-order moves take it
-                # A helper must hold all that is lacking: look among the fewest holders.
-                pool = min((held.get(r, {}) for r in short), key=len)
-                tried = 0
-                done = False
-                for other in pool:  # holders in the order they took the stock
-                    if other == o or any(held.get(r, {}).get(other, 0) < need
-                                         for r, need in short.items()):
-                        continue
-                    tried += 1
-                    if tried > holders_tried:
+                found = False
+                for levels in sorted({1, depth}):
+                    change.clear()
+                    short.clear()
+                    chain[:] = [(o, current, cand)]
+                    busy.clear()
+                    busy.add(o)
+                    shift(takes(current), 1)
+                    shift(takes(cand), -1)
+                    left[0] = evaluations
+                    # Deeper down, fewer holders are tried.
+                    if room(gain, levels, first_width if levels == 1 else width):
+                        found = True
                         break
-                    theirs_at = int(chosen[other])
-                    theirs = takes(theirs_at)
-                    for alt in plans(other):
-                        if cost[alt] - cost[theirs_at] >= gain:
-                            break
-                        if alt != theirs_at and fits(want, takes(alt), (mine, theirs)):
-                            switch(o, current, cand)
-                            switch(other, theirs_at, alt)
-                            moves += 1
-                            moved = done = True
-                            break
-                    if done:
-                        break
-                if not done and len(short) > 1:
-                    done = helped(o, current, cand, short, gain)
-                    moves += int(done)
-                    moved = moved or done
-                if done:
+                if found:
+                    clock += 1
+                    for x, old, new in chain:
+                        switch(x, old, new)
+                    made += 1
                     break
-        if not moved:
-            break
-    return moves
+        if made == before:
+            if thorough:
+                break
+            thorough = True  # a quick pass found nothing: make sure with a full one
+        else:
+            thorough = False
+    return made
 
 
 def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline: float,
@@ -1190,7 +1186,7 @@ def solve(problem: Problem, options: ReoptOptions,
                     optimal += int(result.optimal)
                     global_orders = cands.order[chunk.cand_ids[chunk.hint]]
                     chosen[global_orders] = chunk.cand_ids[result.choice]
-        # Moves of single orders, and of orders with the holders of the stock they lack,
+        # Moves of single orders, and chains of orders making room for one another,
         # first: quick gains, and a better start for the search.
         _local_moves(model, chosen, deadline - options.time_limit_s / 10)
         if large:
@@ -1201,7 +1197,7 @@ def solve(problem: Problem, options: ReoptOptions,
                                    options, rng, progress, stop)
             solved += done
             optimal += proved
-            progress(Progress("solving", "moves of single orders and with holders", objective=int(
+            progress(Progress("solving", "moves of single orders and chains", objective=int(
                 model.objective[chosen].sum())))
             _local_moves(model, chosen, deadline - options.time_limit_s / 20)
     finally:

@@ -183,8 +183,27 @@ def test_an_order_lacking_two_units_held_by_two_orders_moves_with_both():
                         np.array([2, 3, 0, 1, 0, 1]), np.ones(6, np.int64),
                         np.ones(4, np.int64), 3)
     chosen = cands.first().copy()
-    assert reopt._pair_moves(model, chosen.copy(), float("inf"), chain_holders=0) == 0
-    assert reopt._pair_moves(model, chosen, float("inf")) == 1
+    assert reopt._chain_moves(model, chosen.copy(), float("inf"), depth=1) == 0
+    assert reopt._chain_moves(model, chosen, float("inf"), depth=2) == 1
+    assert chosen.tolist() == [1, 3, 5]
+    assert np.all(reopt.usage(model, chosen) <= model.limit)
+
+
+def test_a_holder_whose_other_plan_lacks_stock_moves_with_the_holder_of_that():
+    # Order 0 ships for 20 from stock of its own (resource 3); from n0 it would cost 10,
+    # but n0's one a (resource 0) is held by order 1. Order 1 could ship from n1 for 2
+    # more, but n1's one a (resource 1) is held by order 2, which could ship from n2
+    # (resource 2, free) for 2 more. Only the chain of three saves: 6.
+    empty = np.zeros(0, np.int64)
+    cands = reopt.Candidates(np.array([0, 0, 1, 1, 2, 2]), np.array([20, 10, 5, 7, 5, 7]),
+                             np.ones(6, np.int64), np.zeros(6, np.int64),
+                             np.zeros(7, np.int64), empty, empty, empty)
+    model = reopt.Model(cands, cands.cost.copy(), np.arange(6), np.array([3, 0, 0, 1, 1, 2]),
+                        np.ones(6, np.int64), np.ones(4, np.int64), 3)
+    chosen = np.array([0, 2, 4])
+    assert reopt._one_moves(model, chosen.copy(), float("inf")) == 0
+    assert reopt._chain_moves(model, chosen.copy(), float("inf"), depth=1) == 0
+    assert reopt._chain_moves(model, chosen, float("inf"), depth=2) == 1
     assert chosen.tolist() == [1, 3, 5]
     assert np.all(reopt.usage(model, chosen) <= model.limit)
 
