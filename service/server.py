@@ -241,10 +241,15 @@ class AllocdServer:
         self._tasks.append(asyncio.create_task(
             self.network_servicer.values.refresh_forever()))
         # The loaded state is long-lived: keep the collector from rescanning it, and
-        # collect young objects less often (the request path allocates many).
+        # collect young objects less often (the request path allocates many). The middle
+        # generation holds what survived since its last collection (the new orders'
+        # records, which stay): collected every 10 young collections, it pauses the loop
+        # ~50-100 ms under full load, where every 50 paused it ~0.5 s (the slowest call
+        # of a batch load run went from ~550 ms to ~140 ms). Full collections stay as
+        # rare as before: every 25,000 x 10 x 1,000 allocations at most.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        gc.set_threshold(25_000, 10, 1_000)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
