@@ -104,7 +104,7 @@ def main() -> None:
                         help="probability that a node stocks a SKU")
     parser.add_argument("--time-limit", type=float, default=120.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--nodes-per-order", type=int, default=4)
+    parser.add_argument("--nodes-per-order", type=int, default=6)
     parser.add_argument("--package-penalty", type=float, default=0.0,
                         help="dollars weighed per package beyond an order's first")
     parser.add_argument("--seed", type=int, default=7)

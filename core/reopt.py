@@ -75,7 +75,7 @@ class ReoptOptions:
     seed: int = 0
     workers: int = 1  # processes solving chunks; 1 solves in this process
     chunk_orders: int = 400
-    nodes_per_order: int = 4  # ship-complete proposals per order (cheapest nodes)
+    nodes_per_order: int = 6  # ship-complete proposals per order (cheapest nodes)
     max_orders: int = 0  # 0: every open order
     # Weighed per package beyond an order's first, on top of the network's split penalty:
     # how much fewer shipments are worth to the business (0: landed cost alone).
@@ -352,7 +352,7 @@ def add_priced(problem: Problem, out: _Proposals, prices: np.ndarray,
         _harvest(problem, result, out, charge, whole=True)
 
 
-def propose(problem: Problem, nodes_per_order: int = 4) -> _Proposals:
+def propose(problem: Problem, nodes_per_order: int = 6) -> _Proposals:
     """The plans the solver chooses from (see the module docstring)."""
     batch = problem.batch
     n_orders = problem.n_orders
