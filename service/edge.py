@@ -18,6 +18,8 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from service.wirecheck import may_be_refused
+
 
 class Malformed:
     """Stands in for a request that did not parse."""
@@ -175,9 +177,8 @@ def invalid_field(message: Message, path: str = "") -> str:
 
 
 def _malformed(request: Any) -> str:
-    if isinstance(request, Malformed):
-        return str(request.reason)
-    return invalid_field(request) if isinstance(request, Message) else ""
+    """Why the request is refused: the edge's deserializer (`_safe`) has checked it."""
+    return str(request.reason) if isinstance(request, Malformed) else ""
 
 
 async def _reject_malformed(request: Any, context: Any) -> None:
@@ -206,11 +207,21 @@ async def _checked(requests: Any, context: Any) -> Any:
 
 
 def _safe(deserializer: Callable[[bytes], Any], type_name: str) -> Callable[[bytes], Any]:
+    """The request parsed and checked once, as it arrives: a Malformed (with why) if it
+    does not parse or a field holds a value no request may carry. The bytes are scanned
+    first (service.wirecheck); only a request they flag is walked field by field."""
+
     def parse(raw: bytes) -> Any:
         try:
-            return deserializer(raw)
+            request = deserializer(raw)
         except (DecodeError, ValueError, UnicodeDecodeError) as error:
             return Malformed(f"the request to {type_name} does not parse: {error}")
+        if isinstance(request, Message) and may_be_refused(raw, request.DESCRIPTOR,
+                                                           MAX_STRING):
+            problem = invalid_field(request)
+            if problem:
+                return Malformed(problem)
+        return request
 
     return parse
 

@@ -37,6 +37,7 @@ from grpc_reflection.v1alpha import reflection
 
 from core.commands import SetNetwork
 from core.warmup import warm_kernels
+from service import wirecheck
 from service.auth import AuthInterceptor
 from service.config import Settings
 from service.demo import demo_commands
@@ -217,6 +218,7 @@ class AllocdServer:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()
         warm_kernels()
+        wirecheck.warm()
         await self.engine.start()
         if self.settings.demo and self.engine.ledger.catalog.n_skus == 0:
             for i, command in enumerate(demo_commands(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -32,7 +33,16 @@ def test_metrics_count_calls_by_status_and_show_the_ledger(server_factory):
     with pytest.raises(grpc.RpcError):
         api.inventory.GetAvailability(inv.GetAvailabilityRequest(sku_ids=["nope"]),
                                       timeout=RPC_TIMEOUT_S)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    # A call is counted when the server is done with it, which may be just after the
+    # client has its answer: read until both calls are in (or 10 s have passed).
+    counted = 'allocd_rpc_latency_seconds_count{method="InventoryService/GetAvailability"} 2.0'
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=10).read().decode()
+        if counted in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ('allocd_rpc_requests_total{code="OK",method="InventoryService/GetAvailability"} 1.0'
             in text)
     assert ('allocd_rpc_requests_total{code="NOT_FOUND",'
