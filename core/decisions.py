@@ -341,22 +341,34 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     region = gathered.regions[rank]
     deadline = int(batch.deadline[rank])
     lines = req.lines
-    weight = sum(q * float(ledger.catalog.weight_lb[s]) for _, s, q in lines)
-    dims = ledger.catalog.dims_in
-    volume = sum(q * float(np.prod(dims[s])) for _, s, q in lines)
-    longest = max(float(dims[s].max()) for _, s, _ in lines)
-    billable = billable_weight_lb(weight, volume)
-    units = sum(q for _, _, q in lines)
     channel = int(batch.channel[rank])
-    for n in range(ledger.catalog.n_nodes):
-        if not ledger.catalog.node_enabled[n] or (channel >= 0 and network.blocked[n, channel]):
+    catalog = ledger.catalog
+    # Units each line lacks at each node now; a node is worth a look only when some line
+    # lacks units there and every line that does has inbound stock there.
+    stop = start + len(lines)
+    quantities = np.array([q for _, _, q in lines], np.int64)
+    sellable = gathered.avail[batch.item_u[start:stop]] - batch.item_floor[start:stop]
+    short_at = quantities[:, None] - np.maximum(sellable, 0)
+    inbound_nodes = [{key[2] for key in ledger.inbound_by_sku.get(sku, ())}
+                     for _, sku, _ in lines]
+    candidates = []
+    for n in np.flatnonzero((short_at > 0).any(axis=0)).tolist():
+        if not catalog.node_enabled[n] or (channel >= 0 and network.blocked[n, channel]):
             continue
+        if all(n in inbound_nodes[k] for k in np.flatnonzero(short_at[:, n] > 0).tolist()):
+            candidates.append(n)
+    if candidates:
+        weight = sum(q * float(catalog.weight_lb[s]) for _, s, q in lines)
+        dims = catalog.dims_in
+        volume = sum(q * float(np.prod(dims[s])) for _, s, q in lines)
+        longest = max(float(dims[s].max()) for _, s, _ in lines)
+        billable = billable_weight_lb(weight, volume)
+        units = sum(q for _, _, q in lines)
+    for n in candidates:
         ready_day = day0
         feasible = True
         for k, (_, sku, qty) in enumerate(lines):
-            now_units = int(gathered.avail[batch.item_u[start + k], n]
-                            - batch.item_floor[start + k, n])
-            short = qty - max(now_units, 0)
+            short = int(short_at[k, n])
             if short <= 0:
                 continue
             arrivals = sorted(
@@ -373,7 +385,7 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
                 feasible = False
                 break
             ready_day = max(ready_day, arrival_day + 1)  # received, then shipped next day
-        if not feasible or ready_day == day0:
+        if not feasible:
             continue
         ship = ready_day - day0
         quote = cheapest_service(network, n, region, billable, units, longest, ship,

@@ -240,11 +240,10 @@ class OrderBook:
             nodes_by_day.add((plan.node, plan.ship_ms // DAY_MS))
         for key in nodes_by_day:
             self.node_day_orders[key] = self.node_day_orders.get(key, 0) + 1
-        allocated_lines = {line.line_id for plan in decision.packages for line in plan.lines}
+        # Every line placed is off the backorders now (above), unless part of it is still
+        # backordered (below).
         for backorder in decision.backorders:
             record.backorders[backorder.line_id] = backorder
-        for line_id in allocated_lines - {b.line_id for b in decision.backorders}:
-            record.backorders.pop(line_id, None)
         self._refresh(record)
 
     def hold(self, order_id: str) -> None:
