@@ -367,7 +367,7 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     for n in candidates:
         ready_day = day0
         feasible = True
-        for k, (_, sku, qty) in enumerate(lines):
+        for k, (_, sku, _) in enumerate(lines):
             short = int(short_at[k, n])
             if short <= 0:
                 continue
