@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from core import commands as c
 from core.approvals import COUNT_VARIANCE_ROLES, has_role
 from core.decisions import FloorTable, Request, decide, margin_micros
@@ -207,6 +209,21 @@ def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[Or
             for (spec, _), d in zip(items, decisions, strict=True)]
 
 
+def _margins(ledger: Ledger, orders: list[tuple[tuple[str, int, int], ...]]) -> list[int]:
+    """margin_micros of each order's lines, for a batch at once."""
+    counts = [len(lines) for lines in orders]
+    if not counts:
+        return []
+    cat = ledger.catalog
+    skus = np.fromiter((sku for lines in orders for _, sku, _ in lines), np.int64)
+    qty = np.fromiter((q for lines in orders for _, _, q in lines), np.int64)
+    per_line = qty * (cat.price_micros[skus] - cat.unit_cost_micros[skus])
+    starts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    result: list[int] = np.add.reduceat(per_line, starts).tolist()
+    return result
+
+
 def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
     """Validate every order, decide the accepted ones together (priority order; calls
     answered together that tie go in the order they came), then write each order's
@@ -217,9 +234,9 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
     if calls and len(calls) != len(cmd.orders):
         raise InvalidArgument("request_ids must name one call per order", "request_ids")
     # Per order: why it was refused, why it is held, or what to decide.
-    checked: list[DomainError | tuple[ExceptionType, str] | Request] = []
+    checked: list[DomainError | tuple[ExceptionType, str] | int] = []
     batch_ids: set[str] = set()
-    todo: list[Request] = []
+    accepted: list[tuple[OrderSpec, tuple[tuple[str, int, int], ...], int]] = []
     for i, spec in enumerate(cmd.orders):
         field = "order" if calls or len(cmd.orders) == 1 else f"orders[{i}]"
         try:
@@ -230,12 +247,13 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
         batch_ids.add(spec.order_id)
         hold = _hold_of(spec, cmd.fraud_threshold)
         if hold is None:
-            request = Request(spec, lines, 0, margin_micros(p.ledger, lines),
-                              arrival=i if calls else 0)
-            todo.append(request)
-            checked.append(request)
+            checked.append(len(accepted))  # the index of its request
+            accepted.append((spec, lines, i if calls else 0))
         else:
             checked.append(hold)
+    margins = _margins(p.ledger, [lines for _, lines, _ in accepted])
+    todo = [Request(spec, lines, 0, margin, arrival=arrival)
+            for (spec, lines, arrival), margin in zip(accepted, margins, strict=True)]
     floors = FloorTable()
     decisions = iter(decide(p.ledger, p.ledger.orders, todo, p.now_ms, floors) if todo else ())
     outcomes: list[OrderOutcome] = []
@@ -249,7 +267,7 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
             if calls:
                 p.request_id = calls[i]
             p.add(EventKind.ORDER_RECEIVED, reference=spec.order_id, payload=spec)
-            if isinstance(entry, Request):
+            if isinstance(entry, int):
                 outcome = _emit_decision(p, spec, next(decisions), floors)
             else:
                 kind, detail = entry
