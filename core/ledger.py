@@ -285,10 +285,29 @@ class Ledger:
         self._apply_moves(events, start, stop, floors, replay)
         kpis = self.kpis
         kpis.collect()
+        drawn_units = self.drawn_units
         try:
             for i in range(start, stop):
                 event = events[i]
-                if event.kind in MOVE_KINDS:
+                kind = event.kind
+                if kind == EventKind.ORDER_UNITS_ALLOCATED:
+                    # Units drawn from (sku, node), smoothed: SmoothedDemand.observe
+                    # inlined (the same arithmetic, so the same floats): allocation
+                    # makes one of these for every line it places.
+                    tau = self.half_life_days / math.log(2.0)
+                    key = (event.sku, event.node)
+                    drawn = drawn_units.get(key)
+                    if drawn is None:
+                        drawn_units[key] = SmoothedDemand(0.0 + event.quantity / tau,
+                                                          event.time_ms)
+                    elif event.time_ms > drawn.last_ms:
+                        elapsed = (event.time_ms - drawn.last_ms) / DAY_MS
+                        drawn.level = (drawn.level * math.exp(-elapsed / tau)
+                                       + event.quantity / tau)
+                        drawn.last_ms = event.time_ms
+                    else:  # no time has passed: exp(0) is exactly 1
+                        drawn.level = drawn.level + event.quantity / tau
+                elif kind in MOVE_KINDS:
                     self._apply_side_effects(event)
                 else:
                     self._apply_other(event)
@@ -348,12 +367,7 @@ class Ledger:
 
     def _apply_side_effects(self, e: Event) -> None:
         kind = e.kind
-        if kind == EventKind.ORDER_UNITS_ALLOCATED:
-            drawn = self.drawn_units.get((e.sku, e.node))
-            if drawn is None:
-                drawn = self.drawn_units[(e.sku, e.node)] = SmoothedDemand(0.0, e.time_ms)
-            drawn.observe(e.quantity, e.time_ms, self.half_life_days)
-        elif kind == EventKind.RESERVED:
+        if kind == EventKind.RESERVED:
             self.reservations.add(e.reference, e.sku, e.node, e.quantity, e.channel, e.due_ms)
         elif kind in (EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED):
             self.reservations.remove(e.reference, e.sku, e.node, e.quantity)
