@@ -14,13 +14,25 @@ from hypothesis import strategies as st
 from core import commands as c
 from core.ledger import Ledger
 from core.model import Bucket, ChannelSpec, Event, NodeSpec, SkuSpec
+from core.network import SlaTier
 from core.operations import execute
+from core.orders import (
+    Backorder,
+    Decision,
+    Option,
+    OptionKind,
+    OrderLineSpec,
+    OrderSpec,
+    PackageLine,
+    PackagePlan,
+)
 from service import logcodec
 from service.config import Settings
 from service.filestore import FileEventStore
 from service.server import AllocdServer
 from service.servicers.inventory import InventoryServicer
 from service.store import Commit, Snapshot, StoreCorrupt
+from tests.unit.shop import shop
 
 
 class _Context:
@@ -216,6 +228,35 @@ def test_events_written_either_way_read_back_the_same(monkeypatch):
         back = logcodec.loads(data).events
         assert back == events
         assert [type(e.kind) for e in back] == [type(e.kind) for e in events]
+
+
+def test_orders_and_decisions_written_either_way_read_back_the_same(monkeypatch):
+    # Order specs and decisions (named tuples) are written as their class and fields;
+    # logs written before that hold pickle's default for named tuples, and must read.
+    ledger = Ledger()
+    for command in shop({("shirt", "n0"): 1, ("mug", "n1"): 5}):
+        execute(ledger, command, 1)
+    order = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("l1", "shirt", 1),
+                                                       OrderLineSpec("l2", "mug", 2)),
+                      postal_code="10001")
+    events = execute(ledger, c.AllocateOrders((order,)), 2).events
+    payloads = [e.payload for e in events if e.payload is not None]
+    assert {type(x) for x in payloads} >= {OrderSpec, Decision}
+    assert any(len(x.packages) == 2 for x in payloads if isinstance(x, Decision))
+    compact = logcodec.dumps(Commit(events))
+    for cls in (OrderLineSpec, OrderSpec, PackageLine, PackagePlan, Backorder, Option,
+                Decision):
+        monkeypatch.delattr(cls, "__reduce__")
+    default = logcodec.dumps(Commit(events))
+    monkeypatch.undo()
+    assert compact != default
+    for data in (compact, default):
+        back = logcodec.loads(data).events
+        assert back == events
+        assert [type(e.payload) for e in back] == [type(e.payload) for e in events]
+        decision = next(e.payload for e in back if isinstance(e.payload, Decision))
+        assert type(decision.packages[0]) is PackagePlan
+        assert type(decision.options[0].kind) is OptionKind
 
 
 @settings(max_examples=40, deadline=None)
