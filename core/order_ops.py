@@ -210,10 +210,10 @@ def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[Or
 
 
 def _margins(ledger: Ledger, orders: list[tuple[tuple[str, int, int], ...]]) -> list[int]:
-    """margin_micros of each order's lines, for a batch at once."""
+    """margin_micros of each order's lines; for a large batch, of all of them at once."""
     counts = [len(lines) for lines in orders]
-    if not counts:
-        return []
+    if len(counts) < 16:  # numpy's set-up costs more than it saves
+        return [margin_micros(ledger, lines) for lines in orders]
     cat = ledger.catalog
     skus = np.fromiter((sku for lines in orders for _, sku, _ in lines), np.int64)
     qty = np.fromiter((q for lines in orders for _, _, q in lines), np.int64)

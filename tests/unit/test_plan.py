@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from core.decisions import margin_micros
 from core.ledger import Ledger
 from core.model import Bucket, EventKind
+from core.operations import execute as run
+from core.order_ops import _margins
 from core.plan import Plan
+from tests.unit.shop import shop
 
 
 def test_add_move_is_add_with_the_fields_in_order():
@@ -19,3 +23,18 @@ def test_add_move_is_add_with_the_fields_in_order():
         in_order.add(EventKind.ORDER_ALLOCATED, reference="o-1")
     assert in_order.events == by_name.events
     assert in_order.floors == by_name.floors
+
+
+def test_a_batch_s_margins_at_once_are_each_order_s_margin():
+    # Large batches take numpy's path, small ones Python's: the same numbers either way.
+    ledger = Ledger()
+    for command in shop({("shirt", "n0"): 1, ("phone", "n0"): 1, ("mug", "n1"): 1,
+                         ("socks", "n1"): 1}):
+        run(ledger, command, 1)
+    skus = [ledger.catalog.sku_index[s] for s in ("shirt", "phone", "mug", "socks")]
+    orders = [tuple((f"l{k}", skus[(i + k) % 4], 1 + (i * k) % 5) for k in range(1 + i % 4))
+              for i in range(40)]
+    expected = [margin_micros(ledger, lines) for lines in orders]
+    assert _margins(ledger, orders) == expected
+    assert _margins(ledger, orders[:3]) == expected[:3]
+    assert len(set(expected)) > 10
