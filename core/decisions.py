@@ -52,6 +52,7 @@ class Request:
     margin_micros: int = 0
     seq: int = 0
     arrival: int = 0  # calls answered together: the order they came in
+    region: int = -1  # the ship-to's region, when known already
 
 
 def priority_key(req: Request) -> tuple[int, int, int, int, str]:
@@ -139,7 +140,8 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
             line_rows.append(row)
             line_channel.append(channel)
         ends.append(len(line_sku))
-        regions.append(network.region_for(spec.postal_code, spec.latitude, spec.longitude))
+        regions.append(req.region if req.region >= 0
+                       else network.region_for(spec.postal_code, spec.latitude, spec.longitude))
         channels.append(channel)
     sku_arr = np.array(skus, np.int64)
     nodes = np.arange(n_nodes, dtype=np.int64)

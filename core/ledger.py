@@ -411,7 +411,10 @@ class Ledger:
 
     def _apply_other(self, e: Event) -> None:
         kind = e.kind
-        if kind == EventKind.SKU_UPSERTED:
+        handler = _ORDER_HANDLERS.get(kind)  # the most frequent kinds: looked up first
+        if handler is not None:
+            handler(self, e)
+        elif kind == EventKind.SKU_UPSERTED:
             assert isinstance(e.payload, SkuSpec)
             self.catalog.put_sku(e.payload, e.sku)
             shard, local = self.locate(e.sku)
@@ -453,8 +456,6 @@ class Ledger:
             self.value_policy = e.payload
         elif kind == EventKind.DEMAND_FORECAST_SET:
             self.supplied_forecast = dict(e.payload.rates)
-        elif kind in _ORDER_HANDLERS:
-            _ORDER_HANDLERS[kind](self, e)
         elif kind == EventKind.LANDED_COST_ALLOCATED:
             pass  # money only: the books post it
         elif kind == EventKind.RETURN_POLICY_SET:

@@ -104,8 +104,9 @@ class ResolveResult:
 
 
 def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
-               quote: bool = False) -> tuple[tuple[str, int, int], ...]:
-    """The order's lines as (line_id, sku, quantity); raises a DomainError naming the field."""
+               quote: bool = False) -> tuple[tuple[tuple[str, int, int], ...], int]:
+    """The order's lines as (line_id, sku, quantity) and its ship-to region (-1 without a
+    network); raises a DomainError naming the field."""
     cat = ledger.catalog
     if not is_identifier(spec.order_id):
         check_identifier(spec.order_id, f"{field}.order_id")  # raises
@@ -146,12 +147,13 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
                                   f"{name}.quantity")
         lines.append((line_id, sku, line.quantity))
     network = ledger.network()
+    region = -1
     if network.n_services and len(network.region_lat):
         try:
-            network.region_for(spec.postal_code, spec.latitude, spec.longitude)
+            region = network.region_for(spec.postal_code, spec.latitude, spec.longitude)
         except InvalidArgument as error:
             raise InvalidArgument(error.message, f"{field}.ship_to") from None
-    return tuple(lines)
+    return tuple(lines), region
 
 
 def _hold_of(spec: OrderSpec, fraud_threshold: float,
@@ -236,11 +238,11 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
     # Per order: why it was refused, why it is held, or what to decide.
     checked: list[DomainError | tuple[ExceptionType, str] | int] = []
     batch_ids: set[str] = set()
-    accepted: list[tuple[OrderSpec, tuple[tuple[str, int, int], ...], int]] = []
+    accepted: list[tuple[OrderSpec, tuple[tuple[str, int, int], ...], int, int]] = []
     for i, spec in enumerate(cmd.orders):
         field = "order" if calls or len(cmd.orders) == 1 else f"orders[{i}]"
         try:
-            lines = _validated(p.ledger, spec, field, batch_ids)
+            lines, region = _validated(p.ledger, spec, field, batch_ids)
         except DomainError as error:
             checked.append(error)
             continue
@@ -248,12 +250,12 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
         hold = _hold_of(spec, cmd.fraud_threshold)
         if hold is None:
             checked.append(len(accepted))  # the index of its request
-            accepted.append((spec, lines, i if calls else 0))
+            accepted.append((spec, lines, i if calls else 0, region))
         else:
             checked.append(hold)
-    margins = _margins(p.ledger, [lines for _, lines, _ in accepted])
-    todo = [Request(spec, lines, 0, margin, arrival=arrival)
-            for (spec, lines, arrival), margin in zip(accepted, margins, strict=True)]
+    margins = _margins(p.ledger, [lines for _, lines, _, _ in accepted])
+    todo = [Request(spec, lines, 0, margin, arrival=arrival, region=region)
+            for (spec, lines, arrival, region), margin in zip(accepted, margins, strict=True)]
     floors = FloorTable()
     decisions = iter(decide(p.ledger, p.ledger.orders, todo, p.now_ms, floors) if todo else ())
     outcomes: list[OrderOutcome] = []
@@ -281,9 +283,10 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
 
 def quote_order(ledger: Ledger, spec: OrderSpec, now_ms: int) -> Decision:
     """What allocating `spec` now would decide. Changes nothing."""
-    lines = _validated(ledger, spec, "order", set(), quote=True)
+    lines, region = _validated(ledger, spec, "order", set(), quote=True)
     (decision,) = decide(ledger, ledger.orders, [Request(spec, lines, 0,
-                                                        margin_micros(ledger, lines))], now_ms)
+                                                        margin_micros(ledger, lines),
+                                                        region=region)], now_ms)
     return decision
 
 
