@@ -239,6 +239,21 @@ class KpiBook:
                 windowed = self._new(key)
             windowed.add(time_ms, amount)
 
+    def bump_many(self, time_ms: int, scope: str, subject: str,
+                  amounts: tuple[tuple[str, float], ...]) -> None:
+        """bump1 for each (counter, amount), the same scope and subject for all."""
+        pending = self.pending
+        if pending is None:
+            for counter, amount in amounts:
+                self.bump1(counter, time_ms, amount, scope, subject)
+            return
+        for counter, amount in amounts:
+            held = (counter, "all", "", time_ms)
+            pending[held] = pending.get(held, 0) + amount
+            if scope:
+                held = (counter, scope, subject, time_ms)
+                pending[held] = pending.get(held, 0) + amount
+
     def observe(self, ledger: Ledger, e: Event) -> None:
         handler = _OBSERVERS.get(e.kind)
         if handler is not None:
@@ -332,18 +347,18 @@ def _order_allocated(book: KpiBook, ledger: Ledger, e: Event) -> None:
         return  # re-allocations (retries, short picks) are not a new order
     book.decided.add(decision.order_id)
     spec = ledger.orders.orders[decision.order_id].spec
-    t, channel, bump = e.time_ms, spec.channel_id, book.bump1
     packages = decision.packages
-    bump("orders_decided", t, 1, "channel", channel)
-    bump("packages_planned", t, len(packages), "channel", channel)
+    amounts: tuple[tuple[str, float], ...] = (("orders_decided", 1),
+                                              ("packages_planned", len(packages)))
     if len(packages) > 1:
-        bump("orders_split", t, 1, "channel", channel)
+        amounts += (("orders_split", 1),)
     if decision.backorders:
-        bump("orders_backordered", t, 1, "channel", channel)
-    bump("units_ordered", t, sum(line.quantity for line in spec.lines), "channel", channel)
-    bump("units_filled", t, sum(line.quantity for p in packages for line in p.lines),
-         "channel", channel)
-    bump("decision_cost_micros", t, decision.cost_micros, "channel", channel)
+        amounts += (("orders_backordered", 1),)
+    book.bump_many(e.time_ms, "channel", spec.channel_id, (
+        *amounts,
+        ("units_ordered", sum(line.quantity for line in spec.lines)),
+        ("units_filled", sum(line.quantity for p in packages for line in p.lines)),
+        ("decision_cost_micros", decision.cost_micros)))
 
 
 def _package_shipped(book: KpiBook, ledger: Ledger, e: Event) -> None:
