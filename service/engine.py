@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -478,6 +479,10 @@ class Engine:
         forked = time.perf_counter()
         pid = os.fork()
         if pid == 0:  # the child writes the image as of the fork, then leaves at once
+            # No collections in the child: it lives only to write the image, and a
+            # collection would walk (and so copy) every page of the parent's objects and
+            # run finalizers of objects that are the parent's business.
+            gc.disable()
             code = 1
             try:
                 self.store.write_snapshot(seq, dumps(Snapshot(seq, self.ledger, answers)))
