@@ -16,7 +16,10 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _digest(entry: dict[str, Any]) -> str:
-    body = _CANONICAL.encode({k: v for k, v in entry.items() if k != "hash"})
+    return _digest_of(_CANONICAL.encode({k: v for k, v in entry.items() if k != "hash"}))
+
+
+def _digest_of(body: str) -> str:
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
@@ -38,15 +41,19 @@ class AuditLog:
         entry: dict[str, Any] = {"n": self.count + 1, "time_ms": time_ms, "who": principal,
                                  "what": method, "request_id": request_id,
                                  "outcome": outcome, "prev": self.last_hash}
-        entry["hash"] = _digest(entry)
+        body = _CANONICAL.encode(entry)
+        digest = _digest_of(body)
+        entry["hash"] = digest
         self.count += 1
-        self.last_hash = entry["hash"]
+        self.last_hash = digest
         if self.path is None:
             self.entries.append(entry)
             return
         if self._file is None:  # kept open: one write a call, not an open and a close
             self._file = self.path.open("a", buffering=1)
-        self._file.write(json.dumps(entry, sort_keys=True) + "\n")
+        # The line is the body with the hash put first, as sorted keys put it: the
+        # entry is encoded once.
+        self._file.write(f'{{"hash":"{digest}",{body[1:]}\n')
 
     def close(self) -> None:
         if self._file is not None:

@@ -197,16 +197,29 @@ class Metrics:
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+    """The outermost interceptor. A method's handler, wrapped by every interceptor, is
+    the same for every call (each wrapper reads the call's own context when it runs), so
+    it is built once per method and kept."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._handlers: dict[str, Any] = {}
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith("/allocd."):
-            return handler
-        method = method_key(details.method)
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = await continuation(details)
+            if handler is not None:
+                if details.method.startswith("/allocd."):
+                    handler = self._observed(handler, method_key(details.method))
+                self._handlers[details.method] = handler
+        return handler
+
+    def _observed(self, handler: Any, method: str) -> Any:
         metrics = self.metrics
+        latency = metrics.latency.labels(method)
+        by_code: dict[str, Any] = {}
 
         async def observe(context: Any) -> None:
             started = time.perf_counter()
@@ -214,8 +227,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-
             def done(_: Any) -> None:
                 code = context.code()
                 name = code.name if isinstance(code, grpc.StatusCode) else "OK"
-                metrics.calls.labels(method, name).inc()
-                metrics.latency.labels(method).observe(time.perf_counter() - started)
+                counter = by_code.get(name)
+                if counter is None:
+                    counter = by_code[name] = metrics.calls.labels(method, name)
+                counter.inc()
+                latency.observe(time.perf_counter() - started)
 
             context.add_done_callback(done)
 
