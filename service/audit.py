@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 32
+MEMORY_ENTRIES = 10_000
 # What json.dumps(..., sort_keys=True, separators=(",", ":")) builds on every call, made
 # once: the same text.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
@@ -26,7 +28,8 @@ def _digest_of(body: str) -> str:
 class AuditLog:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.entries: list[dict[str, Any]] = []  # kept in memory when there is no file
+        # Without a file (the memory store): the newest entries, in memory.
+        self.entries: deque[dict[str, Any]] = deque(maxlen=MEMORY_ENTRIES)
         self.count = 0
         self.last_hash = GENESIS
         self._file: Any = None

@@ -138,10 +138,15 @@ class AllocdServer:
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.settings = settings
         store = store or store_from_settings(settings)
+        # The audit log is a file in the partition's data directory whichever store
+        # holds the ledger (with the Redis store too); only the memory store, which
+        # keeps nothing, keeps it in memory.
         audit_path = None
-        if isinstance(store, FileEventStore):
-            store.directory.mkdir(parents=True, exist_ok=True)
-            audit_path = store.directory / "audit.log"
+        if not isinstance(store, MemoryEventStore):
+            directory = (store.directory if isinstance(store, FileEventStore)
+                         else Path(settings.data_dir) / settings.partition)
+            directory.mkdir(parents=True, exist_ok=True)
+            audit_path = directory / "audit.log"
         self.engine = Engine(settings, store, clock, audit_path)
         self.health = health_aio.HealthServicer()
         interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]

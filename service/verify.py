@@ -67,7 +67,7 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
           f"{reconciliation.inventory_account} micros, {reconciliation.book_units} units)")
     audit = directory / "audit.log"
     audit_ok = True
-    if not redis_url and audit.exists():
+    if audit.exists():
         audit_ok, bad_line = verify_lines(audit.read_text().splitlines())
         print("audit log:    " + ("hash chain intact" if audit_ok
                                   else f"CHANGED at line {bad_line}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from allocd.v1 import inventory_service_pb2 as inv
 
 from core import commands as c
 from core.model import ChannelSpec, NodeSpec, SkuSpec
+from service.audit import MEMORY_ENTRIES, AuditLog, verify_lines
 from service.config import Settings
 from service.server import AllocdServer
 from service.servicers.inventory import InventoryServicer
@@ -131,3 +133,31 @@ def test_answers_without_events_survive_snapshots_and_restarts_in_redis(redis_se
     found, replayed = asyncio.run(second())
     assert found is not None and found.durable
     assert replayed.result.replayed
+
+
+def test_with_the_redis_store_the_audit_log_is_a_file_in_the_data_directory(redis_server,
+                                                                             tmp_path):
+    async def go():
+        server = AllocdServer(Settings(port=0, redis_url=redis_server.url, data_dir=str(tmp_path),
+                                       partition="p1", log_level="WARNING",
+                                       sweep_interval_s=3600.0, checkpoint_every_s=3600.0))
+        await server.start()
+        for i, command in enumerate((c.UpsertNodes((NodeSpec("A"),)),
+                                     c.UpsertSkus((SkuSpec("S1"),)))):
+            await server.engine.mutate_internal(command, f"seed-{i}")
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive(2, "audited-1"), _Context())
+        await server.stop(0)
+
+    asyncio.run(go())
+    lines = (tmp_path / "p1" / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == ["audited-1"]
+    assert verify_lines(lines) == (True, 0)
+
+
+def test_without_a_file_the_audit_log_keeps_only_the_newest_entries_in_memory():
+    log = AuditLog(None)
+    for i in range(MEMORY_ENTRIES + 5):
+        log.record(i, "alice", "ReceiveInventory", f"r{i}", "OK")
+    assert len(log.entries) == MEMORY_ENTRIES
+    assert log.entries[0]["request_id"] == "r5" and log.count == MEMORY_ENTRIES + 5
