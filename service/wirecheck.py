@@ -124,6 +124,15 @@ def _enum_defined(value, e, enum_start, enum_values):  # type: ignore[no-untyped
     return False
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _not_finite(buf, p, size):  # type: ignore[no-untyped-def]
+    """Whether the little-endian double (size 8) or float (4) at p is NaN or infinite:
+    its exponent bits (11 or 8) are all ones."""
+    if size == 8:
+        return (buf[p + 7] & 0x7F) == 0x7F and (buf[p + 6] & 0xF0) == 0xF0
+    return (buf[p + 3] & 0x7F) == 0x7F and (buf[p + 2] & 0x80) == 0x80
+
+
 @njit(cache=True, nogil=True)
 def scan(buf, kind, arg, enum_start, enum_values, max_string):  # type: ignore[no-untyped-def]
     """FLAGGED if a field of the message in `buf` (type 0 of the tables) may hold a value
@@ -157,19 +166,13 @@ def scan(buf, kind, arg, enum_start, enum_values, max_string):  # type: ignore[n
                 return FLAGGED
             if k == ENUM and not _enum_defined(value, arg[t, number], enum_start, enum_values):
                 return FLAGGED
-        elif wire == 1:
-            if pos + 8 > end:
+        elif wire == 1 or wire == 5:  # noqa: PLR1714 (64 or 32 bits: a double or a float)
+            size = 8 if wire == 1 else 4
+            if pos + size > end:
                 return FLAGGED
-            # A double is NaN or infinite when its 11 exponent bits are all ones.
-            if k == DOUBLE and (buf[pos + 7] & 0x7F) == 0x7F and (buf[pos + 6] & 0xF0) == 0xF0:
+            if k == (DOUBLE if size == 8 else FLOAT) and _not_finite(buf, pos, size):
                 return FLAGGED
-            pos += 8
-        elif wire == 5:
-            if pos + 4 > end:
-                return FLAGGED
-            if k == FLOAT and (buf[pos + 3] & 0x7F) == 0x7F and (buf[pos + 2] & 0x80) == 0x80:
-                return FLAGGED
-            pos += 4
+            pos += size
         elif wire == 2:
             length, pos = _varint(buf, pos, end)
             if pos < 0 or length > np.uint64(end - pos):
@@ -206,17 +209,12 @@ def scan(buf, kind, arg, enum_start, enum_values, max_string):  # type: ignore[n
                     if p < 0 or not _enum_defined(value, arg[t, number], enum_start,
                                                   enum_values):
                         return FLAGGED
-            elif k == DOUBLE:  # packed
-                if (stop - pos) % 8:
+            elif k == DOUBLE or k == FLOAT:  # noqa: PLR1714, SIM109 (packed)
+                size = 8 if k == DOUBLE else 4
+                if (stop - pos) % size:
                     return FLAGGED
-                for p in range(pos, stop, 8):
-                    if (buf[p + 7] & 0x7F) == 0x7F and (buf[p + 6] & 0xF0) == 0xF0:
-                        return FLAGGED
-            elif k == FLOAT:  # packed
-                if (stop - pos) % 4:
-                    return FLAGGED
-                for p in range(pos, stop, 4):
-                    if (buf[p + 3] & 0x7F) == 0x7F and (buf[p + 2] & 0x80) == 0x80:
+                for p in range(pos, stop, size):
+                    if _not_finite(buf, p, size):
                         return FLAGGED
             pos = stop
         else:  # groups (proto2 only) and wire types that do not exist
