@@ -252,9 +252,10 @@ class AllocdServer:
         # generation holds what survived since its last collection (the new orders'
         # records, which stay): nearly all of it survives again, so the work is the same
         # however often it is collected, and the pause grows with what it holds. Collected
-        # every 2 young collections, it pauses the loop ~10-25 ms under full batch load;
-        # every 10, ~35-85 ms; every 50, ~0.5 s. Full collections stay as rare as before:
-        # every 25,000 x 2 x 5,000 allocations at most.
+        # every 2 young collections, it pauses the loop ~12 ms on average (at most ~26 ms)
+        # under full batch load; every 10, ~35 ms (at most ~110 ms); every 50, ~0.5 s.
+        # Full collections stay as rare as before: every 25,000 x 2 x 5,000 allocations
+        # at most.
         gc.collect()
         gc.freeze()
         gc.set_threshold(25_000, 2, 5_000)
