@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from core.exceptions import OWNER_ROLE, ExceptionType
-from core.model import Bucket, Event, EventKind
+from core.model import Event, EventKind
 from core.orders import DAY_MS, OrderStatus
 
 if TYPE_CHECKING:  # the ledger feeds this book; no import cycle at run time
@@ -333,12 +333,17 @@ def _count(book: KpiBook, ledger: Ledger, e: Event) -> None:
         book.bump("exceptions", e.time_ms, 1, type=ExceptionType.COUNT_VARIANCE.name.lower())
 
 
-def _units_allocated(book: KpiBook, ledger: Ledger, e: Event) -> None:
-    channel = ledger.catalog.channels[e.channel].channel_id if e.channel >= 0 else ""
-    book.bump1("units_allocated", e.time_ms, e.quantity, "channel", channel)
-    # The ledger refuses a move below zero, so this stays 0; it is measured, not assumed.
-    if ledger.quantity(e.sku, e.node, Bucket.AVAILABLE) < 0:
-        book.bump1("units_oversold", e.time_ms, e.quantity, "channel", channel)
+def count_units_allocated(book: KpiBook, ledger: Ledger,
+                          counts: dict[tuple[int, int], list[int]]) -> None:
+    """Units allocated, and of those units oversold, by (channel, time) over a run of
+    ORDER_UNITS_ALLOCATED events: the ledger adds them up as it applies the run (one
+    order makes one of these events a line) and counts them here once."""
+    channels = ledger.catalog.channels
+    for (channel, time_ms), (units, oversold) in counts.items():
+        name = channels[channel].channel_id if channel >= 0 else ""
+        book.bump1("units_allocated", time_ms, units, "channel", name)
+        if oversold:
+            book.bump1("units_oversold", time_ms, oversold, "channel", name)
 
 
 def _order_allocated(book: KpiBook, ledger: Ledger, e: Event) -> None:
@@ -421,7 +426,6 @@ _OBSERVERS = {
     EventKind.COUNT_CONFIRMED: _count,
     EventKind.COUNT_ADJUSTED: _count,
     EventKind.COUNT_VARIANCE_HELD: _count,
-    EventKind.ORDER_UNITS_ALLOCATED: _units_allocated,
     EventKind.ORDER_ALLOCATED: _order_allocated,
     EventKind.PACKAGE_SHIPPED: _package_shipped,
     EventKind.ORDER_UNITS_SHIPPED: _units_shipped,

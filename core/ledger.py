@@ -25,7 +25,7 @@ from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, 
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
 from core.finance import Books
 from core.kernels._ledger import _apply_moves, _bucket_totals
-from core.kpis import KpiBook
+from core.kpis import KpiBook, count_units_allocated
 from core.model import (
     CATALOG_KINDS,
     MOVE_KINDS,
@@ -286,6 +286,8 @@ class Ledger:
         kpis = self.kpis
         kpis.collect()
         drawn_units = self.drawn_units
+        # (channel, time) -> [units allocated, of which oversold], counted at the end.
+        allocated: dict[tuple[int, int], list[int]] = {}
         try:
             for i in range(start, stop):
                 event = events[i]
@@ -307,6 +309,15 @@ class Ledger:
                         drawn.last_ms = event.time_ms
                     else:  # no time has passed: exp(0) is exactly 1
                         drawn.level = drawn.level + event.quantity / tau
+                    counted = allocated.get((event.channel, event.time_ms))
+                    if counted is None:
+                        counted = allocated[(event.channel, event.time_ms)] = [0, 0]
+                    counted[0] += event.quantity
+                    # The moves refuse to go below zero, so this stays 0; it is
+                    # measured, not assumed.
+                    if self.quantity(event.sku, event.node, Bucket.AVAILABLE) < 0:
+                        counted[1] += event.quantity
+                    continue  # neither money nor another KPI
                 elif kind in MOVE_KINDS:
                     self._apply_side_effects(event)
                 else:
@@ -314,6 +325,8 @@ class Ledger:
                 if event.kind in FINANCE_KINDS:
                     self.books.post_event(self, event)
                 kpis.observe(self, event)
+            if allocated:
+                count_units_allocated(kpis, self, allocated)
         finally:
             kpis.flush()
 
