@@ -256,12 +256,12 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
     split = r.split_cost[rank]
     count = r.pkg_count[rank]
     allocated = status in (STATUS_ALLOCATED, STATUS_PARTIAL)
-    options = [
+    options = [  # (kind, feasible, cost, packages, chosen, detail), positional: cheaper
         Option(OptionKind.SHIP_COMPLETE, single >= 0, max(single, 0), 1 if single >= 0 else 0,
-               chosen=allocated and count == 1, detail="one package from one node"),
+               allocated and count == 1, "one package from one node"),
         Option(OptionKind.SPLIT, split >= 0, max(split, 0), count if count > 1 else 0,
-               chosen=allocated and count > 1,
-               detail="several packages" if req.spec.allow_split else "order forbids splits"),
+               allocated and count > 1,
+               "several packages" if req.spec.allow_split else "order forbids splits"),
     ]
     first_pkg = r.pkg_first[rank]
     penalty = int(network.split_penalty[int(req.spec.tier)])
@@ -306,7 +306,7 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
         if packages:
             rule += "; the rest is backordered"
     return Decision(req.spec.order_id, tuple(packages), tuple(backorders), r.method[rank], rule,
-                    tuple(options), no_feasible_node=status == STATUS_NO_FEASIBLE_NODE)
+                    tuple(options), status == STATUS_NO_FEASIBLE_NODE)
 
 
 def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int) -> int:

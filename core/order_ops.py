@@ -186,7 +186,7 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
 
     Each move carries its sale floor (safety stock and other channels' fences): the
     decision respected them, and Ledger.apply checks them again (no oversell)."""
-    p.add(EventKind.ORDER_ALLOCATED, reference=spec.order_id, payload=decision)
+    p.add_record(EventKind.ORDER_ALLOCATED, spec.order_id, decision)
     channel = p.ledger.catalog.channel(spec.channel_id)
     for plan in decision.packages:
         node = plan.node
@@ -268,7 +268,7 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
         else:
             if calls:
                 p.request_id = calls[i]
-            p.add(EventKind.ORDER_RECEIVED, reference=spec.order_id, payload=spec)
+            p.add_record(EventKind.ORDER_RECEIVED, spec.order_id, spec)
             if isinstance(entry, int):
                 outcome = _emit_decision(p, spec, next(decisions), floors)
             else:

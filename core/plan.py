@@ -28,6 +28,18 @@ class Plan:
             self.floors.append(floor)
         return event
 
+    def add_record(self, kind: EventKind, reference: str, payload: Any) -> Event:
+        """`add` for an event that carries a record (an order, a decision), built without
+        keyword arguments: allocation makes two for every order."""
+        events = self.events
+        event = Event(self.ledger.last_seq + 1 + len(events), kind, -1, -1, Bucket.EXTERNAL,
+                      Bucket.EXTERNAL, 0, reference, self.request_id, self.now_ms, -1, 0, 0,
+                      0, -1, -1, payload)
+        events.append(event)
+        if self.floors is not None:
+            self.floors.append(0)
+        return event
+
     def add_move(self, kind: EventKind, floor: int, sku: int, node: int, from_bucket: Bucket,
                  to_bucket: Bucket, quantity: int, reference: str, channel: int = -1) -> Event:
         """`add` for a bucket move, its fields given in order: the same event, built

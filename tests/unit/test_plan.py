@@ -1,4 +1,5 @@
-"""Plan.add_move makes the very event Plan.add makes from the same fields."""
+"""Plan.add_move and Plan.add_record make the very event Plan.add makes from the same
+fields."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from core.plan import Plan
 from tests.unit.shop import shop
 
 
-def test_add_move_is_add_with_the_fields_in_order():
+def test_add_move_and_add_record_are_add_with_the_fields_in_order():
     by_name, in_order = Plan(Ledger(), "req-1", 1_000), Plan(Ledger(), "req-1", 1_000)
     for floor, channel in ((0, -1), (3, 2), (0, 0)):
         by_name.add(EventKind.ORDER_UNITS_ALLOCATED, floor, sku=5, node=1,
@@ -19,10 +20,15 @@ def test_add_move_is_add_with_the_fields_in_order():
                     reference="o-1-P1", channel=channel)
         in_order.add_move(EventKind.ORDER_UNITS_ALLOCATED, floor, 5, 1, Bucket.AVAILABLE,
                           Bucket.ALLOCATED, 4, "o-1-P1", channel)
-        by_name.add(EventKind.ORDER_ALLOCATED, reference="o-1")
-        in_order.add(EventKind.ORDER_ALLOCATED, reference="o-1")
+        by_name.add(EventKind.ORDER_ALLOCATED, reference="o-1", payload=("a", floor))
+        in_order.add_record(EventKind.ORDER_ALLOCATED, "o-1", ("a", floor))
     assert in_order.events == by_name.events
     assert in_order.floors == by_name.floors
+    # Without floors, none are made up.
+    plain, recorded = Plan(Ledger(), "req-2", 5), Plan(Ledger(), "req-2", 5)
+    plain.add(EventKind.ORDER_RECEIVED, reference="o-2", payload="spec")
+    recorded.add_record(EventKind.ORDER_RECEIVED, "o-2", "spec")
+    assert recorded.events == plain.events and recorded.floors is plain.floors is None
 
 
 def test_a_batch_s_margins_at_once_are_each_order_s_margin():
