@@ -24,7 +24,9 @@ from core.allocation import (
     run_allocation,
 )
 from core.availability import available_to_sell
+from core.catalog import MAX_CHANNELS
 from core.errors import FailedPrecondition
+from core.kernels._ledger import _gather_sellable
 from core.ledger import Ledger
 from core.network import NO_DEADLINE_DAYS, CompiledNetwork, billable_weight_lb
 from core.orders import (
@@ -143,23 +145,15 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
         regions.append(req.region if req.region >= 0
                        else network.region_for(spec.postal_code, spec.latitude, spec.longitude))
         channels.append(channel)
-    sku_arr = np.array(skus, np.int64)
-    nodes = np.arange(n_nodes, dtype=np.int64)
     rows_arr = np.array(line_rows, np.int64)
-    distinct = set(channels)
-    avail = np.zeros((len(skus), n_nodes), np.int64)
-    if len(distinct) == 1:
-        table = available_to_sell(ledger, sku_arr, nodes, channels[0])
-        avail = table.available
-        floor = (table.safety_stock + table.fenced_for_others)[rows_arr]
-    else:
-        floor = np.zeros((len(line_sku), n_nodes), np.int64)
-        channel_arr = np.array(line_channel, np.int64)
-        for channel in sorted(distinct):
-            table = available_to_sell(ledger, sku_arr, nodes, channel)
-            avail = table.available
-            mask = channel_arr == channel
-            floor[mask] = (table.safety_stock + table.fenced_for_others)[rows_arr[mask]]
+    avail = np.empty((len(skus), n_nodes), np.int64)
+    floor = np.empty((len(line_sku), n_nodes), np.int64)
+    reserve = np.zeros(MAX_CHANNELS, np.int64)
+    for channel, units in ledger.ops.channel_reserve.items():
+        reserve[channel] = units
+    _gather_sellable(*ledger.kernel_views(), np.array(skus, np.int64), rows_arr,
+                     np.array(line_channel, np.int64), ledger.node_safety,
+                     ledger.network_safety, reserve, avail, floor)
     if consumed:
         for (sku, node), qty in consumed.items():
             row = row_of.get(sku)

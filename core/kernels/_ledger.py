@@ -169,6 +169,74 @@ def _available_to_sell_sharded(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def _gather_sellable(  # type: ignore[no-untyped-def]
+    qty, sku_safety, safety_override, fence_row, fence_qty, skus, line_rows, line_channel,
+    node_safety, network_safety, channel_reserve, out_available, out_floor,
+):
+    """What an allocation batch reads of the ledger, in one call whatever its channels:
+    out_available[u, n] = AVAILABLE units of SKU skus[u] at node n, and
+    out_floor[k, n] = what line k's sale must leave there: safety stock, units fenced for
+    channels other than line_channel[k], and that channel's reserve (channel_reserve[c];
+    a line without a channel, -1, has none). Per-shard arrays come as typed lists, as in
+    _available_to_sell_sharded; lines are visited shard by shard."""
+    n_shards = len(qty)
+    n_nodes = out_available.shape[1]
+    n_lines = len(line_rows)
+    counts = np.zeros(n_shards + 1, np.int64)
+    for k in range(n_lines):
+        counts[skus[line_rows[k]] % n_shards + 1] += 1
+    for sh in range(n_shards):
+        counts[sh + 1] += counts[sh]
+    order = np.empty(n_lines, np.int64)
+    for k in range(n_lines):
+        sh = skus[line_rows[k]] % n_shards
+        order[counts[sh]] = k
+        counts[sh] += 1
+    done = np.zeros(len(skus), np.bool_)
+    start = 0
+    last = fence_qty[0].shape[1] - 1 if n_shards else 0
+    for shard in range(n_shards):
+        stop = counts[shard]
+        if stop == start:
+            continue
+        q = qty[shard]
+        ss = sku_safety[shard]
+        so = safety_override[shard]
+        fr = fence_row[shard]
+        fq = fence_qty[shard]
+        has_override = so.shape[0] > 0
+        has_fences = fr.shape[0] > 0
+        for p in range(start, stop):
+            k = order[p]
+            u = line_rows[k]
+            s = skus[u] // n_shards
+            channel = line_channel[k]
+            reserve = np.int64(channel_reserve[channel]) if channel >= 0 else np.int64(0)
+            first = not done[u]
+            done[u] = True
+            sku_default = ss[s]
+            for n in range(n_nodes):
+                if first:
+                    out_available[u, n] = q[s, n, 0]
+                safety = np.int64(network_safety)
+                if node_safety[n] >= 0:
+                    safety = np.int64(node_safety[n])
+                if sku_default >= 0:
+                    safety = np.int64(sku_default)
+                if has_override and so[s, n] >= 0:
+                    safety = np.int64(so[s, n])
+                fenced = np.int64(0)
+                if has_fences:
+                    r = fr[s, n]
+                    if r >= 0:
+                        fenced = np.int64(fq[r, last])
+                        if channel >= 0:
+                            fenced -= fq[r, channel]
+                out_floor[k, n] = safety + fenced + reserve
+        start = stop
+
+
+@njit(cache=True, nogil=True)
 def _expired_slots(expires_ms, active, now_ms, out):  # type: ignore[no-untyped-def]
     """Write the indices of active slots with expiry <= now into `out`, in index order;
     return how many."""

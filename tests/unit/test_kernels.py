@@ -138,6 +138,43 @@ def test_available_to_sell_matches_reference(shards, channel, seed):
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(ledgers(), policies()), min_size=1, max_size=3),
+       st.integers(0, 2**32 - 1))
+def test_gather_sellable_matches_reference(shards, seed):
+    """An allocation batch's AVAILABLE units per row and sale floor per line (safety
+    stock, other channels' fences, the line's channel reserve), in one call."""
+    rng = np.random.default_rng(seed)
+    n_shards = len(shards)
+    qty = [as_ledger_layout(sh[0][1]) for sh in shards]
+    pol = [sh[1] for sh in shards]
+    node_safety, network = pol[0][2], pol[0][3]
+    lists = [TypedList([p[k] for p in pol]) for k in (0, 1, 4, 5)]
+    skus = rng.permutation(N_SKUS * n_shards)[:rng.integers(1, 5)].astype(np.int64)
+    n_lines = int(rng.integers(len(skus), 12))
+    rows = np.concatenate([np.arange(len(skus)),
+                           rng.integers(0, len(skus), n_lines - len(skus))]).astype(np.int64)
+    rng.shuffle(rows)
+    channels = rng.integers(-1, 3, n_lines).astype(np.int64)
+    reserve = np.zeros(MAX_CHANNELS, np.int64)
+    reserve[:3] = rng.integers(0, 3, 3) * rng.integers(0, 2)
+    available = np.full((len(skus), N_NODES), -99, np.int64)
+    floor = np.full((n_lines, N_NODES), -99, np.int64)
+    k._gather_sellable(TypedList(qty), *lists, skus, rows, channels, node_safety, network,
+                       reserve, available, floor)
+    for u, sku in enumerate(skus.tolist()):
+        shard, local = sku % n_shards, sku // n_shards
+        assert available[u].tolist() == [int(qty[shard][local, n, 0]) for n in range(N_NODES)]
+    for line, (u, channel) in enumerate(zip(rows.tolist(), channels.tolist(), strict=True)):
+        sku = int(skus[u])
+        shard, local = sku % n_shards, sku // n_shards
+        sku_safety, override, _, _, fence_row, fence_qty = pol[shard]
+        want = [ref.safety_at(local, n, sku_safety, override, node_safety, network)
+                + ref.fenced_for_others(local, n, fence_row, fence_qty, channel)
+                + (int(reserve[channel]) if channel >= 0 else 0) for n in range(N_NODES)]
+        assert floor[line].tolist() == want
+
+
+@settings(max_examples=200, deadline=None)
 @given(policies(), st.integers(-1, 2), st.integers(0, 2**32 - 1))
 def test_sale_floors_match_reference(policy, channel, seed):
     rng = np.random.default_rng(seed)
