@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
+from json.encoder import encode_basestring_ascii as _quoted  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,16 @@ MEMORY_ENTRIES = 10_000
 # What json.dumps(..., sort_keys=True, separators=(",", ":")) builds on every call, made
 # once: the same text.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def canonical_body(n: int, time_ms: int, who: str, what: str, request_id: str,
+                   outcome: str, prev: str) -> str:
+    """_CANONICAL.encode of the entry without its hash, written out: the same text (keys
+    in sorted order, strings quoted as json quotes them), without building a dict and
+    walking it for every mutating call."""
+    return (f'{{"n":{int(n)},"outcome":{_quoted(outcome)},"prev":{_quoted(prev)},'
+            f'"request_id":{_quoted(request_id)},"time_ms":{int(time_ms)},'
+            f'"what":{_quoted(what)},"who":{_quoted(who)}}}')
 
 
 def _digest(entry: dict[str, Any]) -> str:
@@ -41,17 +52,18 @@ class AuditLog:
 
     def record(self, time_ms: int, principal: str, method: str, request_id: str,
                outcome: str) -> None:
-        entry: dict[str, Any] = {"n": self.count + 1, "time_ms": time_ms, "who": principal,
-                                 "what": method, "request_id": request_id,
-                                 "outcome": outcome, "prev": self.last_hash}
-        body = _CANONICAL.encode(entry)
+        n = self.count + 1
+        body = canonical_body(n, time_ms, principal, method, request_id, outcome,
+                              self.last_hash)
         digest = _digest_of(body)
-        entry["hash"] = digest
-        self.count += 1
-        self.last_hash = digest
+        self.count = n
         if self.path is None:
-            self.entries.append(entry)
+            self.entries.append({"n": n, "time_ms": time_ms, "who": principal,
+                                 "what": method, "request_id": request_id,
+                                 "outcome": outcome, "prev": self.last_hash, "hash": digest})
+            self.last_hash = digest
             return
+        self.last_hash = digest
         if self._file is None:  # kept open: one write a call, not an open and a close
             self._file = self.path.open("a", buffering=1)
         # The line is the body with the hash put first, as sorted keys put it: the

@@ -7,8 +7,10 @@ import json
 
 import pytest
 from allocd.v1 import inventory_service_pb2 as inv
+from hypothesis import given
+from hypothesis import strategies as st
 
-from service.audit import verify_lines
+from service.audit import _CANONICAL, AuditLog, canonical_body, verify_lines
 from service.config import Settings
 from service.server import AllocdServer
 from service.servicers.inventory import InventoryServicer
@@ -61,3 +63,30 @@ def test_mutating_calls_are_audited_and_an_edit_is_detected(tmp_path, capsys):
     assert verify_lines(path.read_text().splitlines()) == (False, 1)
     assert verify(tmp_path / "default") == 1
     assert "CHANGED at line 1" in capsys.readouterr().out
+
+
+@given(st.integers(0, 2**63), st.integers(0, 2**63), st.text(), st.text(), st.text(),
+       st.text(), st.text())
+def test_an_entry_body_is_the_canonical_json_of_its_fields(n, time_ms, who, what, request_id,
+                                                          outcome, prev):
+    """Entries are written without building their JSON from a dict: the text must be the
+    very one json's canonical encoding gives (verify_lines recomputes it that way)."""
+    entry = {"n": n, "time_ms": time_ms, "who": who, "what": what, "request_id": request_id,
+             "outcome": outcome, "prev": prev}
+    assert canonical_body(n, time_ms, who, what, request_id, outcome, prev) == (
+        _CANONICAL.encode(entry))
+
+
+def test_entries_written_to_a_file_verify_and_chain(tmp_path):
+    log = AuditLog(tmp_path / "audit.log")
+    names = ["ann", 'quo"te', "\u00fcn\u00efcode\\", "tab\there\u2028"]
+    for i, who in enumerate(names):
+        log.record(1_000 + i, who, "allocd.v1.X/Y", f"r-{i}", "OK")
+    log.close()
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert verify_lines(lines) == (True, 0)
+    assert [json.loads(line)["who"] for line in lines] == names
+    reopened = AuditLog(tmp_path / "audit.log")
+    reopened.record(2_000, "bob", "allocd.v1.X/Y", "r-9", "OK")
+    reopened.close()
+    assert verify_lines((tmp_path / "audit.log").read_text().splitlines()) == (True, 0)
