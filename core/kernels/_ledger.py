@@ -101,6 +101,30 @@ def _sale_floors(  # type: ignore[no-untyped-def]
         ) + _fenced_for_others(s, n, fence_row, fence_qty, channel)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _shard_arrays(qty, sku_safety, safety_override, fence_row, fence_qty, shard):  # type: ignore[no-untyped-def]
+    """One shard's arrays out of the per-shard typed lists."""
+    return (qty[shard], sku_safety[shard], safety_override[shard], fence_row[shard],
+            fence_qty[shard])
+
+
+@njit(cache=True, nogil=True)
+def _by_shard(skus, n_shards):  # type: ignore[no-untyped-def]
+    """A counting sort of items by the shard of their global SKU (d % n_shards): the
+    item indices shard by shard, and where each shard's run ends."""
+    counts = np.zeros(n_shards + 1, np.int64)
+    for i in range(len(skus)):
+        counts[skus[i] % n_shards + 1] += 1
+    for k in range(n_shards):
+        counts[k + 1] += counts[k]
+    order = np.empty(len(skus), np.int64)
+    for i in range(len(skus)):
+        k = skus[i] % n_shards
+        order[counts[k]] = i
+        counts[k] += 1
+    return order, counts
+
+
 @njit(cache=True, nogil=True)
 def _available_to_sell_sharded(  # type: ignore[no-untyped-def]
     qty, sku_safety, safety_override, fence_row, fence_qty, skus, nodes, node_enabled, channel,
@@ -112,27 +136,15 @@ def _available_to_sell_sharded(  # type: ignore[no-untyped-def]
     Requests are visited shard by shard (a counting sort), since fetching a shard's
     arrays from a typed list costs far more than reading a cell."""
     n_shards = len(qty)
-    counts = np.zeros(n_shards + 1, np.int64)
-    for i in range(len(skus)):
-        counts[skus[i] % n_shards + 1] += 1
-    for k in range(n_shards):
-        counts[k + 1] += counts[k]
-    order = np.empty(len(skus), np.int64)
-    for i in range(len(skus)):
-        k = skus[i] % n_shards
-        order[counts[k]] = i
-        counts[k] += 1
+    order, counts = _by_shard(skus, n_shards)
     start = 0
     last = fence_qty[0].shape[1] - 1 if n_shards else 0
     for shard in range(n_shards):
         stop = counts[shard]
         if stop == start:
             continue
-        q = qty[shard]
-        ss = sku_safety[shard]
-        so = safety_override[shard]
-        fr = fence_row[shard]
-        fq = fence_qty[shard]
+        q, ss, so, fr, fq = _shard_arrays(qty, sku_safety, safety_override, fence_row,
+                                          fence_qty, shard)
         # Hoisted: which optional policy arrays this shard has. (Calling the shared
         # helpers here instead made the kernel several times slower.)
         has_override = so.shape[0] > 0
@@ -181,31 +193,15 @@ def _gather_sellable(  # type: ignore[no-untyped-def]
     _available_to_sell_sharded; lines are visited shard by shard."""
     n_shards = len(qty)
     n_nodes = out_available.shape[1]
-    n_lines = len(line_rows)
-    counts = np.zeros(n_shards + 1, np.int64)
-    for k in range(n_lines):
-        counts[skus[line_rows[k]] % n_shards + 1] += 1
-    for sh in range(n_shards):
-        counts[sh + 1] += counts[sh]
-    order = np.empty(n_lines, np.int64)
-    for k in range(n_lines):
-        sh = skus[line_rows[k]] % n_shards
-        order[counts[sh]] = k
-        counts[sh] += 1
+    order, counts = _by_shard(skus[line_rows], n_shards)
     done = np.zeros(len(skus), np.bool_)
     start = 0
-    last = fence_qty[0].shape[1] - 1 if n_shards else 0
     for shard in range(n_shards):
         stop = counts[shard]
         if stop == start:
             continue
-        q = qty[shard]
-        ss = sku_safety[shard]
-        so = safety_override[shard]
-        fr = fence_row[shard]
-        fq = fence_qty[shard]
-        has_override = so.shape[0] > 0
-        has_fences = fr.shape[0] > 0
+        q, ss, so, fr, fq = _shard_arrays(qty, sku_safety, safety_override, fence_row,
+                                          fence_qty, shard)
         for p in range(start, stop):
             k = order[p]
             u = line_rows[k]
@@ -214,25 +210,11 @@ def _gather_sellable(  # type: ignore[no-untyped-def]
             reserve = np.int64(channel_reserve[channel]) if channel >= 0 else np.int64(0)
             first = not done[u]
             done[u] = True
-            sku_default = ss[s]
             for n in range(n_nodes):
                 if first:
                     out_available[u, n] = q[s, n, 0]
-                safety = np.int64(network_safety)
-                if node_safety[n] >= 0:
-                    safety = np.int64(node_safety[n])
-                if sku_default >= 0:
-                    safety = np.int64(sku_default)
-                if has_override and so[s, n] >= 0:
-                    safety = np.int64(so[s, n])
-                fenced = np.int64(0)
-                if has_fences:
-                    r = fr[s, n]
-                    if r >= 0:
-                        fenced = np.int64(fq[r, last])
-                        if channel >= 0:
-                            fenced -= fq[r, channel]
-                out_floor[k, n] = safety + fenced + reserve
+                out_floor[k, n] = (_safety_at(s, n, ss, so, node_safety, network_safety)
+                                   + _fenced_for_others(s, n, fr, fq, channel) + reserve)
         start = stop
 
 

@@ -111,6 +111,16 @@ def test_apply_moves_refusal_leaves_the_array_untouched():
     np.testing.assert_array_equal(qty, before)
 
 
+def sharded(shards):
+    """Shards as the kernels take them: quantity arrays (ledger layout), each shard's
+    policy, the policy arrays as typed lists (sku safety, overrides, fence rows, fence
+    quantities), and the network-wide node and network safety stock."""
+    qty = [as_ledger_layout(sh[0][1]) for sh in shards]
+    pol = [sh[1] for sh in shards]
+    lists = [TypedList([p[k] for p in pol]) for k in (0, 1, 4, 5)]
+    return qty, pol, lists, pol[0][2], pol[0][3]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(ledgers(), policies()), min_size=1, max_size=3), st.integers(-1, 2),
        st.integers(0, 2**32 - 1))
@@ -118,10 +128,7 @@ def test_available_to_sell_matches_reference(shards, channel, seed):
     """Global SKU d lives in shard d % n_shards at row d // n_shards."""
     rng = np.random.default_rng(seed)
     n_shards = len(shards)
-    qty = [as_ledger_layout(sh[0][1]) for sh in shards]
-    pol = [sh[1] for sh in shards]
-    node_safety, network = pol[0][2], pol[0][3]
-    lists = [TypedList([p[k] for p in pol]) for k in (0, 1, 4, 5)]
+    qty, pol, lists, node_safety, network = sharded(shards)
     skus = rng.integers(0, N_SKUS * n_shards, 7).astype(np.int64)
     nodes = rng.permutation(N_NODES)[: rng.integers(1, N_NODES + 1)].astype(np.int64)
     enabled = rng.random(N_NODES) < 0.8
@@ -145,10 +152,7 @@ def test_gather_sellable_matches_reference(shards, seed):
     stock, other channels' fences, the line's channel reserve), in one call."""
     rng = np.random.default_rng(seed)
     n_shards = len(shards)
-    qty = [as_ledger_layout(sh[0][1]) for sh in shards]
-    pol = [sh[1] for sh in shards]
-    node_safety, network = pol[0][2], pol[0][3]
-    lists = [TypedList([p[k] for p in pol]) for k in (0, 1, 4, 5)]
+    qty, pol, lists, node_safety, network = sharded(shards)
     skus = rng.permutation(N_SKUS * n_shards)[:rng.integers(1, 5)].astype(np.int64)
     n_lines = int(rng.integers(len(skus), 12))
     rows = np.concatenate([np.arange(len(skus)),
