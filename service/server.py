@@ -132,7 +132,6 @@ def store_from_settings(settings: Settings) -> EventStore:
     raise ValueError(f"unknown store {settings.store!r} (file, memory or a redis:// URL)")
 
 
-
 class Routes(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Every service's methods in one table, given to the server as its one generic handler.
 
