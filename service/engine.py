@@ -244,6 +244,27 @@ class Engine:
         key, print_, replayed = await self._earlier(method, request, respond)
         if replayed is not None:
             return replayed
+        # Shielded: the joined command answers and records this call even if the caller
+        # goes away.
+        return cast(ResponseT, await asyncio.shield(
+            self._join(key, print_, part, respond, joiner)))
+
+    def submit_joined(self, method: str, request: Message, part: Callable[[], Any],
+                      respond: Callable[[Outcome], Message],
+                      joiner: Joiner) -> asyncio.Future[Any] | None:
+        """`mutate_joined` without a coroutine, for callers that queue many calls in a row
+        (a stream): the call is queued now and its answer comes in the future returned.
+        None when a call with this request id is known already: then `mutate_joined`,
+        which waits for that call's answer, must be used. The call is answered and
+        recorded even if the future is cancelled."""
+        key = (method, check_request_id(request.request_id))  # type: ignore[attr-defined]
+        if key in self._answers:
+            return None
+        return self._join(key, fingerprint(method, request), part, respond, joiner)
+
+    def _join(self, key: tuple[str, str], print_: bytes, part: Callable[[], Any],
+              respond: Callable[[Outcome], Message], joiner: Joiner) -> asyncio.Future[Any]:
+        """Queue a call for the next joined command; its answer comes in the future."""
         self._writable()
         value = part()  # a refusal here queues nothing
         answer = _Answer(print_, None, asyncio.Event())
@@ -253,9 +274,7 @@ class Engine:
         queue = self._joining.setdefault(joiner, [])
         queue.append(_Joined(key, answer, value, respond, future))
         self._schedule_joined(loop, joiner, len(queue))
-        # Shielded: the joined command answers and records this call even if the caller
-        # goes away.
-        return cast(ResponseT, await asyncio.shield(future))
+        return future
 
     def _schedule_joined(self, loop: asyncio.AbstractEventLoop, joiner: Joiner,
                          queued: int) -> None:

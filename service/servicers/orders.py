@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from allocd.v1 import order_service_pb2 as pb
@@ -45,6 +45,12 @@ from service.servicers.reoptimize import Reoptimizer
 MAX_PAGE = 1000
 #: Stream requests applied but not yet answered, at most (see AllocateStream).
 STREAM_WINDOW = 256
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark the future's exception as read (a stream that ends early leaves some unread)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
@@ -166,10 +172,17 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         STREAM_WINDOW are in flight at once: requests that arrive together (from this
         stream and other callers) are decided together, highest priority first, and
         share a commit."""
-        window: asyncio.Queue[asyncio.Future[pb.AllocateStreamResponse] | None] = (
+        window: asyncio.Queue[tuple[str, asyncio.Future[Any]] | None] = (
             asyncio.Queue(STREAM_WINDOW))
+        loop = asyncio.get_running_loop()
 
-        async def one(request: pb.AllocateStreamRequest) -> pb.AllocateStreamResponse:
+        def refused(request_id: str, error: DomainError) -> pb.AllocateStreamResponse:
+            return pb.AllocateStreamResponse(
+                request_id=request_id, error_code=status_of(error).value[0],
+                error_message=error.message)
+
+        def responder(request: pb.AllocateStreamRequest,
+                      ) -> Callable[[Outcome], pb.AllocateStreamResponse]:
             def respond(o: Outcome) -> pb.AllocateStreamResponse:
                 response = pb.AllocateStreamResponse(request_id=request.request_id,
                                                      result=mutation_result(o))
@@ -177,27 +190,56 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     self._allocation_into(response.allocation, o, request.explain)
                 return response
 
+            return respond
+
+        def submit(request: pb.AllocateStreamRequest) -> asyncio.Future[Any] | None:
+            """The request queued for the next joined command (no task of its own); None
+            when its request id was seen before (it must wait for that answer)."""
+            try:
+                pending = self.engine.submit_joined("AllocateStream", request,
+                                                    lambda: self._single(request),
+                                                    responder(request), self.joiner)
+                if pending is not None:
+                    # A refusal is read by the loop below; if the stream ends first, here.
+                    pending.add_done_callback(_retrieved)
+                return pending
+            except DomainError as error:
+                done = loop.create_future()
+                done.set_result(refused(request.request_id, error))
+                return done
+
+        async def again(request: pb.AllocateStreamRequest) -> pb.AllocateStreamResponse:
+            """A request id seen before: the earlier call's answer (or, if that one did not
+            become durable, this one run afresh)."""
             try:
                 return await self.engine.mutate_joined("AllocateStream", request,
-                                                       lambda: self._single(request), respond,
-                                                       self.joiner)
+                                                       lambda: self._single(request),
+                                                       responder(request), self.joiner)
             except DomainError as error:
-                return pb.AllocateStreamResponse(
-                    request_id=request.request_id, error_code=status_of(error).value[0],
-                    error_message=error.message)
+                return refused(request.request_id, error)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    # Tasks start in the order they are made: changes apply in stream order.
-                    await window.put(asyncio.ensure_future(one(request)))
+                    # Queued as read: changes apply in stream order. A repeated request id
+                    # is settled before the next request is read, to keep that order.
+                    pending = submit(request)
+                    if pending is None:
+                        pending = loop.create_future()
+                        pending.set_result(await again(request))
+                    await window.put((request.request_id, pending))
             finally:
                 await window.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
-            while (pending := await window.get()) is not None:
-                yield await pending
+            while (item := await window.get()) is not None:
+                request_id, pending = item
+                try:
+                    response = await pending
+                except DomainError as error:  # this call's order was refused
+                    response = refused(request_id, error)
+                yield response
             await reader  # the request stream's own error, if any
         finally:
             reader.cancel()

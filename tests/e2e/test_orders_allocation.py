@@ -509,6 +509,23 @@ def test_a_stream_with_many_messages_in_flight_applies_them_in_stream_order(api,
     assert w.levels(a, "IND1") == (0, 120)
 
 
+def test_a_request_id_reused_in_a_stream_for_another_order_is_refused_and_the_stream_goes_on(
+        api, demo_world):
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 5)
+    first = pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)))
+    reused = pb.AllocateStreamRequest(request_id=first.request_id, order=w.order((a, 2)))
+    after = pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)))
+    answers = list(api.orders.AllocateStream(iter([first, reused, first, after]),
+                                             timeout=RPC_TIMEOUT_S))
+    assert [x.error_code for x in answers] == [
+        0, grpc.StatusCode.ALREADY_EXISTS.value[0], 0, 0]
+    assert answers[2].result.replayed and answers[2].allocation == answers[0].allocation
+    assert answers[3].allocation.status == pb.ORDER_STATUS_ALLOCATED
+    assert w.levels(a, "IND1") == (3, 2)
+
+
 # ---- idempotency ------------------------------------------------------------------------------
 def test_a_retried_allocate_order_replays_the_same_allocation_and_writes_nothing(
         api, demo_world):
