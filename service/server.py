@@ -137,8 +137,8 @@ class Routes(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     The generated `add_*_to_server` functions also register each method with the server
     ("registered methods"). grpc.aio then keeps a pending request per registered method
-    and waits on all of them for every call that arrives: with this server's ~80 methods
-    that is ~80 futures set up and torn down per call, a large share of a small call's
+    and waits on all of them for every call that arrives: with this server's 77 methods
+    that is 78 futures set up and torn down per call, a large share of a small call's
     cost. One table looked up once per call does the same routing.
     """
 
