@@ -102,27 +102,30 @@ def _sale_floors(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _shard_arrays(qty, sku_safety, safety_override, fence_row, fence_qty, shard):  # type: ignore[no-untyped-def]
-    """One shard's arrays out of the per-shard typed lists."""
+def _shard_arrays(lists, shard):  # type: ignore[no-untyped-def]
+    """One shard's arrays out of the per-shard typed lists (qty, sku_safety,
+    safety_override, fence_row, fence_qty)."""
+    qty, sku_safety, safety_override, fence_row, fence_qty = lists
     return (qty[shard], sku_safety[shard], safety_override[shard], fence_row[shard],
             fence_qty[shard])
 
 
 @njit(cache=True, nogil=True)
 def _by_shard(skus, n_shards):  # type: ignore[no-untyped-def]
-    """A counting sort of items by the shard of their global SKU (d % n_shards): the
-    item indices shard by shard, and where each shard's run ends."""
-    counts = np.zeros(n_shards + 1, np.int64)
+    """A counting sort of items by the shard of their global SKU (d % n_shards): the item
+    indices shard by shard, and bounds such that shard k's are order[bounds[k]:bounds[k+1]]."""
+    bounds = np.zeros(n_shards + 1, np.int64)
     for i in range(len(skus)):
-        counts[skus[i] % n_shards + 1] += 1
+        bounds[skus[i] % n_shards + 1] += 1
     for k in range(n_shards):
-        counts[k + 1] += counts[k]
+        bounds[k + 1] += bounds[k]
+    cursor = bounds[:-1].copy()
     order = np.empty(len(skus), np.int64)
     for i in range(len(skus)):
         k = skus[i] % n_shards
-        order[counts[k]] = i
-        counts[k] += 1
-    return order, counts
+        order[cursor[k]] = i
+        cursor[k] += 1
+    return order, bounds
 
 
 @njit(cache=True, nogil=True)
@@ -136,20 +139,18 @@ def _available_to_sell_sharded(  # type: ignore[no-untyped-def]
     Requests are visited shard by shard (a counting sort), since fetching a shard's
     arrays from a typed list costs far more than reading a cell."""
     n_shards = len(qty)
-    order, counts = _by_shard(skus, n_shards)
-    start = 0
+    lists = (qty, sku_safety, safety_override, fence_row, fence_qty)
+    order, bounds = _by_shard(skus, n_shards)
     last = fence_qty[0].shape[1] - 1 if n_shards else 0
     for shard in range(n_shards):
-        stop = counts[shard]
-        if stop == start:
+        if bounds[shard] == bounds[shard + 1]:
             continue
-        q, ss, so, fr, fq = _shard_arrays(qty, sku_safety, safety_override, fence_row,
-                                          fence_qty, shard)
+        q, ss, so, fr, fq = _shard_arrays(lists, shard)
         # Hoisted: which optional policy arrays this shard has. (Calling the shared
         # helpers here instead made the kernel several times slower.)
         has_override = so.shape[0] > 0
         has_fences = fr.shape[0] > 0
-        for p in range(start, stop):
+        for p in range(bounds[shard], bounds[shard + 1]):
             i = order[p]
             s = skus[i] // n_shards
             sku_default = ss[s]
@@ -177,7 +178,6 @@ def _available_to_sell_sharded(  # type: ignore[no-untyped-def]
                 if ats < 0 or not node_enabled[n]:
                     ats = np.int64(0)
                 out_ats[i, j] = ats
-        start = stop
 
 
 @njit(cache=True, nogil=True)
@@ -193,16 +193,14 @@ def _gather_sellable(  # type: ignore[no-untyped-def]
     _available_to_sell_sharded; lines are visited shard by shard."""
     n_shards = len(qty)
     n_nodes = out_available.shape[1]
-    order, counts = _by_shard(skus[line_rows], n_shards)
+    lists = (qty, sku_safety, safety_override, fence_row, fence_qty)
+    order, bounds = _by_shard(skus[line_rows], n_shards)
     done = np.zeros(len(skus), np.bool_)
-    start = 0
     for shard in range(n_shards):
-        stop = counts[shard]
-        if stop == start:
+        if bounds[shard] == bounds[shard + 1]:
             continue
-        q, ss, so, fr, fq = _shard_arrays(qty, sku_safety, safety_override, fence_row,
-                                          fence_qty, shard)
-        for p in range(start, stop):
+        q, ss, so, fr, fq = _shard_arrays(lists, shard)
+        for p in range(bounds[shard], bounds[shard + 1]):
             k = order[p]
             u = line_rows[k]
             s = skus[u] // n_shards
@@ -215,7 +213,6 @@ def _gather_sellable(  # type: ignore[no-untyped-def]
                     out_available[u, n] = q[s, n, 0]
                 out_floor[k, n] = (_safety_at(s, n, ss, so, node_safety, network_safety)
                                    + _fenced_for_others(s, n, fr, fq, channel) + reserve)
-        start = stop
 
 
 @njit(cache=True, nogil=True)
