@@ -146,6 +146,9 @@ def _print_result(label: str, result: dict[str, Any]) -> None:
     print(f"  {label}: {result['orders_per_s']:,.0f} orders/s, p50 {lat['p50']:.2f} ms, "
           f"p99 {lat['p99']:.2f} ms, p99.9 {lat['p99.9']:.2f} ms, max {lat['max']:.2f} ms, "
           f"errors {result['errors'] or 0}, server {result.get('server') or '-'}", flush=True)
+    for name, op in result.get("latency_by_operation_ms", {}).items():
+        print(f"    {name}: {op['count']:,} calls, p50 {op['p50']:.2f} ms, p99 {op['p99']:.2f} ms, "
+              f"max {op['max']:.2f} ms", flush=True)
 
 
 class Comparison:

@@ -56,6 +56,7 @@ from allocd.v1 import (
 from allocd.v1 import types_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.load.driver import CallResult
 from bench.load.workload import (
     CALLS,
     CHANNELS,
@@ -385,7 +386,8 @@ class MixedTarget:
         self.counts: collections.Counter[str] = collections.Counter()
         self.serial = itertools.count()
 
-    async def call(self) -> tuple[str, int]:
+    async def call(self) -> CallResult:
+        """One operation of the mix, named (its calls are timed apart from the others')."""
         block, i, order = self.source.next()
         op = CALLS[int(block.call[i])]
         if op in ("cancel", "ship") and not self.allocated:
@@ -397,8 +399,8 @@ class MixedTarget:
             await getattr(self, "_" + op)(block, i, order)
         except grpc.aio.AioRpcError as error:
             self.counts[f"{op}_{error.code().name}"] += 1
-            return error.code().name, 0
-        return OK, 1
+            return error.code().name, 0, op
+        return OK, 1, op
 
     async def _allocate(self, block: OrderBlock, i: int, order: opb.Order) -> None:
         reply = await self.orders.AllocateOrder(opb.AllocateOrderRequest(

@@ -26,13 +26,19 @@ from bench.load.stats import LatencyHistogram
 DRAIN_SECONDS = 15.0
 
 
+#: A call's status name ("OK" or a status code), the orders it carried and, for a mix of
+#: operations, which operation it was.
+CallResult = tuple[str, int] | tuple[str, int, str]
+
+
 class Target(Protocol):
-    """Something that takes calls: `call` sends the next piece of work (one order, or a
-    batch) and returns its status name ("OK" or a status code) and the orders it carried."""
+    """Something that takes calls: `call` sends the next piece of work (one order, a
+    batch, or one operation of a mix) and says how it went (CallResult). A target whose
+    calls are different operations names them, and each gets its own latencies."""
 
     async def open(self) -> None: ...
 
-    async def call(self) -> tuple[str, int]: ...
+    async def call(self) -> CallResult: ...
 
     async def close(self) -> None: ...
 
@@ -72,26 +78,38 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     first_start: float = 0.0
     last_end: float = 0.0
+    #: Latencies of each named operation (a mix's calls), beside the histogram of all.
+    operations: dict[str, LatencyHistogram] = field(default_factory=dict)
 
-    def record(self, status: str, orders: int, latency_s: float, end: float) -> None:
+    def record(self, status: str, orders: int, latency_s: float, end: float,
+               operation: str = "") -> None:
         if status == "OK":
             self.calls += 1
             self.orders += orders
             self.histogram.record_seconds(latency_s)
+            if operation:
+                histogram = self.operations.get(operation)
+                if histogram is None:
+                    histogram = self.operations[operation] = LatencyHistogram()
+                histogram.record_seconds(latency_s)
         else:
             self.errors[status] += 1
         self.last_end = max(self.last_end, end)
 
 
 async def _timed(target: Target, intended: float, tally: Tally) -> None:
+    operation = ""
     try:
-        status, orders = await target.call()
+        result = await target.call()
+        status, orders = result[0], result[1]
+        if len(result) == 3:
+            operation = result[2]
     except asyncio.CancelledError:
         raise
     except Exception as error:  # a client-side failure is a result, not a crash
         status, orders = type(error).__name__, 0
     end = time.perf_counter()
-    tally.record(status, orders, end - intended, end)
+    tally.record(status, orders, end - intended, end, operation)
 
 
 async def closed_loop(target: Target, callers: int, seconds: float, count: int,
@@ -177,6 +195,7 @@ async def drive(target: Target, shape: LoadShape, ready: Callable[[], None] | No
     elapsed = max(tally.last_end - tally.first_start, 1e-9)
     return {"calls": tally.calls, "orders": tally.orders, "errors": dict(tally.errors),
             "elapsed": elapsed, "histogram": tally.histogram.encode(),
+            "operations": {name: h.encode() for name, h in tally.operations.items()},
             "outcome": target.outcome()}
 
 
@@ -211,8 +230,11 @@ def merge(parts: list[dict[str, Any]], orders_per_call: int = 1) -> dict[str, An
     histogram = LatencyHistogram()
     errors: Counter[str] = Counter()
     outcome: Counter[str] = Counter()
+    operations: dict[str, LatencyHistogram] = {}
     for part in parts:
         histogram.add_encoded(part["histogram"])
+        for name, encoded in part.get("operations", {}).items():
+            operations.setdefault(name, LatencyHistogram()).add_encoded(encoded)
         errors.update(part["errors"])
         outcome.update(part["outcome"])
     orders = sum(part["orders"] for part in parts)
@@ -221,7 +243,10 @@ def merge(parts: list[dict[str, Any]], orders_per_call: int = 1) -> dict[str, An
     return {"calls": calls, "orders": orders, "elapsed_s": round(elapsed, 3),
             "orders_per_s": orders / elapsed, "calls_per_s": calls / elapsed,
             "latency_ms": histogram.summary_ms(), "errors": dict(errors),
-            "outcome": dict(outcome), "histogram": histogram}
+            "outcome": dict(outcome), "histogram": histogram,
+            **({"latency_by_operation_ms": {name: operations[name].summary_ms()
+                                            for name in sorted(operations)}}
+               if operations else {})}
 
 
 def run(factory: TargetFactory, shape: LoadShape, label: str = "",

@@ -32,6 +32,15 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {_ms(lat['p99'])} | {_ms(lat['p99.9'])} | {_ms(lat['max'])} | {errors:,} "
             f"| {filled} | {oversells} | {server.get('cpu_cores', 0):.2f} "
             f"| {server.get('memory_mib', 0):,.0f} |")
+    for row in rows:  # a mix of operations: each one's latency, under the same load
+        operations = row["result"].get("latency_by_operation_ms")
+        if not operations:
+            continue
+        out += ["", f"{row['target']} {row['mode']}, by operation:", "",
+                "| operation | calls | p50 ms | p99 ms | max ms |",
+                "| --- | ---: | ---: | ---: | ---: |"]
+        out += [f"| {name} | {op['count']:,} | {_ms(op['p50'])} | {_ms(op['p99'])} "
+                f"| {_ms(op['max'])} |" for name, op in operations.items()]
     return "\n".join(out)
 
 

@@ -126,3 +126,49 @@ def test_a_count_of_calls_and_failures_by_status() -> None:
     result = _run(Failing(0), LoadShape(loop="closed", concurrency=3, count=40, warmup=0))
     assert result["calls"] + sum(result["errors"].values()) == 40
     assert result["errors"] == {"UNAVAILABLE": 10, "ConnectionResetError": 6}
+
+
+def test_a_mix_of_operations_is_timed_per_operation() -> None:
+    """A slow operation among fast ones: the latency of all calls blends them; each
+    operation's own latencies show which is slow, over client processes merged."""
+
+    class Mix(SlowTarget):
+        async def call(self) -> tuple[str, int, str]:
+            self.calls += 1
+            if self.calls % 4 == 0:
+                await asyncio.sleep(0.02)
+                return "OK", 1, "ship"
+            if self.calls % 7 == 0:
+                return "NOT_FOUND", 0, "cancel"
+            return "OK", 1, "allocate"
+
+    shape = LoadShape(loop="closed", concurrency=1, count=56, warmup=0)
+    parts = [asyncio.run(drive(Mix(0), shape)) for _ in range(2)]
+    result = merge(parts)
+    by_operation = result["latency_by_operation_ms"]
+    assert set(by_operation) == {"allocate", "ship"}  # failed calls count as errors only
+    assert by_operation["ship"]["count"] == 2 * 14
+    assert by_operation["allocate"]["count"] == 2 * (56 - 14 - 6)
+    assert result["errors"] == {"NOT_FOUND": 2 * 6}
+    assert by_operation["ship"]["count"] + by_operation["allocate"]["count"] == result["calls"]
+    assert by_operation["ship"]["p50"] >= 20 > by_operation["allocate"]["p99"]
+    # Targets whose calls are all one kind report no breakdown.
+    assert "latency_by_operation_ms" not in _run(SlowTarget(0), LoadShape(
+        loop="closed", concurrency=1, count=5, warmup=0))
+
+
+def test_the_table_shows_a_mix_by_operation() -> None:
+    from bench.load.report import table
+
+    def row(mode: str, operations: dict | None) -> dict:
+        result = {"latency_ms": {"p50": 1.0, "p99": 2.0, "p99.9": 3.0, "max": 4.0},
+                  "errors": {}, "outcome": {}, "orders_per_s": 10.0}
+        if operations is not None:
+            result["latency_by_operation_ms"] = operations
+        return {"target": "allocd", "mode": mode, "result": result}
+
+    ship = {"count": 1200, "p50": 130.0, "p99": 270.0, "max": 280.0}
+    text = table([row("unary AllocateOrder", None), row("OMS call mix, unary", {"ship": ship})])
+    assert "allocd OMS call mix, unary, by operation:" in text
+    assert "| ship | 1,200 | 130.0 | 270.0 | 280.0 |" in text
+    assert text.count("by operation") == 1
