@@ -45,6 +45,11 @@ log = logging.getLogger("allocd.engine")
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 
+#: Joined commands of one or two calls between probes that wait for company: at first,
+#: and at most (each probe that finds none doubles the gap).
+PROBE_EVERY = 4
+PROBE_EVERY_MAX = 256
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -130,8 +135,15 @@ class Engine:
         self._joined_size = 0
         self._joined_took = 0.0  # seconds the last joined command took
         self._joined_count = 0  # joined commands so far
+        # Every `_probe_every` commands of one or two calls, one waits for company so that
+        # a growing load is noticed; a wait that found none doubles the gap (one caller
+        # at a time is not kept waiting again and again), one that found some resets it.
+        self._probe_every = PROBE_EVERY
+        self._since_probe = 0
+        self._probe_from = 0  # calls queued when the pending probe began; 0: none pending
         self.joined_calls = 0  # calls answered through joined commands, and the commands
         self.joined_commands = 0
+        self.joined_waits = 0  # joined commands whose calls waited for company
 
     def _new_ledger(self) -> Ledger:
         s = self.settings
@@ -281,17 +293,20 @@ class Engine:
         """When the queued calls run. At once when the server is idle (no joined command
         within the window) or the queue is full. At once, too, when the last joined
         command had at most two calls and as many are queued again (a few callers in
-        step are not kept waiting for others), except every fourth command, which
-        waits so that a growing load is noticed. Otherwise they wait for company: twice
+        step are not kept waiting for others), except for a probe now and then, which
+        waits so that a growing load is noticed: every fourth such command, and half as
+        often after each probe that found no company (at most every 256th; one that
+        found some, or a command of more than two calls, brings it back to every
+        fourth). Otherwise they wait for company: twice
         as long as the last joined command took to run, at most the window (so a busy
         server spends at most about a third of its time waiting)."""
         window = max(self.settings.join_window_ms, 0.0) / 1000
         timer = self._join_timers.get(joiner)
         now = loop.time()
+        few = queued >= self._joined_size and self._joined_size <= 2
         at_once = queued >= joiner.limit or window == 0 or (
             timer is None and now - self._joined_at > window) or (
-            queued >= self._joined_size and self._joined_size <= 2
-            and self._joined_count % 4 != 0)
+            few and self._since_probe < self._probe_every)
         if at_once:
             if timer is not None:
                 timer.cancel()
@@ -299,6 +314,8 @@ class Engine:
         elif timer is None:
             wait = min(window, 2 * self._joined_took)
             self._join_timers[joiner] = loop.call_later(wait, self._run_joined, joiner)
+            self._probe_from = queued if few else 0
+            self.joined_waits += 1
 
     def _run_joined(self, joiner: Joiner) -> None:
         self._join_timers.pop(joiner, None)
@@ -306,6 +323,13 @@ class Engine:
         calls = self._joining.pop(joiner, [])
         self._joined_size = len(calls)
         self._joined_count += 1
+        self._since_probe += 1
+        if self._probe_from:  # a probe: did company come?
+            self._probe_every = (PROBE_EVERY if len(calls) > self._probe_from
+                                 else min(2 * self._probe_every, PROBE_EVERY_MAX))
+            self._since_probe = self._probe_from = 0
+        elif len(calls) > 2:  # busy: probe every fourth again once it calms down
+            self._probe_every = PROBE_EVERY
         started = time.perf_counter()
         try:
             for start in range(0, len(calls), joiner.limit):

@@ -68,6 +68,9 @@ class EngineCollector(Collector):  # type: ignore[misc]
         yield CounterMetricFamily("allocd_joined_commands",
                                   "Joined commands run (calls per command: the ratio)",
                                   value=engine.joined_commands)
+        yield CounterMetricFamily("allocd_joined_waits",
+                                  "Joined commands whose calls waited for company",
+                                  value=engine.joined_waits)
         yield GaugeMetricFamily("allocd_events_since_snapshot",
                                 "Durable events not yet in a snapshot",
                                 value=engine.durable_seq - engine.snapshot_seq)

@@ -5,6 +5,7 @@ its own events, its own refusal and its own idempotency record."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -226,5 +227,30 @@ def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
         started = loop.time()
         await _call(idle, servicer, _request("r1", "o1"), _spec("o1"))
         assert loop.time() - started < 5.0  # idle: it did not wait the window
+
+    asyncio.run(go())
+
+
+def test_one_caller_at_a_time_is_seldom_kept_waiting_for_company():
+    """A probe that finds no company makes the next come half as often, so one caller at a
+    time seldom waits (every fourth call would); calls that come together bring the
+    probes back to every fourth."""
+    async def go():
+        engine, servicer = await _engine(window_ms=10_000.0)
+        waited = []
+        for i in range(60):
+            before = engine.joined_waits
+            await _call(engine, servicer, _request(f"one{i}", f"one{i}"), _spec(f"one{i}"))
+            if engine.joined_waits > before:
+                waited.append(i)
+        assert 2 <= len(waited) <= 4, waited
+        gaps = [b - a for a, b in itertools.pairwise(waited)]
+        assert gaps == sorted(gaps) and gaps[-1] > 1.5 * gaps[0], waited  # rarer and rarer
+
+        await _busy(engine, servicer)  # three calls together
+        before = engine.joined_waits
+        for i in range(6):
+            await _call(engine, servicer, _request(f"two{i}", f"two{i}"), _spec(f"two{i}"))
+        assert engine.joined_waits - before >= 2  # waiting once more, then every fourth
 
     asyncio.run(go())
