@@ -57,16 +57,37 @@ def wall_clock_ms() -> int:
 
 @dataclass(slots=True)
 class _Answer:
+    """A call's answer, kept for its request id (up to `idempotency_capacity` of them).
+    Settled once the call is durable or has failed; a retry that comes before then
+    waits for it. (The waiting is made only when a retry needs it: an asyncio.Event
+    for each would hold ~0.85 KB, 170 MB for a full table.)"""
+
     fingerprint: bytes
     response: bytes | None  # the answer (set before it is durable)
-    done: asyncio.Event  # set once the call is settled, durable or failed
     durable: bool = False
+    settled: bool = False
+    waiters: list[asyncio.Future[None]] | None = None
+
+    def settle(self) -> None:
+        self.settled = True
+        waiters, self.waiters = self.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the call is settled."""
+        if self.settled:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(waiter)
+        await waiter
 
 
 def _done_answer(record: IdempotencyRecord) -> _Answer:
-    done = asyncio.Event()
-    done.set()
-    return _Answer(record.fingerprint, record.response, done, durable=True)
+    return _Answer(record.fingerprint, record.response, durable=True, settled=True)
 
 
 class Joiner(Protocol):
@@ -185,7 +206,7 @@ class Engine:
         # wait for it, not run again).
         while len(self._answers) > self.settings.idempotency_capacity:
             oldest = next(iter(self._answers.values()))
-            if not oldest.done.is_set():
+            if not oldest.settled:
                 break
             self._answers.popitem(last=False)
 
@@ -216,7 +237,7 @@ class Engine:
             if outcome.events:
                 self._break(f"a change could not be answered: {error!r}")
             raise
-        answer = _Answer(print_, payload, asyncio.Event())
+        answer = _Answer(print_, payload)
         self._remember(key, answer)
         commit = Commit(outcome.events, IdempotencyRecord(method, key[1], print_, payload))
         # Shielded: once applied, a change is made durable and its answer recorded even if
@@ -238,7 +259,7 @@ class Engine:
                 raise AlreadyExists(
                     f"request_id {request_id!r} was used for a different {method} request",
                     "request_id")
-            await answer.done.wait()
+            await answer.wait()
             if answer.durable and answer.response is not None:
                 return key, print_, self._replayed(respond, answer.response)
             # The first attempt failed to become durable; this retry runs afresh.
@@ -279,7 +300,7 @@ class Engine:
         """Queue a call for the next joined command; its answer comes in the future."""
         self._writable()
         value = part()  # a refusal here queues nothing
-        answer = _Answer(print_, None, asyncio.Event())
+        answer = _Answer(print_, None)
         self._remember(key, answer)  # a retry arriving meanwhile waits for this call
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -387,7 +408,7 @@ class Engine:
     def _refuse(self, joined: _Joined, error: BaseException) -> None:
         if self._answers.get(joined.key) is joined.answer:
             del self._answers[joined.key]
-        joined.answer.done.set()
+        joined.answer.settle()
         if not joined.future.done():
             joined.future.set_exception(error)
 
@@ -401,7 +422,7 @@ class Engine:
             return
         for joined, response in answered:
             joined.answer.durable = True
-            joined.answer.done.set()
+            joined.answer.settle()
             if not joined.future.done():
                 joined.future.set_result(response)
 
@@ -413,7 +434,7 @@ class Engine:
             self._answers.pop(key, None)
             raise
         finally:
-            answer.done.set()
+            answer.settle()
 
     def recorded(self, method: str, request: Message,
                   respond: Callable[[Outcome], ResponseT]) -> ResponseT | None:

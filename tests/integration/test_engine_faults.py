@@ -147,3 +147,34 @@ def test_corruption_with_good_records_after_it_refuses_to_start(tmp_path):
 
     with pytest.raises(StoreCorrupt, match="not an unfinished write"):
         asyncio.run(recover())
+
+
+def test_a_retry_waits_for_the_answer_in_flight_and_an_answer_costs_little_to_keep():
+    """The idempotency table keeps up to `idempotency_capacity` answers: each must be
+    small (no event object of its own), yet a retry that comes while the first call is
+    in flight still waits for it, even when another waiter went away."""
+    import tracemalloc
+
+    from service.engine import _Answer
+
+    async def go():
+        answer = _Answer(b"print", None)
+        gone = asyncio.ensure_future(answer.wait())
+        retry = asyncio.ensure_future(answer.wait())
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert not retry.done() and not answer.settled
+        answer.settle()
+        await asyncio.wait_for(retry, 1)
+        await asyncio.wait_for(answer.wait(), 1)  # settled: at once
+        assert gone.cancelled() and answer.waiters is None
+
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [_Answer(b"x" * 16, b"") for _ in range(10_000)]
+        each = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+        tracemalloc.stop()
+        assert each < 200, each  # an asyncio.Event alone takes ~850 bytes
+
+    asyncio.run(go())
