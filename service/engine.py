@@ -45,8 +45,8 @@ log = logging.getLogger("allocd.engine")
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 
-#: Joined commands of one or two calls between probes that wait for company: at first,
-#: and at most (each probe that finds none doubles the gap).
+#: Joined commands run between probes (a command of one or two calls that waits for
+#: company): at first, and at most (each probe that finds none doubles the gap).
 PROBE_EVERY = 4
 PROBE_EVERY_MAX = 256
 
@@ -155,12 +155,12 @@ class Engine:
         self._joined_at = -1e9  # loop time of the last joined command, and its calls
         self._joined_size = 0
         self._joined_took = 0.0  # seconds the last joined command took
-        self._joined_count = 0  # joined commands so far
-        # Every `_probe_every` commands of one or two calls, one waits for company so that
-        # a growing load is noticed; a wait that found none doubles the gap (one caller
-        # at a time is not kept waiting again and again), one that found some resets it.
+        # Once `_probe_every` commands have run since the last probe, the next command of
+        # one or two calls waits for company (a probe, so that a growing load is noticed);
+        # a probe that found none doubles the gap (one caller at a time is not kept
+        # waiting again and again), one that found some brings it back.
         self._probe_every = PROBE_EVERY
-        self._since_probe = 0
+        self._since_probe = 0  # joined commands since the last probe
         self._probe_from = 0  # calls queued when the pending probe began; 0: none pending
         self.joined_calls = 0  # calls answered through joined commands, and the commands
         self.joined_commands = 0
@@ -315,10 +315,10 @@ class Engine:
         within the window) or the queue is full. At once, too, when the last joined
         command had at most two calls and as many are queued again (a few callers in
         step are not kept waiting for others), except for a probe now and then, which
-        waits so that a growing load is noticed: every fourth such command, and half as
-        often after each probe that found no company (at most every 256th; one that
-        found some, or a command of more than two calls, brings it back to every
-        fourth). Otherwise they wait for company: twice
+        waits so that a growing load is noticed: once four commands have run since the
+        last probe, and twice as many after each probe that found no company (at most
+        256; one that found some, or a command of more than two calls, brings it back to
+        four). Otherwise they wait for company: twice
         as long as the last joined command took to run, at most the window (so a busy
         server spends at most about a third of its time waiting)."""
         window = max(self.settings.join_window_ms, 0.0) / 1000
@@ -343,7 +343,6 @@ class Engine:
         self._joined_at = asyncio.get_running_loop().time()
         calls = self._joining.pop(joiner, [])
         self._joined_size = len(calls)
-        self._joined_count += 1
         self._since_probe += 1
         if self._probe_from:  # a probe: did company come?
             self._probe_every = (PROBE_EVERY if len(calls) > self._probe_from
