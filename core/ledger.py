@@ -288,6 +288,10 @@ class Ledger:
         drawn_units = self.drawn_units
         # (channel, time) -> [units allocated, of which oversold], counted at the end.
         allocated: dict[tuple[int, int], list[int]] = {}
+        tau = self.half_life_days / math.log(2.0)
+        qty = [shard.qty for shard in self.shards]
+        n_shards = self.n_shards
+        available = Bucket.AVAILABLE
         try:
             for i in range(start, stop):
                 event = events[i]
@@ -296,8 +300,8 @@ class Ledger:
                     # Units drawn from (sku, node), smoothed: SmoothedDemand.observe
                     # inlined (the same arithmetic, so the same floats): allocation
                     # makes one of these for every line it places.
-                    tau = self.half_life_days / math.log(2.0)
-                    key = (event.sku, event.node)
+                    sku = event.sku
+                    key = (sku, event.node)
                     drawn = drawn_units.get(key)
                     if drawn is None:
                         drawn_units[key] = SmoothedDemand(0.0 + event.quantity / tau,
@@ -315,13 +319,15 @@ class Ledger:
                     counted[0] += event.quantity
                     # The moves refuse to go below zero, so this stays 0; it is
                     # measured, not assumed.
-                    if self.quantity(event.sku, event.node, Bucket.AVAILABLE) < 0:
+                    if qty[sku % n_shards][sku // n_shards, event.node, available] < 0:
                         counted[1] += event.quantity
                     continue  # neither money nor another KPI
                 elif kind in MOVE_KINDS:
                     self._apply_side_effects(event)
                 else:
                     self._apply_other(event)
+                    if kind == EventKind.VALUE_POLICY_SET:  # a new half-life
+                        tau = self.half_life_days / math.log(2.0)
                 if event.kind in FINANCE_KINDS:
                     self.books.post_event(self, event)
                 kpis.observe(self, event)

@@ -73,16 +73,14 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     customer_id = msg.customer_id
     if customer_id:  # (the empty id passes)
         customer_id = _customer(customer_id, f"{field}.customer_id")
+    # Positional, in OrderSpec's field order (keywords cost more, for every order).
     return OrderSpec(
-        order_id=msg.order_id, channel_id=msg.channel_id, tier=tier,
-        lines=tuple([OrderLineSpec(line.line_id or str(i), line.sku_id, line.quantity)
-                     for i, line in enumerate(msg.lines, 1)]),
-        postal_code=postal_code, latitude=latitude, longitude=longitude,
-        deliver_by_ms=deliver_by_ms, payment=_PAYMENTS[payment], fraud_score=msg.fraud_score,
-        address=_ADDRESSES[address],
-        allow_split=msg.allow_split if msg.HasField("allow_split") else True,
-        allow_substitution=msg.allow_substitution, customer_id=customer_id,
-    )
+        msg.order_id, msg.channel_id, tier,
+        tuple([OrderLineSpec(line.line_id or str(i), line.sku_id, line.quantity)
+               for i, line in enumerate(msg.lines, 1)]),
+        postal_code, latitude, longitude, deliver_by_ms, _PAYMENTS[payment], msg.fraud_score,
+        _ADDRESSES[address], msg.allow_split if msg.HasField("allow_split") else True,
+        msg.allow_substitution, customer_id)
 
 
 def _customer(value: str, field: str) -> str:
@@ -154,47 +152,67 @@ def _plan_to_proto(ledger: Ledger, plan: PackagePlan, quantities: dict[str, int]
 
 
 def allocation_to_proto(ledger: Ledger, record: OrderRecord, decision: Decision | None,
-                        explain: bool, into: pb.Allocation | None = None) -> pb.Allocation:
+                        explain: bool, into: pb.Allocation | None = None,
+                        full: bool = True) -> pb.Allocation:
     """The order as it stands: live packages, open backorders, and the last decision's why.
-    With `into` (an empty Allocation, such as a response's field), written there."""
+    With `into` (an empty Allocation, such as a response's field), written there. Without
+    `full` (ALLOCATION_VIEW_BASIC), the outcome only: no packages, backorders or rule."""
     book = ledger.orders
     msg = pb.Allocation() if into is None else into
     msg.order_id = record.spec.order_id
     msg.status = pb.OrderStatus.ValueType(int(record.status))
     promised = 0
     total = 0
+    units = 0
     packages = book.packages
     replanned = PackageStatus.REPLANNED
     for package_id in record.package_ids:
         state = packages[package_id]
         if not state.quantities:
             continue
-        _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
-                       state.wave_id, state.tracking_number, msg.packages)
+        if full:
+            _plan_to_proto(ledger, state.plan, state.quantities, int(state.status),
+                           state.wave_id, state.tracking_number, msg.packages)
         if state.status == replanned:
             continue  # superseded: shown, but neither shipped nor charged
+        units += sum(state.quantities.values())
         plan = state.plan
         promised = max(promised, plan.promise_ms)
         total += plan.carrier_micros + plan.handling_micros + plan.units_micros + (
             plan.penalty_micros)
     catalog = ledger.catalog
-    for backorder in record.backorders.values():
-        entry = msg.backorders.add(line_id=backorder.line_id,
-                                   sku_id=catalog.sku_ids[backorder.sku],
-                                   quantity=backorder.quantity)
-        if backorder.promise_ms:
-            entry.promised_date.CopyFrom(timestamp(backorder.promise_ms))
+    if full:
+        for backorder in record.backorders.values():
+            entry = msg.backorders.add(line_id=backorder.line_id,
+                                       sku_id=catalog.sku_ids[backorder.sku],
+                                       quantity=backorder.quantity)
+            if backorder.promise_ms:
+                entry.promised_date.CopyFrom(timestamp(backorder.promise_ms))
     msg.total_cost_micros = total
+    msg.placed_units = units
     if promised:
         msg.promised_delivery.CopyFrom(timestamp(promised))
     decision = decision or record.last_decision
     if decision is not None:
-        msg.rule = decision.rule
+        if full:
+            msg.rule = decision.rule
         msg.method = (pb.ALLOCATION_METHOD_EXACT if decision.method == 0
                       else pb.ALLOCATION_METHOD_HEURISTIC)
         if explain:
             _add_options(msg, decision)
     return msg
+
+
+def full_view(view: int, explain: bool) -> bool:
+    """Whether an allocation request's `view` asks for the full allocation; raises
+    InvalidArgument for an unknown view, or explain without the full view."""
+    if view in (pb.ALLOCATION_VIEW_UNSPECIFIED, pb.ALLOCATION_VIEW_FULL):
+        return True
+    if view != pb.ALLOCATION_VIEW_BASIC:
+        raise InvalidArgument(f"view: {view} is not an allocation view", "view")
+    if explain:
+        raise InvalidArgument("explain needs the full view (ALLOCATION_VIEW_FULL)", "explain")
+    return False
 
 
 def quote_to_proto(ledger: Ledger, order_id: str, decision: Decision,
@@ -203,6 +221,8 @@ def quote_to_proto(ledger: Ledger, order_id: str, decision: Decision,
     catalog = ledger.catalog
     msg = pb.Allocation(order_id=order_id, rule=decision.rule,
                         total_cost_micros=decision.cost_micros,
+                        placed_units=sum(line.quantity for plan in decision.packages
+                                         for line in plan.lines),
                         method=pb.ALLOCATION_METHOD_EXACT if decision.method == 0
                         else pb.ALLOCATION_METHOD_HEURISTIC)
     for plan in decision.packages:

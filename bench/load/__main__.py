@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from allocd.v1 import order_service_pb2 as opb
+
 from bench.load import report
 from bench.load.allocd_target import AllocdFactory, AllocdServer, check_ledger, load_catalogue
 from bench.load.driver import LoadShape, run
@@ -67,6 +69,10 @@ def _spec(args: argparse.Namespace, call_mix: bool = False) -> WorkloadSpec:
         call_mix=parse_mix(args.call_mix) if call_mix else {"allocate": 1.0})
 
 
+#: --view: AllocationView by name.
+VIEWS = {"full": opb.ALLOCATION_VIEW_FULL, "basic": opb.ALLOCATION_VIEW_BASIC}
+
+
 def _load_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("load")
     group.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
@@ -79,6 +85,9 @@ def _load_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=int, default=100, help="orders per batch call")
     group.add_argument("--batch-concurrency", type=int, default=4,
                        help="batch and pipelined calls in flight, all processes together")
+    group.add_argument("--view", choices=tuple(VIEWS), default="full",
+                       help="how much of each allocation allocd's answers carry: full (every "
+                            "package) or basic (the outcome only)")
     group.add_argument("--streams", type=int, default=0,
                        help="streams per client process (default: one per caller, since a "
                             "stream carries one order at a time)")
@@ -211,7 +220,8 @@ class Comparison:
                     continue
                 spec = _spec(args, call_mix=True) if kind == "mixed" else self.spec
                 factory = AllocdFactory(server.address, spec, kind, args.batch, self.streams,
-                                        self.prebuilt if kind != "mixed" else 0, "m")
+                                        self.prebuilt if kind != "mixed" else 0, "m",
+                                        VIEWS[args.view])
                 result = run(factory, _shape(args, batched=kind == "batch"), f"allocd {kind}",
                              pids)
                 units = result["outcome"].get("units", 0)
@@ -342,7 +352,8 @@ def run_one(args: argparse.Namespace) -> int:
         load_catalogue(args.address, build_catalogue(spec))
     pids = (lambda: [args.server_pid]) if args.server_pid else None
     streams = args.streams or max(1, args.concurrency // args.processes)
-    factory = AllocdFactory(args.address, spec, args.kind, args.batch, streams, 0, args.prefix)
+    factory = AllocdFactory(args.address, spec, args.kind, args.batch, streams, 0, args.prefix,
+                            VIEWS[args.view])
     result = run(factory, _shape(args, args.loop, args.rate, batched=args.kind.endswith("batch")),
                  f"{args.kind} {args.loop}", pids)
     _print_result(f"{args.kind} {args.loop}", result)

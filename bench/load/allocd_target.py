@@ -271,8 +271,7 @@ class AllocdTarget:
             return
         self.counts["filled" if allocation.status == FILLED else
                     "partial" if allocation.status == PARTIAL else "unfilled"] += 1
-        self.counts["units"] += sum(line.quantity for package in allocation.packages
-                                    for line in package.lines)
+        self.counts["units"] += allocation.placed_units
 
     async def call(self) -> tuple[str, int]:
         kind = self.setup.kind
@@ -280,13 +279,13 @@ class AllocdTarget:
             if kind == "unary":
                 _, _, order = self.source.next()
                 reply = await self.orders.AllocateOrder(opb.AllocateOrderRequest(
-                    request_id="r" + order.order_id, order=order))
+                    request_id="r" + order.order_id, order=order, view=self.setup.view))
                 self._count(reply.allocation)
                 return OK, 1
             if kind == "batch":
                 orders = [self.source.next()[2] for _ in range(self.setup.batch)]
                 batch_reply = await self.orders.AllocateOrders(opb.AllocateOrdersRequest(
-                    request_id="r" + orders[0].order_id, orders=orders))
+                    request_id="r" + orders[0].order_id, orders=orders, view=self.setup.view))
                 for allocation in batch_reply.allocations:
                     self._count(allocation)
                 return OK, len(orders)
@@ -294,7 +293,7 @@ class AllocdTarget:
                 _, _, order = self.source.next()
                 lane = self.lanes[next(self.turn) % len(self.lanes)]
                 message = await lane.call(opb.AllocateStreamRequest(
-                    request_id="r" + order.order_id, order=order))
+                    request_id="r" + order.order_id, order=order, view=self.setup.view))
                 if message.error_code:
                     return f"CODE_{message.error_code}", 0
                 self._count(message.allocation)
@@ -479,6 +478,8 @@ class AllocdFactory:
     prebuilt: int = 0
     #: Order ids start with this, so that several runs can share one server.
     prefix: str = ""
+    #: How much of each allocation the answers carry (AllocationView).
+    view: int = opb.ALLOCATION_VIEW_FULL
 
     def __call__(self, part: int, parts: int) -> Any:
         if self.kind == "mixed":

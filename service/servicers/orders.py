@@ -35,6 +35,7 @@ from service.order_codec import (
     allocation_to_proto,
     exception_to_proto,
     exception_type_from_proto,
+    full_view,
     order_from_proto,
     order_to_proto,
     quote_to_proto,
@@ -54,8 +55,9 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 
 
 def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
-                into: pb.Allocation | None = None) -> pb.Allocation:
-    """The outcome as an Allocation; with `into` (an empty one), written there."""
+                into: pb.Allocation | None = None, full: bool = True) -> pb.Allocation:
+    """The outcome as an Allocation; with `into` (an empty one), written there; without
+    `full`, its basic view."""
     if outcome.error is not None:
         msg = pb.Allocation() if into is None else into
         msg.order_id = outcome.order_id
@@ -63,7 +65,7 @@ def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
         msg.error_message = outcome.error.message
         return msg
     record = ledger.orders.orders[outcome.order_id]
-    msg = allocation_to_proto(ledger, record, outcome.decision, explain, into)
+    msg = allocation_to_proto(ledger, record, outcome.decision, explain, into, full)
     if outcome.exception_id:
         msg.exception_id = outcome.exception_id
         if outcome.exception_type is not None:
@@ -114,6 +116,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     "max_lines_per_request")
 
     def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> OrderSpec:
+        full_view(request.view, request.explain)  # (a refusal here queues nothing)
         self._check_lines(request.order, "order")
         return order_from_proto(request.order)
 
@@ -124,11 +127,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             raise outcome.error  # the order was rejected: nothing was recorded
         return outcome
 
-    def _allocation_into(self, field: pb.Allocation, o: Outcome, explain: bool) -> None:
+    def _allocation_into(self, field: pb.Allocation, o: Outcome,
+                         request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> None:
         """The single order's allocation, written into the response's (empty) field."""
         outcome = self._single_outcome(o)
         field.SetInParent()
-        _allocation(self.ledger, outcome, explain, field)
+        _allocation(self.ledger, outcome, request.explain, field,
+                    full_view(request.view, request.explain))
 
     @unary
     async def AllocateOrder(self, request: pb.AllocateOrderRequest,
@@ -136,7 +141,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         def respond(o: Outcome) -> pb.AllocateOrderResponse:
             response = pb.AllocateOrderResponse(result=mutation_result(o))
             if o.detail is not None:
-                self._allocation_into(response.allocation, o, request.explain)
+                self._allocation_into(response.allocation, o, request)
             return response
 
         return await self.engine.mutate_joined("AllocateOrder", request,
@@ -146,6 +151,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     @unary
     async def AllocateOrders(self, request: pb.AllocateOrdersRequest,
                              context: Context) -> pb.AllocateOrdersResponse:
+        full = full_view(request.view, request.explain)
+
         def build() -> c.Command:
             check_count(len(request.orders), self.settings.max_orders_per_request, "orders",
                         "max_orders_per_request")
@@ -160,7 +167,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             if isinstance(o.detail, AllocateResult):
                 allocations = response.allocations
                 for outcome in o.detail.outcomes:
-                    _allocation(self.ledger, outcome, request.explain, allocations.add())
+                    _allocation(self.ledger, outcome, request.explain, allocations.add(), full)
             return response
 
         return await self.engine.mutate("AllocateOrders", request, build, respond)
@@ -187,7 +194,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 response = pb.AllocateStreamResponse(request_id=request.request_id,
                                                      result=mutation_result(o))
                 if o.detail is not None:
-                    self._allocation_into(response.allocation, o, request.explain)
+                    self._allocation_into(response.allocation, o, request)
                 return response
 
             return respond

@@ -37,6 +37,24 @@ def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -
     assert "| allocd | unary AllocateOrder |" in completed.stdout
 
 
+def test_batches_with_the_basic_view_account_for_every_unit(tmp_path: Path) -> None:
+    # The basic view answers without packages: the units each answer placed still add up
+    # to what the ledger holds as allocated.
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.load", "compare", "--only", "allocd",
+         "--allocd-modes", "batch", "--allocd-durability", "memory", "--skus", "300",
+         "--seconds", "1.5", "--warmup", "0.5", "--processes", "1", "--batch", "20",
+         "--view", "basic", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [row] = json.loads((out / "load.json").read_text())["rows"]
+    assert row["mode"].startswith("AllocateOrders") and row["result"]["errors"] == {}
+    check = row["check"]
+    assert check["oversells"] == 0 and check["allocated_units"] > 0
+    assert check["acknowledged_units"] == check["allocated_units"]
+
+
 def test_allocd_bench_is_the_harness(capsys) -> None:
     import pytest
 

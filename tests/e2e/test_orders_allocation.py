@@ -104,7 +104,8 @@ def test_an_order_ships_complete_from_the_only_node_holding_every_line(api, demo
     assert w.get(alloc.order_id).allocation == pb.Allocation(
         order_id=alloc.order_id, status=alloc.status, packages=alloc.packages,
         total_cost_micros=alloc.total_cost_micros, method=alloc.method, rule=alloc.rule,
-        options=alloc.options, promised_delivery=alloc.promised_delivery)
+        options=alloc.options, promised_delivery=alloc.promised_delivery, placed_units=3)
+    assert alloc.placed_units == 3
 
 
 def test_lines_at_two_nodes_split_into_two_packages_with_the_split_penalty_on_the_second(
@@ -433,6 +434,111 @@ def test_allocate_orders_answers_per_order_in_request_order_and_rejects_only_the
     assert caught.value.code() == NOT_FOUND
     # The duplicate did not replace the first order.
     assert [line.sku_id for line in w.get(good1.order_id).order.lines] == [a]
+
+
+def _basic_of(full: pb.Allocation) -> pb.Allocation:
+    """What the basic view keeps of a full allocation."""
+    basic = pb.Allocation()
+    basic.CopyFrom(full)
+    for name in ("packages", "backorders", "rule", "options"):
+        basic.ClearField(name)
+    return basic
+
+
+def _without_exception(answer: pb.Allocation) -> pb.Allocation:
+    """An allocation answer as GetOrder tells it (the exception is listed apart there)."""
+    stripped = pb.Allocation()
+    stripped.CopyFrom(answer)
+    stripped.ClearField("exception_id")
+    stripped.ClearField("exception_type")
+    return stripped
+
+
+def test_the_basic_view_answers_each_order_with_its_outcome_only(api, demo_world):
+    # Allocated in one package, split in two with the rest backordered, held, refused:
+    # each answer is the full allocation (as GetOrder tells it) without packages,
+    # backorders and rule, and the orders are recorded in full.
+    w = demo_world
+    a, b = w.sku(), w.sku()
+    w.stock(a, "IND1", 5)
+    w.stock(b, "AVP3", 1)
+    whole = w.order((a, 2))
+    split = w.order((a, 1), (b, 3))
+    held = w.order((a, 1), payment_status=pb.PAYMENT_STATUS_ON_HOLD)
+    bad = w.order(("NO-SUCH-SKU", 1))
+
+    answer = api.orders.AllocateOrders(pb.AllocateOrdersRequest(
+        request_id=api.rid(), orders=[whole, split, held, bad],
+        view=pb.ALLOCATION_VIEW_BASIC))
+
+    allocs = answer.allocations
+    assert [x.status for x in allocs] == [
+        pb.ORDER_STATUS_ALLOCATED, pb.ORDER_STATUS_PARTIALLY_ALLOCATED, pb.ORDER_STATUS_HELD,
+        pb.ORDER_STATUS_UNSPECIFIED]
+    for order, basic in zip((whole, split, held), allocs, strict=False):
+        full = w.get(order.order_id).allocation
+        full.ClearField("options")
+        assert full.packages or full.status == pb.ORDER_STATUS_HELD
+        assert _without_exception(basic) == _basic_of(full)
+    assert allocs[0].total_cost_micros > 0 and allocs[0].promised_delivery.seconds > 0
+    assert allocs[1].exception_type == pb.EXCEPTION_TYPE_BACKORDER and allocs[1].exception_id
+    assert allocs[2].exception_type == pb.EXCEPTION_TYPE_PAYMENT_HOLD
+    assert allocs[3].error_code == NOT_FOUND.value[0] and "NO-SUCH-SKU" in allocs[3].error_message
+    assert [len(w.get(o.order_id).allocation.packages) for o in (whole, split)] == [1, 2]
+    assert w.levels(a, "IND1") == (2, 3)
+    # The same calls with the full view (the default) answer in full.
+    order = w.order((a, 1))
+    full_answer = api.orders.AllocateOrders(pb.AllocateOrdersRequest(
+        request_id=api.rid(), orders=[order], view=pb.ALLOCATION_VIEW_FULL))
+    assert full_answer.allocations[0].packages and full_answer.allocations[0].rule
+
+
+def test_the_basic_view_on_single_order_calls_and_streams(api, demo_world):
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 3)
+    unary = api.orders.AllocateOrder(pb.AllocateOrderRequest(
+        request_id=api.rid(), order=w.order((a, 1)), view=pb.ALLOCATION_VIEW_BASIC),
+        timeout=RPC_TIMEOUT_S).allocation
+    requests = [pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)),
+                                         view=view)
+                for view in (pb.ALLOCATION_VIEW_BASIC, pb.ALLOCATION_VIEW_UNSPECIFIED)]
+    streamed = [x.allocation for x in api.orders.AllocateStream(iter(requests),
+                                                                timeout=RPC_TIMEOUT_S)]
+    for basic in (unary, streamed[0]):
+        assert basic.status == pb.ORDER_STATUS_ALLOCATED and basic.total_cost_micros > 0
+        assert not basic.packages and not basic.rule
+        assert basic == _basic_of(w.get(basic.order_id).allocation)
+    assert streamed[1].packages and streamed[1].rule  # unspecified: the full view
+    assert w.levels(a, "IND1") == (0, 3)
+
+
+@pytest.mark.parametrize("fields", [{"view": 7}, {"view": pb.ALLOCATION_VIEW_BASIC,
+                                                   "explain": True}],
+                         ids=["unknown-view", "explain-without-the-full-view"])
+def test_a_bad_view_is_refused_and_changes_nothing(api, demo_world, fields):
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 2)
+    field = "view" if fields["view"] == 7 else "explain"
+    for call, request in (
+            (api.orders.AllocateOrders, pb.AllocateOrdersRequest(
+                request_id=api.rid(), orders=[w.order((a, 1))], **fields)),
+            (api.orders.AllocateOrder, pb.AllocateOrderRequest(
+                request_id=api.rid(), order=w.order((a, 1)), **fields))):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=RPC_TIMEOUT_S)
+        assert caught.value.code() == INVALID and field in caught.value.details()
+    stream = api.orders.AllocateStream(iter([pb.AllocateStreamRequest(
+        request_id=api.rid(), order=w.order((a, 1)), **fields)]), timeout=RPC_TIMEOUT_S)
+    if field == "view":  # a value the message does not define: the stream ends, as any
+        with pytest.raises(grpc.RpcError) as caught:  # malformed message ends it
+            list(stream)
+        assert caught.value.code() == INVALID and "view" in caught.value.details()
+    else:  # the message is refused, the stream goes on
+        (answer,) = stream
+        assert answer.error_code == INVALID.value[0] and field in answer.error_message
+    assert w.levels(a, "IND1") == (2, 0)
 
 
 @pytest.mark.parametrize("premium_first", [False, True], ids=["premium-last",

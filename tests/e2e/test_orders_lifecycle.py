@@ -287,6 +287,7 @@ def test_cancelling_after_one_of_two_packages_shipped_releases_only_the_unshippe
     assert [(p.package_id, p.status) for p in after.packages] == [
         (first.package_id, pb.PACKAGE_STATUS_SHIPPED)]
     assert after.total_cost_micros == first.cost.total_micros
+    assert (alloc.placed_units, after.placed_units) == (4, 1)  # the shipped unit stays
     assert w.levels(b, "IND1") == (5, 0)
     assert w.levels(a, "AVP3") == (4, 0)
     got = w.get(alloc.order_id).allocation
@@ -312,6 +313,7 @@ def test_cancelling_part_of_a_line_releases_exactly_the_quantity_asked(api, demo
         lines=[pb.LineQuantity(line_id="1", quantity=2)]))
 
     assert cancelled.released_quantity == 2
+    assert (alloc.placed_units, cancelled.allocation.placed_units) == (6, 4)
     assert cancelled.allocation.status == pb.ORDER_STATUS_ALLOCATED
     (package,) = cancelled.allocation.packages
     assert lines_of(package) == [("1", a, 3), ("2", b, 1)]

@@ -74,6 +74,7 @@ def test_a_split_forced_by_an_earlier_order_is_taken_back(api, demo_world, morni
     # Superseded packages are shown, but the order costs and promises what it ships.
     after = w.get(second.order_id).allocation
     assert after.total_cost_micros == kept.cost.total_micros
+    assert after.placed_units == sum(line.quantity for line in kept.lines)  # not the old
     assert w.levels(a, "AVP3") == (0, 1) and w.levels(a, "STORE-NYC") == (0, 1)
 
     # The same request again: the stored answer, nothing re-planned twice.
