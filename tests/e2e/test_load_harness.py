@@ -10,17 +10,23 @@ import sys
 from pathlib import Path
 
 
-def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def _compare(out: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """A short `bench.load compare` of allocd alone (memory store, 300 SKUs): the process
+    and the JSON it wrote."""
     completed = subprocess.run(
         [sys.executable, "-m", "bench.load", "compare", "--only", "allocd",
-         "--allocd-modes", "unary", "--allocd-durability", "memory", "--skus", "300",
-         "--seconds", "1.5", "--warmup", "0.5", "--processes", "1", "--concurrency", "4",
-         "--sweep", "0.5", "--sweep-seconds", "1", "--out", str(out)],
+         "--allocd-durability", "memory", "--skus", "300", "--seconds", "1.5",
+         "--warmup", "0.5", "--processes", "1", *flags, "--out", str(out)],
         check=False, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed, json.loads((out / "load.json").read_text())
+
+
+def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    completed, document = _compare(out, "--allocd-modes", "unary", "--concurrency", "4",
+                                   "--sweep", "0.5", "--sweep-seconds", "1")
     assert "measuring" in completed.stderr  # the progress line
-    document = json.loads((out / "load.json").read_text())
     [row] = document["rows"]
     assert row["target"] == "allocd" and row["mode"] == "unary AllocateOrder"
     result = row["result"]
@@ -40,15 +46,9 @@ def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -
 def test_batches_with_the_basic_view_account_for_every_unit(tmp_path: Path) -> None:
     # The basic view answers without packages: the units each answer placed still add up
     # to what the ledger holds as allocated.
-    out = tmp_path / "out"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.load", "compare", "--only", "allocd",
-         "--allocd-modes", "batch", "--allocd-durability", "memory", "--skus", "300",
-         "--seconds", "1.5", "--warmup", "0.5", "--processes", "1", "--batch", "20",
-         "--view", "basic", "--out", str(out)],
-        check=False, capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    [row] = json.loads((out / "load.json").read_text())["rows"]
+    _, document = _compare(tmp_path / "out", "--allocd-modes", "batch", "--batch", "20",
+                           "--view", "basic")
+    [row] = document["rows"]
     assert row["mode"].startswith("AllocateOrders") and row["result"]["errors"] == {}
     check = row["check"]
     assert check["oversells"] == 0 and check["allocated_units"] > 0
