@@ -63,6 +63,9 @@ from service.store import Durability, EventStore, MemoryEventStore
 
 log = logging.getLogger("allocd.server")
 
+#: The collector's thresholds once the state is loaded (see AllocdServer.start).
+SERVER_GC_THRESHOLDS = (25_000, 2, 5_000)
+
 SERVICE_NAMES = (
     inventory_service_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
     catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
@@ -292,7 +295,7 @@ class AllocdServer:
         # at most.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(25_000, 2, 5_000)
+        gc.set_threshold(*SERVER_GC_THRESHOLDS)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
