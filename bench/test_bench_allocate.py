@@ -29,7 +29,8 @@ def test_allocation_kernel_20k_orders(benchmark, workload):
 
     result = benchmark(allocate)
     assert (result.method == METHOD_EXACT).all()
-    benchmark.extra_info["orders_per_second"] = N_ORDERS / benchmark.stats.stats.median
+    if benchmark.stats is not None:  # (None with --benchmark-disable)
+        benchmark.extra_info["orders_per_second"] = N_ORDERS / benchmark.stats.stats.median
 
 
 def test_allocation_brute_force_reference_100_orders(benchmark, workload):

@@ -1,10 +1,11 @@
 """The wire side of a 100-order AllocateOrders call, alone: what any batch path hosted in
 Python pays to read a request and to answer it, whatever it does in between.
 
-Reading every field a decision needs into arrays sits beside reading the request into
-order specs (what the path does now) in the same run; the basic answer is built from
-plain values. Together they bound from below what a batch path kept as arrays could
-reach.
+Reading every field `order_from_proto` reads into columns (numbers as arrays, strings as
+lists) sits beside reading the request into order specs, as the path does now, in the
+same run; neither checks anything. The basic answer is built from plain values, as a
+batch path kept as arrays would have them. Together they bound from below what such a
+path could reach.
 """
 
 from __future__ import annotations
@@ -28,33 +29,47 @@ def _raw() -> bytes:
 SKU_INDEX = {f"SKU-{s:06d}": s for s in range(N_SKUS)}
 
 
-def read_into_arrays(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """Order ids, [channel, tier, first line] per order, [sku, quantity] per line, and
-    postal codes."""
+def read_into_arrays(raw: bytes) -> tuple[list[list[str]], np.ndarray, np.ndarray,
+                                           np.ndarray]:
+    """Per order: ids, postal codes and customers; [channel, tier, payment, address,
+    allow split, deliver-by ms, first line] and [fraud score, latitude, longitude]. Per
+    line: [sku, quantity], and line ids."""
     request = opb.AllocateOrdersRequest.FromString(raw)
     ids: list[str] = []
     postal: list[str] = []
-    channel: list[int] = []
-    tier: list[int] = []
-    first: list[int] = []
+    customers: list[str] = []
+    ints: list[tuple[int, ...]] = []
+    floats: list[tuple[float, float, float]] = []
+    line_ids: list[str] = []
     skus: list[int] = []
     quantities: list[int] = []
+    nan = float("nan")
     for order in request.orders:
+        ship_to = order.ship_to
         ids.append(order.order_id)
-        channel.append(CHANNELS[order.channel_id])
-        tier.append(order.sla_tier)
-        postal.append(order.ship_to.postal_code)
-        first.append(len(skus))
-        for line in order.lines:
+        postal.append(ship_to.postal_code)
+        customers.append(order.customer_id)
+        deliver_by = order.deliver_by
+        ints.append((CHANNELS[order.channel_id], order.sla_tier, order.payment_status,
+                     order.address_status,
+                     order.allow_split if order.HasField("allow_split") else True,
+                     deliver_by.seconds * 1000 + deliver_by.nanos // 1_000_000
+                     if order.HasField("deliver_by") else 0, len(skus)))
+        floats.append((order.fraud_score,
+                       ship_to.latitude if ship_to.HasField("latitude") else nan,
+                       ship_to.longitude if ship_to.HasField("longitude") else nan))
+        for i, line in enumerate(order.lines, 1):
+            line_ids.append(line.line_id or str(i))
             skus.append(SKU_INDEX[line.sku_id])
             quantities.append(line.quantity)
-    return (ids, np.array([channel, tier, first], np.int64),
-            np.array([skus, quantities], np.int64), postal)
+    return ([ids, postal, customers, line_ids], np.array(ints, np.int64),
+            np.array(floats, np.float64), np.array([skus, quantities], np.int64))
 
 
 def test_wire_read_100_orders_into_arrays(benchmark):
-    ids, orders, lines, _ = benchmark(read_into_arrays, _raw())
-    assert len(ids) == orders.shape[1] == 100 and lines.shape[1] >= 100
+    strings, ints, floats, lines = benchmark(read_into_arrays, _raw())
+    assert len(strings[0]) == ints.shape[0] == floats.shape[0] == 100
+    assert lines.shape[1] == len(strings[3]) >= 100
 
 
 def test_wire_read_100_orders_into_specs_reference(benchmark):

@@ -237,6 +237,8 @@ class Comparison:
                 label = {"unary": "unary AllocateOrder", "stream": "AllocateStream",
                          "batch": f"AllocateOrders ({args.batch}/call)",
                          "mixed": "OMS call mix, unary"}[kind]
+                if args.view != "full" and kind != "mixed":  # (the mix answers in full)
+                    label += f", {args.view} view"
                 self._row("allocd", label, result, check)
 
     def postgres(self) -> None:

@@ -272,6 +272,8 @@ class AllocdTarget:
         self.counts["filled" if allocation.status == FILLED else
                     "partial" if allocation.status == PARTIAL else "unfilled"] += 1
         self.counts["units"] += allocation.placed_units
+        if allocation.placed_units and not allocation.packages:
+            self.counts["outcome_only"] += 1  # answered in the basic view
 
     async def call(self) -> tuple[str, int]:
         kind = self.setup.kind

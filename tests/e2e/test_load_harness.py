@@ -49,7 +49,12 @@ def test_batches_with_the_basic_view_account_for_every_unit(tmp_path: Path) -> N
     _, document = _compare(tmp_path / "out", "--allocd-modes", "batch", "--batch", "20",
                            "--view", "basic")
     [row] = document["rows"]
-    assert row["mode"].startswith("AllocateOrders") and row["result"]["errors"] == {}
+    assert row["mode"] == "AllocateOrders (20/call), basic view"
+    result = row["result"]
+    assert result["errors"] == {}
+    # Every order that got units was answered without its packages.
+    assert result["outcome"]["outcome_only"] == result["outcome"]["filled"] + result[
+        "outcome"].get("partial", 0) > 0
     check = row["check"]
     assert check["oversells"] == 0 and check["allocated_units"] > 0
     assert check["acknowledged_units"] == check["allocated_units"]

@@ -334,6 +334,25 @@ def test_allocations_teach_the_drawn_units_and_a_replay_learns_the_same():
     assert replayed.checksum() == ledger.checksum()
 
 
+def test_a_new_half_life_smooths_the_draws_after_it_in_the_same_replay():
+    # A replay applies many commits at once: allocations after a policy change are
+    # smoothed with the new half-life, as they were when they were made.
+    ledger = small_ledger()
+    events = []
+    for i, command in enumerate((c.AllocateOrders((order("O0", "1", "X"),)),
+                                 c.SetValuePolicy(ValuePolicy(half_life_days=1.0)),
+                                 c.AllocateOrders((order("O1", "1", "X"),)))):
+        events.extend(execute(ledger, command, i * DAY // 2).events)
+    x = ledger.catalog.sku("X")
+    tau = 1.0 / math.log(2.0)
+    assert ledger.drawn_units[(x, 0)].level == pytest.approx(
+        (1 / (7.0 / math.log(2.0))) * math.exp(-1.0 / tau) + 1 / tau)
+    replayed = small_ledger()
+    replayed.apply(events, replay=True)  # one call: the policy and both draws
+    assert {k: (v.level, v.last_ms) for k, v in replayed.drawn_units.items()} == {
+        k: (v.level, v.last_ms) for k, v in ledger.drawn_units.items()}
+
+
 def test_the_tail_from_drawn_units_prices_a_node_the_forecast_thinks_is_safe():
     """The forecast sends little to A, but orders have been drawing X there fast: with
     tail_from_draws the unit at A is priced as likely to be missed."""
