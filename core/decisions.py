@@ -345,19 +345,22 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     lines = req.lines
     channel = int(batch.channel[rank])
     catalog = ledger.catalog
-    # Units each line lacks at each node now; a node is worth a look only when some line
-    # lacks units there and every line that does has inbound stock there.
-    stop = start + len(lines)
-    quantities = np.array([q for _, _, q in lines], np.int64)
-    sellable = gathered.avail[batch.item_u[start:stop]] - batch.item_floor[start:stop]
-    short_at = quantities[:, None] - np.maximum(sellable, 0)
-    inbound_nodes = [{key[2] for key in ledger.inbound_by_sku.get(sku, ())}
-                     for _, sku, _ in lines]
+    # A node is worth a look only when some line lacks units there now and every line that
+    # does has inbound stock there: so only nodes with inbound stock of some line.
+    inbound_nodes = [{key[2] for key in inbound_by_sku.get(sku, ())} for _, sku, _ in lines]
+    avail = gathered.avail
+    floor = batch.item_floor
+    rows = batch.item_u[start:start + len(lines)].tolist()
+    short_at: dict[int, list[int]] = {}  # candidate node -> units each line lacks there
     candidates = []
-    for n in np.flatnonzero((short_at > 0).any(axis=0)).tolist():
+    for n in sorted(set().union(*inbound_nodes)):
         if not catalog.node_enabled[n] or (channel >= 0 and network.blocked[n, channel]):
             continue
-        if all(n in inbound_nodes[k] for k in np.flatnonzero(short_at[:, n] > 0).tolist()):
+        shorts = [q - max(int(avail[rows[k], n]) - int(floor[start + k, n]), 0)
+                  for k, (_, _, q) in enumerate(lines)]
+        if any(shorts[k] > 0 for k in range(len(lines))) and all(
+                n in inbound_nodes[k] for k in range(len(lines)) if shorts[k] > 0):
+            short_at[n] = shorts
             candidates.append(n)
     if candidates:
         weight = sum(q * float(catalog.weight_lb[s]) for _, s, q in lines)
@@ -370,7 +373,7 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
         ready_day = day0
         feasible = True
         for k, (_, sku, _) in enumerate(lines):
-            short = int(short_at[k, n])
+            short = short_at[n][k]
             if short <= 0:
                 continue
             arrivals = sorted(

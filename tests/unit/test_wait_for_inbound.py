@@ -1,0 +1,52 @@
+"""Waiting for inbound stock to ship complete from one node: which nodes are weighed.
+
+A node is a candidate only when every line it lacks has inbound stock there; the cheapest
+candidate that meets the promise is the option, chosen when it beats the split."""
+
+from __future__ import annotations
+
+from core import commands as c
+from core.operations import execute
+from core.orders import OptionKind
+from tests.unit.test_orders_stateful import DAY_MS, NOW
+from tests.unit.test_reopt import _ledger, _order
+
+
+def _wait_option(ledger, order_id):
+    decision = ledger.orders.orders[order_id].last_decision
+    (option,) = [o for o in decision.options if o.kind == OptionKind.WAIT_FOR_INBOUND]
+    return decision, option
+
+
+def test_a_node_lacking_a_line_without_inbound_there_is_not_weighed():
+    # a at n0, b at n2: a split. b arrives at n1, but n1 lacks a too, with none inbound.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n1", 5, NOW + DAY_MS),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("split", {"a": 1, "b": 1}),)), NOW)
+    decision, option = _wait_option(ledger, "split")
+    assert len(decision.packages) == 2
+    assert not option.feasible and not option.chosen
+    assert "no inbound lets one node ship complete" in option.detail
+
+
+def test_the_node_whose_inbound_covers_every_missing_line_is_weighed():
+    # As above, and b arrives at n0 too: n0 has a now and b tomorrow, so the order waits
+    # to ship complete from n0; n1 (lacking a) is still not weighed.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n1", 5, NOW + DAY_MS),
+                                             c.InboundLine("b", "n0", 5, NOW + DAY_MS))), NOW)
+    execute(ledger, c.AllocateOrders((_order("waits", {"a": 1, "b": 1}),)), NOW)
+    decision, option = _wait_option(ledger, "waits")
+    assert option.feasible and option.chosen
+    assert "ship complete from n0 after inbound arrives" in option.detail
+    assert not decision.packages and {b.line_id for b in decision.backorders} == {"0", "1"}
+
+
+def test_inbound_too_small_for_the_missing_units_does_not_make_a_candidate():
+    # Two b are ordered; n0 has one a and one b, and one more b arrives there: enough.
+    # With only that one arriving and three ordered, n0 stays short: no candidate.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n0"): 1, ("b", "n2"): 2})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 1, NOW + DAY_MS),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("three", {"a": 1, "b": 3}),)), NOW)
+    _, option = _wait_option(ledger, "three")
+    assert not option.feasible
