@@ -142,7 +142,7 @@ def _plan_to_proto(ledger: Ledger, plan: PackagePlan, quantities: dict[str, int]
     seconds, millis = divmod(plan.promise_ms, 1000)
     msg.promised_delivery.seconds = seconds
     msg.promised_delivery.nanos = millis * 1_000_000
-    msg.status = status  # type: ignore[assignment]
+    msg.status = status
     if wave_id:
         msg.wave_id = wave_id
     if tracking_number:
