@@ -322,6 +322,9 @@ class Ledger:
                     if qty[sku % n_shards][sku // n_shards, event.node, available] < 0:
                         counted[1] += event.quantity
                     continue  # neither money nor another KPI
+                elif kind == EventKind.ORDER_RECEIVED:  # (one for every order)
+                    self.orders.receive(event.payload, event.seq)
+                    _learn_demand(self, event.payload, event.time_ms, tau)
                 elif kind in MOVE_KINDS:
                     self._apply_side_effects(event)
                 else:
@@ -640,19 +643,14 @@ def _exception_resolved(ledger: Ledger, e: Event) -> None:
         ledger.orders.unhold(record.order_id)
 
 
-def _order_received(ledger: Ledger, e: Event) -> None:
-    ledger.orders.receive(e.payload, e.seq)
-    _learn_demand(ledger, e.payload, e.time_ms)
-
-
-def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int) -> None:
-    """Smooth the order into the demand of its region (state, so a replay learns the same)."""
+def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int, tau: float) -> None:
+    """Smooth the order into the demand of its region (state, so a replay learns the same);
+    `tau` is the half-life over ln 2."""
     region = _region_of(ledger, spec)
     if region is None:  # an order no region matches is not demand the network can see
         return
     # SmoothedDemand.observe, inlined (the same arithmetic, so the same floats): it runs
     # for every line of every order.
-    tau = ledger.half_life_days / math.log(2.0)
     index = ledger.catalog.sku_index
     learned = ledger.learned_demand
     for line in spec.lines:
@@ -692,7 +690,6 @@ def _region_of(ledger: Ledger, spec: OrderSpec) -> str | None:
 
 
 _ORDER_HANDLERS = {
-    EventKind.ORDER_RECEIVED: _order_received,
     EventKind.ORDER_ALLOCATED: lambda ledger, e: ledger.orders.allocate(e.payload),
     EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
     EventKind.ORDER_REPLANNED: lambda ledger, e: ledger.orders.replan(e.payload),

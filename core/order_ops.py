@@ -158,18 +158,16 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
 
 def _hold_of(spec: OrderSpec, fraud_threshold: float,
              cleared: frozenset[ExceptionType] = frozenset()) -> tuple[ExceptionType, str] | None:
-    """The first reason to hold the order that has not been cleared already."""
-    reasons = (
-        (spec.address == AddressStatus.INVALID, ExceptionType.ADDRESS_INVALID,
-         "the shipping address failed validation"),
-        (spec.payment == PaymentStatus.ON_HOLD, ExceptionType.PAYMENT_HOLD,
-         "payment is on hold"),
-        (spec.fraud_score > fraud_threshold, ExceptionType.FRAUD_REVIEW,
-         f"fraud score {spec.fraud_score:.2f} above {fraud_threshold:.2f}"),
-    )
-    for applies, kind, detail in reasons:
-        if applies and kind not in cleared:
-            return kind, detail
+    """The first reason to hold the order that has not been cleared already (most orders
+    have none: each reason is looked at, and worded, only when it applies)."""
+    if (spec.address == AddressStatus.INVALID
+            and ExceptionType.ADDRESS_INVALID not in cleared):
+        return ExceptionType.ADDRESS_INVALID, "the shipping address failed validation"
+    if spec.payment == PaymentStatus.ON_HOLD and ExceptionType.PAYMENT_HOLD not in cleared:
+        return ExceptionType.PAYMENT_HOLD, "payment is on hold"
+    if spec.fraud_score > fraud_threshold and ExceptionType.FRAUD_REVIEW not in cleared:
+        return (ExceptionType.FRAUD_REVIEW,
+                f"fraud score {spec.fraud_score:.2f} above {fraud_threshold:.2f}")
     return None
 
 

@@ -238,6 +238,7 @@ class OrderBook:
 
     def allocate(self, decision: Decision) -> None:
         record = self.orders[decision.order_id]
+        first = not record.package_ids  # (an order's first packages: most allocations)
         record.last_decision = decision
         record.held = False
         nodes_by_day: set[tuple[int, int]] = set()
@@ -256,7 +257,18 @@ class OrderBook:
         # backordered (below).
         for backorder in decision.backorders:
             record.backorders[backorder.line_id] = backorder
-        self._refresh(record)
+        if not first:
+            self._refresh(record)
+            return
+        # What _refresh would find, without looking: no longer held, and every package the
+        # order has is one of these, ALLOCATED.
+        backordered = bool(record.backorders) and any(
+            b.quantity for b in record.backorders.values())
+        if decision.packages:
+            record.status = (OrderStatus.PARTIALLY_ALLOCATED if backordered
+                             else OrderStatus.ALLOCATED)
+        else:
+            record.status = OrderStatus.BACKORDERED if backordered else OrderStatus.CANCELLED
 
     def hold(self, order_id: str) -> None:
         record = self.orders[order_id]
