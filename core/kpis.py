@@ -346,24 +346,46 @@ def count_units_allocated(book: KpiBook, ledger: Ledger,
             book.bump1("units_oversold", time_ms, oversold, "channel", name)
 
 
-def _order_allocated(book: KpiBook, ledger: Ledger, e: Event) -> None:
+def add_order_decided(book: KpiBook, ledger: Ledger, e: Event,
+                      counts: dict[tuple[str, int], list[int]]) -> None:
+    """An order's first decision (ORDER_ALLOCATED), added into `counts` by (channel, time):
+    the ledger adds up a run of allocations as it applies them and counts them once
+    (count_orders_decided). Re-allocations (retries, short picks) are not a new order."""
     decision = e.payload
     if decision.order_id in book.decided:
-        return  # re-allocations (retries, short picks) are not a new order
+        return
     book.decided.add(decision.order_id)
     spec = ledger.orders.orders[decision.order_id].spec
+    key = (spec.channel_id, e.time_ms)
+    row = counts.get(key)
+    if row is None:
+        row = counts[key] = [0, 0, 0, 0, 0, 0, 0]
     packages = decision.packages
-    amounts: tuple[tuple[str, float], ...] = (("orders_decided", 1),
-                                              ("packages_planned", len(packages)))
+    row[0] += 1
+    row[1] += len(packages)
     if len(packages) > 1:
-        amounts += (("orders_split", 1),)
+        row[2] += 1
     if decision.backorders:
-        amounts += (("orders_backordered", 1),)
-    book.bump_many(e.time_ms, "channel", spec.channel_id, (
-        *amounts,
-        ("units_ordered", sum(line.quantity for line in spec.lines)),
-        ("units_filled", sum(line.quantity for p in packages for line in p.lines)),
-        ("decision_cost_micros", decision.cost_micros)))
+        row[3] += 1
+    row[4] += sum(line.quantity for line in spec.lines)
+    row[5] += sum(line.quantity for p in packages for line in p.lines)
+    row[6] += decision.cost_micros
+
+
+def count_orders_decided(book: KpiBook, counts: dict[tuple[str, int], list[int]]) -> None:
+    """What add_order_decided added up: orders decided, packages planned, orders split and
+    backordered (counted only when some were), units ordered and filled, decision cost."""
+    for (channel_id, time_ms), row in counts.items():
+        orders, packages, split, backordered, ordered, filled, cost = row
+        amounts: tuple[tuple[str, float], ...] = (("orders_decided", orders),
+                                                  ("packages_planned", packages))
+        if split:
+            amounts += (("orders_split", split),)
+        if backordered:
+            amounts += (("orders_backordered", backordered),)
+        book.bump_many(time_ms, "channel", channel_id, (
+            *amounts, ("units_ordered", ordered), ("units_filled", filled),
+            ("decision_cost_micros", cost)))
 
 
 def _package_shipped(book: KpiBook, ledger: Ledger, e: Event) -> None:
@@ -426,7 +448,6 @@ _OBSERVERS = {
     EventKind.COUNT_CONFIRMED: _count,
     EventKind.COUNT_ADJUSTED: _count,
     EventKind.COUNT_VARIANCE_HELD: _count,
-    EventKind.ORDER_ALLOCATED: _order_allocated,
     EventKind.PACKAGE_SHIPPED: _package_shipped,
     EventKind.ORDER_UNITS_SHIPPED: _units_shipped,
     EventKind.RETURN_AUTHORIZED: _return_authorized,

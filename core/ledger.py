@@ -25,7 +25,7 @@ from core.exceptions import HOLDS, ExceptionBook, ExceptionInfo, ExceptionType, 
 from core.finance import WATCHED_KINDS as FINANCE_KINDS
 from core.finance import Books
 from core.kernels._ledger import _apply_moves, _bucket_totals
-from core.kpis import KpiBook, count_units_allocated
+from core.kpis import KpiBook, add_order_decided, count_orders_decided, count_units_allocated
 from core.model import (
     CATALOG_KINDS,
     MOVE_KINDS,
@@ -288,6 +288,8 @@ class Ledger:
         drawn_units = self.drawn_units
         # (channel, time) -> [units allocated, of which oversold], counted at the end.
         allocated: dict[tuple[int, int], list[int]] = {}
+        # (channel id, time) -> orders decided and what they planned (kpis.add_order_decided)
+        decided: dict[tuple[str, int], list[int]] = {}
         tau = self.half_life_days / math.log(2.0)
         qty = [shard.qty for shard in self.shards]
         n_shards = self.n_shards
@@ -322,6 +324,10 @@ class Ledger:
                     if qty[sku % n_shards][sku // n_shards, event.node, available] < 0:
                         counted[1] += event.quantity
                     continue  # neither money nor another KPI
+                elif kind == EventKind.ORDER_ALLOCATED:  # (one for every decision)
+                    self.orders.allocate(event.payload)
+                    add_order_decided(kpis, self, event, decided)
+                    continue  # neither money nor another KPI
                 elif kind == EventKind.ORDER_RECEIVED:  # (one for every order)
                     self.orders.receive(event.payload, event.seq)
                     _learn_demand(self, event.payload, event.time_ms, tau)
@@ -334,6 +340,8 @@ class Ledger:
                 if event.kind in FINANCE_KINDS:
                     self.books.post_event(self, event)
                 kpis.observe(self, event)
+            if decided:
+                count_orders_decided(kpis, decided)
             if allocated:
                 count_units_allocated(kpis, self, allocated)
         finally:
@@ -690,7 +698,6 @@ def _region_of(ledger: Ledger, spec: OrderSpec) -> str | None:
 
 
 _ORDER_HANDLERS = {
-    EventKind.ORDER_ALLOCATED: lambda ledger, e: ledger.orders.allocate(e.payload),
     EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
     EventKind.ORDER_REPLANNED: lambda ledger, e: ledger.orders.replan(e.payload),
     EventKind.WAVE_RELEASED: lambda ledger, e: ledger.orders.release_wave(e.payload),
