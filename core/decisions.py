@@ -44,7 +44,7 @@ from core.orders import (
 UNLIMITED_CAPACITY = 1 << 40
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (never changed): built for every order
 class Request:
     """Allocate these lines (line_id, sku, quantity) of an order."""
 
@@ -108,7 +108,11 @@ class FloorTable:
 
     def __getitem__(self, key: tuple[int, int, int]) -> int:
         channel, sku, node = key
-        for line_of, floor in reversed(self._sources):
+        sources = self._sources
+        if len(sources) == 1:  # (most batches: no substitution gathered again)
+            line_of, floor = sources[0]
+            return int(floor[line_of[(channel, sku)], node])
+        for line_of, floor in reversed(sources):
             k = line_of.get((channel, sku))
             if k is not None:
                 return int(floor[k, node])
@@ -205,7 +209,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     capacity = capacity_left(ledger, book, now_ms)
     result = run_allocation(gathered.batch, gathered.avail.copy(), capacity, network,
                             ledger.catalog.node_enabled)
-    lists = _Lists(result, gathered.batch)
+    lists = _Lists(result, gathered.batch, network)
     consumed: dict[tuple[int, int], int] = {}
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
@@ -230,11 +234,12 @@ class _Lists:
     """A BatchResult's arrays as Python lists: element access on lists is several times
     cheaper than on numpy arrays, and interpreting touches every element once."""
 
-    def __init__(self, result: BatchResult, batch: OrderBatch) -> None:
+    def __init__(self, result: BatchResult, batch: OrderBatch, network: CompiledNetwork) -> None:
         for name in BatchResult.__slots__:  # type: ignore[attr-defined]
             setattr(self, name, getattr(result, name).tolist())
         self.line_start = batch.line_start.tolist()
         self.line_end = batch.line_end.tolist()
+        self.split_penalty = network.split_penalty.tolist()  # by SLA tier
 
     def __getattr__(self, name: str) -> list[int]:  # for the type checker
         raise AttributeError(name)
@@ -258,7 +263,7 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
                "several packages" if req.spec.allow_split else "order forbids splits"),
     ]
     first_pkg = r.pkg_first[rank]
-    penalty = int(network.split_penalty[int(req.spec.tier)])
+    penalty = r.split_penalty[req.spec.tier]
     piece_first = r.piece_first[rank]
     by_package: dict[int, list[PackageLine]] = {}
     for i in range(piece_first, piece_first + r.piece_count[rank]):
@@ -493,7 +498,8 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
         floors.add(gathered)
     result = run_allocation(gathered.batch, gathered.avail.copy(),
                             capacity_left(ledger, book, now_ms), network, catalog.node_enabled)
-    sub = _interpret(ledger, network, _Lists(result, gathered.batch), 0, sub_req, now_ms)
+    sub = _interpret(ledger, network, _Lists(result, gathered.batch, network), 0, sub_req,
+                      now_ms)
     originals = {line_id: original for line_id, _, _, original in replaced}
     sub_packages = tuple(
         p._replace(lines=tuple(line._replace(substitutes_sku=originals[line.line_id])

@@ -27,6 +27,7 @@ from core.errors import (
 from core.exceptions import ALLOWED, HOLDS, ExceptionInfo, ExceptionType, Resolution
 from core.ledger import Ledger
 from core.model import QTY_MAX, Bucket, EventKind
+from core.network import CompiledNetwork
 from core.orders import (
     AddressStatus,
     CancelRecord,
@@ -49,7 +50,7 @@ UNSHIPPED = (PackageStatus.ALLOCATED, PackageStatus.RELEASED, PackageStatus.PICK
              PackageStatus.PACKED)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen (never changed): built for every order
 class OrderOutcome:
     order_id: str
     decision: Decision | None = None
@@ -104,7 +105,8 @@ class ResolveResult:
 
 
 def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
-               quote: bool = False) -> tuple[tuple[tuple[str, int, int], ...], int]:
+               quote: bool = False, network: CompiledNetwork | None = None,
+               ) -> tuple[tuple[tuple[str, int, int], ...], int]:
     """The order's lines as (line_id, sku, quantity) and its ship-to region (-1 without a
     network); raises a DomainError naming the field."""
     cat = ledger.catalog
@@ -146,7 +148,8 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
             raise InvalidArgument(f"{name}.quantity must be between 1 and {QTY_MAX}",
                                   f"{name}.quantity")
         lines.append((line_id, sku, line.quantity))
-    network = ledger.network()
+    if network is None:
+        network = ledger.network()
     region = -1
     if network.n_services and len(network.region_lat):
         try:
@@ -237,10 +240,11 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
     checked: list[DomainError | tuple[ExceptionType, str] | int] = []
     batch_ids: set[str] = set()
     accepted: list[tuple[OrderSpec, tuple[tuple[str, int, int], ...], int, int]] = []
+    network = p.ledger.network()
     for i, spec in enumerate(cmd.orders):
         field = "order" if calls or len(cmd.orders) == 1 else f"orders[{i}]"
         try:
-            lines, region = _validated(p.ledger, spec, field, batch_ids)
+            lines, region = _validated(p.ledger, spec, field, batch_ids, network=network)
         except DomainError as error:
             checked.append(error)
             continue

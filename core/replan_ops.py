@@ -108,7 +108,7 @@ def _decisions(p: Plan, items: list[tuple[OrderRecord, c.Replan, Request]]) -> l
     batch.item_floor = np.zeros((batch.n_lines, n_nodes), np.int64)
     result = run_allocation(batch, avail, np.full(n_nodes, UNLIMITED_CAPACITY, np.int64),
                             network, ledger.catalog.node_enabled)
-    lists = _Lists(result, batch)
+    lists = _Lists(result, batch, network)
     out: list[Decision | None] = []
     for rank, (_, plan, req) in enumerate(items):
         if result.status[rank] != STATUS_ALLOCATED or result.backorder[
