@@ -32,25 +32,30 @@ NOW_MS = 1_795_000_000_000  # a Tuesday, 08:53 UTC: before every cut-off
 N_SKUS = 5000
 
 
-@pytest.fixture
-def demo_ledger() -> Iterator[Ledger]:
+def loaded_demo_ledger() -> Ledger:
+    """The demo catalogue and network, with the collector as the server sets it
+    (service.server): the loaded state frozen, young objects collected less often. Under
+    Python's defaults, full collections rescanning the growing ledger would be most of
+    what is measured."""
     ledger = Ledger()
     for i, command in enumerate(demo_commands(N_SKUS, 7, NOW_MS)):
         execute(ledger, command, NOW_MS, f"demo-{i}")
     execute(ledger, c.SetNetwork(demo_network()), NOW_MS, "demo-network")
-    # The collector as the server sets it (service.server): the loaded state frozen,
-    # young objects collected less often. Under Python's defaults, full collections
-    # rescanning the growing ledger would be most of what is measured.
-    thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*SERVER_GC_THRESHOLDS)
-    yield ledger
+    return ledger
+
+
+@pytest.fixture
+def demo_ledger() -> Iterator[Ledger]:
+    thresholds = gc.get_threshold()
+    yield loaded_demo_ledger()
     gc.set_threshold(*thresholds)
     gc.unfreeze()
 
 
-def _path(ledger: Ledger, request: opb.AllocateOrdersRequest, full: bool) -> bytes:
+def order_path(ledger: Ledger, request: opb.AllocateOrdersRequest, full: bool) -> bytes:
     """What the server does with a call, less the engine and gRPC."""
     specs = tuple(order_from_proto(o, f"orders[{i}]") for i, o in enumerate(request.orders))
     outcome = execute(ledger, c.AllocateOrders(specs), NOW_MS, request.request_id)
@@ -74,7 +79,7 @@ def test_order_path(benchmark, demo_ledger, orders, view, rounds):
                                           orders=[factory.order() for _ in range(orders)]),), {}
 
     def run(message: opb.AllocateOrdersRequest) -> bytes:
-        return _path(demo_ledger, message, view == "full")
+        return order_path(demo_ledger, message, view == "full")
 
     answer = benchmark.pedantic(run, setup=request, rounds=rounds, warmup_rounds=3)
     reply = opb.AllocateOrdersResponse.FromString(answer)
