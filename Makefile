@@ -63,6 +63,7 @@ bench: setup
 	$(PY) -m bench.recovery
 	$(PY) -m bench.durability_cost
 	$(PY) -m bench.grpc_ratio
+	$(PY) -m bench.instructions
 
 clean:
 	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info
