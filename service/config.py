@@ -74,6 +74,11 @@ class Settings:
     # long for others to be decided and committed with; an idle server never waits.
     # 0: each is decided alone.
     join_window_ms: float = 4.0
+    # The same for AllocateStream messages, joined apart from unary calls. A stream's
+    # caller keeps its own window of messages in flight and sends more only as answers
+    # come back: waiting long for company leaves the server idle while that caller waits
+    # for it (a 4 ms wait cost a third of the streamed rate, 1 ms kept it).
+    stream_join_window_ms: float = 1.0
     # Inventory values (opportunity costs from LP duals over forecast demand): the default
     # policy until one is set through NetworkService.SetInventoryValuePolicy. Off: myopic.
     inventory_values: bool = False

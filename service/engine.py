@@ -96,6 +96,7 @@ class Joiner(Protocol):
     into each call's own share."""
 
     limit: int  # calls per command, at most
+    window_ms: float  # under load, how long calls may wait for company, at most
 
     def combine(self, parts: list[Any], request_ids: list[str]) -> Command: ...
 
@@ -321,7 +322,7 @@ class Engine:
         four). Otherwise they wait for company: twice
         as long as the last joined command took to run, at most the window (so a busy
         server spends at most about a third of its time waiting)."""
-        window = max(self.settings.join_window_ms, 0.0) / 1000
+        window = max(joiner.window_ms, 0.0) / 1000
         timer = self._join_timers.get(joiner)
         now = loop.time()
         few = queued >= self._joined_size and self._joined_size <= 2

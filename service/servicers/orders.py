@@ -77,9 +77,10 @@ class _OrderJoiner:
     """Single-order calls (AllocateOrder, AllocateStream) that arrive together become one
     AllocateOrders command: decided together in priority order, each answered alone."""
 
-    def __init__(self, limit: int, fraud_threshold: float) -> None:
+    def __init__(self, limit: int, fraud_threshold: float, window_ms: float) -> None:
         self.limit = limit
         self.fraud_threshold = fraud_threshold
+        self.window_ms = window_ms
 
     def combine(self, parts: list[Any], request_ids: list[str]) -> c.Command:
         return c.AllocateOrders(tuple(parts), self.fraud_threshold, tuple(request_ids))
@@ -99,8 +100,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self.engine = engine
         self.settings = engine.settings
         self.reoptimizer = Reoptimizer(engine)
+        # Unary calls and stream messages are joined apart: they wait for company under
+        # different windows (see Settings.stream_join_window_ms).
         self.joiner = _OrderJoiner(self.settings.max_orders_per_request,
-                                   self.settings.fraud_threshold)
+                                   self.settings.fraud_threshold, self.settings.join_window_ms)
+        self.stream_joiner = _OrderJoiner(self.settings.max_orders_per_request,
+                                          self.settings.fraud_threshold,
+                                          self.settings.stream_join_window_ms)
 
     @property
     def ledger(self) -> Ledger:
@@ -205,7 +211,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             try:
                 pending = self.engine.submit_joined("AllocateStream", request,
                                                     lambda: self._single(request),
-                                                    responder(request), self.joiner)
+                                                    responder(request), self.stream_joiner)
                 if pending is not None:
                     # A refusal is read by the loop below; if the stream ends first, here.
                     pending.add_done_callback(_retrieved)
@@ -221,7 +227,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             try:
                 return await self.engine.mutate_joined("AllocateStream", request,
                                                        lambda: self._single(request),
-                                                       responder(request), self.joiner)
+                                                       responder(request), self.stream_joiner)
             except DomainError as error:
                 return refused(request.request_id, error)
 

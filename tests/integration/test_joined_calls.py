@@ -49,8 +49,10 @@ def _respond(o: Outcome) -> opb.AllocateOrderResponse:
     return response
 
 
-async def _engine(store=None, window_ms: float = WINDOW_MS) -> tuple[Engine, OrderServicer]:
-    engine = Engine(Settings(store="memory", join_window_ms=window_ms),
+async def _engine(store=None, window_ms: float = WINDOW_MS,
+                  stream_window_ms: float = WINDOW_MS) -> tuple[Engine, OrderServicer]:
+    engine = Engine(Settings(store="memory", join_window_ms=window_ms,
+                             stream_join_window_ms=stream_window_ms),
                     store or MemoryEventStore())
     await engine.start()
     if engine.ledger.catalog.n_skus == 0:
@@ -227,6 +229,33 @@ def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
         started = loop.time()
         await _call(idle, servicer, _request("r1", "o1"), _spec("o1"))
         assert loop.time() - started < 5.0  # idle: it did not wait the window
+
+    asyncio.run(go())
+
+
+def test_stream_messages_wait_for_company_under_their_own_window():
+    """Stream messages are joined apart from unary calls, under stream_join_window_ms: with
+    none, messages a moment apart run as they come while unary calls still wait."""
+    async def go():
+        engine, servicer = await _engine(window_ms=WINDOW_MS, stream_window_ms=0.0)
+        await _busy(engine, servicer)
+
+        async def spaced(joiner, prefix: str) -> int:
+            before = engine.joined_commands
+            calls = []
+            for i in range(3):
+                request, spec = _request(f"{prefix}{i}", f"{prefix}o{i}"), _spec(f"{prefix}o{i}")
+                calls.append(asyncio.ensure_future(engine.mutate_joined(
+                    "AllocateStream", request, lambda spec=spec: spec, _respond, joiner)))
+                await asyncio.sleep(0)
+            answers = await asyncio.gather(*calls)
+            assert [a.allocation.order_id for a in answers] == [
+                f"{prefix}o{i}" for i in range(3)]
+            return engine.joined_commands - before
+
+        assert await spaced(servicer.stream_joiner, "s") == 3
+        await _busy(engine, servicer)
+        assert await spaced(servicer.joiner, "u") == 1
 
     asyncio.run(go())
 
