@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,6 +83,39 @@ def _audit(servicer: Any, request: Any, context: Context, method: str, outcome: 
     peer = getattr(context, "peer", None)
     engine.audit.record(engine.clock(), who or (str(peer()) if peer else ""), method,
                         request.request_id, outcome)
+
+
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def stream_auditor(engine: Any, context: Context,
+                   method: str) -> Callable[[str, asyncio.Future[Any]], None]:
+    """For a bidirectional stream of mutating requests: a function that audits one
+    request once its answer is settled, as `unary` audits a call. Its outcome is OK, the
+    status of the error the answer carries (a refused order), or that of the exception
+    the answer failed with."""
+    who, _ = caller(context)
+    if not who:
+        peer = getattr(context, "peer", None)
+        who = str(peer()) if peer else ""
+    audit = engine.audit
+    clock = engine.clock
+
+    def settled(request_id: str, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            outcome = "CancelledError"
+        elif (error := future.exception()) is not None:
+            outcome = (status_of(error).name if isinstance(error, DomainError | StoreUnavailable)
+                       else type(error).__name__)
+        else:
+            code = getattr(future.result(), "error_code", 0)
+            outcome = _STATUS_NAMES.get(code, str(code)) if code else "OK"
+        audit.record(clock(), who, method, request_id, outcome)
+
+    def audited(request_id: str, future: asyncio.Future[Any]) -> None:
+        future.add_done_callback(lambda done: settled(request_id, done))
+
+    return audited
 
 
 G = TypeVar("G", bound=Callable[..., AsyncIterator[Any]])

@@ -30,7 +30,15 @@ from core.order_ops import (
 from core.orders import Decision, OrderSpec
 from service.codec import ms_from_timestamp
 from service.engine import Engine
-from service.errors import Context, caller, check_count, status_of, streaming, unary
+from service.errors import (
+    Context,
+    caller,
+    check_count,
+    status_of,
+    stream_auditor,
+    streaming,
+    unary,
+)
 from service.order_codec import (
     allocation_to_proto,
     exception_to_proto,
@@ -188,6 +196,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         window: asyncio.Queue[tuple[str, asyncio.Future[Any]] | None] = (
             asyncio.Queue(STREAM_WINDOW))
         loop = asyncio.get_running_loop()
+        audited = stream_auditor(self.engine, context, "AllocateStream")
 
         def refused(request_id: str, error: DomainError) -> pb.AllocateStreamResponse:
             return pb.AllocateStreamResponse(
@@ -240,6 +249,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     if pending is None:
                         pending = loop.create_future()
                         pending.set_result(await again(request))
+                    # Audited when settled, whether or not the caller is still there to
+                    # read the answer.
+                    audited(request.request_id, pending)
                     await window.put((request.request_id, pending))
             finally:
                 await window.put(None)

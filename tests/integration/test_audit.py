@@ -7,6 +7,7 @@ import json
 
 import pytest
 from allocd.v1 import inventory_service_pb2 as inv
+from allocd.v1 import order_service_pb2 as opb
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from service.audit import _CANONICAL, AuditLog, canonical_body, verify_lines
 from service.config import Settings
 from service.server import AllocdServer
 from service.servicers.inventory import InventoryServicer
+from service.servicers.orders import OrderServicer
 from service.verify import verify
 
 
@@ -63,6 +65,41 @@ def test_mutating_calls_are_audited_and_an_edit_is_detected(tmp_path, capsys):
     assert verify_lines(path.read_text().splitlines()) == (False, 1)
     assert verify(tmp_path / "default") == 1
     assert "CHANGED at line 1" in capsys.readouterr().out
+
+
+def test_every_stream_message_is_audited_with_its_own_outcome(tmp_path):
+    """AllocateStream mutates as AllocateOrder does: each message is an entry of its own,
+    accepted or refused, under the stream's caller."""
+    async def go():
+        server = AllocdServer(Settings(port=0, data_dir=str(tmp_path), log_level="WARNING",
+                                       demo=True, demo_skus=20))
+        await server.start()
+        api = OrderServicer(server.engine)
+
+        def message(request_id: str, order_id: str, sku: str) -> opb.AllocateStreamRequest:
+            return opb.AllocateStreamRequest(request_id=request_id, order=opb.Order(
+                order_id=order_id, channel_id="web", ship_to=opb.ShipTo(postal_code="10001"),
+                lines=[opb.OrderLine(sku_id=sku, quantity=1)]))
+
+        async def requests():
+            yield message("s-1", "o-1", "SKU-000001")
+            yield message("s-2", "o-2", "NOPE")
+            yield message("s-3", "o-3", "SKU-000002")
+            yield message("s-1", "o-1", "SKU-000001")  # a retry: the first answer again
+
+        answers = [a async for a in api.AllocateStream(requests(), _Context("dora"))]
+        assert [a.error_code for a in answers] == [0, 5, 0, 0]  # 5: NOT_FOUND
+        await server.stop(0)
+
+    asyncio.run(go())
+    lines = (tmp_path / "default" / "audit.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    streamed = [(e["who"], e["request_id"], e["outcome"]) for e in entries
+                if e["what"] == "AllocateStream"]
+    # (in the order the answers were settled: a refusal at once, the others once durable)
+    assert sorted(streamed) == [("dora", "s-1", "OK"), ("dora", "s-1", "OK"),
+                                ("dora", "s-2", "NOT_FOUND"), ("dora", "s-3", "OK")]
+    assert verify_lines(lines) == (True, 0)
 
 
 @given(st.integers(0, 2**63), st.integers(0, 2**63), st.text(), st.text(), st.text(),
