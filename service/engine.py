@@ -95,6 +95,7 @@ class Joiner(Protocol):
     in the same turn of the event loop make one command, whose outcome is split back
     into each call's own share."""
 
+    name: str  # what its calls are, for the metrics (unary, stream)
     limit: int  # calls per command, at most
     window_ms: float  # under load, how long calls may wait for company, at most
 
@@ -166,6 +167,8 @@ class Engine:
         self.joined_calls = 0  # calls answered through joined commands, and the commands
         self.joined_commands = 0
         self.joined_waits = 0  # joined commands whose calls waited for company
+        # The same three counts by joiner (Joiner.name): [calls, commands, waits].
+        self.joined_by: dict[str, list[int]] = {}
 
     def _new_ledger(self) -> Ledger:
         s = self.settings
@@ -338,6 +341,7 @@ class Engine:
             self._join_timers[joiner] = loop.call_later(wait, self._run_joined, joiner)
             self._probe_from = queued if few else 0
             self.joined_waits += 1
+            self._joined_counts(joiner)[2] += 1
 
     def _run_joined(self, joiner: Joiner) -> None:
         self._join_timers.pop(joiner, None)
@@ -400,10 +404,19 @@ class Engine:
             answered.append((joined, response))
         self.joined_calls += len(calls)
         self.joined_commands += 1
+        counts = self._joined_counts(joiner)
+        counts[0] += len(calls)
+        counts[1] += 1
         if not answered and not outcome.events:
             return
         commit = Commit(outcome.events, tuple(records))
         asyncio.get_running_loop().create_task(self._settle_joined(answered, commit))
+
+    def _joined_counts(self, joiner: Joiner) -> list[int]:
+        counts = self.joined_by.get(joiner.name)
+        if counts is None:
+            counts = self.joined_by[joiner.name] = [0, 0, 0]
+        return counts
 
     def _refuse(self, joined: _Joined, error: BaseException) -> None:
         if self._answers.get(joined.key) is joined.answer:

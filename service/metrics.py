@@ -62,15 +62,22 @@ class EngineCollector(Collector):  # type: ignore[misc]
                                 value=ledger.last_seq - engine.durable_seq)
         yield GaugeMetricFamily("allocd_store_writable", "1 while the store takes writes",
                                 value=0 if engine.broken else 1)
-        yield CounterMetricFamily("allocd_joined_calls",
-                                  "Single-order allocation calls decided in joined commands",
-                                  value=engine.joined_calls)
-        yield CounterMetricFamily("allocd_joined_commands",
-                                  "Joined commands run (calls per command: the ratio)",
-                                  value=engine.joined_commands)
-        yield CounterMetricFamily("allocd_joined_waits",
-                                  "Joined commands whose calls waited for company",
-                                  value=engine.joined_waits)
+        joined = [
+            CounterMetricFamily("allocd_joined_calls",
+                                "Single-order allocation calls decided in joined commands, "
+                                "by kind (unary AllocateOrder, stream AllocateStream)",
+                                labels=["kind"]),
+            CounterMetricFamily("allocd_joined_commands",
+                                "Joined commands run (calls per command: the ratio), by kind",
+                                labels=["kind"]),
+            CounterMetricFamily("allocd_joined_waits",
+                                "Joined commands whose calls waited for company, by kind",
+                                labels=["kind"]),
+        ]
+        for kind, by_kind in sorted(engine.joined_by.items()):
+            for family, value in zip(joined, by_kind, strict=True):
+                family.add_metric([kind], value)
+        yield from joined
         yield GaugeMetricFamily("allocd_events_since_snapshot",
                                 "Durable events not yet in a snapshot",
                                 value=engine.durable_seq - engine.snapshot_seq)

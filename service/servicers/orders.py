@@ -85,7 +85,9 @@ class _OrderJoiner:
     """Single-order calls (AllocateOrder, AllocateStream) that arrive together become one
     AllocateOrders command: decided together in priority order, each answered alone."""
 
-    def __init__(self, limit: int, fraud_threshold: float, window_ms: float) -> None:
+    def __init__(self, name: str, limit: int, fraud_threshold: float,
+                 window_ms: float) -> None:
+        self.name = name
         self.limit = limit
         self.fraud_threshold = fraud_threshold
         self.window_ms = window_ms
@@ -110,11 +112,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self.reoptimizer = Reoptimizer(engine)
         # Unary calls and stream messages are joined apart: they wait for company under
         # different windows (see Settings.stream_join_window_ms).
-        self.joiner = _OrderJoiner(self.settings.max_orders_per_request,
+        self.joiner = _OrderJoiner("unary", self.settings.max_orders_per_request,
                                    self.settings.fraud_threshold, self.settings.join_window_ms)
-        self.stream_joiner = _OrderJoiner(self.settings.max_orders_per_request,
+        self.stream_joiner = _OrderJoiner("stream", self.settings.max_orders_per_request,
                                           self.settings.fraud_threshold,
                                           self.settings.stream_join_window_ms)
+        for joiner in (self.joiner, self.stream_joiner):  # (counted from 0 on /metrics)
+            engine.joined_by.setdefault(joiner.name, [0, 0, 0])
 
     @property
     def ledger(self) -> Ledger:

@@ -51,6 +51,8 @@ def test_metrics_count_calls_by_status_and_show_the_ledger(server_factory):
         in text
     assert 'allocd_ledger_units{bucket="available"} 7.0' in text
     assert "allocd_store_lag_events 0.0" in text
+    for kind in ("unary", "stream"):  # joined allocation calls, counted apart from the start
+        assert f'allocd_joined_calls_total{{kind="{kind}"}} 0.0' in text
     assert RUNNING  # the server is one of ours
 
 

@@ -253,9 +253,15 @@ def test_stream_messages_wait_for_company_under_their_own_window():
                 f"{prefix}o{i}" for i in range(3)]
             return engine.joined_commands - before
 
+        unary_before = list(engine.joined_by["unary"])
         assert await spaced(servicer.stream_joiner, "s") == 3
+        assert engine.joined_by["stream"] == [3, 3, 0]  # calls, commands, waits: by kind
         await _busy(engine, servicer)
         assert await spaced(servicer.joiner, "u") == 1
+        calls, commands, waits = (a - b for a, b in zip(engine.joined_by["unary"],
+                                                        unary_before, strict=True))
+        assert (calls, commands, waits) == (3, 1, 1)  # (the busy calls were retries: replayed)
+        assert engine.joined_by["stream"] == [3, 3, 0]
 
     asyncio.run(go())
 
