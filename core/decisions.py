@@ -212,7 +212,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     consumed: dict[tuple[int, int], int] = {}
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
-        decision = _interpret(ledger, network, lists, rank, req, now_ms)
+        decision = _interpret(ledger, network, lists, rank, req, now_ms, weigh_waiting=True)
         decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms)
         for plan in decision.packages:
             for line in plan.lines:
@@ -250,7 +250,10 @@ class _Lists:
 
 
 def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, req: Request,
-               now_ms: int) -> Decision:
+               now_ms: int, weigh_waiting: bool = False) -> Decision:
+    """The kernel's choice for the order at `rank`, as a Decision. With `weigh_waiting`
+    (the caller weighs waiting for inbound stock next, _consider_waiting), a plan that
+    splits or backorders says so already when no line has inbound stock."""
     catalog = ledger.catalog
     status = r.status[rank]
     start = r.line_start[rank]
@@ -308,8 +311,18 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
                               detail=f"{sum(b.quantity for b in backorders)} units backordered"))
         if packages:
             rule += "; the rest is backordered"
+    if weigh_waiting and (count > 1 or backorders) and not _has_inbound(ledger, req):
+        options.append(_NO_INBOUND)  # (said here: _consider_waiting would build it again)
     return Decision(req.spec.order_id, tuple(packages), tuple(backorders), r.method[rank], rule,
                     tuple(options), status == STATUS_NO_FEASIBLE_NODE)
+
+
+def _has_inbound(ledger: Ledger, req: Request) -> bool:
+    """Whether some line's SKU has inbound stock anywhere."""
+    inbound_by_sku = ledger.inbound_by_sku
+    if not inbound_by_sku:
+        return False
+    return any(sku in inbound_by_sku for _, sku, _ in req.lines)
 
 
 def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int) -> int:
@@ -339,12 +352,9 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     or when the order may not split and cannot ship complete now."""
     if len(decision.packages) < 2 and not decision.backorders:
         return decision
+    if not _has_inbound(ledger, req):  # (_interpret has said so among the options)
+        return decision
     inbound_by_sku = ledger.inbound_by_sku
-    if not inbound_by_sku or not any(sku in inbound_by_sku for _, sku, _ in req.lines):
-        # (built positionally: _replace costs several times more, for every split order)
-        return Decision(decision.order_id, decision.packages, decision.backorders,
-                        decision.method, decision.rule, (*decision.options, _NO_INBOUND),
-                        decision.no_feasible_node)
     best: tuple[int, int, int, int, int, int] | None = None  # cost, node, svc, ship, days, lb
     batch = gathered.batch
     start = int(batch.line_start[rank])

@@ -367,9 +367,18 @@ def add_order_decided(book: KpiBook, ledger: Ledger, e: Event,
         row[2] += 1
     if decision.backorders:
         row[3] += 1
-    row[4] += sum(line.quantity for line in spec.lines)
-    row[5] += sum(line.quantity for p in packages for line in p.lines)
-    row[6] += decision.cost_micros
+    # (loops, not sum() over generators: this runs for every order)
+    ordered = placed = cost = 0
+    for line in spec.lines:
+        ordered += line.quantity
+    for plan in packages:  # decision.cost_micros, and the units placed, in one pass
+        cost += plan.carrier_micros + plan.handling_micros + plan.units_micros + (
+            plan.penalty_micros)
+        for placed_line in plan.lines:
+            placed += placed_line.quantity
+    row[4] += ordered
+    row[5] += placed
+    row[6] += cost
 
 
 def count_orders_decided(book: KpiBook, counts: dict[tuple[str, int], list[int]]) -> None:
