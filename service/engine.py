@@ -116,6 +116,21 @@ class _Joined:
     future: asyncio.Future[Any]
 
 
+@dataclass(slots=True)
+class _JoinPace:
+    """How one kind of joined call comes (Engine._schedule_joined). Once `probe_every`
+    commands have run since the last probe, the next command of one or two calls waits
+    for company (a probe, so that a growing load is noticed); a probe that found none
+    doubles the gap (one caller at a time is not kept waiting again and again), one that
+    found some brings it back. Kept apart for each joiner: a probe is judged by the next
+    command of its own kind."""
+
+    size: int = 0  # calls in this kind's last joined command
+    probe_every: int = PROBE_EVERY
+    since_probe: int = 0  # this kind's joined commands since its last probe
+    probe_from: int = 0  # calls queued when the pending probe began; 0: none pending
+
+
 def fingerprint(method: str, request: Message) -> bytes:
     """Digest of the whole request. (It includes the request id, which is part of the
     idempotency key anyway, so equal keys with equal digests mean equal requests.)"""
@@ -154,16 +169,12 @@ class Engine:
         self.audit = AuditLog(audit_path)
         self._joining: dict[Joiner, list[_Joined]] = {}
         self._join_timers: dict[Joiner, asyncio.Handle] = {}
-        self._joined_at = -1e9  # loop time of the last joined command, and its calls
-        self._joined_size = 0
-        self._joined_took = 0.0  # seconds the last joined command took
-        # Once `_probe_every` commands have run since the last probe, the next command of
-        # one or two calls waits for company (a probe, so that a growing load is noticed);
-        # a probe that found none doubles the gap (one caller at a time is not kept
-        # waiting again and again), one that found some brings it back.
-        self._probe_every = PROBE_EVERY
-        self._since_probe = 0  # joined commands since the last probe
-        self._probe_from = 0  # calls queued when the pending probe began; 0: none pending
+        # How busy the server is, whatever kind of call: the loop time of the last joined
+        # command, and the seconds it took.
+        self._joined_at = -1e9
+        self._joined_took = 0.0
+        # How each kind's callers come (a few in step, or many): see _JoinPace.
+        self._pace: dict[Joiner, _JoinPace] = {}
         self.joined_calls = 0  # calls answered through joined commands, and the commands
         self.joined_commands = 0
         self.joined_waits = 0  # joined commands whose calls waited for company
@@ -328,10 +339,13 @@ class Engine:
         window = max(joiner.window_ms, 0.0) / 1000
         timer = self._join_timers.get(joiner)
         now = loop.time()
-        few = queued >= self._joined_size and self._joined_size <= 2
+        pace = self._pace.get(joiner)
+        if pace is None:
+            pace = self._pace[joiner] = _JoinPace()
+        few = queued >= pace.size and pace.size <= 2
         at_once = queued >= joiner.limit or window == 0 or (
             timer is None and now - self._joined_at > window) or (
-            few and self._since_probe < self._probe_every)
+            few and pace.since_probe < pace.probe_every)
         if at_once:
             if timer is not None:
                 timer.cancel()
@@ -339,7 +353,7 @@ class Engine:
         elif timer is None:
             wait = min(window, 2 * self._joined_took)
             self._join_timers[joiner] = loop.call_later(wait, self._run_joined, joiner)
-            self._probe_from = queued if few else 0
+            pace.probe_from = queued if few else 0
             self.joined_waits += 1
             self._joined_counts(joiner)[2] += 1
 
@@ -347,14 +361,17 @@ class Engine:
         self._join_timers.pop(joiner, None)
         self._joined_at = asyncio.get_running_loop().time()
         calls = self._joining.pop(joiner, [])
-        self._joined_size = len(calls)
-        self._since_probe += 1
-        if self._probe_from:  # a probe: did company come?
-            self._probe_every = (PROBE_EVERY if len(calls) > self._probe_from
-                                 else min(2 * self._probe_every, PROBE_EVERY_MAX))
-            self._since_probe = self._probe_from = 0
+        pace = self._pace.get(joiner)
+        if pace is None:
+            pace = self._pace[joiner] = _JoinPace()
+        pace.size = len(calls)
+        pace.since_probe += 1
+        if pace.probe_from:  # a probe: did company come?
+            pace.probe_every = (PROBE_EVERY if len(calls) > pace.probe_from
+                                else min(2 * pace.probe_every, PROBE_EVERY_MAX))
+            pace.since_probe = pace.probe_from = 0
         elif len(calls) > 2:  # busy: probe every fourth again once it calms down
-            self._probe_every = PROBE_EVERY
+            pace.probe_every = PROBE_EVERY
         started = time.perf_counter()
         try:
             for start in range(0, len(calls), joiner.limit):

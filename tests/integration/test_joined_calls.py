@@ -266,6 +266,31 @@ def test_stream_messages_wait_for_company_under_their_own_window():
     asyncio.run(go())
 
 
+def test_a_probe_is_judged_by_the_next_command_of_its_own_kind():
+    """A unary call waiting for company as a probe is not judged by a stream command that
+    runs meanwhile: each kind keeps its own pace."""
+    async def go():
+        engine, servicer = await _engine(window_ms=10_000.0, stream_window_ms=0.0)
+        for i in range(4):  # one caller at a time: these go at once
+            await _call(engine, servicer, _request(f"one{i}", f"one{i}"), _spec(f"one{i}"))
+        waits = engine.joined_waits
+        engine._joined_took = 0.25  # the probe waits 0.5 s: long enough for the stream's
+        probe = _call(engine, servicer, _request("probe", "probe"), _spec("probe"))
+        await asyncio.sleep(0)  # queued: the fifth command of one call is a probe
+        assert engine.joined_waits == waits + 1
+        assert engine._pace[servicer.joiner].probe_from == 1
+        request, spec = _request("s1", "s1"), _spec("s1")
+        await engine.mutate_joined("AllocateStream", request, lambda: spec, _respond,
+                                   servicer.stream_joiner)  # runs while the probe waits
+        assert not probe.done()
+        assert engine._pace[servicer.joiner].probe_from == 1  # still pending, unjudged
+        await probe
+        pace = engine._pace[servicer.joiner]
+        assert pace.probe_from == 0 and pace.probe_every == 8  # no company: half as often
+
+    asyncio.run(go())
+
+
 def test_one_caller_at_a_time_is_seldom_kept_waiting_for_company():
     """A probe that finds no company makes the next come half as often, so one caller at a
     time seldom waits (every fourth call would); calls that come together bring the
