@@ -16,11 +16,19 @@ COPY core core
 COPY service service
 COPY bench bench
 
-# Generate the protobuf code from protos/, install, then drop the generator.
-RUN pip install 'grpcio-tools>=1.66' 'mypy-protobuf>=3.6' \
+# Generate the protobuf code from protos/, install, compile the order path's core modules
+# (mypyc, which needs a C compiler) and install them too, then drop the build tools.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install 'grpcio-tools>=1.66' 'mypy-protobuf>=3.6' 'mypy>=1.11' \
  && python scripts/gen_protos.py \
  && pip install . \
- && pip uninstall -y grpcio-tools mypy-protobuf
+ && python scripts/compile_core.py \
+ && pip install --no-deps --force-reinstall . \
+ && (cd / && python -c "import core; assert core.COMPILED, 'the core did not compile'") \
+ && pip uninstall -y grpcio-tools mypy-protobuf mypy \
+ && apt-get purge -y --auto-remove gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/allocd allocd \
  && mkdir -p /var/cache/allocd/numba /var/lib/allocd \

@@ -10,13 +10,15 @@ PROTOS := $(wildcard protos/allocd/v1/*.proto)
 INSTALLED := $(VENV)/.installed
 GENERATED := $(GEN)/.generated
 BUF := node_modules/.bin/buf
+# The order path's core modules compiled to C by mypyc (scripts/compile_core.py).
+COMPILED := core/_compiled.json
 
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup run test lint bench gen clean
+.PHONY: setup run test lint bench gen compile clean
 
-setup: $(INSTALLED) $(GENERATED)
+setup: $(INSTALLED) $(GENERATED) $(COMPILED)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +34,13 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# Built again whenever a core module changes (the types of one inform the others).
+$(COMPILED): $(INSTALLED) scripts/compile_core.py $(wildcard core/*.py)
+	$(PY) scripts/compile_core.py
+
 gen: $(GENERATED)
+
+compile: $(COMPILED)
 
 run: setup $(BUF)
 	$(BIN)/allocd serve --demo --metrics-port 9464
@@ -66,4 +74,4 @@ bench: setup
 	$(PY) -m bench.instructions
 
 clean:
-	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info
+	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info build core/*.so $(COMPILED)

@@ -10,9 +10,10 @@ from inbound stock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from core.allocation import (
     METHOD_EXACT,
@@ -111,7 +112,8 @@ class FloorTable:
         if len(sources) == 1:  # (most batches: no substitution gathered again)
             line_of, floor = sources[0]
             return int(floor[line_of[(channel, sku)], node])
-        for line_of, floor in reversed(sources):
+        for i in range(len(sources) - 1, -1, -1):  # (the latest first)
+            line_of, floor = sources[i]
             k = line_of.get((channel, sku))
             if k is not None:
                 return int(floor[k, node])
@@ -234,12 +236,16 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
 _SHIP_COMPLETE, _SPLIT = OptionKind.SHIP_COMPLETE, OptionKind.SPLIT
 
 
+_RESULT_FIELDS = tuple(f.name for f in fields(BatchResult))
+
+
+@mypyc_attr(native_class=False)  # (its attributes are set by name)
 class _Lists:
     """A BatchResult's arrays as Python lists: element access on lists is several times
     cheaper than on numpy arrays, and interpreting touches every element once."""
 
     def __init__(self, result: BatchResult, batch: OrderBatch, network: CompiledNetwork) -> None:
-        for name in BatchResult.__slots__:  # type: ignore[attr-defined]
+        for name in _RESULT_FIELDS:
             setattr(self, name, getattr(result, name).tolist())
         self.line_start = batch.line_start.tolist()
         self.line_end = batch.line_end.tolist()

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from core.exceptions import OWNER_ROLE, ExceptionType
 from core.model import Event, EventKind
 from core.orders import DAY_MS, OrderStatus
@@ -31,6 +33,7 @@ WINDOWS: dict[str, int] = {"hour": HOUR_MS, "day": DAY_MS, "week": 7 * DAY_MS}
 SCOPES = ("all", "node", "channel", "sku", "category", "type")
 
 
+@mypyc_attr(native_class=False)
 class Ring:
     """One sliding window: 60 slots, each tagged with the slot number it holds."""
 
@@ -68,6 +71,7 @@ class Ring:
         return out
 
 
+@mypyc_attr(native_class=False)
 class Windowed:
     """A counter over the three windows."""
 
@@ -90,6 +94,7 @@ class Windowed:
                 ring.value[pos] = amount
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class KpiDefinition:
     name: str
@@ -137,6 +142,7 @@ DEFINITIONS: tuple[KpiDefinition, ...] = (
 BY_NAME = {d.name: d for d in DEFINITIONS}
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class KpiValue:
     name: str
@@ -154,6 +160,7 @@ class KpiValue:
 _STATE = ("counters", "subjects_of", "decided")
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class KpiBook:
     """Windowed counters keyed by (counter, scope, subject)."""
@@ -467,6 +474,7 @@ _OBSERVERS = {
 }
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class QueueAge:
     """Open items of one type, by age."""

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 from numba.typed import List as TypedList
 
 from core.alerts import OPS_KINDS, OpsBook
@@ -46,6 +47,7 @@ from core.returns import ReturnBook, ReturnStatus
 _EMPTY_2D = np.zeros((0, 0), dtype=np.int32)
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
     n_shards: int = 16
@@ -58,12 +60,14 @@ class LedgerSettings:
     write_off_approval_micros: int = 1_000_000_000
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class InboundLine:
     remaining: int
     expected_ms: int
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class HeldVariance:
     exception_id: str
@@ -75,6 +79,7 @@ class HeldVariance:
     time_ms: int
 
 
+@mypyc_attr(native_class=False)  # (and it watches its own attributes being set)
 class Shard:
     """One SKU-hashed slice of the ledger with its policy arrays."""
 
@@ -173,6 +178,7 @@ def _resized(array: np.ndarray, shape: tuple[int, ...], fill: int) -> np.ndarray
     return out
 
 
+@mypyc_attr(native_class=False)  # (and pickled as its __dict__)
 class Ledger:
     def __init__(self, settings: LedgerSettings | None = None) -> None:
         self.settings = settings or LedgerSettings()
@@ -552,9 +558,9 @@ class Ledger:
                 h.update(np.ascontiguousarray(
                     shard.safety_override[: shard.n_skus, :n_nodes]).tobytes())
             if shard.fence_row.shape[0]:
-                for local, node in zip(*np.nonzero(shard.fence_row[: shard.n_skus] >= 0),
-                                       strict=True):
-                    h.update(repr((int(local), int(node), shard.fences(local, node))).encode())
+                rows, cols = np.nonzero(shard.fence_row[: shard.n_skus] >= 0)
+                for local, node in zip(rows.tolist(), cols.tolist(), strict=True):
+                    h.update(repr((local, node, shard.fences(local, node))).encode())
         h.update(self.node_safety[:n_nodes].tobytes())
         for rid in sorted(self.reservations.by_id):
             record = self.reservations.by_id[rid]

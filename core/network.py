@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from core.catalog import Catalog
 from core.errors import InvalidArgument, NotFound
@@ -55,6 +56,7 @@ def billable_weight_lb(actual_lb: float, volume_in3: float) -> int:
     return max(1, math.ceil(max(actual_lb, volume_in3 / DIM_DIVISOR_IN3_PER_LB) - 1e-9))
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class Region:
     region_id: str
@@ -63,6 +65,7 @@ class Region:
     postal_prefixes: tuple[str, ...] = ()
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class CarrierService:
     """A carrier's service level. `rates_micros[z - 2][w - 1]` is the price of a package of
@@ -79,6 +82,7 @@ class CarrierService:
     name: str = ""
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class LaneCost:
     """A contracted lane that replaces the rate card: fixed per package + per unit + per lb."""
@@ -90,6 +94,7 @@ class LaneCost:
     per_lb_micros: int = 0
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class NodeCosts:
     node_id: str
@@ -99,6 +104,7 @@ class NodeCosts:
     blocked_channels: tuple[str, ...] = ()
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class NetworkSpec:
     regions: tuple[Region, ...] = ()

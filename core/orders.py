@@ -6,9 +6,12 @@ times cheaper to build, which matters on the allocation path (thousands a second
 
 from __future__ import annotations
 
+import copyreg
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
+
+from mypy_extensions import mypyc_attr
 
 from core.network import SlaTier
 
@@ -143,10 +146,13 @@ def _reduce_to_fields(self: tuple[Any, ...]) -> tuple[type, tuple[Any, ...]]:
 # Specs and decisions are pickled (into the log) as their class and fields: a quarter less
 # time to write than pickle's default for a named tuple, which calls back into Python
 # for its arguments. (Logs written the default way still read.)
+# (Registered with copyreg rather than set as each class's __reduce__: the pickler looks it
+# up by type, and a plain function serves whether this module runs compiled or not.)
 for _named in (OrderLineSpec, OrderSpec, PackageLine, PackagePlan, Backorder, Option, Decision):
-    _named.__reduce__ = _reduce_to_fields  # type: ignore[method-assign,assignment]
+    copyreg.pickle(_named, _reduce_to_fields)
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class CancelRecord:
     """Payload of ORDER_CANCELLED: quantities taken off packages and off backorders."""
@@ -157,6 +163,7 @@ class CancelRecord:
     whole_order: bool
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class ReplanRecord:
     """Payload of ORDER_REPLANNED: these packages give way to a re-optimised plan (an
@@ -168,6 +175,7 @@ class ReplanRecord:
     new_cost_micros: int
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class WaveRecord:
     wave_id: str
@@ -175,24 +183,28 @@ class WaveRecord:
     package_ids: tuple[str, ...]
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class PickRecord:
     package_id: str
     picked: tuple[tuple[str, int], ...]  # (line_id, picked quantity)
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class PackRecord:
     package_id: str
     matched: bool
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class ShipRecord:
     package_id: str
     tracking_number: str
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class PackageState:
     plan: PackagePlan
@@ -206,6 +218,7 @@ class PackageState:
     unit_prices: dict[str, int] = field(default_factory=dict)  # line_id -> price charged
 
 
+@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class OrderRecord:
     spec: OrderSpec
@@ -229,6 +242,7 @@ class OrderRecord:
 _PARTIALLY_ALLOCATED, _ALLOCATED = OrderStatus.PARTIALLY_ALLOCATED, OrderStatus.ALLOCATED
 
 
+@mypyc_attr(native_class=False)
 class OrderBook:
     """Orders, packages and node workload, changed only by order events."""
 

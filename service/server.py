@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+import core
 from core.commands import SetNetwork
 from core.warmup import warm_kernels
 from service import wirecheck
@@ -336,7 +337,8 @@ async def serve(settings: Settings) -> None:
     address = f"{settings.host}:{port}"
     print(f"allocd listening on {address} (partition {settings.partition!r}, "
           f"{server.engine.ledger.catalog.n_skus} SKUs, "
-          f"{server.engine.ledger.catalog.n_nodes} nodes)", flush=True)
+          f"{server.engine.ledger.catalog.n_nodes} nodes, "
+          f"{'compiled' if core.COMPILED else 'interpreted'} core)", flush=True)
     print("try:  node_modules/.bin/buf curl --protocol grpc --http2-prior-knowledge "
           f"--list-methods http://{address}", flush=True)
     await stop.wait()
