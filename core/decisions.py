@@ -10,10 +10,10 @@ from inbound stock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from mypy_extensions import mypyc_attr
 
 from core.allocation import (
     METHOD_EXACT,
@@ -56,6 +56,18 @@ class Request:
     seq: int = 0
     arrival: int = 0  # calls answered together: the order they came in
     region: int = -1  # the ship-to's region, when known already
+
+    # (Written out: compiled, a dataclass's generated __init__ would run interpreted.)
+    def __init__(self, spec: OrderSpec, lines: tuple[tuple[str, int, int], ...],
+                 first_package: int, margin_micros: int = 0, seq: int = 0, arrival: int = 0,
+                 region: int = -1) -> None:
+        self.spec = spec
+        self.lines = lines
+        self.first_package = first_package
+        self.margin_micros = margin_micros
+        self.seq = seq
+        self.arrival = arrival
+        self.region = region
 
 
 def priority_key(req: Request) -> tuple[int, int, int, int, str]:
@@ -234,25 +246,64 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
 # Enum members read for every order, as module constants: on Python 3.11 reading a member
 # from its class costs about four times a global's lookup.
 _SHIP_COMPLETE, _SPLIT = OptionKind.SHIP_COMPLETE, OptionKind.SPLIT
+_new: Any = tuple.__new__
 
 
-_RESULT_FIELDS = tuple(f.name for f in fields(BatchResult))
-
-
-@mypyc_attr(native_class=False)  # (its attributes are set by name)
 class _Lists:
     """A BatchResult's arrays as Python lists: element access on lists is several times
-    cheaper than on numpy arrays, and interpreting touches every element once."""
+    cheaper than on numpy arrays, and interpreting touches every element once. (Each
+    named here: compiled, an attribute declared on the class is read without a lookup.)"""
+
+    status: list[int]
+    method: list[int]
+    cost: list[int]
+    single_cost: list[int]
+    split_cost: list[int]
+    pkg_first: list[int]
+    pkg_count: list[int]
+    backorder: list[int]
+    pkg_node: list[int]
+    pkg_service: list[int]
+    pkg_carrier: list[int]
+    pkg_handling: list[int]
+    pkg_units_cost: list[int]
+    pkg_billable: list[int]
+    pkg_ship_day: list[int]
+    pkg_transit: list[int]
+    piece_line: list[int]
+    piece_pkg: list[int]
+    piece_qty: list[int]
+    piece_first: list[int]
+    piece_count: list[int]
+    line_start: list[int]
+    line_end: list[int]
+    split_penalty: list[int]
 
     def __init__(self, result: BatchResult, batch: OrderBatch, network: CompiledNetwork) -> None:
-        for name in _RESULT_FIELDS:
-            setattr(self, name, getattr(result, name).tolist())
+        self.status = result.status.tolist()
+        self.method = result.method.tolist()
+        self.cost = result.cost.tolist()
+        self.single_cost = result.single_cost.tolist()
+        self.split_cost = result.split_cost.tolist()
+        self.pkg_first = result.pkg_first.tolist()
+        self.pkg_count = result.pkg_count.tolist()
+        self.backorder = result.backorder.tolist()
+        self.pkg_node = result.pkg_node.tolist()
+        self.pkg_service = result.pkg_service.tolist()
+        self.pkg_carrier = result.pkg_carrier.tolist()
+        self.pkg_handling = result.pkg_handling.tolist()
+        self.pkg_units_cost = result.pkg_units_cost.tolist()
+        self.pkg_billable = result.pkg_billable.tolist()
+        self.pkg_ship_day = result.pkg_ship_day.tolist()
+        self.pkg_transit = result.pkg_transit.tolist()
+        self.piece_line = result.piece_line.tolist()
+        self.piece_pkg = result.piece_pkg.tolist()
+        self.piece_qty = result.piece_qty.tolist()
+        self.piece_first = result.piece_first.tolist()
+        self.piece_count = result.piece_count.tolist()
         self.line_start = batch.line_start.tolist()
         self.line_end = batch.line_end.tolist()
         self.split_penalty = network.split_penalty.tolist()  # by SLA tier
-
-    def __getattr__(self, name: str) -> list[int]:  # for the type checker
-        raise AttributeError(name)
 
 
 def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, req: Request,
@@ -268,12 +319,14 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
     split = r.split_cost[rank]
     count = r.pkg_count[rank]
     allocated = status in (STATUS_ALLOCATED, STATUS_PARTIAL)
-    options = [  # (kind, feasible, cost, packages, chosen, detail), positional: cheaper
-        Option(_SHIP_COMPLETE, single >= 0, max(single, 0), 1 if single >= 0 else 0,
-               allocated and count == 1, "one package from one node"),
-        Option(_SPLIT, split >= 0, max(split, 0), count if count > 1 else 0,
-               allocated and count > 1,
-               "several packages" if req.spec.allow_split else "order forbids splits"),
+    # The named tuples are built through tuple.__new__, every field given in order:
+    # compiled, calling the class would run its generated __new__ interpreted.
+    options = [  # (kind, feasible, cost, packages, chosen, detail)
+        _new(Option, (_SHIP_COMPLETE, single >= 0, max(single, 0), 1 if single >= 0 else 0,
+                      allocated and count == 1, "one package from one node")),
+        _new(Option, (_SPLIT, split >= 0, max(split, 0), count if count > 1 else 0,
+                      allocated and count > 1,
+                      "several packages" if req.spec.allow_split else "order forbids splits")),
     ]
     first_pkg = r.pkg_first[rank]
     penalty = r.split_penalty[req.spec.tier]
@@ -282,17 +335,17 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
     for i in range(piece_first, piece_first + r.piece_count[rank]):
         line_id, sku, _ = req.lines[r.piece_line[i] - start]
         by_package.setdefault(r.piece_pkg[i], []).append(
-            PackageLine(line_id, sku, r.piece_qty[i]))
+            _new(PackageLine, (line_id, sku, r.piece_qty[i], -1)))
     packages: list[PackagePlan] = []
     prefix = f"{req.spec.order_id}-P"
     for j in range(count):
         p = first_pkg + j
         ship_ms = day0 + r.pkg_ship_day[p] * DAY_MS
-        packages.append(PackagePlan(
+        packages.append(_new(PackagePlan, (
             f"{prefix}{req.first_package + j + 1}", r.pkg_node[p], r.pkg_service[p],
             tuple(by_package[p]), r.pkg_carrier[p], r.pkg_handling[p], r.pkg_units_cost[p],
             penalty if j or req.first_package else 0, r.pkg_billable[p], ship_ms,
-            ship_ms + r.pkg_transit[p] * DAY_MS))
+            ship_ms + r.pkg_transit[p] * DAY_MS)))
     backorders = []
     for k in range(start, r.line_end[rank]):
         qty = r.backorder[k]
@@ -319,8 +372,10 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
             rule += "; the rest is backordered"
     if weigh_waiting and (count > 1 or backorders) and not _has_inbound(ledger, req):
         options.append(_NO_INBOUND)  # (said here: _consider_waiting would build it again)
-    return Decision(req.spec.order_id, tuple(packages), tuple(backorders), r.method[rank], rule,
-                    tuple(options), status == STATUS_NO_FEASIBLE_NODE)
+    decision: Decision = _new(Decision, (req.spec.order_id, tuple(packages), tuple(backorders),
+                                         r.method[rank], rule, tuple(options),
+                                         status == STATUS_NO_FEASIBLE_NODE))
+    return decision
 
 
 def _has_inbound(ledger: Ledger, req: Request) -> bool:

@@ -65,6 +65,16 @@ class OrderOutcome:
     exception_type: ExceptionType | None = None
     error: DomainError | None = None
 
+    # (Written out: compiled, a dataclass's generated __init__ would run interpreted.)
+    def __init__(self, order_id: str, decision: Decision | None = None,
+                 exception_id: str = "", exception_type: ExceptionType | None = None,
+                 error: DomainError | None = None) -> None:
+        self.order_id = order_id
+        self.decision = decision
+        self.exception_id = exception_id
+        self.exception_type = exception_type
+        self.error = error
+
 
 @dataclass(frozen=True, slots=True)
 class AllocateResult:

@@ -30,6 +30,7 @@ _TIERS = {types_pb2.SLA_TIER_UNSPECIFIED: SlaTier.STANDARD,
           **{int(tier) + 1: tier for tier in SlaTier}}
 _PAYMENTS = {int(status): status for status in PaymentStatus}
 _ADDRESSES = {int(status): status for status in AddressStatus}
+_new: Any = tuple.__new__
 
 
 def tier_from_proto(value: int, field: str) -> SlaTier:
@@ -73,14 +74,16 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     customer_id = msg.customer_id
     if customer_id:  # (the empty id passes)
         customer_id = _customer(customer_id, f"{field}.customer_id")
-    # Positional, in OrderSpec's field order (keywords cost more, for every order).
-    return OrderSpec(
+    # Every field in OrderSpec's order, through tuple.__new__: calling the named tuples'
+    # classes would run their generated __new__ too, for every order and line.
+    spec: OrderSpec = _new(OrderSpec, (
         msg.order_id, msg.channel_id, tier,
-        tuple([OrderLineSpec(line.line_id or str(i), line.sku_id, line.quantity)
+        tuple([_new(OrderLineSpec, (line.line_id or str(i), line.sku_id, line.quantity))
                for i, line in enumerate(msg.lines, 1)]),
         postal_code, latitude, longitude, deliver_by_ms, _PAYMENTS[payment], msg.fraud_score,
         _ADDRESSES[address], msg.allow_split if msg.HasField("allow_split") else True,
-        msg.allow_substitution, customer_id)
+        msg.allow_substitution, customer_id))
+    return spec
 
 
 def _customer(value: str, field: str) -> str:
