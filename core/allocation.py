@@ -117,7 +117,7 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
         views = [buffer[a:b] for a, b in itertools.pairwise(cuts)]
         work_avail = avail.copy()
         work_capacity = capacity_left.copy()
-        pkgs, _ = _allocate_orders(
+        pkgs, used = _allocate_orders(
             batch.line_start, batch.line_end, batch.region, batch.minute, batch.deadline,
             batch.tier, batch.allow_split, batch.channel,
             batch.item_u, batch.item_qty, batch.item_weight, batch.item_volume,
@@ -132,4 +132,10 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
         capacity *= 4  # outputs too small for this batch's packages: retry larger
     avail[...] = work_avail
     capacity_left[...] = work_capacity
+    # The package and piece outputs as far as they were filled: their spare room is
+    # never read, and whoever reads the result whole (as lists) would copy it too.
+    for k in range(8, 16):
+        views[k] = views[k][:pkgs]
+    for k in range(16, 19):
+        views[k] = views[k][:used]
     return BatchResult(*views)
