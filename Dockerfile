@@ -16,8 +16,9 @@ COPY core core
 COPY service service
 COPY bench bench
 
-# Generate the protobuf code from protos/, install, compile the order path's core modules
-# (mypyc, which needs a C compiler) and install them too, then drop the build tools.
+# Generate the protobuf code from protos/, install, compile the order path's modules (mypyc,
+# which needs a C compiler: the core's and the service's) and install them too, then drop
+# the build tools.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && pip install 'grpcio-tools>=1.66' 'mypy-protobuf>=3.6' 'mypy>=1.11' \
@@ -25,7 +26,7 @@ RUN apt-get update \
  && pip install . \
  && python scripts/compile_core.py \
  && pip install --no-deps --force-reinstall . \
- && (cd / && python -c "import core; assert core.COMPILED, 'the core did not compile'") \
+ && (cd / && python -c "import core, service; assert core.COMPILED and service.COMPILED, 'the build did not compile'") \
  && pip uninstall -y grpcio-tools mypy-protobuf mypy \
  && apt-get purge -y --auto-remove gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*

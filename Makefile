@@ -35,7 +35,7 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 	@touch $@
 
 # Built again whenever a core module changes (the types of one inform the others).
-$(COMPILED): $(INSTALLED) scripts/compile_core.py $(wildcard core/*.py)
+$(COMPILED): $(INSTALLED) scripts/compile_core.py $(wildcard core/*.py) service/allocation_wire.py
 	$(PY) scripts/compile_core.py
 
 gen: $(GENERATED)
@@ -74,4 +74,4 @@ bench: setup
 	$(PY) -m bench.instructions
 
 clean:
-	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info build core/*.so $(COMPILED)
+	rm -rf $(VENV) $(GEN) .numba_cache node_modules *.egg-info build core/*.so service/*.so $(COMPILED) service/_compiled.json

@@ -1,15 +1,17 @@
-"""Compile the order path's core modules to C extensions with mypyc.
+"""Compile the order path's modules to C extensions with mypyc.
 
     python scripts/compile_core.py [--clean]
 
-The modules below are the ones every allocation runs through (validate, decide,
-write events, apply them, count KPIs). mypyc compiles their type-annotated Python
+The core modules below are the ones every allocation runs through (validate,
+decide, write events, apply them, count KPIs); the service's is the one that writes
+each allocation's answer as wire bytes. mypyc compiles their type-annotated Python
 as it is: the same source is the interpreted reference. The extensions are built
-in place (core/<module>.cpython-*.so, next to the sources, plus one shared library
-for the group) and `core/_compiled.json` records the hash of each source they were
-built from. `core/__init__.py` uses them only while every source still matches its
-hash: after an edit the core runs interpreted until this script runs again (`make`
-does that), and ALLOCD_INTERPRETED=1 runs it interpreted on purpose.
+in place (<package>/<module>.cpython-*.so, next to the sources, plus one shared
+library for each package) and `<package>/_compiled.json` records the hash of each
+source they were built from. `core.use_build` (called by each package's
+`__init__`) uses them only while every source still matches its hash: after an edit
+the package runs interpreted until this script runs again (`make` does that), and
+ALLOCD_INTERPRETED=1 runs both interpreted on purpose.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ from mypyc.build import mypycify
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ROOT / "core"
-MANIFEST = CORE / "_compiled.json"
-GROUP = "core.compiled"  # the shared library: core/compiled__mypyc.*.so
 
-MODULES = (
-    "allocation", "decisions", "kpis", "ledger", "network", "operations", "order_ops",
-    "orders", "plan", "validation",
-)
+# Per package: the modules compiled. Each package is its own build (its own shared
+# library, `<package>/compiled__mypyc.*.so`, and manifest, `<package>/_compiled.json`),
+# so that one never calls into the other's compiled code: either may run interpreted
+# while the other runs compiled.
+PACKAGES = {
+    "core": ("allocation", "decisions", "kpis", "ledger", "network", "operations",
+             "order_ops", "orders", "plan", "validation"),
+    "service": ("allocation_wire",),
+}
+MODULES = PACKAGES["core"]
 
 
 def source_hash(path: Path) -> str:
@@ -42,32 +47,42 @@ def source_hash(path: Path) -> str:
 
 
 def clean() -> None:
-    """Remove every extension under core/ (mypyc's are the only ones) and the manifest."""
-    for path in CORE.glob("*.so"):
-        path.unlink()
-    MANIFEST.unlink(missing_ok=True)
+    """Remove every extension under the packages (mypyc's are the only ones) and their
+    manifests."""
+    for package in PACKAGES:
+        for path in (ROOT / package).glob("*.so"):
+            path.unlink()
+        (ROOT / package / "_compiled.json").unlink(missing_ok=True)
+
+
+def _compile(package: str, modules: tuple[str, ...]) -> None:
+    directory = ROOT / package
+    sources = [f"{package}/{name}.py" for name in modules]
+    hashes = {name: source_hash(directory / f"{name}.py") for name in modules}
+    with tempfile.TemporaryDirectory(prefix="allocd-mypyc-") as temp:
+        # mypyc writes its C sources under ./build; setuptools its objects in --build-temp.
+        extensions = mypycify(sources, opt_level="3", group_name=f"{package}.compiled",
+                              multi_file=True)
+        for extension in extensions:  # (the group's headers go under build/<package>)
+            extension.include_dirs.append(str(Path("build") / package))
+        setup(name=f"allocd-{package}-compiled", ext_modules=extensions,
+              script_args=["--quiet", "build_ext", "--inplace", "--parallel", "2",
+                           "--build-temp", temp])
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    missing = [name for name in modules if not list(directory.glob(f"{name}.*.so"))]
+    if missing:
+        raise SystemExit(f"mypyc built no extension for {', '.join(missing)}")
+    # Written last: a build that failed half-way leaves no manifest, so nothing is used.
+    (directory / "_compiled.json").write_text(
+        json.dumps({"modules": hashes}, indent=1, sort_keys=True) + "\n")
+    print(f"compiled {len(modules)} {package} modules: {', '.join(modules)}")
 
 
 def compile_core() -> None:
     clean()
-    sources = [f"core/{name}.py" for name in MODULES]
-    hashes = {name: source_hash(CORE / f"{name}.py") for name in MODULES}
     os.chdir(ROOT)
-    with tempfile.TemporaryDirectory(prefix="allocd-mypyc-") as temp:
-        # mypyc writes its C sources under ./build; setuptools its objects in --build-temp.
-        extensions = mypycify(sources, opt_level="3", group_name=GROUP, multi_file=True)
-        for extension in extensions:  # (the group's headers go under build/core)
-            extension.include_dirs.append(str(Path("build") / "core"))
-        setup(name="allocd-core-compiled", ext_modules=extensions,
-              script_args=["--quiet", "build_ext", "--inplace", "--parallel", "2",
-                           "--build-temp", temp])
-    shutil.rmtree(ROOT / "build", ignore_errors=True)
-    missing = [name for name in MODULES if not list(CORE.glob(f"{name}.*.so"))]
-    if missing:
-        raise SystemExit(f"mypyc built no extension for {', '.join(missing)}")
-    # Written last: a build that failed half-way leaves no manifest, so nothing is used.
-    MANIFEST.write_text(json.dumps({"modules": hashes}, indent=1, sort_keys=True) + "\n")
-    print(f"compiled {len(MODULES)} core modules: {', '.join(MODULES)}")
+    for package, modules in PACKAGES.items():
+        _compile(package, modules)
 
 
 def main() -> None:

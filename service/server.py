@@ -37,6 +37,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 import core
+import service
 from core.commands import SetNetwork
 from core.warmup import warm_kernels
 from service import wirecheck
@@ -326,6 +327,16 @@ class AllocdServer:
         await self.server.wait_for_termination()
 
 
+def _build_state() -> str:
+    """Which of the order path's modules run compiled (scripts/compile_core.py)."""
+    if core.COMPILED and service.COMPILED:
+        return "compiled core"
+    if not (core.COMPILED or service.COMPILED):
+        return "interpreted core"
+    return (f"{'compiled' if core.COMPILED else 'interpreted'} core, "
+            f"{'compiled' if service.COMPILED else 'interpreted'} wire encoder")
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     server = AllocdServer(settings)
@@ -338,7 +349,7 @@ async def serve(settings: Settings) -> None:
     print(f"allocd listening on {address} (partition {settings.partition!r}, "
           f"{server.engine.ledger.catalog.n_skus} SKUs, "
           f"{server.engine.ledger.catalog.n_nodes} nodes, "
-          f"{'compiled' if core.COMPILED else 'interpreted'} core)", flush=True)
+          f"{_build_state()})", flush=True)
     print("try:  node_modules/.bin/buf curl --protocol grpc --http2-prior-knowledge "
           f"--list-methods http://{address}", flush=True)
     await stop.wait()

@@ -28,6 +28,7 @@ from core.order_ops import (
     quote_order,
 )
 from core.orders import Decision, OrderSpec
+from service.allocation_wire import allocation_bytes
 from service.codec import ms_from_timestamp
 from service.engine import Engine
 from service.errors import (
@@ -73,7 +74,15 @@ def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
         msg.error_message = outcome.error.message
         return msg
     record = ledger.orders.orders[outcome.order_id]
-    msg = allocation_to_proto(ledger, record, outcome.decision, explain, into, full)
+    if explain:  # (the options are written by the reference only)
+        msg = allocation_to_proto(ledger, record, outcome.decision, explain, into, full)
+    else:  # the same message, written as bytes and read in one parse: several times cheaper
+        data = allocation_bytes(ledger, record, outcome.decision, full)
+        if into is None:
+            msg = pb.Allocation.FromString(data)
+        else:
+            msg = into
+            msg.MergeFromString(data)
     if outcome.exception_id:
         msg.exception_id = outcome.exception_id
         if outcome.exception_type is not None:

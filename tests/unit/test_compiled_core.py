@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import core
+import service
+import service.allocation_wire
 from bench.grpc_ratio import POSTAL_CODES
 from core import commands as c
 from core.errors import DomainError
@@ -53,6 +55,42 @@ def test_the_build_is_used_when_it_matches_the_sources():
         path = importlib.import_module(f"core.{name}").__file__
         assert path is not None
         assert path.endswith(".py" if INTERPRETED else ".so"), (name, path)
+
+
+def test_the_service_build_is_its_own_and_used_the_same_way(tmp_path):
+    """The service's compiled module (the allocation's wire encoder) is built apart from
+    the core's and guarded the same way: a stale core leaves it compiled, and an edit
+    to it runs it from source."""
+    manifest = ROOT / "service" / "_compiled.json"
+    assert manifest.exists(), "the service is not compiled: run `make compile`"
+    assert sorted(json.loads(manifest.read_text())["modules"]) == ["allocation_wire"]
+    assert service.COMPILED is not INTERPRETED
+    path = service.allocation_wire.__file__
+    assert path is not None and path.endswith(".py" if INTERPRETED else ".so")
+
+    for package in ("core", "service"):
+        shutil.copytree(ROOT / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "dashboards"))
+    script = ("import json, core, service, service.allocation_wire as w; print(json.dumps("
+              "[core.COMPILED, service.COMPILED, w.__file__]))")
+
+    def state() -> list[object]:
+        done = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "ALLOCD_INTERPRETED": "",
+                                   "PYTHONPATH": str(tmp_path)})
+        assert done.returncode == 0, done.stderr
+        result: list[object] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    assert state()[:2] == [True, True]
+    with (tmp_path / "core" / "plan.py").open("a") as source:
+        source.write("\n# edited after the build\n")
+    stale_core = state()
+    assert stale_core[:2] == [False, True] and str(stale_core[2]).endswith(".so")
+    with (tmp_path / "service" / "allocation_wire.py").open("a") as source:
+        source.write("\n# edited after the build\n")
+    assert state() == [False, False, str(tmp_path / "service" / "allocation_wire.py")]
 
 
 def _import_in(root: Path, env: dict[str, str]) -> dict[str, object]:
