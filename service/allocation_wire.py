@@ -15,7 +15,7 @@ explicitly (a package's cost and dates) are written even when empty.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
 from core.ledger import Ledger
 from core.orders import Decision, OrderRecord, PackageStatus
@@ -24,6 +24,7 @@ from core.orders import Decision, OrderRecord, PackageStatus
 _REPLANNED: Final = int(PackageStatus.REPLANNED)
 _MASK64: Final = (1 << 64) - 1
 _CACHE_MAX: Final = 1 << 16
+K = TypeVar("K", int, str)
 
 
 def _encode_varint(value: int) -> bytes:
@@ -42,15 +43,19 @@ _timestamps: Final[dict[int, bytes]] = {}  # dates already written (they repeat:
 _strings: Final[dict[str, bytes]] = {}  # names already written: their length and UTF-8 bytes
 
 
+def _kept(cache: dict[K, bytes], key: K, value: bytes) -> bytes:
+    """`value`, kept in `cache` under `key` (the cache emptied first when full)."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _varint(value: int) -> bytes:
     if 0 <= value < 16384:
         return _TABLE[value]
     found = _varints.get(value)
-    if found is None:
-        if len(_varints) >= _CACHE_MAX:
-            _varints.clear()
-        found = _varints[value] = _encode_varint(value)
-    return found
+    return _kept(_varints, value, _encode_varint(value)) if found is None else found
 
 
 def _text(value: str) -> bytes:
@@ -62,25 +67,32 @@ def _text(value: str) -> bytes:
 def _name(value: str) -> bytes:
     """_text, remembered: for names that repeat (SKUs, nodes, services, carriers)."""
     found = _strings.get(value)
-    if found is None:
-        if len(_strings) >= _CACHE_MAX:
-            _strings.clear()
-        found = _strings[value] = _text(value)
-    return found
+    return _kept(_strings, value, _text(value)) if found is None else found
 
 
 def _timestamp(ms: int) -> bytes:
     """A google.protobuf.Timestamp's length and body (seconds = 1, nanos = 2), remembered."""
     found = _timestamps.get(ms)
-    if found is None:
-        seconds, millis = divmod(ms, 1000)
-        body = b"\x08" + _varint(seconds) if seconds else b""
-        if millis:
-            body += b"\x10" + _varint(millis * 1_000_000)
-        if len(_timestamps) >= _CACHE_MAX:
-            _timestamps.clear()
-        found = _timestamps[ms] = _varint(len(body)) + body
-    return found
+    if found is not None:
+        return found
+    seconds, millis = divmod(ms, 1000)
+    body = b"\x08" + _varint(seconds) if seconds else b""
+    if millis:
+        body += b"\x10" + _varint(millis * 1_000_000)
+    return _kept(_timestamps, ms, _varint(len(body)) + body)
+
+
+def _put(out: list[bytes], tag: bytes, value: bytes) -> None:
+    """A field: its tag, then its value as written (a number, or a length and bytes)."""
+    out.append(tag)
+    out.append(value)
+
+
+def _sub(out: list[bytes], tag: bytes, message: bytes) -> None:
+    """A sub-message field: its tag, its length and its bytes."""
+    out.append(tag)
+    out.append(_varint(len(message)))
+    out.append(message)
 
 
 def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | None,
@@ -97,8 +109,7 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
     out = [b"\x0a", _text(record.spec.order_id)]
     status = int(record.status)
     if status:
-        out.append(b"\x10")
-        out.append(_varint(status))
+        _put(out, b"\x10", _varint(status))
     promised = 0
     total = 0
     units = 0
@@ -115,11 +126,9 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
             if 0 <= plan.service < n_services:
                 service = services[plan.service]
                 if service.service_id:
-                    body.append(b"\x1a")
-                    body.append(_name(service.service_id))
+                    _put(body, b"\x1a", _name(service.service_id))
                 if service.carrier:
-                    body.append(b"\x22")
-                    body.append(_name(service.carrier))
+                    _put(body, b"\x22", _name(service.carrier))
             for line in plan.lines:
                 qty = quantities.get(line.line_id, 0)
                 if qty:
@@ -127,9 +136,7 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
                     entry += b"\x18" + _varint(qty)
                     if line.substitutes_sku >= 0:
                         entry += b"\x22" + _name(sku_ids[line.substitutes_sku])
-                    body.append(b"\x2a")
-                    body.append(_varint(len(entry)))
-                    body.append(entry)
+                    _sub(body, b"\x2a", entry)
             cost = b""
             if carrier:
                 cost += b"\x08" + _varint(carrier)
@@ -142,31 +149,21 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
             package_total = carrier + handling + unit_cost + penalty
             if package_total:
                 cost += b"\x28" + _varint(package_total)
-            body.append(b"\x32")
-            body.append(_varint(len(cost)))
-            body.append(cost)
+            _sub(body, b"\x32", cost)
             billable = min(plan.billable_lb, 2**31 - 1)
             if billable:
-                body.append(b"\x38")
-                body.append(_varint(billable))
-            body.append(b"\x42")
-            body.append(_timestamp(plan.ship_ms))
-            body.append(b"\x4a")
-            body.append(_timestamp(plan.promise_ms))
+                _put(body, b"\x38", _varint(billable))
+            _put(body, b"\x42", _timestamp(plan.ship_ms))
+            _put(body, b"\x4a", _timestamp(plan.promise_ms))
             package_status = int(state.status)
             if package_status:
-                body.append(b"\x50")
-                body.append(_varint(package_status))
+                _put(body, b"\x50", _varint(package_status))
             if state.wave_id:
-                body.append(b"\x5a")
-                body.append(_text(state.wave_id))
+                _put(body, b"\x5a", _text(state.wave_id))
             if state.tracking_number:
-                body.append(b"\x62")
-                body.append(_text(state.tracking_number))
+                _put(body, b"\x62", _text(state.tracking_number))
             written = b"".join(body)
-            out.append(b"\x1a")
-            out.append(_varint(len(written)))
-            out.append(written)
+            _sub(out, b"\x1a", written)
         if state.status == _REPLANNED:
             continue  # superseded: shown, but neither shipped nor charged
         units += sum(quantities.values())
@@ -179,23 +176,16 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
                 entry += b"\x18" + _varint(backorder.quantity)
             if backorder.promise_ms:
                 entry += b"\x22" + _timestamp(backorder.promise_ms)
-            out.append(b"\x22")
-            out.append(_varint(len(entry)))
-            out.append(entry)
+            _sub(out, b"\x22", entry)
     if total:
-        out.append(b"\x28")
-        out.append(_varint(total))
+        _put(out, b"\x28", _varint(total))
     decision = decision or record.last_decision
     if decision is not None:
-        out.append(b"\x30")
-        out.append(b"\x01" if decision.method == 0 else b"\x02")
+        _put(out, b"\x30", b"\x01" if decision.method == 0 else b"\x02")
         if full and decision.rule:
-            out.append(b"\x3a")
-            out.append(_text(decision.rule))
+            _put(out, b"\x3a", _text(decision.rule))
     if promised:
-        out.append(b"\x4a")
-        out.append(_timestamp(promised))
+        _put(out, b"\x4a", _timestamp(promised))
     if units:
-        out.append(b"\x70")
-        out.append(_varint(units))
+        _put(out, b"\x70", _varint(units))
     return b"".join(out)
