@@ -10,7 +10,8 @@ PROTOS := $(wildcard protos/allocd/v1/*.proto)
 INSTALLED := $(VENV)/.installed
 GENERATED := $(GEN)/.generated
 BUF := node_modules/.bin/buf
-# The order path's core modules compiled to C by mypyc (scripts/compile_core.py).
+# The order path's modules compiled to C by mypyc (scripts/compile_core.py): the core's, and
+# the service's wire encoder (its manifest is service/_compiled.json).
 COMPILED := core/_compiled.json
 
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
@@ -34,7 +35,7 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-# Built again whenever a core module changes (the types of one inform the others).
+# Built again whenever a core module or the encoder changes (the types of one inform the others).
 $(COMPILED): $(INSTALLED) scripts/compile_core.py $(wildcard core/*.py) service/allocation_wire.py
 	$(PY) scripts/compile_core.py
 

@@ -39,7 +39,6 @@ PACKAGES = {
              "order_ops", "orders", "plan", "validation"),
     "service": ("allocation_wire",),
 }
-MODULES = PACKAGES["core"]
 
 
 def source_hash(path: Path) -> str:
