@@ -36,7 +36,7 @@ $(INSTALLED): pyproject.toml $(GENERATED)
 	@touch $@
 
 # Built again whenever a core module or the encoder changes (the types of one inform the others).
-$(COMPILED): $(INSTALLED) scripts/compile_core.py $(wildcard core/*.py) service/allocation_wire.py
+$(COMPILED): $(INSTALLED) scripts/compile_core.py $(wildcard core/*.py) service/allocation_wire.py service/order_wire.py
 	$(PY) scripts/compile_core.py
 
 gen: $(GENERATED)

@@ -24,7 +24,7 @@ from core.operations import execute
 from core.order_ops import AllocateResult
 from service.demo import demo_commands
 from service.demo_network import demo_network
-from service.order_codec import order_from_proto
+from service.order_codec import orders_from_proto
 from service.server import SERVER_GC_THRESHOLDS
 from service.servicers.orders import _allocation
 
@@ -57,8 +57,8 @@ def demo_ledger() -> Iterator[Ledger]:
 
 def order_path(ledger: Ledger, request: opb.AllocateOrdersRequest, full: bool) -> bytes:
     """What the server does with a call, less the engine and gRPC."""
-    specs = tuple(order_from_proto(o, f"orders[{i}]") for i, o in enumerate(request.orders))
-    outcome = execute(ledger, c.AllocateOrders(specs), NOW_MS, request.request_id)
+    outcome = execute(ledger, c.AllocateOrders(orders_from_proto(request)), NOW_MS,
+                      request.request_id)
     result = outcome.detail
     assert isinstance(result, AllocateResult)
     response = opb.AllocateOrdersResponse()

@@ -3,11 +3,11 @@
     python scripts/compile_core.py [--clean]
 
 The core modules below are the ones every allocation runs through (validate,
-decide, write events, apply them, count KPIs); the service's is the one that writes
-each allocation's answer as wire bytes. mypyc compiles their type-annotated Python
-as it is: the same source is the interpreted reference. The extensions are built
-in place (<package>/<module>.cpython-*.so, next to the sources, plus one shared
-library for each package) and `<package>/_compiled.json` records the hash of each
+decide, write events, apply them, count KPIs); the service's read a batch's orders
+from wire bytes and write each allocation's answer to them. mypyc compiles their
+type-annotated Python as it is: the same source is the interpreted reference. The
+extensions are built in place (<package>/<module>.cpython-*.so, next to the sources,
+plus one shared library for each package) and `<package>/_compiled.json` records the hash of each
 source they were built from. `core.use_build` (called by each package's
 `__init__`) uses them only while every source still matches its hash: after an edit
 the package runs interpreted until this script runs again (`make` does that), and
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {
     "core": ("allocation", "decisions", "kpis", "ledger", "network", "operations",
              "order_ops", "orders", "plan", "validation"),
-    "service": ("allocation_wire",),
+    "service": ("allocation_wire", "order_wire"),
 }
 
 

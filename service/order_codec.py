@@ -24,6 +24,7 @@ from core.orders import (
     PaymentStatus,
 )
 from service.codec import ms_from_timestamp, timestamp
+from service.order_wire import orders_from_request
 
 #: SlaTier by wire value (unspecified means standard): one lookup instead of an enum call.
 _TIERS = {types_pb2.SLA_TIER_UNSPECIFIED: SlaTier.STANDARD,
@@ -84,6 +85,17 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
         _ADDRESSES[address], msg.allow_split if msg.HasField("allow_split") else True,
         msg.allow_substitution, customer_id))
     return spec
+
+
+def orders_from_proto(request: pb.AllocateOrdersRequest) -> tuple[OrderSpec, ...]:
+    """A batch's orders: read from the request's bytes (service.order_wire), and by
+    order_from_proto where that leaves one (which refuses what must be refused)."""
+    orders = request.orders
+    read = orders_from_request(request.SerializeToString())
+    if len(read) != len(orders):
+        read = [None] * len(orders)
+    return tuple(order_from_proto(orders[i], f"orders[{i}]") if spec is None else spec
+                 for i, spec in enumerate(read))
 
 
 def _customer(value: str, field: str) -> str:

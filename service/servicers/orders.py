@@ -47,6 +47,7 @@ from service.order_codec import (
     full_view,
     order_from_proto,
     order_to_proto,
+    orders_from_proto,
     quote_to_proto,
 )
 from service.servicers.inventory import mutation_result
@@ -185,9 +186,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                         "max_orders_per_request")
             for i, order in enumerate(request.orders):
                 self._check_lines(order, f"orders[{i}]")
-            return c.AllocateOrders(
-                tuple(order_from_proto(o, f"orders[{i}]") for i, o in enumerate(request.orders)),
-                self.settings.fraud_threshold)
+            return c.AllocateOrders(orders_from_proto(request), self.settings.fraud_threshold)
 
         def respond(o: Outcome) -> pb.AllocateOrdersResponse:
             response = pb.AllocateOrdersResponse(result=mutation_result(o))

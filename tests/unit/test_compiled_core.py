@@ -63,7 +63,7 @@ def test_the_service_build_is_its_own_and_used_the_same_way(tmp_path):
     to it runs it from source."""
     manifest = ROOT / "service" / "_compiled.json"
     assert manifest.exists(), "the service is not compiled: run `make compile`"
-    assert sorted(json.loads(manifest.read_text())["modules"]) == ["allocation_wire"]
+    assert sorted(json.loads(manifest.read_text())["modules"]) == ["allocation_wire", "order_wire"]
     assert service.COMPILED is not INTERPRETED
     path = service.allocation_wire.__file__
     assert path is not None and path.endswith(".py" if INTERPRETED else ".so")
