@@ -66,19 +66,70 @@ def _skip(data: bytes, wire: int, i: int, end: int) -> int:
     return -1
 
 
+def _key(data: bytes, i: int, end: int, seen: int) -> tuple[int, int, int]:
+    """The next field's key, the offset after it, and `seen` (a bit a field number) with
+    its field added; the offset is -1 if the key is malformed or its field came before
+    (which the runtime would merge, or keep the last of)."""
+    key, i = _varint(data, i, end)
+    field = key >> 3
+    if i < 0 or field > 15 or seen & (1 << field):  # (none of ours is above 15)
+        return 0, -1, seen
+    return key, i, seen | (1 << field)
+
+
+def _ship_to(data: bytes, i: int, end: int) -> tuple[str, float | None, float | None] | None:
+    """A ShipTo's postal code, latitude and longitude (None when absent)."""
+    postal_code = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    seen = 0
+    while i < end:
+        key, i, seen = _key(data, i, end, seen)
+        if key == 0x0A:
+            start, i = _length(data, i, end)
+            if i < 0:
+                return None
+            postal_code = data[start:i].decode()
+        elif key in (0x11, 0x19) and i + 8 <= end:
+            value = _DOUBLE.unpack_from(data, i)[0]
+            i += 8
+            if key == 0x11:
+                latitude = value
+            else:
+                longitude = value
+        else:  # (a malformed or repeated key too: its key reads as 0)
+            return None
+    return postal_code, latitude, longitude
+
+
+def _timestamp_ms(data: bytes, i: int, end: int) -> int:
+    """A Timestamp as milliseconds since the epoch; -1 if it is not one the reference
+    reads as it is (negative, after 9999, or nanos out of range)."""
+    seconds = 0
+    nanos = 0
+    seen = 0
+    while i < end:
+        key, i, seen = _key(data, i, end, seen)
+        if key == 0x08:
+            seconds, i = _varint(data, i, end)
+        elif key == 0x10:
+            nanos, i = _varint(data, i, end)
+        else:
+            return -1
+        if i < 0:
+            return -1
+    if seconds > MAX_TIMESTAMP_S or nanos >= 1_000_000_000:
+        return -1
+    return seconds * 1000 + nanos // 1_000_000
+
+
 def _line(data: bytes, i: int, end: int, position: int) -> OrderLineSpec | None:
     line_id = ""
     sku_id = ""
     quantity = 0
     seen = 0
     while i < end:
-        key, i = _varint(data, i, end)
-        if i < 0:
-            return None
-        field = key >> 3
-        if seen & (1 << field):
-            return None
-        seen |= 1 << field
+        key, i, seen = _key(data, i, end, seen)
         if key in (0x0A, 0x12):  # line_id, sku_id
             start, i = _length(data, i, end)
             if i < 0:
@@ -138,54 +189,20 @@ def _read_order(data: bytes, i: int, end: int) -> OrderSpec | None:
                 order_id = data[start:i].decode()
             elif field == 2:
                 channel_id = data[start:i].decode()
-            elif field == 4:  # ship_to
-                j = start
-                inner = 0
-                while j < i:
-                    inner_key, j = _varint(data, j, i)
-                    if j < 0 or inner & (1 << (inner_key >> 3)):
-                        return None
-                    inner |= 1 << (inner_key >> 3)
-                    if inner_key == 0x0A:
-                        a, j = _length(data, j, i)
-                        if j < 0:
-                            return None
-                        postal_code = data[a:j].decode()
-                    elif inner_key in (0x11, 0x19) and j + 8 <= i:
-                        value = _DOUBLE.unpack_from(data, j)[0]
-                        j += 8
-                        if inner_key == 0x11:
-                            latitude = value
-                        else:
-                            longitude = value
-                    else:
-                        return None
+            elif field == 4:
+                ship_to = _ship_to(data, start, i)
+                if ship_to is None:
+                    return None
+                postal_code, latitude, longitude = ship_to
             elif field == 5:
                 line = _line(data, start, i, len(lines) + 1)
                 if line is None:
                     return None
                 lines.append(line)
-            elif field == 6:  # deliver_by
-                seconds = 0
-                nanos = 0
-                j = start
-                inner = 0
-                while j < i:
-                    inner_key, j = _varint(data, j, i)
-                    if j < 0 or inner & (1 << (inner_key >> 3)):
-                        return None
-                    inner |= 1 << (inner_key >> 3)
-                    if inner_key == 0x08:
-                        seconds, j = _varint(data, j, i)
-                    elif inner_key == 0x10:
-                        nanos, j = _varint(data, j, i)
-                    else:
-                        return None
-                    if j < 0:
-                        return None
-                if seconds > MAX_TIMESTAMP_S or nanos >= 1_000_000_000:
+            elif field == 6:
+                deliver_by_ms = _timestamp_ms(data, start, i)
+                if deliver_by_ms < 0:
                     return None
-                deliver_by_ms = seconds * 1000 + nanos // 1_000_000
             elif field == 12:
                 customer_id = data[start:i].decode()
             else:

@@ -6,6 +6,7 @@ all read, and bytes it does not expect are left to the reference."""
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 from allocd.v1 import order_service_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -153,3 +154,28 @@ def test_values_at_the_edges_are_read_as_the_reference_reads_them():
         else:  # left to the reference: it refuses it, or it is a negative quantity
             assert isinstance(expected, InvalidArgument) or order.lines[0].quantity < 0, order
     assert sum(spec is not None for spec in read) == 16  # every edge accepted is read
+
+
+def test_a_field_number_far_out_is_left_to_the_reference_at_once():
+    """Unknown fields survive the runtime's parse and are written back. The largest field
+    number is left to the reference like any other, without a bit set for it (a 67 MB
+    number): the reader's peak memory stays small."""
+    key = bytearray()
+    value = 536_870_911 << 3  # the largest field number, as a varint key
+    while value >= 0x80:
+        key.append(value & 0x7F | 0x80)
+        value >>= 7
+    key.append(value)
+    line = b"\x12\x01s" + bytes(key) + b"\x01"  # inside a line
+    ship_to = b"\x22" + bytes([len(key) + 1]) + bytes(key) + b"\x01"  # inside the ship-to
+    for body in (b"\x0a\x01o\x2a" + bytes([len(line)]) + line, b"\x0a\x01o" + ship_to,
+                 b"\x0a\x01o" + bytes(key) + b"\x01"):  # in the order itself
+        request = b"\x12" + bytes([len(body)]) + body
+        assert pb.AllocateOrdersRequest.FromString(request).orders[0].order_id == "o"
+        tracemalloc.start()
+        try:
+            assert orders_from_request(request) == [None]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, peak
