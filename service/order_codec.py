@@ -98,6 +98,14 @@ def orders_from_proto(request: pb.AllocateOrdersRequest) -> tuple[OrderSpec, ...
                  for i, spec in enumerate(read))
 
 
+def single_order_from_proto(request: pb.AllocateOrderRequest | pb.AllocateStreamRequest,
+                            ) -> OrderSpec:
+    """A single-order call's order, read the same way (its order is field 2 as well)."""
+    read = orders_from_request(request.SerializeToString())
+    spec = read[0] if len(read) == 1 else None
+    return order_from_proto(request.order) if spec is None else spec
+
+
 def _customer(value: str, field: str) -> str:
     if len(value) > 128 or not value.isprintable():
         raise InvalidArgument("customer_id must be at most 128 printable characters", field)

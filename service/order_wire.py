@@ -251,7 +251,8 @@ def _read_order(data: bytes, i: int, end: int) -> OrderSpec | None:
 
 def orders_from_request(data: bytes) -> list[OrderSpec | None]:
     """Each order of an AllocateOrdersRequest (its field 2), in order: its spec, or None
-    where the reference must read it. Empty if the bytes cannot be read as a request."""
+    where the reference must read it. Empty if the bytes cannot be read as a request.
+    (An AllocateOrderRequest's or AllocateStreamRequest's one order is field 2 too.)"""
     specs: list[OrderSpec | None] = []
     i = 0
     end = len(data)

@@ -49,6 +49,7 @@ from service.order_codec import (
     order_to_proto,
     orders_from_proto,
     quote_to_proto,
+    single_order_from_proto,
 )
 from service.servicers.inventory import mutation_result
 from service.servicers.reoptimize import Reoptimizer
@@ -146,7 +147,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> OrderSpec:
         full_view(request.view, request.explain)  # (a refusal here queues nothing)
         self._check_lines(request.order, "order")
-        return order_from_proto(request.order)
+        return single_order_from_proto(request)
 
     def _single_outcome(self, o: Outcome) -> OrderOutcome:
         assert isinstance(o.detail, AllocateResult)

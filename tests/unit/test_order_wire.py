@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import tracemalloc
 
+import pytest
 from allocd.v1 import order_service_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from bench.grpc_ratio import OrderFactory
 from core.errors import InvalidArgument
-from service.order_codec import order_from_proto
+from service.order_codec import order_from_proto, single_order_from_proto
 from service.order_wire import orders_from_request
 
 ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -179,3 +180,18 @@ def test_a_field_number_far_out_is_left_to_the_reference_at_once():
         finally:
             tracemalloc.stop()
         assert peak < 1 << 20, peak
+
+
+def test_a_single_order_call_is_read_the_same_way():
+    """AllocateOrder's and AllocateStream's requests carry their one order in field 2."""
+    order = OrderFactory(5000, 4, "S").order()
+    order.deliver_by.CopyFrom(Timestamp(seconds=1_900_000_000))
+    for request in (pb.AllocateOrderRequest(request_id="r", order=order, explain=True),
+                    pb.AllocateStreamRequest(request_id="r", order=order, view=2)):
+        assert single_order_from_proto(request) == order_from_proto(order)
+        assert orders_from_request(request.SerializeToString()) == [order_from_proto(order)]
+    odd = pb.AllocateOrderRequest(order=pb.Order(order_id="o", sla_tier=9))
+    assert orders_from_request(odd.SerializeToString()) == [None]
+    with pytest.raises(InvalidArgument, match="sla_tier"):
+        single_order_from_proto(odd)
+    assert single_order_from_proto(pb.AllocateOrderRequest()) == order_from_proto(pb.Order())
