@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from mypy_extensions import mypyc_attr
 
 from core.errors import InvalidArgument
+from core.model import set_fields
 
 DAY_MS = 86_400_000
 DEFAULT_HALF_LIFE_DAYS = 7.0
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class ValuePolicy:
     """On: inventory values are refreshed every `refresh_interval_s` from the forecast
@@ -41,6 +46,7 @@ class ValuePolicy:
                 raise InvalidArgument(f"{name} must be between 0 and 100", name)
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class DemandForecast:
     """A supplied forecast: ((region id, dense sku), units per day), sorted."""
@@ -48,7 +54,7 @@ class DemandForecast:
     rates: tuple[tuple[tuple[str, int], float], ...]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SmoothedDemand:
     """Exponentially smoothed demand rate of one (region, SKU), in units per day.
 
@@ -57,6 +63,18 @@ class SmoothedDemand:
 
     level: float = 0.0
     last_ms: int = 0
+
+    # Written out: compiled, a native __init__ (the generated one runs interpreted, and one
+    # is made for every new (region, SKU) and (SKU, node) an order touches).
+    def __init__(self, level: float = 0.0, last_ms: int = 0) -> None:
+        self.level = level
+        self.last_ms = last_ms
+
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)  # (snapshots written in pickle's default form)
+
+    def __reduce__(self) -> tuple[type[SmoothedDemand], tuple[float, int]]:
+        return SmoothedDemand, (self.level, self.last_ms)
 
     def observe(self, quantity: int, now_ms: int, half_life_days: float) -> None:
         tau = half_life_days / math.log(2.0)

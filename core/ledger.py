@@ -227,7 +227,8 @@ class Ledger:
     def locate(self, sku: int) -> tuple[Shard, int]:
         return self.shards[sku % self.n_shards], sku // self.n_shards
 
-    def quantity(self, sku: int, node: int, bucket: Bucket) -> int:
+    def quantity(self, sku: int, node: int, bucket: int) -> int:
+        """Units of `sku` at `node` in `bucket` (a Bucket, or its number)."""
         shard, local = self.locate(sku)
         return int(shard.qty[local, node, bucket])
 

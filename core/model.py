@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 
 class Bucket(IntEnum):
     """Disjoint states a unit at a node can be in. EXTERNAL is the world outside the ledger."""
@@ -123,6 +125,7 @@ CATALOG_KINDS = frozenset(
 )
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class SkuSpec:
     sku_id: str
@@ -137,6 +140,7 @@ class SkuSpec:
     substitution_group: str = ""
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
     node_id: str
@@ -148,13 +152,14 @@ class NodeSpec:
     enabled: bool = True
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
     channel_id: str
     name: str = ""
 
 
-@dataclass(slots=True)  # not frozen: frozen dataclasses are several times slower to build
+@dataclass(slots=True, init=False)  # not frozen: frozen dataclasses are slower to build
 class Event:
     """One change to the ledger. `apply` of the same events always gives the same state.
     Never modified once made.
@@ -185,15 +190,59 @@ class Event:
     expected: int = -1  # cycle count: the quantity the ledger expected on the shelf
     payload: Any = None
 
+    # Written out (not generated): compiled, this __init__ is native code, where the
+    # generated one would run interpreted for every event (allocation makes several an
+    # order). `seq` and `kind` have defaults only for logs written in pickle's default
+    # form, which makes the event empty (compiled: through this __init__) and then sets
+    # every field.
+    def __init__(self, seq: int = -1, kind: EventKind = EventKind.RECEIVED, sku: int = -1,
+                 node: int = -1, from_bucket: Bucket = Bucket.EXTERNAL,
+                 to_bucket: Bucket = Bucket.EXTERNAL, quantity: int = 0, reference: str = "",
+                 request_id: str = "",
+                 time_ms: int = 0, channel: int = -1, due_ms: int = 0, reason: int = 0,
+                 amount: int = 0, counted: int = -1, expected: int = -1,
+                 payload: Any = None) -> None:
+        self.seq = seq
+        self.kind = kind
+        self.sku = sku
+        self.node = node
+        self.from_bucket = from_bucket
+        self.to_bucket = to_bucket
+        self.quantity = quantity
+        self.reference = reference
+        self.request_id = request_id
+        self.time_ms = time_ms
+        self.channel = channel
+        self.due_ms = due_ms
+        self.reason = reason
+        self.amount = amount
+        self.counted = counted
+        self.expected = expected
+        self.payload = payload
+
     @property
     def is_move(self) -> bool:
         return self.kind in MOVE_KINDS
+
+    def __setstate__(self, state: Any) -> None:
+        # Logs written before __reduce__ hold pickle's default form: the event made empty,
+        # then this state, (None, {field: value}) (a compiled class's own is {field: value}).
+        set_fields(self, state)
 
     def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
         # Stored as its fields in order, read back through __init__: for a slotted
         # dataclass this takes about half the time of pickle's default to write and a
         # third to read. (Logs written the default way still read.)
         return Event, _event_fields(self)
+
+
+def set_fields(obj: object, state: Any) -> None:
+    """Set the fields a pickled state names: {field: value}, or (None, {field: value})
+    (pickle's default form for a class with slots)."""
+    if isinstance(state, tuple):
+        state = state[1]
+    for name, value in state.items():
+        setattr(obj, name, value)
 
 
 _event_fields = operator.attrgetter(*(f.name for f in fields(Event)))

@@ -7,12 +7,14 @@ times cheaper to build, which matters on the allocation path (thousands a second
 from __future__ import annotations
 
 import copyreg
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
+from core.model import set_fields
 from core.network import SlaTier
 
 DAY_MS = 86_400_000
@@ -204,8 +206,15 @@ class ShipRecord:
     tracking_number: str
 
 
-@mypyc_attr(native_class=False)
-@dataclass(slots=True)
+# An order's and a package's state: native classes when compiled, their __init__ written out
+# (the generated one runs interpreted), with a default for every field so that pickle's
+# default form (the object made empty through __init__, then its fields set; snapshots from
+# before __reduce__ hold it) still reads. Snapshots hold them as their fields in order.
+_NO_PLAN = PackagePlan("", -1, -1, (), 0, 0, 0, 0, 0, 0, 0)
+_NO_SPEC = OrderSpec("", "", SlaTier.STANDARD, ())
+
+
+@dataclass(slots=True, init=False)
 class PackageState:
     plan: PackagePlan
     order_id: str
@@ -217,9 +226,29 @@ class PackageState:
     shipped_ms: int = 0
     unit_prices: dict[str, int] = field(default_factory=dict)  # line_id -> price charged
 
+    def __init__(self, plan: PackagePlan = _NO_PLAN, order_id: str = "",
+                 status: PackageStatus = PackageStatus.ALLOCATED,
+                 quantities: dict[str, int] | None = None, wave_id: str = "",
+                 tracking_number: str = "", pack_mismatch: bool = False, shipped_ms: int = 0,
+                 unit_prices: dict[str, int] | None = None) -> None:
+        self.plan = plan
+        self.order_id = order_id
+        self.status = status
+        self.quantities = {} if quantities is None else quantities
+        self.wave_id = wave_id
+        self.tracking_number = tracking_number
+        self.pack_mismatch = pack_mismatch
+        self.shipped_ms = shipped_ms
+        self.unit_prices = {} if unit_prices is None else unit_prices
 
-@mypyc_attr(native_class=False)
-@dataclass(slots=True)
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)  # (snapshots written in pickle's default form)
+
+    def __reduce__(self) -> tuple[type[PackageState], tuple[Any, ...]]:
+        return PackageState, _package_fields(self)
+
+
+@dataclass(slots=True, init=False)
 class OrderRecord:
     spec: OrderSpec
     seq: int  # arrival order, the last priority tie-break
@@ -230,11 +259,36 @@ class OrderRecord:
     cancelled: dict[str, int] = field(default_factory=dict)  # line_id -> units cancelled
     held: bool = False
 
+    def __init__(self, spec: OrderSpec = _NO_SPEC, seq: int = 0,
+                 status: OrderStatus = OrderStatus.BACKORDERED,
+                 package_ids: list[str] | None = None,
+                 backorders: dict[str, Backorder] | None = None,
+                 last_decision: Decision | None = None,
+                 cancelled: dict[str, int] | None = None, held: bool = False) -> None:
+        self.spec = spec
+        self.seq = seq
+        self.status = status
+        self.package_ids = [] if package_ids is None else package_ids
+        self.backorders = {} if backorders is None else backorders
+        self.last_decision = last_decision
+        self.cancelled = {} if cancelled is None else cancelled
+        self.held = held
+
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)  # (snapshots written in pickle's default form)
+
+    def __reduce__(self) -> tuple[type[OrderRecord], tuple[Any, ...]]:
+        return OrderRecord, _record_fields(self)
+
     def line(self, line_id: str) -> OrderLineSpec:
         for line in self.spec.lines:
             if line.line_id == line_id:
                 return line
         raise KeyError(line_id)
+
+
+_package_fields = operator.attrgetter(*(f.name for f in fields(PackageState)))
+_record_fields = operator.attrgetter(*(f.name for f in fields(OrderRecord)))
 
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member

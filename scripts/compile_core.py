@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # so that one never calls into the other's compiled code: either may run interpreted
 # while the other runs compiled.
 PACKAGES = {
-    "core": ("allocation", "decisions", "kpis", "ledger", "network", "operations",
-             "order_ops", "orders", "plan", "validation"),
+    "core": ("allocation", "decisions", "demand", "kpis", "ledger", "model", "network",
+             "operations", "order_ops", "orders", "plan", "validation"),
     "service": ("allocation_wire", "order_wire"),
 }
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import copyreg
+import dataclasses
+import io
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import commands as c
+from core.demand import SmoothedDemand
 from core.ledger import Ledger
 from core.model import Bucket, ChannelSpec, Event, NodeSpec, SkuSpec
 from core.network import SlaTier
@@ -23,9 +27,12 @@ from core.orders import (
     Option,
     OptionKind,
     OrderLineSpec,
+    OrderRecord,
     OrderSpec,
+    OrderStatus,
     PackageLine,
     PackagePlan,
+    PackageState,
 )
 from service import logcodec
 from service.config import Settings
@@ -212,7 +219,29 @@ def test_the_store_refuses_to_unpickle_foreign_types(tmp_path):
         logcodec.loads(payload)
 
 
-def test_events_written_either_way_read_back_the_same(monkeypatch):
+class _SlottedDefault(pickle.Pickler):
+    """Pickles `types` the way pickle's default wrote a slotted dataclass: the class made
+    empty, then every field set (what logs and snapshots hold from before a class named
+    its own form, compiled or not)."""
+
+    def __init__(self, file: io.BytesIO, types: tuple[type, ...]) -> None:
+        super().__init__(file, protocol=5)
+        self.types = types
+
+    def reducer_override(self, obj: object) -> object:
+        if type(obj) in self.types:
+            state = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+            return copyreg.__newobj__, (type(obj),), (None, state)
+        return NotImplemented
+
+
+def _slotted_default(obj: object, *types: type) -> bytes:
+    buffer = io.BytesIO()
+    _SlottedDefault(buffer, types).dump(obj)
+    return buffer.getvalue()
+
+
+def test_events_written_either_way_read_back_the_same():
     # Events are written as their fields in order (Event.__reduce__); logs written before
     # that hold pickle's default for slotted dataclasses, and must still read.
     ledger = Ledger()
@@ -221,9 +250,7 @@ def test_events_written_either_way_read_back_the_same(monkeypatch):
     events = outcome.events + execute(ledger, c.ReceiveStock((c.ReceiptLine("S0", "A", 5),)),
                                       3).events
     compact = logcodec.dumps(Commit(events))
-    monkeypatch.delattr(Event, "__reduce__")
-    default = logcodec.dumps(Commit(events))
-    monkeypatch.undo()
+    default = _slotted_default(Commit(events), Event)
     assert compact != default and len(compact) < len(default)
     for data in (compact, default):
         back = logcodec.loads(data).events
@@ -388,3 +415,31 @@ def test_alerts_actions_and_kpis_survive_a_snapshot_and_a_restart(tmp_path):
     assert ledger.ops.rules.version == 2
     (alert,) = ledger.ops.alerts.values()
     assert alert.info.subject == "S4@A" and len(alert.action_ids) == 1
+
+
+def test_order_state_in_snapshots_written_either_way_reads_back_the_same():
+    # Order records, package states and smoothed demand are written as their fields in
+    # order (their __reduce__); snapshots written before that hold pickle's default for
+    # slotted dataclasses, and must still read: compiled, the default form makes each
+    # empty through its __init__ and then sets every field (their __setstate__).
+    ledger = Ledger()
+    for command in shop({("shirt", "n0"): 1, ("mug", "n1"): 5}):
+        execute(ledger, command, 1)
+    order = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("l1", "shirt", 1),
+                                                       OrderLineSpec("l2", "mug", 2)),
+                      postal_code="10001")
+    execute(ledger, c.AllocateOrders((order,)), 2)
+    state = (ledger.orders.orders, ledger.orders.packages, ledger.drawn_units,
+             ledger.learned_demand)
+    assert len(state[1]) == 2 and state[2] and state[3]
+    compact = logcodec.dumps(state)
+    default = _slotted_default(state, OrderRecord, PackageState, SmoothedDemand)
+    assert compact != default and len(compact) < len(default)
+    for data in (compact, default):
+        back = logcodec.loads(data)
+        assert back == state
+        assert [type(x) for x in back[1].values()] == [PackageState] * 2
+        record = back[0]["o1"]
+        assert record.status == OrderStatus.ALLOCATED and record.package_ids == ["o1-P1",
+                                                                                 "o1-P2"]
+        assert {type(x) for x in back[2].values()} == {SmoothedDemand}
