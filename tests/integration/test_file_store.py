@@ -258,16 +258,21 @@ def test_events_written_either_way_read_back_the_same():
         assert [type(e.kind) for e in back] == [type(e.kind) for e in events]
 
 
-def test_orders_and_decisions_written_either_way_read_back_the_same(monkeypatch):
-    # Order specs and decisions (named tuples) are written as their class and fields;
-    # logs written before that hold pickle's default for named tuples, and must read.
-    ledger = Ledger()
+def _two_package_order(ledger: Ledger):
+    """Stock at two nodes, and an order of two lines allocated from both (two packages)."""
     for command in shop({("shirt", "n0"): 1, ("mug", "n1"): 5}):
         execute(ledger, command, 1)
     order = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("l1", "shirt", 1),
                                                        OrderLineSpec("l2", "mug", 2)),
                       postal_code="10001")
-    events = execute(ledger, c.AllocateOrders((order,)), 2).events
+    return execute(ledger, c.AllocateOrders((order,)), 2)
+
+
+def test_orders_and_decisions_written_either_way_read_back_the_same(monkeypatch):
+    # Order specs and decisions (named tuples) are written as their class and fields;
+    # logs written before that hold pickle's default for named tuples, and must read.
+    ledger = Ledger()
+    events = _two_package_order(ledger).events
     payloads = [e.payload for e in events if e.payload is not None]
     assert {type(x) for x in payloads} >= {OrderSpec, Decision}
     assert any(len(x.packages) == 2 for x in payloads if isinstance(x, Decision))
@@ -423,12 +428,7 @@ def test_order_state_in_snapshots_written_either_way_reads_back_the_same():
     # slotted dataclasses, and must still read: compiled, the default form makes each
     # empty through its __init__ and then sets every field (their __setstate__).
     ledger = Ledger()
-    for command in shop({("shirt", "n0"): 1, ("mug", "n1"): 5}):
-        execute(ledger, command, 1)
-    order = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("l1", "shirt", 1),
-                                                       OrderLineSpec("l2", "mug", 2)),
-                      postal_code="10001")
-    execute(ledger, c.AllocateOrders((order,)), 2)
+    _two_package_order(ledger)
     state = (ledger.orders.orders, ledger.orders.packages, ledger.drawn_units,
              ledger.learned_demand)
     assert len(state[1]) == 2 and state[2] and state[3]
