@@ -11,7 +11,7 @@ from inbound stock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -245,8 +245,9 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member
 # from its class costs about four times a global's lookup.
-_SHIP_COMPLETE, _SPLIT = OptionKind.SHIP_COMPLETE, OptionKind.SPLIT
-_new: Any = tuple.__new__
+_SHIP_COMPLETE: Final = OptionKind.SHIP_COMPLETE
+_SPLIT: Final = OptionKind.SPLIT
+_new: Final[Any] = tuple.__new__
 
 
 class _Lists:
@@ -403,7 +404,8 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int) -> int:
     return 0
 
 
-_NO_INBOUND = Option(OptionKind.WAIT_FOR_INBOUND, False, detail="no inbound stock of these SKUs")
+_NO_INBOUND: Final = Option(OptionKind.WAIT_FOR_INBOUND, False,
+                             detail="no inbound stock of these SKUs")
 
 
 def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered, rank: int,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
 from core.errors import InvalidArgument
 from core.model import set_fields
 
-DAY_MS = 86_400_000
+DAY_MS: Final = 86_400_000
 DEFAULT_HALF_LIFE_DAYS = 7.0
 
 

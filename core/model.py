@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -106,9 +106,9 @@ class EventKind(IntEnum):
 
 #: Kinds that move units between the ledger and the outside world but are
 #: internal to the network as a pair (a transfer leaves one node, arrives at another).
-TRANSFER_KINDS = frozenset({EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT})
+TRANSFER_KINDS: Final = frozenset({EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT})
 #: Kinds that move units between buckets (or in from / out to the outside world).
-MOVE_KINDS = frozenset({
+MOVE_KINDS: Final = frozenset({
     EventKind.RECEIVED, EventKind.ADJUSTED, EventKind.MOVED, EventKind.TRANSFER_SHIPPED,
     EventKind.TRANSFER_IN_TRANSIT, EventKind.INBOUND_EXPECTED, EventKind.INBOUND_RECEIVED,
     EventKind.RESERVED, EventKind.RESERVATION_RELEASED, EventKind.RESERVATION_EXPIRED,
@@ -120,7 +120,7 @@ POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
                           EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET,
                           EventKind.RETURN_POLICY_SET, EventKind.TOKEN_REVOKED,
                           EventKind.RULES_SET})
-CATALOG_KINDS = frozenset(
+CATALOG_KINDS: Final = frozenset(
     {EventKind.SKU_UPSERTED, EventKind.NODE_UPSERTED, EventKind.CHANNEL_UPSERTED}
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -48,10 +48,14 @@ from core.validation import check_identifier, check_line_ids, existing, is_ident
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member
 # from its class costs about four times a global's lookup.
-_ORDER_RECEIVED, _ORDER_ALLOCATED, _UNITS_ALLOCATED = (
-    EventKind.ORDER_RECEIVED, EventKind.ORDER_ALLOCATED, EventKind.ORDER_UNITS_ALLOCATED)
-_AVAILABLE, _ALLOCATED = Bucket.AVAILABLE, Bucket.ALLOCATED
-_ADDRESS_INVALID, _PAYMENT_ON_HOLD = AddressStatus.INVALID, PaymentStatus.ON_HOLD
+# (Final: compiled, a Final name is read from a C static, not looked up in the module.)
+_ORDER_RECEIVED: Final = EventKind.ORDER_RECEIVED
+_ORDER_ALLOCATED: Final = EventKind.ORDER_ALLOCATED
+_UNITS_ALLOCATED: Final = EventKind.ORDER_UNITS_ALLOCATED
+_AVAILABLE: Final = Bucket.AVAILABLE
+_ALLOCATED: Final = Bucket.ALLOCATED
+_ADDRESS_INVALID: Final = AddressStatus.INVALID
+_PAYMENT_ON_HOLD: Final = PaymentStatus.ON_HOLD
 
 UNSHIPPED = (PackageStatus.ALLOCATED, PackageStatus.RELEASED, PackageStatus.PICKED,
              PackageStatus.PACKED)

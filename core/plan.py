@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from core.ledger import Ledger
 from core.model import Bucket, Event, EventKind
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member
 # from its class costs about four times a global's lookup.
-_EXTERNAL = Bucket.EXTERNAL
+_EXTERNAL: Final = Bucket.EXTERNAL
 
 
 @dataclass(slots=True)

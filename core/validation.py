@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from core.errors import InvalidArgument, NotFound
 from core.model import QTY_MAX, Bucket
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH: Final = 128
 
 T = TypeVar("T")
 

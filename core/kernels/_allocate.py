@@ -15,6 +15,8 @@ over partitions of the items into packages. Beyond that a greedy heuristic.
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 from numba import njit
 
@@ -22,13 +24,13 @@ INF = np.int64(1) << np.int64(62)
 DIM_DIVISOR = 139.0
 OVERSIZE_IN = 48.0
 
-STATUS_ALLOCATED = 0  # every unit allocated
-STATUS_PARTIAL = 1  # some units allocated, the rest backordered
-STATUS_NO_FEASIBLE_NODE = 2  # stock exists but no plan meets the promise
-STATUS_OUT_OF_STOCK = 3  # nothing can be allocated
+STATUS_ALLOCATED: Final = 0  # every unit allocated
+STATUS_PARTIAL: Final = 1  # some units allocated, the rest backordered
+STATUS_NO_FEASIBLE_NODE: Final = 2  # stock exists but no plan meets the promise
+STATUS_OUT_OF_STOCK: Final = 3  # nothing can be allocated
 
-METHOD_EXACT = 0
-METHOD_HEURISTIC = 1
+METHOD_EXACT: Final = 0
+METHOD_HEURISTIC: Final = 1
 
 
 @njit(cache=True, nogil=True)
