@@ -26,7 +26,7 @@ from service.demo import demo_commands
 from service.demo_network import demo_network
 from service.order_codec import orders_from_proto
 from service.server import SERVER_GC_THRESHOLDS
-from service.servicers.orders import _allocation
+from service.servicers.orders import allocations_response
 
 NOW_MS = 1_795_000_000_000  # a Tuesday, 08:53 UTC: before every cut-off
 N_SKUS = 5000
@@ -61,11 +61,9 @@ def order_path(ledger: Ledger, request: opb.AllocateOrdersRequest, full: bool) -
                       request.request_id)
     result = outcome.detail
     assert isinstance(result, AllocateResult)
-    response = opb.AllocateOrdersResponse()
     for order in result.outcomes:
         assert order.error is None, order.error
-        _allocation(ledger, order, False, response.allocations.add(), full)
-    return response.SerializeToString()
+    return allocations_response(ledger, outcome, False, full)
 
 
 @pytest.mark.parametrize(("orders", "view", "rounds"), [

@@ -38,7 +38,8 @@ def _encode_varint(value: int) -> bytes:
 
 
 _TABLE: Final = tuple(_encode_varint(v) for v in range(1 << 14))  # every 1- or 2-byte number
-_varints: Final[dict[int, bytes]] = {}  # larger numbers already written (costs repeat)
+# A larger number's low 14 bits: two bytes, each marked as followed by more.
+_LOW14: Final = tuple(bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(1 << 14))
 _timestamps: Final[dict[int, bytes]] = {}  # dates already written (they repeat: whole days)
 _strings: Final[dict[str, bytes]] = {}  # names already written: their length and UTF-8 bytes
 
@@ -52,10 +53,16 @@ def _kept(cache: dict[K, bytes], key: K, value: bytes) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    """A number as a varint: from the tables up to 42 bits (costs in micros, dates in
+    seconds), the rest (and negative numbers) encoded."""
     if 0 <= value < 16384:
         return _TABLE[value]
-    found = _varints.get(value)
-    return _kept(_varints, value, _encode_varint(value)) if found is None else found
+    if 16384 <= value < 268435456:  # 28 bits
+        return _LOW14[value & 0x3FFF] + _TABLE[value >> 14]
+    if 268435456 <= value < 4398046511104:  # 42 bits
+        return b"".join((_LOW14[value & 0x3FFF], _LOW14[(value >> 14) & 0x3FFF],
+                         _TABLE[value >> 28]))
+    return _encode_varint(value)
 
 
 def _text(value: str) -> bytes:
@@ -96,9 +103,11 @@ def _sub(out: list[bytes], tag: bytes, message: bytes) -> None:
 
 
 def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | None,
-                     full: bool = True) -> bytes:
+                     full: bool = True, exception_id: str = "", exception_type: int = 0,
+                     ) -> bytes:
     """What `allocation_to_proto(ledger, record, decision, False, full=full)` gives, as
-    the message's bytes."""
+    the message's bytes; with the exception the order raised, if given (its id and
+    type, which the caller's outcome holds, not the record)."""
     book = ledger.orders
     packages = book.packages
     catalog = ledger.catalog
@@ -118,43 +127,43 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
         quantities = state.quantities
         if not quantities:
             continue
-        plan = state.plan
-        carrier, handling, unit_cost, penalty = (plan.carrier_micros, plan.handling_micros,
-                                                 plan.units_micros, plan.penalty_micros)
+        # (Unpacked: compiled, a named tuple's field read by name is a generic lookup.)
+        (plan_id, node, service_index, lines, carrier, handling, unit_cost, penalty,
+         billable_lb, ship_ms, promise_ms) = state.plan
         if full:
-            body = [b"\x0a", _text(plan.package_id), b"\x12", _name(nodes[plan.node].node_id)]
-            if 0 <= plan.service < n_services:
-                service = services[plan.service]
+            body = [b"\x0a", _text(plan_id), b"\x12", _name(nodes[node].node_id)]
+            if 0 <= service_index < n_services:
+                service = services[service_index]
                 if service.service_id:
                     _put(body, b"\x1a", _name(service.service_id))
                 if service.carrier:
                     _put(body, b"\x22", _name(service.carrier))
-            for line in plan.lines:
-                qty = quantities.get(line.line_id, 0)
+            for line_id, sku, _, substitutes_sku in lines:
+                qty = quantities.get(line_id, 0)
                 if qty:
-                    entry = b"\x0a" + _text(line.line_id) + b"\x12" + _name(sku_ids[line.sku])
-                    entry += b"\x18" + _varint(qty)
-                    if line.substitutes_sku >= 0:
-                        entry += b"\x22" + _name(sku_ids[line.substitutes_sku])
-                    _sub(body, b"\x2a", entry)
-            cost = b""
+                    entry = [b"\x0a", _text(line_id), b"\x12", _name(sku_ids[sku]),
+                             b"\x18", _varint(qty)]
+                    if substitutes_sku >= 0:
+                        _put(entry, b"\x22", _name(sku_ids[substitutes_sku]))
+                    _sub(body, b"\x2a", b"".join(entry))
+            cost: list[bytes] = []
             if carrier:
-                cost += b"\x08" + _varint(carrier)
+                _put(cost, b"\x08", _varint(carrier))
             if handling:
-                cost += b"\x10" + _varint(handling)
+                _put(cost, b"\x10", _varint(handling))
             if unit_cost:
-                cost += b"\x18" + _varint(unit_cost)
+                _put(cost, b"\x18", _varint(unit_cost))
             if penalty:
-                cost += b"\x20" + _varint(penalty)
+                _put(cost, b"\x20", _varint(penalty))
             package_total = carrier + handling + unit_cost + penalty
             if package_total:
-                cost += b"\x28" + _varint(package_total)
-            _sub(body, b"\x32", cost)
-            billable = min(plan.billable_lb, 2**31 - 1)
+                _put(cost, b"\x28", _varint(package_total))
+            _sub(body, b"\x32", b"".join(cost))
+            billable = min(billable_lb, 2**31 - 1)
             if billable:
                 _put(body, b"\x38", _varint(billable))
-            _put(body, b"\x42", _timestamp(plan.ship_ms))
-            _put(body, b"\x4a", _timestamp(plan.promise_ms))
+            _put(body, b"\x42", _timestamp(ship_ms))
+            _put(body, b"\x4a", _timestamp(promise_ms))
             package_status = int(state.status)
             if package_status:
                 _put(body, b"\x50", _varint(package_status))
@@ -167,16 +176,16 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
         if state.status == _REPLANNED:
             continue  # superseded: shown, but neither shipped nor charged
         units += sum(quantities.values())
-        promised = max(promised, plan.promise_ms)
+        promised = max(promised, promise_ms)
         total += carrier + handling + unit_cost + penalty
     if full:
-        for backorder in record.backorders.values():
-            entry = b"\x0a" + _text(backorder.line_id) + b"\x12" + _name(sku_ids[backorder.sku])
-            if backorder.quantity:
-                entry += b"\x18" + _varint(backorder.quantity)
-            if backorder.promise_ms:
-                entry += b"\x22" + _timestamp(backorder.promise_ms)
-            _sub(out, b"\x22", entry)
+        for line_id, sku, quantity, backorder_promise_ms in record.backorders.values():
+            backorder = [b"\x0a", _text(line_id), b"\x12", _name(sku_ids[sku])]
+            if quantity:
+                _put(backorder, b"\x18", _varint(quantity))
+            if backorder_promise_ms:
+                _put(backorder, b"\x22", _timestamp(backorder_promise_ms))
+            _sub(out, b"\x22", b"".join(backorder))
     if total:
         _put(out, b"\x28", _varint(total))
     decision = decision or record.last_decision
@@ -186,6 +195,19 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
             _put(out, b"\x3a", _text(decision.rule))
     if promised:
         _put(out, b"\x4a", _timestamp(promised))
+    if exception_id:
+        _put(out, b"\x52", _text(exception_id))
+    if exception_type:
+        _put(out, b"\x58", _varint(exception_type))
     if units:
         _put(out, b"\x70", _varint(units))
+    return b"".join(out)
+
+
+def response_bytes(result: bytes, allocations: list[bytes]) -> bytes:
+    """An AllocateOrdersResponse's bytes: its result (field 1) and allocations (field 2),
+    each given as its message's bytes."""
+    out = [b"\x0a", _varint(len(result)), result]
+    for allocation in allocations:
+        _sub(out, b"\x12", allocation)
     return b"".join(out)

@@ -43,7 +43,9 @@ from service.store import (
 
 log = logging.getLogger("allocd.engine")
 
-ResponseT = TypeVar("ResponseT", bound=Message)
+# (bytes: a response already written as its message's bytes; see Engine.mutate)
+ResponseT = TypeVar("ResponseT", bound=Message | bytes)
+MessageT = TypeVar("MessageT", bound=Message)
 
 #: Joined commands run between probes (a command of one or two calls that waits for
 #: company): at first, and at most (each probe that finds none doubles the gap).
@@ -237,7 +239,11 @@ class Engine:
     async def mutate(self, method: str, request: Message,
                      build: Callable[[], Command],
                      respond: Callable[[Outcome], ResponseT]) -> ResponseT:
-        """Run one mutating call: idempotency check, validate+apply, durable, answer."""
+        """Run one mutating call: idempotency check, validate+apply, durable, answer.
+
+        `respond` may give the response already written as bytes (the server sends bytes
+        as they are: see service.server.Routes); given an outcome without events or
+        detail (to read a replayed answer into), it must give the message."""
         key, print_, replayed = await self._earlier(method, request, respond)
         if replayed is not None:
             return replayed
@@ -245,7 +251,7 @@ class Engine:
         outcome = execute(self.ledger, build(), self.clock(), key[1])
         try:
             response = respond(outcome)
-            payload = response.SerializeToString()
+            payload = response if isinstance(response, bytes) else response.SerializeToString()
         except BaseException as error:
             # The ledger has this call's events but they cannot be answered or recorded:
             # reload from the store (which does not have them) before anything else runs.
@@ -281,8 +287,8 @@ class Engine:
         return key, print_, None
 
     async def mutate_joined(self, method: str, request: Message, part: Callable[[], Any],
-                            respond: Callable[[Outcome], ResponseT],
-                            joiner: Joiner) -> ResponseT:
+                            respond: Callable[[Outcome], MessageT],
+                            joiner: Joiner) -> MessageT:
         """`mutate` for calls that may be answered together: the calls that arrive in the
         same turn of the event loop are validated, decided and applied as one command
         (`joiner` combines them) and made durable in one commit holding every answer.
@@ -294,7 +300,7 @@ class Engine:
             return replayed
         # Shielded: the joined command answers and records this call even if the caller
         # goes away.
-        return cast(ResponseT, await asyncio.shield(
+        return cast(MessageT, await asyncio.shield(
             self._join(key, print_, part, respond, joiner)))
 
     def submit_joined(self, method: str, request: Message, part: Callable[[], Any],
@@ -483,6 +489,7 @@ class Engine:
     @staticmethod
     def _replayed(respond: Callable[[Outcome], ResponseT], payload: bytes) -> ResponseT:
         response = respond(Outcome(()))
+        assert isinstance(response, Message)  # (an empty outcome is answered as a message)
         response.ParseFromString(payload)
         if response.HasField("result"):  # type: ignore[arg-type]
             response.result.replayed = True  # type: ignore[attr-defined]

@@ -140,6 +140,15 @@ def store_from_settings(settings: Settings) -> EventStore:
     raise ValueError(f"unknown store {settings.store!r} (file, memory or a redis:// URL)")
 
 
+def _bytes_or(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response serializer that sends a response given as bytes as it is."""
+
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serializer
+
+
 class Routes(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Every service's methods in one table, given to the server as its one generic handler.
 
@@ -159,7 +168,10 @@ class Routes(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     def add_registered_method_handlers(
             self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
         for name, handler in handlers.items():
-            self.handlers[f"/{service}/{name}"] = handler
+            serialize = handler.response_serializer
+            # (a response already written as bytes is sent as it is)
+            self.handlers[f"/{service}/{name}"] = handler if serialize is None else (
+                handler._replace(response_serializer=_bytes_or(serialize)))  # type: ignore[attr-defined]
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self.handlers.get(details.method)  # type: ignore[attr-defined]

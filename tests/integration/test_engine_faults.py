@@ -108,6 +108,7 @@ def test_an_answer_without_events_survives_a_restart(tmp_path):
         return found
 
     request, answer = asyncio.run(first())
+    answer = opb.AllocateOrdersResponse.FromString(answer)  # (answered as its bytes)
     assert answer.allocations[0].error_code == 5  # NOT_FOUND, nothing recorded
     found = asyncio.run(second(request))
     assert found is not None and found.durable

@@ -119,7 +119,7 @@ def test_answers_without_events_survive_snapshots_and_restarts_in_redis(redis_se
         assert await server.engine.checkpoint()
         answer = await OrderServicer(server.engine).AllocateOrders(request, _Context())
         await server.stop(0)
-        return answer
+        return opb.AllocateOrdersResponse.FromString(answer)  # (answered as its bytes)
 
     async def second():
         server = await _server(redis_server.url)

@@ -1,7 +1,8 @@
 """The allocation written straight to wire bytes (service/allocation_wire.py) against the
 reference that builds the message field by field (order_codec.allocation_to_proto):
 the same bytes for every order of a long seeded run, and the same message for any
-record whatever its values."""
+record whatever its values; and a batch's whole answer, written as bytes, against the
+response built message by message."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from core import commands as c
 from core.ledger import Ledger
 from core.model import ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
-from core.operations import execute
+from core.operations import Outcome, execute
+from core.order_ops import AllocateResult
 from core.orders import (
     Backorder,
     Decision,
+    OrderLineSpec,
     OrderRecord,
     OrderSpec,
     OrderStatus,
@@ -26,7 +29,10 @@ from core.orders import (
     PackageStatus,
 )
 from service.allocation_wire import allocation_bytes
+from service.errors import status_of
 from service.order_codec import allocation_to_proto
+from service.servicers.inventory import mutation_result
+from service.servicers.orders import allocations_response
 from tests.unit.test_compiled_core import scenario
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -116,3 +122,59 @@ def test_any_record_reads_back_as_the_reference_builds_it(drawn, full, pass_deci
     for mine, theirs in zip(got.packages, expected.packages, strict=True):
         for field in ("cost", "ship_date", "promised_delivery"):
             assert mine.HasField(field) == theirs.HasField(field)
+
+
+def _reference_response(ledger: Ledger, o: Outcome, explain: bool,
+                        full: bool) -> pb.AllocateOrdersResponse:
+    """An AllocateOrdersResponse built message by message, field by field."""
+    response = pb.AllocateOrdersResponse(result=mutation_result(o))
+    assert isinstance(o.detail, AllocateResult)
+    for outcome in o.detail.outcomes:
+        if outcome.error is not None:
+            response.allocations.add(order_id=outcome.order_id,
+                                     error_code=status_of(outcome.error).value[0],
+                                     error_message=outcome.error.message)
+            continue
+        allocation = allocation_to_proto(ledger, ledger.orders.orders[outcome.order_id],
+                                         outcome.decision, explain, None, full)
+        if outcome.exception_id:
+            allocation.exception_id = outcome.exception_id
+            assert outcome.exception_type is not None
+            allocation.exception_type = pb.ExceptionType.ValueType(int(outcome.exception_type))
+        response.allocations.append(allocation)
+    return response
+
+
+def test_a_batch_answer_written_as_bytes_is_the_response_built_message_by_message():
+    """Allocated, split, backordered, held and refused orders, in both views and
+    explained: the same message, and (unexplained) the same bytes."""
+    ledger = _ledger()
+    execute(ledger, c.ReceiveStock(tuple(
+        c.ReceiptLine(sku, node, quantity) for sku, node, quantity in (
+            ("a", "n0", 3), ("b", "nœud-1", 2), ("sku-ü", "n0", 1)))), 0, "stock")
+
+    def order(name: str, *lines: tuple[str, int], **fields: object) -> OrderSpec:
+        return OrderSpec(name, "web", SlaTier.STANDARD, tuple(
+            OrderLineSpec(str(i + 1), sku, qty) for i, (sku, qty) in enumerate(lines)),
+            "10001", **fields)  # type: ignore[arg-type]
+
+    outcomes = [execute(ledger, c.AllocateOrders((
+        order(f"one-node-{k}", ("a", 1)),
+        order(f"split-{k}", ("a", 1), ("b", 1)),
+        order(f"short-{k}", ("sku-ü", 2)),  # backordered: an exception with its id and type
+        order(f"held-{k}", ("a", 1), fraud_score=0.99),  # held for review
+        order(f"unknown-sku-{k}", ("nope", 1)),  # refused
+        order(f"last-{k}", ("b", 1) if k == 0 else ("a", 9)),
+    )), 0, f"batch-{k}") for k in range(2)]
+    kinds = set()
+    for o in outcomes:
+        assert isinstance(o.detail, AllocateResult)
+        kinds |= {(x.error is not None, x.exception_type) for x in o.detail.outcomes}
+        for full in (True, False):
+            for explain in ((False, True) if full else (False,)):
+                expected = _reference_response(ledger, o, explain, full)
+                got = allocations_response(ledger, o, explain, full)
+                assert pb.AllocateOrdersResponse.FromString(got) == expected, (full, explain)
+                if not explain:
+                    assert got == expected.SerializeToString(), full
+    assert len(kinds) >= 4, kinds  # allocated, backordered, held, refused
