@@ -35,6 +35,8 @@ class Settings:
     group_commit_max: int = 1000  # commits in one write at most
     checkpoint_every_events: int = 1_000_000
     checkpoint_every_s: float = 300.0
+    # How much the process writing a snapshot yields to the server (its niceness, 0-19).
+    snapshot_nice: int = 10
     # Recent events kept in memory for WatchInventoryEvents.
     watch_buffer_events: int = 200_000
     # Authentication: "off" (who acts comes from x-allocd-actor/x-allocd-role metadata; for

@@ -182,6 +182,9 @@ class AllocdServer:
 
     def __init__(self, settings: Settings, store: EventStore | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
+        if not 0 <= settings.snapshot_nice <= 19:
+            raise ValueError(
+                f"snapshot_nice must be between 0 and 19, not {settings.snapshot_nice}")
         self.settings = settings
         store = store or store_from_settings(settings)
         # The audit log is a file in the partition's data directory whichever store

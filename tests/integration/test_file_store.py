@@ -241,6 +241,33 @@ def _slotted_default(obj: object, *types: type) -> bytes:
     return buffer.getvalue()
 
 
+def test_the_snapshot_is_written_below_the_server_and_published(tmp_path, monkeypatch):
+    """The forked child lowers its priority by `snapshot_nice` before writing the image,
+    and the snapshot is still published; a niceness outside 0-19 is refused."""
+    told = tmp_path / "nice"
+    real_nice = os.nice
+
+    def recorded(increment: int) -> int:  # (runs in the child: leaves a note for the test)
+        told.write_text(str(increment))
+        return real_nice(increment)
+
+    async def checkpoint() -> bool:
+        server = await _seeded(tmp_path / "data", snapshot_nice=7)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S2", "B", 7, "a"), _Context())
+        monkeypatch.setattr(os, "nice", recorded)
+        published = await server.engine.checkpoint()
+        monkeypatch.undo()
+        await server.stop(0)
+        return published
+
+    assert run(checkpoint())
+    assert told.read_text() == "7"
+    for wrong in (-1, 20):
+        with pytest.raises(ValueError, match="snapshot_nice"):
+            AllocdServer(_settings(tmp_path / "other", snapshot_nice=wrong))
+
+
 def test_events_written_either_way_read_back_the_same():
     # Events are written as their fields in order (Event.__reduce__); logs written before
     # that hold pickle's default for slotted dataclasses, and must still read.
