@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copyreg
 import operator
+from array import array
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
@@ -307,6 +308,20 @@ class OrderBook:
         self.node_day_orders: dict[tuple[int, int], int] = {}
         self.waves = 0
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (into snapshots) as columns: see _book_columns."""
+        try:
+            state: Any = _book_columns(self)
+        except (TypeError, ValueError, OverflowError, KeyError):  # a value columns cannot hold
+            state = dict(vars(self))
+        return OrderBook, (), state
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):  # pickle's default form (earlier snapshots), or a fallback
+            vars(self).update(state)
+        else:
+            _read_book_columns(self, state)
+
     def receive(self, spec: OrderSpec, seq: int) -> None:
         self.orders[spec.order_id] = OrderRecord(spec, seq)
 
@@ -439,3 +454,370 @@ class OrderBook:
             record.status = OrderStatus.ALLOCATED
         else:
             record.status = OrderStatus.BACKORDERED
+
+
+# ---- the order book in a snapshot ---------------------------------------------------------
+# A snapshot holds every order the server keeps. Pickled object by object, the order book
+# took ~24 µs an order to write (pickle calls each named tuple's reducer, writes its class,
+# memoizes each object): most of a snapshot's time. Written as columns, every record is a
+# run of integers (32-bit; 64-bit for times, money and sequence numbers), floats and
+# strings in a fixed order: flat arrays and one joined string, a handful of objects for
+# pickle. Reading walks the same order. What the book shares stays shared: a package's
+# plan is its order's decision's plan, and an order's ids are one string.
+
+_BOOK_COLUMNS: Final = 1  # the layout's version
+
+_TIERS: Final = {int(m): m for m in SlaTier}
+_PAYMENTS: Final = {int(m): m for m in PaymentStatus}
+_ADDRESSES: Final = {int(m): m for m in AddressStatus}
+_ORDER_STATUSES: Final = {int(m): m for m in OrderStatus}
+_PACKAGE_STATUSES: Final = {int(m): m for m in PackageStatus}
+_OPTION_KINDS: Final = {int(m): m for m in OptionKind}
+
+
+# A spec's float fields, read as stored: read by name, compiled code makes an int a float,
+# and an int must not come back a float.
+_FLOAT_FIELDS: Final = tuple(OrderSpec._fields.index(name)
+                             for name in ("latitude", "longitude", "fraud_score"))
+
+
+def _put_spec(spec: OrderSpec, ints: list[int], wide: list[int], floats: list[float],
+              strs: list[str]) -> None:
+    stored: tuple[object, ...] = spec
+    for index in _FLOAT_FIELDS:
+        value = stored[index]
+        if value is not None and type(value) is not float:
+            raise TypeError("not a float")
+    strs.append(spec.order_id)
+    strs.append(spec.channel_id)
+    strs.append(spec.postal_code)
+    strs.append(spec.customer_id)
+    latitude, longitude = spec.latitude, spec.longitude
+    ints.append((latitude is None) | (longitude is None) << 1 | spec.allow_split << 2
+                | spec.allow_substitution << 3)
+    if latitude is not None:
+        floats.append(latitude)
+    if longitude is not None:
+        floats.append(longitude)
+    floats.append(spec.fraud_score)
+    ints.append(int(spec.tier))
+    wide.append(spec.deliver_by_ms)
+    ints.append(int(spec.payment))
+    ints.append(int(spec.address))
+    ints.append(len(spec.lines))
+    for line in spec.lines:
+        strs.append(line.line_id)
+        strs.append(line.sku_id)
+        ints.append(line.quantity)
+
+
+def _put_backorder(b: Backorder, ints: list[int], wide: list[int], strs: list[str]) -> None:
+    strs.append(b.line_id)
+    ints.append(b.sku)
+    ints.append(b.quantity)
+    wide.append(b.promise_ms)
+
+
+def _put_plan(plan: PackagePlan, ints: list[int], wide: list[int], strs: list[str]) -> None:
+    strs.append(plan.package_id)
+    ints.append(plan.node)
+    ints.append(plan.service)
+    ints.append(len(plan.lines))
+    for line in plan.lines:
+        strs.append(line.line_id)
+        ints.append(line.sku)
+        ints.append(line.quantity)
+        ints.append(line.substitutes_sku)
+    wide.append(plan.carrier_micros)
+    wide.append(plan.handling_micros)
+    wide.append(plan.units_micros)
+    wide.append(plan.penalty_micros)
+    ints.append(plan.billable_lb)
+    wide.append(plan.ship_ms)
+    wide.append(plan.promise_ms)
+
+
+def _put_decision(d: Decision, order_id: str, ints: list[int], wide: list[int],
+                  strs: list[str]) -> None:
+    if d.order_id == order_id:
+        ints.append(1)
+    else:
+        ints.append(0)
+        strs.append(d.order_id)
+    ints.append(len(d.packages))
+    for plan in d.packages:
+        _put_plan(plan, ints, wide, strs)
+    ints.append(len(d.backorders))
+    for b in d.backorders:
+        _put_backorder(b, ints, wide, strs)
+    ints.append(d.method)
+    strs.append(d.rule)
+    ints.append(len(d.options))
+    for option in d.options:
+        ints.append(int(option.kind))
+        ints.append(option.feasible | option.chosen << 1)
+        wide.append(option.cost_micros)
+        ints.append(option.packages)
+        strs.append(option.detail)
+    ints.append(1 if d.no_feasible_node else 0)
+
+
+def _put_counts(counts: dict[str, int], ints: list[int], strs: list[str],
+                values: list[int] | None = None) -> None:
+    """A dict of str -> int; its values into `values` (the wide column) when given."""
+    ints.append(len(counts))
+    column = ints if values is None else values
+    for key, value in counts.items():
+        strs.append(key)
+        column.append(value)
+
+
+def _put_record(order_id: str, record: OrderRecord, ints: list[int], wide: list[int],
+                floats: list[float], strs: list[str]) -> None:
+    spec = record.spec
+    if spec.order_id != order_id:
+        raise KeyError(order_id)
+    _put_spec(spec, ints, wide, floats, strs)
+    wide.append(record.seq)
+    ints.append(int(record.status))
+    ints.append(1 if record.held else 0)
+    ints.append(len(record.package_ids))
+    for package_id in record.package_ids:
+        strs.append(package_id)
+    ints.append(len(record.backorders))
+    for line_id, b in record.backorders.items():
+        strs.append(line_id)
+        _put_backorder(b, ints, wide, strs)
+    _put_counts(record.cancelled, ints, strs)
+    decision = record.last_decision
+    if decision is None:
+        ints.append(0)
+    else:
+        ints.append(1)
+        _put_decision(decision, order_id, ints, wide, strs)
+
+
+def _put_package(package_id: str, state: PackageState, orders: dict[str, OrderRecord],
+                 ints: list[int], wide: list[int], strs: list[str]) -> None:
+    strs.append(package_id)
+    strs.append(state.order_id)
+    record = orders.get(state.order_id)
+    # Its plan: the k-th of its order's last decision when it is that very object.
+    shared = -1
+    if record is not None and record.last_decision is not None:
+        for k, plan in enumerate(record.last_decision.packages):
+            if plan is state.plan:
+                shared = k
+                break
+    ints.append(shared)
+    if shared < 0:
+        _put_plan(state.plan, ints, wide, strs)
+    ints.append(int(state.status))
+    _put_counts(state.quantities, ints, strs)
+    strs.append(state.wave_id)
+    strs.append(state.tracking_number)
+    ints.append(1 if state.pack_mismatch else 0)
+    wide.append(state.shipped_ms)
+    _put_counts(state.unit_prices, ints, strs, wide)
+
+
+def _book_columns(book: OrderBook) -> tuple[Any, ...]:
+    ints: list[int] = []
+    wide: list[int] = []
+    floats: list[float] = []
+    strs: list[str] = []
+    orders = book.orders
+    ints.append(len(orders))
+    for order_id, record in orders.items():
+        _put_record(order_id, record, ints, wide, floats, strs)
+    packages = book.packages
+    ints.append(len(packages))
+    for package_id, state in packages.items():
+        _put_package(package_id, state, orders, ints, wide, strs)
+    lengths = [len(s) for s in strs]
+    return (_BOOK_COLUMNS, array("i", ints).tobytes(), array("q", wide).tobytes(),
+            array("d", floats).tobytes(), "".join(strs), array("i", lengths).tobytes(),
+            book.node_day_orders, book.waves)
+
+
+class _Columns:
+    """Reads the values _book_columns wrote, in the order it wrote them."""
+
+    def __init__(self, ints: list[int], wide: list[int], floats: list[float],
+                 strs: list[str]) -> None:
+        self.ints = ints
+        self.i = 0
+        self.wide = wide
+        self.w = 0
+        self.floats = floats
+        self.f = 0
+        self.strs = strs
+        self.s = 0
+
+    def int_(self) -> int:
+        value = self.ints[self.i]
+        self.i += 1
+        return value
+
+    def wide_(self) -> int:
+        value = self.wide[self.w]
+        self.w += 1
+        return value
+
+    def float_(self) -> float:
+        value = self.floats[self.f]
+        self.f += 1
+        return value
+
+    def str_(self) -> str:
+        value = self.strs[self.s]
+        self.s += 1
+        return value
+
+
+def _read_spec(c: _Columns) -> OrderSpec:
+    order_id = c.str_()
+    channel_id = c.str_()
+    postal_code = c.str_()
+    customer_id = c.str_()
+    flags = c.int_()
+    latitude = None if flags & 1 else c.float_()
+    longitude = None if flags & 2 else c.float_()
+    fraud_score = c.float_()
+    tier = _TIERS[c.int_()]
+    deliver_by_ms = c.wide_()
+    payment = _PAYMENTS[c.int_()]
+    address = _ADDRESSES[c.int_()]
+    lines = []
+    for _ in range(c.int_()):
+        line_id = c.str_()
+        sku_id = c.str_()
+        lines.append(OrderLineSpec(line_id, sku_id, c.int_()))
+    return OrderSpec(order_id, channel_id, tier, tuple(lines), postal_code, latitude,
+                     longitude, deliver_by_ms, payment, fraud_score, address,
+                     (flags & 4) != 0, (flags & 8) != 0, customer_id)
+
+
+def _read_backorder(c: _Columns) -> Backorder:
+    line_id = c.str_()
+    sku = c.int_()
+    quantity = c.int_()
+    return Backorder(line_id, sku, quantity, c.wide_())
+
+
+def _read_plan(c: _Columns) -> PackagePlan:
+    package_id = c.str_()
+    node = c.int_()
+    service = c.int_()
+    lines = []
+    for _ in range(c.int_()):
+        line_id = c.str_()
+        sku = c.int_()
+        quantity = c.int_()
+        lines.append(PackageLine(line_id, sku, quantity, c.int_()))
+    carrier = c.wide_()
+    handling = c.wide_()
+    units = c.wide_()
+    penalty = c.wide_()
+    billable = c.int_()
+    ship_ms = c.wide_()
+    return PackagePlan(package_id, node, service, tuple(lines), carrier, handling, units,
+                       penalty, billable, ship_ms, c.wide_())
+
+
+def _read_decision(c: _Columns, order_id: str) -> Decision:
+    if not c.int_():
+        order_id = c.str_()
+    packages = tuple([_read_plan(c) for _ in range(c.int_())])
+    backorders = tuple([_read_backorder(c) for _ in range(c.int_())])
+    method = c.int_()
+    rule = c.str_()
+    options = []
+    for _ in range(c.int_()):
+        kind = _OPTION_KINDS[c.int_()]
+        flags = c.int_()
+        cost = c.wide_()
+        count = c.int_()
+        options.append(Option(kind, (flags & 1) != 0, cost, count, (flags & 2) != 0,
+                              c.str_()))
+    return Decision(order_id, packages, backorders, method, rule, tuple(options),
+                    c.int_() != 0)
+
+
+def _read_counts(c: _Columns, wide: bool = False) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _ in range(c.int_()):
+        key = c.str_()
+        counts[key] = c.wide_() if wide else c.int_()
+    return counts
+
+
+def _read_record(c: _Columns) -> OrderRecord:
+    spec = _read_spec(c)
+    record = OrderRecord(spec, c.wide_(), _ORDER_STATUSES[c.int_()])
+    record.held = c.int_() != 0
+    record.package_ids = [c.str_() for _ in range(c.int_())]
+    for _ in range(c.int_()):
+        line_id = c.str_()
+        record.backorders[line_id] = _read_backorder(c)
+    record.cancelled = _read_counts(c)
+    if c.int_():
+        record.last_decision = _read_decision(c, spec.order_id)
+    return record
+
+
+def _read_package(c: _Columns, orders: dict[str, OrderRecord]) -> tuple[str, PackageState]:
+    package_id = c.str_()
+    order_id = c.str_()
+    record = orders.get(order_id)
+    if record is not None:
+        order_id = record.spec.order_id  # (one string for both)
+    shared = c.int_()
+    if shared >= 0:
+        assert record is not None and record.last_decision is not None
+        plan = record.last_decision.packages[shared]
+    else:
+        plan = _read_plan(c)
+    state = PackageState(plan, order_id, _PACKAGE_STATUSES[c.int_()], _read_counts(c))
+    state.wave_id = c.str_()
+    state.tracking_number = c.str_()
+    state.pack_mismatch = c.int_() != 0
+    state.shipped_ms = c.wide_()
+    state.unit_prices = _read_counts(c, True)
+    return package_id, state
+
+
+def _read_book_columns(book: OrderBook, state: tuple[Any, ...]) -> None:
+    version = state[0]
+    if version != _BOOK_COLUMNS:
+        raise ValueError(f"order book columns of version {version} are not known")
+    _, ints_bytes, wide_bytes, floats_bytes, text, lengths_bytes, node_day_orders, waves = state
+    ints = array("i")
+    ints.frombytes(ints_bytes)
+    wide = array("q")
+    wide.frombytes(wide_bytes)
+    floats = array("d")
+    floats.frombytes(floats_bytes)
+    lengths = array("i")
+    lengths.frombytes(lengths_bytes)
+    strs: list[str] = []
+    at = 0
+    for length in lengths.tolist():
+        strs.append(text[at:at + length])
+        at += length
+    c = _Columns(ints.tolist(), wide.tolist(), floats.tolist(), strs)
+    orders: dict[str, OrderRecord] = {}
+    for _ in range(c.int_()):
+        record = _read_record(c)
+        orders[record.spec.order_id] = record
+    packages: dict[str, PackageState] = {}
+    for _ in range(c.int_()):
+        package_id, package = _read_package(c, orders)
+        packages[package_id] = package
+    if (c.i != len(c.ints) or c.w != len(c.wide) or c.f != len(c.floats)
+            or c.s != len(strs)):
+        raise ValueError("order book columns of the wrong length")
+    book.orders = orders
+    book.packages = packages
+    book.node_day_orders = node_day_orders
+    book.waves = waves

@@ -22,6 +22,7 @@ from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec, PackageStatus
 from core.returns import Grade
+from service.logcodec import dumps, loads
 
 SKUS = ["a", "b", "c", "d"]
 NODES = ["n0", "n1", "n2"]
@@ -274,6 +275,26 @@ class OrderMachine(RuleBasedStateMachine):
         replayed = Ledger(self.ledger.settings)
         replayed.apply(self.events, replay=True)
         assert replayed.checksum() == self.ledger.checksum()
+
+
+    @invariant()
+    def a_snapshot_reads_back_the_same_order_book(self):
+        book = self.ledger.orders
+        assert not isinstance(book.__reduce__()[2], dict), "written as columns"
+        back = loads(dumps(book))
+        assert repr(back.orders) == repr(book.orders)
+        assert repr(back.packages) == repr(book.packages)
+        assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
+        assert plans_shared(back) == plans_shared(book)
+
+
+def plans_shared(book):
+    """For each package: whether its plan is the very object its order's decision holds."""
+    shared = []
+    for state in book.packages.values():
+        decision = book.orders[state.order_id].last_decision
+        shared.append(decision is not None and any(p is state.plan for p in decision.packages))
+    return shared
 
 
 OrderMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30,

@@ -1,0 +1,92 @@
+"""What a snapshot costs the process that writes it, for a ledger holding many orders.
+
+    python -m bench.snapshot_cost [--orders 200000]
+
+Allocates `--orders` orders (100 a command) on the demo catalogue, in process, as the
+order path does (bench/test_bench_order_path.py); then, as the server does, forks and
+has the child write the ledger's snapshot to a file, and prints the child's CPU time, the
+snapshot's size and the pages the child copied. Then the order book alone: written and
+read back as columns (how snapshots hold it) and object by object (pickle's default form,
+how they held it before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import pickle
+import resource
+import tempfile
+import time
+
+from allocd.v1 import order_service_pb2 as opb
+
+from bench.grpc_ratio import OrderFactory
+from bench.test_bench_order_path import N_SKUS, loaded_demo_ledger, order_path
+from core.ledger import Ledger
+from service import logcodec
+
+
+def build(orders: int) -> Ledger:
+    ledger = loaded_demo_ledger()
+    factory = OrderFactory(N_SKUS, 1, "S")
+    for k in range(orders // 100):
+        request = opb.AllocateOrdersRequest(request_id=f"s{k}",
+                                            orders=[factory.order() for _ in range(100)])
+        order_path(ledger, request, False)
+    return ledger
+
+
+def child_snapshot(ledger: Ledger) -> tuple[float, int, int]:
+    """(CPU seconds, bytes, minor faults) of a forked child writing the snapshot."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "snapshot")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            gc.disable()
+            code = 1
+            try:
+                with open(path, "wb") as fh:
+                    fh.write(logcodec.frame(logcodec.dumps(ledger)))
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                os.write(write, f"{usage.ru_utime + usage.ru_stime} {usage.ru_minflt}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        report = os.read(read, 200).decode().split()
+        os.waitpid(pid, 0)
+        os.close(read)
+        return float(report[0]), os.path.getsize(path), int(report[1])
+
+
+def timed(fn: object, *args: object) -> tuple[float, object]:
+    started = time.process_time()
+    result = fn(*args)  # type: ignore[operator]
+    return time.process_time() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=200_000)
+    args = parser.parse_args()
+    ledger = build(args.orders)
+    gc.collect()
+    cpu, size, faults = child_snapshot(ledger)
+    print(f"snapshot of a ledger with {len(ledger.orders.orders):,} orders: child CPU "
+          f"{cpu:.2f} s, {size / 2**20:.0f} MiB, {faults:,} pages copied")
+    book = ledger.orders
+    gc.disable()
+    for label, obj in (("columns", book), ("object by object", dict(vars(book)))):
+        write_s, blob = timed(logcodec.dumps, obj)
+        read_s, _ = timed(pickle.loads, blob)
+        print(f"order book {label:17}: written in {write_s:.2f} s, read in {read_s:.2f} s, "
+              f"{len(blob) / 2**20:.0f} MiB")  # type: ignore[arg-type]
+    gc.enable()
+
+
+if __name__ == "__main__":
+    main()
