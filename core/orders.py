@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import copyreg
 import operator
-from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
-from core.model import set_fields
+from core.exceptions import ExceptionInfo, ExceptionType
+from core.model import Bucket, Event, EventKind, set_fields
 from core.network import SlaTier
 
 DAY_MS: Final = 86_400_000
@@ -460,10 +461,10 @@ class OrderBook:
 # A snapshot holds every order the server keeps. Pickled object by object, the order book
 # took ~24 µs an order to write (pickle calls each named tuple's reducer, writes its class,
 # memoizes each object): most of a snapshot's time. Written as columns, every record is a
-# run of integers (32-bit; 64-bit for times, money and sequence numbers), floats and
-# strings in a fixed order: flat arrays and one joined string, a handful of objects for
-# pickle. Reading walks the same order. What the book shares stays shared: a package's
-# plan is its order's decision's plan, and an order's ids are one string.
+# run of integers, floats and strings in a fixed order, in a few flat lists (the strings
+# joined into one): a handful of objects for pickle. Reading walks the same order. What
+# the book shares stays shared: a package's plan is its order's decision's plan, and an
+# order's ids are one string.
 
 _BOOK_COLUMNS: Final = 1  # the layout's version
 
@@ -475,10 +476,13 @@ _PACKAGE_STATUSES: Final = {int(m): m for m in PackageStatus}
 _OPTION_KINDS: Final = {int(m): m for m in OptionKind}
 
 
-# A spec's float fields, read as stored: read by name, compiled code makes an int a float,
-# and an int must not come back a float.
+# A spec's float fields, read as stored: compiled code reading one into a float would
+# make an int a float, and an int must not come back a float.
 _FLOAT_FIELDS: Final = tuple(OrderSpec._fields.index(name)
                              for name in ("latitude", "longitude", "fraud_score"))
+
+# (Named tuples are unpacked below, not read field by field: compiled, unpacking a tuple
+# reads its items in place, where each read by name is a lookup.)
 
 
 def _put_spec(spec: OrderSpec, ints: list[int], wide: list[int], floats: list[float],
@@ -488,78 +492,83 @@ def _put_spec(spec: OrderSpec, ints: list[int], wide: list[int], floats: list[fl
         value = stored[index]
         if value is not None and type(value) is not float:
             raise TypeError("not a float")
-    strs.append(spec.order_id)
-    strs.append(spec.channel_id)
-    strs.append(spec.postal_code)
-    strs.append(spec.customer_id)
-    latitude, longitude = spec.latitude, spec.longitude
-    ints.append((latitude is None) | (longitude is None) << 1 | spec.allow_split << 2
-                | spec.allow_substitution << 3)
+    (order_id, channel_id, tier, lines, postal_code, latitude, longitude, deliver_by_ms,
+     payment, fraud_score, address, allow_split, allow_substitution, customer_id) = spec
+    strs.append(order_id)
+    strs.append(channel_id)
+    strs.append(postal_code)
+    strs.append(customer_id)
+    ints.append((latitude is None) | (longitude is None) << 1 | allow_split << 2
+                | allow_substitution << 3)
     if latitude is not None:
         floats.append(latitude)
     if longitude is not None:
         floats.append(longitude)
-    floats.append(spec.fraud_score)
-    ints.append(int(spec.tier))
-    wide.append(spec.deliver_by_ms)
-    ints.append(int(spec.payment))
-    ints.append(int(spec.address))
-    ints.append(len(spec.lines))
-    for line in spec.lines:
-        strs.append(line.line_id)
-        strs.append(line.sku_id)
-        ints.append(line.quantity)
+    floats.append(fraud_score)
+    ints.append(int(tier))
+    wide.append(deliver_by_ms)
+    ints.append(int(payment))
+    ints.append(int(address))
+    ints.append(len(lines))
+    for line_id, sku_id, quantity in lines:
+        strs.append(line_id)
+        strs.append(sku_id)
+        ints.append(quantity)
 
 
 def _put_backorder(b: Backorder, ints: list[int], wide: list[int], strs: list[str]) -> None:
-    strs.append(b.line_id)
-    ints.append(b.sku)
-    ints.append(b.quantity)
-    wide.append(b.promise_ms)
+    line_id, sku, quantity, promise_ms = b
+    strs.append(line_id)
+    ints.append(sku)
+    ints.append(quantity)
+    wide.append(promise_ms)
 
 
 def _put_plan(plan: PackagePlan, ints: list[int], wide: list[int], strs: list[str]) -> None:
-    strs.append(plan.package_id)
-    ints.append(plan.node)
-    ints.append(plan.service)
-    ints.append(len(plan.lines))
-    for line in plan.lines:
-        strs.append(line.line_id)
-        ints.append(line.sku)
-        ints.append(line.quantity)
-        ints.append(line.substitutes_sku)
-    wide.append(plan.carrier_micros)
-    wide.append(plan.handling_micros)
-    wide.append(plan.units_micros)
-    wide.append(plan.penalty_micros)
-    ints.append(plan.billable_lb)
-    wide.append(plan.ship_ms)
-    wide.append(plan.promise_ms)
+    (package_id, node, service, lines, carrier, handling, units, penalty, billable, ship_ms,
+     promise_ms) = plan
+    strs.append(package_id)
+    ints.append(node)
+    ints.append(service)
+    ints.append(len(lines))
+    for line_id, sku, quantity, substitutes_sku in lines:
+        strs.append(line_id)
+        ints.append(sku)
+        ints.append(quantity)
+        ints.append(substitutes_sku)
+    wide.append(carrier)
+    wide.append(handling)
+    wide.append(units)
+    wide.append(penalty)
+    ints.append(billable)
+    wide.append(ship_ms)
+    wide.append(promise_ms)
 
 
 def _put_decision(d: Decision, order_id: str, ints: list[int], wide: list[int],
                   strs: list[str]) -> None:
-    if d.order_id == order_id:
+    own_id, packages, backorders, method, rule, options, no_feasible_node = d
+    if own_id == order_id:
         ints.append(1)
     else:
         ints.append(0)
-        strs.append(d.order_id)
-    ints.append(len(d.packages))
-    for plan in d.packages:
+        strs.append(own_id)
+    ints.append(len(packages))
+    for plan in packages:
         _put_plan(plan, ints, wide, strs)
-    ints.append(len(d.backorders))
-    for b in d.backorders:
+    ints.append(len(backorders))
+    for b in backorders:
         _put_backorder(b, ints, wide, strs)
-    ints.append(d.method)
-    strs.append(d.rule)
-    ints.append(len(d.options))
-    for option in d.options:
-        ints.append(int(option.kind))
-        ints.append(option.feasible | option.chosen << 1)
-        wide.append(option.cost_micros)
-        ints.append(option.packages)
-        strs.append(option.detail)
-    ints.append(1 if d.no_feasible_node else 0)
+    ints.append(method)
+    strs.append(rule)
+    ints.append(len(options))
+    for kind, feasible, cost, count, chosen, detail in options:
+        ints.append(int(kind))
+        ints.append(feasible | chosen << 1)
+        wide.append(cost)
+        ints.append(count)
+        strs.append(detail)
+    ints.append(1 if no_feasible_node else 0)
 
 
 def _put_counts(counts: dict[str, int], ints: list[int], strs: list[str],
@@ -634,10 +643,33 @@ def _book_columns(book: OrderBook) -> tuple[Any, ...]:
     ints.append(len(packages))
     for package_id, state in packages.items():
         _put_package(package_id, state, orders, ints, wide, strs)
-    lengths = [len(s) for s in strs]
-    return (_BOOK_COLUMNS, array("i", ints).tobytes(), array("q", wide).tobytes(),
-            array("d", floats).tobytes(), "".join(strs), array("i", lengths).tobytes(),
-            book.node_day_orders, book.waves)
+    return (*_packed(_BOOK_COLUMNS, ints, wide, floats, strs), book.node_day_orders,
+            book.waves)
+
+
+def _packed(version: int, ints: list[int], wide: list[int], floats: list[float],
+            strs: list[str]) -> tuple[Any, ...]:
+    # (Lists of numbers pickle as runs of compact opcodes, nothing memoized per item; the
+    # strings are joined, since pickle would memoize each one.)
+    return version, ints, wide, floats, "".join(strs), [len(s) for s in strs]
+
+
+def _unpacked(state: tuple[Any, ...], version: int, what: str) -> _Columns:
+    if state[0] != version:
+        raise ValueError(f"{what} columns of version {state[0]} are not known")
+    text: str = state[4]
+    strs: list[str] = []
+    at = 0
+    for length in state[5]:
+        strs.append(text[at:at + length])
+        at += length
+    return _Columns(state[1], state[2], state[3], strs)
+
+
+def _tuple_of(cls: type, values: tuple[Any, ...]) -> Any:
+    """A named tuple of `values`, all given: a named tuple's own constructor is a Python
+    function (it takes defaults and keywords), ~2.5 times as slow."""
+    return tuple.__new__(cls, values)
 
 
 class _Columns:
@@ -674,6 +706,11 @@ class _Columns:
         self.s += 1
         return value
 
+    def check_done(self, what: str) -> None:
+        if (self.i != len(self.ints) or self.w != len(self.wide) or self.f != len(self.floats)
+                or self.s != len(self.strs)):
+            raise ValueError(f"{what} columns of the wrong length")
+
 
 def _read_spec(c: _Columns) -> OrderSpec:
     order_id = c.str_()
@@ -692,17 +729,20 @@ def _read_spec(c: _Columns) -> OrderSpec:
     for _ in range(c.int_()):
         line_id = c.str_()
         sku_id = c.str_()
-        lines.append(OrderLineSpec(line_id, sku_id, c.int_()))
-    return OrderSpec(order_id, channel_id, tier, tuple(lines), postal_code, latitude,
-                     longitude, deliver_by_ms, payment, fraud_score, address,
-                     (flags & 4) != 0, (flags & 8) != 0, customer_id)
+        lines.append(_tuple_of(OrderLineSpec, (line_id, sku_id, c.int_())))
+    spec: OrderSpec = _tuple_of(OrderSpec, (
+        order_id, channel_id, tier, tuple(lines), postal_code, latitude, longitude,
+        deliver_by_ms, payment, fraud_score, address, (flags & 4) != 0, (flags & 8) != 0,
+        customer_id))
+    return spec
 
 
 def _read_backorder(c: _Columns) -> Backorder:
     line_id = c.str_()
     sku = c.int_()
     quantity = c.int_()
-    return Backorder(line_id, sku, quantity, c.wide_())
+    backorder: Backorder = _tuple_of(Backorder, (line_id, sku, quantity, c.wide_()))
+    return backorder
 
 
 def _read_plan(c: _Columns) -> PackagePlan:
@@ -714,15 +754,17 @@ def _read_plan(c: _Columns) -> PackagePlan:
         line_id = c.str_()
         sku = c.int_()
         quantity = c.int_()
-        lines.append(PackageLine(line_id, sku, quantity, c.int_()))
+        lines.append(_tuple_of(PackageLine, (line_id, sku, quantity, c.int_())))
     carrier = c.wide_()
     handling = c.wide_()
     units = c.wide_()
     penalty = c.wide_()
     billable = c.int_()
     ship_ms = c.wide_()
-    return PackagePlan(package_id, node, service, tuple(lines), carrier, handling, units,
-                       penalty, billable, ship_ms, c.wide_())
+    plan: PackagePlan = _tuple_of(PackagePlan, (
+        package_id, node, service, tuple(lines), carrier, handling, units, penalty, billable,
+        ship_ms, c.wide_()))
+    return plan
 
 
 def _read_decision(c: _Columns, order_id: str) -> Decision:
@@ -738,10 +780,11 @@ def _read_decision(c: _Columns, order_id: str) -> Decision:
         flags = c.int_()
         cost = c.wide_()
         count = c.int_()
-        options.append(Option(kind, (flags & 1) != 0, cost, count, (flags & 2) != 0,
-                              c.str_()))
-    return Decision(order_id, packages, backorders, method, rule, tuple(options),
-                    c.int_() != 0)
+        options.append(_tuple_of(Option, (kind, (flags & 1) != 0, cost, count, (flags & 2) != 0,
+                                       c.str_())))
+    decision: Decision = _tuple_of(Decision, (
+        order_id, packages, backorders, method, rule, tuple(options), c.int_() != 0))
+    return decision
 
 
 def _read_counts(c: _Columns, wide: bool = False) -> dict[str, int]:
@@ -788,24 +831,8 @@ def _read_package(c: _Columns, orders: dict[str, OrderRecord]) -> tuple[str, Pac
 
 
 def _read_book_columns(book: OrderBook, state: tuple[Any, ...]) -> None:
-    version = state[0]
-    if version != _BOOK_COLUMNS:
-        raise ValueError(f"order book columns of version {version} are not known")
-    _, ints_bytes, wide_bytes, floats_bytes, text, lengths_bytes, node_day_orders, waves = state
-    ints = array("i")
-    ints.frombytes(ints_bytes)
-    wide = array("q")
-    wide.frombytes(wide_bytes)
-    floats = array("d")
-    floats.frombytes(floats_bytes)
-    lengths = array("i")
-    lengths.frombytes(lengths_bytes)
-    strs: list[str] = []
-    at = 0
-    for length in lengths.tolist():
-        strs.append(text[at:at + length])
-        at += length
-    c = _Columns(ints.tolist(), wide.tolist(), floats.tolist(), strs)
+    c = _unpacked(state, _BOOK_COLUMNS, "order book")
+    node_day_orders, waves = state[6], state[7]
     orders: dict[str, OrderRecord] = {}
     for _ in range(c.int_()):
         record = _read_record(c)
@@ -814,10 +841,125 @@ def _read_book_columns(book: OrderBook, state: tuple[Any, ...]) -> None:
     for _ in range(c.int_()):
         package_id, package = _read_package(c, orders)
         packages[package_id] = package
-    if (c.i != len(c.ints) or c.w != len(c.wide) or c.f != len(c.floats)
-            or c.s != len(strs)):
-        raise ValueError("order book columns of the wrong length")
+    c.check_done("order book")
     book.orders = orders
     book.packages = packages
     book.node_day_orders = node_day_orders
     book.waves = waves
+
+
+# ---- a commit's events in the log -------------------------------------------------------
+# The same columns for what every allocation writes to the log: each order's arrival (its
+# spec), its decision, its unit moves and an exception for what is backordered. Pickled
+# event by event (each event's class and fields, its payload's named tuples one by one)
+# they took ~10 µs an order to write, the largest part of writing the log.
+
+_EVENT_COLUMNS: Final = 1
+_EVENT_KINDS: Final = {int(m): m for m in EventKind}
+_BUCKETS: Final = {int(m): m for m in Bucket}
+_EXCEPTION_TYPES: Final = {int(m): m for m in ExceptionType}
+# An event's flags: which of its fields follow.
+_EXTENDED: Final = 1  # due_ms, reason, amount, counted, expected (a move leaves them unset)
+_SAME_REQUEST: Final = 2  # the request id is the previous event's
+_NO_PAYLOAD, _SPEC, _DECISION, _EXCEPTION = 0, 1, 2, 3  # (<< 2)
+
+
+def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
+    """`events` as columns; None when one carries a payload the columns do not hold.
+    Raises TypeError, ValueError or OverflowError for a value they cannot hold as it is."""
+    ints: list[int] = [len(events)]
+    wide: list[int] = []
+    floats: list[float] = []
+    strs: list[str] = []
+    request_id = ""
+    for i, e in enumerate(events):
+        payload = e.payload
+        if payload is None:
+            code = _NO_PAYLOAD
+        elif type(payload) is OrderSpec:
+            code = _SPEC
+        elif type(payload) is Decision:
+            code = _DECISION
+        elif type(payload) is ExceptionInfo:
+            code = _EXCEPTION
+        else:
+            return None
+        extended = (e.due_ms != 0 or e.reason != 0 or e.amount != 0 or e.counted != -1
+                    or e.expected != -1)
+        same = i > 0 and e.request_id == request_id
+        ints.append(code << 2 | (_EXTENDED if extended else 0) | (_SAME_REQUEST if same else 0))
+        ints.append(int(e.kind))
+        ints.append(e.sku)
+        ints.append(e.node)
+        ints.append(int(e.from_bucket))
+        ints.append(int(e.to_bucket))
+        ints.append(e.quantity)
+        ints.append(e.channel)
+        wide.append(e.seq)
+        wide.append(e.time_ms)
+        strs.append(e.reference)
+        if not same:
+            request_id = e.request_id
+            strs.append(request_id)
+        if extended:
+            wide.append(e.due_ms)
+            wide.append(e.reason)
+            wide.append(e.amount)
+            wide.append(e.counted)
+            wide.append(e.expected)
+        if code == _SPEC:
+            _put_spec(payload, ints, wide, floats, strs)
+        elif code == _DECISION:
+            _put_decision(payload, e.reference, ints, wide, strs)
+        elif code == _EXCEPTION:
+            info: ExceptionInfo = payload
+            ints.append(int(info.exception_type))
+            strs.append(info.order_id)
+            strs.append(info.detail)
+            strs.append(info.reference)
+    return _packed(_EVENT_COLUMNS, ints, wide, floats, strs)
+
+
+def events_from_columns(state: tuple[Any, ...]) -> tuple[Event, ...]:
+    c = _unpacked(state, _EVENT_COLUMNS, "event")
+    events: list[Event] = []
+    request_id = ""
+    for _ in range(c.int_()):
+        flags = c.int_()
+        kind = _EVENT_KINDS[c.int_()]
+        sku = c.int_()
+        node = c.int_()
+        from_bucket = _BUCKETS[c.int_()]
+        to_bucket = _BUCKETS[c.int_()]
+        quantity = c.int_()
+        channel = c.int_()
+        seq = c.wide_()
+        time_ms = c.wide_()
+        reference = c.str_()
+        if not flags & _SAME_REQUEST:
+            request_id = c.str_()
+        due_ms, reason, amount, counted, expected = 0, 0, 0, -1, -1
+        if flags & _EXTENDED:
+            due_ms = c.wide_()
+            reason = c.wide_()
+            amount = c.wide_()
+            counted = c.wide_()
+            expected = c.wide_()
+        code = flags >> 2
+        payload: Any = None
+        if code == _SPEC:
+            payload = _read_spec(c)
+        elif code == _DECISION:
+            payload = _read_decision(c, reference)
+        elif code == _EXCEPTION:
+            exception_type = _EXCEPTION_TYPES[c.int_()]
+            order_id = c.str_()
+            detail = c.str_()
+            payload = ExceptionInfo(exception_type, order_id, detail, c.str_())
+        elif code != _NO_PAYLOAD:
+            raise ValueError(f"event payload {code} is not known")
+        events.append(Event(seq, kind, sku, node, from_bucket, to_bucket, quantity, reference,
+                            request_id, time_ms, channel, due_ms, reason, amount, counted,
+                            expected, payload))
+    c.check_done("event")
+    return tuple(events)

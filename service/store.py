@@ -13,9 +13,11 @@ import abc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from core.ledger import Ledger
 from core.model import Event
+from core.orders import event_columns, events_from_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +43,33 @@ class Commit:
     def last_seq(self) -> int:
         return self.events[-1].seq if self.events else 0
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Written with its events as columns (core.orders.event_columns) when they fit;
+        else event by event. Logs written before, either way, still read."""
+        try:
+            columns = event_columns(self.events)
+        except (TypeError, ValueError, OverflowError, KeyError):  # a value kept as it is
+            columns = None
+        if columns is None:
+            return Commit, (self.events, self.idempotency)
+        return ColumnsCommit, (columns, self.idempotency)
+
     @property
     def answers(self) -> tuple[IdempotencyRecord, ...]:
         record = self.idempotency
         if record is None:
             return ()
         return record if isinstance(record, tuple) else (record,)
+
+
+class ColumnsCommit:
+    """How a commit written as columns reads back: calling it makes the Commit (the log's
+    reader only calls classes, so this is one, whose instances are Commits)."""
+
+    def __new__(  # type: ignore[misc]  # (a Commit, not an instance of this class)
+            cls, columns: tuple[Any, ...],
+            idempotency: IdempotencyRecord | tuple[IdempotencyRecord, ...] | None) -> Commit:
+        return Commit(events_from_columns(columns), idempotency)
 
 
 @dataclass(slots=True)

@@ -312,22 +312,25 @@ def _two_package_order(ledger: Ledger):
 
 
 def test_orders_and_decisions_written_either_way_read_back_the_same(monkeypatch):
-    # Order specs and decisions (named tuples) are written as their class and fields;
-    # logs written before that hold pickle's default for named tuples, and must read.
+    # Event by event (how commits were written before the columns, and how a commit the
+    # columns cannot hold still is), order specs and decisions (named tuples) are written
+    # as their class and fields; logs written before that hold pickle's default for named
+    # tuples, and must read. (The events alone are pickled here: a commit of these would
+    # be written as columns, tests/unit/test_log_columns.py.)
     ledger = Ledger()
     events = _two_package_order(ledger).events
     payloads = [e.payload for e in events if e.payload is not None]
     assert {type(x) for x in payloads} >= {OrderSpec, Decision}
     assert any(len(x.packages) == 2 for x in payloads if isinstance(x, Decision))
-    compact = logcodec.dumps(Commit(events))
+    compact = logcodec.dumps(events)
     for cls in (OrderLineSpec, OrderSpec, PackageLine, PackagePlan, Backorder, Option,
                 Decision):
         monkeypatch.delitem(copyreg.dispatch_table, cls)
-    default = logcodec.dumps(Commit(events))
+    default = logcodec.dumps(events)
     monkeypatch.undo()
     assert compact != default
     for data in (compact, default):
-        back = logcodec.loads(data).events
+        back = logcodec.loads(data)
         assert back == events
         assert [type(e.payload) for e in back] == [type(e.payload) for e in events]
         decision = next(e.payload for e in back if isinstance(e.payload, Decision))

@@ -14,15 +14,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from core import commands as c
 from core import reopt
 from core.errors import DomainError
-from core.exceptions import ALLOWED, Resolution
+from core.exceptions import ALLOWED, ExceptionInfo, Resolution
 from core.finance import reconcile
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
 from core.operations import execute
-from core.orders import OrderLineSpec, OrderSpec, PackageStatus
+from core.orders import Decision, OrderLineSpec, OrderSpec, PackageStatus
 from core.returns import Grade
 from service.logcodec import dumps, loads
+from service.store import ColumnsCommit, Commit
 
 SKUS = ["a", "b", "c", "d"]
 NODES = ["n0", "n1", "n2"]
@@ -49,6 +50,7 @@ class OrderMachine(RuleBasedStateMachine):
     def setup(self, stock):
         self.ledger = Ledger(LedgerSettings(n_shards=3))
         self.events = []
+        self.commits = []
         self.orders = 0
         self.returns = 0
         self.run(c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
@@ -68,6 +70,8 @@ class OrderMachine(RuleBasedStateMachine):
     def run(self, command):
         outcome = execute(self.ledger, command, NOW, f"r{len(self.events)}")
         self.events.extend(outcome.events)
+        if outcome.events:
+            self.commits.append(outcome.events)
         return outcome
 
     def attempt(self, command):
@@ -286,6 +290,22 @@ class OrderMachine(RuleBasedStateMachine):
         assert repr(back.packages) == repr(book.packages)
         assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
         assert plans_shared(back) == plans_shared(book)
+
+
+    @invariant()
+    def the_log_reads_back_every_commit(self):
+        """Each command's events, as the server logs them (a commit), read back the same;
+        in columns when every payload is one they hold."""
+        for events in self.commits[-3:]:  # (earlier ones were checked at earlier steps)
+            commit = Commit(events)
+            back = loads(dumps(commit))
+            assert [repr(e.__reduce__()) for e in back.events] == [
+                repr(e.__reduce__()) for e in events]
+            if all(type(e.payload) in COLUMN_PAYLOADS for e in events):
+                assert commit.__reduce__()[0] is ColumnsCommit
+
+
+COLUMN_PAYLOADS = (type(None), OrderSpec, Decision, ExceptionInfo)
 
 
 def plans_shared(book):
