@@ -1,4 +1,5 @@
-"""What a snapshot costs the process that writes it, for a ledger holding many orders.
+"""What a snapshot costs the process that writes it, for a ledger holding many orders, and
+what writing allocations to the log costs.
 
     python -m bench.snapshot_cost [--orders 200000]
 
@@ -7,7 +8,9 @@ order path does (bench/test_bench_order_path.py); then, as the server does, fork
 has the child write the ledger's snapshot to a file, and prints the child's CPU time, the
 snapshot's size and the pages the child copied. Then the order book alone: written and
 read back as columns (how snapshots hold it) and object by object (pickle's default form,
-how they held it before).
+how they held it before). Last, the commits of the last 2,000 orders allocated: written
+to the log and read back as columns (how the server logs them) and event by event (how
+it did before), in µs an order.
 """
 
 from __future__ import annotations
@@ -23,19 +26,28 @@ import time
 from allocd.v1 import order_service_pb2 as opb
 
 from bench.grpc_ratio import OrderFactory
-from bench.test_bench_order_path import N_SKUS, loaded_demo_ledger, order_path
+from bench.test_bench_order_path import N_SKUS, NOW_MS, loaded_demo_ledger
+from core import commands as c
 from core.ledger import Ledger
+from core.model import Event
+from core.operations import execute
 from service import logcodec
+from service.order_codec import orders_from_proto
+from service.store import Commit
 
 
-def build(orders: int) -> Ledger:
+def build(orders: int) -> tuple[Ledger, list[tuple[Event, ...]]]:
+    """The ledger, and the events of its last 20 commands."""
     ledger = loaded_demo_ledger()
     factory = OrderFactory(N_SKUS, 1, "S")
+    commits: list[tuple[Event, ...]] = []
     for k in range(orders // 100):
         request = opb.AllocateOrdersRequest(request_id=f"s{k}",
                                             orders=[factory.order() for _ in range(100)])
-        order_path(ledger, request, False)
-    return ledger
+        outcome = execute(ledger, c.AllocateOrders(orders_from_proto(request)), NOW_MS,
+                          request.request_id)
+        commits = [*commits[-19:], outcome.events]
+    return ledger, commits
 
 
 def child_snapshot(ledger: Ledger) -> tuple[float, int, int]:
@@ -73,7 +85,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=200_000)
     args = parser.parse_args()
-    ledger = build(args.orders)
+    ledger, commits = build(args.orders)
     gc.collect()
     cpu, size, faults = child_snapshot(ledger)
     print(f"snapshot of a ledger with {len(ledger.orders.orders):,} orders: child CPU "
@@ -85,6 +97,19 @@ def main() -> None:
         read_s, _ = timed(pickle.loads, blob)
         print(f"order book {label:17}: written in {write_s:.2f} s, read in {read_s:.2f} s, "
               f"{len(blob) / 2**20:.0f} MiB")  # type: ignore[arg-type]
+    orders = 100 * len(commits)
+    for label, columns in (("columns", True), ("event by event", False)):
+        started = time.process_time()
+        blobs = [logcodec.dumps(Commit(events) if columns else events) for events in commits]
+        write_s = time.process_time() - started
+        started = time.process_time()
+        for blob in blobs:
+            logcodec.loads(blob)
+        read_s = time.process_time() - started
+        size = sum(len(blob) for blob in blobs)
+        print(f"log of {orders:,} orders, {label:14}: written in "
+              f"{write_s / orders * 1e6:.1f} µs an order, read in "
+              f"{read_s / orders * 1e6:.1f} µs, {size / orders:.0f} bytes")
     gc.enable()
 
 
