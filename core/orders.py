@@ -666,10 +666,13 @@ def _unpacked(state: tuple[Any, ...], version: int, what: str) -> _Columns:
     return _Columns(state[1], state[2], state[3], strs)
 
 
+_NEW_TUPLE: Final = tuple.__new__
+
+
 def _tuple_of(cls: type, values: tuple[Any, ...]) -> Any:
     """A named tuple of `values`, all given: a named tuple's own constructor is a Python
     function (it takes defaults and keywords), ~2.5 times as slow."""
-    return tuple.__new__(cls, values)
+    return _NEW_TUPLE(cls, values)
 
 
 class _Columns:
