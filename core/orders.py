@@ -485,8 +485,7 @@ _FLOAT_FIELDS: Final = tuple(OrderSpec._fields.index(name)
 # reads its items in place, where each read by name is a lookup.)
 
 
-def _put_spec(spec: OrderSpec, ints: list[int], wide: list[int], floats: list[float],
-              strs: list[str]) -> None:
+def _put_spec(spec: OrderSpec, ints: list[int], floats: list[float], strs: list[str]) -> None:
     stored: tuple[object, ...] = spec
     for index in _FLOAT_FIELDS:
         value = stored[index]
@@ -506,7 +505,7 @@ def _put_spec(spec: OrderSpec, ints: list[int], wide: list[int], floats: list[fl
         floats.append(longitude)
     floats.append(fraud_score)
     ints.append(int(tier))
-    wide.append(deliver_by_ms)
+    ints.append(deliver_by_ms)
     ints.append(int(payment))
     ints.append(int(address))
     ints.append(len(lines))
@@ -516,15 +515,15 @@ def _put_spec(spec: OrderSpec, ints: list[int], wide: list[int], floats: list[fl
         ints.append(quantity)
 
 
-def _put_backorder(b: Backorder, ints: list[int], wide: list[int], strs: list[str]) -> None:
+def _put_backorder(b: Backorder, ints: list[int], strs: list[str]) -> None:
     line_id, sku, quantity, promise_ms = b
     strs.append(line_id)
     ints.append(sku)
     ints.append(quantity)
-    wide.append(promise_ms)
+    ints.append(promise_ms)
 
 
-def _put_plan(plan: PackagePlan, ints: list[int], wide: list[int], strs: list[str]) -> None:
+def _put_plan(plan: PackagePlan, ints: list[int], strs: list[str]) -> None:
     (package_id, node, service, lines, carrier, handling, units, penalty, billable, ship_ms,
      promise_ms) = plan
     strs.append(package_id)
@@ -536,17 +535,16 @@ def _put_plan(plan: PackagePlan, ints: list[int], wide: list[int], strs: list[st
         ints.append(sku)
         ints.append(quantity)
         ints.append(substitutes_sku)
-    wide.append(carrier)
-    wide.append(handling)
-    wide.append(units)
-    wide.append(penalty)
+    ints.append(carrier)
+    ints.append(handling)
+    ints.append(units)
+    ints.append(penalty)
     ints.append(billable)
-    wide.append(ship_ms)
-    wide.append(promise_ms)
+    ints.append(ship_ms)
+    ints.append(promise_ms)
 
 
-def _put_decision(d: Decision, order_id: str, ints: list[int], wide: list[int],
-                  strs: list[str]) -> None:
+def _put_decision(d: Decision, order_id: str, ints: list[int], strs: list[str]) -> None:
     own_id, packages, backorders, method, rule, options, no_feasible_node = d
     if own_id == order_id:
         ints.append(1)
@@ -555,39 +553,36 @@ def _put_decision(d: Decision, order_id: str, ints: list[int], wide: list[int],
         strs.append(own_id)
     ints.append(len(packages))
     for plan in packages:
-        _put_plan(plan, ints, wide, strs)
+        _put_plan(plan, ints, strs)
     ints.append(len(backorders))
     for b in backorders:
-        _put_backorder(b, ints, wide, strs)
+        _put_backorder(b, ints, strs)
     ints.append(method)
     strs.append(rule)
     ints.append(len(options))
     for kind, feasible, cost, count, chosen, detail in options:
         ints.append(int(kind))
         ints.append(feasible | chosen << 1)
-        wide.append(cost)
+        ints.append(cost)
         ints.append(count)
         strs.append(detail)
     ints.append(1 if no_feasible_node else 0)
 
 
-def _put_counts(counts: dict[str, int], ints: list[int], strs: list[str],
-                values: list[int] | None = None) -> None:
-    """A dict of str -> int; its values into `values` (the wide column) when given."""
+def _put_counts(counts: dict[str, int], ints: list[int], strs: list[str]) -> None:
     ints.append(len(counts))
-    column = ints if values is None else values
     for key, value in counts.items():
         strs.append(key)
-        column.append(value)
+        ints.append(value)
 
 
-def _put_record(order_id: str, record: OrderRecord, ints: list[int], wide: list[int],
+def _put_record(order_id: str, record: OrderRecord, ints: list[int],
                 floats: list[float], strs: list[str]) -> None:
     spec = record.spec
     if spec.order_id != order_id:
         raise KeyError(order_id)
-    _put_spec(spec, ints, wide, floats, strs)
-    wide.append(record.seq)
+    _put_spec(spec, ints, floats, strs)
+    ints.append(record.seq)
     ints.append(int(record.status))
     ints.append(1 if record.held else 0)
     ints.append(len(record.package_ids))
@@ -596,18 +591,18 @@ def _put_record(order_id: str, record: OrderRecord, ints: list[int], wide: list[
     ints.append(len(record.backorders))
     for line_id, b in record.backorders.items():
         strs.append(line_id)
-        _put_backorder(b, ints, wide, strs)
+        _put_backorder(b, ints, strs)
     _put_counts(record.cancelled, ints, strs)
     decision = record.last_decision
     if decision is None:
         ints.append(0)
     else:
         ints.append(1)
-        _put_decision(decision, order_id, ints, wide, strs)
+        _put_decision(decision, order_id, ints, strs)
 
 
 def _put_package(package_id: str, state: PackageState, orders: dict[str, OrderRecord],
-                 ints: list[int], wide: list[int], strs: list[str]) -> None:
+                 ints: list[int], strs: list[str]) -> None:
     strs.append(package_id)
     strs.append(state.order_id)
     record = orders.get(state.order_id)
@@ -620,50 +615,49 @@ def _put_package(package_id: str, state: PackageState, orders: dict[str, OrderRe
                 break
     ints.append(shared)
     if shared < 0:
-        _put_plan(state.plan, ints, wide, strs)
+        _put_plan(state.plan, ints, strs)
     ints.append(int(state.status))
     _put_counts(state.quantities, ints, strs)
     strs.append(state.wave_id)
     strs.append(state.tracking_number)
     ints.append(1 if state.pack_mismatch else 0)
-    wide.append(state.shipped_ms)
-    _put_counts(state.unit_prices, ints, strs, wide)
+    ints.append(state.shipped_ms)
+    _put_counts(state.unit_prices, ints, strs)
 
 
 def _book_columns(book: OrderBook) -> tuple[Any, ...]:
     ints: list[int] = []
-    wide: list[int] = []
     floats: list[float] = []
     strs: list[str] = []
     orders = book.orders
     ints.append(len(orders))
     for order_id, record in orders.items():
-        _put_record(order_id, record, ints, wide, floats, strs)
+        _put_record(order_id, record, ints, floats, strs)
     packages = book.packages
     ints.append(len(packages))
     for package_id, state in packages.items():
-        _put_package(package_id, state, orders, ints, wide, strs)
-    return (*_packed(_BOOK_COLUMNS, ints, wide, floats, strs), book.node_day_orders,
+        _put_package(package_id, state, orders, ints, strs)
+    return (*_packed(_BOOK_COLUMNS, ints, floats, strs), book.node_day_orders,
             book.waves)
 
 
-def _packed(version: int, ints: list[int], wide: list[int], floats: list[float],
-            strs: list[str]) -> tuple[Any, ...]:
+def _packed(version: int, ints: list[int], floats: list[float], strs: list[str]
+            ) -> tuple[Any, ...]:
     # (Lists of numbers pickle as runs of compact opcodes, nothing memoized per item; the
     # strings are joined, since pickle would memoize each one.)
-    return version, ints, wide, floats, "".join(strs), [len(s) for s in strs]
+    return version, ints, floats, "".join(strs), [len(s) for s in strs]
 
 
 def _unpacked(state: tuple[Any, ...], version: int, what: str) -> _Columns:
     if state[0] != version:
         raise ValueError(f"{what} columns of version {state[0]} are not known")
-    text: str = state[4]
+    text: str = state[3]
     strs: list[str] = []
     at = 0
-    for length in state[5]:
+    for length in state[4]:
         strs.append(text[at:at + length])
         at += length
-    return _Columns(state[1], state[2], state[3], strs)
+    return _Columns(state[1], state[2], strs)
 
 
 _NEW_TUPLE: Final = tuple.__new__
@@ -676,14 +670,11 @@ def _tuple_of(cls: type, values: tuple[Any, ...]) -> Any:
 
 
 class _Columns:
-    """Reads the values _book_columns wrote, in the order it wrote them."""
+    """Reads back the values _book_columns or event_columns wrote, in the order written."""
 
-    def __init__(self, ints: list[int], wide: list[int], floats: list[float],
-                 strs: list[str]) -> None:
+    def __init__(self, ints: list[int], floats: list[float], strs: list[str]) -> None:
         self.ints = ints
         self.i = 0
-        self.wide = wide
-        self.w = 0
         self.floats = floats
         self.f = 0
         self.strs = strs
@@ -692,11 +683,6 @@ class _Columns:
     def int_(self) -> int:
         value = self.ints[self.i]
         self.i += 1
-        return value
-
-    def wide_(self) -> int:
-        value = self.wide[self.w]
-        self.w += 1
         return value
 
     def float_(self) -> float:
@@ -710,8 +696,7 @@ class _Columns:
         return value
 
     def check_done(self, what: str) -> None:
-        if (self.i != len(self.ints) or self.w != len(self.wide) or self.f != len(self.floats)
-                or self.s != len(self.strs)):
+        if self.i != len(self.ints) or self.f != len(self.floats) or self.s != len(self.strs):
             raise ValueError(f"{what} columns of the wrong length")
 
 
@@ -725,7 +710,7 @@ def _read_spec(c: _Columns) -> OrderSpec:
     longitude = None if flags & 2 else c.float_()
     fraud_score = c.float_()
     tier = _TIERS[c.int_()]
-    deliver_by_ms = c.wide_()
+    deliver_by_ms = c.int_()
     payment = _PAYMENTS[c.int_()]
     address = _ADDRESSES[c.int_()]
     lines = []
@@ -744,7 +729,7 @@ def _read_backorder(c: _Columns) -> Backorder:
     line_id = c.str_()
     sku = c.int_()
     quantity = c.int_()
-    backorder: Backorder = _tuple_of(Backorder, (line_id, sku, quantity, c.wide_()))
+    backorder: Backorder = _tuple_of(Backorder, (line_id, sku, quantity, c.int_()))
     return backorder
 
 
@@ -758,15 +743,15 @@ def _read_plan(c: _Columns) -> PackagePlan:
         sku = c.int_()
         quantity = c.int_()
         lines.append(_tuple_of(PackageLine, (line_id, sku, quantity, c.int_())))
-    carrier = c.wide_()
-    handling = c.wide_()
-    units = c.wide_()
-    penalty = c.wide_()
+    carrier = c.int_()
+    handling = c.int_()
+    units = c.int_()
+    penalty = c.int_()
     billable = c.int_()
-    ship_ms = c.wide_()
+    ship_ms = c.int_()
     plan: PackagePlan = _tuple_of(PackagePlan, (
         package_id, node, service, tuple(lines), carrier, handling, units, penalty, billable,
-        ship_ms, c.wide_()))
+        ship_ms, c.int_()))
     return plan
 
 
@@ -781,7 +766,7 @@ def _read_decision(c: _Columns, order_id: str) -> Decision:
     for _ in range(c.int_()):
         kind = _OPTION_KINDS[c.int_()]
         flags = c.int_()
-        cost = c.wide_()
+        cost = c.int_()
         count = c.int_()
         options.append(_tuple_of(Option, (kind, (flags & 1) != 0, cost, count, (flags & 2) != 0,
                                        c.str_())))
@@ -790,17 +775,17 @@ def _read_decision(c: _Columns, order_id: str) -> Decision:
     return decision
 
 
-def _read_counts(c: _Columns, wide: bool = False) -> dict[str, int]:
+def _read_counts(c: _Columns) -> dict[str, int]:
     counts: dict[str, int] = {}
     for _ in range(c.int_()):
         key = c.str_()
-        counts[key] = c.wide_() if wide else c.int_()
+        counts[key] = c.int_()
     return counts
 
 
 def _read_record(c: _Columns) -> OrderRecord:
     spec = _read_spec(c)
-    record = OrderRecord(spec, c.wide_(), _ORDER_STATUSES[c.int_()])
+    record = OrderRecord(spec, c.int_(), _ORDER_STATUSES[c.int_()])
     record.held = c.int_() != 0
     record.package_ids = [c.str_() for _ in range(c.int_())]
     for _ in range(c.int_()):
@@ -828,14 +813,14 @@ def _read_package(c: _Columns, orders: dict[str, OrderRecord]) -> tuple[str, Pac
     state.wave_id = c.str_()
     state.tracking_number = c.str_()
     state.pack_mismatch = c.int_() != 0
-    state.shipped_ms = c.wide_()
-    state.unit_prices = _read_counts(c, True)
+    state.shipped_ms = c.int_()
+    state.unit_prices = _read_counts(c)
     return package_id, state
 
 
 def _read_book_columns(book: OrderBook, state: tuple[Any, ...]) -> None:
     c = _unpacked(state, _BOOK_COLUMNS, "order book")
-    node_day_orders, waves = state[6], state[7]
+    node_day_orders, waves = state[5], state[6]
     orders: dict[str, OrderRecord] = {}
     for _ in range(c.int_()):
         record = _read_record(c)
@@ -871,7 +856,6 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
     """`events` as columns; None when one carries a payload the columns do not hold.
     Raises TypeError, ValueError or OverflowError for a value they cannot hold as it is."""
     ints: list[int] = [len(events)]
-    wide: list[int] = []
     floats: list[float] = []
     strs: list[str] = []
     request_id = ""
@@ -898,29 +882,29 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
         ints.append(int(e.to_bucket))
         ints.append(e.quantity)
         ints.append(e.channel)
-        wide.append(e.seq)
-        wide.append(e.time_ms)
+        ints.append(e.seq)
+        ints.append(e.time_ms)
         strs.append(e.reference)
         if not same:
             request_id = e.request_id
             strs.append(request_id)
         if extended:
-            wide.append(e.due_ms)
-            wide.append(e.reason)
-            wide.append(e.amount)
-            wide.append(e.counted)
-            wide.append(e.expected)
+            ints.append(e.due_ms)
+            ints.append(e.reason)
+            ints.append(e.amount)
+            ints.append(e.counted)
+            ints.append(e.expected)
         if code == _SPEC:
-            _put_spec(payload, ints, wide, floats, strs)
+            _put_spec(payload, ints, floats, strs)
         elif code == _DECISION:
-            _put_decision(payload, e.reference, ints, wide, strs)
+            _put_decision(payload, e.reference, ints, strs)
         elif code == _EXCEPTION:
             info: ExceptionInfo = payload
             ints.append(int(info.exception_type))
             strs.append(info.order_id)
             strs.append(info.detail)
             strs.append(info.reference)
-    return _packed(_EVENT_COLUMNS, ints, wide, floats, strs)
+    return _packed(_EVENT_COLUMNS, ints, floats, strs)
 
 
 def events_from_columns(state: tuple[Any, ...]) -> tuple[Event, ...]:
@@ -936,18 +920,18 @@ def events_from_columns(state: tuple[Any, ...]) -> tuple[Event, ...]:
         to_bucket = _BUCKETS[c.int_()]
         quantity = c.int_()
         channel = c.int_()
-        seq = c.wide_()
-        time_ms = c.wide_()
+        seq = c.int_()
+        time_ms = c.int_()
         reference = c.str_()
         if not flags & _SAME_REQUEST:
             request_id = c.str_()
         due_ms, reason, amount, counted, expected = 0, 0, 0, -1, -1
         if flags & _EXTENDED:
-            due_ms = c.wide_()
-            reason = c.wide_()
-            amount = c.wide_()
-            counted = c.wide_()
-            expected = c.wide_()
+            due_ms = c.int_()
+            reason = c.int_()
+            amount = c.int_()
+            counted = c.int_()
+            expected = c.int_()
         code = flags >> 2
         payload: Any = None
         if code == _SPEC:
