@@ -15,6 +15,7 @@ from typing import Any, Final, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
+from core import COMPILED
 from core.exceptions import ExceptionInfo, ExceptionType
 from core.model import Bucket, Event, EventKind, set_fields
 from core.network import SlaTier
@@ -313,7 +314,7 @@ class OrderBook:
         """Pickled (into snapshots) as columns: see _book_columns."""
         try:
             state: Any = _book_columns(self)
-        except (TypeError, ValueError, OverflowError, KeyError):  # a value columns cannot hold
+        except (TypeError, ValueError, KeyError, AttributeError):  # a value columns cannot hold
             state = dict(vars(self))
         return OrderBook, (), state
 
@@ -480,6 +481,38 @@ _OPTION_KINDS: Final = {int(m): m for m in OptionKind}
 # make an int a float, and an int must not come back a float.
 _FLOAT_FIELDS: Final = tuple(OrderSpec._fields.index(name)
                              for name in ("latitude", "longitude", "fraud_score"))
+_FRAUD_SCORE: Final = OrderSpec._fields.index("fraud_score")
+
+
+def _member(members: dict[int, Any], value: object) -> int:
+    """An enum field's value, which must be one of its members: anything else (a plain
+    int, a value of no member) is written the old way, as it is."""
+    code: int = int(value)  # type: ignore[call-overload]
+    if members.get(code) is not value:
+        raise TypeError(f"{value!r} is not a member")
+    return code
+
+
+def _flag(value: object) -> int:
+    if value is True:
+        return 1
+    if value is False:
+        return 0
+    raise TypeError(f"{value!r} is not a bool")
+
+
+def _exact(ints: list[int], floats: list[float]) -> None:
+    """Every integer an int and every float a float (not a bool, None or a float where an
+    int belongs): what the columns read back is what was written. (Compiled, the typed
+    reads that filled the lists have refused anything else already.)"""
+    if COMPILED:
+        return
+    for number in ints:
+        if type(number) is not int:
+            raise TypeError(f"{number!r} is not an int")
+    for real in floats:
+        if type(real) is not float:
+            raise TypeError(f"{real!r} is not a float")
 
 # (Named tuples are unpacked below, not read field by field: compiled, unpacking a tuple
 # reads its items in place, where each read by name is a lookup.)
@@ -489,7 +522,7 @@ def _put_spec(spec: OrderSpec, ints: list[int], floats: list[float], strs: list[
     stored: tuple[object, ...] = spec
     for index in _FLOAT_FIELDS:
         value = stored[index]
-        if value is not None and type(value) is not float:
+        if (value is not None or index == _FRAUD_SCORE) and type(value) is not float:
             raise TypeError("not a float")
     (order_id, channel_id, tier, lines, postal_code, latitude, longitude, deliver_by_ms,
      payment, fraud_score, address, allow_split, allow_substitution, customer_id) = spec
@@ -497,17 +530,17 @@ def _put_spec(spec: OrderSpec, ints: list[int], floats: list[float], strs: list[
     strs.append(channel_id)
     strs.append(postal_code)
     strs.append(customer_id)
-    ints.append((latitude is None) | (longitude is None) << 1 | allow_split << 2
-                | allow_substitution << 3)
+    ints.append((latitude is None) | (longitude is None) << 1 | _flag(allow_split) << 2
+                | _flag(allow_substitution) << 3)
     if latitude is not None:
         floats.append(latitude)
     if longitude is not None:
         floats.append(longitude)
     floats.append(fraud_score)
-    ints.append(int(tier))
+    ints.append(_member(_TIERS, tier))
     ints.append(deliver_by_ms)
-    ints.append(int(payment))
-    ints.append(int(address))
+    ints.append(_member(_PAYMENTS, payment))
+    ints.append(_member(_ADDRESSES, address))
     ints.append(len(lines))
     for line_id, sku_id, quantity in lines:
         strs.append(line_id)
@@ -561,12 +594,12 @@ def _put_decision(d: Decision, order_id: str, ints: list[int], strs: list[str]) 
     strs.append(rule)
     ints.append(len(options))
     for kind, feasible, cost, count, chosen, detail in options:
-        ints.append(int(kind))
-        ints.append(feasible | chosen << 1)
+        ints.append(_member(_OPTION_KINDS, kind))
+        ints.append(_flag(feasible) | _flag(chosen) << 1)
         ints.append(cost)
         ints.append(count)
         strs.append(detail)
-    ints.append(1 if no_feasible_node else 0)
+    ints.append(_flag(no_feasible_node))
 
 
 def _put_counts(counts: dict[str, int], ints: list[int], strs: list[str]) -> None:
@@ -583,8 +616,8 @@ def _put_record(order_id: str, record: OrderRecord, ints: list[int],
         raise KeyError(order_id)
     _put_spec(spec, ints, floats, strs)
     ints.append(record.seq)
-    ints.append(int(record.status))
-    ints.append(1 if record.held else 0)
+    ints.append(_member(_ORDER_STATUSES, record.status))
+    ints.append(_flag(record.held))
     ints.append(len(record.package_ids))
     for package_id in record.package_ids:
         strs.append(package_id)
@@ -616,11 +649,11 @@ def _put_package(package_id: str, state: PackageState, orders: dict[str, OrderRe
     ints.append(shared)
     if shared < 0:
         _put_plan(state.plan, ints, strs)
-    ints.append(int(state.status))
+    ints.append(_member(_PACKAGE_STATUSES, state.status))
     _put_counts(state.quantities, ints, strs)
     strs.append(state.wave_id)
     strs.append(state.tracking_number)
-    ints.append(1 if state.pack_mismatch else 0)
+    ints.append(_flag(state.pack_mismatch))
     ints.append(state.shipped_ms)
     _put_counts(state.unit_prices, ints, strs)
 
@@ -637,6 +670,7 @@ def _book_columns(book: OrderBook) -> tuple[Any, ...]:
     ints.append(len(packages))
     for package_id, state in packages.items():
         _put_package(package_id, state, orders, ints, strs)
+    _exact(ints, floats)
     return (*_packed(_BOOK_COLUMNS, ints, floats, strs), book.node_day_orders,
             book.waves)
 
@@ -854,7 +888,8 @@ _NO_PAYLOAD, _SPEC, _DECISION, _EXCEPTION = 0, 1, 2, 3  # (<< 2)
 
 def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
     """`events` as columns; None when one carries a payload the columns do not hold.
-    Raises TypeError, ValueError or OverflowError for a value they cannot hold as it is."""
+    Raises TypeError, ValueError, KeyError or AttributeError for a value they cannot hold
+    as it is (then the events are written the old way)."""
     ints: list[int] = [len(events)]
     floats: list[float] = []
     strs: list[str] = []
@@ -875,11 +910,11 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
                     or e.expected != -1)
         same = i > 0 and e.request_id == request_id
         ints.append(code << 2 | (_EXTENDED if extended else 0) | (_SAME_REQUEST if same else 0))
-        ints.append(int(e.kind))
+        ints.append(_member(_EVENT_KINDS, e.kind))
         ints.append(e.sku)
         ints.append(e.node)
-        ints.append(int(e.from_bucket))
-        ints.append(int(e.to_bucket))
+        ints.append(_member(_BUCKETS, e.from_bucket))
+        ints.append(_member(_BUCKETS, e.to_bucket))
         ints.append(e.quantity)
         ints.append(e.channel)
         ints.append(e.seq)
@@ -900,10 +935,11 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
             _put_decision(payload, e.reference, ints, strs)
         elif code == _EXCEPTION:
             info: ExceptionInfo = payload
-            ints.append(int(info.exception_type))
+            ints.append(_member(_EXCEPTION_TYPES, info.exception_type))
             strs.append(info.order_id)
             strs.append(info.detail)
             strs.append(info.reference)
+    _exact(ints, floats)
     return _packed(_EVENT_COLUMNS, ints, floats, strs)
 
 

@@ -48,7 +48,7 @@ class Commit:
         else event by event. Logs written before, either way, still read."""
         try:
             columns = event_columns(self.events)
-        except (TypeError, ValueError, OverflowError, KeyError):  # a value kept as it is
+        except (TypeError, ValueError, KeyError, AttributeError):  # a value kept as it is
             columns = None
         if columns is None:
             return Commit, (self.events, self.idempotency)

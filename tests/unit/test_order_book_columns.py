@@ -87,6 +87,19 @@ def test_a_value_columns_cannot_hold_falls_back_to_objects():
     assert back.orders["o-1"].spec.latitude == 40 and type(back.orders["o-1"].spec.latitude) is int
 
 
+@pytest.mark.parametrize("field", [
+    {"tier": 99}, {"tier": 2}, {"payment": 1}, {"allow_split": 2}, {"deliver_by_ms": 1.5},
+    {"fraud_score": None}])
+def test_a_value_of_the_wrong_kind_falls_back_and_reads_back_as_it_was(field):
+    # (A value that is not a member, a bool, an int or a float where one belongs would read
+    # back as something else, or not at all; written the old way, it reads back as it is.)
+    book = OrderBook()
+    spec = OrderSpec("o-1", "web", SlaTier.PREMIUM, (OrderLineSpec("1", "a", 1),))
+    book.receive(spec._replace(**field), 1)
+    assert isinstance(book.__reduce__()[2], dict)
+    assert repr(loads(dumps(book)).orders) == repr(book.orders)
+
+
 def test_columns_of_an_unknown_layout_are_refused():
     cls, args, state = _book().__reduce__()
     with pytest.raises(ValueError, match="version 99"):
