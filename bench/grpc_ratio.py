@@ -1,12 +1,13 @@
 """Allocation through gRPC against the echo ceiling of the same server, in one run.
 
-    python -m bench.grpc_ratio [--seconds 8] [--concurrency 32]
+    python -m bench.grpc_ratio [--seconds 8] [--concurrency 32] [--only unary|stream|batch]
 
 Starts `allocd serve --demo` in its own process, then for each kind of call
 (unary, bidirectional stream, 100-item batch) measures the echo RPC and the
 allocation RPC back to back with the same client, and prints orders (items) per
-second and their ratio. Echo payloads are the serialized allocation requests, so
-both carry the same bytes.
+second, their ratio, and the server process's CPU (all its threads) per call, message
+or order over the measured seconds. Echo payloads are the serialized allocation
+requests, so both carry the same bytes.
 """
 
 from __future__ import annotations
@@ -188,19 +189,39 @@ def _phase_process(args: tuple[str, str, float, int, int, int, float]) -> int:
     return asyncio.run(_phase(*args))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(address: str, seconds: float, concurrency: int, n_skus: int,
-            clients: int) -> dict[str, float]:
-    """Each phase runs in `clients` processes at once; their counts add up."""
+            clients: int, server_pid: int | None = None,
+            only: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, float]]:
+    """Each phase runs in `clients` processes at once; their counts add up. Returns items
+    a second by phase and, given the server's pid, its CPU µs an item over the measured
+    seconds (after the warm-up)."""
     results: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")
     with context.Pool(clients) as pool:
         for label, kind, items in PHASES:
+            if only and not any(label.startswith(prefix) for prefix in only):
+                continue
             start_at = time.time() + 4 + (6 if "allocate" in kind else 0)  # time to build
-            counts = pool.map(_phase_process, [
+            pending = pool.map_async(_phase_process, [
                 (address, kind, seconds, concurrency // clients or 1, n_skus, seed, start_at)
                 for seed in range(clients)])
-            results[label] = sum(counts) * items / seconds
-    return results
+            before = None
+            if server_pid is not None:
+                time.sleep(max(0.0, start_at + max(1.0, seconds / 4) - time.time()))
+                before = cpu_seconds(server_pid)
+            done: int = sum(pending.get()) * items
+            results[label] = done / seconds
+            if before is not None and server_pid is not None and done:
+                cpu[label] = (cpu_seconds(server_pid) - before) / done * 1e6
+    return results, cpu
 
 
 def start_server(n_skus: int, *store_args: str) -> tuple[subprocess.Popen[str], str]:
@@ -236,11 +257,14 @@ def main() -> None:
     parser.add_argument("--skus", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=2,
                         help="client processes, so that the client is not the bottleneck")
+    parser.add_argument("--only", action="append", choices=("unary", "stream", "batch"),
+                        default=[], help="run only this kind of call (may be repeated)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     process, address = start_server(args.skus)
     try:
-        results = measure(address, args.seconds, args.concurrency, args.skus, args.clients)
+        results, cpu = measure(address, args.seconds, args.concurrency, args.skus,
+                               args.clients, process.pid, tuple(args.only))
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -248,14 +272,16 @@ def main() -> None:
     pairs = (("unary echo", "unary AllocateOrder"),
              ("stream echo", "stream AllocateStream"),
              ("batch echo (items)", "batch AllocateOrders (orders)"))
-    print(f"{'call':34} {'per second':>12} {'ratio to echo':>14}")
+    print(f"{'call':34} {'per second':>12} {'ratio to echo':>14} {'server CPU µs':>14}")
     for base, allocation in pairs:
-        print(f"{base:34} {results[base]:12,.0f}")
+        if base not in results:
+            continue
+        print(f"{base:34} {results[base]:12,.0f} {'':14} {cpu.get(base, 0.0):14.1f}")
         print(f"{allocation:34} {results[allocation]:12,.0f} "
-              f"{results[allocation] / results[base]:14.2f}")
+              f"{results[allocation] / results[base]:14.2f} {cpu.get(allocation, 0.0):14.1f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+            json.dump({**results, "server_cpu_us": cpu}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -75,12 +75,15 @@ class Settings:
     # Under load, single-order allocations (AllocateOrder, AllocateStream) wait up to this
     # long for others to be decided and committed with; an idle server never waits.
     # 0: each is decided alone.
-    join_window_ms: float = 4.0
+    join_window_ms: float = 2.0
     # The same for AllocateStream messages, joined apart from unary calls. A stream's
     # caller keeps its own window of messages in flight and sends more only as answers
     # come back: waiting long for company leaves the server idle while that caller waits
     # for it (a 4 ms wait cost a third of the streamed rate, 1 ms kept it).
     stream_join_window_ms: float = 1.0
+    # Calls waiting for company run once none has joined them for this long (the burst
+    # of arrivals is over), or when their window is up, whichever comes first.
+    join_quiet_ms: float = 0.3
     # Inventory values (opportunity costs from LP duals over forecast demand): the default
     # policy until one is set through NetworkService.SetInventoryValuePolicy. Off: myopic.
     inventory_values: bool = False

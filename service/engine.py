@@ -131,6 +131,8 @@ class _JoinPace:
     probe_every: int = PROBE_EVERY
     since_probe: int = 0  # this kind's joined commands since its last probe
     probe_from: int = 0  # calls queued when the pending probe began; 0: none pending
+    first_at: float = 0.0  # loop time the waiting calls began to wait
+    last_at: float = 0.0  # loop time the last of them was queued
 
 
 def fingerprint(method: str, request: Message) -> bytes:
@@ -172,9 +174,8 @@ class Engine:
         self._joining: dict[Joiner, list[_Joined]] = {}
         self._join_timers: dict[Joiner, asyncio.Handle] = {}
         # How busy the server is, whatever kind of call: the loop time of the last joined
-        # command, and the seconds it took.
+        # command.
         self._joined_at = -1e9
-        self._joined_took = 0.0
         # How each kind's callers come (a few in step, or many): see _JoinPace.
         self._pace: dict[Joiner, _JoinPace] = {}
         self.joined_calls = 0  # calls answered through joined commands, and the commands
@@ -339,9 +340,8 @@ class Engine:
         waits so that a growing load is noticed: once four commands have run since the
         last probe, and twice as many after each probe that found no company (at most
         256; one that found some, or a command of more than two calls, brings it back to
-        four). Otherwise they wait for company: twice
-        as long as the last joined command took to run, at most the window (so a busy
-        server spends at most about a third of its time waiting)."""
+        four). Otherwise they wait for company while it comes: until no call has joined
+        them for `join_quiet_ms`, at most the window (_joined_due)."""
         window = max(joiner.window_ms, 0.0) / 1000
         timer = self._join_timers.get(joiner)
         now = loop.time()
@@ -357,11 +357,30 @@ class Engine:
                 timer.cancel()
             self._join_timers[joiner] = loop.call_soon(self._run_joined, joiner)
         elif timer is None:
-            wait = min(window, 2 * self._joined_took)
-            self._join_timers[joiner] = loop.call_later(wait, self._run_joined, joiner)
+            pace.first_at = pace.last_at = now
+            quiet = max(self.settings.join_quiet_ms, 0.0) / 1000
+            self._join_timers[joiner] = loop.call_later(min(quiet, window), self._joined_due,
+                                                        joiner)
             pace.probe_from = queued if few else 0
             self.joined_waits += 1
             self._joined_counts(joiner)[2] += 1
+        else:
+            pace.last_at = now
+
+    def _joined_due(self, joiner: Joiner) -> None:
+        """The waiting calls' timer: they run now unless a call joined them within the quiet
+        time and the window is not up, in which case the timer is set again. (Timers fire
+        only when the loop is free: while calls keep arriving, the loop is busy receiving
+        them and they join; once it has been quiet that long, the burst is over.)"""
+        loop = asyncio.get_running_loop()
+        pace = self._pace[joiner]
+        quiet = max(self.settings.join_quiet_ms, 0.0) / 1000
+        window = max(joiner.window_ms, 0.0) / 1000
+        due = min(pace.last_at + quiet, pace.first_at + window)
+        if due > loop.time():
+            self._join_timers[joiner] = loop.call_at(due, self._joined_due, joiner)
+            return
+        self._run_joined(joiner)
 
     def _run_joined(self, joiner: Joiner) -> None:
         self._join_timers.pop(joiner, None)
@@ -378,11 +397,9 @@ class Engine:
             pace.since_probe = pace.probe_from = 0
         elif len(calls) > 2:  # busy: probe every fourth again once it calms down
             pace.probe_every = PROBE_EVERY
-        started = time.perf_counter()
         try:
             for start in range(0, len(calls), joiner.limit):
                 self._run_together(joiner, calls[start:start + joiner.limit])
-            self._joined_took = time.perf_counter() - started
         except BaseException as error:  # never leave a caller waiting
             for joined in calls:
                 if not joined.future.done():

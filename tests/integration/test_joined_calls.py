@@ -50,9 +50,10 @@ def _respond(o: Outcome) -> opb.AllocateOrderResponse:
 
 
 async def _engine(store=None, window_ms: float = WINDOW_MS,
-                  stream_window_ms: float = WINDOW_MS) -> tuple[Engine, OrderServicer]:
+                  stream_window_ms: float = WINDOW_MS,
+                  quiet_ms: float = Settings().join_quiet_ms) -> tuple[Engine, OrderServicer]:
     engine = Engine(Settings(store="memory", join_window_ms=window_ms,
-                             stream_join_window_ms=stream_window_ms),
+                             stream_join_window_ms=stream_window_ms, join_quiet_ms=quiet_ms),
                     store or MemoryEventStore())
     await engine.start()
     if engine.ledger.catalog.n_skus == 0:
@@ -233,6 +234,37 @@ def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
     asyncio.run(go())
 
 
+def test_calls_wait_while_company_keeps_coming_and_run_once_it_stops_or_the_window_ends():
+    """Waiting calls run once no call has joined them for join_quiet_ms: each arrival
+    within that time keeps them waiting, up to the window."""
+    async def arrivals(window_ms: float, gaps_ms: list[float]) -> list[int]:
+        """The joined commands run (since the server was made busy) as each call comes,
+        the calls spaced by `gaps_ms`, and after the last."""
+        engine, servicer = await _engine(window_ms=window_ms, quiet_ms=100.0)
+        await _busy(engine, servicer)
+        before = engine.joined_commands
+        calls, seen = [], []
+        for i, gap_ms in enumerate(gaps_ms):
+            calls.append(_call(engine, servicer, _request(f"q{i}", f"q{i}"), _spec(f"q{i}")))
+            await asyncio.sleep(gap_ms / 1000)
+            seen.append(engine.joined_commands - before)
+        await asyncio.gather(*calls)
+        return [*seen, engine.joined_commands - before]
+
+    async def go():
+        # Calls 40 ms apart keep the first waiting past its quiet time (100 ms): all
+        # three run together once none came for 100 ms.
+        assert await arrivals(10_000.0, [40.0, 40.0, 0.0]) == [0, 0, 0, 1]
+        # A call 150 ms after the last: the first two had run already.
+        assert await arrivals(10_000.0, [40.0, 150.0, 0.0]) == [0, 1, 1, 2]
+        # Calls that keep coming every 40 ms run when the window (180 ms) ends.
+        seen = await arrivals(180.0, [40.0] * 6 + [0.0])
+        assert seen[3] == 0 and seen[5] == 1, seen  # at 160 ms, none; at 240 ms, one
+        assert seen[-1] == 2
+
+    asyncio.run(go())
+
+
 def test_stream_messages_wait_for_company_under_their_own_window():
     """Stream messages are joined apart from unary calls, under stream_join_window_ms: with
     none, messages a moment apart run as they come while unary calls still wait."""
@@ -270,11 +302,12 @@ def test_a_probe_is_judged_by_the_next_command_of_its_own_kind():
     """A unary call waiting for company as a probe is not judged by a stream command that
     runs meanwhile: each kind keeps its own pace."""
     async def go():
-        engine, servicer = await _engine(window_ms=10_000.0, stream_window_ms=0.0)
+        # The probe waits 0.5 s: long enough for the stream's call.
+        engine, servicer = await _engine(window_ms=10_000.0, stream_window_ms=0.0,
+                                         quiet_ms=500.0)
         for i in range(4):  # one caller at a time: these go at once
             await _call(engine, servicer, _request(f"one{i}", f"one{i}"), _spec(f"one{i}"))
         waits = engine.joined_waits
-        engine._joined_took = 0.25  # the probe waits 0.5 s: long enough for the stream's
         probe = _call(engine, servicer, _request("probe", "probe"), _spec("probe"))
         await asyncio.sleep(0)  # queued: the fifth command of one call is a probe
         assert engine.joined_waits == waits + 1
