@@ -211,3 +211,12 @@ def response_bytes(result: bytes, allocations: list[bytes]) -> bytes:
     for allocation in allocations:
         _sub(out, b"\x12", allocation)
     return b"".join(out)
+
+
+def stream_response_bytes(request_id: str, result: bytes, allocation: bytes) -> bytes:
+    """An AllocateStreamResponse's bytes: its request id (field 1), result (field 2) and
+    allocation (field 3), the two messages given as their bytes."""
+    out = [b"\x0a", _text(request_id)] if request_id else []
+    _sub(out, b"\x12", result)
+    _sub(out, b"\x1a", allocation)
+    return b"".join(out)

@@ -45,7 +45,6 @@ log = logging.getLogger("allocd.engine")
 
 # (bytes: a response already written as its message's bytes; see Engine.mutate)
 ResponseT = TypeVar("ResponseT", bound=Message | bytes)
-MessageT = TypeVar("MessageT", bound=Message)
 
 #: Joined commands run between probes (a command of one or two calls that waits for
 #: company): at first, and at most (each probe that finds none doubles the gap).
@@ -114,7 +113,7 @@ class _Joined:
     key: tuple[str, str]
     answer: _Answer
     part: Any
-    respond: Callable[[Outcome], Message]
+    respond: Callable[[Outcome], Message | bytes]
     future: asyncio.Future[Any]
 
 
@@ -288,8 +287,8 @@ class Engine:
         return key, print_, None
 
     async def mutate_joined(self, method: str, request: Message, part: Callable[[], Any],
-                            respond: Callable[[Outcome], MessageT],
-                            joiner: Joiner) -> MessageT:
+                            respond: Callable[[Outcome], ResponseT],
+                            joiner: Joiner) -> ResponseT:
         """`mutate` for calls that may be answered together: the calls that arrive in the
         same turn of the event loop are validated, decided and applied as one command
         (`joiner` combines them) and made durable in one commit holding every answer.
@@ -301,11 +300,11 @@ class Engine:
             return replayed
         # Shielded: the joined command answers and records this call even if the caller
         # goes away.
-        return cast(MessageT, await asyncio.shield(
+        return cast(ResponseT, await asyncio.shield(
             self._join(key, print_, part, respond, joiner)))
 
     def submit_joined(self, method: str, request: Message, part: Callable[[], Any],
-                      respond: Callable[[Outcome], Message],
+                      respond: Callable[[Outcome], Message | bytes],
                       joiner: Joiner) -> asyncio.Future[Any] | None:
         """`mutate_joined` without a coroutine, for callers that queue many calls in a row
         (a stream): the call is queued now and its answer comes in the future returned.
@@ -318,7 +317,8 @@ class Engine:
         return self._join(key, fingerprint(method, request), part, respond, joiner)
 
     def _join(self, key: tuple[str, str], print_: bytes, part: Callable[[], Any],
-              respond: Callable[[Outcome], Message], joiner: Joiner) -> asyncio.Future[Any]:
+              respond: Callable[[Outcome], Message | bytes],
+              joiner: Joiner) -> asyncio.Future[Any]:
         """Queue a call for the next joined command; its answer comes in the future."""
         self._writable()
         value = part()  # a refusal here queues nothing
@@ -418,7 +418,7 @@ class Engine:
                 return
             self._refuse(calls[0], error)
             return
-        answered: list[tuple[_Joined, Message]] = []
+        answered: list[tuple[_Joined, Message | bytes]] = []
         records: list[IdempotencyRecord] = []
         for index, joined in enumerate(calls):
             try:
@@ -428,7 +428,8 @@ class Engine:
                 continue
             try:
                 response = joined.respond(share)
-                payload = response.SerializeToString()
+                payload = (response if isinstance(response, bytes)
+                           else response.SerializeToString())
             except Exception as error:
                 # Applied but not answerable: reload from the store, which lacks it.
                 if outcome.events:
@@ -465,7 +466,7 @@ class Engine:
         if not joined.future.done():
             joined.future.set_exception(error)
 
-    async def _settle_joined(self, answered: list[tuple[_Joined, Message]],
+    async def _settle_joined(self, answered: list[tuple[_Joined, Message | bytes]],
                              commit: Commit) -> None:
         try:
             await self._commit(commit)

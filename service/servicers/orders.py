@@ -28,7 +28,7 @@ from core.order_ops import (
     quote_order,
 )
 from core.orders import Decision, OrderSpec
-from service.allocation_wire import allocation_bytes, response_bytes
+from service.allocation_wire import allocation_bytes, response_bytes, stream_response_bytes
 from service.codec import ms_from_timestamp
 from service.engine import Engine
 from service.errors import (
@@ -177,6 +177,18 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             raise outcome.error  # the order was rejected: nothing was recorded
         return outcome
 
+    def _single_bytes(self, o: Outcome,
+                      request: pb.AllocateOrderRequest | pb.AllocateStreamRequest,
+                      ) -> tuple[bytes, bytes] | None:
+        """The single order's result and allocation as their messages' bytes (what
+        `_allocation_into` writes, without building the messages to serialize them
+        again); None for an explained order, which takes the messages' way."""
+        if o.detail is None or request.explain:
+            return None
+        outcome = self._single_outcome(o)
+        return (mutation_result(o).SerializeToString(),
+                _allocation_bytes(self.ledger, outcome, full_view(request.view, False)))
+
     def _allocation_into(self, field: pb.Allocation, o: Outcome,
                          request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> None:
         """The single order's allocation, written into the response's (empty) field."""
@@ -186,9 +198,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     full_view(request.view, request.explain))
 
     @unary
-    async def AllocateOrder(self, request: pb.AllocateOrderRequest,
-                            context: Context) -> pb.AllocateOrderResponse:
-        def respond(o: Outcome) -> pb.AllocateOrderResponse:
+    async def AllocateOrder(  # type: ignore[override]  # (bytes are sent as they are)
+            self, request: pb.AllocateOrderRequest,
+            context: Context) -> pb.AllocateOrderResponse | bytes:
+        def respond(o: Outcome) -> pb.AllocateOrderResponse | bytes:
+            written = self._single_bytes(o, request)
+            if written is not None:  # the response's bytes: sent and recorded as they are
+                return response_bytes(written[0], [written[1]])
             response = pb.AllocateOrderResponse(result=mutation_result(o))
             if o.detail is not None:
                 self._allocation_into(response.allocation, o, request)
@@ -218,9 +234,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
 
         return await self.engine.mutate("AllocateOrders", request, build, respond)
 
-    async def AllocateStream(
+    async def AllocateStream(  # type: ignore[override]  # (bytes are sent as they are)
         self, request_iterator: AsyncIterator[pb.AllocateStreamRequest], context: Context,
-    ) -> AsyncIterator[pb.AllocateStreamResponse]:
+    ) -> AsyncIterator[pb.AllocateStreamResponse | bytes]:
         """Requests are answered in the order they arrive, each once durable. Up to
         STREAM_WINDOW are in flight at once: requests that arrive together (from this
         stream and other callers) are decided together, highest priority first, and
@@ -236,8 +252,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 error_message=error.message)
 
         def responder(request: pb.AllocateStreamRequest,
-                      ) -> Callable[[Outcome], pb.AllocateStreamResponse]:
-            def respond(o: Outcome) -> pb.AllocateStreamResponse:
+                      ) -> Callable[[Outcome], pb.AllocateStreamResponse | bytes]:
+            def respond(o: Outcome) -> pb.AllocateStreamResponse | bytes:
+                written = self._single_bytes(o, request)
+                if written is not None:  # the response's bytes: sent and recorded as they are
+                    return stream_response_bytes(request.request_id, *written)
                 response = pb.AllocateStreamResponse(request_id=request.request_id,
                                                      result=mutation_result(o))
                 if o.detail is not None:
@@ -262,7 +281,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 done.set_result(refused(request.request_id, error))
                 return done
 
-        async def again(request: pb.AllocateStreamRequest) -> pb.AllocateStreamResponse:
+        async def again(request: pb.AllocateStreamRequest,
+                        ) -> pb.AllocateStreamResponse | bytes:
             """A request id seen before: the earlier call's answer (or, if that one did not
             become durable, this one run afresh)."""
             try:

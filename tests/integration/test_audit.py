@@ -87,7 +87,10 @@ def test_every_stream_message_is_audited_with_its_own_outcome(tmp_path):
             yield message("s-3", "o-3", "SKU-000002")
             yield message("s-1", "o-1", "SKU-000001")  # a retry: the first answer again
 
-        answers = [a async for a in api.AllocateStream(requests(), _Context("dora"))]
+        # (an answer may come as the response's bytes, which the server sends as they are)
+        answers = [a if isinstance(a, opb.AllocateStreamResponse)
+                   else opb.AllocateStreamResponse.FromString(a)
+                   async for a in api.AllocateStream(requests(), _Context("dora"))]
         assert [a.error_code for a in answers] == [0, 5, 0, 0]  # 5: NOT_FOUND
         await server.stop(0)
 

@@ -2,9 +2,12 @@
 reference that builds the message field by field (order_codec.allocation_to_proto):
 the same bytes for every order of a long seeded run, and the same message for any
 record whatever its values; and a batch's whole answer, written as bytes, against the
-response built message by message."""
+response built message by message; and a single order's answer (AllocateOrder,
+AllocateStream) likewise."""
 
 from __future__ import annotations
+
+import asyncio
 
 from allocd.v1 import order_service_pb2 as pb
 from hypothesis import given, settings
@@ -28,11 +31,14 @@ from core.orders import (
     PackageState,
     PackageStatus,
 )
-from service.allocation_wire import allocation_bytes
+from service.allocation_wire import allocation_bytes, response_bytes, stream_response_bytes
+from service.config import Settings
+from service.engine import Engine
 from service.errors import status_of
 from service.order_codec import allocation_to_proto
 from service.servicers.inventory import mutation_result
-from service.servicers.orders import allocations_response
+from service.servicers.orders import OrderServicer, allocations_response
+from service.store import MemoryEventStore
 from tests.unit.test_compiled_core import scenario
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -178,3 +184,50 @@ def test_a_batch_answer_written_as_bytes_is_the_response_built_message_by_messag
                 if not explain:
                     assert got == expected.SerializeToString(), full
     assert len(kinds) >= 4, kinds  # allocated, backordered, held, refused
+
+
+def test_a_single_order_answer_written_as_bytes_is_the_response_built_as_a_message():
+    """AllocateOrder's and AllocateStream's answers, written as bytes (allocated, split,
+    backordered and held orders, in both views), are the bytes of the response built as a
+    message; an explained order, or an outcome to read a replayed answer into, is still
+    answered as a message."""
+    async def go() -> None:
+        engine = Engine(Settings(store="memory"), MemoryEventStore())
+        await engine.start()
+        engine.ledger = ledger = _ledger()
+        servicer = OrderServicer(engine)
+        execute(ledger, c.ReceiveStock(tuple(
+            c.ReceiptLine(sku, node, quantity) for sku, node, quantity in (
+                ("a", "n0", 3), ("b", "nœud-1", 2), ("sku-ü", "n0", 1)))), 0, "stock")
+        orders = {
+            "one-node": (("a", 1),), "split": (("a", 1), ("b", 1)),
+            "short": (("sku-ü", 2),), "held": (("a", 1),)}
+        kinds = set()
+        for name, lines in orders.items():
+            spec = OrderSpec(name, "web", SlaTier.STANDARD, tuple(
+                OrderLineSpec(str(i + 1), sku, qty) for i, (sku, qty) in enumerate(lines)),
+                "10001", fraud_score=0.99 if name == "held" else 0.0)
+            o = execute(ledger, c.AllocateOrders((spec,)), 0, f"r-{name}")
+            assert isinstance(o.detail, AllocateResult)
+            kinds.add(o.detail.outcomes[0].exception_type)
+            for view in (pb.ALLOCATION_VIEW_FULL, pb.ALLOCATION_VIEW_BASIC):
+                unary = pb.AllocateOrderRequest(request_id=f"r-{name}", view=view)
+                stream = pb.AllocateStreamRequest(request_id=f"r-{name}", view=view)
+                written = servicer._single_bytes(o, unary)
+                assert written is not None
+                expected = pb.AllocateOrderResponse(result=mutation_result(o))
+                servicer._allocation_into(expected.allocation, o, unary)
+                assert response_bytes(written[0], [written[1]]) == (
+                    expected.SerializeToString()), (name, view)
+                expected_stream = pb.AllocateStreamResponse(
+                    request_id=stream.request_id, result=mutation_result(o))
+                servicer._allocation_into(expected_stream.allocation, o, stream)
+                assert servicer._single_bytes(o, stream) == written
+                assert stream_response_bytes(stream.request_id, *written) == (
+                    expected_stream.SerializeToString()), (name, view)
+            explained = pb.AllocateOrderRequest(request_id=f"r-{name}", explain=True)
+            assert servicer._single_bytes(o, explained) is None
+            assert servicer._single_bytes(Outcome(()), unary) is None
+        assert len(kinds) >= 3, kinds  # none, backordered, held for review
+
+    asyncio.run(go())
