@@ -82,7 +82,8 @@ class Settings:
     # for it (a 4 ms wait cost a third of the streamed rate, 1 ms kept it).
     stream_join_window_ms: float = 1.0
     # Calls waiting for company run once none has joined them for this long (the burst
-    # of arrivals is over), or when their window is up, whichever comes first.
+    # of arrivals is over), or twice what the last joined command took to run if that is
+    # longer, or when their window is up, whichever comes first.
     join_quiet_ms: float = 0.3
     # Inventory values (opportunity costs from LP duals over forecast demand): the default
     # policy until one is set through NetworkService.SetInventoryValuePolicy. Off: myopic.

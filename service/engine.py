@@ -173,8 +173,9 @@ class Engine:
         self._joining: dict[Joiner, list[_Joined]] = {}
         self._join_timers: dict[Joiner, asyncio.Handle] = {}
         # How busy the server is, whatever kind of call: the loop time of the last joined
-        # command.
+        # command, and the seconds it took.
         self._joined_at = -1e9
+        self._joined_took = 0.0
         # How each kind's callers come (a few in step, or many): see _JoinPace.
         self._pace: dict[Joiner, _JoinPace] = {}
         self.joined_calls = 0  # calls answered through joined commands, and the commands
@@ -341,7 +342,7 @@ class Engine:
         last probe, and twice as many after each probe that found no company (at most
         256; one that found some, or a command of more than two calls, brings it back to
         four). Otherwise they wait for company while it comes: until no call has joined
-        them for `join_quiet_ms`, at most the window (_joined_due)."""
+        them for the quiet time (_quiet), at most the window (_joined_due)."""
         window = max(joiner.window_ms, 0.0) / 1000
         timer = self._join_timers.get(joiner)
         now = loop.time()
@@ -358,25 +359,30 @@ class Engine:
             self._join_timers[joiner] = loop.call_soon(self._run_joined, joiner)
         elif timer is None:
             pace.first_at = pace.last_at = now
-            quiet = max(self.settings.join_quiet_ms, 0.0) / 1000
-            self._join_timers[joiner] = loop.call_later(min(quiet, window), self._joined_due,
-                                                        joiner)
+            self._join_timers[joiner] = loop.call_later(min(self._quiet(), window),
+                                                        self._joined_due, joiner)
             pace.probe_from = queued if few else 0
             self.joined_waits += 1
             self._joined_counts(joiner)[2] += 1
         else:
             pace.last_at = now
 
+    def _quiet(self) -> float:
+        """How long waiting calls wait for the next to join them, in seconds: join_quiet_ms,
+        or twice what the last joined command took to run if longer (a busy server,
+        whose commands grow, waits longer and decides more calls together)."""
+        return max(self.settings.join_quiet_ms / 1000, 2 * self._joined_took, 0.0)
+
     def _joined_due(self, joiner: Joiner) -> None:
         """The waiting calls' timer: they run now unless a call joined them within the quiet
-        time and the window is not up, in which case the timer is set again. (Timers fire
-        only when the loop is free: while calls keep arriving, the loop is busy receiving
-        them and they join; once it has been quiet that long, the burst is over.)"""
+        time (_quiet) and the window is not up, in which case the timer is set again.
+        (Timers fire only when the loop is free: while calls keep arriving, the loop is
+        busy receiving them and they join; once it has been quiet that long, the burst is
+        over.)"""
         loop = asyncio.get_running_loop()
         pace = self._pace[joiner]
-        quiet = max(self.settings.join_quiet_ms, 0.0) / 1000
         window = max(joiner.window_ms, 0.0) / 1000
-        due = min(pace.last_at + quiet, pace.first_at + window)
+        due = min(pace.last_at + self._quiet(), pace.first_at + window)
         if due > loop.time():
             self._join_timers[joiner] = loop.call_at(due, self._joined_due, joiner)
             return
@@ -397,9 +403,11 @@ class Engine:
             pace.since_probe = pace.probe_from = 0
         elif len(calls) > 2:  # busy: probe every fourth again once it calms down
             pace.probe_every = PROBE_EVERY
+        started = time.perf_counter()
         try:
             for start in range(0, len(calls), joiner.limit):
                 self._run_together(joiner, calls[start:start + joiner.limit])
+            self._joined_took = time.perf_counter() - started
         except BaseException as error:  # never leave a caller waiting
             for joined in calls:
                 if not joined.future.done():

@@ -265,6 +265,27 @@ def test_calls_wait_while_company_keeps_coming_and_run_once_it_stops_or_the_wind
     asyncio.run(go())
 
 
+def test_a_busy_server_waits_for_company_twice_as_long_as_its_last_command_took():
+    """The quiet time is join_quiet_ms, or twice the last joined command's run time if
+    longer: a server whose commands take long waits longer for the next call."""
+    async def joined_in(took_s: float) -> int:
+        engine, servicer = await _engine(window_ms=10_000.0, quiet_ms=1.0)
+        await _busy(engine, servicer)
+        engine._joined_took = took_s  # as if the last command had taken this long
+        before = engine.joined_commands
+        first = _call(engine, servicer, _request("b0", "b0"), _spec("b0"))
+        await asyncio.sleep(0.1)
+        second = _call(engine, servicer, _request("b1", "b1"), _spec("b1"))
+        await asyncio.gather(first, second)
+        return engine.joined_commands - before
+
+    async def go():
+        assert await joined_in(0.2) == 1  # waits up to 0.4 s: the second call joins
+        assert await joined_in(0.0) == 2  # waits 1 ms: the first ran alone
+
+    asyncio.run(go())
+
+
 def test_stream_messages_wait_for_company_under_their_own_window():
     """Stream messages are joined apart from unary calls, under stream_join_window_ms: with
     none, messages a moment apart run as they come while unary calls still wait."""
