@@ -73,9 +73,9 @@ class Request:
 def priority_key(req: Request) -> tuple[int, int, int, int, str]:
     """SLA tier, then deliver-by (none last), then higher margin, then arrival (calls
     answered together), then order id."""
-    deliver_by = req.spec.deliver_by_ms or (1 << 62)
-    return (int(req.spec.tier), deliver_by, -req.margin_micros, req.arrival,
-            req.spec.order_id)
+    # (Unpacked, not read field by field: compiled, a read by name is a lookup.)
+    order_id, _, tier, _, _, _, _, deliver_by_ms, _, _, _, _, _, _ = req.spec
+    return (int(tier), deliver_by_ms or (1 << 62), -req.margin_micros, req.arrival, order_id)
 
 
 def deadline_days(deliver_by_ms: int, now_ms: int) -> int:
@@ -144,9 +144,17 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
     line_channel: list[int] = []
     line_of: dict[tuple[int, int], int] = {}
     starts, ends, regions, channels = [], [], [], []
+    deadlines, tiers, allow_splits = [], [], []
+    channel_index = catalog.channel_index
     for req in reqs:
-        spec = req.spec
-        channel = catalog.channel(spec.channel_id)
+        # (Unpacked, not read field by field: compiled, a read by name is a lookup.)
+        (_, channel_id, tier, _, postal_code, latitude, longitude, deliver_by_ms, _, _, _,
+         allow_split, _, _) = req.spec
+        found = channel_index.get(channel_id) if channel_id else -1
+        channel = catalog.channel(channel_id) if found is None else found  # (None: raises)
+        deadlines.append(deadline_days(deliver_by_ms, now_ms))
+        tiers.append(int(tier))
+        allow_splits.append(allow_split)
         starts.append(len(line_sku))
         for _, sku, qty in req.lines:
             row = row_of.get(sku)
@@ -160,7 +168,7 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
             line_channel.append(channel)
         ends.append(len(line_sku))
         regions.append(req.region if req.region >= 0
-                       else network.region_for(spec.postal_code, spec.latitude, spec.longitude))
+                       else network.region_for(postal_code, latitude, longitude))
         channels.append(channel)
     rows_arr = np.array(line_rows, np.int64)
     avail = np.empty((len(skus), n_nodes), np.int64)
@@ -192,9 +200,8 @@ def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_m
         line_start=np.array(starts, np.int64), line_end=np.array(ends, np.int64),
         region=np.array(regions, np.int64),
         minute=np.array([minute] * len(reqs), np.int64),  # (np.full costs more, in Python)
-        deadline=np.array([deadline_days(r.spec.deliver_by_ms, now_ms) for r in reqs], np.int64),
-        tier=np.array([int(r.spec.tier) for r in reqs], np.int64),
-        allow_split=np.array([r.spec.allow_split for r in reqs], np.bool_),
+        deadline=np.array(deadlines, np.int64), tier=np.array(tiers, np.int64),
+        allow_split=np.array(allow_splits, np.bool_),
         channel=np.array(channels, np.int64),
         item_u=rows_arr, item_qty=np.array(line_qty, np.int64),
         item_weight=catalog.weight_lb[sku_index], item_volume=catalog.volume_in3[sku_index],
@@ -228,16 +235,17 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     for rank, req in enumerate(ranked):
         decision = _interpret(ledger, network, lists, rank, req, now_ms, weigh_waiting=True)
         decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms)
-        for plan in decision.packages:
-            for line in plan.lines:
-                key = (line.sku, plan.node)
-                consumed[key] = consumed.get(key, 0) + line.quantity
+        for plan in decision[1]:  # (the packages)
+            _, node, _, lines, _, _, _, _, _, _, _ = plan
+            for _, sku, quantity, _ in lines:
+                key = (sku, node)
+                consumed[key] = consumed.get(key, 0) + quantity
         decisions[order[rank]] = decision
     # Substitution runs after the batch's own choices, against what they left.
     for i, req in enumerate(reqs):
         current = decisions[i]
         assert current is not None
-        if req.spec.allow_substitution and current.backorders:
+        if current[2] and req.spec.allow_substitution:  # ([2]: its backorders)
             decisions[i] = _substitute(ledger, book, network, req, current, consumed, now_ms,
                                        floors)
     return [d for d in decisions if d is not None]
@@ -248,6 +256,9 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
 _SHIP_COMPLETE: Final = OptionKind.SHIP_COMPLETE
 _SPLIT: Final = OptionKind.SPLIT
 _new: Final[Any] = tuple.__new__
+# The rule of a decision that ships complete from one node, by (node id, whether a split
+# was possible): one string for all of them, not one an order.
+_COMPLETE_RULES: Final[dict[tuple[str, bool], str]] = {}
 
 
 class _Lists:
@@ -320,6 +331,8 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
     split = r.split_cost[rank]
     count = r.pkg_count[rank]
     allocated = status in (STATUS_ALLOCATED, STATUS_PARTIAL)
+    # (Unpacked, not read field by field: compiled, a read by name is a lookup.)
+    order_id, _, tier, _, _, _, _, _, _, _, _, allow_split, _, _ = req.spec
     # The named tuples are built through tuple.__new__, every field given in order:
     # compiled, calling the class would run its generated __new__ interpreted.
     options = [  # (kind, feasible, cost, packages, chosen, detail)
@@ -327,10 +340,10 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
                       allocated and count == 1, "one package from one node")),
         _new(Option, (_SPLIT, split >= 0, max(split, 0), count if count > 1 else 0,
                       allocated and count > 1,
-                      "several packages" if req.spec.allow_split else "order forbids splits")),
+                      "several packages" if allow_split else "order forbids splits")),
     ]
     first_pkg = r.pkg_first[rank]
-    penalty = r.split_penalty[req.spec.tier]
+    penalty = r.split_penalty[tier]
     piece_first = r.piece_first[rank]
     by_package: dict[int, list[PackageLine]] = {}
     for i in range(piece_first, piece_first + r.piece_count[rank]):
@@ -338,7 +351,7 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
         by_package.setdefault(r.piece_pkg[i], []).append(
             _new(PackageLine, (line_id, sku, r.piece_qty[i], -1)))
     packages: list[PackagePlan] = []
-    prefix = f"{req.spec.order_id}-P"
+    prefix = f"{order_id}-P"
     for j in range(count):
         p = first_pkg + j
         ship_ms = day0 + r.pkg_ship_day[p] * DAY_MS
@@ -355,10 +368,17 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
             backorders.append(Backorder(line_id, sku, qty, inbound_promise(ledger, sku, qty,
                                                                            now_ms)))
     if allocated:
-        if count == 1:
-            node = catalog.nodes[packages[0].node].node_id
-            rule = (f"cheapest landed cost: ship complete from {node}"
+        if count == 1:  # (the same words for every order a node ships: written once)
+            node = catalog.nodes[packages[0][1]].node_id  # (the package's node)
+            rule_key = (node, split >= 0)
+            found = _COMPLETE_RULES.get(rule_key)
+            if found is None:
+                if len(_COMPLETE_RULES) >= 4096:
+                    _COMPLETE_RULES.clear()
+                found = _COMPLETE_RULES[rule_key] = (
+                    f"cheapest landed cost: ship complete from {node}"
                     + (" (no split is cheaper)" if split >= 0 else ""))
+            rule = found
         else:
             rule = (f"cheapest landed cost: {count} packages"
                     + (f"; shipping complete would cost {single} micros" if single >= 0
@@ -373,7 +393,7 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
             rule += "; the rest is backordered"
     if weigh_waiting and (count > 1 or backorders) and not _has_inbound(ledger, req):
         options.append(_NO_INBOUND)  # (said here: _consider_waiting would build it again)
-    decision: Decision = _new(Decision, (req.spec.order_id, tuple(packages), tuple(backorders),
+    decision: Decision = _new(Decision, (order_id, tuple(packages), tuple(backorders),
                                          r.method[rank], rule, tuple(options),
                                          status == STATUS_NO_FEASIBLE_NODE))
     return decision

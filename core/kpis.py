@@ -21,7 +21,7 @@ from mypy_extensions import mypyc_attr
 
 from core.exceptions import OWNER_ROLE, ExceptionType
 from core.model import Event, EventKind
-from core.orders import DAY_MS, OrderStatus
+from core.orders import DAY_MS, Decision, OrderStatus
 
 if TYPE_CHECKING:  # the ledger feeds this book; no import cycle at run time
     from core.ledger import Ledger
@@ -358,31 +358,34 @@ def add_order_decided(book: KpiBook, ledger: Ledger, e: Event,
     """An order's first decision (ORDER_ALLOCATED), added into `counts` by (channel, time):
     the ledger adds up a run of allocations as it applies them and counts them once
     (count_orders_decided). Re-allocations (retries, short picks) are not a new order."""
-    decision = e.payload
-    if decision.order_id in book.decided:
+    # (Named tuples unpacked, not read field by field: compiled, each read by name is a
+    # lookup. This runs for every order.)
+    decision: Decision = e.payload
+    order_id, packages, backorders, _, _, _, _ = decision
+    decided = book.decided
+    if order_id in decided:
         return
-    book.decided.add(decision.order_id)
-    spec = ledger.orders.orders[decision.order_id].spec
-    key = (spec.channel_id, e.time_ms)
+    decided.add(order_id)
+    spec = ledger.orders.orders[order_id].spec
+    key = (spec[1], e.time_ms)  # (channel id, time)
     row = counts.get(key)
     if row is None:
         row = counts[key] = [0, 0, 0, 0, 0, 0, 0]
-    packages = decision.packages
     row[0] += 1
     row[1] += len(packages)
     if len(packages) > 1:
         row[2] += 1
-    if decision.backorders:
+    if backorders:
         row[3] += 1
-    # (loops, not sum() over generators: this runs for every order)
+    # (loops, not sum() over generators)
     ordered = placed = cost = 0
-    for line in spec.lines:
-        ordered += line.quantity
+    for _, _, quantity in spec[3]:  # the lines
+        ordered += quantity
     for plan in packages:  # decision.cost_micros, and the units placed, in one pass
-        cost += plan.carrier_micros + plan.handling_micros + plan.units_micros + (
-            plan.penalty_micros)
-        for placed_line in plan.lines:
-            placed += placed_line.quantity
+        _, _, _, lines, carrier, handling, units, penalty, _, _, _ = plan
+        cost += carrier + handling + units + penalty
+        for _, _, quantity, _ in lines:
+            placed += quantity
     row[4] += ordered
     row[5] += placed
     row[6] += cost

@@ -675,26 +675,28 @@ def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int, tau: float) -> N
     # for every line of every order.
     index = ledger.catalog.sku_index
     learned = ledger.learned_demand
-    for line in spec.lines:
-        sku = index.get(line.sku_id)
+    # (The lines unpacked, not read field by field: compiled, a read by name is a lookup.)
+    for _, sku_id, quantity in spec[3]:
+        sku = index.get(sku_id)
         if sku is None:
             continue
-        demand = learned.get((region, sku))
+        key = (region, sku)
+        demand = learned.get(key)
         if demand is None:
-            learned[(region, sku)] = SmoothedDemand(0.0 + line.quantity / tau, now_ms)
+            learned[key] = SmoothedDemand(0.0 + quantity / tau, now_ms)
         elif now_ms > demand.last_ms:
             elapsed = (now_ms - demand.last_ms) / DAY_MS
-            demand.level = demand.level * math.exp(-elapsed / tau) + line.quantity / tau
+            demand.level = demand.level * math.exp(-elapsed / tau) + quantity / tau
             demand.last_ms = now_ms
         else:  # no time has passed: exp(0) is exactly 1
-            demand.level = demand.level + line.quantity / tau
+            demand.level = demand.level + quantity / tau
 
 
 REGION_CACHE_MAX: Final = 100_000
 
 
 def _region_of(ledger: Ledger, spec: OrderSpec) -> str | None:
-    key = (spec.postal_code, spec.latitude, spec.longitude)
+    key = (spec[4], spec[5], spec[6])  # (postal code, latitude, longitude)
     cache = ledger._regions
     if key in cache:
         return cache[key]

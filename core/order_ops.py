@@ -131,50 +131,53 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
     """The order's lines as (line_id, sku, quantity) and its ship-to region (-1 without a
     network); raises a DomainError naming the field."""
     cat = ledger.catalog
-    if not is_identifier(spec.order_id):
-        check_identifier(spec.order_id, f"{field}.order_id")  # raises
-    if not quote and (spec.order_id in ledger.orders.orders or spec.order_id in batch_ids):
-        raise AlreadyExists(f"order {spec.order_id!r} exists already", f"{field}.order_id")
-    if spec.channel_id and spec.channel_id not in cat.channel_index:
-        cat.channel(spec.channel_id, f"{field}.channel_id")  # raises
-    if not spec.lines:
+    # (Named tuples unpacked, not read field by field: compiled, a read by name is a
+    # lookup. This runs for every order.)
+    (order_id, channel_id, _, spec_lines, postal_code, latitude, longitude, deliver_by_ms,
+     _, fraud_score, _, _, _, _) = spec
+    if not is_identifier(order_id):
+        check_identifier(order_id, f"{field}.order_id")  # raises
+    if not quote and (order_id in ledger.orders.orders or order_id in batch_ids):
+        raise AlreadyExists(f"order {order_id!r} exists already", f"{field}.order_id")
+    if channel_id and channel_id not in cat.channel_index:
+        cat.channel(channel_id, f"{field}.channel_id")  # raises
+    if not spec_lines:
         raise InvalidArgument(f"{field}.lines must not be empty", f"{field}.lines")
-    if not (math.isfinite(spec.fraud_score) and 0.0 <= spec.fraud_score <= 1.0):
+    if not (math.isfinite(fraud_score) and 0.0 <= fraud_score <= 1.0):
         raise InvalidArgument(f"{field}.fraud_score must be between 0 and 1",
                               f"{field}.fraud_score")
-    if spec.deliver_by_ms < 0:
+    if deliver_by_ms < 0:
         raise InvalidArgument(f"{field}.deliver_by out of range", f"{field}.deliver_by")
     lines = []
     line_ids: set[str] = set()
     skus: set[int] = set()
     sku_index = cat.sku_index
     # A line's field names are spelled out only for a refusal (most lines pass).
-    for i, line in enumerate(spec.lines):
-        line_id = line.line_id
+    for i, (line_id, sku_id, quantity) in enumerate(spec_lines):
         if not is_identifier(line_id):
             check_identifier(line_id, f"{field}.lines[{i}].line_id")  # raises
         if line_id in line_ids:
             raise InvalidArgument(f"line id {line_id!r} appears twice",
                                   f"{field}.lines[{i}].line_id")
         line_ids.add(line_id)
-        sku = sku_index.get(line.sku_id)
+        sku = sku_index.get(sku_id)
         if sku is None:
-            sku = cat.sku(line.sku_id, f"{field}.lines[{i}].sku_id")  # raises
+            sku = cat.sku(sku_id, f"{field}.lines[{i}].sku_id")  # raises
         if sku in skus:
-            raise InvalidArgument(f"SKU {line.sku_id!r} appears on two lines; merge them",
+            raise InvalidArgument(f"SKU {sku_id!r} appears on two lines; merge them",
                                   f"{field}.lines[{i}].sku_id")
         skus.add(sku)
-        if not 1 <= line.quantity <= QTY_MAX:
+        if not 1 <= quantity <= QTY_MAX:
             name = f"{field}.lines[{i}]"
             raise InvalidArgument(f"{name}.quantity must be between 1 and {QTY_MAX}",
                                   f"{name}.quantity")
-        lines.append((line_id, sku, line.quantity))
+        lines.append((line_id, sku, quantity))
     if network is None:
         network = ledger.network()
     region = -1
     if network.n_services and len(network.region_lat):
         try:
-            region = network.region_for(spec.postal_code, spec.latitude, spec.longitude)
+            region = network.region_for(postal_code, latitude, longitude)
         except InvalidArgument as error:
             raise InvalidArgument(error.message, f"{field}.ship_to") from None
     return tuple(lines), region
@@ -184,14 +187,15 @@ def _hold_of(spec: OrderSpec, fraud_threshold: float,
              cleared: frozenset[ExceptionType] = frozenset()) -> tuple[ExceptionType, str] | None:
     """The first reason to hold the order that has not been cleared already (most orders
     have none: each reason is looked at, and worded, only when it applies)."""
-    if (spec.address == _ADDRESS_INVALID
-            and ExceptionType.ADDRESS_INVALID not in cleared):
+    # (Unpacked, not read field by field: compiled, a read by name is a lookup.)
+    _, _, _, _, _, _, _, _, payment, fraud_score, address, _, _, _ = spec
+    if address == _ADDRESS_INVALID and ExceptionType.ADDRESS_INVALID not in cleared:
         return ExceptionType.ADDRESS_INVALID, "the shipping address failed validation"
-    if spec.payment == _PAYMENT_ON_HOLD and ExceptionType.PAYMENT_HOLD not in cleared:
+    if payment == _PAYMENT_ON_HOLD and ExceptionType.PAYMENT_HOLD not in cleared:
         return ExceptionType.PAYMENT_HOLD, "payment is on hold"
-    if spec.fraud_score > fraud_threshold and ExceptionType.FRAUD_REVIEW not in cleared:
+    if fraud_score > fraud_threshold and ExceptionType.FRAUD_REVIEW not in cleared:
         return (ExceptionType.FRAUD_REVIEW,
-                f"fraud score {spec.fraud_score:.2f} above {fraud_threshold:.2f}")
+                f"fraud score {fraud_score:.2f} above {fraud_threshold:.2f}")
     return None
 
 
@@ -208,16 +212,19 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
 
     Each move carries its sale floor (safety stock and other channels' fences): the
     decision respected them, and Ledger.apply checks them again (no oversell)."""
-    p.add_record(_ORDER_ALLOCATED, spec.order_id, decision)
-    channel = p.ledger.catalog.channel(spec.channel_id)
-    for plan in decision.packages:
-        node = plan.node
-        for line in plan.lines:
-            p.add_move(_UNITS_ALLOCATED, floors[(channel, line.sku, node)],
-                       line.sku, node, _AVAILABLE, _ALLOCATED, line.quantity,
-                       plan.package_id, channel)
-    if not decision.backorders:
-        return OrderOutcome(spec.order_id, decision)
+    # (Unpacked, not read field by field: compiled, a read by name is a lookup.)
+    order_id, channel_id = spec[0], spec[1]
+    p.add_record(_ORDER_ALLOCATED, order_id, decision)
+    catalog = p.ledger.catalog
+    found = catalog.channel_index.get(channel_id) if channel_id else -1
+    channel = catalog.channel(channel_id) if found is None else found  # (None: raises)
+    for plan in decision[1]:  # (its packages)
+        package_id, node, _, lines, _, _, _, _, _, _, _ = plan
+        for _, sku, quantity, _ in lines:
+            p.add_move(_UNITS_ALLOCATED, floors[(channel, sku, node)],
+                       sku, node, _AVAILABLE, _ALLOCATED, quantity, package_id, channel)
+    if not decision[2]:  # (no backorders)
+        return OrderOutcome(order_id, decision)
     kind = (ExceptionType.NO_FEASIBLE_NODE
             if decision.no_feasible_node and not decision.packages else ExceptionType.BACKORDER)
     units = sum(b.quantity for b in decision.backorders)

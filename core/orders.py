@@ -328,34 +328,55 @@ class OrderBook:
         self.orders[spec.order_id] = OrderRecord(spec, seq)
 
     def allocate(self, decision: Decision) -> None:
-        record = self.orders[decision.order_id]
+        # (Named tuples unpacked, not read field by field: see the note above _packed.)
+        order_id, plans, backorders_, _, _, _, _ = decision
+        record = self.orders[order_id]
         first = not record.package_ids  # (an order's first packages: most allocations)
         record.last_decision = decision
         record.held = False
-        nodes_by_day: set[tuple[int, int]] = set()
-        for plan in decision.packages:
-            state = PackageState(plan, decision.order_id)
-            for line in plan.lines:
-                state.quantities[line.line_id] = (
-                    state.quantities.get(line.line_id, 0) + line.quantity)
-                record.backorders.pop(line.line_id, None)
-            self.packages[plan.package_id] = state
-            record.package_ids.append(plan.package_id)
-            nodes_by_day.add((plan.node, plan.ship_ms // DAY_MS))
-        for key in nodes_by_day:
-            self.node_day_orders[key] = self.node_day_orders.get(key, 0) + 1
+        backorders = record.backorders
+        package_ids = record.package_ids
+        packages = self.packages
+        node_day_orders = self.node_day_orders
+        if len(plans) == 1:  # (most orders: one package, one node and day)
+            plan = plans[0]
+            package_id, node, _, lines, _, _, _, _, _, ship_ms, _ = plan
+            state = PackageState(plan, order_id)
+            quantities = state.quantities
+            for line_id, _, quantity, _ in lines:
+                quantities[line_id] = quantities.get(line_id, 0) + quantity
+                if backorders:
+                    backorders.pop(line_id, None)
+            packages[package_id] = state
+            package_ids.append(package_id)
+            key = (node, ship_ms // DAY_MS)
+            node_day_orders[key] = node_day_orders.get(key, 0) + 1
+        else:
+            nodes_by_day: set[tuple[int, int]] = set()
+            for plan in plans:
+                package_id, node, _, lines, _, _, _, _, _, ship_ms, _ = plan
+                state = PackageState(plan, order_id)
+                quantities = state.quantities
+                for line_id, _, quantity, _ in lines:
+                    quantities[line_id] = quantities.get(line_id, 0) + quantity
+                    if backorders:
+                        backorders.pop(line_id, None)
+                packages[package_id] = state
+                package_ids.append(package_id)
+                nodes_by_day.add((node, ship_ms // DAY_MS))
+            for key in nodes_by_day:
+                node_day_orders[key] = node_day_orders.get(key, 0) + 1
         # Every line placed is off the backorders now (above), unless part of it is still
         # backordered (below).
-        for backorder in decision.backorders:
-            record.backorders[backorder.line_id] = backorder
+        for backorder in backorders_:
+            backorders[backorder[0]] = backorder
         if not first:
             self._refresh(record)
             return
         # What _refresh would find, without looking: no longer held, and every package the
         # order has is one of these, ALLOCATED.
-        backordered = bool(record.backorders) and any(
-            b.quantity for b in record.backorders.values())
-        if decision.packages:
+        backordered = bool(backorders) and any(b[2] for b in backorders.values())
+        if plans:
             record.status = _PARTIALLY_ALLOCATED if backordered else _ALLOCATED
         else:
             record.status = OrderStatus.BACKORDERED if backordered else OrderStatus.CANCELLED
