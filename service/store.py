@@ -29,6 +29,14 @@ class IdempotencyRecord:
     fingerprint: bytes
     response: bytes
 
+    def __reduce__(self) -> tuple[type[IdempotencyRecord], tuple[str, str, bytes, bytes]]:
+        """Pickled (into the log, one a call) as its class and fields. The dataclass's own
+        form calls its `__getstate__`, interpreted, walking `fields()`: a commit of 8
+        answers took ~15 µs to pickle that way, ~5 this way. Logs written in that form
+        still read (its `__setstate__` is kept)."""
+        return IdempotencyRecord, (self.method, self.request_id, self.fingerprint,
+                                   self.response)
+
 
 @dataclass(frozen=True, slots=True)
 class Commit:

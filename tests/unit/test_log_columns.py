@@ -102,6 +102,24 @@ def test_a_log_written_before_the_columns_still_reads():
     assert _same(loads(buffer.getvalue()).events, events)
 
 
+def test_answers_are_written_as_their_fields_and_the_older_form_still_reads():
+    answers = (IdempotencyRecord("AllocateStream", "s-1", b"\x02" * 20, b"\x0a\x03s-1"),
+               IdempotencyRecord("AllocateStream", "s-2", b"\x03" * 20, b""))
+    assert answers[0].__reduce__() == (IdempotencyRecord, ("AllocateStream", "s-1",
+                                                            b"\x02" * 20, b"\x0a\x03s-1"))
+    assert loads(dumps(Commit((), answers))).idempotency == answers
+
+    class Before(pickle.Pickler):  # the dataclass's own form, as logs held it
+        def reducer_override(self, obj):
+            if type(obj) is IdempotencyRecord:
+                return copyreg.__newobj__, (IdempotencyRecord,), obj.__getstate__()
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    Before(buffer, protocol=5).dump(Commit((), answers))
+    assert loads(buffer.getvalue()).idempotency == answers
+
+
 def test_columns_of_an_unknown_layout_are_refused():
     _, events = _joined_allocation()
     _, (columns, _) = Commit(events).__reduce__()
