@@ -1,6 +1,7 @@
 """Allocation through gRPC against the echo ceiling of the same server, in one run.
 
     python -m bench.grpc_ratio [--seconds 8] [--concurrency 32] [--only unary|stream|batch]
+                               [--rounds 1]
 
 Starts `allocd serve --demo` in its own process, then for each kind of call
 (unary, bidirectional stream, 100-item batch) measures the echo RPC and the
@@ -8,6 +9,12 @@ allocation RPC back to back with the same client, and prints orders (items) per
 second, their ratio, and the server process's CPU (all its threads) per call, message
 or order over the measured seconds. Echo payloads are the serialized allocation
 requests, so both carry the same bytes.
+
+With `--rounds N` the whole sequence runs N times against the same server (each
+round's echo next to its allocation, so a round's ratio is measured in one stretch
+of time) and every round is printed, then each ratio's median: on a shared machine
+one pair of phases can be off by a sixth either way. Later rounds allocate into a
+larger order book, which the echo does not have.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import multiprocessing
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -146,6 +154,7 @@ async def _phase(address: str, kind: str, seconds: float, concurrency: int, n_sk
         orders = ogrpc.OrderServiceStub(channel)
         factory = OrderFactory(n_skus, seed, f"{kind}-{seed}-{os.getpid()}")
         ids = itertools.count()
+        tag = f"{seed}-{os.getpid()}"  # (unique across rounds: new client processes)
         sample = opb.AllocateOrderRequest(request_id="sample",
                                           order=factory.order()).SerializeToString()
         warm = max(1.0, seconds / 4)
@@ -155,14 +164,14 @@ async def _phase(address: str, kind: str, seconds: float, concurrency: int, n_sk
             calls[kind] = lambda: echo.Echo(dpb.EchoRequest(payload=sample))
         elif kind == "allocate":
             take = prebuilt(lambda: opb.AllocateOrderRequest(
-                request_id=f"u{seed}-{next(ids)}", order=factory.order()), int(2_500 * span))
+                request_id=f"u{tag}-{next(ids)}", order=factory.order()), int(2_500 * span))
             calls[kind] = lambda: orders.AllocateOrder(take())
         elif kind == "echo_batch":
             batch_echo = dpb.EchoBatchRequest(payloads=[sample] * 100)
             calls[kind] = lambda: echo.EchoBatch(batch_echo)
         elif kind == "allocate_batch":
             take = prebuilt(lambda: opb.AllocateOrdersRequest(
-                request_id=f"b{seed}-{next(ids)}",
+                request_id=f"b{tag}-{next(ids)}",
                 orders=[factory.order() for _ in range(100)]), int(100 * span))
             calls[kind] = lambda: orders.AllocateOrders(take())
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -175,7 +184,7 @@ async def _phase(address: str, kind: str, seconds: float, concurrency: int, n_sk
             else:
                 opener = orders.AllocateStream
                 make = prebuilt(lambda: opb.AllocateStreamRequest(
-                    request_id=f"s{seed}-{next(ids)}", order=factory.order()),
+                    request_id=f"s{tag}-{next(ids)}", order=factory.order()),
                     int(4_000 * span))
             window = max(1, concurrency // 4)
             await _stream_loop(opener, make, warm, 4, window)
@@ -259,29 +268,63 @@ def main() -> None:
                         help="client processes, so that the client is not the bottleneck")
     parser.add_argument("--only", action="append", choices=("unary", "stream", "batch"),
                         default=[], help="run only this kind of call (may be repeated)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole sequence this many times; print each round and "
+                             "each ratio's median")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     process, address = start_server(args.skus)
+    rounds: list[tuple[dict[str, float], dict[str, float]]] = []
     try:
-        results, cpu = measure(address, args.seconds, args.concurrency, args.skus,
-                               args.clients, process.pid, tuple(args.only))
+        for number in range(1, args.rounds + 1):
+            results, cpu = measure(address, args.seconds, args.concurrency, args.skus,
+                                   args.clients, process.pid, tuple(args.only))
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}")
+            _print_round(results, cpu)
+            rounds.append((results, cpu))
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(15)
-    pairs = (("unary echo", "unary AllocateOrder"),
-             ("stream echo", "stream AllocateStream"),
-             ("batch echo (items)", "batch AllocateOrders (orders)"))
+    medians = median_ratios([results for results, _ in rounds])
+    if args.rounds > 1:
+        print("median ratio to echo over the rounds: " + ", ".join(
+            f"{kind} {ratio:.2f}" for kind, ratio in medians.items()))
+    if args.json:
+        with open(args.json, "w") as fh:
+            results, cpu = rounds[-1]
+            json.dump({**results, "server_cpu_us": cpu, "median_ratios": medians,
+                       "rounds": [{**r, "server_cpu_us": c} for r, c in rounds]},
+                      fh, indent=2)
+
+
+PAIRS = (("unary", "unary echo", "unary AllocateOrder"),
+         ("stream", "stream echo", "stream AllocateStream"),
+         ("batch", "batch echo (items)", "batch AllocateOrders (orders)"))
+
+
+def median_ratios(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each kind's median, over the rounds, of its allocation rate over its echo rate
+    (each round's two phases side by side)."""
+    medians: dict[str, float] = {}
+    for kind, base, allocation in PAIRS:
+        ratios = [r[allocation] / r[base] for r in rounds if r.get(base)]
+        if ratios:
+            medians[kind] = statistics.median(ratios)
+    return medians
+
+
+def _print_round(results: dict[str, float], cpu: dict[str, float]) -> None:
     print(f"{'call':34} {'per second':>12} {'ratio to echo':>14} {'server CPU µs':>14}")
-    for base, allocation in pairs:
+    for _, base, allocation in PAIRS:
         if base not in results:
             continue
         print(f"{base:34} {results[base]:12,.0f} {'':14} {cpu.get(base, 0.0):14.1f}")
         print(f"{allocation:34} {results[allocation]:12,.0f} "
               f"{results[allocation] / results[base]:14.2f} {cpu.get(allocation, 0.0):14.1f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({**results, "server_cpu_us": cpu}, fh, indent=2)
 
 
 if __name__ == "__main__":
