@@ -268,6 +268,41 @@ def test_the_snapshot_is_written_below_the_server_and_published(tmp_path, monkey
             AllocdServer(_settings(tmp_path / "other", snapshot_nice=wrong))
 
 
+def test_the_answers_go_into_the_snapshot_listed_by_the_child_not_the_server(tmp_path,
+                                                                             monkeypatch):
+    """Listing the remembered answers (up to idempotency_capacity) is the child's work: the
+    server's loop does not wait for it. They are in the snapshot all the same: after a
+    restart from it, a retry gets the first call's answer."""
+    import service.engine as engine_module
+
+    listed = tmp_path / "listed-by"
+    real = engine_module.IdempotencyRecord
+
+    def recorded(*fields):  # (leaves a note of the process that lists each answer)
+        with listed.open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real(*fields)
+
+    async def checkpoint_then_restart() -> tuple[bool, bool]:
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S1", "A", 5, "receive-1"), _Context())
+        monkeypatch.setattr(engine_module, "IdempotencyRecord", recorded)
+        published = await server.engine.checkpoint()
+        monkeypatch.undo()
+        await server.stop(0)
+        again = await _seeded(tmp_path)  # (the log before the snapshot is gone)
+        retried = await InventoryServicer(again.engine).ReceiveInventory(
+            _receive("S1", "A", 5, "receive-1"), _Context())
+        await again.stop(0)
+        return published, retried.result.replayed
+
+    published, replayed = run(checkpoint_then_restart())
+    assert published and replayed
+    pids = set(listed.read_text().split())
+    assert pids and str(os.getpid()) not in pids
+
+
 def test_events_written_either_way_read_back_the_same():
     # Events are written as their fields in order (Event.__reduce__); logs written before
     # that hold pickle's default for slotted dataclasses, and must still read.
