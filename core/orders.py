@@ -328,7 +328,8 @@ class OrderBook:
         self.orders[spec.order_id] = OrderRecord(spec, seq)
 
     def allocate(self, decision: Decision) -> None:
-        # (Named tuples unpacked, not read field by field: see the note above _packed.)
+        # (Named tuples unpacked, not read field by field: compiled, a read by name is a
+        # lookup.)
         order_id, plans, backorders_, _, _, _, _ = decision
         record = self.orders[order_id]
         first = not record.package_ids  # (an order's first packages: most allocations)
@@ -338,8 +339,8 @@ class OrderBook:
         package_ids = record.package_ids
         packages = self.packages
         node_day_orders = self.node_day_orders
-        if len(plans) == 1:  # (most orders: one package, one node and day)
-            plan = plans[0]
+        days: list[tuple[int, int]] = []  # (node, day) of each package, each once
+        for plan in plans:
             package_id, node, _, lines, _, _, _, _, _, ship_ms, _ = plan
             state = PackageState(plan, order_id)
             quantities = state.quantities
@@ -350,22 +351,10 @@ class OrderBook:
             packages[package_id] = state
             package_ids.append(package_id)
             key = (node, ship_ms // DAY_MS)
+            if key not in days:  # (a few packages at most: a list, not a set)
+                days.append(key)
+        for key in days:
             node_day_orders[key] = node_day_orders.get(key, 0) + 1
-        else:
-            nodes_by_day: set[tuple[int, int]] = set()
-            for plan in plans:
-                package_id, node, _, lines, _, _, _, _, _, ship_ms, _ = plan
-                state = PackageState(plan, order_id)
-                quantities = state.quantities
-                for line_id, _, quantity, _ in lines:
-                    quantities[line_id] = quantities.get(line_id, 0) + quantity
-                    if backorders:
-                        backorders.pop(line_id, None)
-                packages[package_id] = state
-                package_ids.append(package_id)
-                nodes_by_day.add((node, ship_ms // DAY_MS))
-            for key in nodes_by_day:
-                node_day_orders[key] = node_day_orders.get(key, 0) + 1
         # Every line placed is off the backorders now (above), unless part of it is still
         # backordered (below).
         for backorder in backorders_:

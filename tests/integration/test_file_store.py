@@ -241,28 +241,41 @@ def _slotted_default(obj: object, *types: type) -> bytes:
     return buffer.getvalue()
 
 
+def _noting(real, note, line):
+    """`real`, which first adds `line(*its arguments)` to the file `note` (a forked child's
+    word to the test)."""
+
+    def noted(*args):
+        with note.open("a") as fh:
+            fh.write(line(*args) + "\n")
+        return real(*args)
+
+    return noted
+
+
+async def _checkpoint_with(monkeypatch, owner, name, replacement, data_dir: Path,
+                           **overrides) -> bool:
+    """Whether a seeded server's checkpoint, taken with `owner.name` replaced, is published
+    (after one receipt, "receive-1": an answer to remember)."""
+    server = await _seeded(data_dir, **overrides)
+    await InventoryServicer(server.engine).ReceiveInventory(
+        _receive("S1", "A", 5, "receive-1"), _Context())
+    monkeypatch.setattr(owner, name, replacement)
+    published = await server.engine.checkpoint()
+    monkeypatch.undo()
+    await server.stop(0)
+    return published
+
+
 def test_the_snapshot_is_written_below_the_server_and_published(tmp_path, monkeypatch):
     """The forked child lowers its priority by `snapshot_nice` before writing the image,
     and the snapshot is still published; a niceness outside 0-19 is refused."""
     told = tmp_path / "nice"
-    real_nice = os.nice
+    recorded = _noting(os.nice, told, str)  # (called in the child)
 
-    def recorded(increment: int) -> int:  # (runs in the child: leaves a note for the test)
-        told.write_text(str(increment))
-        return real_nice(increment)
-
-    async def checkpoint() -> bool:
-        server = await _seeded(tmp_path / "data", snapshot_nice=7)
-        api = InventoryServicer(server.engine)
-        await api.ReceiveInventory(_receive("S2", "B", 7, "a"), _Context())
-        monkeypatch.setattr(os, "nice", recorded)
-        published = await server.engine.checkpoint()
-        monkeypatch.undo()
-        await server.stop(0)
-        return published
-
-    assert run(checkpoint())
-    assert told.read_text() == "7"
+    assert run(_checkpoint_with(monkeypatch, os, "nice", recorded, tmp_path / "data",
+                                snapshot_nice=7))
+    assert told.read_text() == "7\n"
     for wrong in (-1, 20):
         with pytest.raises(ValueError, match="snapshot_nice"):
             AllocdServer(_settings(tmp_path / "other", snapshot_nice=wrong))
@@ -276,21 +289,12 @@ def test_the_answers_go_into_the_snapshot_listed_by_the_child_not_the_server(tmp
     import service.engine as engine_module
 
     listed = tmp_path / "listed-by"
-    real = engine_module.IdempotencyRecord
-
-    def recorded(*fields):  # (leaves a note of the process that lists each answer)
-        with listed.open("a") as fh:
-            fh.write(f"{os.getpid()}\n")
-        return real(*fields)
+    recorded = _noting(engine_module.IdempotencyRecord, listed,
+                       lambda *_: f"{os.getpid()}")  # (the process that lists each answer)
 
     async def checkpoint_then_restart() -> tuple[bool, bool]:
-        server = await _seeded(tmp_path)
-        api = InventoryServicer(server.engine)
-        await api.ReceiveInventory(_receive("S1", "A", 5, "receive-1"), _Context())
-        monkeypatch.setattr(engine_module, "IdempotencyRecord", recorded)
-        published = await server.engine.checkpoint()
-        monkeypatch.undo()
-        await server.stop(0)
+        published = await _checkpoint_with(monkeypatch, engine_module, "IdempotencyRecord",
+                                           recorded, tmp_path)
         again = await _seeded(tmp_path)  # (the log before the snapshot is gone)
         retried = await InventoryServicer(again.engine).ReceiveInventory(
             _receive("S1", "A", 5, "receive-1"), _Context())
