@@ -320,15 +320,21 @@ def _first_crash(results: Any) -> str:
     return "unknown"
 
 
+RATE_AFTER_S = 0.5  # the progress line's rate is shown from this many measured seconds
+
+
 def _progress_line(label: str, elapsed: float, measuring: bool, shape: LoadShape,
                    progress: Any) -> None:
     orders = sum(progress[0::3])
     errors = sum(progress[1::3])
     warming = not measuring
-    measured = max(elapsed, 1e-9)
-    rate = 0.0 if warming else orders / measured
+    measured = max(elapsed, 0.0)
+    # The clients count from the moment each starts measuring, a little before the meter
+    # starts: over the first instants that would read as an absurd rate, so none is shown.
+    rate = (f"{orders / measured:>9,.0f}/s" if not warming and measured >= RATE_AFTER_S
+            else f"{'-':>9}/s")
     goal = f"/{shape.seconds:.0f}s" if not shape.count else f" of {shape.count:,} calls"
     sys.stderr.write(f"\r  {label:<30} {'warm-up' if warming else 'measuring':<9} "
                      f"{elapsed if warming else measured:6.1f}s{goal}  orders {orders:>10,}  "
-                     f"{rate:>9,.0f}/s  errors {errors:,}   ")
+                     f"{rate}  errors {errors:,}   ")
     sys.stderr.flush()

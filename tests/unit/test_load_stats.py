@@ -172,3 +172,20 @@ def test_the_table_shows_a_mix_by_operation() -> None:
     assert "allocd OMS call mix, unary, by operation:" in text
     assert "| ship | 1,200 | 130.0 | 270.0 | 280.0 |" in text
     assert text.count("by operation") == 1
+
+
+def _line(elapsed: float, measuring: bool, orders: int,
+          capsys: pytest.CaptureFixture[str]) -> str:
+    from bench.load.driver import _progress_line
+    _progress_line("t", elapsed, measuring, LoadShape(seconds=10, processes=2),
+                   [orders, 0, 1, 0, 0, 1])
+    return capsys.readouterr().err
+
+
+def test_the_progress_line_shows_no_rate_until_half_a_second_is_measured(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The clients count a little before the meter starts: 800 orders over the meter's
+    first microsecond must not read as 800,000,000,000 a second."""
+    assert "-/s" in _line(1e-6, True, 800, capsys)
+    assert "-/s" in _line(3.0, False, 800, capsys)  # warming up
+    assert "4,000/s" in _line(2.0, True, 8_000, capsys)
