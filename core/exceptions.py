@@ -89,11 +89,26 @@ class ExceptionBook:
         self.by_id: dict[str, ExceptionRecord] = {}
         self.open_by_order: dict[str, list[str]] = {}
         self.by_order: dict[str, list[str]] = {}
+        # The open ones' ids, in the order raised: the queue people work from, read by
+        # ListExceptions, /metrics and the dashboard without walking every exception ever
+        # raised (resolved ones stay in by_id for their history).
+        self.open_ids: dict[str, None] = {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "open_ids" not in state:  # a snapshot written before the open ones were kept
+            self.open_ids = {exception_id: None for exception_id, record in self.by_id.items()
+                             if not record.resolved}
+
+    def open_records(self) -> list[ExceptionRecord]:
+        """The open exceptions, in the order raised."""
+        return [self.by_id[exception_id] for exception_id in self.open_ids]
 
     def raise_(self, exception_id: str, info: ExceptionInfo, time_ms: int, seq: int) -> None:
         self.by_id[exception_id] = ExceptionRecord(
             exception_id, info.exception_type, info.order_id, info.detail, info.reference,
             time_ms, seq)
+        self.open_ids[exception_id] = None
         if info.order_id:
             self.open_by_order.setdefault(info.order_id, []).append(exception_id)
             self.by_order.setdefault(info.order_id, []).append(exception_id)
@@ -104,6 +119,7 @@ class ExceptionBook:
         record.resolution = resolution
         record.resolved_ms = time_ms
         record.note = note
+        self.open_ids.pop(exception_id, None)
         if record.order_id:
             still_open = [e for e in self.open_by_order.get(record.order_id, ())
                           if e != exception_id]

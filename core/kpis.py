@@ -493,9 +493,8 @@ class QueueAge:
 def exception_ages(ledger: Ledger, now_ms: int) -> list[QueueAge]:
     """The open exception queue by type and age."""
     groups: dict[ExceptionType, list[int]] = {}
-    for record in ledger.exceptions.by_id.values():
-        if not record.resolved:
-            groups.setdefault(record.exception_type, []).append(now_ms - record.created_ms)
+    for record in ledger.exceptions.open_records():
+        groups.setdefault(record.exception_type, []).append(now_ms - record.created_ms)
     out = []
     for kind in sorted(groups):
         ages = groups[kind]

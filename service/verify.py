@@ -53,7 +53,7 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
     print("buckets:      " + ", ".join(f"{b.name.lower()} {totals[b]}" for b in Bucket
                                         if b != Bucket.EXTERNAL))
     print(f"orders:       {len(ledger.orders.orders)}; open exceptions "
-          f"{sum(not e.resolved for e in ledger.exceptions.by_id.values())}")
+          f"{len(ledger.exceptions.open_ids)}")
     print(f"no negative:  {'ok' if lowest >= 0 else f'FAILED (lowest {lowest})'}")
     print(f"conservation: {'ok' if conserved else 'FAILED'} (inside {inside} = received "
           f"{ledger.units_in} - shipped {ledger.units_out})")

@@ -489,7 +489,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             raise InvalidArgument("page_token is not one this server gave", "page_token") from None
         book = self.ledger.exceptions
         ids = (book.by_order.get(request.order_id, []) if request.order_id
-               else list(book.by_id))
+               else list(book.by_id) if request.include_resolved
+               else list(book.open_ids))  # (the open ones, without walking the resolved)
         records = [book.by_id[i] for i in ids]
         selected = [r for r in records
                     if (kind is None or r.exception_type == kind)

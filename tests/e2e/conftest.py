@@ -450,6 +450,12 @@ class OrderWorld:
 def demo_world(api: Api) -> OrderWorld:
     """The module's server with the demo nodes of ORDER_NODES (real coordinates), the
     channels "web" and "marketplace", and the demo network restricted to those nodes."""
+    return order_world(api)
+
+
+def order_world(api: Api) -> OrderWorld:
+    """`api`'s server given the demo nodes of ORDER_NODES, the channels "web" and
+    "marketplace", and the demo network restricted to those nodes."""
     api.catalog.UpsertNodes(catalog_service_pb2.UpsertNodesRequest(
         request_id=rid(),
         nodes=[node_to_proto(n) for n in DEMO_NODES if n.node_id in ORDER_NODES]),

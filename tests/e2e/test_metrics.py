@@ -12,9 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 from allocd.v1 import inventory_service_pb2 as inv
+from allocd.v1 import order_service_pb2 as opb
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING
+from tests.e2e.conftest import ORDER_NODES, RPC_TIMEOUT_S, RUNNING, order_world
 
 
 def _free_port() -> int:
@@ -54,6 +55,37 @@ def test_metrics_count_calls_by_status_and_show_the_ledger(server_factory):
     for kind in ("unary", "stream"):  # joined allocation calls, counted apart from the start
         assert f'allocd_joined_calls_total{{kind="{kind}"}} 0.0' in text
     assert RUNNING  # the server is one of ours
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The engine's gauges of orders and open exceptions, by their labels."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {f"{sample.name}:{next(iter(sample.labels.values()))}": sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name in ("allocd_orders", "allocd_open_exceptions")
+            for sample in family.samples}
+
+
+def test_orders_by_status_and_open_exceptions_follow_every_change(server_factory):
+    """The gauges are kept by the books as orders and exceptions change (a scrape no
+    longer counts them one by one): they follow allocation, a hold, its resolution and a
+    shipment, and so does ListExceptions' open queue."""
+    port = _free_port()
+    w = order_world(server_factory(metrics_port=port))
+    a = w.sku()
+    w.stock(a, ORDER_NODES[0], 5)
+    shipped = w.allocate(w.order((a, 1))).allocation
+    held = w.allocate(w.order((a, 1), payment_status=opb.PAYMENT_STATUS_ON_HOLD)).allocation
+    assert _scrape(port) == {"allocd_orders:allocated": 1.0, "allocd_orders:held": 1.0,
+                             "allocd_open_exceptions:payment_hold": 1.0}
+    assert [e.exception_id for e in w.exceptions("")] == [held.exception_id]
+
+    w.resolve(held.exception_id, opb.RESOLUTION_CANCEL)
+    w.fulfil(shipped.packages[0])
+    assert _scrape(port) == {"allocd_orders:shipped": 1.0, "allocd_orders:cancelled": 1.0}
+    assert w.exceptions("") == []
+    assert [e.exception_id for e in w.exceptions("", include_resolved=True)] == [
+        held.exception_id]
 
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "service" / "dashboards" / "grafana.json"

@@ -20,7 +20,7 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
 from core.operations import execute
-from core.orders import Decision, OrderLineSpec, OrderSpec, PackageStatus
+from core.orders import Decision, OrderLineSpec, OrderSpec, PackageStatus, count_statuses
 from core.returns import Grade
 from service.logcodec import dumps, loads
 from service.store import ColumnsCommit, Commit
@@ -279,7 +279,21 @@ class OrderMachine(RuleBasedStateMachine):
         replayed = Ledger(self.ledger.settings)
         replayed.apply(self.events, replay=True)
         assert replayed.checksum() == self.ledger.checksum()
+        assert nonzero(replayed.orders.status_counts) == nonzero(self.ledger.orders.status_counts)
+        assert list(replayed.exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
 
+
+    @invariant()
+    def the_counts_kept_for_metrics_match_a_count_one_by_one(self):
+        """Orders by status and the open exceptions are kept as they change (read at every
+        /metrics scrape and ListExceptions): always what counting them afresh finds, in a
+        replay too."""
+        book, exceptions = self.ledger.orders, self.ledger.exceptions
+        assert nonzero(book.status_counts) == count_statuses(book.orders)
+        assert all(v >= 0 for v in book.status_counts.values())
+        assert list(exceptions.open_ids) == [
+            i for i, record in sorted(exceptions.by_id.items(), key=lambda kv: kv[1].seq)
+            if not record.resolved]
 
     @invariant()
     def a_snapshot_reads_back_the_same_order_book(self):
@@ -290,6 +304,9 @@ class OrderMachine(RuleBasedStateMachine):
         assert repr(back.packages) == repr(book.packages)
         assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
         assert plans_shared(back) == plans_shared(book)
+        assert nonzero(back.status_counts) == nonzero(book.status_counts)
+        exceptions = loads(dumps(self.ledger.exceptions))
+        assert list(exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
 
 
     @invariant()
@@ -306,6 +323,10 @@ class OrderMachine(RuleBasedStateMachine):
 
 
 COLUMN_PAYLOADS = (type(None), OrderSpec, Decision, ExceptionInfo)
+
+
+def nonzero(counts):
+    return {status: n for status, n in counts.items() if n}
 
 
 def plans_shared(book):
