@@ -103,7 +103,10 @@ class OrderMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), node=st.sampled_from(NODES))
     def release_wave(self, data, node):
-        self.attempt(c.ReleaseWave(node, data.draw(st.integers(0, 3))))
+        limit = data.draw(st.integers(0, 3))
+        expected = first_in_priority(self.ledger, NODES.index(node), limit)
+        outcome = self.attempt(c.ReleaseWave(node, limit))
+        assert outcome is not None and outcome.detail.package_ids == expected
 
     @rule(data=st.data())
     def pick(self, data):
@@ -280,16 +283,19 @@ class OrderMachine(RuleBasedStateMachine):
         replayed.apply(self.events, replay=True)
         assert replayed.checksum() == self.ledger.checksum()
         assert nonzero(replayed.orders.status_counts) == nonzero(self.ledger.orders.status_counts)
+        assert waiting(replayed.orders) == waiting(self.ledger.orders)
         assert list(replayed.exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
 
 
     @invariant()
-    def the_counts_kept_for_metrics_match_a_count_one_by_one(self):
-        """Orders by status and the open exceptions are kept as they change (read at every
-        /metrics scrape and ListExceptions): always what counting them afresh finds, in a
-        replay too."""
+    def the_counts_kept_as_they_change_match_a_count_one_by_one(self):
+        """Orders by status, the open exceptions and each node's packages waiting for a
+        wave are kept as they change (read at every /metrics scrape, ListExceptions and
+        ReleaseWave): always what counting them afresh finds, after a replay or a snapshot
+        too."""
         book, exceptions = self.ledger.orders, self.ledger.exceptions
         assert nonzero(book.status_counts) == count_statuses(book.orders)
+        assert waiting(book) == waiting_found(book)  # (ReleaseWave's candidates)
         assert all(v >= 0 for v in book.status_counts.values())
         assert list(exceptions.open_ids) == [
             i for i, record in sorted(exceptions.by_id.items(), key=lambda kv: kv[1].seq)
@@ -305,6 +311,7 @@ class OrderMachine(RuleBasedStateMachine):
         assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
         assert plans_shared(back) == plans_shared(book)
         assert nonzero(back.status_counts) == nonzero(book.status_counts)
+        assert waiting(back) == waiting(book)
         exceptions = loads(dumps(self.ledger.exceptions))
         assert list(exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
 
@@ -323,6 +330,37 @@ class OrderMachine(RuleBasedStateMachine):
 
 
 COLUMN_PAYLOADS = (type(None), OrderSpec, Decision, ExceptionInfo)
+
+
+def first_in_priority(ledger, node, limit):
+    """The wave ReleaseWave must choose: every ALLOCATED package at the node, sorted by
+    tier, deliver-by (none last), ship date, arrival and package id; the first `limit` (0:
+    the node's daily capacity, or all)."""
+    book = ledger.orders
+
+    def key(state):
+        record = book.orders[state.order_id]
+        return (int(record.spec.tier), record.spec.deliver_by_ms or (1 << 62),
+                state.plan.ship_ms, record.seq, state.plan.package_id)
+
+    waiting_ = sorted((s for s in book.packages.values()
+                       if s.plan.node == node and s.status == PackageStatus.ALLOCATED), key=key)
+    limit = limit or ledger.catalog.nodes[node].daily_capacity or len(waiting_)
+    return tuple(s.plan.package_id for s in waiting_[:limit])
+
+
+def waiting(book):
+    """Each node's packages waiting for a wave, as the book keeps them, in order."""
+    return {node: list(ids) for node, ids in book.allocated_at.items() if ids}
+
+
+def waiting_found(book):
+    """The same, found by walking every package."""
+    found = defaultdict(list)
+    for package_id, state in book.packages.items():
+        if state.status == PackageStatus.ALLOCATED:
+            found[state.plan.node].append(package_id)
+    return dict(found)
 
 
 def nonzero(counts):
