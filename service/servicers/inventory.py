@@ -324,7 +324,8 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             quarantined=totals[Bucket.QUARANTINED], returned=totals[Bucket.RETURNED],
             in_transit=totals[Bucket.IN_TRANSIT], units_received=ledger.units_in,
             units_shipped=ledger.units_out, open_reservations=len(ledger.reservations),
-            held_count_variances=len(ledger.held_variances), checksum=ledger.checksum(),
+            held_count_variances=len(ledger.held_variances),
+            checksum=ledger.checksum() if request.include_checksum else "",
             shard_count=ledger.n_shards)
 
     @streaming

@@ -186,8 +186,9 @@ class Api:
 
     # -- ledger views
     def summary(self) -> inventory_service_pb2.GetLedgerSummaryResponse:
-        return self.inventory.GetLedgerSummary(inventory_service_pb2.GetLedgerSummaryRequest(),
-                                               timeout=RPC_TIMEOUT_S)
+        return self.inventory.GetLedgerSummary(
+            inventory_service_pb2.GetLedgerSummaryRequest(include_checksum=True),
+            timeout=RPC_TIMEOUT_S)
 
     def state(self) -> LedgerState:
         summary = self.summary()

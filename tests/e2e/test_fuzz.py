@@ -131,7 +131,7 @@ def world(api, demo_world):
 
 def checksum(api):
     stub = inv_grpc.InventoryServiceStub(api.channel)
-    return stub.GetLedgerSummary(inv.GetLedgerSummaryRequest(),
+    return stub.GetLedgerSummary(inv.GetLedgerSummaryRequest(include_checksum=True),
                                  timeout=RPC_TIMEOUT_S).checksum
 
 
