@@ -200,3 +200,49 @@ def test_a_changed_journal_entry_is_detected(allocd_port, api, demo_world, books
         assert not verified.intact and verified.first_bad_entry == 1
     finally:
         entries[0] = original
+
+
+def test_an_accounts_journal_and_activity_agree_with_the_whole_journal(api, demo_world,
+                                                                       books):
+    """GetJournal filtered by an account, page by page, and GetAccountActivity over
+    periods of several days read the same postings as the whole journal read through."""
+    finance, _ = books
+    w = demo_world
+    for k in range(3):  # some postings of our own: receipts, 2 entries each
+        sku = w.sku(unit_cost_micros=(k + 1) * 1_000_000)
+        api.inventory.ReceiveInventory(inv.ReceiveInventoryRequest(
+            request_id=rid(), reference=w.unique("PO"), lines=[inv.ReceiptLine(
+                sku_id=sku, node_id="IND1", quantity=5 + k)]), timeout=RPC_TIMEOUT_S)
+    everything, number = [], 1
+    while number:
+        page = finance.GetJournal(fpb.GetJournalRequest(from_number=number, page_size=7),
+                                  timeout=RPC_TIMEOUT_S)
+        everything += page.entries
+        number = page.next_number
+    assert [e.number for e in everything] == list(range(1, len(everything) + 1))
+    for account in (1200, 2000, 5000):  # inventory, payables, cost of goods sold
+        expected = [e.number for e in everything
+                    if any(x.account == account for x in e.lines)]
+        read, number = [], 1
+        while number:
+            page = finance.GetJournal(fpb.GetJournalRequest(
+                account=account, from_number=number, page_size=2), timeout=RPC_TIMEOUT_S)
+            assert len(page.entries) <= 2
+            read += [e.number for e in page.entries]
+            number = page.next_number
+        assert read == expected and expected
+        week = 7 * 86_400
+        totals: dict[int, list[int]] = {}
+        for entry in everything:
+            start = entry.time.seconds - entry.time.seconds % week
+            for x in entry.lines:
+                if x.account == account:
+                    row = totals.setdefault(start, [0, 0, 0])
+                    row[0] += x.debit_micros
+                    row[1] += x.credit_micros
+                    row[2] += 1
+        activity = finance.GetAccountActivity(fpb.GetAccountActivityRequest(
+            period_days=7, account=account), timeout=RPC_TIMEOUT_S).activity
+        assert {a.period_start.seconds: [a.debit_micros, a.credit_micros, a.entries]
+                for a in activity} == totals
+        assert all(a.account == account for a in activity)
