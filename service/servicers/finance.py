@@ -13,9 +13,9 @@ from core.finance import Account, reconcile
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, check_count, unary
+from service.paging import page_size
 from service.servicers.inventory import mutation_result
 
-MAX_PAGE = 1000
 #: Journal entries VerifyJournal checks between two turns of the loop (~10 ms of work).
 VERIFY_STEP = 1000
 
@@ -36,10 +36,10 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
     @unary
     async def GetJournal(self, request: pb.GetJournalRequest,
                          context: Context) -> pb.GetJournalResponse:
-        if request.page_size < 0 or request.from_number < 0:
-            raise InvalidArgument("page_size and from_number must be >= 0", "page_size")
+        if request.from_number < 0:
+            raise InvalidArgument("from_number must be >= 0", "from_number")
         account = _account(request.account)
-        size = min(request.page_size or 100, MAX_PAGE)
+        size = page_size(request)
         books = self.engine.ledger.books
         skus = self.engine.ledger.catalog.sku_ids
         response = pb.GetJournalResponse()

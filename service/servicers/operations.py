@@ -26,6 +26,7 @@ from core.operations import Outcome
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, unary
+from service.paging import page
 from service.servicers.inventory import mutation_result
 
 WINDOW_OF = {pb.KPI_WINDOW_HOUR: "hour", pb.KPI_WINDOW_DAY: "day", pb.KPI_WINDOW_WEEK: "week"}
@@ -163,11 +164,13 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
     @unary
     async def ListAlerts(self, request: pb.ListAlertsRequest,
                          context: Context) -> pb.ListAlertsResponse:
-        alerts = [r for r in self.ops.alerts.values()
-                  if (request.include_acknowledged or r.ack is None)
-                  and (not request.rule_id or r.info.rule_id == request.rule_id)
-                  and (not request.subject or r.info.subject == request.subject)]
-        return pb.ListAlertsResponse(alerts=[alert_to_proto(r) for r in alerts])
+        alerts, next_token = page(
+            self.ops.alerts.values(), request,
+            lambda r: (request.include_acknowledged or r.ack is None)
+            and (not request.rule_id or r.info.rule_id == request.rule_id)
+            and (not request.subject or r.info.subject == request.subject))
+        return pb.ListAlertsResponse(alerts=[alert_to_proto(r) for r in alerts],
+                                     next_page_token=next_token)
 
     @unary
     async def AcknowledgeAlert(self, request: pb.AcknowledgeAlertRequest,
@@ -188,11 +191,13 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
                         context: Context) -> pb.ListTasksResponse:
         if request.type and request.type not in {int(t) for t in TaskType}:
             raise InvalidArgument("unknown task type", "type")
-        tasks = [r for r in self.ops.tasks.values()
-                 if (request.include_completed or r.done is None)
-                 and (not request.type or int(r.info.task_type) == request.type)
-                 and (not request.owner_role or r.owner_role == request.owner_role)]
-        return pb.ListTasksResponse(tasks=[task_to_proto(r) for r in tasks])
+        tasks, next_token = page(
+            self.ops.tasks.values(), request,
+            lambda r: (request.include_completed or r.done is None)
+            and (not request.type or int(r.info.task_type) == request.type)
+            and (not request.owner_role or r.owner_role == request.owner_role))
+        return pb.ListTasksResponse(tasks=[task_to_proto(r) for r in tasks],
+                                    next_page_token=next_token)
 
     @unary
     async def CompleteTask(self, request: pb.CompleteTaskRequest,
@@ -211,8 +216,10 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
     @unary
     async def ListActions(self, request: pb.ListActionsRequest,
                           context: Context) -> pb.ListActionsResponse:
-        actions = [r for r in self.ops.actions.values() if request.include_reversed or r.active]
-        return pb.ListActionsResponse(actions=[action_to_proto(r) for r in actions])
+        actions, next_token = page(self.ops.actions.values(), request,
+                                   lambda r: request.include_reversed or r.active)
+        return pb.ListActionsResponse(actions=[action_to_proto(r) for r in actions],
+                                      next_page_token=next_token)
 
     @unary
     async def ReverseAction(self, request: pb.ReverseActionRequest,

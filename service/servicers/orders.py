@@ -13,7 +13,7 @@ from allocd.v1 import order_service_pb2_grpc as pb_grpc
 from core import commands as c
 from core.decisions import rate_shop
 from core.errors import DomainError, InvalidArgument, NotFound
-from core.exceptions import Resolution
+from core.exceptions import ExceptionRecord, Resolution
 from core.ledger import Ledger
 from core.operations import Outcome
 from core.order_ops import (
@@ -51,12 +51,16 @@ from service.order_codec import (
     quote_to_proto,
     single_order_from_proto,
 )
+from service.paging import page, page_by_number
 from service.servicers.inventory import mutation_result
 from service.servicers.reoptimize import Reoptimizer
 
-MAX_PAGE = 1000
 #: Stream requests applied but not yet answered, at most (see AllocateStream).
 STREAM_WINDOW = 256
+
+
+def _raised_seq(record: ExceptionRecord) -> int:
+    return record.seq
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -480,29 +484,25 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def ListExceptions(self, request: pb.ListExceptionsRequest,
                              context: Context) -> pb.ListExceptionsResponse:
         kind = exception_type_from_proto(request.type, "type")
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must be >= 0", "page_size")
-        size = min(request.page_size or 100, MAX_PAGE)
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
-            raise InvalidArgument("page_token is not one this server gave", "page_token") from None
         book = self.ledger.exceptions
-        ids = (book.by_order.get(request.order_id, []) if request.order_id
-               else list(book.by_id) if request.include_resolved
-               else list(book.open_ids))  # (the open ones, without walking the resolved)
-        records = [book.by_id[i] for i in ids]
-        selected = [r for r in records
-                    if (kind is None or r.exception_type == kind)
-                    and (request.include_resolved or not r.resolved)]
-        selected.sort(key=lambda r: r.seq)
-        if offset < 0 or offset > len(selected):
-            raise InvalidArgument("page_token is not one this server gave", "page_token")
-        page = selected[offset:offset + size]
-        response = pb.ListExceptionsResponse(exceptions=[exception_to_proto(r) for r in page])
-        if offset + size < len(selected):
-            response.next_page_token = str(offset + size)
-        return response
+
+        def wanted(r: ExceptionRecord) -> bool:
+            return ((kind is None or r.exception_type == kind)
+                    and (request.include_resolved or not r.resolved))
+
+        # Each listing is in the order raised (by sequence number): an order's own, every
+        # one ever raised, or the open ones (without walking the resolved). The open ones
+        # leave as they are resolved: their pages go by sequence number, not position.
+        if request.order_id:
+            records, next_token = page([book.by_id[i] for i in book.by_order.get(
+                request.order_id, [])], request, wanted)
+        elif request.include_resolved:
+            records, next_token = page(book.by_id.values(), request, wanted)
+        else:
+            records, next_token = page_by_number(
+                (book.by_id[i] for i in book.open_ids), request, _raised_seq, wanted)
+        return pb.ListExceptionsResponse(exceptions=[exception_to_proto(r) for r in records],
+                                         next_page_token=next_token)
 
     @unary
     async def ResolveException(self, request: pb.ResolveExceptionRequest,

@@ -16,6 +16,7 @@ from core.returns import ReturnPolicy, ReturnRecord
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, check_count, unary
+from service.paging import page
 from service.servicers.inventory import mutation_result
 
 #: Answers that carry a return's progress.
@@ -176,8 +177,10 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
     async def ListApprovals(self, request: pb.ListApprovalsRequest,
                             context: Context) -> pb.ListApprovalsResponse:
         book = self.engine.ledger.approvals
-        ids = [i for i, r in book.by_id.items() if request.include_decided or r.decision is None]
-        return pb.ListApprovalsResponse(approvals=[self._approval(i) for i in ids])
+        found, next_token = page(book.by_id.items(), request,
+                                 lambda item: request.include_decided or item[1].decision is None)
+        return pb.ListApprovalsResponse(approvals=[self._approval(i) for i, _ in found],
+                                        next_page_token=next_token)
 
     @unary
     async def DecideApproval(self, request: pb.DecideApprovalRequest,

@@ -199,3 +199,52 @@ def test_rules_are_replaced_by_version(api, operations):
     # put the defaults back for whatever runs next on this server
     operations.SetRules(ops.SetRulesRequest(request_id=rid(), expected_version=now.version,
                                             rules=rules), timeout=RPC_TIMEOUT_S)
+
+
+def test_alerts_tasks_actions_and_approvals_come_a_page_at_a_time(api, cat, operations):
+    """Read page by page, each listing is the one read whole; bad pages are refused."""
+    approvals = rgrpc.ReturnsServiceStub(api.channel)
+    pairs = [(sku, node) for sku in cat.skus[1:3] for node in cat.nodes[:2]]
+    for sku, node in pairs:  # a variance each: an alert, a task and a sales hold
+        api.receive(sku, node, 100)
+        api.inventory.SubmitCycleCount(inv.SubmitCycleCountRequest(
+            request_id=rid(), lines=[inv.CountLine(sku_id=sku, node_id=node,
+                                                   counted_quantity=140)]),
+            timeout=RPC_TIMEOUT_S)
+    for _ in range(3):
+        operations.RequestEmergencyChange(ops.RequestEmergencyChangeRequest(
+            request_id=rid(), change=ops.EMERGENCY_CHANGE_DISABLE_NODE,
+            node_id=cat.nodes[1], reason="drill"), metadata=who("lead", "warehouse"),
+            timeout=RPC_TIMEOUT_S)
+    listings = (
+        (operations.ListAlerts, ops.ListAlertsRequest, {"include_acknowledged": True},
+         "alerts", "alert_id"),
+        (operations.ListAlerts, ops.ListAlertsRequest, {"rule_id": "count-variance"},
+         "alerts", "alert_id"),
+        (operations.ListTasks, ops.ListTasksRequest, {"include_completed": True},
+         "tasks", "task_id"),
+        (operations.ListActions, ops.ListActionsRequest, {"include_reversed": True},
+         "actions", "action_id"),
+        (approvals.ListApprovals, rpb.ListApprovalsRequest, {}, "approvals", "approval_id"),
+    )
+    for call, make, filters, field, key in listings:
+        whole = call(make(page_size=1000, **filters), timeout=RPC_TIMEOUT_S)
+        everything = [getattr(r, key) for r in getattr(whole, field)]
+        assert len(everything) >= 3 and not whole.next_page_token
+        read, token = [], ""
+        for _ in range(len(everything)):
+            page = call(make(page_size=2, page_token=token, **filters), timeout=RPC_TIMEOUT_S)
+            assert 1 <= len(getattr(page, field)) <= 2
+            read += [getattr(r, key) for r in getattr(page, field)]
+            token = page.next_page_token
+            if not token:
+                break
+        assert read == everything and not token, call
+        api.rejects(grpc.StatusCode.INVALID_ARGUMENT, call, make(page_size=-1, **filters))
+        api.rejects(grpc.StatusCode.INVALID_ARGUMENT, call, make(page_token="x", **filters))
+    for action in operations.ListActions(ops.ListActionsRequest(page_size=1000),
+                                         timeout=RPC_TIMEOUT_S).actions:  # (holds lifted)
+        operations.ReverseAction(ops.ReverseActionRequest(request_id=rid(),
+                                                          action_id=action.action_id),
+                                 metadata=who("duty-manager", "operations"),
+                                 timeout=RPC_TIMEOUT_S)

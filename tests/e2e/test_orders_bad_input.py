@@ -351,3 +351,29 @@ def test_list_exceptions_pages_through_every_exception(api, setup):
     open_only = api.orders.ListExceptions(pb.ListExceptionsRequest(page_size=1000))
     assert setup.open_hold in [e.exception_id for e in open_only.exceptions]
     assert setup.resolved_hold not in [e.exception_id for e in open_only.exceptions]
+
+
+def test_the_open_queue_pages_past_exceptions_resolved_meanwhile(api, setup):
+    """The open exceptions leave the queue as they are resolved: one resolved between two
+    pages moves none of the others, which all come, once, in the order raised."""
+    w = setup.world
+    held = [w.allocate(w.order((setup.skus[1], 1), payment_status=pb.PAYMENT_STATUS_ON_HOLD)
+                       ).allocation.exception_id for _ in range(5)]
+    mine = {"type": pb.EXCEPTION_TYPE_PAYMENT_HOLD}
+    before = [e.exception_id for e in api.orders.ListExceptions(
+        pb.ListExceptionsRequest(page_size=1000, **mine)).exceptions]
+    assert before[-5:] == held
+    read, token, resolved = [], "", []
+    for _ in range(len(before)):
+        page = api.orders.ListExceptions(pb.ListExceptionsRequest(
+            page_size=2, page_token=token, **mine))
+        read += [e.exception_id for e in page.exceptions]
+        token = page.next_page_token
+        if not token:
+            break
+        if read[-1] in held and not resolved:  # resolve the last one read and the next one
+            for exception_id in (read[-1], held[held.index(read[-1]) + 1]):
+                w.resolve(exception_id, pb.RESOLUTION_CANCEL)
+                resolved.append(exception_id)
+    assert not token and resolved
+    assert read == [e for e in before if e not in resolved[1:]]
