@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from core.model import Event, EventKind
+from core.model import Event, EventKind, set_fields
 
 if TYPE_CHECKING:
     from core.ledger import Ledger
@@ -256,6 +256,17 @@ class OpsBook:
     node_penalty: dict[int, int] = field(default_factory=dict)  # node -> micros per unit
     channel_reserve: dict[int, int] = field(default_factory=dict)  # channel -> units
     restock_pauses: int = 0
+    # The tasks not done and the actions in force, in the order made: what /metrics, the
+    # dashboard and the rules read, without walking every one ever made (the alerts not
+    # acknowledged are open_alert's).
+    open_tasks: dict[str, None] = field(default_factory=dict)
+    active_actions: dict[str, None] = field(default_factory=dict)
+
+    def __setstate__(self, state: object) -> None:
+        set_fields(self, state)
+        if not hasattr(self, "open_tasks"):  # a snapshot written before they were kept
+            self.open_tasks = {k: None for k, r in self.tasks.items() if r.done is None}
+            self.active_actions = {k: None for k, r in self.actions.items() if r.active}
 
     def apply(self, ledger: Ledger, e: Event) -> None:
         kind = e.kind
@@ -275,15 +286,18 @@ class OpsBook:
         elif kind == EventKind.TASK_OPENED:
             task: TaskInfo = e.payload
             self.tasks[task.task_id] = TaskRecord(task, e.time_ms)
+            self.open_tasks[task.task_id] = None
             if task.alert_id in self.alerts:
                 self.alerts[task.alert_id].task_ids.append(task.task_id)
         elif kind == EventKind.TASK_COMPLETED:
             done: TaskDone = e.payload
             record_t = self.tasks[done.task_id]
             record_t.done, record_t.done_ms = done, e.time_ms
+            self.open_tasks.pop(done.task_id, None)
         elif kind == EventKind.ACTION_APPLIED:
             action: ActionInfo = e.payload
             self.actions[action.action_id] = ActionRecord(action, e.time_ms)
+            self.active_actions[action.action_id] = None
             if action.spec.alert_id in self.alerts:
                 self.alerts[action.spec.alert_id].action_ids.append(action.action_id)
             self._effect(e, action.spec, +1)
@@ -291,6 +305,7 @@ class OpsBook:
             undo: ActionUndo = e.payload
             record_a = self.actions[undo.action_id]
             record_a.undo, record_a.reversed_ms = undo, e.time_ms
+            self.active_actions.pop(undo.action_id, None)
             self._effect(e, record_a.info.spec, -1)
 
     def _effect(self, e: Event, spec: ActionSpec, sign: int) -> None:
@@ -312,11 +327,24 @@ class OpsBook:
             self.restock_pauses += sign
 
     def active_action(self, action_type: ActionType, subject: str) -> ActionRecord | None:
-        for record in self.actions.values():
+        for action_id in self.active_actions:
+            record = self.actions[action_id]
             spec = record.info.spec
-            if record.active and spec.action_type == action_type and spec.subject == subject:
+            if spec.action_type == action_type and spec.subject == subject:
                 return record
         return None
+
+    def open_alert_records(self) -> list[AlertRecord]:
+        """The alerts not acknowledged."""
+        return [self.alerts[alert_id] for alert_id in self.open_alert.values()]
+
+    def open_task_records(self) -> list[TaskRecord]:
+        """The tasks not done, in the order opened."""
+        return [self.tasks[task_id] for task_id in self.open_tasks]
+
+    def active_action_records(self) -> list[ActionRecord]:
+        """The actions in force, in the order applied."""
+        return [self.actions[action_id] for action_id in self.active_actions]
 
     def fingerprint(self) -> str:
         """What the checksum covers: the rule version and every record's state."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from core.alerts import AlertRecord
 from core.kpis import BY_NAME, exception_ages
 from core.ledger import Ledger
 from core.orders import DAY_MS
@@ -44,7 +45,16 @@ def overview(ledger: Ledger, now_ms: int) -> dict[str, Any]:
                       "denominator_day": day.denominator, "trend": list(hour.trend)})
     ops = ledger.ops
     cat = ledger.catalog
-    alerts = sorted(ops.alerts.values(), key=lambda r: (r.ack is not None, -r.created_ms))
+    # Open alerts first, then the latest acknowledged, newest first: read from the open
+    # ones the books keep and from the end of the history, not by sorting every alert.
+    alerts = sorted(ops.open_alert_records(), key=lambda r: -r.created_ms)[:MAX_ROWS]
+    acknowledged: list[AlertRecord] = []
+    for record in reversed(ops.alerts.values()):
+        if len(alerts) + len(acknowledged) >= MAX_ROWS:
+            break
+        if record.ack is not None:
+            acknowledged.append(record)
+    alerts += sorted(acknowledged, key=lambda r: -r.created_ms)
     nodes = []
     for n, spec in enumerate(cat.nodes):
         sla = kpis.value(BY_NAME["sla_attainment"], "day", "node", spec.node_id, now_ms)
@@ -68,12 +78,12 @@ def overview(ledger: Ledger, now_ms: int) -> dict[str, Any]:
             "task_id": r.info.task_id, "type": r.info.task_type.name.lower(),
             "subject": r.info.subject, "owner_role": r.owner_role,
             "age_s": (now_ms - r.created_ms) // 1000,
-        } for r in ops.tasks.values() if r.done is None][:MAX_ROWS],
+        } for r in ops.open_task_records()[:MAX_ROWS]],
         "actions": [{
             "action_id": r.info.action_id, "type": r.info.spec.action_type.name.lower(),
             "subject": r.info.spec.subject, "applied_by": r.info.actor,
             "reason": r.info.spec.reason,
-        } for r in ops.actions.values() if r.active][:MAX_ROWS],
+        } for r in ops.active_action_records()[:MAX_ROWS]],
         "approvals": [{
             "approval_id": r.request.approval_id, "action": r.request.action,
             "detail": r.request.detail, "age_s": (now_ms - r.created_ms) // 1000,

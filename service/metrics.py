@@ -106,9 +106,10 @@ class EngineCollector(Collector):  # type: ignore[misc]
             "allocd_kpi", "KPIs over sliding windows by scope (SKU scope: SKUs with an open "
             "alert)", labels=["name", "window", "scope", "subject"])
         values = ledger.kpis.report(now_ms)
-        flagged = tuple(sorted({r.info.subject for r in ledger.ops.alerts.values()
-                                if r.ack is None and r.info.subject in
-                                ledger.catalog.sku_index}))
+        # (The open alerts, tasks and actions, as the books keep them: walking every one
+        # ever made held each scrape for as long as the history was long.)
+        flagged = tuple(sorted({subject for _, subject in ledger.ops.open_alert
+                                if subject in ledger.catalog.sku_index}))
         if flagged:
             values += ledger.kpis.report(now_ms, scopes=("sku",), subjects=flagged)
         for value in values:
@@ -118,28 +119,25 @@ class EngineCollector(Collector):  # type: ignore[misc]
         alerts = GaugeMetricFamily("allocd_alerts_open", "Alerts not yet acknowledged, by rule",
                                    labels=["rule"])
         by_rule: dict[str, int] = dict.fromkeys((r.rule_id for r in ops.rules.rules), 0)
-        for record in ops.alerts.values():
-            if record.ack is None:
-                by_rule[record.info.rule_id] = by_rule.get(record.info.rule_id, 0) + 1
+        for rule_id, _ in ops.open_alert:
+            by_rule[rule_id] = by_rule.get(rule_id, 0) + 1
         for rule_id, count in sorted(by_rule.items()):
             alerts.add_metric([rule_id], count)
         yield alerts
         tasks = GaugeMetricFamily("allocd_tasks_open", "Open tasks by type", labels=["type"])
         by_task: dict[str, int] = {}
-        for task in ops.tasks.values():
-            if task.done is None:
-                name = task.info.task_type.name.lower()
-                by_task[name] = by_task.get(name, 0) + 1
+        for task in ops.open_task_records():
+            name = task.info.task_type.name.lower()
+            by_task[name] = by_task.get(name, 0) + 1
         for name, count in sorted(by_task.items()):
             tasks.add_metric([name], count)
         yield tasks
         actions = GaugeMetricFamily("allocd_actions_active", "Actions in force by type",
                                     labels=["type"])
         by_action: dict[str, int] = {}
-        for action in ops.actions.values():
-            if action.active:
-                name = action.info.spec.action_type.name.lower()
-                by_action[name] = by_action.get(name, 0) + 1
+        for action in ops.active_action_records():
+            name = action.info.spec.action_type.name.lower()
+            by_action[name] = by_action.get(name, 0) + 1
         for name, count in sorted(by_action.items()):
             actions.add_metric([name], count)
         yield actions
