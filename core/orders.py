@@ -301,11 +301,24 @@ _ALLOCATED: Final = OrderStatus.ALLOCATED
 _BACKORDERED: Final = OrderStatus.BACKORDERED
 
 
-def _moved(counts: dict[OrderStatus, int], old: OrderStatus, new: OrderStatus) -> None:
-    """An order went from `old` to `new`: OrderBook.status_counts follows."""
+def _is_open(status: OrderStatus) -> bool:
+    """Allocated, partly or not at all, and nothing of it released to a warehouse yet:
+    what re-optimisation may still change (OrderBook.open_orders)."""
+    return status is _ALLOCATED or status is _PARTIALLY_ALLOCATED or status is _BACKORDERED
+
+
+def _moved(counts: dict[OrderStatus, int], open_orders: dict[str, None], order_id: str,
+           old: OrderStatus, new: OrderStatus) -> None:
+    """An order went from `old` to `new`: OrderBook.status_counts and open_orders follow."""
     if old is not new:
         counts[old] -= 1
         counts[new] = counts.get(new, 0) + 1
+        now_open = _is_open(new)
+        if now_open is not _is_open(old):  # (most moves, as allocating: open to open)
+            if now_open:
+                open_orders[order_id] = None
+            else:
+                open_orders.pop(order_id, None)
 
 
 _PACKAGE_ALLOCATED: Final = PackageStatus.ALLOCATED
@@ -331,6 +344,12 @@ def index_allocated(packages: dict[str, PackageState]) -> dict[int, dict[str, No
         if state.status is _PACKAGE_ALLOCATED:
             allocated_at.setdefault(state.plan.node, {})[package_id] = None
     return allocated_at
+
+
+def index_open(orders: dict[str, OrderRecord]) -> dict[str, None]:
+    """The ids of the open orders (_is_open), found one by one (what OrderBook.open_orders
+    keeps as it goes)."""
+    return {order_id: None for order_id, record in orders.items() if _is_open(record.status)}
 
 
 def count_statuses(orders: dict[str, OrderRecord]) -> dict[OrderStatus, int]:
@@ -359,6 +378,9 @@ class OrderBook:
         # made: ReleaseWave chooses among them, where it walked every package ever made
         # (~0.2 s a call at a million). Not in a snapshot either.
         self.allocated_at: dict[int, dict[str, None]] = {}
+        # The ids of the orders re-optimisation may change (_is_open), in no set order:
+        # it read every order ever received to find them. Not in a snapshot either.
+        self.open_orders: dict[str, None] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into snapshots) as columns: see _book_columns."""
@@ -375,6 +397,7 @@ class OrderBook:
             _read_book_columns(self, state)
         self.status_counts = count_statuses(self.orders)
         self.allocated_at = index_allocated(self.packages)
+        self.open_orders = index_open(self.orders)
 
     def receive(self, spec: OrderSpec, seq: int) -> None:
         counts = self.status_counts
@@ -383,6 +406,7 @@ class OrderBook:
             counts[earlier.status] -= 1
         self.orders[spec.order_id] = OrderRecord(spec, seq)
         counts[_BACKORDERED] = counts.get(_BACKORDERED, 0) + 1
+        self.open_orders[spec.order_id] = None
 
     def allocate(self, decision: Decision) -> None:
         # (Named tuples unpacked, not read field by field: compiled, a read by name is a
@@ -431,7 +455,7 @@ class OrderBook:
             status = _PARTIALLY_ALLOCATED if backordered else _ALLOCATED
         else:
             status = _BACKORDERED if backordered else OrderStatus.CANCELLED
-        _moved(self.status_counts, record.status, status)
+        _moved(self.status_counts, self.open_orders, order_id, record.status, status)
         record.status = status
 
     def hold(self, order_id: str) -> None:
@@ -531,7 +555,7 @@ class OrderBook:
             status = OrderStatus.ALLOCATED
         else:
             status = OrderStatus.BACKORDERED
-        _moved(self.status_counts, record.status, status)
+        _moved(self.status_counts, self.open_orders, record.spec[0], record.status, status)
         record.status = status
 
 

@@ -141,6 +141,10 @@ def promised_by(deliver_by_ms: int, promise_ms: int, backordered: bool) -> int:
     return promise_ms if promise_ms and not backordered else 0
 
 
+def _arrival(record: OrderRecord) -> int:
+    return record.seq
+
+
 def _eligible(ledger: Ledger, record: OrderRecord) -> bool:
     if record.held or (not record.package_ids and not record.backorders):
         return False
@@ -167,9 +171,13 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
     versions: dict[str, Version] = {}
     takes: dict[str, list[tuple[str, int, int]]] = {}  # order -> (line_id, node, qty)
     costs: dict[str, tuple[int, int, int]] = {}
-    for order_id, record in book.orders.items():
+    # Only open orders can be eligible (OrderBook.open_orders): taken in arrival order, as
+    # a walk of every order received found them.
+    candidates = sorted((book.orders[i] for i in book.open_orders), key=_arrival)
+    for record in candidates:
         if not _eligible(ledger, record):
             continue
+        order_id = record.spec.order_id
         live = [book.packages[pid] for pid in record.package_ids
                 if book.packages[pid].status == PackageStatus.ALLOCATED]
         units: dict[str, int] = {}

@@ -35,8 +35,10 @@ def test_an_order_book_written_before_the_counts_counts_again_when_read() -> Non
     assert {s: n for s, n in book.status_counts.items() if n} == {
         OrderStatus.ALLOCATED: 1, OrderStatus.PARTIALLY_ALLOCATED: 1}
     assert sum(len(ids) for ids in book.allocated_at.values()) == len(book.packages) > 0
-    back = loads(_written_before(book, ("status_counts", "allocated_at")))
+    assert set(book.open_orders) == set(book.orders)  # both allocated, nothing released
+    back = loads(_written_before(book, ("status_counts", "allocated_at", "open_orders")))
     assert isinstance(back, OrderBook)
+    assert set(back.open_orders) == set(book.open_orders)
     assert {s: n for s, n in back.status_counts.items() if n} == {
         s: n for s, n in book.status_counts.items() if n}
     assert {n: list(ids) for n, ids in back.allocated_at.items()} == {

@@ -20,7 +20,15 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
 from core.operations import execute
-from core.orders import Decision, OrderLineSpec, OrderSpec, PackageStatus, count_statuses
+from core.orders import (
+    Decision,
+    OrderLineSpec,
+    OrderSpec,
+    PackageStatus,
+    count_statuses,
+    index_open,
+)
+from core.reopt import _eligible as eligible
 from core.returns import Grade
 from service.logcodec import dumps, loads
 from service.store import ColumnsCommit, Commit
@@ -283,6 +291,7 @@ class OrderMachine(RuleBasedStateMachine):
         replayed.apply(self.events, replay=True)
         assert replayed.checksum() == self.ledger.checksum()
         assert nonzero(replayed.orders.status_counts) == nonzero(self.ledger.orders.status_counts)
+        assert set(replayed.orders.open_orders) == set(self.ledger.orders.open_orders)
         assert waiting(replayed.orders) == waiting(self.ledger.orders)
         assert list(replayed.exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
 
@@ -297,6 +306,10 @@ class OrderMachine(RuleBasedStateMachine):
         assert nonzero(book.status_counts) == count_statuses(book.orders)
         assert waiting(book) == waiting_found(book)  # (ReleaseWave's candidates)
         assert all(v >= 0 for v in book.status_counts.values())
+        # Re-optimisation's candidates: every eligible order is among them.
+        assert set(book.open_orders) == set(index_open(book.orders))
+        assert {i for i, r in book.orders.items() if eligible(self.ledger, r)} <= set(
+            book.open_orders)
         assert list(exceptions.open_ids) == [
             i for i, record in sorted(exceptions.by_id.items(), key=lambda kv: kv[1].seq)
             if not record.resolved]
