@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.model import set_fields
+
 #: Which roles may approve which kind of action.
 APPROVER_ROLES = {
     "refund": frozenset({"finance", "admin"}),
@@ -71,6 +73,26 @@ class ApprovalRecord:
 @dataclass(slots=True)
 class ApprovalBook:
     by_id: dict[str, ApprovalRecord] = field(default_factory=dict)
+    # The ids of those not decided yet, in the order asked: the dashboard lists them
+    # without walking every approval ever asked for.
+    pending_ids: dict[str, None] = field(default_factory=dict)
+
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)
+        if not hasattr(self, "pending_ids"):  # a snapshot written before they were kept
+            self.pending_ids = {i: None for i, r in self.by_id.items() if r.decision is None}
+
+    def ask(self, record: ApprovalRecord) -> None:
+        self.by_id[record.request.approval_id] = record
+        self.pending_ids[record.request.approval_id] = None
+
+    def record(self, decision: ApprovalDecision) -> ApprovalRecord:
+        """One person's decision; the approval is decided once it has all it needs."""
+        record = self.by_id[decision.approval_id]
+        record.record(decision)
+        if record.decision is not None:
+            self.pending_ids.pop(decision.approval_id, None)
+        return record
 
     def pending(self) -> list[ApprovalRecord]:
-        return [r for r in self.by_id.values() if r.decision is None]
+        return [self.by_id[approval_id] for approval_id in self.pending_ids]

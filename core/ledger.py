@@ -636,7 +636,7 @@ def _refund_issued(ledger: Ledger, e: Event) -> None:
 
 def _approval_requested(ledger: Ledger, e: Event) -> None:
     request = e.payload
-    ledger.approvals.by_id[request.approval_id] = ApprovalRecord(request, e.time_ms)
+    ledger.approvals.ask(ApprovalRecord(request, e.time_ms))
     if request.action == "refund":
         ledger.returns.returns[request.reference].approval_id = request.approval_id
     elif request.reference in ledger.ops.alerts:
@@ -645,8 +645,7 @@ def _approval_requested(ledger: Ledger, e: Event) -> None:
 
 def _approval_decided(ledger: Ledger, e: Event) -> None:
     decision = e.payload
-    record = ledger.approvals.by_id[decision.approval_id]
-    record.record(decision)
+    record = ledger.approvals.record(decision)
     if not decision.approved and record.request.action == "refund":
         ledger.returns.returns[record.request.reference].approval_id = ""
 

@@ -106,3 +106,29 @@ def test_the_dashboard_lists_open_alerts_then_the_latest_acknowledged(alerts):
     every = sorted(book.alerts.values(), key=lambda r: (r.ack is not None, -r.created_ms))
     shown = overview(ledger, created)["alerts"]
     assert [a["alert_id"] for a in shown] == [r.info.alert_id for r in every[:MAX_ROWS]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["ask", "approve", "reject"]), st.integers(0, 20),
+                          st.integers(1, 2)), max_size=60))
+def test_pending_approvals_are_the_undecided_ones_walked(program):
+    """Asked for, approved (some need two people) or rejected in any order: the pending
+    ones the book keeps are those walking every approval finds undecided, in the order
+    asked, after an older snapshot too."""
+    from core.approvals import ApprovalBook, ApprovalDecision, ApprovalRecord, ApprovalRequest
+
+    book = ApprovalBook()
+    for t, (step, k, required) in enumerate(program):
+        if step == "ask":
+            book.ask(ApprovalRecord(ApprovalRequest(f"AP-{t}", "refund", "R", 1, "p", "",
+                                                    required=required), t))
+            continue
+        undecided = [i for i, r in book.by_id.items() if r.decision is None]
+        if undecided:
+            book.record(ApprovalDecision(undecided[k % len(undecided)], step == "approve",
+                                         f"person-{t}", "finance", ""))
+    walked = [r for r in book.by_id.values() if r.decision is None]
+    assert book.pending() == walked
+    older = ApprovalBook.__new__(ApprovalBook)
+    older.__setstate__((None, {"by_id": book.by_id}))  # written before pending_ids
+    assert older.pending() == walked
