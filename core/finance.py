@@ -308,6 +308,16 @@ class Books:
         after = start + count
         return page, numbers[after] if after < len(numbers) else 0
 
+    def views_agree(self) -> bool:
+        """Whether the kept views (daily totals, each account's entries) are what the
+        entries give, counted afresh: the hash chain covers the entries, not them."""
+        fresh = Books.__new__(Books)
+        fresh.days, fresh.numbers_by_account = {}, {}
+        for entry in self.entries:
+            fresh._index(entry)
+        return (fresh.days == self.days
+                and fresh.numbers_by_account == self.numbers_by_account)
+
     def verify(self) -> tuple[bool, int]:
         """(whether the chain is intact, the first entry number that is not; 0 if none)."""
         for result in self.verify_steps(len(self.entries) + 1):

@@ -58,10 +58,14 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
     print(f"conservation: {'ok' if conserved else 'FAILED'} (inside {inside} = received "
           f"{ledger.units_in} - shipped {ledger.units_out})")
     intact, first_bad = ledger.books.verify()
+    views = ledger.books.views_agree()
     balanced = sum(ledger.books.balances.values()) == 0
     reconciliation = reconcile(ledger)
     print(f"journal:      {len(ledger.books.entries)} entries, "
           + ("hash chain intact" if intact else f"CHANGED from entry {first_bad}"))
+    print("journal sums: " + ("ok (daily totals and each account's entries)" if views
+                              else "FAILED: the daily totals or an account's entries "
+                                   "differ from the entries"))
     print(f"trial bal.:   {'balanced' if balanced else 'FAILED: debits differ from credits'}")
     print(f"reconciled:   {'ok' if reconciliation.reconciled else 'FAILED'} (inventory "
           f"{reconciliation.inventory_account} micros, {reconciliation.book_units} units)")
@@ -74,6 +78,6 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
     for note in recovered.notes:
         print(f"note:         {note}")
     print(f"checksum:     {ledger.checksum()}")
-    ok = (lowest >= 0 and conserved and intact and balanced and reconciliation.reconciled
-          and audit_ok)
+    ok = (lowest >= 0 and conserved and intact and views and balanced
+          and reconciliation.reconciled and audit_ok)
     return 0 if ok else 1

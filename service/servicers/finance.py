@@ -109,13 +109,18 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
     @unary
     async def VerifyJournal(self, request: pb.VerifyJournalRequest,
                             context: Context) -> pb.VerifyJournalResponse:
-        books = self.engine.ledger.books
-        entries, last_hash = len(books.entries), books.last_hash
-        # In steps, the loop free between them: checking 1,000,000 entries takes ~10 s,
-        # which every call in flight waited out when it ran in one go.
-        steps = books.verify_steps(VERIFY_STEP)
-        while (result := next(steps)) is None:
-            await asyncio.sleep(0)
+        # In steps, the loop free between them: checking 1,000,000 entries takes ~2-10 s,
+        # which every call in flight waited out when it ran in one go. The journal checked
+        # is the one there was when the check began (entries added since extend it); if
+        # the state was reloaded from the store meanwhile, the reloaded one is checked.
+        while True:
+            books = self.engine.ledger.books
+            entries, last_hash = len(books.entries), books.last_hash
+            steps = books.verify_steps(VERIFY_STEP)
+            while (result := next(steps)) is None:
+                await asyncio.sleep(0)
+            if self.engine.ledger.books is books:
+                break
         intact, first_bad = result
         return pb.VerifyJournalResponse(intact=intact, entries=entries,
                                         first_bad_entry=first_bad, last_hash=last_hash)

@@ -206,6 +206,7 @@ def verify_store(data_dir: Path, *store_args: str) -> None:
         check=False, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "no negative:  ok" in verified.stdout and "conservation: ok" in verified.stdout
+    assert "journal sums: ok" in verified.stdout
 
 
 def test_redis_stopped_and_restarted_during_load_loses_nothing(tmp_path, redis_server):

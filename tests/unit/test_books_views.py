@@ -131,3 +131,49 @@ def test_verify_journal_lets_other_calls_run_between_its_steps(monkeypatch):
     response, turns_during = asyncio.run(main())
     assert response.intact and response.entries == 50 and response.last_hash != GENESIS
     assert turns_during >= 4  # 5 steps of 10: the loop ran other work between them
+
+
+def test_verify_journal_checks_the_state_reloaded_while_it_ran(monkeypatch):
+    """A reload from the store (after a change that could not be answered) replaces the
+    ledger: a check under way answers for the reloaded journal, not the discarded one."""
+    from service.servicers import finance as servicer
+
+    discarded = posted([(k * 1000, [(Account.INVENTORY, 5)], Account.ACCOUNTS_PAYABLE)
+                        for k in range(30)])
+    reloaded = posted([(k * 1000, [(Account.INVENTORY, 5)], Account.ACCOUNTS_PAYABLE)
+                       for k in range(20)])
+    monkeypatch.setattr(servicer, "VERIFY_STEP", 10)
+    engine = SimpleNamespace(ledger=SimpleNamespace(books=discarded))
+    finance = servicer.FinanceServicer.__new__(servicer.FinanceServicer)
+    finance.engine = engine  # type: ignore[assignment]
+
+    async def reload_soon() -> None:
+        await asyncio.sleep(0)
+        engine.ledger = SimpleNamespace(books=reloaded)
+
+    async def main():
+        reload = asyncio.ensure_future(reload_soon())
+        response = await servicer.FinanceServicer.VerifyJournal.__wrapped__(
+            finance, servicer.pb.VerifyJournalRequest(), None)
+        await reload
+        return response
+
+    response = asyncio.run(main())
+    assert response.intact
+    assert (response.entries, response.last_hash) == (20, reloaded.last_hash)
+
+
+@settings(max_examples=50, deadline=None)
+@given(postings.filter(bool), st.data())
+def test_views_that_differ_from_the_entries_are_found(rows, data):
+    """`allocd verify` checks the kept views against the entries (the hash chain covers
+    the entries alone): a changed daily total or a lost entry number is found."""
+    books = posted(rows)
+    assert books.views_agree()
+    if data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(books.days)))
+        books.days[key][0] += 1
+    else:
+        account = data.draw(st.sampled_from(sorted(books.numbers_by_account)))
+        books.numbers_by_account[account].pop()
+    assert not books.views_agree()
