@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.model import Event, EventKind, set_fields
 
@@ -237,6 +237,14 @@ class ActionRecord:
         return self.undo is None
 
 
+def _place(records: dict[str, Any], record_id: str) -> int:
+    """The place among `records` the record `record_id` takes (or has: ids are not reused,
+    but a record made again keeps its place)."""
+    if record_id in records:
+        return list(records).index(record_id)
+    return len(records)
+
+
 OPS_KINDS = frozenset({EventKind.RULES_SET, EventKind.ALERT_RAISED,
                        EventKind.ALERT_ACKNOWLEDGED, EventKind.TASK_OPENED,
                        EventKind.TASK_COMPLETED, EventKind.ACTION_APPLIED,
@@ -256,17 +264,23 @@ class OpsBook:
     node_penalty: dict[int, int] = field(default_factory=dict)  # node -> micros per unit
     channel_reserve: dict[int, int] = field(default_factory=dict)  # channel -> units
     restock_pauses: int = 0
-    # The tasks not done and the actions in force, in the order made: what /metrics, the
-    # dashboard and the rules read, without walking every one ever made (the alerts not
-    # acknowledged are open_alert's).
-    open_tasks: dict[str, None] = field(default_factory=dict)
-    active_actions: dict[str, None] = field(default_factory=dict)
+    # The alerts not acknowledged, the tasks not done and the actions in force, each id
+    # with its record's place among all of its kind (0 for the first ever made), in the
+    # order made: what /metrics, the dashboard, the rules and the listings' open-only
+    # pages read, without walking every one ever made.
+    open_alert_places: dict[str, int] = field(default_factory=dict)
+    open_task_places: dict[str, int] = field(default_factory=dict)
+    active_action_places: dict[str, int] = field(default_factory=dict)
 
     def __setstate__(self, state: object) -> None:
         set_fields(self, state)
-        if not hasattr(self, "open_tasks"):  # a snapshot written before they were kept
-            self.open_tasks = {k: None for k, r in self.tasks.items() if r.done is None}
-            self.active_actions = {k: None for k, r in self.actions.items() if r.active}
+        if not hasattr(self, "open_alert_places"):  # a snapshot written before they were kept
+            self.open_alert_places = {k: place for place, (k, r) in enumerate(
+                self.alerts.items()) if r.ack is None}
+            self.open_task_places = {k: place for place, (k, r) in enumerate(
+                self.tasks.items()) if r.done is None}
+            self.active_action_places = {k: place for place, (k, r) in enumerate(
+                self.actions.items()) if r.active}
 
     def apply(self, ledger: Ledger, e: Event) -> None:
         kind = e.kind
@@ -274,30 +288,33 @@ class OpsBook:
             self.rules = e.payload
         elif kind == EventKind.ALERT_RAISED:
             info: AlertInfo = e.payload
+            self.open_alert_places[info.alert_id] = _place(self.alerts, info.alert_id)
             self.alerts[info.alert_id] = AlertRecord(info, e.time_ms)
             self.open_alert[(info.rule_id, info.subject)] = info.alert_id
         elif kind == EventKind.ALERT_ACKNOWLEDGED:
             ack: AlertAck = e.payload
             record = self.alerts[ack.alert_id]
             record.ack, record.ack_ms = ack, e.time_ms
+            self.open_alert_places.pop(ack.alert_id, None)
             key = (record.info.rule_id, record.info.subject)
             self.open_alert.pop(key, None)
             self.acknowledged_ms[key] = e.time_ms
         elif kind == EventKind.TASK_OPENED:
             task: TaskInfo = e.payload
+            self.open_task_places[task.task_id] = _place(self.tasks, task.task_id)
             self.tasks[task.task_id] = TaskRecord(task, e.time_ms)
-            self.open_tasks[task.task_id] = None
             if task.alert_id in self.alerts:
                 self.alerts[task.alert_id].task_ids.append(task.task_id)
         elif kind == EventKind.TASK_COMPLETED:
             done: TaskDone = e.payload
             record_t = self.tasks[done.task_id]
             record_t.done, record_t.done_ms = done, e.time_ms
-            self.open_tasks.pop(done.task_id, None)
+            self.open_task_places.pop(done.task_id, None)
         elif kind == EventKind.ACTION_APPLIED:
             action: ActionInfo = e.payload
+            self.active_action_places[action.action_id] = _place(self.actions,
+                                                                 action.action_id)
             self.actions[action.action_id] = ActionRecord(action, e.time_ms)
-            self.active_actions[action.action_id] = None
             if action.spec.alert_id in self.alerts:
                 self.alerts[action.spec.alert_id].action_ids.append(action.action_id)
             self._effect(e, action.spec, +1)
@@ -305,7 +322,7 @@ class OpsBook:
             undo: ActionUndo = e.payload
             record_a = self.actions[undo.action_id]
             record_a.undo, record_a.reversed_ms = undo, e.time_ms
-            self.active_actions.pop(undo.action_id, None)
+            self.active_action_places.pop(undo.action_id, None)
             self._effect(e, record_a.info.spec, -1)
 
     def _effect(self, e: Event, spec: ActionSpec, sign: int) -> None:
@@ -327,7 +344,7 @@ class OpsBook:
             self.restock_pauses += sign
 
     def active_action(self, action_type: ActionType, subject: str) -> ActionRecord | None:
-        for action_id in self.active_actions:
+        for action_id in self.active_action_places:
             record = self.actions[action_id]
             spec = record.info.spec
             if spec.action_type == action_type and spec.subject == subject:
@@ -335,16 +352,16 @@ class OpsBook:
         return None
 
     def open_alert_records(self) -> list[AlertRecord]:
-        """The alerts not acknowledged."""
-        return [self.alerts[alert_id] for alert_id in self.open_alert.values()]
+        """The alerts not acknowledged, in the order raised."""
+        return [self.alerts[alert_id] for alert_id in self.open_alert_places]
 
     def open_task_records(self) -> list[TaskRecord]:
         """The tasks not done, in the order opened."""
-        return [self.tasks[task_id] for task_id in self.open_tasks]
+        return [self.tasks[task_id] for task_id in self.open_task_places]
 
     def active_action_records(self) -> list[ActionRecord]:
         """The actions in force, in the order applied."""
-        return [self.actions[action_id] for action_id in self.active_actions]
+        return [self.actions[action_id] for action_id in self.active_action_places]
 
     def fingerprint(self) -> str:
         """What the checksum covers: the rule version and every record's state."""

@@ -73,26 +73,30 @@ class ApprovalRecord:
 @dataclass(slots=True)
 class ApprovalBook:
     by_id: dict[str, ApprovalRecord] = field(default_factory=dict)
-    # The ids of those not decided yet, in the order asked: the dashboard lists them
-    # without walking every approval ever asked for.
-    pending_ids: dict[str, None] = field(default_factory=dict)
+    # Those not decided yet, each id with its record's place among all (0 for the first
+    # ever asked for), in the order asked: the dashboard and ListApprovals's pages read
+    # them without walking every approval ever asked for.
+    pending_places: dict[str, int] = field(default_factory=dict)
 
     def __setstate__(self, state: Any) -> None:
         set_fields(self, state)
-        if not hasattr(self, "pending_ids"):  # a snapshot written before they were kept
-            self.pending_ids = {i: None for i, r in self.by_id.items() if r.decision is None}
+        if not hasattr(self, "pending_places"):  # a snapshot written before they were kept
+            self.pending_places = {i: place for place, (i, r) in enumerate(self.by_id.items())
+                                   if r.decision is None}
 
     def ask(self, record: ApprovalRecord) -> None:
-        self.by_id[record.request.approval_id] = record
-        self.pending_ids[record.request.approval_id] = None
+        approval_id = record.request.approval_id
+        self.pending_places[approval_id] = (list(self.by_id).index(approval_id)
+                                            if approval_id in self.by_id else len(self.by_id))
+        self.by_id[approval_id] = record
 
     def record(self, decision: ApprovalDecision) -> ApprovalRecord:
         """One person's decision; the approval is decided once it has all it needs."""
         record = self.by_id[decision.approval_id]
         record.record(decision)
         if record.decision is not None:
-            self.pending_ids.pop(decision.approval_id, None)
+            self.pending_places.pop(decision.approval_id, None)
         return record
 
     def pending(self) -> list[ApprovalRecord]:
-        return [self.by_id[approval_id] for approval_id in self.pending_ids]
+        return [self.by_id[approval_id] for approval_id in self.pending_places]

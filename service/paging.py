@@ -11,7 +11,7 @@ come last, on a later page.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from core.errors import InvalidArgument
@@ -69,3 +69,24 @@ def page_by_number(records: Iterable[T], request: Any, number: Callable[[T], int
             return found, str(number(record))
         found.append(record)
     return found, ""
+
+
+def page_open(records: Mapping[str, T], open_places: Mapping[str, int], request: Any,
+              keep: Callable[[T], bool]) -> tuple[list[T], str]:
+    """`page` of the records still open (not acknowledged, done, reversed or decided),
+    read from the open ones the books keep (`open_places`: id -> the record's place in
+    `records`, in order) rather than by looking at every record ever made. Tokens are
+    places in `records`, as `page` gives them for the whole listing."""
+    found, token = page_by_number(((place, records[i]) for i, place in open_places.items()),
+                                  request, _place_of, lambda item: keep(item[1]))
+    return [record for _, record in found], token
+
+
+def _place_of(item: tuple[int, Any]) -> int:
+    return item[0]
+
+
+def keep_all(record: object) -> bool:
+    """The filter of a listing without one."""
+    del record
+    return True

@@ -26,7 +26,7 @@ from core.operations import Outcome
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, unary
-from service.paging import page
+from service.paging import keep_all, page, page_open
 from service.servicers.inventory import mutation_result
 
 WINDOW_OF = {pb.KPI_WINDOW_HOUR: "hour", pb.KPI_WINDOW_DAY: "day", pb.KPI_WINDOW_WEEK: "week"}
@@ -164,11 +164,14 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
     @unary
     async def ListAlerts(self, request: pb.ListAlertsRequest,
                          context: Context) -> pb.ListAlertsResponse:
-        alerts, next_token = page(
-            self.ops.alerts.values(), request,
-            lambda r: (request.include_acknowledged or r.ack is None)
-            and (not request.rule_id or r.info.rule_id == request.rule_id)
-            and (not request.subject or r.info.subject == request.subject))
+        def wanted(r: AlertRecord) -> bool:
+            return ((not request.rule_id or r.info.rule_id == request.rule_id)
+                    and (not request.subject or r.info.subject == request.subject))
+
+        ops = self.ops
+        alerts, next_token = (page(ops.alerts.values(), request, wanted)
+                              if request.include_acknowledged
+                              else page_open(ops.alerts, ops.open_alert_places, request, wanted))
         return pb.ListAlertsResponse(alerts=[alert_to_proto(r) for r in alerts],
                                      next_page_token=next_token)
 
@@ -191,11 +194,14 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
                         context: Context) -> pb.ListTasksResponse:
         if request.type and request.type not in {int(t) for t in TaskType}:
             raise InvalidArgument("unknown task type", "type")
-        tasks, next_token = page(
-            self.ops.tasks.values(), request,
-            lambda r: (request.include_completed or r.done is None)
-            and (not request.type or int(r.info.task_type) == request.type)
-            and (not request.owner_role or r.owner_role == request.owner_role))
+        def wanted(r: TaskRecord) -> bool:
+            return ((not request.type or int(r.info.task_type) == request.type)
+                    and (not request.owner_role or r.owner_role == request.owner_role))
+
+        ops = self.ops
+        tasks, next_token = (page(ops.tasks.values(), request, wanted)
+                             if request.include_completed
+                             else page_open(ops.tasks, ops.open_task_places, request, wanted))
         return pb.ListTasksResponse(tasks=[task_to_proto(r) for r in tasks],
                                     next_page_token=next_token)
 
@@ -216,8 +222,11 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
     @unary
     async def ListActions(self, request: pb.ListActionsRequest,
                           context: Context) -> pb.ListActionsResponse:
-        actions, next_token = page(self.ops.actions.values(), request,
-                                   lambda r: request.include_reversed or r.active)
+        ops = self.ops
+        actions, next_token = (page(ops.actions.values(), request, keep_all)
+                               if request.include_reversed
+                               else page_open(ops.actions, ops.active_action_places, request,
+                                              keep_all))
         return pb.ListActionsResponse(actions=[action_to_proto(r) for r in actions],
                                       next_page_token=next_token)
 

@@ -16,7 +16,7 @@ from core.returns import ReturnPolicy, ReturnRecord
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, check_count, unary
-from service.paging import page
+from service.paging import keep_all, page, page_open
 from service.servicers.inventory import mutation_result
 
 #: Answers that carry a return's progress.
@@ -177,10 +177,11 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
     async def ListApprovals(self, request: pb.ListApprovalsRequest,
                             context: Context) -> pb.ListApprovalsResponse:
         book = self.engine.ledger.approvals
-        found, next_token = page(book.by_id.items(), request,
-                                 lambda item: request.include_decided or item[1].decision is None)
-        return pb.ListApprovalsResponse(approvals=[self._approval(i) for i, _ in found],
-                                        next_page_token=next_token)
+        found, next_token = (page(book.by_id.values(), request, keep_all) if request.include_decided
+                             else page_open(book.by_id, book.pending_places, request, keep_all))
+        return pb.ListApprovalsResponse(
+            approvals=[self._approval(r.request.approval_id) for r in found],
+            next_page_token=next_token)
 
     @unary
     async def DecideApproval(self, request: pb.DecideApprovalRequest,

@@ -223,8 +223,10 @@ def test_alerts_tasks_actions_and_approvals_come_a_page_at_a_time(api, cat, oper
          "alerts", "alert_id"),
         (operations.ListTasks, ops.ListTasksRequest, {"include_completed": True},
          "tasks", "task_id"),
+        (operations.ListTasks, ops.ListTasksRequest, {}, "tasks", "task_id"),
         (operations.ListActions, ops.ListActionsRequest, {"include_reversed": True},
          "actions", "action_id"),
+        (operations.ListActions, ops.ListActionsRequest, {}, "actions", "action_id"),
         (approvals.ListApprovals, rpb.ListApprovalsRequest, {}, "approvals", "approval_id"),
     )
     for call, make, filters, field, key in listings:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InvalidArgument
-from service.paging import DEFAULT_PAGE, MAX_PAGE, page, page_by_number
+from service.paging import DEFAULT_PAGE, MAX_PAGE, page, page_by_number, page_open
 
 
 def request(size: int = 0, token: str = "") -> SimpleNamespace:
@@ -89,3 +89,34 @@ def test_a_negative_page_size_is_refused():
         with pytest.raises(InvalidArgument) as refused:
             listing(request(-1))
         assert refused.value.field == "page_size"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), max_size=60), st.integers(1, 7), st.data())
+def test_open_pages_read_the_open_records_and_share_the_whole_listings_tokens(open_, size,
+                                                                           data):
+    """The open ones read from the places the books keep: what filtering the whole
+    listing finds, with the same tokens; one closed between pages moves no other."""
+    records = {f"r{k}": k for k in range(len(open_))}
+    places = {f"r{k}": k for k in range(len(open_)) if open_[k]}
+    even = data.draw(st.booleans())
+
+    def keep(v: int) -> bool:
+        return not even or v % 2 == 0
+
+    first, token = page_open(records, places, request(size), keep)
+    assert (first, token) == page(records.values(), request(size),
+                                  lambda v: f"r{v}" in places and keep(v))
+    read, closed = list(first), set()
+    for _ in range(len(open_) + 1):
+        if not token:
+            break
+        for record_id in data.draw(st.lists(st.sampled_from(sorted(records)), max_size=2)):
+            if places.pop(record_id, None) is not None:
+                closed.add(records[record_id])
+        found, token = page_open(records, places, request(size, token), keep)
+        read += found
+    assert not token
+    stayed = [v for v in range(len(open_)) if open_[v] and keep(v) and v not in closed]
+    assert [v for v in read if v not in closed] == stayed
+    assert read == sorted(set(read))
