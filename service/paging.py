@@ -82,6 +82,15 @@ def page_open(records: Mapping[str, T], open_places: Mapping[str, int], request:
     return [record for _, record in found], token
 
 
+def page_listing(records: Mapping[str, T], open_places: Mapping[str, int], request: Any,
+                 keep: Callable[[T], bool], everything: bool) -> tuple[list[T], str]:
+    """A page of a listing that holds the open records by default and every one with
+    `everything` (include_acknowledged, include_completed, ...): `page` or `page_open`."""
+    if everything:
+        return page(records.values(), request, keep)
+    return page_open(records, open_places, request, keep)
+
+
 def _place_of(item: tuple[int, Any]) -> int:
     return item[0]
 

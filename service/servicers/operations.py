@@ -26,7 +26,7 @@ from core.operations import Outcome
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, unary
-from service.paging import keep_all, page, page_open
+from service.paging import keep_all, page_listing
 from service.servicers.inventory import mutation_result
 
 WINDOW_OF = {pb.KPI_WINDOW_HOUR: "hour", pb.KPI_WINDOW_DAY: "day", pb.KPI_WINDOW_WEEK: "week"}
@@ -168,10 +168,8 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
             return ((not request.rule_id or r.info.rule_id == request.rule_id)
                     and (not request.subject or r.info.subject == request.subject))
 
-        ops = self.ops
-        alerts, next_token = (page(ops.alerts.values(), request, wanted)
-                              if request.include_acknowledged
-                              else page_open(ops.alerts, ops.open_alert_places, request, wanted))
+        alerts, next_token = page_listing(self.ops.alerts, self.ops.open_alert_places, request,
+                                          wanted, request.include_acknowledged)
         return pb.ListAlertsResponse(alerts=[alert_to_proto(r) for r in alerts],
                                      next_page_token=next_token)
 
@@ -194,14 +192,13 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
                         context: Context) -> pb.ListTasksResponse:
         if request.type and request.type not in {int(t) for t in TaskType}:
             raise InvalidArgument("unknown task type", "type")
+
         def wanted(r: TaskRecord) -> bool:
             return ((not request.type or int(r.info.task_type) == request.type)
                     and (not request.owner_role or r.owner_role == request.owner_role))
 
-        ops = self.ops
-        tasks, next_token = (page(ops.tasks.values(), request, wanted)
-                             if request.include_completed
-                             else page_open(ops.tasks, ops.open_task_places, request, wanted))
+        tasks, next_token = page_listing(self.ops.tasks, self.ops.open_task_places, request,
+                                         wanted, request.include_completed)
         return pb.ListTasksResponse(tasks=[task_to_proto(r) for r in tasks],
                                     next_page_token=next_token)
 
@@ -222,11 +219,8 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
     @unary
     async def ListActions(self, request: pb.ListActionsRequest,
                           context: Context) -> pb.ListActionsResponse:
-        ops = self.ops
-        actions, next_token = (page(ops.actions.values(), request, keep_all)
-                               if request.include_reversed
-                               else page_open(ops.actions, ops.active_action_places, request,
-                                              keep_all))
+        actions, next_token = page_listing(self.ops.actions, self.ops.active_action_places,
+                                           request, keep_all, request.include_reversed)
         return pb.ListActionsResponse(actions=[action_to_proto(r) for r in actions],
                                       next_page_token=next_token)
 

@@ -16,7 +16,7 @@ from core.returns import ReturnPolicy, ReturnRecord
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, check_count, unary
-from service.paging import keep_all, page, page_open
+from service.paging import keep_all, page_listing
 from service.servicers.inventory import mutation_result
 
 #: Answers that carry a return's progress.
@@ -177,8 +177,8 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
     async def ListApprovals(self, request: pb.ListApprovalsRequest,
                             context: Context) -> pb.ListApprovalsResponse:
         book = self.engine.ledger.approvals
-        found, next_token = (page(book.by_id.values(), request, keep_all) if request.include_decided
-                             else page_open(book.by_id, book.pending_places, request, keep_all))
+        found, next_token = page_listing(book.by_id, book.pending_places, request, keep_all,
+                                         request.include_decided)
         return pb.ListApprovalsResponse(
             approvals=[self._approval(r.request.approval_id) for r in found],
             next_page_token=next_token)

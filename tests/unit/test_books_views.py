@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from types import SimpleNamespace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,16 +103,26 @@ def test_books_from_a_snapshot_without_the_views_rebuild_them(rows):
     assert older.activity(1, None) == walked_activity(books, 1, None)
 
 
-def test_verify_journal_lets_other_calls_run_between_its_steps(monkeypatch):
-    """The servicer checks a long journal in steps, the loop free between them."""
+def journal(entries: int) -> Books:
+    return posted([(k * 1000, [(Account.INVENTORY, 5)], Account.ACCOUNTS_PAYABLE)
+                   for k in range(entries)])
+
+
+def verify_call(books: Books, monkeypatch) -> tuple[SimpleNamespace, Any]:
+    """The servicer's VerifyJournal over `books` in steps of 10 entries, and its engine."""
     from service.servicers import finance as servicer
 
-    books = posted([(k * 1000, [(Account.INVENTORY, 5)], Account.ACCOUNTS_PAYABLE)
-                    for k in range(50)])
     monkeypatch.setattr(servicer, "VERIFY_STEP", 10)
     engine = SimpleNamespace(ledger=SimpleNamespace(books=books))
     finance = servicer.FinanceServicer.__new__(servicer.FinanceServicer)
     finance.engine = engine  # type: ignore[assignment]
+    return engine, lambda: servicer.FinanceServicer.VerifyJournal.__wrapped__(
+        finance, servicer.pb.VerifyJournalRequest(), None)
+
+
+def test_verify_journal_lets_other_calls_run_between_its_steps(monkeypatch):
+    """The servicer checks a long journal in steps, the loop free between them."""
+    _, verify_journal = verify_call(journal(50), monkeypatch)
     turns = []
 
     async def other_calls() -> None:
@@ -123,8 +134,7 @@ def test_verify_journal_lets_other_calls_run_between_its_steps(monkeypatch):
         other = asyncio.ensure_future(other_calls())
         await asyncio.sleep(0)
         before = len(turns)
-        response = await servicer.FinanceServicer.VerifyJournal.__wrapped__(
-            finance, servicer.pb.VerifyJournalRequest(), None)
+        response = await verify_journal()
         other.cancel()
         return response, len(turns) - before
 
@@ -136,16 +146,8 @@ def test_verify_journal_lets_other_calls_run_between_its_steps(monkeypatch):
 def test_verify_journal_checks_the_state_reloaded_while_it_ran(monkeypatch):
     """A reload from the store (after a change that could not be answered) replaces the
     ledger: a check under way answers for the reloaded journal, not the discarded one."""
-    from service.servicers import finance as servicer
-
-    discarded = posted([(k * 1000, [(Account.INVENTORY, 5)], Account.ACCOUNTS_PAYABLE)
-                        for k in range(30)])
-    reloaded = posted([(k * 1000, [(Account.INVENTORY, 5)], Account.ACCOUNTS_PAYABLE)
-                       for k in range(20)])
-    monkeypatch.setattr(servicer, "VERIFY_STEP", 10)
-    engine = SimpleNamespace(ledger=SimpleNamespace(books=discarded))
-    finance = servicer.FinanceServicer.__new__(servicer.FinanceServicer)
-    finance.engine = engine  # type: ignore[assignment]
+    reloaded = journal(20)
+    engine, verify_journal = verify_call(journal(30), monkeypatch)
 
     async def reload_soon() -> None:
         await asyncio.sleep(0)
@@ -153,8 +155,7 @@ def test_verify_journal_checks_the_state_reloaded_while_it_ran(monkeypatch):
 
     async def main():
         reload = asyncio.ensure_future(reload_soon())
-        response = await servicer.FinanceServicer.VerifyJournal.__wrapped__(
-            finance, servicer.pb.VerifyJournalRequest(), None)
+        response = await verify_journal()
         await reload
         return response
 

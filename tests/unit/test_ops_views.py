@@ -4,7 +4,9 @@ snapshot written before the views, which rebuilds them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,34 +35,37 @@ def event(kind: EventKind, payload: object, time_ms: int) -> SimpleNamespace:
     return SimpleNamespace(kind=kind, payload=payload, time_ms=time_ms, node=0, channel=0)
 
 
+def close_one(book: OpsBook, records: dict[str, Any], still_open: Callable[[Any], bool],
+              kind: EventKind, payload: Callable[[str, str, str], object], k: int,
+              t: int) -> None:
+    """Settle the k-th (modulo) of the records still open, if any: (id, actor, note)."""
+    waiting = [i for i, r in records.items() if still_open(r)]
+    if waiting:
+        book.apply(None, event(kind, payload(waiting[k % len(waiting)], "p", ""), t))
+
+
 def run(book: OpsBook, program: list[tuple[str, int, str]]) -> None:
     for t, (step, k, sku) in enumerate(program):
         if step == "task":
             book.apply(None, event(EventKind.TASK_OPENED, TaskInfo(
                 f"TK-{t}", TaskType.CYCLE_COUNT, "", sku, ""), t))
         elif step == "done":
-            waiting = [i for i, r in book.tasks.items() if r.done is None]
-            if waiting:
-                book.apply(None, event(EventKind.TASK_COMPLETED, TaskDone(
-                    waiting[k % len(waiting)], "p", ""), t))
+            close_one(book, book.tasks, lambda r: r.done is None, EventKind.TASK_COMPLETED,
+                      TaskDone, k, t)
         elif step == "alert":
             book.apply(None, event(EventKind.ALERT_RAISED, AlertInfo(
                 f"AL-{t}", "count-variance", 1, RuleKind.COUNT_VARIANCE, f"{sku}{t}", 1.0,
                 1.0, "day", ""), t))
         elif step == "ack":
-            waiting = [i for i, r in book.alerts.items() if r.ack is None]
-            if waiting:
-                book.apply(None, event(EventKind.ALERT_ACKNOWLEDGED, AlertAck(
-                    waiting[k % len(waiting)], "p", ""), t))
+            close_one(book, book.alerts, lambda r: r.ack is None,
+                      EventKind.ALERT_ACKNOWLEDGED, AlertAck, k, t)
         elif step == "act":
             book.apply(None, event(EventKind.ACTION_APPLIED, ActionInfo(
                 f"AC-{t}", ActionSpec(ActionType.RESTRICT_SKU, node_id="N1", sku_id=sku),
                 -1, "p"), t))
         else:
-            active = [i for i, r in book.actions.items() if r.active]
-            if active:
-                book.apply(None, event(EventKind.ACTION_REVERSED, ActionUndo(
-                    active[k % len(active)], "p", ""), t))
+            close_one(book, book.actions, lambda r: r.active, EventKind.ACTION_REVERSED,
+                      ActionUndo, k, t)
 
 
 def assert_views_match(book: OpsBook) -> None:
