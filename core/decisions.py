@@ -120,16 +120,25 @@ class FloorTable:
 
     def __getitem__(self, key: tuple[int, int, int]) -> int:
         channel, sku, node = key
+        return self.floor(channel, sku, node)
+
+    def floor(self, channel: int, sku: int, node: int) -> int:
+        """The floor of (channel, sku, node); `table[(channel, sku, node)]` without the key
+        tuple (it runs for every unit move allocation makes)."""
         sources = self._sources
+        # (ndarray.item gives the int itself, which the annotation checks: indexing makes a
+        # numpy scalar, and int() of it is a call.)
         if len(sources) == 1:  # (most batches: no substitution gathered again)
             line_of, floor = sources[0]
-            return int(floor[line_of[(channel, sku)], node])
+            value: int = floor.item(line_of[(channel, sku)], node)
+            return value
         for i in range(len(sources) - 1, -1, -1):  # (the latest first)
             line_of, floor = sources[i]
             k = line_of.get((channel, sku))
             if k is not None:
-                return int(floor[k, node])
-        raise KeyError(key)
+                found: int = floor.item(k, node)
+                return found
+        raise KeyError((channel, sku, node))
 
 
 def _gather(ledger: Ledger, network: CompiledNetwork, reqs: list[Request], now_ms: int,

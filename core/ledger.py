@@ -333,8 +333,11 @@ class Ledger:
                         counted = allocated[(event.channel, event.time_ms)] = [0, 0]
                     counted[0] += event.quantity
                     # The moves refuse to go below zero, so this stays 0; it is
-                    # measured, not assumed.
-                    if qty[sku % n_shards][sku // n_shards, event.node, available] < 0:
+                    # measured, not assumed. (ndarray.item: a plain int to compare, not
+                    # a numpy scalar.)
+                    left: int = qty[sku % n_shards].item(sku // n_shards, event.node,
+                                                         available)
+                    if left < 0:
                         counted[1] += event.quantity
                     continue  # neither money nor another KPI
                 elif kind == order_allocated:  # (one for every decision)

@@ -222,7 +222,7 @@ def _emit_decision(p: Plan, spec: OrderSpec, decision: Decision,
     for plan in decision[1]:  # (its packages)
         package_id, node, _, lines, _, _, _, _, _, _, _ = plan
         for _, sku, quantity, _ in lines:
-            p.add_move(_UNITS_ALLOCATED, floors[(channel, sku, node)],
+            p.add_move(_UNITS_ALLOCATED, floors.floor(channel, sku, node),
                        sku, node, _AVAILABLE, _ALLOCATED, quantity, package_id, channel)
     if not decision[2]:  # (no backorders)
         return OrderOutcome(order_id, decision)
