@@ -7,7 +7,6 @@ out of the ledger when shipped (or written off by a short pick).
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from core.orders import (
     PickRecord,
     ShipRecord,
     WaveRecord,
+    first_waiting,
 )
 from core.plan import Plan
 from core.validation import check_identifier, check_line_ids, existing, is_identifier
@@ -414,18 +414,11 @@ def release_wave(p: Plan, cmd: c.ReleaseWave) -> WaveResult:
     if cmd.max_packages < 0:
         raise InvalidArgument("max_packages must be >= 0", "max_packages")
     book = ledger.orders
-    packages = book.packages
-    candidates = [packages[package_id] for package_id in book.allocated_at.get(node, ())]
-
-    def priority(state: PackageState) -> tuple[int, int, int, int, str]:
-        record = book.orders[state.order_id]
-        return (int(record.spec.tier), record.spec.deliver_by_ms or (1 << 62),
-                state.plan.ship_ms, record.seq, state.plan.package_id)
-
-    limit = cmd.max_packages or ledger.catalog.nodes[node].daily_capacity or len(candidates)
-    # (The first `limit` by priority, without sorting all that wait: the same ones, as the
-    # key ends with the package id, which no two share.)
-    chosen = tuple(s.plan.package_id for s in heapq.nsmallest(limit, candidates, key=priority))
+    waiting = book.allocated_at.get(node, {})
+    limit = cmd.max_packages or ledger.catalog.nodes[node].daily_capacity or len(waiting)
+    # (The first `limit` by wave_key, read from the top of the node's queue: the same ones
+    # as sorting all that wait, as the key ends with the package id, which no two share.)
+    chosen = tuple(first_waiting(book.waves_queue(node), waiting, limit))
     wave_id = f"WAVE-{cmd.node_id}-{ledger.last_seq + 1}"
     if chosen:
         p.add(EventKind.WAVE_RELEASED, node=node, reference=wave_id,

@@ -7,6 +7,7 @@ times cheaper to build, which matters on the allocation path (thousands a second
 from __future__ import annotations
 
 import copyreg
+import heapq
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -324,7 +325,13 @@ def _moved(counts: dict[OrderStatus, int], open_orders: dict[str, None], order_i
 _PACKAGE_ALLOCATED: Final = PackageStatus.ALLOCATED
 
 
-def _package_moved(allocated_at: dict[int, dict[str, None]], state: PackageState,
+#: The stamp of a package that comes back to waiting (none does today): above every other,
+#: so each wave after takes it into the node's queue again (OrderBook.waves_queue; a
+#: package queued twice is read once).
+_BACK: Final = 1 << 62
+
+
+def _package_moved(allocated_at: dict[int, dict[str, int]], state: PackageState,
                    status: PackageStatus) -> None:
     """A package goes to `status`: OrderBook.allocated_at follows."""
     if state.status is _PACKAGE_ALLOCATED and status is not _PACKAGE_ALLOCATED:
@@ -332,17 +339,53 @@ def _package_moved(allocated_at: dict[int, dict[str, None]], state: PackageState
         if at is not None:
             at.pop(state.plan.package_id, None)
     elif status is _PACKAGE_ALLOCATED and state.status is not _PACKAGE_ALLOCATED:
-        allocated_at.setdefault(state.plan.node, {})[state.plan.package_id] = None
+        allocated_at.setdefault(state.plan.node, {})[state.plan.package_id] = _BACK
     state.status = status
 
 
-def index_allocated(packages: dict[str, PackageState]) -> dict[int, dict[str, None]]:
-    """Node -> its ALLOCATED packages' ids, found one by one (what OrderBook.allocated_at
-    keeps as it goes)."""
-    allocated_at: dict[int, dict[str, None]] = {}
-    for package_id, state in packages.items():
+#: A package's place in its node's queue for a wave: SLA tier, deliver-by (none last),
+#: ship date, the order's arrival, the package id (no two share it, so no ties).
+WaveKey = tuple[int, int, int, int, str]
+NO_DEADLINE: Final = 1 << 62
+
+
+def wave_key(record: OrderRecord, plan: PackagePlan) -> WaveKey:
+    spec = record.spec
+    return (int(spec[2]), spec[7] or NO_DEADLINE, plan[9], record.seq, plan[0])
+
+
+def first_waiting(queue: list[WaveKey], waiting: dict[str, int], limit: int) -> list[str]:
+    """The first `limit` package ids in `queue` (a heap, which may still hold packages no
+    longer waiting) that `waiting` holds, in order: a walk of the heap from its top, as
+    far as the wave goes, not of every package queued."""
+    chosen: list[str] = []
+    if not queue or limit <= 0:
+        return chosen
+    seen: set[str] = set()
+    size = len(queue)
+    frontier: list[tuple[WaveKey, int]] = [(queue[0], 0)]
+    while frontier and len(chosen) < limit:
+        key, i = heapq.heappop(frontier)
+        package_id = key[4]
+        if package_id in waiting and package_id not in seen:
+            seen.add(package_id)
+            chosen.append(package_id)
+        left = 2 * i + 1
+        if left < size:
+            heapq.heappush(frontier, (queue[left], left))
+            if left + 1 < size:
+                heapq.heappush(frontier, (queue[left + 1], left + 1))
+    return chosen
+
+
+def index_allocated(packages: dict[str, PackageState]) -> dict[int, dict[str, int]]:
+    """Node -> its ALLOCATED packages' ids with their stamps (each one's number among all
+    packages, in the order made), found one by one (what OrderBook.allocated_at keeps as
+    it goes)."""
+    allocated_at: dict[int, dict[str, int]] = {}
+    for stamp, (package_id, state) in enumerate(packages.items(), start=1):
         if state.status is _PACKAGE_ALLOCATED:
-            allocated_at.setdefault(state.plan.node, {})[package_id] = None
+            allocated_at.setdefault(state.plan.node, {})[package_id] = stamp
     return allocated_at
 
 
@@ -377,7 +420,14 @@ class OrderBook:
         # Node -> the ids of its packages waiting for a wave (ALLOCATED), in the order
         # made: ReleaseWave chooses among them, where it walked every package ever made
         # (~0.2 s a call at a million). Not in a snapshot either.
-        self.allocated_at: dict[int, dict[str, None]] = {}
+        self.allocated_at: dict[int, dict[str, int]] = {}
+        # Node -> a heap of its waiting packages' wave keys (wave_key), and the stamp of
+        # the newest package in it: made when a wave is first asked of the node, topped up
+        # with the packages stamped since at each wave after (allocating does nothing
+        # more), and the released popped off. ReleaseWave reads the heap's top, where it
+        # looked at every package waiting (~60 ms at 20,000). The heap may hold packages
+        # that left allocated_at, which readers skip. Not in a snapshot either.
+        self.wave_queue: dict[int, tuple[list[WaveKey], int]] = {}
         # The ids of the orders re-optimisation may change (_is_open), in no set order:
         # it read every order ever received to find them. Not in a snapshot either.
         self.open_orders: dict[str, None] = {}
@@ -398,6 +448,7 @@ class OrderBook:
         self.status_counts = count_statuses(self.orders)
         self.allocated_at = index_allocated(self.packages)
         self.open_orders = index_open(self.orders)
+        self.wave_queue = {}
 
     def receive(self, spec: OrderSpec, seq: int) -> None:
         counts = self.status_counts
@@ -434,7 +485,7 @@ class OrderBook:
             waiting = allocated_at.get(node)
             if waiting is None:
                 waiting = allocated_at[node] = {}
-            waiting[package_id] = None
+            waiting[package_id] = len(packages)  # (its stamp: packages only grows)
             package_ids.append(package_id)
             key = (node, ship_ms // DAY_MS)
             if key not in days:  # (a few packages at most: a list, not a set)
@@ -508,6 +559,37 @@ class OrderBook:
             _package_moved(self.allocated_at, state, PackageStatus.RELEASED)
             state.wave_id = wave.wave_id
             self._refresh(self.orders[state.order_id])
+        kept = self.wave_queue.get(wave.node)
+        if kept is not None:  # the released (and any others gone) off the top
+            queue = kept[0]
+            waiting = self.allocated_at.get(wave.node, {})
+            while queue and queue[0][4] not in waiting:
+                heapq.heappop(queue)
+            if len(queue) > 2 * len(waiting) + 64:  # mostly gone: made again when asked
+                del self.wave_queue[wave.node]
+
+    def waves_queue(self, node: int) -> list[WaveKey]:
+        """The node's wave queue (wave_queue): made from its waiting packages the first
+        time, then topped up with those stamped since (the newest come last in
+        allocated_at, so they are read from its end until an older stamp)."""
+        waiting = self.allocated_at.get(node, {})
+        kept = self.wave_queue.get(node)
+        if kept is None:
+            queue = [self._wave_key(package_id) for package_id in waiting]
+            heapq.heapify(queue)
+        else:
+            queue, newest = kept
+            for package_id, stamp in reversed(waiting.items()):
+                if stamp <= newest:
+                    break
+                heapq.heappush(queue, self._wave_key(package_id))
+        # Every package made so far is in it now (stamps count packages made).
+        self.wave_queue[node] = (queue, len(self.packages))
+        return queue
+
+    def _wave_key(self, package_id: str) -> WaveKey:
+        state = self.packages[package_id]
+        return wave_key(self.orders[state.order_id], state.plan)
 
     def pick(self, rec: PickRecord) -> None:
         state = self.packages[rec.package_id]

@@ -306,6 +306,12 @@ class OrderMachine(RuleBasedStateMachine):
         assert nonzero(book.status_counts) == count_statuses(book.orders)
         assert waiting(book) == waiting_found(book)  # (ReleaseWave's candidates)
         assert all(v >= 0 for v in book.status_counts.values())
+        # Each node's wave queue, once made and topped up (as a wave tops it up): a heap
+        # holding every package waiting there.
+        for node in list(book.wave_queue):
+            queue = book.waves_queue(node)
+            assert all(queue[(i - 1) // 2] <= queue[i] for i in range(1, len(queue)))
+            assert {key[4] for key in queue} >= set(book.allocated_at.get(node, {}))
         # Re-optimisation's candidates: every eligible order is among them.
         assert set(book.open_orders) == set(index_open(book.orders))
         assert {i for i, r in book.orders.items() if eligible(self.ledger, r)} <= set(
