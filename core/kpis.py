@@ -15,12 +15,12 @@ also the KPI's trend. Memory is bounded: 3 x 60 numbers per counter, scope and s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mypy_extensions import mypyc_attr
 
 from core.exceptions import OWNER_ROLE, ExceptionType
-from core.model import Event, EventKind
+from core.model import Event, EventKind, set_fields
 from core.orders import DAY_MS, Decision, OrderStatus
 
 if TYPE_CHECKING:  # the ledger feeds this book; no import cycle at run time
@@ -33,16 +33,30 @@ WINDOWS: dict[str, int] = {"hour": HOUR_MS, "day": DAY_MS, "week": 7 * DAY_MS}
 SCOPES = ("all", "node", "channel", "sku", "category", "type")
 
 
-@mypyc_attr(native_class=False)
+# Rings and the counters made of them are native classes when compiled: every order adds
+# to several (Windowed.add), and a compiled read of a Python class's field is a generic
+# attribute lookup, of a native one a load. Snapshots hold them as their fields in order
+# (__reduce__); those written before, in pickle's default form for a class with slots
+# (made empty, then each field set), still read (__setstate__).
+@dataclass(slots=True, init=False)
 class Ring:
     """One sliding window: 60 slots, each tagged with the slot number it holds."""
 
-    __slots__ = ("index", "slot_ms", "value")
+    slot_ms: int
+    index: list[int]
+    value: list[float]
 
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int = HOUR_MS, index: list[int] | None = None,
+                 value: list[float] | None = None) -> None:
         self.slot_ms = window_ms // SLOTS
-        self.index = [-1] * SLOTS
-        self.value = [0.0] * SLOTS
+        self.index = [-1] * SLOTS if index is None else index
+        self.value = [0.0] * SLOTS if value is None else value
+
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)
+
+    def __reduce__(self) -> tuple[type[Ring], tuple[int, list[int], list[float]]]:
+        return Ring, (self.slot_ms * SLOTS, self.index, self.value)
 
     def add(self, time_ms: int, amount: float) -> None:
         slot = time_ms // self.slot_ms
@@ -71,27 +85,45 @@ class Ring:
         return out
 
 
-@mypyc_attr(native_class=False)
+@dataclass(slots=True, init=False)
 class Windowed:
     """A counter over the three windows."""
 
-    __slots__ = ("day", "hour", "rings", "week")
+    hour: Ring
+    day: Ring
+    week: Ring
+    rings: dict[str, Ring]
 
-    def __init__(self) -> None:
-        self.hour, self.day, self.week = (Ring(length) for length in WINDOWS.values())
+    def __init__(self, hour: Ring | None = None, day: Ring | None = None,
+                 week: Ring | None = None) -> None:
+        self.hour = Ring(HOUR_MS) if hour is None else hour
+        self.day = Ring(DAY_MS) if day is None else day
+        self.week = Ring(7 * DAY_MS) if week is None else week
         self.rings = {"hour": self.hour, "day": self.day, "week": self.week}
 
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)
+
+    def __reduce__(self) -> tuple[type[Windowed], tuple[Ring, Ring, Ring]]:
+        return Windowed, (self.hour, self.day, self.week)
+
     def add(self, time_ms: int, amount: float) -> None:
-        # Ring.add three times, inlined: this runs several times for every order.
-        for ring in (self.hour, self.day, self.week):
-            slot = time_ms // ring.slot_ms
-            pos = slot % SLOTS
-            index = ring.index
-            if index[pos] == slot:
-                ring.value[pos] += amount
-            elif index[pos] < slot:
-                index[pos] = slot
-                ring.value[pos] = amount
+        # Ring.add three times, written out: this runs several times for every command.
+        _add(self.hour, time_ms, amount)
+        _add(self.day, time_ms, amount)
+        _add(self.week, time_ms, amount)
+
+
+def _add(ring: Ring, time_ms: int, amount: float) -> None:
+    slot = time_ms // ring.slot_ms
+    pos = slot % SLOTS
+    index = ring.index
+    held = index[pos]
+    if held == slot:
+        ring.value[pos] += amount
+    elif held < slot:
+        index[pos] = slot
+        ring.value[pos] = amount
 
 
 @mypyc_attr(native_class=False)

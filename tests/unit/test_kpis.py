@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 
 from core import commands as c
 from core.exceptions import Resolution
-from core.kpis import BY_NAME, HOUR_MS, SLOTS, WINDOWS, Ring, exception_ages
+from core.kpis import BY_NAME, HOUR_MS, SLOTS, WINDOWS, Ring, Windowed, exception_ages
 from core.ledger import Ledger, LedgerSettings
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import DAY_MS, OrderLineSpec, OrderSpec, PaymentStatus
 from core.returns import Grade
+from service import logcodec
 from tests.unit.shop import shop
 from tests.unit.test_orders_stateful import NOW
 
@@ -199,3 +200,44 @@ def test_a_ring_sums_what_a_list_of_observations_would(window, observations, now
     expected = sum(a for s, a in kept if now_slot - SLOTS < s <= now_slot)
     assert ring.total(now) == expected
     assert sum(ring.series(now)) == expected
+
+
+def _counter_with_history() -> Windowed:
+    counter = Windowed()
+    for k in range(200):
+        counter.add(k * 7 * 60_000, float(k % 5))
+    return counter
+
+
+def test_a_counter_reads_back_from_the_store_as_it_was_written():
+    """Snapshots hold counters as their fields (__reduce__): the same slots, and the three
+    windows still the ones `rings` names."""
+    counter = _counter_with_history()
+    back = logcodec.loads(logcodec.dumps(counter))
+    for window in WINDOWS:
+        assert back.rings[window].index == counter.rings[window].index
+        assert back.rings[window].value == counter.rings[window].value
+        assert back.rings[window].slot_ms == counter.rings[window].slot_ms
+    assert back.rings["hour"] is back.hour and back.rings["week"] is back.week
+    now = 199 * 7 * 60_000
+    assert back.day.total(now) == counter.day.total(now) > 0
+
+
+def test_counters_in_the_form_older_snapshots_hold_still_read():
+    """Before, counters and rings were pickled in the default form of a class with slots:
+    made empty, then (None, {field: value}) set."""
+    counter = _counter_with_history()
+    rings = {}
+    for window, ring in counter.rings.items():
+        old = Ring.__new__(Ring)
+        old.__setstate__((None, {"index": list(ring.index), "slot_ms": ring.slot_ms,
+                                 "value": list(ring.value)}))
+        rings[window] = old
+    back = Windowed.__new__(Windowed)
+    back.__setstate__((None, {"day": rings["day"], "hour": rings["hour"], "rings": rings,
+                              "week": rings["week"]}))
+    now = 199 * 7 * 60_000
+    for window in WINDOWS:
+        assert back.rings[window].series(now) == counter.rings[window].series(now)
+    back.add(now + 60_000, 2.0)
+    assert back.hour.total(now + 60_000) == counter.hour.total(now + 60_000) + 2.0
