@@ -35,6 +35,13 @@ class Settings:
     group_commit_max: int = 1000  # commits in one write at most
     checkpoint_every_events: int = 1_000_000
     checkpoint_every_s: float = 300.0
+    # After a snapshot, the next waits at least this many times as long as that one took
+    # to write: a snapshot's cost grows with the state, so at a steady rate of events a
+    # fixed count between snapshots ends in one snapshot after another (a core busy
+    # writing them); this way they take at most 1/(1 + N) of the time. Unless the log has
+    # grown by checkpoint_max_events since the last one: that bounds a restart's replay.
+    checkpoint_rest_factor: float = 4.0
+    checkpoint_max_events: int = 10_000_000
     # How much the process writing a snapshot yields to the server (its niceness, 0-19).
     snapshot_nice: int = 10
     # Recent events kept in memory for WatchInventoryEvents.

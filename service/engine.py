@@ -166,6 +166,7 @@ class Engine:
         self._reload_task: asyncio.Task[None] | None = None
         self.snapshot_seq = 0
         self.snapshot_time = time.monotonic()
+        self.snapshot_took_s = 0.0  # the last snapshot's time, fork to published
         self.recovery_notes: list[str] = []
         self.last_fork_pause_ms = 0.0
         self.generation = 0  # bumped by every store failure
@@ -585,12 +586,22 @@ class Engine:
 
     # ---- checkpoints -------------------------------------------------------------------
     def checkpoint_due(self) -> bool:
+        """A snapshot is due once `checkpoint_every_events` events or `checkpoint_every_s`
+        seconds have passed since the last one, and the rest after it has: at least
+        `checkpoint_rest_factor` times as long as it took to write. Whatever the rest,
+        once the log has grown by `checkpoint_max_events` (a restart replays it)."""
         s = self.settings
         if not self.store.supports_snapshots or self.broken:
             return False
         behind = self.durable_seq - self.snapshot_seq
-        return behind >= s.checkpoint_every_events or (
-            behind > 0 and time.monotonic() - self.snapshot_time >= s.checkpoint_every_s)
+        if behind <= 0:
+            return False
+        if behind >= s.checkpoint_max_events:
+            return True
+        since = time.monotonic() - self.snapshot_time
+        if since < s.checkpoint_rest_factor * self.snapshot_took_s:
+            return False
+        return behind >= s.checkpoint_every_events or since >= s.checkpoint_every_s
 
     async def checkpoint(self) -> bool:
         """Snapshot the state without pausing requests: a forked child writes the
@@ -637,6 +648,7 @@ class Engine:
         await self.store.publish_snapshot(seq)
         self.snapshot_seq = seq
         self.snapshot_time = time.monotonic()
+        self.snapshot_took_s = time.perf_counter() - forked
         log.info("snapshot of event %d published", seq)
         return True
 

@@ -179,3 +179,40 @@ def test_a_retry_waits_for_the_answer_in_flight_and_an_answer_costs_little_to_ke
         assert each < 200, each  # an asyncio.Event alone takes ~850 bytes
 
     asyncio.run(go())
+
+
+def test_snapshots_rest_in_proportion_to_what_the_last_one_took(tmp_path):
+    """A snapshot's cost grows with the state: after one, the next waits at least
+    checkpoint_rest_factor times as long as it took, however many events come, unless the
+    log has grown by checkpoint_max_events (a restart's replay stays bounded)."""
+    async def scenario():
+        engine = await _engine(FileEventStore(tmp_path))
+        engine.settings = Settings(store="file", checkpoint_every_events=3,
+                                   checkpoint_every_s=3600.0, checkpoint_rest_factor=4.0,
+                                   checkpoint_max_events=1000)
+        for k in range(3):
+            await engine.mutate_internal(_build()(), f"r{k}")
+        assert engine.checkpoint_due()  # nothing written before: no rest to wait
+        assert await engine.checkpoint()
+        took = engine.snapshot_took_s
+        assert took > 0 and engine.snapshot_seq == engine.durable_seq
+        assert not engine.checkpoint_due()  # nothing new yet
+        for k in range(3, 6):
+            await engine.mutate_internal(_build()(), f"r{k}")
+        # As if the snapshot had taken 10 s: 3 events are due by count, but not before
+        # 40 s have passed since.
+        engine.snapshot_took_s = 10.0
+        engine.snapshot_time -= 39.0
+        assert not engine.checkpoint_due()
+        engine.snapshot_time -= 2.0
+        assert engine.checkpoint_due()
+        # However short the rest so far, a log grown by checkpoint_max_events is due.
+        engine.snapshot_time += 41.0
+        engine.settings = Settings(store="file", checkpoint_every_events=3,
+                                   checkpoint_every_s=3600.0, checkpoint_rest_factor=4.0,
+                                   checkpoint_max_events=engine.durable_seq
+                                   - engine.snapshot_seq)
+        assert engine.checkpoint_due()
+        await engine.store.close()
+
+    asyncio.run(scenario())
