@@ -496,3 +496,56 @@ def _group_cost(  # type: ignore[no-untyped-def]
     if service < 0:
         return INF
     return cost + handling[n] + units_cost
+
+
+@njit(cache=True, nogil=True)
+def _allocate_into(  # type: ignore[no-untyped-def]
+    out, n_orders, n_lines, capacity, pieces,
+    line_start, line_end, region, minute, deadline, tier, allow_split, channel,
+    item_u, item_qty, item_weight, item_volume, item_longest, item_floor, item_unit_extra,
+    avail, capacity_left,
+    node_enabled, blocked, zone, rates, over_per_lb, transit, service_cutoff, surcharge,
+    lane_has, lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
+    split_penalty, max_exact,
+):
+    """_allocate_orders, its twenty-one outputs cut from the one buffer `out` here: seven
+    of `n_orders` (status, method, cost, single_cost, split_cost, pkg_first, pkg_count),
+    one of `n_lines` (backorder), eight of `capacity` packages (node, service, carrier,
+    handling, units_cost, billable, ship_day, transit), three of `pieces` (line, package,
+    quantity), two of `n_orders` (piece_first, piece_count). Each argument costs the call
+    from Python a type check and a conversion: one buffer where there were twenty-one.
+
+    Once decided, the outputs are moved together to the front of `out`, each cut to what
+    was written (the packages and pieces made, not the room left for them), in the same
+    order: the caller reads them from there as one run."""
+    o = n_orders
+    c = capacity
+    sizes = (o, o, o, o, o, o, o, n_lines, c, c, c, c, c, c, c, c, pieces, pieces, pieces,
+             o, o)
+    a = 0
+    views = []
+    for size in sizes:
+        views.append(out[a:a + size])
+        a += size
+    pkgs, used = _allocate_orders(
+        line_start, line_end, region, minute, deadline, tier, allow_split, channel,
+        item_u, item_qty, item_weight, item_volume, item_longest, item_floor, item_unit_extra,
+        avail, capacity_left,
+        node_enabled, blocked, zone, rates, over_per_lb, transit, service_cutoff, surcharge,
+        lane_has, lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
+        split_penalty, max_exact,
+        views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7],
+        views[8], views[9], views[10], views[11], views[12], views[13], views[14], views[15],
+        views[16], views[17], views[18], views[19], views[20])
+    if pkgs < 0:
+        return pkgs, used
+    src = 0
+    dst = 0
+    for k in range(len(sizes)):
+        size = sizes[k]
+        filled = pkgs if 8 <= k < 16 else (used if 16 <= k < 19 else size)
+        for i in range(filled):  # (dst <= src: a forward copy never overwrites unread data)
+            out[dst + i] = out[src + i]
+        src += size
+        dst += filled
+    return pkgs, used
