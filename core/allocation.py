@@ -72,20 +72,22 @@ class OrderBatch:
         return len(self.item_u)
 
 
-# The outputs, in the order they are cut from the one buffer the kernel writes
-# (_allocate_into): (name, which size) with 0 n_orders, 1 n_lines, 2 packages, 3 pieces.
-_OUTPUTS: Final = (
-    ("status", 0), ("method", 0), ("cost", 0), ("single_cost", 0), ("split_cost", 0),
-    ("pkg_first", 0), ("pkg_count", 0), ("backorder", 1),
-    ("pkg_node", 2), ("pkg_service", 2), ("pkg_carrier", 2), ("pkg_handling", 2),
-    ("pkg_units_cost", 2), ("pkg_billable", 2), ("pkg_ship_day", 2), ("pkg_transit", 2),
-    ("piece_line", 3), ("piece_pkg", 3), ("piece_qty", 3), ("piece_first", 0),
-    ("piece_count", 0))
+#: The outputs, in the order they are cut from the one buffer the kernel writes
+#: (_allocate_into), and so the order of BatchResult.lists.
+OUTPUTS: Final = (
+    "status", "method", "cost", "single_cost", "split_cost", "pkg_first", "pkg_count",
+    "backorder",
+    "pkg_node", "pkg_service", "pkg_carrier", "pkg_handling", "pkg_units_cost",
+    "pkg_billable", "pkg_ship_day", "pkg_transit",
+    "piece_line", "piece_pkg", "piece_qty",
+    "piece_first", "piece_count")
+# How long each is: 0 n_orders, 1 n_lines, 2 the packages made, 3 the pieces made.
+_LENGTH_OF: Final = (0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 0, 0)
 
 
 class BatchResult:
     """The kernel's decisions: one run at the front of a buffer, read as the arrays named
-    in _OUTPUTS, one after the other, each as long as what the kernel wrote (n_orders,
+    in OUTPUTS, one after the other, each as long as what the kernel wrote (n_orders,
     n_lines, the packages made, the pieces made). Each array is a view made when read; the
     order path reads them all at once as lists (`lists`)."""
 
@@ -93,106 +95,106 @@ class BatchResult:
                  used: int) -> None:
         self.out = out
         lengths = (n_orders, n_lines, pkgs, used)
-        self.bounds: dict[str, tuple[int, int]] = {}
-        start = 0
-        for name, which in _OUTPUTS:
-            stop = start + lengths[which]
-            self.bounds[name] = (start, stop)
-            start = stop
-        self.size = start
+        starts = [0]  # output k is out[starts[k]:starts[k + 1]]
+        at = 0
+        for which in _LENGTH_OF:
+            at += lengths[which]
+            starts.append(at)
+        self.starts = starts
 
-    def array(self, name: str) -> np.ndarray:
-        start, stop = self.bounds[name]
-        return self.out[start:stop]
+    def array(self, k: int) -> np.ndarray:
+        """Output k (of OUTPUTS)."""
+        return self.out[self.starts[k]:self.starts[k + 1]]
 
-    def lists(self) -> dict[str, list[int]]:
-        """Every output as a list, from one conversion of the run."""
-        flat: list[int] = self.out[:self.size].tolist()
-        return {name: flat[start:stop] for name, (start, stop) in self.bounds.items()}
+    def lists(self) -> list[list[int]]:
+        """Every output as a list (in the order of OUTPUTS), from one conversion."""
+        starts = self.starts
+        flat: list[int] = self.out[:starts[-1]].tolist()
+        return [flat[starts[k]:starts[k + 1]] for k in range(len(OUTPUTS))]
 
     @property
     def status(self) -> np.ndarray:
-        return self.array("status")
+        return self.array(0)
 
     @property
     def method(self) -> np.ndarray:
-        return self.array("method")
+        return self.array(1)
 
     @property
     def cost(self) -> np.ndarray:
-        return self.array("cost")
+        return self.array(2)
 
     @property
     def single_cost(self) -> np.ndarray:
-        return self.array("single_cost")
+        return self.array(3)
 
     @property
     def split_cost(self) -> np.ndarray:
-        return self.array("split_cost")
+        return self.array(4)
 
     @property
     def pkg_first(self) -> np.ndarray:
-        return self.array("pkg_first")
+        return self.array(5)
 
     @property
     def pkg_count(self) -> np.ndarray:
-        return self.array("pkg_count")
+        return self.array(6)
 
     @property
     def backorder(self) -> np.ndarray:
-        return self.array("backorder")
+        return self.array(7)
 
     @property
     def pkg_node(self) -> np.ndarray:
-        return self.array("pkg_node")
+        return self.array(8)
 
     @property
     def pkg_service(self) -> np.ndarray:
-        return self.array("pkg_service")
+        return self.array(9)
 
     @property
     def pkg_carrier(self) -> np.ndarray:
-        return self.array("pkg_carrier")
+        return self.array(10)
 
     @property
     def pkg_handling(self) -> np.ndarray:
-        return self.array("pkg_handling")
+        return self.array(11)
 
     @property
     def pkg_units_cost(self) -> np.ndarray:
-        return self.array("pkg_units_cost")
+        return self.array(12)
 
     @property
     def pkg_billable(self) -> np.ndarray:
-        return self.array("pkg_billable")
+        return self.array(13)
 
     @property
     def pkg_ship_day(self) -> np.ndarray:
-        return self.array("pkg_ship_day")
+        return self.array(14)
 
     @property
     def pkg_transit(self) -> np.ndarray:
-        return self.array("pkg_transit")
+        return self.array(15)
 
     @property
     def piece_line(self) -> np.ndarray:
-        return self.array("piece_line")
+        return self.array(16)
 
     @property
     def piece_pkg(self) -> np.ndarray:
-        return self.array("piece_pkg")
+        return self.array(17)
 
     @property
     def piece_qty(self) -> np.ndarray:
-        return self.array("piece_qty")
+        return self.array(18)
 
     @property
     def piece_first(self) -> np.ndarray:
-        return self.array("piece_first")
+        return self.array(19)
 
     @property
     def piece_count(self) -> np.ndarray:
-        return self.array("piece_count")
+        return self.array(20)
 
 
 def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarray,

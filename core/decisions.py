@@ -88,8 +88,28 @@ def capacity_left(ledger: Ledger, book: OrderBook, now_ms: int) -> np.ndarray:
     today = now_ms // DAY_MS
     taken = book.node_day_orders
     # (a list made into an array once: cheaper than setting the array's elements one by one)
-    return np.array([(node.daily_capacity or UNLIMITED_CAPACITY) - taken.get((n, today), 0)
-                     for n, node in enumerate(ledger.catalog.nodes)], np.int64)
+    return _daily_capacity(ledger) - np.array([taken.get((n, today), 0)
+                                               for n in range(ledger.catalog.n_nodes)], np.int64)
+
+
+# The last catalogue's daily capacities, with its nodes_version: read for every command,
+# where the nodes' specs change seldom.
+_CAPACITY: Final[list[tuple[object, int, np.ndarray]]] = []
+
+
+def _daily_capacity(ledger: Ledger) -> np.ndarray:
+    """Each node's daily capacity in orders (UNLIMITED_CAPACITY where it has none)."""
+    catalog = ledger.catalog
+    version = catalog.nodes_version
+    if _CAPACITY:
+        held, held_version, capacity = _CAPACITY[0]
+        if held is catalog and held_version == version:
+            return capacity
+    capacity = np.array([node.daily_capacity or UNLIMITED_CAPACITY for node in catalog.nodes],
+                        np.int64)
+    capacity.flags.writeable = False
+    _CAPACITY[:] = [(catalog, version, capacity)]
+    return capacity
 
 
 @dataclass(slots=True)
@@ -301,28 +321,28 @@ class _Lists:
     split_penalty: list[int]
 
     def __init__(self, result: BatchResult, batch: OrderBatch, network: CompiledNetwork) -> None:
-        lists = result.lists()  # (one conversion of the kernel's buffer, then cut)
-        self.status = lists["status"]
-        self.method = lists["method"]
-        self.cost = lists["cost"]
-        self.single_cost = lists["single_cost"]
-        self.split_cost = lists["split_cost"]
-        self.pkg_first = lists["pkg_first"]
-        self.pkg_count = lists["pkg_count"]
-        self.backorder = lists["backorder"]
-        self.pkg_node = lists["pkg_node"]
-        self.pkg_service = lists["pkg_service"]
-        self.pkg_carrier = lists["pkg_carrier"]
-        self.pkg_handling = lists["pkg_handling"]
-        self.pkg_units_cost = lists["pkg_units_cost"]
-        self.pkg_billable = lists["pkg_billable"]
-        self.pkg_ship_day = lists["pkg_ship_day"]
-        self.pkg_transit = lists["pkg_transit"]
-        self.piece_line = lists["piece_line"]
-        self.piece_pkg = lists["piece_pkg"]
-        self.piece_qty = lists["piece_qty"]
-        self.piece_first = lists["piece_first"]
-        self.piece_count = lists["piece_count"]
+        lists = result.lists()  # (in the order of allocation.OUTPUTS)
+        self.status = lists[0]
+        self.method = lists[1]
+        self.cost = lists[2]
+        self.single_cost = lists[3]
+        self.split_cost = lists[4]
+        self.pkg_first = lists[5]
+        self.pkg_count = lists[6]
+        self.backorder = lists[7]
+        self.pkg_node = lists[8]
+        self.pkg_service = lists[9]
+        self.pkg_carrier = lists[10]
+        self.pkg_handling = lists[11]
+        self.pkg_units_cost = lists[12]
+        self.pkg_billable = lists[13]
+        self.pkg_ship_day = lists[14]
+        self.pkg_transit = lists[15]
+        self.piece_line = lists[16]
+        self.piece_pkg = lists[17]
+        self.piece_qty = lists[18]
+        self.piece_first = lists[19]
+        self.piece_count = lists[20]
         self.line_start = batch.line_start.tolist()
         self.line_end = batch.line_end.tolist()
         self.split_penalty = network.split_penalty.tolist()  # by SLA tier

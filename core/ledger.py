@@ -81,6 +81,11 @@ class HeldVariance:
     time_ms: int
 
 
+#: Reallocations of any shard's arrays, ever (Shard.__setattr__): Ledger.kernel_views
+#: rebuilds its views when this moved, where it read every shard's version for each call.
+_REALLOCATIONS: Final = [0]
+
+
 @mypyc_attr(native_class=False)  # (and it watches its own attributes being set)
 class Shard:
     """One SKU-hashed slice of the ledger with its policy arrays."""
@@ -93,6 +98,7 @@ class Shard:
         # (Ledger.kernel_views) know when to rebuild.
         if name in Shard._ARRAYS:
             object.__setattr__(self, "version", getattr(self, "version", 0) + 1)
+            _REALLOCATIONS[0] += 1
         object.__setattr__(self, name, value)
 
     def __init__(self, node_capacity: int) -> None:
@@ -196,7 +202,7 @@ class Ledger:
         self.last_seq = 0
         self.units_in = 0  # units that entered from outside, ever
         self.units_out = 0  # units that left to outside, ever
-        self._views: tuple[tuple[int, ...], tuple[TypedList, ...]] | None = None
+        self._views: tuple[int, tuple[TypedList, ...]] | None = None
         self.network_spec = NetworkSpec()
         self.opportunity_costs: dict[tuple[int, int], int] = {}  # (sku, node) -> micros/unit
         # Inventory value: the policy (None: the server's configured default), a supplied
@@ -252,7 +258,7 @@ class Ledger:
         """Every shard's arrays as typed lists (qty, sku_safety, safety_override,
         fence_row, fence_qty), so one kernel call can read all shards. Rebuilt only
         when a shard has reallocated an array."""
-        key = tuple([s.version for s in self.shards])
+        key = _REALLOCATIONS[0]
         if self._views is None or self._views[0] != key:
             arrays = [(s.qty, s.sku_safety, s.safety_override, s.fence_row, s.fence_qty)
                       for s in self.shards]
