@@ -21,7 +21,7 @@ from core.kernels._allocate import (
     STATUS_NO_FEASIBLE_NODE,
     STATUS_OUT_OF_STOCK,
     STATUS_PARTIAL,
-    _allocate_into,
+    _allocate_orders,
 )
 
 MAX_EXACT_ITEMS = 8
@@ -73,7 +73,7 @@ class OrderBatch:
 
 
 #: The outputs, in the order they are cut from the one buffer the kernel writes
-#: (_allocate_into), and so the order of BatchResult.lists.
+#: (_allocate_orders), and so the order of BatchResult.lists.
 OUTPUTS: Final = (
     "status", "method", "cost", "single_cost", "split_cost", "pkg_first", "pkg_count",
     "backorder",
@@ -211,8 +211,7 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
         out = np.zeros(9 * n_orders + n_lines + 8 * capacity + 3 * pieces, np.int64)
         work_avail = avail.copy()
         work_capacity = capacity_left.copy()
-        pkgs, used = _allocate_into(
-            out, n_orders, n_lines, capacity, pieces,
+        pkgs, used = _allocate_orders(
             batch.line_start, batch.line_end, batch.region, batch.minute, batch.deadline,
             batch.tier, batch.allow_split, batch.channel,
             batch.item_u, batch.item_qty, batch.item_weight, batch.item_volume,
@@ -221,7 +220,7 @@ def run_allocation(batch: OrderBatch, avail: np.ndarray, capacity_left: np.ndarr
             node_enabled, net.blocked, net.zone, net.rates, net.over_per_lb, net.transit,
             net.service_cutoff, net.surcharge, net.lane_has, net.lane_fixed,
             net.lane_per_unit, net.lane_per_lb, net.handling, net.pick, net.node_cutoff,
-            net.split_penalty, max_exact)
+            net.split_penalty, max_exact, out, capacity, pieces)
         if pkgs >= 0:
             break
         capacity *= 4  # outputs too small for this batch's packages: retry larger

@@ -92,24 +92,38 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
     node_enabled, blocked, zone, rates, over_per_lb, transit, service_cutoff, surcharge,
     lane_has, lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
     split_penalty, max_exact,
-    # outputs per order
-    out_status, out_method, out_cost, out_single_cost, out_split_cost, out_pkg_first,
-    out_pkg_count,
-    # outputs per line
-    out_backorder,
-    # outputs per package
-    out_pkg_node, out_pkg_service, out_pkg_carrier, out_pkg_handling, out_pkg_units_cost,
-    out_pkg_billable, out_pkg_ship_day, out_pkg_transit,
-    # outputs per piece (a line's units in one package)
-    out_piece_line, out_piece_pkg, out_piece_qty,
-    # per-order piece ranges
-    out_piece_first, out_piece_count,
+    # outputs, cut from one buffer (one argument where there were twenty-one: each costs
+    # the call from Python a type check and a conversion), with room for this many
+    # packages and pieces (a line's units in one package)
+    out, max_pkgs, max_pieces,
 ):
     """Allocate orders in the given (priority) order. Returns (packages, pieces) written,
-    or (-1, -1) if the package/piece outputs are too small."""
+    or (-1, -1) if the room for packages or pieces is too small.
+
+    `out` holds the outputs one after the other: seven per order (status, method, cost,
+    single_cost, split_cost, pkg_first, pkg_count), one per line (backorder), eight per
+    package (node, service, carrier, handling, units_cost, billable, ship_day, transit),
+    three per piece (line, package, quantity) and two per order (piece_first,
+    piece_count). Once all is decided they are moved together to the front of `out`, in
+    the same order, each cut to what was written (the packages and pieces made, not the
+    room left for them): the caller reads them from there as one run."""
     n_nodes = avail.shape[1]
-    max_pieces = out_piece_line.shape[0]
-    max_pkgs = out_pkg_node.shape[0]
+    o = len(line_start)
+    sizes = (o, o, o, o, o, o, o, len(item_u), max_pkgs, max_pkgs, max_pkgs, max_pkgs,
+             max_pkgs, max_pkgs, max_pkgs, max_pkgs, max_pieces, max_pieces, max_pieces, o, o)
+    views = []
+    a = 0
+    for size in sizes:
+        views.append(out[a:a + size])
+        a += size
+    (out_status, out_method, out_cost, out_single_cost, out_split_cost, out_pkg_first,
+     out_pkg_count, out_backorder, out_pkg_node, out_pkg_service, out_pkg_carrier,
+     out_pkg_handling, out_pkg_units_cost, out_pkg_billable, out_pkg_ship_day,
+     out_pkg_transit, out_piece_line, out_piece_pkg, out_piece_qty, out_piece_first,
+     out_piece_count) = (
+        views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7],
+        views[8], views[9], views[10], views[11], views[12], views[13], views[14], views[15],
+        views[16], views[17], views[18], views[19], views[20])
     size = 1 << max_exact
     # Scratch, reused by every order.
     it_line = np.empty(64, np.int64)
@@ -462,7 +476,23 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
             if out_backorder[k] > 0:
                 backordered = True
         out_status[o] = STATUS_PARTIAL if backordered else STATUS_ALLOCATED
+    _compact(out, sizes, pkgs, pieces)
     return pkgs, pieces
+
+
+@njit(cache=True, nogil=True)
+def _compact(out, sizes, pkgs, pieces):  # type: ignore[no-untyped-def]
+    """Move the outputs (of `sizes`, in order) together to the front of `out`, the package
+    outputs (8-15) cut to `pkgs` and the piece outputs (16-18) to `pieces`."""
+    src = 0
+    dst = 0
+    for k in range(len(sizes)):
+        size = sizes[k]
+        filled = pkgs if 8 <= k < 16 else (pieces if 16 <= k < 19 else size)
+        for i in range(filled):  # (dst <= src: a forward copy never overwrites unread data)
+            out[dst + i] = out[src + i]
+        src += size
+        dst += filled
 
 
 @njit(cache=True, nogil=True)
@@ -497,55 +527,3 @@ def _group_cost(  # type: ignore[no-untyped-def]
         return INF
     return cost + handling[n] + units_cost
 
-
-@njit(cache=True, nogil=True)
-def _allocate_into(  # type: ignore[no-untyped-def]
-    out, n_orders, n_lines, capacity, pieces,
-    line_start, line_end, region, minute, deadline, tier, allow_split, channel,
-    item_u, item_qty, item_weight, item_volume, item_longest, item_floor, item_unit_extra,
-    avail, capacity_left,
-    node_enabled, blocked, zone, rates, over_per_lb, transit, service_cutoff, surcharge,
-    lane_has, lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
-    split_penalty, max_exact,
-):
-    """_allocate_orders, its twenty-one outputs cut from the one buffer `out` here: seven
-    of `n_orders` (status, method, cost, single_cost, split_cost, pkg_first, pkg_count),
-    one of `n_lines` (backorder), eight of `capacity` packages (node, service, carrier,
-    handling, units_cost, billable, ship_day, transit), three of `pieces` (line, package,
-    quantity), two of `n_orders` (piece_first, piece_count). Each argument costs the call
-    from Python a type check and a conversion: one buffer where there were twenty-one.
-
-    Once decided, the outputs are moved together to the front of `out`, each cut to what
-    was written (the packages and pieces made, not the room left for them), in the same
-    order: the caller reads them from there as one run."""
-    o = n_orders
-    c = capacity
-    sizes = (o, o, o, o, o, o, o, n_lines, c, c, c, c, c, c, c, c, pieces, pieces, pieces,
-             o, o)
-    a = 0
-    views = []
-    for size in sizes:
-        views.append(out[a:a + size])
-        a += size
-    pkgs, used = _allocate_orders(
-        line_start, line_end, region, minute, deadline, tier, allow_split, channel,
-        item_u, item_qty, item_weight, item_volume, item_longest, item_floor, item_unit_extra,
-        avail, capacity_left,
-        node_enabled, blocked, zone, rates, over_per_lb, transit, service_cutoff, surcharge,
-        lane_has, lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
-        split_penalty, max_exact,
-        views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7],
-        views[8], views[9], views[10], views[11], views[12], views[13], views[14], views[15],
-        views[16], views[17], views[18], views[19], views[20])
-    if pkgs < 0:
-        return pkgs, used
-    src = 0
-    dst = 0
-    for k in range(len(sizes)):
-        size = sizes[k]
-        filled = pkgs if 8 <= k < 16 else (used if 16 <= k < 19 else size)
-        for i in range(filled):  # (dst <= src: a forward copy never overwrites unread data)
-            out[dst + i] = out[src + i]
-        src += size
-        dst += filled
-    return pkgs, used
