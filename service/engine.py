@@ -166,7 +166,8 @@ class Engine:
         self._reload_task: asyncio.Task[None] | None = None
         self.snapshot_seq = 0
         self.snapshot_time = time.monotonic()
-        self.snapshot_took_s = 0.0  # the last snapshot's time, fork to published
+        self.snapshot_took_s = 0.0  # the last attempt's time, fork to published (or not)
+        self.snapshot_rest_until = 0.0  # (monotonic) none due before, but checkpoint_max_events
         self.recovery_notes: list[str] = []
         self.last_fork_pause_ms = 0.0
         self.generation = 0  # bumped by every store failure
@@ -587,21 +588,23 @@ class Engine:
     # ---- checkpoints -------------------------------------------------------------------
     def checkpoint_due(self) -> bool:
         """A snapshot is due once `checkpoint_every_events` events or `checkpoint_every_s`
-        seconds have passed since the last one, and the rest after it has: at least
-        `checkpoint_rest_factor` times as long as it took to write. Whatever the rest,
-        once the log has grown by `checkpoint_max_events` (a restart replays it)."""
+        seconds have passed since the last one, and the rest after the last attempt has:
+        `checkpoint_rest_factor` times as long as that took, published or not. Whatever
+        the rest, once the log has grown by `checkpoint_max_events` (a restart replays it;
+        never fewer than `checkpoint_every_events`)."""
         s = self.settings
         if not self.store.supports_snapshots or self.broken:
             return False
         behind = self.durable_seq - self.snapshot_seq
         if behind <= 0:
             return False
-        if behind >= s.checkpoint_max_events:
+        if behind >= max(s.checkpoint_max_events, s.checkpoint_every_events):
             return True
-        since = time.monotonic() - self.snapshot_time
-        if since < s.checkpoint_rest_factor * self.snapshot_took_s:
+        now = time.monotonic()
+        if now < self.snapshot_rest_until:
             return False
-        return behind >= s.checkpoint_every_events or since >= s.checkpoint_every_s
+        return (behind >= s.checkpoint_every_events
+                or now - self.snapshot_time >= s.checkpoint_every_s)
 
     async def checkpoint(self) -> bool:
         """Snapshot the state without pausing requests: a forked child writes the
@@ -640,6 +643,11 @@ class Engine:
         async with self._durable:
             await self._durable.wait_for(
                 lambda: self.durable_seq >= seq or self.generation != generation)
+        # The rest after it, published or not: a snapshot that keeps failing (a full disk)
+        # is not retried back to back either.
+        self.snapshot_took_s = time.perf_counter() - forked
+        self.snapshot_rest_until = (time.monotonic()
+                                    + self.settings.checkpoint_rest_factor * self.snapshot_took_s)
         if status != 0 or self.generation != generation:
             await self.store.discard_snapshot(seq)
             log.error("snapshot of event %d not published (child status %d%s)", seq, status,
@@ -648,7 +656,6 @@ class Engine:
         await self.store.publish_snapshot(seq)
         self.snapshot_seq = seq
         self.snapshot_time = time.monotonic()
-        self.snapshot_took_s = time.perf_counter() - forked
         log.info("snapshot of event %d published", seq)
         return True
 

@@ -82,8 +82,8 @@ class EngineCollector(Collector):  # type: ignore[misc]
                                 "Durable events not yet in a snapshot",
                                 value=engine.durable_seq - engine.snapshot_seq)
         yield GaugeMetricFamily("allocd_last_snapshot_seconds",
-                                "How long the last snapshot took, fork to published (the "
-                                "next one waits checkpoint_rest_factor times as long)",
+                                "How long the last snapshot took, fork to published or "
+                                "failed (the next waits checkpoint_rest_factor times as long)",
                                 value=engine.snapshot_took_s)
         # (Kept by the books as they change: counting them here walked every order and
         # every exception at each scrape, with the server held up meanwhile.)

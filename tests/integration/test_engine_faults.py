@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 
 import pytest
 from allocd.v1 import inventory_service_pb2 as inv
@@ -182,37 +183,62 @@ def test_a_retry_waits_for_the_answer_in_flight_and_an_answer_costs_little_to_ke
 
 
 def test_snapshots_rest_in_proportion_to_what_the_last_one_took(tmp_path):
-    """A snapshot's cost grows with the state: after one, the next waits at least
+    """A snapshot's cost grows with the state: after one, published or not, the next waits
     checkpoint_rest_factor times as long as it took, however many events come, unless the
-    log has grown by checkpoint_max_events (a restart's replay stays bounded)."""
+    log has grown by checkpoint_max_events (a restart's replay stays bounded), which is
+    never taken below checkpoint_every_events."""
+    def settings(**values):
+        return Settings(store="file", checkpoint_every_s=3600.0,
+                        checkpoint_rest_factor=4.0, **values)
+
     async def scenario():
         engine = await _engine(FileEventStore(tmp_path))
-        engine.settings = Settings(store="file", checkpoint_every_events=3,
-                                   checkpoint_every_s=3600.0, checkpoint_rest_factor=4.0,
-                                   checkpoint_max_events=1000)
+        engine.settings = settings(checkpoint_every_events=3, checkpoint_max_events=1000)
         for k in range(3):
             await engine.mutate_internal(_build()(), f"r{k}")
         assert engine.checkpoint_due()  # nothing written before: no rest to wait
+        before = time.monotonic()
         assert await engine.checkpoint()
         took = engine.snapshot_took_s
         assert took > 0 and engine.snapshot_seq == engine.durable_seq
+        assert engine.snapshot_rest_until >= before + 4 * took  # (it ended >= took after)
         assert not engine.checkpoint_due()  # nothing new yet
         for k in range(3, 6):
             await engine.mutate_internal(_build()(), f"r{k}")
-        # As if the snapshot had taken 10 s: 3 events are due by count, but not before
-        # 40 s have passed since.
-        engine.snapshot_took_s = 10.0
-        engine.snapshot_time -= 39.0
+        # As if the snapshot had taken 10 s: 3 events are due by count, but not before the
+        # 40 s after it have passed.
+        engine.snapshot_rest_until = time.monotonic() + 1.0
         assert not engine.checkpoint_due()
-        engine.snapshot_time -= 2.0
+        engine.snapshot_rest_until = time.monotonic() - 0.001
         assert engine.checkpoint_due()
-        # However short the rest so far, a log grown by checkpoint_max_events is due.
-        engine.snapshot_time += 41.0
-        engine.settings = Settings(store="file", checkpoint_every_events=3,
-                                   checkpoint_every_s=3600.0, checkpoint_rest_factor=4.0,
-                                   checkpoint_max_events=engine.durable_seq
-                                   - engine.snapshot_seq)
+        # However long the rest, a log grown by checkpoint_max_events is due...
+        engine.snapshot_rest_until = time.monotonic() + 3600.0
+        behind = engine.durable_seq - engine.snapshot_seq
+        engine.settings = settings(checkpoint_every_events=3, checkpoint_max_events=behind)
         assert engine.checkpoint_due()
+        # ... but never before checkpoint_every_events (a load run that sets it very high
+        # to keep snapshots out takes none).
+        engine.settings = settings(checkpoint_every_events=behind + 1,
+                                   checkpoint_max_events=behind)
+        assert not engine.checkpoint_due()
+        # A snapshot that fails rests as well: it is not retried back to back. (A rest of a
+        # million times its few milliseconds, so that a slow machine does not end it
+        # before it is looked at.)
+        engine.settings = Settings(store="file", checkpoint_every_s=3600.0,
+                                   checkpoint_rest_factor=1e6, checkpoint_every_events=3,
+                                   checkpoint_max_events=1000)
+        engine.snapshot_rest_until = 0.0
+
+        def full_disk(seq, data):
+            raise OSError("no space left on device")
+
+        engine.store.write_snapshot = full_disk  # (the forked child inherits it)
+        assert engine.checkpoint_due()
+        before = time.monotonic()
+        assert not await engine.checkpoint()
+        assert engine.snapshot_took_s > 0
+        assert engine.snapshot_rest_until >= before + 1e6 * engine.snapshot_took_s
+        assert not engine.checkpoint_due()
         await engine.store.close()
 
     asyncio.run(scenario())
