@@ -670,10 +670,14 @@ _FRAUD_SCORE: Final = OrderSpec._fields.index("fraud_score")
 def _member(members: dict[int, Any], value: object) -> int:
     """An enum field's value, which must be one of its members: anything else (a plain
     int, a value of no member) is written the old way, as it is."""
-    code: int = int(value)  # type: ignore[call-overload]
-    if members.get(code) is not value:
-        raise TypeError(f"{value!r} is not a member")
-    return code
+    member: object = value  # (the object itself: compiled, `value` below is a plain int)
+    if isinstance(value, int):
+        # `+ 0`: the member's value as a plain int; compiled, read in place, where int()
+        # is a call through the member's class.
+        code = value + 0
+        if members.get(code) is member:
+            return code
+    raise TypeError(f"{value!r} is not a member")
 
 
 def _flag(value: object) -> int:
@@ -1054,14 +1058,22 @@ def _read_book_columns(book: OrderBook, state: tuple[Any, ...]) -> None:
 # event by event (each event's class and fields, its payload's named tuples one by one)
 # they took ~10 µs an order to write, the largest part of writing the log.
 
-_EVENT_COLUMNS: Final = 1
+_EVENT_COLUMNS: Final = 2  # (1: every event's sequence number, time and reference written)
 _EVENT_KINDS: Final = {int(m): m for m in EventKind}
 _BUCKETS: Final = {int(m): m for m in Bucket}
 _EXCEPTION_TYPES: Final = {int(m): m for m in ExceptionType}
 # An event's flags: which of its fields follow.
 _EXTENDED: Final = 1  # due_ms, reason, amount, counted, expected (a move leaves them unset)
 _SAME_REQUEST: Final = 2  # the request id is the previous event's
-_NO_PAYLOAD, _SPEC, _DECISION, _EXCEPTION = 0, 1, 2, 3  # (<< 2)
+# Layout 2: what an event shares with the one before it is not written again. A commit's
+# events follow each other and share a time; an order's arrival and decision share its
+# id, a package's moves their package id. (Times and sequence numbers are integers wider
+# than 32 bits: pickle's slow path, ~150 instructions each.)
+_NEXT_SEQ: Final = 4  # the sequence number is the previous event's + 1
+_SAME_TIME: Final = 8  # the time is the previous event's
+_SAME_REFERENCE: Final = 16  # the reference is the previous event's
+_PAYLOAD_SHIFT: Final = 5  # the payload's code is flags >> this (layout 1: >> 2)
+_NO_PAYLOAD, _SPEC, _DECISION, _EXCEPTION = 0, 1, 2, 3
 
 
 def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
@@ -1072,6 +1084,7 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
     floats: list[float] = []
     strs: list[str] = []
     request_id = ""
+    last_seq, last_time_ms, last_reference = 0, 0, ""
     for i, e in enumerate(events):
         payload = e.payload
         if payload is None:
@@ -1086,8 +1099,20 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
             return None
         extended = (e.due_ms != 0 or e.reason != 0 or e.amount != 0 or e.counted != -1
                     or e.expected != -1)
-        same = i > 0 and e.request_id == request_id
-        ints.append(code << 2 | (_EXTENDED if extended else 0) | (_SAME_REQUEST if same else 0))
+        flags = code << _PAYLOAD_SHIFT | (_EXTENDED if extended else 0)
+        seq = e.seq
+        time_ms = e.time_ms
+        reference = e.reference
+        if i > 0:
+            if e.request_id == request_id:
+                flags |= _SAME_REQUEST
+            if seq == last_seq + 1:
+                flags |= _NEXT_SEQ
+            if time_ms == last_time_ms:
+                flags |= _SAME_TIME
+            if reference == last_reference:
+                flags |= _SAME_REFERENCE
+        ints.append(flags)
         ints.append(_member(_EVENT_KINDS, e.kind))
         ints.append(e.sku)
         ints.append(e.node)
@@ -1095,12 +1120,16 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
         ints.append(_member(_BUCKETS, e.to_bucket))
         ints.append(e.quantity)
         ints.append(e.channel)
-        ints.append(e.seq)
-        ints.append(e.time_ms)
-        strs.append(e.reference)
-        if not same:
+        if not flags & _NEXT_SEQ:
+            ints.append(seq)
+        if not flags & _SAME_TIME:
+            ints.append(time_ms)
+        if not flags & _SAME_REFERENCE:
+            strs.append(reference)
+        if not flags & _SAME_REQUEST:
             request_id = e.request_id
             strs.append(request_id)
+        last_seq, last_time_ms, last_reference = seq, time_ms, reference
         if extended:
             ints.append(e.due_ms)
             ints.append(e.reason)
@@ -1122,11 +1151,15 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
 
 
 def events_from_columns(state: tuple[Any, ...]) -> tuple[Event, ...]:
-    c = _unpacked(state, _EVENT_COLUMNS, "event")
+    layout = state[0]
+    c = _unpacked(state, 1 if layout == 1 else _EVENT_COLUMNS, "event")
     events: list[Event] = []
     request_id = ""
+    seq, time_ms, reference = 0, 0, ""
     for _ in range(c.int_()):
         flags = c.int_()
+        if layout == 1:  # (the same flags, less those layout 2 added, and its payload code)
+            flags = (flags >> 2) << _PAYLOAD_SHIFT | (flags & 3)
         kind = _EVENT_KINDS[c.int_()]
         sku = c.int_()
         node = c.int_()
@@ -1134,9 +1167,11 @@ def events_from_columns(state: tuple[Any, ...]) -> tuple[Event, ...]:
         to_bucket = _BUCKETS[c.int_()]
         quantity = c.int_()
         channel = c.int_()
-        seq = c.int_()
-        time_ms = c.int_()
-        reference = c.str_()
+        seq = seq + 1 if flags & _NEXT_SEQ else c.int_()
+        if not flags & _SAME_TIME:
+            time_ms = c.int_()
+        if not flags & _SAME_REFERENCE:
+            reference = c.str_()
         if not flags & _SAME_REQUEST:
             request_id = c.str_()
         due_ms, reason, amount, counted, expected = 0, 0, 0, -1, -1
@@ -1146,7 +1181,7 @@ def events_from_columns(state: tuple[Any, ...]) -> tuple[Event, ...]:
             amount = c.int_()
             counted = c.int_()
             expected = c.int_()
-        code = flags >> 2
+        code = flags >> _PAYLOAD_SHIFT
         payload: Any = None
         if code == _SPEC:
             payload = _read_spec(c)

@@ -11,12 +11,13 @@ import pickle
 import pytest
 
 from core import commands as c
+from core import orders
 from core.exceptions import ExceptionInfo
 from core.ledger import Ledger, LedgerSettings
 from core.model import ChannelSpec, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
-from core.orders import OrderLineSpec, OrderSpec, events_from_columns
+from core.orders import Decision, OrderLineSpec, OrderSpec, events_from_columns
 from service.logcodec import dumps, loads
 from service.store import ColumnsCommit, Commit, IdempotencyRecord
 from tests.unit.test_orders_stateful import NETWORK, NOW
@@ -84,6 +85,56 @@ def test_a_commit_the_columns_cannot_hold_is_written_event_by_event():
     assert Commit(received).__reduce__()[0] is Commit
     back = loads(dumps(Commit(received))).events
     assert _same(back, received) and type(back[0].payload.latitude) is int
+
+
+def _layout_1(events: tuple) -> tuple:
+    """The events' columns as layout 1 wrote them: every event's sequence number, time and
+    reference, and the payload's code in the flags' bits from 2 up."""
+    ints, floats, strs = [len(events)], [], []
+    request_id = ""
+    for i, e in enumerate(events):
+        code = {type(None): 0, OrderSpec: 1, Decision: 2, ExceptionInfo: 3}[type(e.payload)]
+        extended = (e.due_ms, e.reason, e.amount, e.counted, e.expected) != (0, 0, 0, -1, -1)
+        same = i > 0 and e.request_id == request_id
+        ints += [code << 2 | extended | same << 1, int(e.kind), e.sku, e.node,
+                 int(e.from_bucket), int(e.to_bucket), e.quantity, e.channel, e.seq, e.time_ms]
+        strs.append(e.reference)
+        if not same:
+            request_id = e.request_id
+            strs.append(request_id)
+        if extended:
+            ints += [e.due_ms, e.reason, e.amount, e.counted, e.expected]
+        if code == 1:
+            orders._put_spec(e.payload, ints, floats, strs)
+        elif code == 2:
+            orders._put_decision(e.payload, e.reference, ints, strs)
+        elif code == 3:
+            ints.append(int(e.payload.exception_type))
+            strs += [e.payload.order_id, e.payload.detail, e.payload.reference]
+    return 1, ints, floats, strs
+
+
+def test_events_share_what_they_repeat_and_layout_1_still_reads():
+    """Layout 2 writes an event's sequence number, time and reference only when they are
+    not the previous event's next number, time and reference; layout 1 wrote them all."""
+    _, events = _joined_allocation()
+    columns = orders.event_columns(events)
+    assert columns[0] == 2
+    old = _layout_1(events)
+    assert len(columns[1]) == len(old[1]) - 2 * (len(events) - 1)  # (one time, one seq)
+    assert len(columns[3]) < len(old[3])  # (an order's events share its id)
+    assert _same(events_from_columns(columns), events)
+
+    class Before(pickle.Pickler):  # a commit as layout 1 wrote it to the log
+        def reducer_override(self, obj):
+            if type(obj) is Commit:
+                return ColumnsCommit, (old, obj.idempotency)
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    Before(buffer, protocol=5).dump(Commit(events))
+    assert b"ColumnsCommit" in buffer.getvalue()
+    assert _same(loads(buffer.getvalue()).events, events)
 
 
 def test_a_log_written_before_the_columns_still_reads():
