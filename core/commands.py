@@ -118,6 +118,16 @@ class ExpireReservations:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveOrders:
+    """Archive up to `limit` orders closed (shipped or cancelled whole) more than
+    `retention_days` ago, and more than the return policy's longest window: their records
+    leave memory, their ids stay taken."""
+
+    retention_days: float
+    limit: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class CountLine:
     sku_id: str
     node_id: str
@@ -380,6 +390,7 @@ Command = (
     | MoveStock
     | TransferStock
     | ReserveStock
+    | ArchiveOrders
     | ReleaseReservation
     | ExpireReservations
     | SubmitCycleCount

@@ -618,9 +618,20 @@ class Ledger:
         return h.hexdigest()
 
 
+def _order_cancelled(ledger: Ledger, e: Event) -> None:
+    ledger.orders.cancel(e.payload)
+    ledger.orders.note_closed(e.payload.order_id, e.time_ms)
+
+
+def _order_archived(ledger: Ledger, e: Event) -> None:
+    ledger.orders.archive(e.reference)
+    ledger.kpis.decided.discard(e.reference)
+
+
 def _package_shipped(ledger: Ledger, e: Event) -> None:
     ledger.orders.ship(e.payload, e.time_ms)
     state = ledger.orders.packages[e.payload.package_id]
+    ledger.orders.note_closed(state.order_id, e.time_ms)
     prices = ledger.catalog.price_micros
     # What was charged: a return refunds this, whatever the price is later.
     state.unit_prices = {line.line_id: int(prices[line.sku]) for line in state.plan.lines}
@@ -722,7 +733,8 @@ def _region_of(ledger: Ledger, spec: OrderSpec) -> str | None:
 
 
 _ORDER_HANDLERS = {
-    EventKind.ORDER_CANCELLED: lambda ledger, e: ledger.orders.cancel(e.payload),
+    EventKind.ORDER_CANCELLED: _order_cancelled,
+    EventKind.ORDER_ARCHIVED: _order_archived,
     EventKind.ORDER_REPLANNED: lambda ledger, e: ledger.orders.replan(e.payload),
     EventKind.WAVE_RELEASED: lambda ledger, e: ledger.orders.release_wave(e.payload),
     EventKind.PACKAGE_PICKED: lambda ledger, e: ledger.orders.pick(e.payload),

@@ -101,6 +101,8 @@ class EventKind(IntEnum):
     # Inventory value: the policy and a supplied demand forecast (payload events).
     VALUE_POLICY_SET = 53
     DEMAND_FORECAST_SET = 54
+    # A closed order's record left memory (reference: the order id); its id stays taken.
+    ORDER_ARCHIVED = 55
 
 
 #: Kinds that move units between the ledger and the outside world but are

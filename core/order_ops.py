@@ -29,6 +29,7 @@ from core.ledger import Ledger
 from core.model import QTY_MAX, Bucket, EventKind
 from core.network import CompiledNetwork
 from core.orders import (
+    DAY_MS,
     AddressStatus,
     CancelRecord,
     Decision,
@@ -43,8 +44,10 @@ from core.orders import (
     ShipRecord,
     WaveRecord,
     first_waiting,
+    missing_order,
 )
 from core.plan import Plan
+from core.returns import ReturnStatus
 from core.validation import check_identifier, check_line_ids, existing, is_identifier
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member
@@ -138,7 +141,8 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
      _, fraud_score, _, _, _, _) = spec
     if not is_identifier(order_id):
         check_identifier(order_id, f"{field}.order_id")  # raises
-    if not quote and (order_id in ledger.orders.orders or order_id in batch_ids):
+    if not quote and (order_id in ledger.orders.orders or order_id in batch_ids
+                      or order_id in ledger.orders.archived):
         raise AlreadyExists(f"order {order_id!r} exists already", f"{field}.order_id")
     if channel_id and channel_id not in cat.channel_index:
         cat.channel(channel_id, f"{field}.channel_id")  # raises
@@ -322,7 +326,10 @@ def quote_order(ledger: Ledger, spec: OrderSpec, now_ms: int) -> Decision:
 
 
 def _order(p: Plan, order_id: str) -> OrderRecord:
-    return existing(p.ledger.orders.orders, order_id, "order_id", "order")
+    book = p.ledger.orders
+    if order_id in book.archived:
+        raise NotFound(missing_order(book, order_id), "order_id")
+    return existing(book.orders, order_id, "order_id", "order")
 
 
 def _package(p: Plan, package_id: str) -> PackageState:
@@ -614,7 +621,32 @@ def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:
           quantity=held.held, reference=exception_id, reason=int(resolution))
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveResult:
+    order_ids: tuple[str, ...]
+
+
+def archive_orders(p: Plan, cmd: c.ArchiveOrders) -> ArchiveResult:
+    """ORDER_ARCHIVED for each order closed before the retention (never less than the
+    longest return window), oldest first, up to the limit; not those with a return or an
+    exception still open (they may still read the order)."""
+    if not (math.isfinite(cmd.retention_days) and 0 <= cmd.retention_days <= 36_500):
+        raise InvalidArgument("retention_days must be between 0 and 36500", "retention_days")
+    if cmd.limit < 1:
+        raise InvalidArgument("limit must be at least 1", "limit")
+    ledger = p.ledger
+    days = max(cmd.retention_days, ledger.returns.policy.longest_window_days())
+    busy = {r.auth.order_id for r in ledger.returns.returns.values()
+            if r.status != ReturnStatus.CLOSED}
+    busy.update(order_id for order_id, ids in ledger.exceptions.open_by_order.items() if ids)
+    found = ledger.orders.archivable(p.now_ms - int(days * DAY_MS), busy, cmd.limit)
+    for order_id in found:
+        p.add(EventKind.ORDER_ARCHIVED, reference=order_id)
+    return ArchiveResult(tuple(found))
+
+
 HANDLERS: dict[type, Callable[[Plan, Any], Any]] = {
+    c.ArchiveOrders: archive_orders,
     c.AllocateOrders: allocate_orders,
     c.CancelOrder: cancel_order,
     c.ReleaseWave: release_wave,

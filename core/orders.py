@@ -389,6 +389,33 @@ def index_allocated(packages: dict[str, PackageState]) -> dict[int, dict[str, in
     return allocated_at
 
 
+def missing_order(book: OrderBook, order_id: str) -> str:
+    """Why the book has no record of the order: archived, or never received."""
+    if order_id in book.archived:
+        return (f"order {order_id!r} is archived: it closed longer ago than the retention "
+                "(order_retention_days); its events went out on the event stream")
+    return f"no order {order_id!r}"
+
+
+def _is_closed(status: OrderStatus) -> bool:
+    return status in (OrderStatus.SHIPPED, OrderStatus.CANCELLED)
+
+
+def index_closed(orders: dict[str, OrderRecord], packages: dict[str, PackageState],
+                 ) -> dict[str, int]:
+    """closed_ms for a snapshot written before it was kept: a shipped order closed with
+    its last package shipped; when a cancelled one closed was not kept (0: it can be
+    archived now; nothing shipped, so nothing can be returned)."""
+    closed: list[tuple[int, str]] = []
+    for order_id, record in orders.items():
+        if _is_closed(record.status):
+            shipped = [packages[p].shipped_ms for p in record.package_ids
+                       if packages[p].status == PackageStatus.SHIPPED]
+            closed.append((max(shipped, default=0), order_id))
+    closed.sort()
+    return {order_id: time_ms for time_ms, order_id in closed}
+
+
 def index_open(orders: dict[str, OrderRecord]) -> dict[str, None]:
     """The ids of the open orders (_is_open), found one by one (what OrderBook.open_orders
     keeps as it goes)."""
@@ -431,6 +458,17 @@ class OrderBook:
         # The ids of the orders re-optimisation may change (_is_open), in no set order:
         # it read every order ever received to find them. Not in a snapshot either.
         self.open_orders: dict[str, None] = {}
+        # Packages that left with their archived orders: a new package's stamp (see
+        # allocated_at) counts them too, so that stamps only grow. Not in a snapshot: the
+        # stamps are made afresh when one is read.
+        self.packages_archived = 0
+        # When each closed order closed (shipped or cancelled whole: nothing but a return
+        # can happen to it after), by order id, in the order they closed: what
+        # archivable() reads.
+        self.closed_ms: dict[str, int] = {}
+        # The ids of the orders archived (ORDER_ARCHIVED): their records have left memory,
+        # their ids stay taken.
+        self.archived: set[str] = set()
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into snapshots) as columns: see _book_columns."""
@@ -443,9 +481,12 @@ class OrderBook:
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, dict):  # pickle's default form (earlier snapshots), or a fallback
             vars(self).update(state)
+            if "closed_ms" not in state:  # (written before orders were archived)
+                self.closed_ms = index_closed(self.orders, self.packages)
         else:
             _read_book_columns(self, state)
         self.status_counts = count_statuses(self.orders)
+        self.packages_archived = 0  # (the stamps start again: index_allocated)
         self.allocated_at = index_allocated(self.packages)
         self.open_orders = index_open(self.orders)
         self.wave_queue = {}
@@ -470,6 +511,7 @@ class OrderBook:
         backorders = record.backorders
         package_ids = record.package_ids
         packages = self.packages
+        gone = self.packages_archived
         node_day_orders = self.node_day_orders
         allocated_at = self.allocated_at
         days: list[tuple[int, int]] = []  # (node, day) of each package, each once
@@ -485,7 +527,7 @@ class OrderBook:
             waiting = allocated_at.get(node)
             if waiting is None:
                 waiting = allocated_at[node] = {}
-            waiting[package_id] = len(packages)  # (its stamp: packages only grows)
+            waiting[package_id] = len(packages) + gone  # (its stamp: the packages made)
             package_ids.append(package_id)
             key = (node, ship_ms // DAY_MS)
             if key not in days:  # (a few packages at most: a list, not a set)
@@ -584,7 +626,7 @@ class OrderBook:
                     break
                 heapq.heappush(queue, self._wave_key(package_id))
         # Every package made so far is in it now (stamps count packages made).
-        self.wave_queue[node] = (queue, len(self.packages))
+        self.wave_queue[node] = (queue, len(self.packages) + self.packages_archived)
         return queue
 
     def _wave_key(self, package_id: str) -> WaveKey:
@@ -614,6 +656,37 @@ class OrderBook:
         state.tracking_number = rec.tracking_number
         state.shipped_ms = time_ms
         self._refresh(self.orders[state.order_id])
+
+    def note_closed(self, order_id: str, time_ms: int) -> None:
+        """After an event that may have closed the order: when it closed, if it has."""
+        if _is_closed(self.orders[order_id].status):
+            self.closed_ms.setdefault(order_id, time_ms)
+        else:
+            self.closed_ms.pop(order_id, None)
+
+    def archive(self, order_id: str) -> None:
+        """The closed order leaves memory (ORDER_ARCHIVED); its id stays taken."""
+        record = self.orders.pop(order_id)
+        for package_id in record.package_ids:  # (none waiting for a wave: it is closed)
+            del self.packages[package_id]
+        self.packages_archived += len(record.package_ids)
+        self.status_counts[record.status] -= 1
+        self.open_orders.pop(order_id, None)
+        del self.closed_ms[order_id]
+        self.archived.add(order_id)
+
+    def archivable(self, closed_before_ms: int, busy: set[str], limit: int) -> list[str]:
+        """Up to `limit` orders closed before `closed_before_ms`, oldest first, less those
+        in `busy` (an open return or exception)."""
+        found: list[str] = []
+        for order_id, closed in self.closed_ms.items():
+            if closed >= closed_before_ms:
+                break  # (in the order they closed: the rest closed later)
+            if order_id not in busy:
+                found.append(order_id)
+                if len(found) >= limit:
+                    break
+        return found
 
     def _refresh(self, record: OrderRecord) -> None:
         states = [self.packages[p] for p in record.package_ids]
@@ -859,7 +932,7 @@ def _book_columns(book: OrderBook) -> tuple[Any, ...]:
         _put_package(package_id, state, orders, ints, strs)
     _exact(ints, floats)
     return (*_packed(_BOOK_COLUMNS, ints, floats, strs), book.node_day_orders,
-            book.waves)
+            book.waves, book.closed_ms, book.archived)
 
 
 def _packed(version: int, ints: list[int], floats: list[float], strs: list[str]
@@ -1050,6 +1123,11 @@ def _read_book_columns(book: OrderBook, state: tuple[Any, ...]) -> None:
     book.packages = packages
     book.node_day_orders = node_day_orders
     book.waves = waves
+    if len(state) > 6:
+        book.closed_ms = state[6]
+        book.archived = state[7]
+    else:  # (written before orders were archived)
+        book.closed_ms = index_closed(orders, packages)
 
 
 # ---- a commit's events in the log -------------------------------------------------------

@@ -103,6 +103,10 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
     check_identifier(cmd.order_id, "order_id")
     record = ledger.orders.orders.get(cmd.order_id)
     if record is None:
+        if cmd.order_id in ledger.orders.archived:
+            raise FailedPrecondition(
+                f"order {cmd.order_id!r} is archived: it closed longer ago than the "
+                "retention and every return window", "order_id")
         raise NotFound(f"no order {cmd.order_id!r}", "order_id")
     if not cmd.lines:
         raise InvalidArgument("lines must not be empty", "lines")

@@ -65,6 +65,13 @@ class ReturnPolicy:
     refund_approval_micros: int = 500_000_000  # refunds above need a finance approval
     liquidate_above_micros: int = 20_000_000  # damaged units worth more are liquidated
 
+    def longest_window_days(self) -> int:
+        """The longest a shipped line may wait for its return, whatever its channel or
+        category."""
+        return max(self.window_days, self.seasonal_window_days,
+                   *(d for _, d in self.channel_window_days),
+                   *(d for _, d in self.category_window_days))
+
     def window_for(self, channel: str, category: str) -> int:
         if category in self.seasonal_categories:
             return self.seasonal_window_days

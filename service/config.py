@@ -79,6 +79,12 @@ class Settings:
     # are held for review.
     max_orders_per_request: int = 1000
     fraud_threshold: float = 0.8
+    # A closed order (shipped, or cancelled whole) leaves memory this many days after it
+    # closed, and never before the return policy's longest window is over: its record is
+    # archived (event ORDER_ARCHIVED, on the event stream), its id stays taken. Checked
+    # every archive_interval_s; 0 there: orders are kept for ever.
+    order_retention_days: float = 90.0
+    archive_interval_s: float = 3600.0
     # Under load, single-order allocations (AllocateOrder, AllocateStream) wait up to this
     # long for others to be decided and committed with; an idle server never waits.
     # 0: each is decided alone.

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 
-from core.commands import Command, ExpireReservations
+from core.commands import ArchiveOrders, Command, ExpireReservations
 from core.errors import AlreadyExists, DomainError, InvalidArgument
 from core.ledger import Ledger, LedgerSettings
 from core.model import Event
@@ -679,6 +679,33 @@ class Engine:
                     log.info("expired %d reservations", len(outcome.detail.reservation_ids))
             except Exception:  # a failed sweep is retried at the next tick
                 log.exception("reservation sweep failed")
+
+    async def archive_forever(self) -> None:
+        """Archive the orders past their retention every `archive_interval_s` (0: never)."""
+        interval = self.settings.archive_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.archive_due()
+            except Exception:  # a failed sweep is retried at the next tick
+                log.exception("archiving orders failed")
+
+    async def archive_due(self, limit: int = 10_000) -> int:
+        """Archive every order past its retention, `limit` to a command (other calls run
+        between them). Returns how many were archived."""
+        archived = 0
+        while True:
+            outcome = await self.mutate_internal(
+                ArchiveOrders(self.settings.order_retention_days, limit),
+                f"archive-{self.clock()}")
+            found = len(outcome.detail.order_ids)
+            archived += found
+            if found < limit:
+                if archived:
+                    log.info("archived %d closed orders", archived)
+                return archived
 
     def _durable_from(self, seq: int) -> bool:
         return self._closing or self.durable_seq >= seq

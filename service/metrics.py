@@ -93,6 +93,10 @@ class EngineCollector(Collector):  # type: ignore[misc]
         for status, count in sorted(counts.items()):
             orders.add_metric([status], count)
         yield orders
+        yield GaugeMetricFamily("allocd_orders_archived",
+                                "Closed orders archived: their records left memory, their "
+                                "ids stay taken (order_retention_days)",
+                                value=len(ledger.orders.archived))
         open_exceptions = GaugeMetricFamily("allocd_open_exceptions",
                                             "Exceptions waiting for a person", labels=["type"])
         by_type: dict[str, int] = {}

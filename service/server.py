@@ -301,6 +301,7 @@ class AllocdServer:
                 certfile=self.settings.tls_cert_file, keyfile=self.settings.tls_key_file,
                 client_cafile=self.settings.tls_client_ca_file)
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
+        self._tasks.append(asyncio.create_task(self.engine.archive_forever()))
         self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
         self._tasks.append(asyncio.create_task(
             self.network_servicer.values.refresh_forever()))

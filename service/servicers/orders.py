@@ -27,7 +27,7 @@ from core.order_ops import (
     WaveResult,
     quote_order,
 )
-from core.orders import Decision, OrderSpec
+from core.orders import Decision, OrderSpec, missing_order
 from service.allocation_wire import allocation_bytes, response_bytes, stream_response_bytes
 from service.codec import ms_from_timestamp
 from service.engine import Engine
@@ -343,7 +343,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             raise InvalidArgument("order_id is required", "order_id")
         record = self.ledger.orders.orders.get(request.order_id)
         if record is None:
-            raise NotFound(f"no order {request.order_id!r}", "order_id")
+            raise NotFound(missing_order(self.ledger.orders, request.order_id), "order_id")
         exceptions = self.ledger.exceptions
         return pb.GetOrderResponse(
             order=order_to_proto(record.spec),

@@ -24,12 +24,13 @@ from core.orders import (
     Decision,
     OrderLineSpec,
     OrderSpec,
+    OrderStatus,
     PackageStatus,
     count_statuses,
     index_open,
 )
 from core.reopt import _eligible as eligible
-from core.returns import Grade
+from core.returns import Grade, ReturnStatus
 from service.logcodec import dumps, loads
 from service.store import ColumnsCommit, Commit
 
@@ -251,6 +252,24 @@ class OrderMachine(RuleBasedStateMachine):
             assert all(book.packages[p].status == PackageStatus.REPLANNED
                        for p in book.orders[order_id].package_ids if p in live_before)
 
+    @rule(limit=st.integers(1, 3))
+    def archive_closed_orders(self, limit):
+        """Long after: closed orders leave memory, all but those a return or an exception
+        of theirs still reads."""
+        later = NOW + 400 * DAY_MS
+        outcome = execute(self.ledger, c.ArchiveOrders(0, limit), later, f"r{len(self.events)}")
+        self.events.extend(outcome.events)
+        if outcome.events:
+            self.commits.append(outcome.events)
+        book = self.ledger.orders
+        for order_id in outcome.detail.order_ids:
+            assert order_id in book.archived and order_id not in book.orders
+            assert order_id not in self.ledger.exceptions.open_by_order
+        left = [i for i in book.closed_ms if i not in {
+            r.auth.order_id for r in self.ledger.returns.returns.values()
+            if r.status != ReturnStatus.CLOSED} and not self.ledger.exceptions.open_by_order.get(i)]
+        assert len(outcome.detail.order_ids) == limit or not left
+
     @invariant()
     def refunds_never_exceed_what_was_paid(self):
         for record in self.ledger.returns.returns.values():
@@ -292,6 +311,8 @@ class OrderMachine(RuleBasedStateMachine):
         assert replayed.checksum() == self.ledger.checksum()
         assert nonzero(replayed.orders.status_counts) == nonzero(self.ledger.orders.status_counts)
         assert set(replayed.orders.open_orders) == set(self.ledger.orders.open_orders)
+        assert replayed.orders.closed_ms == self.ledger.orders.closed_ms
+        assert replayed.orders.archived == self.ledger.orders.archived
         assert waiting(replayed.orders) == waiting(self.ledger.orders)
         assert list(replayed.exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
 
@@ -305,6 +326,11 @@ class OrderMachine(RuleBasedStateMachine):
         book, exceptions = self.ledger.orders, self.ledger.exceptions
         assert nonzero(book.status_counts) == count_statuses(book.orders)
         assert waiting(book) == waiting_found(book)  # (ReleaseWave's candidates)
+        # When orders closed: every closed order, and no other (archive_orders reads it).
+        assert set(book.closed_ms) == {i for i, r in book.orders.items()
+                                       if r.status in (OrderStatus.SHIPPED,
+                                                       OrderStatus.CANCELLED)}
+        assert not book.archived & set(book.orders)
         assert all(v >= 0 for v in book.status_counts.values())
         # Each node's wave queue, once made and topped up (as a wave tops it up): a heap
         # holding every package waiting there.
@@ -328,6 +354,7 @@ class OrderMachine(RuleBasedStateMachine):
         assert repr(back.orders) == repr(book.orders)
         assert repr(back.packages) == repr(book.packages)
         assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
+        assert (back.closed_ms, back.archived) == (book.closed_ms, book.archived)
         assert plans_shared(back) == plans_shared(book)
         assert nonzero(back.status_counts) == nonzero(book.status_counts)
         assert waiting(back) == waiting(book)
