@@ -591,6 +591,8 @@ class Ledger:
         h.update(repr((self.value_policy, sorted(self.supplied_forecast.items()), sorted(
             (key, d.level, d.last_ms) for key, d in self.learned_demand.items()), sorted(
             (key, d.level, d.last_ms) for key, d in self.drawn_units.items()))).encode())
+        h.update(repr((list(self.orders.closed_ms.items()), sorted(self.orders.archived))
+                      ).encode())
         for order_id in sorted(self.orders.orders):
             order = self.orders.orders[order_id]
             h.update(repr((order_id, order.status, order.package_ids,

@@ -47,7 +47,6 @@ from core.orders import (
     missing_order,
 )
 from core.plan import Plan
-from core.returns import ReturnStatus
 from core.validation import check_identifier, check_line_ids, existing, is_identifier
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member
@@ -636,8 +635,7 @@ def archive_orders(p: Plan, cmd: c.ArchiveOrders) -> ArchiveResult:
         raise InvalidArgument("limit must be at least 1", "limit")
     ledger = p.ledger
     days = max(cmd.retention_days, ledger.returns.policy.longest_window_days())
-    busy = {r.auth.order_id for r in ledger.returns.returns.values()
-            if r.status != ReturnStatus.CLOSED}
+    busy = {r.auth.order_id for r in ledger.returns.returns.values() if not r.done}
     busy.update(order_id for order_id, ids in ledger.exceptions.open_by_order.items() if ids)
     found = ledger.orders.archivable(p.now_ms - int(days * DAY_MS), busy, cmd.limit)
     for order_id in found:

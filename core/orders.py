@@ -483,6 +483,7 @@ class OrderBook:
             vars(self).update(state)
             if "closed_ms" not in state:  # (written before orders were archived)
                 self.closed_ms = index_closed(self.orders, self.packages)
+                self.archived = set()
         else:
             _read_book_columns(self, state)
         self.status_counts = count_statuses(self.orders)
@@ -1181,6 +1182,8 @@ def event_columns(events: Sequence[Event]) -> tuple[Any, ...] | None:
         seq = e.seq
         time_ms = e.time_ms
         reference = e.reference
+        if not COMPILED and (type(seq) is not int or type(time_ms) is not int):
+            raise TypeError("not an int")  # (one left out below is not checked by _exact)
         if i > 0:
             if e.request_id == request_id:
                 flags |= _SAME_REQUEST

@@ -157,6 +157,13 @@ class ReturnRecord:
     refunded_micros: int = 0
     approval_id: str = ""  # a refund waiting for approval
 
+    @property
+    def done(self) -> bool:
+        """Inspected with no refund waiting for an approval (or closed): nothing more of
+        it reads its order."""
+        return self.status == ReturnStatus.CLOSED or (
+            self.status == ReturnStatus.INSPECTED and not self.approval_id)
+
 
 class ReturnBook:
     def __init__(self) -> None:

@@ -14,7 +14,7 @@ from core.model import EventKind
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderBook, OrderLineSpec, OrderSpec, OrderStatus, index_closed
-from core.returns import DAY_MS, ReturnPolicy
+from core.returns import DAY_MS, Grade, ReturnPolicy
 from tests.unit.test_orders_stateful import NOW
 from tests.unit.test_returns import ask, sell, world
 
@@ -108,6 +108,19 @@ def test_an_order_with_an_open_return_or_exception_stays():
     assert "o1" in shop.ledger.orders.orders
 
 
+def test_a_return_inspected_and_refunded_no_longer_holds_its_order_back():
+    shop = Recorded()
+    shop.sell("o1")
+    assert ask(shop.ledger, "r1", "o1", 1, NOW + DAY_MS).eligible
+    later = NOW + 200 * DAY_MS
+    assert shop.run(c.ArchiveOrders(90), later).order_ids == ()  # (the return is open)
+    shop.run(c.ReceiveReturn("r1", (), actor="clerk"), NOW + 2 * DAY_MS)
+    shop.run(c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),), actor="clerk"), NOW + 2 * DAY_MS)
+    record = shop.ledger.returns.returns["r1"]
+    assert record.refunded_micros and not record.approval_id and record.done
+    assert shop.run(c.ArchiveOrders(90), later).order_ids == ("o1",)
+
+
 def test_an_archived_order_id_stays_taken_and_its_record_is_gone_with_a_reason():
     shop = Recorded()
     shop.sell("o1")
@@ -163,6 +176,14 @@ def test_a_snapshot_from_before_archiving_knows_when_its_orders_closed():
     assert older.closed_ms == {"o1": NOW, "o2": NOW + 3 * DAY_MS}
     assert older.archived == set()
     assert index_closed(book.orders, book.packages) == book.closed_ms
+    # Pickle's default form, older still: the object made without __init__, its fields set.
+    fields = {k: v for k, v in vars(book).items()
+              if k not in ("closed_ms", "archived", "packages_archived")}
+    oldest = OrderBook.__new__(OrderBook)
+    oldest.__setstate__(fields)
+    assert (oldest.closed_ms, oldest.archived) == (book.closed_ms, set())
+    shop.ledger.orders = oldest
+    assert shop.run(c.ArchiveOrders(90), NOW + 120 * DAY_MS).order_ids == ("o1", "o2")
 
 
 def test_packages_made_after_an_archive_still_join_their_nodes_wave_queue():

@@ -30,7 +30,7 @@ from core.orders import (
     index_open,
 )
 from core.reopt import _eligible as eligible
-from core.returns import Grade, ReturnStatus
+from core.returns import Grade
 from service.logcodec import dumps, loads
 from service.store import ColumnsCommit, Commit
 
@@ -266,8 +266,8 @@ class OrderMachine(RuleBasedStateMachine):
             assert order_id in book.archived and order_id not in book.orders
             assert order_id not in self.ledger.exceptions.open_by_order
         left = [i for i in book.closed_ms if i not in {
-            r.auth.order_id for r in self.ledger.returns.returns.values()
-            if r.status != ReturnStatus.CLOSED} and not self.ledger.exceptions.open_by_order.get(i)]
+            r.auth.order_id for r in self.ledger.returns.returns.values() if not r.done}
+            and not self.ledger.exceptions.open_by_order.get(i)]
         assert len(outcome.detail.order_ids) == limit or not left
 
     @invariant()
