@@ -42,7 +42,7 @@ from core.model import (
 from core.network import CompiledNetwork, NetworkSpec, compile_network
 from core.orders import OrderBook, OrderSpec
 from core.reservations import ReservationBook
-from core.returns import ReturnBook, ReturnStatus
+from core.returns import ReturnBook, ReturnRecord, ReturnStatus
 
 _EMPTY_2D = np.zeros((0, 0), dtype=np.int32)
 # Read for every event: Final, so compiled code reads it from a C static.
@@ -648,19 +648,31 @@ def _return_inspected(ledger: Ledger, e: Event) -> None:
     record = ledger.returns.returns[e.reference]
     record.inspection = e.payload
     record.status = ReturnStatus.INSPECTED
+    _close_if_done(record)
+
+
+def _close_if_done(record: ReturnRecord) -> None:
+    """Inspected, with no refund waiting for an approval: nothing is left to do (a refund
+    asked for with the inspection is asked in the same command, and opens it again)."""
+    if record.status == ReturnStatus.INSPECTED and not record.approval_id:
+        record.status = ReturnStatus.CLOSED
 
 
 def _refund_issued(ledger: Ledger, e: Event) -> None:
     record = ledger.returns.returns[e.reference]
     record.refunded_micros += e.payload.net_micros
     record.approval_id = ""
+    _close_if_done(record)
 
 
 def _approval_requested(ledger: Ledger, e: Event) -> None:
     request = e.payload
     ledger.approvals.ask(ApprovalRecord(request, e.time_ms))
     if request.action == "refund":
-        ledger.returns.returns[request.reference].approval_id = request.approval_id
+        record = ledger.returns.returns[request.reference]
+        record.approval_id = request.approval_id
+        if record.status == ReturnStatus.CLOSED:  # (asked for with its inspection)
+            record.status = ReturnStatus.INSPECTED
     elif request.reference in ledger.ops.alerts:
         ledger.ops.alerts[request.reference].approval_ids.append(request.approval_id)
 
@@ -669,7 +681,9 @@ def _approval_decided(ledger: Ledger, e: Event) -> None:
     decision = e.payload
     record = ledger.approvals.record(decision)
     if not decision.approved and record.request.action == "refund":
-        ledger.returns.returns[record.request.reference].approval_id = ""
+        refused = ledger.returns.returns[record.request.reference]
+        refused.approval_id = ""
+        _close_if_done(refused)
 
 
 def _exception_raised(ledger: Ledger, e: Event) -> None:

@@ -44,8 +44,8 @@ class ReturnStatus(IntEnum):
     AUTHORIZED = 1
     IN_REVIEW = 2  # the abuse score routed it to a person
     RECEIVED = 3
-    INSPECTED = 4
-    CLOSED = 5
+    INSPECTED = 4  # graded and disposed of; a refund waits for an approval
+    CLOSED = 5  # inspected, nothing left to do
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +159,8 @@ class ReturnRecord:
 
     @property
     def done(self) -> bool:
-        """Inspected with no refund waiting for an approval (or closed): nothing more of
-        it reads its order."""
+        """Nothing more of it reads its order: CLOSED (or, in a snapshot from before
+        returns were closed, inspected with no refund waiting for an approval)."""
         return self.status == ReturnStatus.CLOSED or (
             self.status == ReturnStatus.INSPECTED and not self.approval_id)
 

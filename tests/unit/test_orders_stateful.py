@@ -30,7 +30,7 @@ from core.orders import (
     index_open,
 )
 from core.reopt import _eligible as eligible
-from core.returns import Grade
+from core.returns import Grade, ReturnStatus
 from service.logcodec import dumps, loads
 from service.store import ColumnsCommit, Commit
 
@@ -275,6 +275,11 @@ class OrderMachine(RuleBasedStateMachine):
         for record in self.ledger.returns.returns.values():
             paid = sum(x.quantity * x.unit_price_micros for x in record.auth.lines)
             assert 0 <= record.refunded_micros <= paid
+            # Closed: inspected, nothing waiting; inspected and open: a refund waiting.
+            if record.status == ReturnStatus.CLOSED:
+                assert record.inspection is not None and not record.approval_id
+            if record.status == ReturnStatus.INSPECTED:
+                assert record.approval_id
 
     @invariant()
     def no_bucket_is_negative(self):

@@ -15,7 +15,7 @@ from core.model import Bucket, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
-from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy
+from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy, ReturnStatus
 from tests.unit.shop import shop
 from tests.unit.test_orders_stateful import NOW
 
@@ -206,3 +206,39 @@ def test_a_count_variance_above_the_percentage_threshold_is_held():
     # 3 of 20 missing: under 5 units, but 15 % > 10 %: held, not booked.
     line = execute(ledger, c.SubmitCycleCount((c.CountLine("x", "n0", 17),)), NOW).detail.lines[0]
     assert line.exception_id and line.held == 3 and line.adjusted == 0
+
+
+def _status(ledger: Ledger, rma: str) -> ReturnStatus:
+    return ledger.returns.returns[rma].status
+
+
+def test_a_return_closes_once_inspected_with_nothing_left_to_refund():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    assert ask(ledger, "r1", "o1", 1, NOW + DAY_MS).eligible
+    assert _status(ledger, "r1") == ReturnStatus.AUTHORIZED
+    execute(ledger, c.ReceiveReturn("r1", (), actor="clerk"), NOW + 2 * DAY_MS)
+    assert _status(ledger, "r1") == ReturnStatus.RECEIVED
+    assert ledger.returns.returns["r1"].refunded_micros  # (refunded on receipt)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),), actor="clerk"),
+            NOW + 2 * DAY_MS)
+    assert _status(ledger, "r1") == ReturnStatus.CLOSED
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_a_refund_waiting_for_its_approval_keeps_the_return_open_until_decided(approve):
+    # High value: refunded on inspection, and above the threshold: an approval is asked
+    # for in the inspection's own command.
+    ledger = world(ReturnPolicy(high_value_micros=1, refund_approval_micros=1))
+    sell(ledger, "o1", "shirt", 2)
+    assert ask(ledger, "r1", "o1", 1, NOW + DAY_MS).eligible
+    execute(ledger, c.ReceiveReturn("r1", (), actor="clerk"), NOW + 2 * DAY_MS)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),), actor="clerk"),
+            NOW + 2 * DAY_MS)
+    record = ledger.returns.returns["r1"]
+    assert record.status == ReturnStatus.INSPECTED and record.approval_id
+    assert not record.done and record.refunded_micros == 0
+    execute(ledger, c.DecideApproval(record.approval_id, approve, "controller", "finance"),
+            NOW + 3 * DAY_MS)
+    assert record.status == ReturnStatus.CLOSED and not record.approval_id and record.done
+    assert (record.refunded_micros > 0) == approve
