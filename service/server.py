@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -185,6 +186,12 @@ class AllocdServer:
         if not 0 <= settings.snapshot_nice <= 19:
             raise ValueError(
                 f"snapshot_nice must be between 0 and 19, not {settings.snapshot_nice}")
+        if not 0 <= settings.order_retention_days <= 36_500:  # (NaN is refused too)
+            raise ValueError("order_retention_days must be between 0 and 36500, not "
+                             f"{settings.order_retention_days}")
+        if not settings.archive_interval_s >= 0 or math.isinf(settings.archive_interval_s):
+            raise ValueError("archive_interval_s must be 0 (never) or a number of seconds, "
+                             f"not {settings.archive_interval_s}")
         self.settings = settings
         store = store or store_from_settings(settings)
         # The audit log is a file in the partition's data directory whichever store

@@ -16,7 +16,9 @@ from allocd.v1 import returns_service_pb2_grpc as rgrpc
 from allocd.v1 import types_pb2 as types
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, order_world, rid
+from service.server import AllocdServer
+from service.store import MemoryEventStore
+from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, e2e_settings, order_world, rid
 from tests.e2e.test_metrics import _free_port
 
 DAY_MS = 86_400_000
@@ -85,3 +87,11 @@ def test_a_shipped_order_is_archived_after_its_retention(server_factory):
     gauges = {s.name: s.value for family in text_string_to_metric_families(text)
               for s in family.samples if family.name.startswith("allocd_orders")}
     assert gauges == {"allocd_orders_archived": 1.0, "allocd_orders": 1.0}
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("order_retention_days", -1.0), ("order_retention_days", float("nan")),
+    ("archive_interval_s", -5.0), ("archive_interval_s", float("inf"))])
+def test_a_server_refuses_to_start_with_a_retention_it_cannot_keep(name, value):
+    with pytest.raises(ValueError, match=name):
+        AllocdServer(e2e_settings(**{name: value}), MemoryEventStore())
