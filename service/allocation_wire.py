@@ -213,6 +213,19 @@ def response_bytes(result: bytes, allocations: list[bytes]) -> bytes:
     return b"".join(out)
 
 
+def mutation_result_bytes(first_sequence: int, last_sequence: int, event_count: int) -> bytes:
+    """A MutationResult's bytes (not replayed): what `mutation_result(outcome)` serializes
+    to, for an outcome whose events run from `first_sequence` to `last_sequence`."""
+    out: list[bytes] = []
+    if first_sequence:
+        _put(out, b"\x08", _varint(first_sequence))
+    if last_sequence:
+        _put(out, b"\x10", _varint(last_sequence))
+    if event_count:
+        _put(out, b"\x18", _varint(event_count))
+    return b"".join(out)
+
+
 def stream_response_bytes(request_id: str, result: bytes, allocation: bytes) -> bytes:
     """An AllocateStreamResponse's bytes: its request id (field 1), result (field 2) and
     allocation (field 3), the two messages given as their bytes."""

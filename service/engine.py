@@ -137,8 +137,14 @@ class _JoinPace:
 def fingerprint(method: str, request: Message) -> bytes:
     """Digest of the whole request. (It includes the request id, which is part of the
     idempotency key anyway, so equal keys with equal digests mean equal requests.)"""
+    return fingerprint_of(method, request.SerializeToString(deterministic=True))
+
+
+def fingerprint_of(method: str, deterministic: bytes) -> bytes:
+    """`fingerprint` of the request whose deterministic serialization is given (for a
+    caller that has it already)."""
     digest = hashlib.blake2b(method.encode(), digest_size=20)
-    digest.update(request.SerializeToString(deterministic=True))
+    digest.update(deterministic)
     return digest.digest()
 
 
@@ -308,16 +314,20 @@ class Engine:
 
     def submit_joined(self, method: str, request: Message, part: Callable[[], Any],
                       respond: Callable[[Outcome], Message | bytes],
-                      joiner: Joiner) -> asyncio.Future[Any] | None:
+                      joiner: Joiner, deterministic: bytes | None = None,
+                      ) -> asyncio.Future[Any] | None:
         """`mutate_joined` without a coroutine, for callers that queue many calls in a row
         (a stream): the call is queued now and its answer comes in the future returned.
         None when a call with this request id is known already: then `mutate_joined`,
         which waits for that call's answer, must be used. The call is answered and
-        recorded even if the future is cancelled."""
+        recorded even if the future is cancelled. `deterministic`, if given, is the
+        request's deterministic serialization (its fingerprint is taken from it)."""
         key = (method, check_request_id(request.request_id))  # type: ignore[attr-defined]
         if key in self._answers:
             return None
-        return self._join(key, fingerprint(method, request), part, respond, joiner)
+        print_ = (fingerprint(method, request) if deterministic is None
+                  else fingerprint_of(method, deterministic))
+        return self._join(key, print_, part, respond, joiner)
 
     def _join(self, key: tuple[str, str], print_: bytes, part: Callable[[], Any],
               respond: Callable[[Outcome], Message | bytes],

@@ -108,11 +108,15 @@ def stream_auditor(engine: Any, context: Context,
             outcome = (status_of(error).name if isinstance(error, DomainError | StoreUnavailable)
                        else type(error).__name__)
         else:
-            code = getattr(future.result(), "error_code", 0)
+            result = future.result()
+            # (An answer written as bytes is an allocation: only refusals are messages.)
+            code = 0 if isinstance(result, bytes) else getattr(result, "error_code", 0)
             outcome = _STATUS_NAMES.get(code, str(code)) if code else "OK"
         audit.record(clock(), who, method, request_id, outcome)
 
     def audited(request_id: str, future: asyncio.Future[Any]) -> None:
+        """Audit the request once `future` is settled. (Its exception is read then, so a
+        stream that ends before reading an answer leaves no exception unretrieved.)"""
         future.add_done_callback(lambda done: settled(request_id, done))
 
     return audited

@@ -99,9 +99,11 @@ def orders_from_proto(request: pb.AllocateOrdersRequest) -> tuple[OrderSpec, ...
 
 
 def single_order_from_proto(request: pb.AllocateOrderRequest | pb.AllocateStreamRequest,
-                            ) -> OrderSpec:
-    """A single-order call's order, read the same way (its order is field 2 as well)."""
-    read = orders_from_request(request.SerializeToString())
+                            serialized: bytes | None = None) -> OrderSpec:
+    """A single-order call's order, read the same way (its order is field 2 as well);
+    from `serialized`, the request's bytes, when the caller has them already."""
+    read = orders_from_request(request.SerializeToString() if serialized is None
+                               else serialized)
     spec = read[0] if len(read) == 1 else None
     return order_from_proto(request.order) if spec is None else spec
 

@@ -28,7 +28,12 @@ from core.order_ops import (
     quote_order,
 )
 from core.orders import Decision, OrderSpec, missing_order
-from service.allocation_wire import allocation_bytes, response_bytes, stream_response_bytes
+from service.allocation_wire import (
+    allocation_bytes,
+    mutation_result_bytes,
+    response_bytes,
+    stream_response_bytes,
+)
 from service.codec import ms_from_timestamp
 from service.engine import Engine
 from service.errors import (
@@ -61,12 +66,6 @@ STREAM_WINDOW = 256
 
 def _raised_seq(record: ExceptionRecord) -> int:
     return record.seq
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """Mark the future's exception as read (a stream that ends early leaves some unread)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _allocation(ledger: Ledger, outcome: OrderOutcome, explain: bool,
@@ -169,10 +168,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         check_count(len(order.lines), self.settings.max_lines_per_request, f"{field}.lines",
                     "max_lines_per_request")
 
-    def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest) -> OrderSpec:
+    def _single(self, request: pb.AllocateOrderRequest | pb.AllocateStreamRequest,
+                serialized: bytes | None = None) -> OrderSpec:
         full_view(request.view, request.explain)  # (a refusal here queues nothing)
         self._check_lines(request.order, "order")
-        return single_order_from_proto(request)
+        return single_order_from_proto(request, serialized)
 
     def _single_outcome(self, o: Outcome) -> OrderOutcome:
         assert isinstance(o.detail, AllocateResult)
@@ -190,7 +190,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if o.detail is None or request.explain:
             return None
         outcome = self._single_outcome(o)
-        return (mutation_result(o).SerializeToString(),
+        events = o.events
+        result = (mutation_result_bytes(events[0].seq, events[-1].seq, len(events)) if events
+                  else b"")
+        return (result,
                 _allocation_bytes(self.ledger, outcome, full_view(request.view, False)))
 
     def _allocation_into(self, field: pb.Allocation, o: Outcome,
@@ -272,14 +275,15 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         def submit(request: pb.AllocateStreamRequest) -> asyncio.Future[Any] | None:
             """The request queued for the next joined command (no task of its own); None
             when its request id was seen before (it must wait for that answer)."""
+            # One serialization for both the fingerprint and the order's reading.
+            serialized = request.SerializeToString(deterministic=True)
             try:
-                pending = self.engine.submit_joined("AllocateStream", request,
-                                                    lambda: self._single(request),
-                                                    responder(request), self.stream_joiner)
-                if pending is not None:
-                    # A refusal is read by the loop below; if the stream ends first, here.
-                    pending.add_done_callback(_retrieved)
-                return pending
+                # (A refusal is read by the loop below; if the stream ends first, by the
+                # audit's callback.)
+                return self.engine.submit_joined("AllocateStream", request,
+                                                 lambda: self._single(request, serialized),
+                                                 responder(request), self.stream_joiner,
+                                                 serialized)
             except DomainError as error:
                 done = loop.create_future()
                 done.set_result(refused(request.request_id, error))

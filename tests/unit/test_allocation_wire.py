@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from allocd.v1 import order_service_pb2 as pb
+from allocd.v1 import types_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,12 @@ from core.orders import (
     PackageState,
     PackageStatus,
 )
-from service.allocation_wire import allocation_bytes, response_bytes, stream_response_bytes
+from service.allocation_wire import (
+    allocation_bytes,
+    mutation_result_bytes,
+    response_bytes,
+    stream_response_bytes,
+)
 from service.config import Settings
 from service.engine import Engine
 from service.errors import status_of
@@ -231,3 +237,9 @@ def test_a_single_order_answer_written_as_bytes_is_the_response_built_as_a_messa
         assert len(kinds) >= 3, kinds  # none, backordered, held for review
 
     asyncio.run(go())
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**31 - 1))
+def test_a_mutation_result_written_as_bytes_is_the_message_serialized(first, last, count):
+    assert mutation_result_bytes(first, last, count) == types_pb2.MutationResult(
+        first_sequence=first, last_sequence=last, event_count=count).SerializeToString()
