@@ -445,8 +445,11 @@ class Ledger:
                     del self.inbound_by_sku[e.sku]
         elif kind == EventKind.RETURN_RECEIVED:
             ret = self.returns.returns[e.reference]
-            line_id = next(x.line_id for x in ret.auth.lines if x.sku == e.sku
-                           and ret.received.get(x.line_id, 0) < x.quantity)
+            # The line the units are for; older logs do not say, and a line is found by
+            # its SKU.
+            line_id = e.payload if isinstance(e.payload, str) else next(
+                x.line_id for x in ret.auth.lines if x.sku == e.sku
+                and ret.received.get(x.line_id, 0) < x.quantity)
             ret.received[line_id] = ret.received.get(line_id, 0) + e.quantity
             ret.status = ReturnStatus.RECEIVED
         elif kind == EventKind.COUNT_VARIANCE_SETTLED:
@@ -608,7 +611,9 @@ class Ledger:
         for rma_id in sorted(self.returns.returns):
             ret = self.returns.returns[rma_id]
             h.update(repr((rma_id, ret.status, sorted(ret.received.items()),
-                           ret.refunded_micros, ret.approval_id)).encode())
+                           ret.refunded_micros, ret.approval_id,
+                           ret.pending_approvals)).encode())
+        h.update(repr(sorted(self.returns.returned.items())).encode())
         for approval_id in sorted(self.approvals.by_id):
             approval = self.approvals.by_id[approval_id]
             h.update(repr((approval_id, approval.decision, approval.approvals)).encode())
@@ -648,20 +653,21 @@ def _return_inspected(ledger: Ledger, e: Event) -> None:
     record = ledger.returns.returns[e.reference]
     record.inspection = e.payload
     record.status = ReturnStatus.INSPECTED
+    # Receipt ends with the inspection: what did not come may come back on another return.
+    ledger.returns.release_unreceived(record)
     _close_if_done(record)
 
 
 def _close_if_done(record: ReturnRecord) -> None:
     """Inspected, with no refund waiting for an approval: nothing is left to do (a refund
     asked for with the inspection is asked in the same command, and opens it again)."""
-    if record.status == ReturnStatus.INSPECTED and not record.approval_id:
+    if record.status == ReturnStatus.INSPECTED and not record.pending_approvals:
         record.status = ReturnStatus.CLOSED
 
 
 def _refund_issued(ledger: Ledger, e: Event) -> None:
     record = ledger.returns.returns[e.reference]
     record.refunded_micros += e.payload.net_micros
-    record.approval_id = ""
     _close_if_done(record)
 
 
@@ -670,7 +676,7 @@ def _approval_requested(ledger: Ledger, e: Event) -> None:
     ledger.approvals.ask(ApprovalRecord(request, e.time_ms))
     if request.action == "refund":
         record = ledger.returns.returns[request.reference]
-        record.approval_id = request.approval_id
+        record.approval_asked(request.approval_id)
         if record.status == ReturnStatus.CLOSED:  # (asked for with its inspection)
             record.status = ReturnStatus.INSPECTED
     elif request.reference in ledger.ops.alerts:
@@ -680,10 +686,11 @@ def _approval_requested(ledger: Ledger, e: Event) -> None:
 def _approval_decided(ledger: Ledger, e: Event) -> None:
     decision = e.payload
     record = ledger.approvals.record(decision)
-    if not decision.approved and record.request.action == "refund":
-        refused = ledger.returns.returns[record.request.reference]
-        refused.approval_id = ""
-        _close_if_done(refused)
+    if record.request.action == "refund" and record.decision is not None:
+        # Decided for good: refused, or approved by all it needs (its refund follows).
+        settled = ledger.returns.returns[record.request.reference]
+        settled.approval_settled(decision.approval_id)
+        _close_if_done(settled)
 
 
 def _exception_raised(ledger: Ledger, e: Event) -> None:

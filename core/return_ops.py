@@ -166,19 +166,27 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
 
 def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
             actor: str) -> tuple[int, str]:
-    """Refund `lines` of the RMA, or ask for an approval when above the threshold."""
-    policy = p.ledger.returns.policy
+    """Refund `lines` of the RMA, or ask for an approval when the return's refunds (paid,
+    waiting for approval, and this one) come to more than the threshold: a return
+    refunded in parts is not let through part by part."""
+    ledger = p.ledger
+    policy = ledger.returns.policy
     gross = sum(x.quantity * x.unit_price_micros for x in lines)
     if not gross:
         return 0, ""
     fee = auth.restocking_fee_micros * gross // max(
         sum(x.quantity * x.unit_price_micros for x in auth.lines), 1)
     net = gross - fee
-    if net > policy.refund_approval_micros:
-        approval_id = f"AP-{p.ledger.last_seq + 1 + len(p.events)}"
+    record = ledger.returns.returns.get(auth.rma_id)  # (None: authorised in this command)
+    earlier = 0 if record is None else record.refunded_micros + sum(
+        ledger.approvals.by_id[a].request.amount_micros for a in record.pending_approvals)
+    if earlier + net > policy.refund_approval_micros:
+        approval_id = f"AP-{ledger.last_seq + 1 + len(p.events)}"
+        why = f"refund {net} micros on {auth.rma_id} (gross {gross}, fee {fee})"
+        if earlier:
+            why += f"; {earlier} micros refunded or waiting on it already"
         p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
-            approval_id, "refund", auth.rma_id, net, actor,
-            f"refund {net} micros on {auth.rma_id} (gross {gross}, fee {fee})", gross, fee))
+            approval_id, "refund", auth.rma_id, net, actor, why, gross, fee))
         return 0, approval_id
     p.add(EventKind.REFUND_ISSUED, reference=auth.rma_id,
           payload=Refund(auth.rma_id, gross, fee, net))
@@ -192,22 +200,31 @@ def _return(p: Plan, rma_id: str) -> ReturnRecord:
 def receive_return(p: Plan, cmd: c.ReceiveReturn) -> ReturnProgress:
     record = _return(p, cmd.rma_id)
     auth = record.auth
+    if record.inspection is not None:
+        raise FailedPrecondition(
+            f"return {cmd.rma_id!r} was inspected already, which ended its receipt; units "
+            "that came later need a return of their own", "rma_id")
     by_line = {x.line_id: x for x in auth.lines}
     wanted = cmd.lines or tuple((x.line_id, x.quantity - record.received.get(x.line_id, 0))
                                 for x in auth.lines)
     received: list[ReturnLine] = []
+    seen: set[str] = set()
     for i, (line_id, qty) in enumerate(wanted):
         line = by_line.get(line_id)
         if line is None:
             raise NotFound(f"return {cmd.rma_id!r} has no line {line_id!r}",
                            f"lines[{i}].line_id")
+        if line_id in seen:
+            raise InvalidArgument(f"line {line_id!r} appears twice", f"lines[{i}].line_id")
+        seen.add(line_id)
         left = line.quantity - record.received.get(line_id, 0)
         if qty < 0 or qty > left:
             raise FailedPrecondition(f"line {line_id}: {left} units still expected, {qty} "
                                      "received", f"lines[{i}].quantity")
         if qty:
             p.add(EventKind.RETURN_RECEIVED, sku=line.sku, node=auth.node,
-                  to_bucket=Bucket.RETURNED, quantity=qty, reference=cmd.rma_id)
+                  to_bucket=Bucket.RETURNED, quantity=qty, reference=cmd.rma_id,
+                  payload=line_id)
             received.append(ReturnLine(line_id, line.sku, qty, line.unit_price_micros))
     if not received:
         raise FailedPrecondition(f"return {cmd.rma_id!r} has nothing left to receive",
@@ -233,11 +250,15 @@ def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
     results = []
     moves = []
     inspected: list[ReturnLine] = []
+    seen: set[str] = set()
     for i, (line_id, grade_code) in enumerate(cmd.grades):
         line = by_line.get(line_id)
         if line is None:
             raise NotFound(f"return {cmd.rma_id!r} has no line {line_id!r}",
                            f"grades[{i}].line_id")
+        if line_id in seen:
+            raise InvalidArgument(f"line {line_id!r} is graded twice", f"grades[{i}].line_id")
+        seen.add(line_id)
         try:
             grade = Grade(grade_code)
         except ValueError:
@@ -252,6 +273,12 @@ def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
         results.append((line_id, grade, disposition))
         moves.append((line, units, disposition))
         inspected.append(ReturnLine(line_id, line.sku, units, line.unit_price_micros))
+    # Every unit received is graded and disposed of: none may stay in RETURNED for ever.
+    ungraded = sorted(line_id for line_id, units in record.received.items()
+                      if units and line_id not in seen)
+    if ungraded:
+        raise FailedPrecondition(f"lines {', '.join(ungraded)} were received and need a "
+                                 "grade too", "grades")
     p.add(EventKind.RETURN_INSPECTED, reference=cmd.rma_id,
           payload=Inspection(cmd.rma_id, tuple(results)))
     paused = p.ledger.ops.restock_pauses > 0  # an emergency: restock-grade units wait

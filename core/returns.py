@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
+
+from core.model import set_fields
 
 DAY_MS = 86_400_000
 
@@ -155,14 +158,31 @@ class ReturnRecord:
     received: dict[str, int] = field(default_factory=dict)
     inspection: Inspection | None = None
     refunded_micros: int = 0
-    approval_id: str = ""  # a refund waiting for approval
+    approval_id: str = ""  # the latest refund waiting for approval ("" when none waits)
+    # Every refund approval asked for and not decided yet, in the order asked.
+    pending_approvals: list[str] = field(default_factory=list)
+
+    def __setstate__(self, state: Any) -> None:
+        set_fields(self, state)
+        if not hasattr(self, "pending_approvals"):  # a snapshot from before they were kept
+            self.pending_approvals = [self.approval_id] if self.approval_id else []
 
     @property
     def done(self) -> bool:
         """Nothing more of it reads its order: CLOSED (or, in a snapshot from before
         returns were closed, inspected with no refund waiting for an approval)."""
         return self.status == ReturnStatus.CLOSED or (
-            self.status == ReturnStatus.INSPECTED and not self.approval_id)
+            self.status == ReturnStatus.INSPECTED and not self.pending_approvals)
+
+    def approval_asked(self, approval_id: str) -> None:
+        self.pending_approvals.append(approval_id)
+        self.approval_id = approval_id
+
+    def approval_settled(self, approval_id: str) -> None:
+        """A refund approval was decided for good (approved by all it needs, or refused)."""
+        if approval_id in self.pending_approvals:
+            self.pending_approvals.remove(approval_id)
+        self.approval_id = self.pending_approvals[-1] if self.pending_approvals else ""
 
 
 class ReturnBook:
@@ -173,6 +193,23 @@ class ReturnBook:
         # Per customer: (time, value bought) and (time, value returned), for the abuse score.
         self.bought: dict[str, list[tuple[int, int]]] = {}
         self.sent_back: dict[str, list[tuple[int, int]]] = {}
+
+    def release_unreceived(self, record: ReturnRecord) -> None:
+        """Units authorised but not received when the return was inspected no longer count
+        as returned (another return may bring them back), unless they were refunded when
+        authorised: then the customer owes them."""
+        auth = record.auth
+        if auth.refund_timing == RefundTiming.ON_AUTHORIZATION:
+            return
+        for line in auth.lines:
+            missing = line.quantity - record.received.get(line.line_id, 0)
+            if missing > 0:
+                key = (auth.order_id, line.line_id)
+                left = self.returned.get(key, 0) - missing
+                if left > 0:
+                    self.returned[key] = left
+                else:
+                    self.returned.pop(key, None)
 
     def authorize(self, auth: ReturnAuthorization, time_ms: int) -> None:
         self.returns[auth.rma_id] = ReturnRecord(

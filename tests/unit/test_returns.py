@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -11,7 +12,7 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.exceptions import Resolution
 from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
-from core.model import Bucket, NodeSpec, SkuSpec
+from core.model import Bucket, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
@@ -242,3 +243,141 @@ def test_a_refund_waiting_for_its_approval_keeps_the_return_open_until_decided(a
             NOW + 3 * DAY_MS)
     assert record.status == ReturnStatus.CLOSED and not record.approval_id and record.done
     assert (record.refunded_micros > 0) == approve
+
+
+def sell_lines(ledger: Ledger, order_id: str, lines: tuple[tuple[str, int], ...],
+               customer: str = "") -> None:
+    """An order of one line per (sku, quantity), lines "1", "2", ..., shipped whole."""
+    spec = OrderSpec(order_id, "web", SlaTier.STANDARD, tuple(
+        OrderLineSpec(str(i + 1), sku, qty) for i, (sku, qty) in enumerate(lines)),
+        postal_code="10001", customer_id=customer)
+    execute(ledger, c.AllocateOrders((spec,)), NOW)
+    (package_id,) = ledger.orders.orders[order_id].package_ids
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick(package_id, ()), NOW)
+    execute(ledger, c.ConfirmPack(package_id, lines), NOW)
+    execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
+
+
+def test_a_line_named_twice_on_a_receipt_or_an_inspection_is_refused_and_changes_nothing():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 4)
+    ask(ledger, "r1", "o1", 2, NOW)
+    before = ledger.checksum()
+    with pytest.raises(InvalidArgument, match="twice"):
+        execute(ledger, c.ReceiveReturn("r1", (("1", 1), ("1", 1))), NOW)
+    assert ledger.checksum() == before
+    execute(ledger, c.ReceiveReturn("r1"), NOW)
+    before = ledger.checksum()
+    graded = int(Grade.LIKE_NEW)
+    with pytest.raises(InvalidArgument, match="twice"):
+        execute(ledger, c.InspectReturn("r1", (("1", graded), ("1", graded))), NOW)
+    assert ledger.checksum() == before
+    # Another return's units waiting at the same node are not touched by this one's.
+    execute(ledger, c.InspectReturn("r1", (("1", graded),)), NOW)
+    assert ledger.buckets(ledger.catalog.sku("shirt"), 0)[Bucket.RETURNED] == 0
+    assert ledger.returns.returns["r1"].refunded_micros == 2 * 20_000_000
+
+
+def test_a_receipt_names_the_line_its_units_are_for():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    ask(ledger, "r1", "o1", 2, NOW)
+    outcome = execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    received = [e for e in outcome.events if e.kind == EventKind.RETURN_RECEIVED]
+    assert [e.payload for e in received] == ["1"]
+    assert ledger.returns.returns["r1"].received == {"1": 1}
+
+
+def test_an_inspection_grades_every_line_received():
+    ledger = world()
+    sell_lines(ledger, "o1", (("shirt", 1), ("tree", 1)))
+    assert execute(ledger, c.CreateReturn("r1", "o1", (("1", 1), ("2", 1))), NOW
+                   ).detail.eligible
+    execute(ledger, c.ReceiveReturn("r1"), NOW)
+    before = ledger.checksum()
+    with pytest.raises(FailedPrecondition, match="need a grade"):
+        execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    assert ledger.checksum() == before
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),
+                                           ("2", int(Grade.DAMAGED)))), NOW)
+    assert _status(ledger, "r1") == ReturnStatus.CLOSED
+    for sku in ("shirt", "tree"):
+        assert ledger.buckets(ledger.catalog.sku(sku), 0)[Bucket.RETURNED] == 0
+
+
+def test_an_inspection_ends_the_receipt_and_frees_what_never_came_for_another_return():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    ask(ledger, "r1", "o1", 2, NOW)
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)  # one of the two comes
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    record = ledger.returns.returns["r1"]
+    assert record.status == ReturnStatus.CLOSED and record.refunded_micros == 20_000_000
+    before = ledger.checksum()
+    with pytest.raises(FailedPrecondition, match="inspected already"):
+        execute(ledger, c.ReceiveReturn("r1"), NOW)
+    assert ledger.checksum() == before
+    # The unit that never came may come back on a return of its own, and no more.
+    assert ask(ledger, "r2", "o1", 1, NOW).eligible
+    assert not ask(ledger, "r3", "o1", 1, NOW).eligible
+
+
+def test_units_refunded_when_authorised_stay_owed_after_an_inspection():
+    ledger = world()
+    for i in range(3):
+        sell(ledger, f"t{i}", "shirt", 1, customer="loyal")
+    sell(ledger, "o1", "shirt", 2, customer="loyal")
+    trusted = ask(ledger, "r1", "o1", 2, NOW)
+    assert trusted.authorization.refund_timing == RefundTiming.ON_AUTHORIZATION
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    # Both were refunded up front: the missing one cannot be returned (and refunded) again.
+    assert not ask(ledger, "r2", "o1", 1, NOW).eligible
+
+
+def test_a_return_refunded_in_parts_asks_for_approval_once_its_total_is_above_the_limit():
+    # Each part is under the limit; the two together are over it.
+    ledger = world(ReturnPolicy(refund_approval_micros=70_000_000))
+    sell_lines(ledger, "o1", (("shirt", 2), ("tree", 2)))  # 40 + 60 million
+    assert execute(ledger, c.CreateReturn("r1", "o1", (("1", 2), ("2", 2))), NOW
+                   ).detail.eligible
+    first = execute(ledger, c.ReceiveReturn("r1", (("1", 2),)), NOW).detail
+    assert first.refunded_micros == 40_000_000 and not first.approval_id
+    second = execute(ledger, c.ReceiveReturn("r1", (("2", 2),)), NOW).detail
+    assert second.refunded_micros == 0 and second.approval_id  # 100 million in all
+    request = ledger.approvals.by_id[second.approval_id].request
+    assert request.amount_micros == 60_000_000 and "40000000 micros refunded" in request.detail
+
+
+def test_a_return_stays_open_while_any_of_its_refund_approvals_waits():
+    ledger = world(ReturnPolicy(refund_approval_micros=1))
+    sell_lines(ledger, "o1", (("shirt", 1), ("tree", 1)))
+    execute(ledger, c.CreateReturn("r1", "o1", (("1", 1), ("2", 1))), NOW)
+    first = execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW).detail.approval_id
+    second = execute(ledger, c.ReceiveReturn("r1", (("2", 1),)), NOW).detail.approval_id
+    assert first and second and first != second
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),
+                                           ("2", int(Grade.LIKE_NEW)))), NOW)
+    record = ledger.returns.returns["r1"]
+    execute(ledger, c.DecideApproval(first, False, "controller", "finance"), NOW)
+    assert record.status == ReturnStatus.INSPECTED and not record.done
+    assert record.approval_id == second and record.pending_approvals == [second]
+    execute(ledger, c.DecideApproval(second, True, "controller", "finance"), NOW)
+    assert record.status == ReturnStatus.CLOSED and record.done and not record.approval_id
+    assert record.refunded_micros == 30_000_000  # the tree's; the shirt's was refused
+
+
+def test_a_return_from_a_snapshot_written_before_pending_approvals_were_kept_reads_them():
+    ledger = world(ReturnPolicy(high_value_micros=1, refund_approval_micros=1))
+    sell(ledger, "o1", "shirt", 1)
+    ask(ledger, "r1", "o1", 1, NOW)
+    execute(ledger, c.ReceiveReturn("r1"), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    record = ledger.returns.returns["r1"]
+    old = copy.copy(record)
+    state = {name: getattr(record, name) for name in (
+        "auth", "created_ms", "status", "received", "inspection", "refunded_micros",
+        "approval_id")}  # (no pending_approvals)
+    old.__setstate__((None, state))
+    assert old.pending_approvals == [record.approval_id] and not old.done
