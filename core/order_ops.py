@@ -252,7 +252,12 @@ def _margins(ledger: Ledger, orders: list[tuple[tuple[str, int, int], ...]]) -> 
     cat = ledger.catalog
     skus = np.fromiter((sku for lines in orders for _, sku, _ in lines), np.int64)
     qty = np.fromiter((q for lines in orders for _, _, q in lines), np.int64)
-    per_line = qty * (cat.price_micros[skus] - cat.unit_cost_micros[skus])
+    unit = cat.price_micros[skus] - cat.unit_cost_micros[skus]
+    # Past what int64 holds (prices near its top), Python's own integers.
+    widest = max(int(unit.max()), -int(unit.min())) * int(qty.max()) * max(counts)
+    if widest >= 1 << 63:
+        return [margin_micros(ledger, lines) for lines in orders]
+    per_line = qty * unit
     starts = np.zeros(len(counts), np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
     result: list[int] = np.add.reduceat(per_line, starts).tolist()
@@ -349,6 +354,25 @@ def _resolve_open(p: Plan, record: OrderRecord, resolution: Resolution, note: st
         if kinds is None or exception.exception_type in kinds:
             p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
                   reason=int(resolution), payload=note)
+
+
+_BACKORDER_KINDS: Final = frozenset({ExceptionType.BACKORDER, ExceptionType.NO_FEASIBLE_NODE})
+
+
+def _resolve_filled(p: Plan, record: OrderRecord, decided: set[str],
+                    outcome: OrderOutcome, resolving: str = "") -> None:
+    """Once a decision for the order's lines `decided` leaves nothing of it backordered, its
+    open backorder exceptions are resolved in the same command (but `resolving`, which the
+    command resolves itself)."""
+    decision = outcome.decision
+    if decision is None or decision[2] or any(
+            line_id not in decided for line_id in record.backorders):
+        return
+    for exception in p.ledger.exceptions.open_for(record.spec.order_id):
+        if (exception.exception_type in _BACKORDER_KINDS
+                and exception.exception_id != resolving):
+            p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
+                  reason=int(Resolution.RETRY), payload="backorder filled")
 
 
 def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
@@ -478,6 +502,7 @@ def confirm_pick(p: Plan, cmd: c.ConfirmPick) -> PickResult:
         for line_id, sku, short in short_lines)
     request = Request(record.spec, outstanding, len(record.package_ids))
     (outcome,) = _decide_and_emit(p, [(record.spec, request)])
+    _resolve_filled(p, record, {line_id for line_id, _, _ in short_lines}, outcome)
     return PickResult(state.order_id, short_total, outcome, exception_id)
 
 
@@ -598,6 +623,8 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
         if lines:
             (outcome,) = _decide_and_emit(
                 p, [(spec, Request(spec, lines, len(order.package_ids)))])
+            _resolve_filled(p, order, {line_id for line_id, _, _ in lines}, outcome,
+                            cmd.exception_id)
     elif resolution == Resolution.ACCEPT and kind == ExceptionType.PACK_MISMATCH:
         package = ledger.orders.packages.get(record.reference)
         if package is not None and package.status == PackageStatus.PICKED:

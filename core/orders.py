@@ -323,6 +323,8 @@ def _moved(counts: dict[OrderStatus, int], open_orders: dict[str, None], order_i
 
 
 _PACKAGE_ALLOCATED: Final = PackageStatus.ALLOCATED
+_PACKAGE_CANCELLED: Final = PackageStatus.CANCELLED
+_PACKAGE_REPLANNED: Final = PackageStatus.REPLANNED
 
 
 #: The stamp of a package that comes back to waiting (none does today): above every other,
@@ -534,7 +536,10 @@ class OrderBook:
             if key not in days:  # (a few packages at most: a list, not a set)
                 days.append(key)
         for key in days:
-            node_day_orders[key] = node_day_orders.get(key, 0) + 1
+            # An order takes one of a node's slots for the day however many packages it
+            # ships from there: one placed again where it still ships takes none.
+            if first or not self._ships_at(record, key, len(plans)):
+                node_day_orders[key] = node_day_orders.get(key, 0) + 1
         # Every line placed is off the backorders now (above), unless part of it is still
         # backordered (below).
         for backorder in backorders_:
@@ -551,6 +556,31 @@ class OrderBook:
             status = _BACKORDERED if backordered else OrderStatus.CANCELLED
         _moved(self.status_counts, self.open_orders, order_id, record.status, status)
         record.status = status
+
+    def _ships_at(self, record: OrderRecord, key: tuple[int, int], newest: int = 0) -> bool:
+        """Whether a package of the order, not cancelled or replanned, ships from the node
+        on the day of `key` (node, day), leaving out its `newest` packages."""
+        package_ids = record.package_ids
+        packages = self.packages
+        for i in range(len(package_ids) - newest):
+            state = packages[package_ids[i]]
+            status = state.status
+            if (status is not _PACKAGE_CANCELLED and status is not _PACKAGE_REPLANNED
+                    and state.plan.node == key[0] and state.plan.ship_ms // DAY_MS == key[1]):
+                return True
+        return False
+
+    def _slot_freed(self, record: OrderRecord, state: PackageState) -> None:
+        """`state` was cancelled: its node's slot for the day is given back, unless another
+        package of the order still ships from there that day."""
+        key = (state.plan.node, state.plan.ship_ms // DAY_MS)
+        if self._ships_at(record, key):
+            return
+        left = self.node_day_orders.get(key, 0) - 1
+        if left > 0:
+            self.node_day_orders[key] = left
+        else:
+            self.node_day_orders.pop(key, None)
 
     def hold(self, order_id: str) -> None:
         record = self.orders[order_id]
@@ -571,6 +601,7 @@ class OrderBook:
                 del state.quantities[line_id]
             if not state.quantities:
                 _package_moved(self.allocated_at, state, PackageStatus.CANCELLED)
+                self._slot_freed(record, state)
             record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty
         for line_id, qty in rec.backorder_lines:
             backorder = record.backorders[line_id]
@@ -643,7 +674,10 @@ class OrderBook:
                 state.quantities.pop(line_id, None)
         _package_moved(self.allocated_at, state, PackageStatus.PICKED if state.quantities
                        else PackageStatus.CANCELLED)
-        self._refresh(self.orders[state.order_id])
+        record = self.orders[state.order_id]
+        if not state.quantities:  # nothing of it was found: it does not ship
+            self._slot_freed(record, state)
+        self._refresh(record)
 
     def pack(self, rec: PackRecord) -> None:
         state = self.packages[rec.package_id]

@@ -7,6 +7,7 @@ import numpy as np
 
 from core import commands as c
 from core.decisions import UNLIMITED_CAPACITY, capacity_left
+from core.exceptions import ExceptionType, Resolution
 from core.model import NodeSpec
 from core.operations import execute
 from tests.unit.test_orders_stateful import DAY_MS, NOW
@@ -28,3 +29,61 @@ def test_capacity_left_is_the_daily_capacity_less_the_orders_shipping_that_day()
     # A third order fills n0 for that day.
     execute(ledger, c.AllocateOrders((_order("o3", {"a": 1}),)), NOW)
     assert capacity_left(ledger, ledger.orders, ship_day * DAY_MS).tolist()[0] == 0
+
+
+def _one_slot_at_n0():
+    ledger = _ledger({("a", "n0"): 5})
+    execute(ledger, c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0,
+                                            daily_capacity=1),)), NOW)
+    return ledger
+
+
+def _ships_from(ledger, order_id):
+    book = ledger.orders
+    return {ledger.catalog.nodes[book.packages[p].plan.node].node_id
+            for p in book.orders[order_id].package_ids
+            if book.packages[p].quantities}
+
+
+def test_a_cancelled_order_gives_its_slot_at_the_node_back():
+    ledger = _one_slot_at_n0()
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 1}),)), NOW)
+    assert _ships_from(ledger, "o1") == {"n0"}
+    execute(ledger, c.CancelOrder("o1"), NOW)
+    assert not any(ledger.orders.node_day_orders.values())
+    execute(ledger, c.AllocateOrders((_order("o2", {"a": 1}),)), NOW)
+    assert _ships_from(ledger, "o2") == {"n0"}  # the slot o1 no longer takes
+
+
+def test_a_package_picked_short_to_nothing_gives_its_slot_back():
+    ledger = _one_slot_at_n0()
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 1}),)), NOW)
+    (package_id,) = ledger.orders.orders["o1"].package_ids
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick(package_id, (("0", 0),)), NOW)
+    # Nothing was found: the package does not ship, and takes no slot once the pick is
+    # recorded (the pick's own re-allocation still saw it taken: backordered).
+    assert ledger.orders.packages[package_id].status.name == "CANCELLED"
+    assert ledger.orders.node_day_orders.get((0, _day(ledger, package_id)), 0) == 0
+    assert _ships_from(ledger, "o1") == set()
+    (backorder,) = [e for e in ledger.exceptions.open_for("o1")
+                    if e.exception_type == ExceptionType.BACKORDER]
+    execute(ledger, c.ResolveException(backorder.exception_id, Resolution.RETRY), NOW)
+    assert _ships_from(ledger, "o1") == {"n0"}  # n0 has 4 more, and its slot is free
+
+
+def test_an_order_placed_again_where_it_already_ships_takes_one_slot_not_two():
+    ledger = _ledger({("a", "n0"): 5})
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 3}),)), NOW)
+    (package_id,) = ledger.orders.orders["o1"].package_ids
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick(package_id, (("0", 2),)), NOW)  # one short
+    packages = ledger.orders.orders["o1"].package_ids
+    assert len(packages) == 2
+    days = {(ledger.orders.packages[p].plan.node, _day(ledger, p)) for p in packages}
+    assert len(days) == 1  # placed again at n0, the same day
+    assert ledger.orders.node_day_orders[days.pop()] == 1
+
+
+def _day(ledger, package_id):
+    return ledger.orders.packages[package_id].plan.ship_ms // DAY_MS

@@ -1,0 +1,84 @@
+"""An order's backorder exceptions close once a decision leaves nothing of it backordered,
+whichever command made that decision (a short pick's re-allocation, a retry)."""
+
+from __future__ import annotations
+
+from core import commands as c
+from core.exceptions import ExceptionType, Resolution
+from core.ledger import Ledger, LedgerSettings
+from core.network import SlaTier
+from core.operations import execute
+from core.orders import OrderLineSpec, OrderSpec
+from tests.unit.shop import shop
+from tests.unit.test_orders_stateful import DAY_MS, NOW
+
+
+def _ledger() -> Ledger:
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in shop({("shirt", "n0"): 50}, n_nodes=1):
+        execute(ledger, command, NOW)
+    return ledger
+
+
+def _open(ledger: Ledger, kind: ExceptionType) -> list[str]:
+    return [e.exception_id for e in ledger.exceptions.open_for("o1")
+            if e.exception_type == kind]
+
+
+def _order(quantity: int) -> c.AllocateOrders:
+    return c.AllocateOrders((OrderSpec("o1", "web", SlaTier.STANDARD,
+                                       (OrderLineSpec("1", "shirt", quantity),),
+                                       postal_code="10001"),))
+
+
+def test_a_short_pick_that_fills_the_backorder_closes_its_exception():
+    ledger = _ledger()
+    execute(ledger, _order(60), NOW)  # 50 placed, 10 backordered
+    assert len(_open(ledger, ExceptionType.BACKORDER)) == 1
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick("o1-P1", (("1", 49),)), NOW)  # 1 short: 11 placed again
+    record = ledger.orders.orders["o1"]
+    assert not record.backorders
+    assert _open(ledger, ExceptionType.BACKORDER) == []
+    # Shipped, its short pick accepted: nothing keeps it from being archived.
+    for package_id, quantity in (("o1-P1", 49), ("o1-P2", 11)):
+        if ledger.orders.packages[package_id].status.name == "ALLOCATED":
+            execute(ledger, c.ReleaseWave("n0"), NOW)
+        if ledger.orders.packages[package_id].status.name == "RELEASED":
+            execute(ledger, c.ConfirmPick(package_id, ()), NOW)
+        execute(ledger, c.ConfirmPack(package_id, (("shirt", quantity),)), NOW)
+        execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
+    (short,) = _open(ledger, ExceptionType.SHORT_PICK)
+    execute(ledger, c.ResolveException(short, Resolution.ACCEPT), NOW)
+    archived = execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS).detail
+    assert archived.order_ids == ("o1",)
+
+
+def test_a_retry_that_fills_every_backorder_closes_the_order_s_other_backorder_exceptions():
+    ledger = _ledger()
+    execute(ledger, _order(60), NOW)  # 50 placed, 10 backordered: the first exception
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick("o1-P1", (("1", 45),)), NOW)  # 5 short, none left
+    first, second = _open(ledger, ExceptionType.BACKORDER)
+    assert ledger.orders.orders["o1"].backorders["1"].quantity == 15
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
+    execute(ledger, c.ResolveException(second, Resolution.RETRY), NOW)
+    assert not ledger.orders.orders["o1"].backorders
+    assert _open(ledger, ExceptionType.BACKORDER) == []
+    assert ledger.exceptions.by_id[first].resolution == Resolution.RETRY
+
+
+def test_margins_of_a_large_batch_are_python_s_own_past_what_int64_holds():
+    """A batch of 16 or more orders reads its margins with numpy; a margin int64 cannot
+    hold is read as Python reads it, so the batch's priority order stays right."""
+    from core.decisions import margin_micros
+    from core.model import SkuSpec
+    from core.order_ops import _margins
+
+    ledger = _ledger()
+    execute(ledger, c.UpsertSkus((SkuSpec("dear", price_micros=10**13),)), NOW)
+    dear, shirt = ledger.catalog.sku("dear"), ledger.catalog.sku("shirt")
+    orders = [(("1", shirt, 1),)] * 15 + [(("1", dear, 10**6),)]
+    assert _margins(ledger, orders) == [margin_micros(ledger, lines) for lines in orders]
+    assert _margins(ledger, orders)[-1] == 10**19  # past int64's 9.2e18
