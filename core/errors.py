@@ -34,3 +34,9 @@ class LimitExceeded(DomainError):
 
 class InvariantViolation(Exception):
     """A ledger invariant would break. Never expected: validation precedes every change."""
+
+
+class ApplyFailed(Exception):
+    """Applying a command's events failed with an error that is not a refusal (a fault in
+    the bookkeeping): some of them may have changed the state, which no longer matches
+    the log. The cause is chained."""

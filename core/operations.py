@@ -18,7 +18,14 @@ from core.adjustments import FREE_BUCKETS, adjust
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
 from core.demand import DemandForecast
-from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.errors import (
+    AlreadyExists,
+    ApplyFailed,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from core.finance import LandedCost
 from core.ledger import Ledger
 from core.model import Bucket, Event, EventKind
@@ -482,13 +489,22 @@ def execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str = "
     """
     plan = _Plan(ledger, request_id, now_ms)
     detail = _HANDLERS[type(command)](plan, command)
-    ledger.apply(plan.events, plan.floors)
-    # What the rules call for, given the state these events left: alerts, tasks and
-    # actions, committed with the command's own events. (Only policy and record events:
-    # applying them cannot be refused.)
-    follow = _Plan(ledger, request_id, now_ms)
-    evaluate_rules(follow, plan.events)
-    if not follow.events:
-        return Outcome(tuple(plan.events), detail)
-    ledger.apply(follow.events)
+    try:
+        ledger.apply(plan.events, plan.floors)
+    except DomainError:
+        raise  # a move refused: nothing changed
+    except Exception as error:
+        raise ApplyFailed(f"applying {type(command).__name__} failed: {error!r}") from error
+    try:
+        # What the rules call for, given the state these events left: alerts, tasks and
+        # actions, committed with the command's own events. (Only policy and record
+        # events: applying them cannot be refused.)
+        follow = _Plan(ledger, request_id, now_ms)
+        evaluate_rules(follow, plan.events)
+        if not follow.events:
+            return Outcome(tuple(plan.events), detail)
+        ledger.apply(follow.events)
+    except Exception as error:  # the command's own events are applied already
+        raise ApplyFailed(f"the rules after {type(command).__name__} failed: {error!r}"
+                          ) from error
     return Outcome((*plan.events, *follow.events), detail)

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar, cast
 from google.protobuf.message import Message
 
 from core.commands import ArchiveOrders, Command, ExpireReservations
-from core.errors import AlreadyExists, DomainError, InvalidArgument
+from core.errors import AlreadyExists, ApplyFailed, DomainError, InvalidArgument
 from core.ledger import Ledger, LedgerSettings
 from core.model import Event
 from core.operations import Outcome, execute
@@ -257,7 +257,7 @@ class Engine:
         if replayed is not None:
             return replayed
         self._writable()
-        outcome = execute(self.ledger, build(), self.clock(), key[1])
+        outcome = self._execute(build, key[1])
         try:
             response = respond(outcome)
             payload = response if isinstance(response, bytes) else response.SerializeToString()
@@ -274,6 +274,17 @@ class Engine:
         # the caller goes away (a cancelled call must not leave a change without its answer).
         await asyncio.shield(asyncio.ensure_future(self._settle(key, answer, commit)))
         return response
+
+    def _execute(self, build: Callable[[], Command], request_id: str) -> Outcome:
+        """`execute` the command built. A refusal (DomainError) changed nothing, nor did an
+        error in planning it; one that struck while its events were being applied
+        (ApplyFailed) may have left some applied, so the state is reloaded from the store
+        (which has none of them) before anything else runs."""
+        try:
+            return execute(self.ledger, build(), self.clock(), request_id)
+        except ApplyFailed as error:
+            self._break(str(error))
+            raise
 
     async def _earlier(self, method: str, request: Message,
                        respond: Callable[[Outcome], ResponseT],
@@ -429,9 +440,14 @@ class Engine:
     def _run_together(self, joiner: Joiner, calls: list[_Joined]) -> None:
         try:
             self._writable()
-            command = joiner.combine([j.part for j in calls], [j.key[1] for j in calls])
-            outcome = execute(self.ledger, command, self.clock(), calls[0].key[1])
+            outcome = self._execute(
+                lambda: joiner.combine([j.part for j in calls], [j.key[1] for j in calls]),
+                calls[0].key[1])
         except Exception as error:
+            if self.broken:  # not a refusal: the state is being reloaded
+                for joined in calls:
+                    self._refuse(joined, error)
+                return
             if len(calls) > 1:  # nothing changed: run each alone, refusing only the culprit
                 for joined in calls:
                     self._run_together(joiner, [joined])
@@ -536,7 +552,7 @@ class Engine:
     async def mutate_internal(self, command: Command, request_id: str) -> Outcome:
         """A mutation the server makes itself (the reservation sweep): no idempotency record."""
         self._writable()
-        outcome = execute(self.ledger, command, self.clock(), request_id)
+        outcome = self._execute(lambda: command, request_id)
         if outcome.events:
             await asyncio.shield(asyncio.ensure_future(self._commit(Commit(outcome.events))))
         return outcome

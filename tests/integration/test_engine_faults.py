@@ -11,6 +11,7 @@ from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import order_service_pb2 as opb
 
 from core import commands as c
+from core.errors import ApplyFailed
 from core.model import ChannelSpec, NodeSpec, SkuSpec
 from service import logcodec
 from service.config import Settings
@@ -66,6 +67,31 @@ class _SlowStore(MemoryEventStore):
     async def append(self, commit: Commit) -> None:
         await asyncio.sleep(0.2)
         await super().append(commit)
+
+
+def test_a_change_that_fails_halfway_through_being_applied_is_rolled_back_by_a_reload():
+    """An error that is not a refusal, raised once some of a command's events are applied
+    (here a price past int64, which the catalogue takes before the ledger's arrays refuse
+    it), leaves no trace: the state is reloaded from the store, which has none of them,
+    before anything else runs."""
+    async def go():
+        engine = await _engine(MemoryEventStore())
+        before = engine.ledger.checksum()
+        with pytest.raises(ApplyFailed, match="OverflowError"):
+            await engine.mutate_internal(c.UpsertSkus((SkuSpec("X", price_micros=2**63),)),
+                                         "bad-price")
+        assert engine.broken
+        for _ in range(100):
+            if not engine.broken:
+                break
+            await asyncio.sleep(0.05)
+        assert not engine.broken and engine.ledger.checksum() == before
+        assert engine.ledger.catalog.n_skus == 1
+        await engine.mutate("ReceiveInventory", _receive("r2"), _build(),
+                            lambda o: inv.ReceiveInventoryResponse())
+        assert engine.durable_seq == engine.ledger.last_seq
+
+    asyncio.run(go())
 
 
 def test_a_cancelled_call_still_records_its_change_and_its_answer():
