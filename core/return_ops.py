@@ -54,7 +54,8 @@ class ReturnProgress:
 def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
              ) -> tuple[int, int, int, int]:
     """(units shipped, SKU shipped, latest shipment time, lowest unit price charged) of an
-    order line."""
+    order line; the SKU is MIXED when the line shipped as more than one SKU (part of it as
+    a substitute)."""
     units = last = 0
     sku = -1
     price = 0
@@ -63,13 +64,16 @@ def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
         if state.status != PackageStatus.SHIPPED:
             continue
         for line in state.plan.lines:
-            if line.line_id == line_id:
-                units += state.quantities.get(line_id, 0)
-                sku = line.sku
+            if line.line_id == line_id and state.quantities.get(line_id, 0):
+                units += state.quantities[line_id]
+                sku = line.sku if sku in (-1, line.sku) else MIXED
                 last = max(last, state.shipped_ms)
                 charged = state.unit_prices.get(line_id, 0)
                 price = charged if not price else min(price, charged)
     return units, sku, last, price
+
+
+MIXED = -2  # _shipped's SKU of a line shipped as several
 
 
 def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
@@ -122,6 +126,12 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
         if qty > shipped - already:
             reasons.append(f"line {line_id}: {shipped} shipped, {already} already returned, "
                            f"{qty} asked")
+            continue
+        if sku == MIXED:
+            # Which SKU each unit back is cannot be told from the line: taking them all as
+            # one SKU would put the wrong SKU back in stock.
+            reasons.append(f"line {line_id}: shipped as more than one SKU (part of it as a "
+                           "substitute); its return is handled outside allocd")
             continue
         category = ledger.catalog.categories.values[ledger.catalog.category[sku]]
         if category in policy.final_sale_categories:

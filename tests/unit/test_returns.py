@@ -12,13 +12,13 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.exceptions import Resolution
 from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
-from core.model import Bucket, EventKind, NodeSpec, SkuSpec
+from core.model import Bucket, ChannelSpec, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
 from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy, ReturnStatus
-from tests.unit.shop import shop
-from tests.unit.test_orders_stateful import NOW
+from tests.unit.shop import NODES, shop
+from tests.unit.test_orders_stateful import NETWORK, NOW
 
 
 def world(policy: ReturnPolicy | None = None, write_off_approval: int = 1_000_000_000
@@ -381,3 +381,35 @@ def test_a_return_from_a_snapshot_written_before_pending_approvals_were_kept_rea
         "approval_id")}  # (no pending_approvals)
     old.__setstate__((None, state))
     assert old.pending_approvals == [record.approval_id] and not old.done
+
+
+def test_a_line_shipped_partly_as_a_substitute_is_not_taken_back_as_one_sku():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    mugs = tuple(SkuSpec(name, weight_lb=1, price_micros=price, unit_cost_micros=3_000_000,
+                         category="home", substitution_group="mugs")
+                 for name, price in (("mugA", 9_000_000), ("mugB", 10_000_000)))
+    for command in (c.UpsertNodes(NODES[:1]), c.UpsertChannels((ChannelSpec("web"),)),
+                    c.UpsertSkus(mugs),
+                    c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:1])),
+                    c.ReceiveStock((c.ReceiptLine("mugA", "n0", 1),
+                                    c.ReceiptLine("mugB", "n0", 10)))):
+        execute(ledger, command, NOW)
+    spec = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("1", "mugA", 3),),
+                     postal_code="10001", allow_substitution=True)
+    execute(ledger, c.AllocateOrders((spec,)), NOW)
+    package_ids = ledger.orders.orders["o1"].package_ids
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    shipped = set()
+    for package_id in package_ids:
+        state = ledger.orders.packages[package_id]
+        contents = tuple((ledger.catalog.sku_ids[line.sku], line.quantity)
+                         for line in state.plan.lines)
+        shipped.update(name for name, _ in contents)
+        execute(ledger, c.ConfirmPick(package_id, ()), NOW)
+        execute(ledger, c.ConfirmPack(package_id, contents), NOW)
+        execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
+    assert shipped == {"mugA", "mugB"}  # 1 mugA, 2 mugB for the line
+    before = ledger.checksum()
+    decision = ask(ledger, "r1", "o1", 3, NOW)
+    assert not decision.eligible and "more than one SKU" in decision.reasons[0]
+    assert ledger.checksum() == before
