@@ -51,7 +51,10 @@ def adjust(p: Plan, cmd: c.AdjustStock) -> str:
         return approval_id
     for sku, node, bucket, line in planned:
         into = line.delta > 0
-        p.add(EventKind.ADJUSTED, sku=sku, node=node,
+        # Units held for a count variance leave QUARANTINED only when it is settled.
+        floor = (p.ledger.held_units(sku, node)
+                 if not into and bucket == Bucket.QUARANTINED else 0)
+        p.add(EventKind.ADJUSTED, floor=floor, sku=sku, node=node,
               from_bucket=Bucket.EXTERNAL if into else bucket,
               to_bucket=bucket if into else Bucket.EXTERNAL,
               quantity=abs(line.delta), reference=cmd.reference, reason=int(line.reason))

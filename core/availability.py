@@ -1,9 +1,11 @@
 """Available-to-sell now and available-to-promise by date.
 
 One rule everywhere: available-to-sell = AVAILABLE - safety stock - units
-ring-fenced for other channels, floored at zero, and zero at disabled nodes. A channel
-switched to safety-stock-only (an emergency change) adds its reserve to the safety stock.
-Without a channel, every fence counts as "other" (only unfenced stock is sold).
+ring-fenced for other channels, floored at zero, and zero at disabled nodes and at nodes
+the carrier network does not ship the channel from (its blocked channels), as allocation
+reads them. A channel switched to safety-stock-only (an emergency change) adds its
+reserve to the safety stock. Without a channel, every fence counts as "other" (only
+unfenced stock is sold).
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ def available_to_sell(ledger: Ledger, skus: np.ndarray, nodes: np.ndarray,
         safety += reserve
         np.maximum(available - safety - fenced, 0, out=to_sell)
         to_sell[:, ~ledger.catalog.node_enabled[np.asarray(nodes, np.int64)]] = 0
+    if channel >= 0:
+        blocked = ledger.network().blocked
+        if blocked.shape[1] > channel:
+            shut = blocked[np.asarray(nodes, np.int64), channel]
+            if shut.any():
+                outs[3][:, shut] = 0
     return AvailabilityTable(skus, nodes, *outs)
 
 
@@ -58,27 +66,47 @@ class PromiseStep:
     quantity: int
 
 
-def promise_schedule(ledger: Ledger, sku: int, nodes: np.ndarray, sellable_now: int,
+def promise_schedule(ledger: Ledger, table: AvailabilityTable, row: int, channel: int,
                      now_ms: int) -> list[PromiseStep]:
-    """Sellable now, then cumulative quantity as inbound stock (IN_TRANSIT with an
-    expected date) arrives at enabled nodes in `nodes`. Overdue inbound counts from now."""
-    wanted = set(nodes.tolist())
+    """What can be promised of the table's SKU `row` to `channel`: sellable now, then the
+    cumulative quantity as inbound stock (IN_TRANSIT with an expected date) arrives at the
+    table's nodes. A node's arrivals first make up what it lacks of its floor (safety
+    stock, other channels' fences), as available-to-sell reads it once they are in; a
+    node that sells nothing to the channel (disabled, or its network blocks the channel)
+    adds nothing. Overdue inbound counts from now."""
+    sku = int(table.skus[row])
+    nodes = table.nodes.tolist()
+    column = {node: j for j, node in enumerate(nodes)}
+    available = table.available[row].tolist()
+    floor = (table.safety_stock[row] + table.fenced_for_others[row]).tolist()
     enabled = ledger.catalog.node_enabled
-    arrivals: dict[int, int] = {}
+    blocked = ledger.network().blocked
+    sells = [bool(enabled[node]) and not (0 <= channel < blocked.shape[1]
+                                          and bool(blocked[node, channel]))
+             for node in nodes]
+    arrivals: dict[int, dict[int, int]] = {}  # date -> column -> units
     for key in ledger.inbound_by_sku.get(sku, ()):
         _, _, node = key
-        if node in wanted and enabled[node]:
+        j = column.get(node)
+        if j is not None and sells[j]:
             line = ledger.inbound[key]
-            date = max(line.expected_ms, now_ms)
-            arrivals[date] = arrivals.get(date, 0) + line.remaining
-    steps = [PromiseStep(now_ms, sellable_now)]
-    running = sellable_now
+            at = arrivals.setdefault(max(line.expected_ms, now_ms), {})
+            at[j] = at.get(j, 0) + line.remaining
+    come = [0] * len(nodes)
+
+    def sellable() -> int:
+        return sum(max(available[j] + come[j] - floor[j], 0)
+                   for j in range(len(nodes)) if sells[j])
+
+    steps = [PromiseStep(now_ms, int(table.available_to_sell[row].sum()))]
     for date in sorted(arrivals):
-        running += arrivals[date]
+        for j, units in arrivals[date].items():
+            come[j] += units
+        quantity = sellable()
         if date == now_ms:
-            steps[0] = PromiseStep(now_ms, running)
-        else:
-            steps.append(PromiseStep(date, running))
+            steps[0] = PromiseStep(now_ms, quantity)
+        elif quantity != steps[-1].quantity:  # (what only refills a floor adds no step)
+            steps.append(PromiseStep(date, quantity))
     return steps
 
 

@@ -405,6 +405,17 @@ class Ledger:
             if e.to_bucket == external:
                 self.units_out += e.quantity
 
+    def held_at(self, sku: int, node: int) -> list[str]:
+        """The count variances of (sku, node) holding units while they wait for approval,
+        by exception id."""
+        return [h.exception_id for h in self.held_variances.values()
+                if h.sku == sku and h.node == node and h.held]
+
+    def held_units(self, sku: int, node: int) -> int:
+        """Units of (sku, node) in QUARANTINED for count variances waiting for approval."""
+        return sum(h.held for h in self.held_variances.values()
+                   if h.sku == sku and h.node == node)
+
     def _refusal_message(self, event: Event, floor: int) -> str:
         sku = self.catalog.sku_ids[event.sku]
         node = self.catalog.nodes[event.node].node_id
@@ -413,6 +424,10 @@ class Ledger:
             if have - event.quantity < 0 or floor == 0:
                 return (f"not enough {event.from_bucket.name} stock of {sku!r} at {node!r}: "
                         f"{have} on hand, {event.quantity} asked")
+            if event.from_bucket == Bucket.QUARANTINED:
+                return (f"not enough free QUARANTINED stock of {sku!r} at {node!r}: {have} "
+                        f"there, {floor} held for count variances waiting for approval, "
+                        f"{event.quantity} asked")
             return (f"not enough sellable stock of {sku!r} at {node!r}: {have} AVAILABLE, "
                     f"{floor} held back (safety stock and other channels' fences), "
                     f"{event.quantity} asked")

@@ -132,6 +132,9 @@ def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
 
 def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
     check_identifier(cmd.reference, "reference")
+    if cmd.reference in p.ledger.books.transfers:
+        # (The books would take the purchase's receipts for the transfer's: not bought.)
+        raise AlreadyExists(f"{cmd.reference!r} is a transfer's id", "reference")
     _lines(cmd.lines)
     cat = p.ledger.catalog
     for i, line in enumerate(cmd.lines):
@@ -156,8 +159,10 @@ def _move(p: _Plan, cmd: c.MoveStock) -> None:
         dst = _bucket(line.to_bucket, FREE_BUCKETS, f"lines[{i}].to_bucket")
         if src == dst:
             raise InvalidArgument("from_bucket and to_bucket must differ", f"lines[{i}].to_bucket")
-        p.add(EventKind.MOVED, sku=sku, node=node, from_bucket=src, to_bucket=dst,
-              quantity=qty, reference=cmd.reference)
+        # Units held for a count variance leave QUARANTINED only when it is settled.
+        floor = p.ledger.held_units(sku, node) if src == Bucket.QUARANTINED else 0
+        p.add(EventKind.MOVED, floor=floor, sku=sku, node=node, from_bucket=src,
+              to_bucket=dst, quantity=qty, reference=cmd.reference)
 
 
 def _transfer(p: _Plan, cmd: c.TransferStock) -> None:
@@ -170,11 +175,16 @@ def _transfer(p: _Plan, cmd: c.TransferStock) -> None:
         raise InvalidArgument("from_node_id and to_node_id must differ", "to_node_id")
     if cmd.expected_ms <= 0:
         raise InvalidArgument("expected arrival time is required", "expected_time")
+    ledger = p.ledger
+    if cmd.transfer_id in ledger.books.transfers:
+        raise AlreadyExists(f"transfer {cmd.transfer_id!r} exists already", "transfer_id")
+    if any(reference == cmd.transfer_id for reference, _, _ in ledger.inbound):
+        # (A purchase's inbound stock: the books would stop counting it as bought.)
+        raise AlreadyExists(f"{cmd.transfer_id!r} is the reference of inbound stock",
+                            "transfer_id")
     for i, line in enumerate(cmd.lines):
         sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
         qty = _quantity(line.quantity, f"lines[{i}].quantity")
-        if (cmd.transfer_id, sku, dst) in p.ledger.inbound:
-            raise AlreadyExists(f"transfer {cmd.transfer_id!r} exists already", "transfer_id")
         p.add(EventKind.TRANSFER_SHIPPED, sku=sku, node=src, from_bucket=Bucket.AVAILABLE,
               quantity=qty, reference=cmd.transfer_id)
         p.add(EventKind.TRANSFER_IN_TRANSIT, sku=sku, node=dst, to_bucket=Bucket.IN_TRANSIT,
@@ -245,6 +255,12 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
             raise InvalidArgument("a SKU and node may be counted once per count",
                                   f"lines[{i}]")
         seen.add((sku, node))
+        waiting = ledger.held_at(sku, node)
+        if waiting:
+            raise FailedPrecondition(
+                f"a count variance of {line.sku_id!r} at {line.node_id!r} waits for its "
+                f"approval ({', '.join(waiting)}): settle it before counting again",
+                f"lines[{i}]")
         levels = ledger.buckets(sku, node)
         available = int(levels[Bucket.AVAILABLE])
         expected = available + int(levels[Bucket.RESERVED]) + int(levels[Bucket.ALLOCATED])

@@ -271,7 +271,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                         fenced_for_other_channels=int(table.fenced_for_others[i, j]),
                         available_to_sell=int(table.available_to_sell[i, j]))
             if request.include_promise_dates:
-                for step in promise_schedule(ledger, int(skus[i]), nodes, totals[i], now):
+                for step in promise_schedule(ledger, table, i, channel, now):
                     entry.promise_dates.add(date=timestamp(step.date_ms), quantity=step.quantity)
         return response
 

@@ -51,6 +51,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.sku_safety = {}
         self.override = {}
         self.fences = defaultdict(int)  # (sku, node, channel) -> units
+        # (sku, node) -> units QUARANTINED for count variances waiting for approval: they
+        # leave only when settled (never, here), and no count is taken meanwhile.
+        self.held = defaultdict(int)
         self.counter = 0
         # A model of the ledger alone: the operations rules (a large count variance
         # holds the SKU back from sale) are tested in test_rules.py.
@@ -111,6 +114,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 work[(sku, node, dst)] += units
         return True
 
+    def held_back(self, sku, node, bucket):
+        """What must stay in `bucket` at (sku, node) whatever is moved out of it."""
+        return self.held[(sku, node)] if bucket == Bucket.QUARANTINED else 0
+
     def book(self, moves, *, internal=False):
         """Book moves; `internal` ones (a transfer's two halves) are not received or shipped."""
         for sku, node, src, dst, units, _ in moves:
@@ -135,7 +142,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(lines=st.lists(st.tuples(sku_ids, node_ids, st.integers(-12, 12).filter(bool),
                                    st.sampled_from(FREE)), min_size=1, max_size=3))
     def adjust(self, lines):
-        moves = [(s, n, None, b, d, 0) if d > 0 else (s, n, b, None, -d, 0)
+        moves = [(s, n, None, b, d, 0) if d > 0 else (s, n, b, None, -d, self.held_back(s, n, b))
                  for s, n, d, b in lines]
         allowed = self.moves_fit(moves)
         cmd = c.AdjustStock(tuple(c.AdjustLine(s, n, d, AdjustReason.CORRECTION, b)
@@ -146,7 +153,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(sku=sku_ids, node=node_ids, units=small, src=st.sampled_from(FREE),
           dst=st.sampled_from(FREE))
     def move(self, sku, node, units, src, dst):
-        moves = [(sku, node, src, dst, units, 0)]
+        moves = [(sku, node, src, dst, units, self.held_back(sku, node, src))]
         allowed = src != dst and self.moves_fit(moves)
         if self.attempt(c.MoveStock((c.MoveLine(sku, node, units, src, dst),)), allowed):
             self.book(moves)
@@ -233,7 +240,10 @@ class LedgerMachine(RuleBasedStateMachine):
                        (Bucket.AVAILABLE, Bucket.RESERVED, Bucket.ALLOCATED))
         variance = counted - on_shelf
         available = self.qty[(sku, node, Bucket.AVAILABLE)]
-        outcome = self.attempt(c.SubmitCycleCount((c.CountLine(sku, node, counted),)), True)
+        outcome = self.attempt(c.SubmitCycleCount((c.CountLine(sku, node, counted),)),
+                               not self.held[(sku, node)])
+        if not outcome:
+            return
         line = outcome.detail.lines[0]
         assert (line.expected, line.variance) == (on_shelf, variance)
         if variance == 0:  # recorded (inventory accuracy), nothing moves
@@ -248,6 +258,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert line.exception_id in self.ledger.held_variances
             self.book([(sku, node, None if variance > 0 else Bucket.AVAILABLE,
                         Bucket.QUARANTINED, held, 0)])
+            self.held[(sku, node)] += held
 
     @rule(sku=st.sampled_from(["", *SKUS]), node=st.sampled_from(["", *NODES]),
           value=st.one_of(st.none(), st.integers(0, 6)))

@@ -1,0 +1,163 @@
+"""Units held for a count variance stay held until it is settled; a variance waiting for
+approval is not counted twice; available-to-sell and promise dates read the floors and
+the network's blocked channels as allocation does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import commands as c
+from core.availability import available_to_sell, promise_schedule
+from core.errors import AlreadyExists, FailedPrecondition
+from core.exceptions import Resolution
+from core.ledger import Ledger, LedgerSettings
+from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.network import SlaTier
+from core.operations import execute
+from core.orders import OrderLineSpec, OrderSpec
+from tests.unit.test_orders_stateful import NETWORK
+
+NOW = 1_000
+
+
+def _ledger(**settings) -> Ledger:
+    ledger = Ledger(LedgerSettings(n_shards=2, **settings))
+    for command in (
+            c.SetRules((), 1),
+            c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
+                           NodeSpec("n1", latitude=34.0, longitude=-118.0),
+                           NodeSpec("n2", latitude=41.8, longitude=-87.6))),
+            c.UpsertChannels((ChannelSpec("web"), ChannelSpec("mkt"))),
+            c.UpsertSkus((SkuSpec("a", weight_lb=1, unit_cost_micros=1_000_000,
+                                  price_micros=2_000_000),)),
+            c.SetNetwork(NETWORK)):
+        execute(ledger, command, NOW)
+    return ledger
+
+
+def _levels(ledger: Ledger, node: int = 0) -> list[int]:
+    return ledger.buckets(ledger.catalog.sku("a"), node).tolist()
+
+
+def test_units_held_for_a_count_variance_leave_quarantine_only_when_it_is_settled():
+    ledger = _ledger(count_hold_units=5)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),
+                                    c.ReceiptLine("a", "n0", 4, to_bucket=Bucket.QUARANTINED))),
+            NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 10),), "cc1"), NOW)
+    (line,) = count.detail.lines
+    assert line.held == 10 and _levels(ledger)[Bucket.QUARANTINED] == 14
+    before = ledger.checksum()
+    for command in (
+            c.MoveStock((c.MoveLine("a", "n0", 5, Bucket.QUARANTINED, Bucket.AVAILABLE),)),
+            c.AdjustStock((c.AdjustLine("a", "n0", -5, AdjustReason.DAMAGE,
+                                        bucket=Bucket.QUARANTINED),), "adj")):
+        with pytest.raises(FailedPrecondition, match="held for count variances"):
+            execute(ledger, command, NOW)
+        assert ledger.checksum() == before
+    # The 4 damaged units are free to move; the held 10 wait for the decision.
+    execute(ledger, c.MoveStock((c.MoveLine("a", "n0", 4, Bucket.QUARANTINED,
+                                            Bucket.AVAILABLE),)), NOW)
+    execute(ledger, c.ResolveException(line.exception_id, Resolution.APPROVE, actor="boss",
+                                       role="operations"), NOW)
+    assert _levels(ledger)[Bucket.QUARANTINED] == 0 and not ledger.held_variances
+
+
+def test_a_count_is_refused_while_a_variance_of_its_sku_and_node_waits_for_approval():
+    ledger = _ledger(count_hold_units=5)
+    first = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 10),), "cc1"), NOW)
+    assert first.detail.lines[0].held == 10  # found: held for approval
+    before = ledger.checksum()
+    with pytest.raises(FailedPrecondition, match="waits for its approval"):
+        execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 10),), "cc2"), NOW)
+    assert ledger.checksum() == before
+    execute(ledger, c.ResolveException(first.detail.lines[0].exception_id, Resolution.APPROVE,
+                                       actor="boss", role="operations"), NOW)
+    again = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 10),), "cc3"), NOW)
+    assert again.detail.lines[0].variance == 0  # 10 found once, not twice
+    assert _levels(ledger)[Bucket.AVAILABLE] == 10
+
+
+def test_available_to_sell_is_zero_where_the_network_does_not_ship_the_channel():
+    ledger = _ledger()
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n2", 5),)), NOW)  # n2 blocks mkt
+    nodes = np.arange(3, dtype=np.int64)
+    sku = np.array([ledger.catalog.sku("a")], np.int64)
+    for channel, expected in (("mkt", 0), ("web", 5)):
+        table = available_to_sell(ledger, sku, nodes, ledger.catalog.channel(channel))
+        assert int(table.total_to_sell[0]) == expected, channel
+        spec = OrderSpec(f"o-{channel}", channel, SlaTier.STANDARD,
+                         (OrderLineSpec("1", "a", 5),), postal_code="10001")
+        outcome = execute(ledger, c.AllocateOrders((spec,)), NOW).detail.outcomes[0]
+        placed = sum(q for p in outcome.decision.packages for _, _, q, _ in p.lines)
+        assert placed == expected, channel  # what allocation takes, as promised
+        if placed:
+            execute(ledger, c.CancelOrder(spec.order_id), NOW)
+
+
+def test_promise_dates_count_inbound_units_above_the_floor_only():
+    ledger = _ledger()
+    execute(ledger, c.SetSafetyStock("a", "n0", 10), NOW)
+    execute(ledger, c.ExpectInbound("po1", (c.InboundLine("a", "n0", 5, expected_ms=50_000),
+                                           c.InboundLine("a", "n0", 8, expected_ms=90_000))),
+            NOW)
+    nodes = np.array([0], np.int64)
+    sku = np.array([ledger.catalog.sku("a")], np.int64)
+    web = ledger.catalog.channel("web")
+    table = available_to_sell(ledger, sku, nodes, web)
+    steps = promise_schedule(ledger, table, 0, web, NOW)
+    # The first 5 only refill safety stock; of the next 8, 3 are sellable.
+    assert [(s.date_ms, s.quantity) for s in steps] == [(NOW, 0), (90_000, 3)]
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 13, inbound_reference="po1"),)),
+            100_000)
+    after = available_to_sell(ledger, sku, nodes, web)
+    assert int(after.total_to_sell[0]) == steps[-1].quantity
+
+
+def test_a_purchase_s_reference_and_a_transfer_s_id_are_never_the_same():
+    ledger = _ledger()
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 10),)), NOW)
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("a", "n1", 5, expected_ms=50_000),)),
+            NOW)
+    before = ledger.checksum()
+    with pytest.raises(AlreadyExists, match="reference of inbound stock"):
+        execute(ledger, c.TransferStock("PO-1", "n0", "n2", 60_000, (c.TransferLine("a", 2),)),
+                NOW)
+    assert ledger.checksum() == before
+    execute(ledger, c.TransferStock("T-1", "n0", "n2", 60_000, (c.TransferLine("a", 2),)), NOW)
+    before = ledger.checksum()
+    with pytest.raises(AlreadyExists, match="transfer's id"):
+        execute(ledger, c.ExpectInbound(
+            "T-1", (c.InboundLine("a", "n1", 5, expected_ms=50_000),)), NOW)
+    with pytest.raises(AlreadyExists, match="exists already"):
+        execute(ledger, c.TransferStock("T-1", "n0", "n1", 60_000, (c.TransferLine("a", 1),)),
+                NOW)
+    assert ledger.checksum() == before
+
+
+def test_two_requests_to_make_a_channel_safety_stock_only_reserve_once():
+    from core.alerts import ActionSpec, ActionType
+
+    ledger = _ledger()
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 100),)), NOW)
+    asked = [execute(ledger, c.RequestEmergencyChange(ActionSpec(
+        ActionType.CHANNEL_SAFETY_STOCK_ONLY, channel_id="web", amount=30, reason="storm"),
+        actor=who), NOW).detail for who in ("alice", "carol")]
+    for approval_id in asked:
+        execute(ledger, c.DecideApproval(approval_id, True, "bob", "operations"), NOW)
+    web = ledger.catalog.channel("web")
+    assert ledger.ops.channel_reserve == {web: 30}
+    assert len(ledger.ops.active_action_records()) == 1
+    table = available_to_sell(ledger, np.array([ledger.catalog.sku("a")], np.int64),
+                              np.array([0], np.int64), web)
+    assert int(table.total_to_sell[0]) == 70
+
+
+def test_a_variance_that_holds_nothing_does_not_stop_the_next_count():
+    ledger = _ledger(count_hold_units=5)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)), NOW)
+    execute(ledger, c.ReserveStock("r1", "web", 10**12, (c.ReserveLine("a", "n0", 20),)), NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"), NOW)
+    assert count.detail.lines[0].held == 0  # all 20 reserved: none to quarantine
+    execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc2"), NOW)
