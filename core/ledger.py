@@ -313,6 +313,9 @@ class Ledger:
         units_allocated, order_allocated, order_received = (
             EventKind.ORDER_UNITS_ALLOCATED, EventKind.ORDER_ALLOCATED, EventKind.ORDER_RECEIVED)
         value_policy_set = EventKind.VALUE_POLICY_SET
+        order_replanned = EventKind.ORDER_REPLANNED
+        # Orders re-planned in these events: their units were drawn (as demand) already.
+        replanned: set[str] = set()
         try:
             for i in range(start, stop):
                 event = events[i]
@@ -324,7 +327,10 @@ class Ledger:
                     sku = event.sku
                     key = (sku, event.node)
                     drawn = drawn_units.get(key)
-                    if drawn is None:
+                    if replanned and (self.orders.packages[event.reference].order_id
+                                      in replanned):
+                        pass  # moved by a new plan: drawn when first allocated
+                    elif drawn is None:
                         drawn_units[key] = SmoothedDemand(0.0 + event.quantity / tau,
                                                           event.time_ms)
                     elif event.time_ms > drawn.last_ms:
@@ -357,6 +363,8 @@ class Ledger:
                     self._apply_side_effects(event)
                 else:
                     self._apply_other(event)
+                    if kind == order_replanned:
+                        replanned.add(event.reference)
                     if kind == value_policy_set:  # a new half-life
                         tau = self.half_life_days / math.log(2.0)
                 if event.kind in FINANCE_KINDS:

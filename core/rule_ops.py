@@ -380,10 +380,10 @@ def approved(p: Plan, request: ApprovalRequest, approver: str) -> None:
     if spec.action_type == ActionType.DISABLE_NODE and not p.ledger.catalog.nodes[
             p.ledger.catalog.node(spec.node_id)].enabled:
         return  # disabled meanwhile (by an admin): nothing left to do
-    if spec.action_type in (ActionType.CHANNEL_SAFETY_STOCK_ONLY,
-                            ActionType.PAUSE_RETURNS_RESTOCK) and p.ledger.ops.active_action(
-            spec.action_type, spec.subject) is not None:
-        return  # in force meanwhile (another request approved first): once, not twice
+    if p.ledger.ops.active_action(spec.action_type, spec.subject) is not None:
+        # In force meanwhile (another request approved first): once, not twice (a second
+        # would record the first's value as the one to put back).
+        return
     apply_action(p, spec, approver, request.approval_id)
 
 

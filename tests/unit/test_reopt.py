@@ -57,8 +57,11 @@ def test_a_split_forced_by_an_earlier_order_is_taken_back():
     solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=5))
     assert solution.totals("old")[1] == 3 and solution.totals("new")[1] == 2
     assert solution.new_objective < solution.old_objective
+    drawn = sum(d.level for d in ledger.drawn_units.values())  # (demand, from allocations)
     outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
     assert set(outcome.detail.applied) == {"first", "second"}
+    # Moving units to a new plan is not demand: what was drawn stays as it was.
+    assert sum(d.level for d in ledger.drawn_units.values()) == drawn
     live = [book.packages[p] for p in book.orders["second"].package_ids
             if book.packages[p].status == PackageStatus.ALLOCATED]
     assert len(live) == 1 and ledger.catalog.nodes[live[0].plan.node].node_id == "n0"

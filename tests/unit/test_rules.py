@@ -329,3 +329,23 @@ def test_emergency_requests_are_checked():
 
 def test_every_rule_kind_has_a_default_rule():
     assert {r.kind for r in DEFAULT_RULES.rules} == set(RuleKind)
+
+
+def test_two_approved_holds_of_one_sku_at_a_node_apply_once_and_reverse_to_what_it_was():
+    ledger, events = world(**{"count-variance": {"requires_approval": True}})
+    mug, n0 = ledger.catalog.sku("mug"), ledger.catalog.node("n0")
+    before = ledger.safety_stock(mug, n0)
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 212),)))
+    (alert,) = alerts(ledger, "count-variance")
+    run(ledger, events, NOW, c.AcknowledgeAlert(alert.info.alert_id, "lead", "looking"))
+    settle(ledger, events, NOW)
+    later = NOW + DAY_MS + 1  # the alert may fire again: a second hold is asked for
+    run(ledger, events, later, c.SubmitCycleCount((c.CountLine("mug", "n0", 240),)))
+    pending = [a.request.approval_id for a in ledger.approvals.pending()]
+    assert len(pending) == 2
+    for approval_id in pending:
+        run(ledger, events, later, c.DecideApproval(approval_id, True, *MANAGER))
+    (action,) = ledger.ops.actions.values()
+    assert ledger.safety_stock(mug, n0) == RESTRICTED_SAFETY
+    run(ledger, events, later, c.ReverseAction(action.info.action_id, "lead", "recounted"))
+    assert ledger.safety_stock(mug, n0) == before
