@@ -39,6 +39,17 @@ def _build(qty: int = 5):
     return lambda: c.ReceiveStock((c.ReceiptLine("S", "A", qty),))
 
 
+async def _reloaded(engine: Engine, checksum: str) -> None:
+    """The engine paused writes, then reloaded from the store the state it had (with the
+    checksum given)."""
+    assert engine.broken
+    for _ in range(100):
+        if not engine.broken:
+            break
+        await asyncio.sleep(0.05)
+    assert not engine.broken and engine.ledger.checksum() == checksum
+
+
 def test_a_change_that_cannot_be_answered_is_rolled_back_by_a_reload():
     async def go():
         engine = await _engine(MemoryEventStore())
@@ -49,12 +60,7 @@ def test_a_change_that_cannot_be_answered_is_rolled_back_by_a_reload():
 
         with pytest.raises(ValueError):
             await engine.mutate("ReceiveInventory", _receive("r1"), _build(), broken_respond)
-        assert engine.broken
-        for _ in range(100):
-            if not engine.broken:
-                break
-            await asyncio.sleep(0.05)
-        assert not engine.broken and engine.ledger.checksum() == before
+        await _reloaded(engine, before)
         ok = await engine.mutate("ReceiveInventory", _receive("r2"), _build(),
                                  lambda o: inv.ReceiveInventoryResponse())
         assert engine.durable_seq == engine.ledger.last_seq
@@ -80,12 +86,7 @@ def test_a_change_that_fails_halfway_through_being_applied_is_rolled_back_by_a_r
         with pytest.raises(ApplyFailed, match="OverflowError"):
             await engine.mutate_internal(c.UpsertSkus((SkuSpec("X", price_micros=2**63),)),
                                          "bad-price")
-        assert engine.broken
-        for _ in range(100):
-            if not engine.broken:
-                break
-            await asyncio.sleep(0.05)
-        assert not engine.broken and engine.ledger.checksum() == before
+        await _reloaded(engine, before)
         assert engine.ledger.catalog.n_skus == 1
         await engine.mutate("ReceiveInventory", _receive("r2"), _build(),
                             lambda o: inv.ReceiveInventoryResponse())
