@@ -42,7 +42,7 @@ from core.model import (
 from core.network import CompiledNetwork, NetworkSpec, compile_network
 from core.orders import OrderBook, OrderSpec
 from core.reservations import ReservationBook
-from core.returns import ReturnBook, ReturnRecord, ReturnStatus
+from core.returns import RefundTiming, ReturnBook, ReturnRecord, ReturnStatus
 
 _EMPTY_2D = np.zeros((0, 0), dtype=np.int32)
 # Read for every event: Final, so compiled code reads it from a C static.
@@ -314,8 +314,9 @@ class Ledger:
             EventKind.ORDER_UNITS_ALLOCATED, EventKind.ORDER_ALLOCATED, EventKind.ORDER_RECEIVED)
         value_policy_set = EventKind.VALUE_POLICY_SET
         order_replanned = EventKind.ORDER_REPLANNED
-        # Orders re-planned in these events: their units were drawn (as demand) already.
-        replanned: set[str] = set()
+        # (order id, sku) -> units a re-planned order gave back in these events: drawn (as
+        # demand) when first allocated, so not drawn again when its new plan takes them.
+        replanned: dict[tuple[str, int], int] = {}
         try:
             for i in range(start, stop):
                 event = events[i]
@@ -327,19 +328,26 @@ class Ledger:
                     sku = event.sku
                     key = (sku, event.node)
                     drawn = drawn_units.get(key)
-                    if replanned and (self.orders.packages[event.reference].order_id
-                                      in replanned):
+                    quantity = event.quantity
+                    if replanned:
+                        moved = (self.orders.packages[event.reference].order_id, sku)
+                        given = replanned.get(moved, 0)
+                        if given:
+                            taken = min(given, quantity)
+                            replanned[moved] = given - taken
+                            quantity -= taken
+                    if not quantity:
                         pass  # moved by a new plan: drawn when first allocated
                     elif drawn is None:
-                        drawn_units[key] = SmoothedDemand(0.0 + event.quantity / tau,
+                        drawn_units[key] = SmoothedDemand(0.0 + quantity / tau,
                                                           event.time_ms)
                     elif event.time_ms > drawn.last_ms:
                         elapsed = (event.time_ms - drawn.last_ms) / DAY_MS
                         drawn.level = (drawn.level * math.exp(-elapsed / tau)
-                                       + event.quantity / tau)
+                                       + quantity / tau)
                         drawn.last_ms = event.time_ms
                     else:  # no time has passed: exp(0) is exactly 1
-                        drawn.level = drawn.level + event.quantity / tau
+                        drawn.level = drawn.level + quantity / tau
                     counted = allocated.get((event.channel, event.time_ms))
                     if counted is None:
                         counted = allocated[(event.channel, event.time_ms)] = [0, 0]
@@ -364,7 +372,14 @@ class Ledger:
                 else:
                     self._apply_other(event)
                     if kind == order_replanned:
-                        replanned.add(event.reference)
+                        packages = self.orders.packages
+                        for package_id in event.payload.superseded:
+                            state = packages[package_id]
+                            for line in state.plan.lines:
+                                given = state.quantities.get(line.line_id, 0)
+                                if given:
+                                    moved = (event.reference, line.sku)
+                                    replanned[moved] = replanned.get(moved, 0) + given
                     if kind == value_policy_set:  # a new half-life
                         tau = self.half_life_days / math.log(2.0)
                 if event.kind in FINANCE_KINDS:
@@ -474,6 +489,11 @@ class Ledger:
                 x.line_id for x in ret.auth.lines if x.sku == e.sku
                 and ret.received.get(x.line_id, 0) < x.quantity)
             ret.received[line_id] = ret.received.get(line_id, 0) + e.quantity
+            if ret.released:
+                # (Older logs only: a receipt after the inspection, which had freed what
+                # had not come. It came: returned again.)
+                back = (ret.auth.order_id, line_id)
+                self.returns.returned[back] = self.returns.returned.get(back, 0) + e.quantity
             ret.status = ReturnStatus.RECEIVED
         elif kind == EventKind.COUNT_VARIANCE_SETTLED:
             self.held_variances.pop(e.reference, None)
@@ -713,6 +733,11 @@ def _approval_decided(ledger: Ledger, e: Event) -> None:
         # Decided for good: refused, or approved by all it needs (its refund follows).
         settled = ledger.returns.returns[record.request.reference]
         settled.approval_settled(decision.approval_id)
+        if (not decision.approved and settled.inspection is not None
+                and settled.auth.refund_timing == RefundTiming.ON_AUTHORIZATION):
+            # The up-front refund is refused after the inspection kept what never came
+            # for it: nobody paid for those units now, so another return may bring them.
+            ledger.returns.release_unreceived(settled)
         _close_if_done(settled)
 
 

@@ -161,11 +161,16 @@ class ReturnRecord:
     approval_id: str = ""  # the latest refund waiting for approval ("" when none waits)
     # Every refund approval asked for and not decided yet, in the order asked.
     pending_approvals: list[str] = field(default_factory=list)
+    # What was authorised and never came no longer counts as returned (ReturnBook.
+    # release_unreceived): done once, when inspected (or when an up-front refund is refused).
+    released: bool = False
 
     def __setstate__(self, state: Any) -> None:
         set_fields(self, state)
         if not hasattr(self, "pending_approvals"):  # a snapshot from before they were kept
             self.pending_approvals = [self.approval_id] if self.approval_id else []
+        if not hasattr(self, "released"):
+            self.released = False
 
     @property
     def done(self) -> bool:
@@ -193,14 +198,17 @@ class ReturnBook:
         # Per customer: (time, value bought) and (time, value returned), for the abuse score.
         self.bought: dict[str, list[tuple[int, int]]] = {}
         self.sent_back: dict[str, list[tuple[int, int]]] = {}
+        self.frees_unreceived = True  # (see __setstate__)
 
     def release_unreceived(self, record: ReturnRecord) -> None:
         """Units authorised but not received when the return was inspected no longer count
         as returned (another return may bring them back), unless they were refunded when
-        authorised: then the customer owes them."""
+        authorised (or the refund waits for its approval): then the customer owes them."""
         auth = record.auth
-        if auth.refund_timing == RefundTiming.ON_AUTHORIZATION:
+        if record.released or (auth.refund_timing == RefundTiming.ON_AUTHORIZATION and (
+                record.refunded_micros or record.pending_approvals)):
             return
+        record.released = True
         for line in auth.lines:
             missing = line.quantity - record.received.get(line.line_id, 0)
             if missing > 0:
@@ -210,6 +218,16 @@ class ReturnBook:
                     self.returned[key] = left
                 else:
                     self.returned.pop(key, None)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if not state.get("frees_unreceived"):
+            # A snapshot from before inspections freed what never came: as a replay of
+            # its log would leave it.
+            for record in self.returns.values():
+                if record.inspection is not None:
+                    self.release_unreceived(record)
+        self.frees_unreceived = True
 
     def authorize(self, auth: ReturnAuthorization, time_ms: int) -> None:
         self.returns[auth.rma_id] = ReturnRecord(

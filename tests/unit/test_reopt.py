@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -249,3 +250,28 @@ def test_an_order_waiting_for_inbound_by_choice_is_left_to_wait():
     assert any(o.chosen and o.kind == OptionKind.WAIT_FOR_INBOUND
                for o in record.last_decision.options)
     assert reopt.collect(ledger, NOW).n_orders == 0
+
+
+def test_a_backordered_order_placed_by_a_replan_is_drawn_as_demand():
+    ledger = _ledger({("b", "n0"): 1})
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 2}),)), NOW)
+    assert not ledger.orders.orders["o1"].package_ids  # all backordered
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 5),)), NOW)
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    applied = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert applied.detail.applied == ("o1",)
+    a, n1 = ledger.catalog.sku("a"), ledger.catalog.node("n1")
+    assert ledger.drawn_units[(a, n1)].level > 0  # placed for the first time: demand
+
+
+def test_a_replan_draws_only_what_the_order_did_not_hold_before():
+    ledger = _ledger({("a", "n0"): 1})
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 3}),)), NOW)  # 1 placed, 2 wait
+    one_unit = sum(d.level for d in ledger.drawn_units.values())
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 5),)), NOW)
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    applied = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert applied.detail.applied == ("o1",)
+    assert not ledger.orders.orders["o1"].backorders
+    # The unit it held moved (not demand again); the two it waited for are drawn now.
+    assert sum(d.level for d in ledger.drawn_units.values()) == pytest.approx(3 * one_unit)

@@ -12,11 +12,18 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.exceptions import Resolution
 from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
-from core.model import Bucket, ChannelSpec, EventKind, NodeSpec, SkuSpec
+from core.model import Bucket, ChannelSpec, Event, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
-from core.returns import DAY_MS, Grade, RefundTiming, ReturnPolicy, ReturnStatus
+from core.returns import (
+    DAY_MS,
+    Grade,
+    RefundTiming,
+    ReturnBook,
+    ReturnPolicy,
+    ReturnStatus,
+)
 from tests.unit.shop import NODES, shop
 from tests.unit.test_orders_stateful import NETWORK, NOW
 
@@ -413,3 +420,61 @@ def test_a_line_shipped_partly_as_a_substitute_is_not_taken_back_as_one_sku():
     decision = ask(ledger, "r1", "o1", 3, NOW)
     assert not decision.eligible and "more than one SKU" in decision.reasons[0]
     assert ledger.checksum() == before
+
+
+def test_an_up_front_refund_refused_frees_what_never_came_for_another_return():
+    ledger = world(ReturnPolicy(refund_approval_micros=1))
+    for i in range(3):
+        sell(ledger, f"t{i}", "shirt", 1, customer="loyal")
+    sell(ledger, "o1", "shirt", 2, customer="loyal")
+    asked = ask(ledger, "r1", "o1", 2, NOW)
+    assert asked.authorization.refund_timing == RefundTiming.ON_AUTHORIZATION
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    assert not ask(ledger, "r2", "o1", 1, NOW).eligible  # its refund may still be paid
+    execute(ledger, c.DecideApproval(asked.approval_id, False, "controller", "finance"), NOW)
+    assert ledger.returns.returns["r1"].refunded_micros == 0
+    assert ask(ledger, "r3", "o1", 1, NOW).eligible  # nobody paid for the missing unit
+
+
+def test_an_older_log_s_receipt_after_the_inspection_counts_as_returned_on_replay():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    ask(ledger, "r1", "o1", 2, NOW)
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    assert ledger.returns.returned[("o1", "1")] == 1  # the missing unit freed
+    record = ledger.returns.returns["r1"]
+    late = Event(ledger.last_seq + 1, EventKind.RETURN_RECEIVED,
+                 sku=ledger.catalog.sku("shirt"), node=record.auth.node,
+                 to_bucket=Bucket.RETURNED, quantity=1, reference="r1", time_ms=NOW)
+    ledger.apply([late], replay=True)  # (allowed then, and written without its line)
+    assert record.received == {"1": 2} and ledger.returns.returned[("o1", "1")] == 2
+    assert not ask(ledger, "r2", "o1", 1, NOW).eligible
+
+
+def test_a_snapshot_from_before_inspections_freed_units_is_read_as_a_replay_leaves_it():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    ask(ledger, "r1", "o1", 2, NOW)
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    book = ledger.returns
+    old = dict(book.__dict__, returned={("o1", "1"): 2})  # what the code before kept
+    del old["frees_unreceived"]
+    for record in book.returns.values():
+        record.released = False
+    restored = ReturnBook.__new__(ReturnBook)
+    restored.__setstate__(old)
+    assert restored.returned == {("o1", "1"): 1} and restored.frees_unreceived
+
+
+def test_what_never_came_is_freed_once():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 3)
+    ask(ledger, "r1", "o1", 3, NOW)
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    assert ledger.returns.returned[("o1", "1")] == 1
+    ledger.returns.release_unreceived(ledger.returns.returns["r1"])
+    assert ledger.returns.returned[("o1", "1")] == 1
