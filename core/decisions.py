@@ -488,7 +488,10 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     for n in sorted(set().union(*inbound_nodes)):
         if not catalog.node_enabled[n] or (channel >= 0 and network.blocked[n, channel]):
             continue
-        shorts = [q - max(int(avail[rows[k], n]) - int(floor[start + k, n]), 0)
+        # What arrives refills a node's floor (safety stock, other channels' fences)
+        # before any of it is sellable: a line lacks its quantity plus what is missing
+        # of the floor there.
+        shorts = [q - (int(avail[rows[k], n]) - int(floor[start + k, n]))
                   for k, (_, _, q) in enumerate(lines)]
         if any(shorts[k] > 0 for k in range(len(lines))) and all(
                 n in inbound_nodes[k] for k in range(len(lines)) if shorts[k] > 0):

@@ -50,3 +50,23 @@ def test_inbound_too_small_for_the_missing_units_does_not_make_a_candidate():
     execute(ledger, c.AllocateOrders((_order("three", {"a": 1, "b": 3}),)), NOW)
     _, option = _wait_option(ledger, "three")
     assert not option.feasible
+
+
+def test_inbound_that_only_refills_safety_stock_does_not_make_a_candidate():
+    # As the covering case, but n0 keeps two b as safety stock and has none: the two
+    # arriving only refill it, so n0 could not ship b after all.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.SetSafetyStock("b", "n0", 2), NOW)
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 2, NOW + DAY_MS),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("split", {"a": 1, "b": 1}),)), NOW)
+    decision, option = _wait_option(ledger, "split")
+    assert not option.feasible and len(decision.packages) == 2
+
+
+def test_inbound_above_the_safety_stock_it_refills_makes_a_candidate():
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.SetSafetyStock("b", "n0", 2), NOW)
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 3, NOW + DAY_MS),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("waits", {"a": 1, "b": 1}),)), NOW)
+    _, option = _wait_option(ledger, "waits")
+    assert option.feasible and "ship complete from n0 after inbound arrives" in option.detail
