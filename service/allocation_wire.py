@@ -95,6 +95,13 @@ def _put(out: list[bytes], tag: bytes, value: bytes) -> None:
     out.append(value)
 
 
+def _number(out: list[bytes], tag: bytes, value: int) -> None:
+    """A number field, written only when not zero (as proto3 does)."""
+    if value:
+        out.append(tag)
+        out.append(_varint(value))
+
+
 def _sub(out: list[bytes], tag: bytes, message: bytes) -> None:
     """A sub-message field: its tag, its length and its bytes."""
     out.append(tag)
@@ -147,17 +154,11 @@ def allocation_bytes(ledger: Ledger, record: OrderRecord, decision: Decision | N
                         _put(entry, b"\x22", _name(sku_ids[substitutes_sku]))
                     _sub(body, b"\x2a", b"".join(entry))
             cost: list[bytes] = []
-            if carrier:
-                _put(cost, b"\x08", _varint(carrier))
-            if handling:
-                _put(cost, b"\x10", _varint(handling))
-            if unit_cost:
-                _put(cost, b"\x18", _varint(unit_cost))
-            if penalty:
-                _put(cost, b"\x20", _varint(penalty))
-            package_total = carrier + handling + unit_cost + penalty
-            if package_total:
-                _put(cost, b"\x28", _varint(package_total))
+            _number(cost, b"\x08", carrier)
+            _number(cost, b"\x10", handling)
+            _number(cost, b"\x18", unit_cost)
+            _number(cost, b"\x20", penalty)
+            _number(cost, b"\x28", carrier + handling + unit_cost + penalty)
             _sub(body, b"\x32", b"".join(cost))
             billable = min(billable_lb, 2**31 - 1)
             if billable:
@@ -217,12 +218,9 @@ def mutation_result_bytes(first_sequence: int, last_sequence: int, event_count: 
     """A MutationResult's bytes (not replayed): what `mutation_result(outcome)` serializes
     to, for an outcome whose events run from `first_sequence` to `last_sequence`."""
     out: list[bytes] = []
-    if first_sequence:
-        _put(out, b"\x08", _varint(first_sequence))
-    if last_sequence:
-        _put(out, b"\x10", _varint(last_sequence))
-    if event_count:
-        _put(out, b"\x18", _varint(event_count))
+    _number(out, b"\x08", first_sequence)
+    _number(out, b"\x10", last_sequence)
+    _number(out, b"\x18", event_count)
     return b"".join(out)
 
 

@@ -330,8 +330,9 @@ def test_an_inspection_ends_the_receipt_and_frees_what_never_came_for_another_re
     assert not ask(ledger, "r3", "o1", 1, NOW).eligible
 
 
-def test_units_refunded_when_authorised_stay_owed_after_an_inspection():
-    ledger = world()
+def _one_of_two_back_on_a_trusted_return(ledger: Ledger):
+    """A loyal customer's two shirts, returned on an RMA refunded when authorised: one
+    comes back and is inspected. Returns the return's decision."""
     for i in range(3):
         sell(ledger, f"t{i}", "shirt", 1, customer="loyal")
     sell(ledger, "o1", "shirt", 2, customer="loyal")
@@ -339,6 +340,12 @@ def test_units_refunded_when_authorised_stay_owed_after_an_inspection():
     assert trusted.authorization.refund_timing == RefundTiming.ON_AUTHORIZATION
     execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
     execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    return trusted
+
+
+def test_units_refunded_when_authorised_stay_owed_after_an_inspection():
+    ledger = world()
+    _one_of_two_back_on_a_trusted_return(ledger)
     # Both were refunded up front: the missing one cannot be returned (and refunded) again.
     assert not ask(ledger, "r2", "o1", 1, NOW).eligible
 
@@ -424,25 +431,26 @@ def test_a_line_shipped_partly_as_a_substitute_is_not_taken_back_as_one_sku():
 
 def test_an_up_front_refund_refused_frees_what_never_came_for_another_return():
     ledger = world(ReturnPolicy(refund_approval_micros=1))
-    for i in range(3):
-        sell(ledger, f"t{i}", "shirt", 1, customer="loyal")
-    sell(ledger, "o1", "shirt", 2, customer="loyal")
-    asked = ask(ledger, "r1", "o1", 2, NOW)
-    assert asked.authorization.refund_timing == RefundTiming.ON_AUTHORIZATION
-    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
-    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    asked = _one_of_two_back_on_a_trusted_return(ledger)
     assert not ask(ledger, "r2", "o1", 1, NOW).eligible  # its refund may still be paid
     execute(ledger, c.DecideApproval(asked.approval_id, False, "controller", "finance"), NOW)
     assert ledger.returns.returns["r1"].refunded_micros == 0
     assert ask(ledger, "r3", "o1", 1, NOW).eligible  # nobody paid for the missing unit
 
 
-def test_an_older_log_s_receipt_after_the_inspection_counts_as_returned_on_replay():
+def _one_back_and_inspected(shirts: int) -> Ledger:
+    """o1 sold `shirts` shirts, all on return r1 (refunded on receipt): one came back and
+    was inspected."""
     ledger = world()
-    sell(ledger, "o1", "shirt", 2)
-    ask(ledger, "r1", "o1", 2, NOW)
+    sell(ledger, "o1", "shirt", shirts)
+    ask(ledger, "r1", "o1", shirts, NOW)
     execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
     execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    return ledger
+
+
+def test_an_older_log_s_receipt_after_the_inspection_counts_as_returned_on_replay():
+    ledger = _one_back_and_inspected(2)
     assert ledger.returns.returned[("o1", "1")] == 1  # the missing unit freed
     record = ledger.returns.returns["r1"]
     late = Event(ledger.last_seq + 1, EventKind.RETURN_RECEIVED,
@@ -454,11 +462,7 @@ def test_an_older_log_s_receipt_after_the_inspection_counts_as_returned_on_repla
 
 
 def test_a_snapshot_from_before_inspections_freed_units_is_read_as_a_replay_leaves_it():
-    ledger = world()
-    sell(ledger, "o1", "shirt", 2)
-    ask(ledger, "r1", "o1", 2, NOW)
-    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
-    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    ledger = _one_back_and_inspected(2)
     book = ledger.returns
     old = dict(book.__dict__, returned={("o1", "1"): 2})  # what the code before kept
     del old["frees_unreceived"]
@@ -470,11 +474,7 @@ def test_a_snapshot_from_before_inspections_freed_units_is_read_as_a_replay_leav
 
 
 def test_what_never_came_is_freed_once():
-    ledger = world()
-    sell(ledger, "o1", "shirt", 3)
-    ask(ledger, "r1", "o1", 3, NOW)
-    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
-    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.LIKE_NEW)),)), NOW)
+    ledger = _one_back_and_inspected(3)
     assert ledger.returns.returned[("o1", "1")] == 1
     ledger.returns.release_unreceived(ledger.returns.returns["r1"])
     assert ledger.returns.returned[("o1", "1")] == 1

@@ -5,6 +5,8 @@ candidate that meets the promise is the option, chosen when it beats the split."
 
 from __future__ import annotations
 
+import pytest
+
 from core import commands as c
 from core.operations import execute
 from core.orders import OptionKind
@@ -52,21 +54,16 @@ def test_inbound_too_small_for_the_missing_units_does_not_make_a_candidate():
     assert not option.feasible
 
 
-def test_inbound_that_only_refills_safety_stock_does_not_make_a_candidate():
-    # As the covering case, but n0 keeps two b as safety stock and has none: the two
-    # arriving only refill it, so n0 could not ship b after all.
+@pytest.mark.parametrize(("arriving", "weighed"), [(2, False), (3, True)])
+def test_inbound_counts_only_above_the_safety_stock_it_refills(arriving, weighed):
+    # As the covering case, but n0 keeps two b as safety stock and has none: two arriving
+    # only refill it (n0 could not ship b after all); a third would be sellable.
     ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
     execute(ledger, c.SetSafetyStock("b", "n0", 2), NOW)
-    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 2, NOW + DAY_MS),)), NOW)
-    execute(ledger, c.AllocateOrders((_order("split", {"a": 1, "b": 1}),)), NOW)
-    decision, option = _wait_option(ledger, "split")
-    assert not option.feasible and len(decision.packages) == 2
-
-
-def test_inbound_above_the_safety_stock_it_refills_makes_a_candidate():
-    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
-    execute(ledger, c.SetSafetyStock("b", "n0", 2), NOW)
-    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 3, NOW + DAY_MS),)), NOW)
-    execute(ledger, c.AllocateOrders((_order("waits", {"a": 1, "b": 1}),)), NOW)
-    _, option = _wait_option(ledger, "waits")
-    assert option.feasible and "ship complete from n0 after inbound arrives" in option.detail
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", arriving,
+                                                           NOW + DAY_MS),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("o", {"a": 1, "b": 1}),)), NOW)
+    decision, option = _wait_option(ledger, "o")
+    assert option.feasible == weighed
+    assert weighed == ("ship complete from n0 after inbound arrives" in option.detail)
+    assert len(decision.packages) == (0 if weighed else 2)
