@@ -10,7 +10,7 @@ so cost, carrier service and promise come from the same code as a real-time deci
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from core.decisions import (
     Request,
     _gather,
     _interpret,
+    _daily_capacity,
     _Lists,
     priority_key,
 )
@@ -32,6 +33,7 @@ from core.exceptions import ExceptionType, Resolution
 from core.model import Bucket, EventKind
 from core.order_ops import _emit_decision, _resolve_open
 from core.orders import (
+    DAY_MS,
     Decision,
     Option,
     OptionKind,
@@ -130,6 +132,26 @@ def _decisions(p: Plan, items: list[tuple[OrderRecord, c.Replan, Request]]) -> l
     return out
 
 
+def _days(plans: Iterable[Any]) -> set[tuple[int, int]]:
+    """The (node, day) slots package plans take: one an order at each node and day."""
+    return {(plan.node, plan.ship_ms // DAY_MS) for plan in plans}
+
+
+def _overfilled(p: Plan, accepted: list[tuple[OrderRecord, c.Replan, Request, Decision]],
+                capacity: np.ndarray) -> set[tuple[int, int]]:
+    """The (node, day) slots the accepted plans would fill past the node's daily capacity,
+    where they add orders."""
+    change: dict[tuple[int, int], int] = {}
+    for record, _, _, decision in accepted:
+        for key in _days(s.plan for s in _live(p, record)):
+            change[key] = change.get(key, 0) - 1
+        for key in _days(decision.packages):
+            change[key] = change.get(key, 0) + 1
+    taken = p.ledger.orders.node_day_orders
+    return {key for key, more in change.items()
+            if more > 0 and taken.get(key, 0) + more > capacity[key[0]]}
+
+
 def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
     ledger = p.ledger
     book = ledger.orders
@@ -154,10 +176,26 @@ def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
                 if d is not None]
     # Stock: every accepted order gives back its units and takes its new ones; where a
     # SKU x node would end below a taker's sale floor, drop takers (last priority first).
+    # Capacity likewise: an order gives back its slot at each node and day it shipped
+    # from and takes one at each it will; where a node would take more orders on a day
+    # than its daily capacity (orders allocated since the plan was made filled it), drop
+    # the orders that would add one there.
     floors = FloorTable()
     if accepted:
         floors = _gather(ledger, ledger.network(), [a[2] for a in accepted], p.now_ms).floors()
+    capacity = _daily_capacity(ledger)
     while accepted:
+        full = _overfilled(p, accepted, capacity)
+        if full:
+            for i in range(len(accepted) - 1, -1, -1):
+                record, _, _, decision = accepted[i]
+                if _days(decision.packages) & full - _days(s.plan for s in _live(p, record)):
+                    misfit.append(record.spec.order_id)
+                    del accepted[i]
+                    break
+            else:  # (a slot filled further has an order that adds to it: never here)
+                raise AssertionError(f"no order adds to the full slots {sorted(full)}")
+            continue
         delta: dict[tuple[int, int], int] = {}
         for record, _, _, decision in accepted:
             for state in _live(p, record):

@@ -275,3 +275,27 @@ def test_a_replan_draws_only_what_the_order_did_not_hold_before():
     assert not ledger.orders.orders["o1"].backorders
     # The unit it held moved (not demand again); the two it waited for are drawn now.
     assert sum(d.level for d in ledger.drawn_units.values()) == pytest.approx(3 * one_unit)
+
+
+def test_a_plan_applied_after_its_node_filled_up_for_the_day_is_refused():
+    # A backordered order's stock arrives at n1 and the solver places it there. Before the
+    # plan is applied, n1 is given one order a day and another order takes that slot:
+    # placing the first there too would overfill the node, so it no longer fits.
+    ledger = _ledger({("b", "n1"): 1})
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 2}),)), NOW)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 5),)), NOW)
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    assert len(solution.changed()) == 1
+    execute(ledger, c.UpsertNodes((NodeSpec("n1", latitude=34.0, longitude=-118.0,
+                                            daily_capacity=1),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("o2", {"b": 1}),)), NOW)
+    n1 = ledger.catalog.node("n1")
+    book = ledger.orders
+    (taken,) = book.orders["o2"].package_ids
+    key = (n1, book.packages[taken].plan.ship_ms // DAY_MS)
+    assert book.packages[taken].plan.node == n1 and book.node_day_orders[key] == 1
+    before = ledger.checksum()
+    outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert outcome.detail.applied == () and outcome.detail.no_longer_fits == ("o1",)
+    assert book.node_day_orders[key] == 1 and not book.orders["o1"].package_ids
+    assert ledger.checksum() == before
