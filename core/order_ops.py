@@ -635,8 +635,10 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
 
 def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:
     held = p.ledger.held_variances.get(exception_id)
-    if held is None or held.held == 0:
+    if held is None:
         return
+    # (One that holds nothing, all its missing units promised to orders or reservations,
+    # is settled too: moving no units, it drops the record.)
     found = held.counted > held.expected
     # Found units: approve makes them sellable, reject removes them. Missing units:
     # approve writes them off, reject returns them to AVAILABLE (a recount found them).

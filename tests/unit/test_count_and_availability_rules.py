@@ -161,3 +161,23 @@ def test_a_variance_that_holds_nothing_does_not_stop_the_next_count():
     count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"), NOW)
     assert count.detail.lines[0].held == 0  # all 20 reserved: none to quarantine
     execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc2"), NOW)
+
+
+@pytest.mark.parametrize("resolution", [Resolution.APPROVE, Resolution.REJECT])
+def test_a_variance_that_holds_nothing_is_gone_once_settled(resolution):
+    ledger = _ledger(count_hold_units=5)
+    replayed = _ledger(count_hold_units=5)  # (applies the same events as they come)
+    outcomes = [execute(ledger, command, NOW) for command in (
+        c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)),
+        c.ReserveStock("r1", "web", 10**12, (c.ReserveLine("a", "n0", 20),)),
+        c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"))]
+    (line,) = outcomes[-1].detail.lines
+    assert line.held == 0 and line.exception_id in ledger.held_variances
+    levels = _levels(ledger)
+    outcomes.append(execute(ledger, c.ResolveException(
+        line.exception_id, resolution, actor="boss", role="operations"), NOW))
+    assert not ledger.held_variances  # (each one is read at every count and quarantine move)
+    assert _levels(ledger) == levels
+    for outcome in outcomes:  # the settlement is an event like any other
+        replayed.apply(outcome.events, replay=True)
+    assert not replayed.held_variances and replayed.checksum() == ledger.checksum()
