@@ -319,10 +319,28 @@ def complete_task(p: Plan, cmd: c.CompleteTask) -> str:
                                  "cannot", "role")
     p.add(EventKind.TASK_COMPLETED, reference=cmd.task_id,
           payload=TaskDone(cmd.task_id, cmd.actor, _note(cmd.note)))
-    action = p.ledger.ops.actions.get(record.info.action_id)
+    ops = p.ledger.ops
+    action = ops.actions.get(record.info.action_id)
+    if action is None and record.info.task_type == TaskType.CYCLE_COUNT:
+        # The sales hold went through approval after the task opened: the one its alert
+        # asked for, if it came into force.
+        found = ops.active_action(ActionType.RESTRICT_SKU, record.info.subject)
+        if found is not None and found.info.spec.alert_id == record.info.alert_id:
+            action = found
     if action is not None and action.active:
         _reverse(p, action.info.action_id, cmd.actor, f"task {cmd.task_id} completed")
     return cmd.task_id
+
+
+def _recounted(p: Plan, spec: ActionSpec) -> bool:
+    """Whether `spec` is a sales hold that a count alert asked for and whose recount task
+    is done: the recount came first, and there is nothing left to hold."""
+    ops = p.ledger.ops
+    alert = ops.alerts.get(spec.alert_id) if spec.alert_id else None
+    if spec.action_type != ActionType.RESTRICT_SKU or alert is None:
+        return False
+    return any(ops.tasks[task_id].info.task_type == TaskType.CYCLE_COUNT
+               and ops.tasks[task_id].done is not None for task_id in alert.task_ids)
 
 
 def reverse_action(p: Plan, cmd: c.ReverseAction) -> str:
@@ -383,6 +401,8 @@ def approved(p: Plan, request: ApprovalRequest, approver: str) -> None:
     if p.ledger.ops.active_action(spec.action_type, spec.subject) is not None:
         # In force meanwhile (another request approved first): once, not twice (a second
         # would record the first's value as the one to put back).
+        return
+    if _recounted(p, spec):
         return
     apply_action(p, spec, approver, request.approval_id)
 

@@ -349,3 +349,24 @@ def test_two_approved_holds_of_one_sku_at_a_node_apply_once_and_reverse_to_what_
     assert ledger.safety_stock(mug, n0) == RESTRICTED_SAFETY
     run(ledger, events, later, c.ReverseAction(action.info.action_id, "lead", "recounted"))
     assert ledger.safety_stock(mug, n0) == before
+
+
+@pytest.mark.parametrize("approved_first", [True, False])
+def test_an_approved_count_hold_is_lifted_by_its_recount_task(approved_first):
+    ledger, events = world(**{"count-variance": {"requires_approval": True}})
+    mug, n0 = ledger.catalog.sku("mug"), ledger.catalog.node("n0")
+    run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 212),)))
+    (alert,) = alerts(ledger, "count-variance")
+    (task_id,) = alert.task_ids
+    (approval_id,) = alert.approval_ids
+    assert ledger.ops.tasks[task_id].info.action_id == ""  # (no hold yet: it waits)
+    steps = [c.DecideApproval(approval_id, True, *MANAGER),
+             c.CompleteTask(task_id, "counter", "inventory_control", "recounted: 212")]
+    for step in steps if approved_first else steps[::-1]:
+        run(ledger, events, NOW, step)
+    # Recounted: the SKU sells at n0 again, whichever came first, and nothing stays in force.
+    assert ledger.safety_stock(mug, n0) == 0 and sellable(ledger, "mug", "n0") == 200
+    assert not any(action.active for action in ledger.ops.actions.values())
+    replayed = Ledger(ledger.settings)
+    replayed.apply(events, replay=True)
+    assert replayed.checksum() == ledger.checksum()
