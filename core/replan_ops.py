@@ -22,9 +22,9 @@ from core.decisions import (
     UNLIMITED_CAPACITY,
     FloorTable,
     Request,
+    _daily_capacity,
     _gather,
     _interpret,
-    _daily_capacity,
     _Lists,
     priority_key,
 )
