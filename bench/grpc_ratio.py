@@ -50,6 +50,8 @@ from allocd.v1 import (
 from allocd.v1 import types_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import stop_on_sigterm
+
 POSTAL_CODES = ("100", "112", "606", "900", "941", "981", "331", "770", "850", "303", "021",
                 "191", "802", "482", "553")
 
@@ -275,6 +277,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    stop_on_sigterm()
     process, address = start_server(args.skus)
     rounds: list[tuple[dict[str, float], dict[str, float]]] = []
     try:

@@ -24,6 +24,7 @@ from typing import Any
 
 from allocd.v1 import order_service_pb2 as opb
 
+from bench import stop_on_sigterm
 from bench.load import report
 from bench.load.allocd_target import AllocdFactory, AllocdServer, check_ledger, load_catalogue
 from bench.load.driver import LoadShape, run
@@ -368,6 +369,7 @@ def run_one(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     if args.command == "compare":
         return Comparison(args).run()
     return run_one(args)
