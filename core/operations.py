@@ -204,12 +204,18 @@ def _reserve(p: _Plan, cmd: c.ReserveStock) -> ReserveResult:
     _lines(cmd.lines)
     skus = np.empty(len(cmd.lines), np.int64)
     nodes = np.empty(len(cmd.lines), np.int64)
+    blocked = ledger.network().blocked
     for i, line in enumerate(cmd.lines):
         skus[i] = sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
         nodes[i] = node = cat.node(line.node_id, f"lines[{i}].node_id")
         qty = _quantity(line.quantity, f"lines[{i}].quantity")
         if not cat.nodes[node].enabled:
             raise FailedPrecondition(f"node {line.node_id!r} is disabled",
+                                     f"lines[{i}].node_id")
+        if blocked.shape[1] > channel and blocked[node, channel]:
+            # (Available-to-sell is 0 there, and allocation never ships the channel from it.)
+            raise FailedPrecondition(f"the carrier network does not ship channel "
+                                     f"{cmd.channel_id!r} from node {line.node_id!r}",
                                      f"lines[{i}].node_id")
         p.add(EventKind.RESERVED, sku=sku, node=node, from_bucket=Bucket.AVAILABLE,
               to_bucket=Bucket.RESERVED, quantity=qty, reference=cmd.reservation_id,

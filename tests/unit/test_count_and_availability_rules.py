@@ -79,7 +79,7 @@ def test_a_count_is_refused_while_a_variance_of_its_sku_and_node_waits_for_appro
     assert _levels(ledger)[Bucket.AVAILABLE] == 10
 
 
-def test_available_to_sell_is_zero_where_the_network_does_not_ship_the_channel():
+def test_nothing_is_sold_or_reserved_where_the_network_does_not_ship_the_channel():
     ledger = _ledger()
     execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n2", 5),)), NOW)  # n2 blocks mkt
     nodes = np.arange(3, dtype=np.int64)
@@ -94,6 +94,14 @@ def test_available_to_sell_is_zero_where_the_network_does_not_ship_the_channel()
         assert placed == expected, channel  # what allocation takes, as promised
         if placed:
             execute(ledger, c.CancelOrder(spec.order_id), NOW)
+    # A reservation for the channel is refused there too, changing nothing.
+    before = ledger.checksum()
+    with pytest.raises(FailedPrecondition, match="does not ship channel 'mkt'"):
+        execute(ledger, c.ReserveStock("cart-mkt", "mkt", NOW + 60_000,
+                                       (c.ReserveLine("a", "n2", 1),)), NOW)
+    assert ledger.checksum() == before
+    execute(ledger, c.ReserveStock("cart-web", "web", NOW + 60_000,
+                                   (c.ReserveLine("a", "n2", 5),)), NOW)
 
 
 def test_promise_dates_count_inbound_units_above_the_floor_only():
