@@ -95,9 +95,15 @@ class Books:
     balances: dict[Account, int] = field(default_factory=dict)  # debit minus credit
     value: dict[int, int] = field(default_factory=dict)  # sku -> inventory value, micros
     units: dict[int, int] = field(default_factory=dict)  # sku -> owned units
-    po_cost: dict[tuple[str, int], int] = field(default_factory=dict)  # (po, sku) -> unit cost
+    # (Books from older snapshots only: (po, sku) -> the unit cost of its last line.)
+    po_cost: dict[tuple[str, int], int] = field(default_factory=dict)
+    # (po, sku, node) -> [units still expected, their value]: each line at its own cost.
+    po_lines: dict[tuple[str, int, int], list[int]] = field(default_factory=dict)
     transfers: set[str] = field(default_factory=set)
-    receipts: dict[str, list[int]] = field(default_factory=dict)  # reference -> skus
+    # reference -> sku -> [units received, their value]: what landed cost is shared by.
+    receipts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    # A count's found units waiting for approval: exception id -> the gain booked for them.
+    held_gains: dict[str, int] = field(default_factory=dict)
     last_hash: str = GENESIS
     # Kept as entries are posted, so that a query reads what it asks for instead of the
     # whole journal (at 1,000,000 entries a walk held the server ~3 s):
@@ -114,7 +120,13 @@ class Books:
         return state
 
     def __setstate__(self, state: object) -> None:
+        # (Books from older snapshots lack the later fields, and list a receipt's SKUs
+        # without what came: landed cost on those is shared as it was then.)
+        self.po_lines, self.held_gains = {}, {}
         set_fields(self, state)
+        for reference, skus in self.receipts.items():
+            if isinstance(skus, list):
+                self.receipts[reference] = {sku: [0, 0] for sku in skus}
         if hasattr(self, "days") and hasattr(self, "numbers_by_account"):
             kept: dict[Account, bytes] = self.numbers_by_account  # type: ignore[assignment]
             self.numbers_by_account = {account: array("q", numbers)
@@ -162,10 +174,33 @@ class Books:
                 numbers.append(entry.number)
 
     def _receive(self, sku: int, qty: int, unit_cost: int) -> int:
-        amount = qty * unit_cost
+        return self._receive_value(sku, qty, qty * unit_cost)
+
+    def _receive_value(self, sku: int, qty: int, amount: int) -> int:
         self.units[sku] = self.units.get(sku, 0) + qty
         self.value[sku] = self.value.get(sku, 0) + amount
         return amount
+
+    def _received(self, reference: str, sku: int, qty: int, amount: int) -> None:
+        """Note what a receipt brought in, for landed cost on it later."""
+        row = self.receipts.setdefault(reference, {}).setdefault(sku, [0, 0])
+        row[0] += qty
+        row[1] += amount
+
+    def _po_value(self, e: Event, standard: int) -> int:
+        """The value of units received against a purchase: their share of the value of
+        the line still expected (every line at its own cost)."""
+        key = (e.reference, e.sku, e.node)
+        line = self.po_lines.get(key)
+        if line is None:  # (a line expected before lines kept their own value)
+            return e.quantity * self.po_cost.get((e.reference, e.sku), standard)
+        units, value = line
+        if e.quantity >= units:
+            del self.po_lines[key]
+            return value
+        share = value * e.quantity // units
+        line[0], line[1] = units - e.quantity, value - share
+        return share
 
     def _issue(self, sku: int, qty: int) -> int:
         """The value of `qty` units leaving inventory at moving average cost."""
@@ -191,24 +226,31 @@ class Books:
         inv, ap = Account.INVENTORY, Account.ACCOUNTS_PAYABLE
         if kind == EventKind.RECEIVED:
             amount = self._receive(e.sku, e.quantity, e.amount or standard)
-            self.receipts.setdefault(e.reference, []).append(e.sku)
+            self._received(e.reference, e.sku, e.quantity, amount)
             self._post(e, "receipt", e.reference, e.sku,
                        (JournalLine(inv, debit=amount), JournalLine(ap, credit=amount)))
         elif kind == EventKind.INBOUND_EXPECTED:
-            self.po_cost[(e.reference, e.sku)] = e.amount or standard
+            line = self.po_lines.setdefault((e.reference, e.sku, e.node), [0, 0])
+            line[0] += e.quantity
+            line[1] += e.quantity * (e.amount or standard)
         elif kind in (EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT):
             self.transfers.add(e.reference)
         elif kind == EventKind.INBOUND_RECEIVED and e.reference not in self.transfers:
-            cost = self.po_cost.get((e.reference, e.sku), standard)
-            amount = self._receive(e.sku, e.quantity, cost)
-            self.receipts.setdefault(e.reference, []).append(e.sku)
+            amount = self._receive_value(e.sku, e.quantity, self._po_value(e, standard))
+            self._received(e.reference, e.sku, e.quantity, amount)
             self._post(e, "receipt", e.reference, e.sku,
                        (JournalLine(inv, debit=amount), JournalLine(ap, credit=amount)))
+        elif kind == EventKind.COUNT_VARIANCE_SETTLED and e.reference in self.held_gains:
+            gain = self.held_gains.pop(e.reference)
+            if e.to_bucket == Bucket.EXTERNAL:  # found units refused: the gain taken back
+                self._gain_reversed(e, gain)
         elif kind in (EventKind.ADJUSTED, EventKind.COUNT_ADJUSTED,
                       EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
                       EventKind.PICK_SHORTAGE):
             if e.from_bucket == Bucket.EXTERNAL:  # found units
                 amount = self._receive(e.sku, e.quantity, self.average_cost(e.sku) or standard)
+                if kind == EventKind.COUNT_VARIANCE_HELD:
+                    self.held_gains[e.reference] = amount  # (reversed as booked if refused)
                 self._post(e, "inventory gain", kind.name.lower(), e.sku, (
                     JournalLine(inv, debit=amount),
                     JournalLine(Account.INVENTORY_GAINS, credit=amount)))
@@ -252,12 +294,35 @@ class Books:
                 JournalLine(Account.REFUNDS_PAYABLE, credit=refund.net_micros),
                 JournalLine(Account.RESTOCKING_FEES, credit=refund.fee_micros)))
 
+    def _gain_reversed(self, e: Event, gain: int) -> None:
+        """Found units a count held, refused: the gain booked for them is reversed as it
+        was booked, not written off at today's average cost. What their leaving takes
+        from the SKU's value differs from the gain only where the average has moved
+        since (or the last units leave): that difference is cost of goods sold."""
+        units = self.units.get(e.sku, 0)
+        value = self.value.get(e.sku, 0)
+        taken = value if e.quantity >= units else min(gain, value)
+        self.units[e.sku] = max(units - e.quantity, 0)
+        self.value[e.sku] = value - taken
+        self._post(e, "inventory gain reversed", e.reference, e.sku, (
+            JournalLine(Account.INVENTORY_GAINS, debit=gain),
+            JournalLine(Account.COST_OF_GOODS_SOLD, debit=max(taken - gain, 0),
+                        credit=max(gain - taken, 0)),
+            JournalLine(Account.INVENTORY, credit=taken)))
+
     def _landed_cost(self, e: Event) -> None:
-        """Capitalise freight or duty into the receipt's SKUs still on hand, by value;
-        what falls on SKUs already gone goes to cost of goods sold."""
+        """Share freight or duty among the receipt's SKUs by the value each brought in
+        (by units where that is 0), and capitalise each share into the part of what came
+        that is still on hand; the rest (gone already) goes to cost of goods sold."""
         landed: LandedCost = e.payload
-        skus = sorted(set(self.receipts.get(landed.reference, ())))
-        weights = [max(self.value.get(s, 0), 0) for s in skus]
+        received = self.receipts.get(landed.reference, {})
+        skus = sorted(received)
+        weights = [received[s][1] for s in skus]
+        if not sum(weights):
+            weights = [received[s][0] for s in skus]
+        legacy = not sum(weights)  # (a receipt noted before receipts kept what came)
+        if legacy:
+            weights = [max(self.value.get(s, 0), 0) for s in skus]
         total = sum(weights)
         remaining = landed.amount_micros
         lines: list[JournalLine] = []
@@ -266,11 +331,15 @@ class Books:
                 landed.amount_micros * weight // total if total else
                 landed.amount_micros // len(skus))
             remaining -= share
-            if self.units.get(sku, 0) > 0:
-                self.value[sku] = self.value.get(sku, 0) + share
-                lines.append(JournalLine(Account.INVENTORY, debit=share))
-            else:
-                lines.append(JournalLine(Account.COST_OF_GOODS_SOLD, debit=share))
+            on_hand = self.units.get(sku, 0)
+            came = received[sku][0]
+            kept = (share if on_hand > 0 else 0) if legacy or not came else (
+                share * min(on_hand, came) // came)
+            if kept:
+                self.value[sku] = self.value.get(sku, 0) + kept
+                lines.append(JournalLine(Account.INVENTORY, debit=kept))
+            if share - kept:
+                lines.append(JournalLine(Account.COST_OF_GOODS_SOLD, debit=share - kept))
         lines.append(JournalLine(Account.ACCRUED_LANDED_COST, credit=landed.amount_micros))
         self._post(e, "landed cost", f"{landed.description} on {landed.reference}", -1, lines)
 
