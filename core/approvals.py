@@ -17,14 +17,11 @@ APPROVER_ROLES = {
     "routing_change": frozenset({"operations", "admin"}),
     "emergency_change": frozenset({"operations", "admin"}),
 }
+
+
 def has_role(roles: str, allowed: frozenset[str]) -> bool:
     """Whether any of the caller's roles (comma-separated) is allowed."""
     return any(role in allowed for role in roles.split(",") if role)
-
-
-#: Who may settle a held cycle-count variance (approve or reject the counted quantity).
-COUNT_VARIANCE_ROLES = frozenset({"operations", "inventory_control", "admin"})
-
 
 
 @dataclass(frozen=True, slots=True)

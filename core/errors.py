@@ -28,6 +28,11 @@ class FailedPrecondition(DomainError):
     """The request is well formed but the current state forbids it (e.g. not enough stock)."""
 
 
+class PermissionDenied(DomainError):
+    """The caller's roles do not allow this (a check that reads the request or the state:
+    which exception, task or approval it is)."""
+
+
 class LimitExceeded(DomainError):
     """A configured limit (lines per request, ...) was exceeded."""
 

@@ -42,6 +42,11 @@ OWNER_ROLE = {
     ExceptionType.COUNT_VARIANCE: "inventory_control",
 }
 
+#: Who may resolve an exception of each type: its owner role, and those who supervise every
+#: queue.
+RESOLVERS = {kind: frozenset({owner, "operations", "admin"})
+             for kind, owner in OWNER_ROLE.items()}
+
 #: The resolutions each exception type accepts.
 ALLOWED = {
     ExceptionType.PAYMENT_HOLD: {Resolution.RELEASE, Resolution.CANCEL},

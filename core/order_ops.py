@@ -15,7 +15,7 @@ from typing import Any, Final
 import numpy as np
 
 from core import commands as c
-from core.approvals import COUNT_VARIANCE_ROLES, has_role
+from core.approvals import has_role
 from core.decisions import FloorTable, Request, decide, margin_micros
 from core.errors import (
     AlreadyExists,
@@ -23,8 +23,16 @@ from core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
 )
-from core.exceptions import ALLOWED, HOLDS, ExceptionInfo, ExceptionType, Resolution
+from core.exceptions import (
+    ALLOWED,
+    HOLDS,
+    RESOLVERS,
+    ExceptionInfo,
+    ExceptionType,
+    Resolution,
+)
 from core.ledger import Ledger
 from core.model import QTY_MAX, Bucket, EventKind
 from core.network import CompiledNetwork
@@ -582,10 +590,10 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
           payload=cmd.note)
     kind = record.exception_type
     outcome: OrderOutcome | None = None
-    if kind == ExceptionType.COUNT_VARIANCE and not has_role(cmd.role, COUNT_VARIANCE_ROLES):
-        raise FailedPrecondition(
-            "a count variance is settled by one of the roles "
-            f"{', '.join(sorted(COUNT_VARIANCE_ROLES))}; {cmd.role!r} cannot", "role")
+    if not has_role(cmd.role, RESOLVERS[kind]):
+        raise PermissionDenied(
+            f"a {kind.name} exception is resolved by one of the roles "
+            f"{', '.join(sorted(RESOLVERS[kind]))}; {cmd.role!r} cannot", "role")
     if kind == ExceptionType.COUNT_VARIANCE:
         _settle_count(p, cmd.exception_id, resolution)
         return ResolveResult(cmd.exception_id, None)

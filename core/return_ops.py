@@ -10,7 +10,13 @@ from typing import Any
 from core import commands as c
 from core.adjustments import adjust
 from core.approvals import APPROVER_ROLES, ApprovalDecision, ApprovalRequest, has_role
-from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from core.ledger import Ledger
 from core.model import Bucket, EventKind, NodeType
 from core.network import great_circle_miles
@@ -316,7 +322,7 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
                                  "approval_id")
     request = record.request
     if not has_role(cmd.role, APPROVER_ROLES[request.action]):
-        raise FailedPrecondition(
+        raise PermissionDenied(
             f"a {request.action} needs one of the roles "
             f"{', '.join(sorted(APPROVER_ROLES[request.action]))}; {cmd.role!r} cannot",
             "role")

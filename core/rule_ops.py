@@ -37,7 +37,7 @@ from core.alerts import (
     TaskType,
 )
 from core.approvals import ApprovalRequest, has_role
-from core.errors import FailedPrecondition, InvalidArgument
+from core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from core.kpis import WINDOWS
 from core.model import Event, EventKind
 from core.plan import Plan
@@ -314,7 +314,7 @@ def complete_task(p: Plan, cmd: c.CompleteTask) -> str:
         raise FailedPrecondition(f"task {cmd.task_id!r} is completed already", "task_id")
     allowed = TASK_SUPERVISORS | {TASK_OWNER[record.info.task_type]}
     if not has_role(cmd.role, allowed):
-        raise FailedPrecondition(f"a {record.info.task_type.name.lower()} task is completed "
+        raise PermissionDenied(f"a {record.info.task_type.name.lower()} task is completed "
                                  f"by one of {', '.join(sorted(allowed))}; {cmd.role!r} "
                                  "cannot", "role")
     p.add(EventKind.TASK_COMPLETED, reference=cmd.task_id,

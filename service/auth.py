@@ -25,7 +25,10 @@ import grpc
 from service.edge import wrap_handler
 
 ROLES = frozenset({"oms", "warehouse", "customer_service", "finance", "operations",
-                   "inventory_control", "admin"})
+                   "inventory_control", "admin",
+                   # the owners of exception queues (core.exceptions.OWNER_ROLE) that no
+                   # role above owns: each resolves its own queue's exceptions
+                   "fraud_review", "inventory_planning", "fulfilment_operations"})
 ANYONE = ROLES
 
 _WAREHOUSE = frozenset({"warehouse", "operations", "admin"})

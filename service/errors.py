@@ -17,6 +17,7 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotFound,
+    PermissionDenied,
 )
 from service.auth import CURRENT
 from service.logs import REQUEST_ID
@@ -31,6 +32,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
 }

@@ -401,10 +401,13 @@ class OrderWorld:
             order_id=order_id, include_resolved=include_resolved, **fields),
             timeout=RPC_TIMEOUT_S).exceptions)
 
-    def resolve(self, exception_id: str, resolution: int,
-                note: str = "") -> order_service_pb2.ResolveExceptionResponse:
+    def resolve(self, exception_id: str, resolution: int, note: str = "",
+                role: str = "operations") -> order_service_pb2.ResolveExceptionResponse:
+        """As someone with `role` (each exception type is resolved by its owner role, or
+        by operations or admin; with authentication off the metadata says who calls)."""
         return self.api.orders.ResolveException(order_service_pb2.ResolveExceptionRequest(
             request_id=rid(), exception_id=exception_id, resolution=resolution, note=note),
+            metadata=(("x-allocd-actor", "e2e"), ("x-allocd-role", role)),
             timeout=RPC_TIMEOUT_S)
 
     def release(self, node_id: str) -> order_service_pb2.ReleaseWaveResponse:

@@ -113,3 +113,43 @@ def test_approvals_use_the_authenticated_identity_not_the_metadata(secured):
             metadata=(("authorization", f"Bearer {clerk}"), ("x-allocd-role", "finance")),
             timeout=RPC_TIMEOUT_S)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_exception_is_resolved_only_by_its_owner_role_or_a_supervisor():
+    """A fraud hold is released by fraud review (or operations, or admin): not by the
+    warehouse, and not by customer service, whatever metadata they add."""
+    from allocd.v1 import order_service_pb2 as opb
+    from allocd.v1 import order_service_pb2_grpc as ogrpc
+
+    settings = e2e_settings(auth="token", auth_secret=SECRET, demo=True, demo_skus=50)
+    with start_server(settings) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        orders = ogrpc.OrderServiceStub(channel)
+
+        def bearer(*roles: str) -> tuple[tuple[str, str], ...]:
+            return (("authorization", f"Bearer {token(list(roles))[0]}"),
+                    ("x-allocd-role", "admin"))
+
+        risky = opb.Order(order_id="RISKY-1", channel_id="web", fraud_score=0.95,
+                          ship_to=opb.ShipTo(postal_code="10001"),
+                          lines=[opb.OrderLine(sku_id="SKU-000001", quantity=1)])
+        held = orders.AllocateOrder(opb.AllocateOrderRequest(request_id=rid(), order=risky),
+                                    metadata=bearer("oms"), timeout=RPC_TIMEOUT_S).allocation
+        assert held.exception_type == opb.EXCEPTION_TYPE_FRAUD_REVIEW
+        for roles in (["warehouse"], ["customer_service", "finance"]):
+            with pytest.raises(grpc.RpcError) as refused:
+                orders.ResolveException(opb.ResolveExceptionRequest(
+                    request_id=rid(), exception_id=held.exception_id,
+                    resolution=opb.RESOLUTION_RELEASE), metadata=bearer(*roles),
+                    timeout=RPC_TIMEOUT_S)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, roles
+            assert "fraud_review" in (refused.value.details() or "")
+            still = orders.GetOrder(opb.GetOrderRequest(order_id="RISKY-1"),
+                                    metadata=bearer("oms"), timeout=RPC_TIMEOUT_S).allocation
+            assert still.status == opb.ORDER_STATUS_HELD, roles
+        orders.ResolveException(opb.ResolveExceptionRequest(
+            request_id=rid(), exception_id=held.exception_id,
+            resolution=opb.RESOLUTION_RELEASE), metadata=bearer("fraud_review"),
+            timeout=RPC_TIMEOUT_S)
+        released = orders.GetOrder(opb.GetOrderRequest(order_id="RISKY-1"),
+                                   metadata=bearer("oms"), timeout=RPC_TIMEOUT_S).allocation
+        assert released.status == opb.ORDER_STATUS_ALLOCATED

@@ -114,7 +114,7 @@ def test_a_large_count_variance_raises_an_alert_a_task_and_a_sales_hold(api, cat
     tasks = operations.ListTasks(ops.ListTasksRequest(owner_role="inventory_control"),
                                  timeout=RPC_TIMEOUT_S).tasks
     assert task_id in {t.task_id for t in tasks}
-    api.rejects(grpc.StatusCode.FAILED_PRECONDITION,
+    api.rejects(grpc.StatusCode.PERMISSION_DENIED,
                 lambda r, **kw: operations.CompleteTask(r, metadata=who("p", "warehouse"), **kw),
                 ops.CompleteTaskRequest(request_id=rid(), task_id=task_id))
     done = operations.CompleteTask(ops.CompleteTaskRequest(request_id=rid(), task_id=task_id,

@@ -319,7 +319,7 @@ def test_completing_the_recount_lifts_the_sales_hold(scenario):
         scenario.operations.CompleteTask(ops.CompleteTaskRequest(
             request_id=rid(), task_id=task_id), metadata=who("picker", "warehouse"),
             timeout=RPC_TIMEOUT_S)
-    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     scenario.operations.CompleteTask(ops.CompleteTaskRequest(
         request_id=rid(), task_id=task_id, note="recount: 15"),
         metadata=who("counter", "inventory_control"), timeout=RPC_TIMEOUT_S)

@@ -50,7 +50,7 @@ def test_a_short_pick_that_fills_the_backorder_closes_its_exception():
         execute(ledger, c.ConfirmPack(package_id, (("shirt", quantity),)), NOW)
         execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
     (short,) = _open(ledger, ExceptionType.SHORT_PICK)
-    execute(ledger, c.ResolveException(short, Resolution.ACCEPT), NOW)
+    execute(ledger, c.ResolveException(short, Resolution.ACCEPT, role="warehouse"), NOW)
     archived = execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS).detail
     assert archived.order_ids == ("o1",)
 
@@ -63,7 +63,7 @@ def test_a_retry_that_fills_every_backorder_closes_the_order_s_other_backorder_e
     first, second = _open(ledger, ExceptionType.BACKORDER)
     assert ledger.orders.orders["o1"].backorders["1"].quantity == 15
     execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
-    execute(ledger, c.ResolveException(second, Resolution.RETRY), NOW)
+    execute(ledger, c.ResolveException(second, Resolution.RETRY, role="operations"), NOW)
     assert not ledger.orders.orders["o1"].backorders
     assert _open(ledger, ExceptionType.BACKORDER) == []
     assert ledger.exceptions.by_id[first].resolution == Resolution.RETRY

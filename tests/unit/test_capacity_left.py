@@ -68,7 +68,8 @@ def test_a_package_picked_short_to_nothing_gives_its_slot_back():
     assert _ships_from(ledger, "o1") == set()
     (backorder,) = [e for e in ledger.exceptions.open_for("o1")
                     if e.exception_type == ExceptionType.BACKORDER]
-    execute(ledger, c.ResolveException(backorder.exception_id, Resolution.RETRY), NOW)
+    execute(ledger, c.ResolveException(backorder.exception_id, Resolution.RETRY,
+                                         role="inventory_planning"), NOW)
     assert _ships_from(ledger, "o1") == {"n0"}  # n0 has 4 more, and its slot is free
 
 

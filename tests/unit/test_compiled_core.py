@@ -194,7 +194,8 @@ def scenario() -> tuple[list[Event], list[str], Ledger]:
                                 key=lambda e: e.exception_id)[:5]:
             if not exception.resolved:
                 run(c.ResolveException(exception.exception_id, rng.choice(
-                    (Resolution.RELEASE, Resolution.CANCEL, Resolution.RETRY))))
+                    (Resolution.RELEASE, Resolution.CANCEL, Resolution.RETRY)),
+                    role="operations"))
         for node in ledger.catalog.nodes[:4]:
             run(c.ReleaseWave(node.node_id, 15))
         for package_id in sorted(book.packages):

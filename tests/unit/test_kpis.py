@@ -66,7 +66,8 @@ def scripted_day() -> tuple[Ledger, list]:
         order("o1", "web", ("shirt", 2)), order("o3", "mkt", ("socks", 5)),
         order("o4", "web", ("shirt", 1), payment=PaymentStatus.ON_HOLD))))
     (hold,) = [e for e in ledger.exceptions.by_id.values() if e.order_id == "o4"]
-    run(ledger, events, NOW, c.ResolveException(hold.exception_id, Resolution.RELEASE))
+    run(ledger, events, NOW, c.ResolveException(hold.exception_id, Resolution.RELEASE,
+                                                 role="finance"))
     for order_id in ("o1", "o2", "o4"):
         ship_all(ledger, events, order_id, NOW)
     run(ledger, events, NOW, c.CreateReturn("r1", "o1", (("1", 1),)), c.ReceiveReturn("r1"))

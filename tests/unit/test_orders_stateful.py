@@ -169,7 +169,8 @@ class OrderMachine(RuleBasedStateMachine):
             exception_id = data.draw(st.sampled_from(open_exceptions))
             kind = self.ledger.exceptions.by_id[exception_id].exception_type
             resolution = data.draw(st.sampled_from(sorted(ALLOWED[kind])))
-            self.attempt(c.ResolveException(exception_id, Resolution(resolution)))
+            self.attempt(c.ResolveException(exception_id, Resolution(resolution),
+                                            role="operations"))
 
     @rule(data=st.data())
     def fulfil_a_package_end_to_end(self, data):

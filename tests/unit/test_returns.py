@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from core import commands as c
-from core.errors import FailedPrecondition, InvalidArgument
+from core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from core.exceptions import Resolution
 from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
@@ -172,7 +172,7 @@ def test_a_large_write_off_waits_for_an_approver_who_is_not_the_requester():
     assert approval_id and (ledger.buckets(shirt, 0) == before).all()  # nothing yet
     with pytest.raises(FailedPrecondition):  # not by the requester
         execute(ledger, c.DecideApproval(approval_id, True, "ops-1", "operations"), NOW)
-    with pytest.raises(FailedPrecondition):  # not by a role without the right
+    with pytest.raises(PermissionDenied):  # not by a role without the right
         execute(ledger, c.DecideApproval(approval_id, True, "clerk", "customer_service"), NOW)
     execute(ledger, c.DecideApproval(approval_id, True, "ops-2", "operations"), NOW)
     assert ledger.buckets(shirt, 0)[Bucket.AVAILABLE] == before[Bucket.AVAILABLE] - 50
@@ -184,7 +184,7 @@ def test_a_held_count_variance_is_settled_only_by_an_inventory_role():
     outcome = execute(ledger, c.SubmitCycleCount((c.CountLine("shirt", "n0", 20),)), NOW)
     exception_id = outcome.detail.lines[0].exception_id
     assert exception_id  # 30 missing: held for approval
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(PermissionDenied):
         execute(ledger, c.ResolveException(exception_id, Resolution.APPROVE,
                                            actor="clerk", role="customer_service"), NOW)
     execute(ledger, c.ResolveException(exception_id, Resolution.APPROVE, actor="ic-1",

@@ -11,7 +11,7 @@ import pytest
 from core import commands as c
 from core.alerts import DEFAULT_RULES, RESTRICTED_SAFETY, ActionSpec, ActionType, RuleKind, TaskType
 from core.availability import available_to_sell
-from core.errors import DomainError, FailedPrecondition, InvalidArgument
+from core.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from core.exceptions import Resolution
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket
@@ -97,7 +97,7 @@ def test_late_shipments_ask_for_a_routing_penalty_then_apply_and_reverse_it():
     # policy changes wait for an approver: nothing applied yet
     (approval_id,) = alert.approval_ids
     assert not ledger.ops.node_penalty and not alert.action_ids
-    with pytest.raises(FailedPrecondition, match="roles"):
+    with pytest.raises(PermissionDenied, match="roles"):
         execute(ledger, c.DecideApproval(approval_id, True, "clerk", "warehouse"), NOW)
     run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
     (action_id,) = alert.action_ids
@@ -149,7 +149,7 @@ def test_a_count_variance_at_the_threshold_holds_the_sku_until_the_recount_task_
     with pytest.raises(FailedPrecondition):  # no sale of the held SKU at n0
         execute(ledger, c.ReserveStock("cart", "web", NOW + 60_000,
                                        (c.ReserveLine("mug", "n0", 1),)), NOW)
-    with pytest.raises(FailedPrecondition, match="inventory_control"):
+    with pytest.raises(PermissionDenied, match="inventory_control"):
         execute(ledger, c.CompleteTask(task_id, "picker", "warehouse"), NOW)
     run(ledger, events, NOW, c.CompleteTask(task_id, "counter", "inventory_control",
                                             "recounted: 210"))
