@@ -88,6 +88,7 @@ class FileEventStore(EventStore):
         self._file: int | None = None  # fd of the current segment
         self._failed: BaseException | None = None
         self._dirty = False
+        self._closing = False  # the writer writes what is queued, then leaves
 
     # ---- recovery -----------------------------------------------------------------
     async def open(self) -> Recovered:
@@ -106,6 +107,7 @@ class FileEventStore(EventStore):
             stale.unlink()
         snapshot = self._newest_snapshot(notes)
         after = snapshot.seq if snapshot else 0
+        self._check_covered(after)
         commits = list(self._read_log(after, notes, repair=True))
         last = commits[-1].last_seq if commits else after
         segments = self._segments()
@@ -114,6 +116,21 @@ class FileEventStore(EventStore):
         self._file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         _fsync_dir(self.directory)
         return Recovered(snapshot, commits, notes)
+
+    def _check_covered(self, after: int) -> None:
+        """Refuse to start from a snapshot (or from nothing) that leaves a hole before the
+        log: publishing a snapshot deletes the segments it covers, so if it cannot be
+        read, starting without it would serve a ledger missing everything it held."""
+        segments = self._segments()
+        snapshots = [p.name for p in self.directory.iterdir() if _SNAPSHOT.match(p.name)]
+        first = segments[0][0] if segments else None
+        if (first is not None and first > after + 1) or (first is None and snapshots
+                                                          and not after):
+            raise StoreCorrupt(
+                f"no readable snapshot covers the events before "
+                f"{first if first is not None else 'the snapshots'} (snapshots: "
+                f"{', '.join(sorted(snapshots)) or 'none'}; read from event {after}): "
+                "refusing to start without them")
 
     def _segments(self) -> list[tuple[int, Path]]:
         found = []
@@ -157,6 +174,12 @@ class FileEventStore(EventStore):
                             f"{path.name}: bad record at byte {offset} ({error}) with data "
                             "after it: not an unfinished write; refusing to guess what was "
                             "lost") from error
+                    following = logcodec.record_follows(data, offset)
+                    if following >= 0:
+                        raise StoreCorrupt(
+                            f"{path.name}: bad record at byte {offset} ({error}), and a "
+                            f"whole record at byte {following} after it: not an unfinished "
+                            "write; refusing to guess what was lost") from error
                     verb = "cut the log" if repair else "the log would be cut:"
                     message = (f"{verb} {path.name} at byte {offset} of {len(data)}: "
                                f"{error}; {len(data) - offset} bytes of an unfinished write "
@@ -200,13 +223,17 @@ class FileEventStore(EventStore):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self.durability == Durability.GROUP and self.group_window_s > 0:
+            if (self.durability == Durability.GROUP and self.group_window_s > 0
+                    and not self._closing):
                 await asyncio.sleep(self.group_window_s)
             batch = self._queue[: self.group_max]
             del self._queue[: self.group_max]
             if self._queue:
                 self._wake.set()  # more than one write's worth: go round again
-            await self._write_batch(batch)
+            if batch:
+                await self._write_batch(batch)
+            if self._closing and not self._queue:
+                return
 
     async def _write_batch(self, batch: list[object]) -> None:
         chunk: list[tuple[bytes, asyncio.Future[None]]] = []
@@ -313,12 +340,30 @@ class FileEventStore(EventStore):
             (self.directory / _snapshot_name(seq, "tmp")).unlink()
 
     async def close(self) -> None:
-        for task in (self._writer, self._syncer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Stop writing. What was queued is written first (or failed, if the store has
+        failed): every commit taken is answered, and nothing is written once `close`
+        returns, so a reopen (the engine's reload) reads a log no late write changes.
+        A write is never cut short: one cut mid-record by a cancel went on in its thread
+        and landed after the reload had cut the log there, in the middle of later ones."""
+        if self._syncer is not None:
+            self._syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncer
+        if self._writer is not None:
+            self._closing = True
+            self._wake.set()
+            try:
+                await self._writer
+            except Exception as error:  # (a writer that died: what it held is refused)
+                log.error("the log writer had stopped: %r", error)
+            finally:
+                self._closing = False
         self._writer = self._syncer = None
+        left, self._queue = self._queue, []
+        for item in left:  # (appended while the writer left: refused, never half-taken)
+            if not isinstance(item, _Rotate) and not item[1].done():  # type: ignore[index]
+                item[1].set_exception(  # type: ignore[index]
+                    StoreUnavailable("the store closed before this was written"))
         if self._file is not None:
             with contextlib.suppress(OSError):
                 os.fsync(self._file)
@@ -332,5 +377,6 @@ def load_for_verify(directory: str | Path) -> tuple[Recovered, float]:
     store = FileEventStore(directory)
     notes: list[str] = []
     snapshot = store._newest_snapshot(notes)
+    store._check_covered(snapshot.seq if snapshot else 0)
     commits = list(store._read_log(snapshot.seq if snapshot else 0, notes, repair=False))
     return Recovered(snapshot, commits, notes), time.perf_counter() - started

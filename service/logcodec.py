@@ -68,5 +68,20 @@ def load_record(data: bytes, offset: int = 0) -> tuple[Any, int]:
     return _Unpickler(stream).load(), start + length
 
 
+def record_follows(data: bytes, offset: int) -> int:
+    """The offset of the first whole record (its checksum right, its payload a pickle)
+    after `offset`, or -1 if none: a bad record with one after it is no unfinished
+    write, whatever its length field says (a damaged length can point past the end)."""
+    view = memoryview(data)
+    for start in range(offset + 1, len(data) - HEADER_SIZE):
+        length, crc = _HEADER.unpack_from(data, start)
+        body = start + HEADER_SIZE
+        if (0 < length <= MAX_RECORD and body + length <= len(data)
+                and data[body] == 0x80  # (pickle's PROTO opcode: every record starts so)
+                and zlib.crc32(view[body:body + length]) == crc):
+            return start
+    return -1
+
+
 def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload

@@ -528,3 +528,111 @@ def test_order_state_in_snapshots_written_either_way_reads_back_the_same():
         assert record.status == OrderStatus.ALLOCATED and record.package_ids == ["o1-P1",
                                                                                  "o1-P2"]
         assert {type(x) for x in back[2].values()} == {SmoothedDemand}
+
+
+# ---- a reload while writes are in flight ---------------------------------------------------
+def _receiving(qty: int) -> tuple[inv.ReceiveInventoryRequest, object]:
+    return (inv.ReceiveInventoryRequest(request_id=f"in-{qty}", lines=[
+        inv.ReceiptLine(sku_id="S", node_id="A", quantity=qty)]),
+        lambda: c.ReceiveStock((c.ReceiptLine("S", "A", qty),)))
+
+
+@pytest.mark.parametrize("slow", ["group window", "fsync"])
+def test_a_reload_while_a_write_is_in_flight_loses_and_doubles_nothing(tmp_path, monkeypatch,
+                                                                      slow):
+    """A break that is not the store's (an answer that cannot be written) reloads the
+    engine while an earlier call's commit waits in the group window, or while its fsync
+    runs. The commit is written before the store is read again: the call is answered,
+    the reloaded state holds it, and later commits follow it (no sequence number twice,
+    nothing dropped at the next restart)."""
+    from service.engine import Engine
+    from service.store import Durability
+
+    if slow == "fsync":
+        from service import filestore
+
+        real, slowed = os.fsync, {"on": False}
+
+        def fsync(fd: int) -> None:
+            if slowed["on"]:
+                import time
+                time.sleep(0.5)
+            real(fd)
+
+        monkeypatch.setattr(filestore.os, "fsync", fsync)
+        store = FileEventStore(tmp_path)
+    else:
+        store = FileEventStore(tmp_path, Durability.GROUP, group_window_ms=500)
+
+    def ok(_outcome: object) -> inv.ReceiveInventoryResponse:
+        return inv.ReceiveInventoryResponse()
+
+    def unwritable(_outcome: object) -> inv.ReceiveInventoryResponse:
+        raise ValueError("cannot encode the answer")
+
+    async def go() -> tuple[int, str, int, str]:
+        engine = Engine(Settings(store="file"), store)
+        await engine.start()
+        await engine.mutate_internal(c.UpsertNodes((NodeSpec("A"),)), "n")
+        await engine.mutate_internal(c.UpsertChannels((ChannelSpec("web"),)), "ch")
+        await engine.mutate_internal(c.UpsertSkus((SkuSpec("S"),)), "s")
+        if slow == "fsync":
+            slowed["on"] = True
+        first = asyncio.ensure_future(engine.mutate("ReceiveInventory", *_receiving(5), ok))
+        await asyncio.sleep(0.05)  # (applied; its write waits, or runs)
+        with pytest.raises(ValueError):
+            await engine.mutate("ReceiveInventory", *_receiving(1), unwritable)
+        while engine.broken:
+            await asyncio.sleep(0.02)
+        if slow == "fsync":
+            slowed["on"] = False
+        await asyncio.wait_for(first, 5)  # answered, not left waiting
+        await engine.mutate("ReceiveInventory", *_receiving(7), ok)
+        live = engine.ledger.quantity(0, 0, Bucket.AVAILABLE), engine.ledger.checksum()
+        await store.close()
+        again = Engine(Settings(store="file"), FileEventStore(tmp_path))
+        await again.start()
+        rebuilt = again.ledger.quantity(0, 0, Bucket.AVAILABLE), again.ledger.checksum()
+        answered = {("ReceiveInventory", "in-5"), ("ReceiveInventory", "in-7")}
+        assert answered <= set(again._answers)
+        await again.store.close()
+        return (*live, *rebuilt)
+
+    live_qty, live_sum, rebuilt_qty, rebuilt_sum = run(go())
+    assert live_qty == rebuilt_qty == 12 and live_sum == rebuilt_sum
+
+
+def test_a_damaged_length_in_the_last_segment_refuses_to_start(tmp_path):
+    """A record whose length field was damaged points past the end of the file, as an
+    unfinished write's would; but whole records follow it, acknowledged ones: the store
+    refuses to start rather than cut them off."""
+    _state_after(tmp_path, 6)
+    segment = _last_segment(tmp_path)
+    data = bytearray(segment.read_bytes())
+    offset = 0
+    for _ in range(3):
+        _, offset = logcodec.load_record(bytes(data), offset)
+    data[offset + 3] ^= 0x40  # (one bit of the fourth record's length)
+    segment.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt, match="whole record"):
+        _recover(tmp_path)
+    assert segment.stat().st_size == len(data)  # nothing cut
+
+
+def test_a_damaged_snapshot_with_the_log_it_covered_gone_refuses_to_start(tmp_path):
+    """Publishing a snapshot deletes the segments it covers: if it cannot be read, starting
+    without it would serve an empty ledger. The store refuses to start."""
+    async def go():
+        server = await _seeded(tmp_path)
+        await InventoryServicer(server.engine).ReceiveInventory(_receive("S1", "A", 42, "r"),
+                                                               _Context())
+        assert await server.engine.checkpoint()
+        await server.stop(0)
+
+    run(go())
+    (snapshot,) = (tmp_path / "default").glob("snapshot-*.bin")
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 1
+    snapshot.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt, match="no readable snapshot"):
+        _recover(tmp_path)
