@@ -22,9 +22,21 @@ from service.wirecheck import may_be_refused
 
 
 class Malformed:
-    """Stands in for a request that did not parse."""
+    """Stands in for a request that did not parse, or (`request`) that parsed with a field
+    no request may carry."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, request: Any = None) -> None:
+        self.reason = reason
+        self.request = request
+
+
+class RefusedInBand:
+    """A streamed request the edge refuses that names its request id: handed to the
+    servicer in its place, to be answered as refused while the stream goes on (a stream's
+    contract: a bad message gets an error result, not the end of every later one)."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        self.request_id = request_id
         self.reason = reason
 
 
@@ -61,7 +73,7 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
         async def stream_stream(requests: Any, context: Any) -> Any:
             await before(context)
             try:
-                async for item in inner_ss(_checked(requests, context), context):
+                async for item in inner_ss(_checked(requests, context, True), context):
                     yield item
             except RejectedRequest as rejected:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, rejected.reason)
@@ -197,11 +209,18 @@ class RejectedRequest(Exception):
         self.reason = reason
 
 
-async def _checked(requests: Any, context: Any) -> Any:
+async def _checked(requests: Any, context: Any, in_band: bool = False) -> Any:
+    """The requests, checked; with `in_band`, one refused that names its request id is
+    passed on as a RefusedInBand. Bytes that do not parse end the call (no request id to
+    answer to)."""
     del context
     async for request in requests:
         problem = _malformed(request)
         if problem:
+            request_id = getattr(request.request, "request_id", "")
+            if in_band and request_id and isinstance(request_id, str):
+                yield RefusedInBand(request_id, problem)
+                continue
             raise RejectedRequest(problem)
         yield request
 
@@ -220,7 +239,7 @@ def _safe(deserializer: Callable[[bytes], Any], type_name: str) -> Callable[[byt
                                                            MAX_STRING):
             problem = invalid_field(request)
             if problem:
-                return Malformed(problem)
+                return Malformed(problem, request)
         return request
 
     return parse

@@ -35,6 +35,7 @@ from service.allocation_wire import (
     stream_response_bytes,
 )
 from service.codec import ms_from_timestamp
+from service.edge import RefusedInBand
 from service.engine import Engine
 from service.errors import (
     Context,
@@ -59,6 +60,7 @@ from service.order_codec import (
 from service.paging import page, page_by_number
 from service.servicers.inventory import mutation_result
 from service.servicers.reoptimize import Reoptimizer
+from service.store import StoreUnavailable
 
 #: Stream requests applied but not yet answered, at most (see AllocateStream).
 STREAM_WINDOW = 256
@@ -253,10 +255,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         loop = asyncio.get_running_loop()
         audited = stream_auditor(self.engine, context, "AllocateStream")
 
-        def refused(request_id: str, error: DomainError) -> pb.AllocateStreamResponse:
+        def refused(request_id: str, error: DomainError | StoreUnavailable,
+                    ) -> pb.AllocateStreamResponse:
             return pb.AllocateStreamResponse(
                 request_id=request_id, error_code=status_of(error).value[0],
-                error_message=error.message)
+                error_message=getattr(error, "message", None) or str(error))
 
         def responder(request: pb.AllocateStreamRequest,
                       ) -> Callable[[Outcome], pb.AllocateStreamResponse | bytes]:
@@ -284,7 +287,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                                                  lambda: self._single(request, serialized),
                                                  responder(request), self.stream_joiner,
                                                  serialized)
-            except DomainError as error:
+            except (DomainError, StoreUnavailable) as error:
                 done = loop.create_future()
                 done.set_result(refused(request.request_id, error))
                 return done
@@ -297,12 +300,19 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 return await self.engine.mutate_joined("AllocateStream", request,
                                                        lambda: self._single(request),
                                                        responder(request), self.stream_joiner)
-            except DomainError as error:
+            except (DomainError, StoreUnavailable) as error:
                 return refused(request.request_id, error)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    if isinstance(request, RefusedInBand):  # (the edge's: a bad field)
+                        pending = loop.create_future()
+                        pending.set_result(refused(request.request_id,
+                                                   InvalidArgument(request.reason)))
+                        audited(request.request_id, pending)
+                        await window.put((request.request_id, pending))
+                        continue
                     # Queued as read: changes apply in stream order. A repeated request id
                     # is settled before the next request is read, to keep that order.
                     pending = submit(request)
@@ -322,8 +332,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 request_id, pending = item
                 try:
                     response = await pending
-                except DomainError as error:  # this call's order was refused
-                    response = refused(request_id, error)
+                except (DomainError, StoreUnavailable) as error:  # this call was refused,
+                    response = refused(request_id, error)  # or its commit failed
                 yield response
             await reader  # the request stream's own error, if any
         finally:

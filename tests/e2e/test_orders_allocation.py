@@ -531,13 +531,8 @@ def test_a_bad_view_is_refused_and_changes_nothing(api, demo_world, fields):
         assert caught.value.code() == INVALID and field in caught.value.details()
     stream = api.orders.AllocateStream(iter([pb.AllocateStreamRequest(
         request_id=api.rid(), order=w.order((a, 1)), **fields)]), timeout=RPC_TIMEOUT_S)
-    if field == "view":  # a value the message does not define: the stream ends, as any
-        with pytest.raises(grpc.RpcError) as caught:  # malformed message ends it
-            list(stream)
-        assert caught.value.code() == INVALID and "view" in caught.value.details()
-    else:  # the message is refused, the stream goes on
-        (answer,) = stream
-        assert answer.error_code == INVALID.value[0] and field in answer.error_message
+    (answer,) = stream  # refused (the undefined value at the edge), the stream goes on
+    assert answer.error_code == INVALID.value[0] and field in answer.error_message
     assert w.levels(a, "IND1") == (2, 0)
 
 
@@ -592,6 +587,73 @@ def test_allocate_stream_answers_each_message_in_order_and_goes_on_after_a_bad_o
     assert all(x.error_message for x in answers[1:4])
     assert all(x.result.event_count > 0 for x in (answers[0], answers[4], answers[5]))
     assert w.levels(a, "IND1") == (0, 3)
+
+
+def test_a_message_the_edge_refuses_is_answered_in_the_stream_which_goes_on(api, demo_world):
+    """A message that parses but carries what no request may (NaN, a control character,
+    an undefined enum value) is answered INVALID_ARGUMENT under its request id, like any
+    other refusal; the messages after it are answered as usual."""
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 3)
+    requests = [
+        pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1))),
+        pb.AllocateStreamRequest(request_id=api.rid(),
+                                 order=w.order((a, 1), fraud_score=float("nan"))),
+        pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1), channel_id="w\x01")),
+        pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1), sla_tier=77)),
+        pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1))),
+    ]
+    answers = list(api.orders.AllocateStream(iter(requests), timeout=RPC_TIMEOUT_S))
+    assert [x.request_id for x in answers] == [r.request_id for r in requests]
+    assert [x.error_code for x in answers] == [0, INVALID.value[0], INVALID.value[0],
+                                               INVALID.value[0], 0]
+    assert "fraud_score" in answers[1].error_message
+    assert [x.allocation.status for x in (answers[0], answers[4])] == [
+        pb.ORDER_STATUS_ALLOCATED] * 2
+    assert w.levels(a, "IND1") == (1, 2)
+    refused = requests[1].order.order_id
+    api.rejects(NOT_FOUND, api.orders.GetOrder, pb.GetOrderRequest(order_id=refused))
+
+
+def test_a_store_failure_is_answered_unavailable_in_the_stream_which_goes_on(api, demo_world):
+    """A message whose commit the store fails is answered UNAVAILABLE under its request
+    id (as a unary call would be), not the end of the stream with UNKNOWN; once the server
+    has rebuilt its state from the store, the stream's next messages are allocated."""
+    import time
+
+    from service.store import StoreUnavailable
+
+    from .conftest import RUNNING
+
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 3)
+    engine = RUNNING[int(api.target.rsplit(":", 1)[1])].engine
+    real, failing = engine.store.append, [1]
+
+    async def append(commit):
+        if failing[0]:
+            failing[0] -= 1
+            raise StoreUnavailable("the disk is full (injected)")
+        return await real(commit)
+
+    def messages():
+        yield pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)))
+        deadline = time.monotonic() + 30
+        while (engine.broken or failing[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the engine rebuilds itself from the store)
+        yield pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1)))
+
+    engine.store.append = append
+    try:
+        answers = list(api.orders.AllocateStream(messages(), timeout=RPC_TIMEOUT_S))
+    finally:
+        engine.store.append = real
+    assert [x.error_code for x in answers] == [grpc.StatusCode.UNAVAILABLE.value[0], 0]
+    assert "disk is full" in answers[0].error_message
+    assert answers[1].allocation.status == pb.ORDER_STATUS_ALLOCATED
+    assert w.levels(a, "IND1") == (2, 1)  # the failed one changed nothing
 
 
 def test_a_stream_with_many_messages_in_flight_applies_them_in_stream_order(api, demo_world):
