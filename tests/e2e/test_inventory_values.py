@@ -125,6 +125,12 @@ def test_refresh_is_idempotent_and_refused_while_the_policy_is_off(server_factor
     values = api.network.GetInventoryValues(pb.GetInventoryValuesRequest(sku_ids=[skus["X"]]),
                                             timeout=RPC_TIMEOUT_S)
     assert not values.policy.enabled and not values.values
+    # A retry of the answered call gets its answer, though the model would not solve now;
+    # a request without an id is refused as such.
+    late = api.network.RefreshInventoryValues(request, timeout=SOLVE_TIMEOUT_S)
+    assert late.result.replayed and late.value_count == first.value_count
+    api.rejects(grpc.StatusCode.INVALID_ARGUMENT, api.network.RefreshInventoryValues,
+                pb.RefreshInventoryValuesRequest(), details="request_id")
 
 
 @pytest.mark.parametrize("line, code", [
