@@ -45,6 +45,20 @@ def tier_to_proto(tier: SlaTier) -> types_pb2.SlaTier.ValueType:
     return types_pb2.SlaTier.ValueType(int(tier) + 1)
 
 
+def coordinates(ship_to: pb.ShipTo, field: str) -> tuple[float | None, float | None]:
+    """The ship-to's latitude and longitude (both None when not given); refuses one
+    without the other, or either out of range."""
+    latitude = ship_to.latitude if ship_to.HasField("latitude") else None
+    longitude = ship_to.longitude if ship_to.HasField("longitude") else None
+    if (latitude is None) != (longitude is None):
+        raise InvalidArgument("give both latitude and longitude, or neither", field)
+    if latitude is not None and longitude is not None and not (
+            math.isfinite(latitude) and math.isfinite(longitude)
+            and -90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise InvalidArgument("coordinates out of range", field)
+    return latitude, longitude
+
+
 def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     payment = msg.payment_status or pb.PAYMENT_STATUS_AUTHORIZED
     if payment not in (pb.PAYMENT_STATUS_AUTHORIZED, pb.PAYMENT_STATUS_ON_HOLD):
@@ -56,14 +70,7 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
         raise InvalidArgument(f"{field}.address_status: {address} is unknown",
                               f"{field}.address_status")
     ship_to = msg.ship_to
-    latitude = ship_to.latitude if ship_to.HasField("latitude") else None
-    longitude = ship_to.longitude if ship_to.HasField("longitude") else None
-    if (latitude is None) != (longitude is None):
-        raise InvalidArgument("give both latitude and longitude, or neither", f"{field}.ship_to")
-    if latitude is not None and longitude is not None and not (
-            math.isfinite(latitude) and math.isfinite(longitude)
-            and -90 <= latitude <= 90 and -180 <= longitude <= 180):
-        raise InvalidArgument("coordinates out of range", f"{field}.ship_to")
+    latitude, longitude = coordinates(ship_to, f"{field}.ship_to")
     postal_code = ship_to.postal_code
     if len(postal_code) > 16:
         raise InvalidArgument("postal_code is longer than 16", f"{field}.ship_to.postal_code")

@@ -48,6 +48,7 @@ from service.errors import (
 )
 from service.order_codec import (
     allocation_to_proto,
+    coordinates,
     exception_to_proto,
     exception_type_from_proto,
     full_view,
@@ -64,6 +65,9 @@ from service.store import StoreUnavailable
 
 #: Stream requests applied but not yet answered, at most (see AllocateStream).
 STREAM_WINDOW = 256
+#: The latest ready time RateShop takes: 9900-01-01 (dates a carrier's transit adds to it
+#: stay timestamps).
+LATEST_READY_MS = 250_246_627_200_000
 
 
 def _raised_seq(record: ExceptionRecord) -> int:
@@ -458,10 +462,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if not network.n_services or not len(network.region_lat):
             raise InvalidArgument("no carrier network is configured", "node_id")
         ship_to = request.ship_to
-        region = network.region_for(
-            ship_to.postal_code,
-            ship_to.latitude if ship_to.HasField("latitude") else None,
-            ship_to.longitude if ship_to.HasField("longitude") else None)
+        region = network.region_for(ship_to.postal_code, *coordinates(ship_to, "ship_to"))
         dims = request.dimensions
         for name, value in (("weight_lb", request.weight_lb), ("dimensions.length_in",
                             dims.length_in), ("dimensions.width_in", dims.width_in),
@@ -472,6 +473,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             raise InvalidArgument("units must be >= 0", "units")
         ready = (ms_from_timestamp(request.ready_time, "ready_time")
                  if request.HasField("ready_time") else self.engine.clock())
+        if ready > LATEST_READY_MS:  # (its delivery date must still be a timestamp)
+            raise InvalidArgument("ready_time must be before 9900-01-01", "ready_time")
         deliver_by = ms_from_timestamp(request.deliver_by, "deliver_by")
         zone, billable, quotes = rate_shop(
             network, node, region, request.weight_lb,
@@ -479,7 +482,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             max(dims.length_in, dims.width_in, dims.height_in), request.units or 1, ready,
             deliver_by)
         services = ledger.network_spec.services
-        response = pb.RateShopResponse(zone=zone, billable_weight_lb=billable)
+        response = pb.RateShopResponse(zone=zone, billable_weight_lb=min(billable, 2**31 - 1))
         best = None
         for quote in quotes:
             service = services[quote.service]

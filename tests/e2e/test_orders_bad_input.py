@@ -19,7 +19,7 @@ from allocd.v1 import order_service_pb2 as pb
 from allocd.v1 import types_pb2 as types
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .conftest import MAX_LINES, NEW_YORK_ZIP, OrderWorld
+from .conftest import MAX_LINES, NEW_YORK_ZIP, RPC_TIMEOUT_S, OrderWorld
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -331,6 +331,27 @@ def test_reads_refuse_unknown_ids_and_bad_arguments(api, setup):
     api.rejects(INVALID, api.orders.RateShop,
                 pb.RateShopRequest(node_id="IND1", ship_to=pb.ShipTo(postal_code="99999"),
                                    weight_lb=1))
+    api.rejects(INVALID, api.orders.RateShop, pb.RateShopRequest(
+        node_id="IND1", ship_to=pb.ShipTo(latitude=91, longitude=500), weight_lb=1),
+        details="coordinates out of range")  # (as QuotePromise refuses them)
+    api.rejects(INVALID, api.orders.RateShop, pb.RateShopRequest(
+        node_id="IND1", ship_to=ship_to, weight_lb=1,
+        ready_time=Timestamp(seconds=253402300799)), details="ready_time")
+
+
+def test_rate_shop_answers_at_the_edges_of_what_it_takes(api, setup):
+    """The largest parcel it takes and the latest ready time are answered, not failed: the
+    billable weight past what the answer's field holds is given as its largest value."""
+    ship_to = pb.ShipTo(postal_code=NEW_YORK_ZIP)
+    big = api.orders.RateShop(pb.RateShopRequest(
+        node_id="IND1", ship_to=ship_to, weight_lb=10_000,
+        dimensions=types.Dimensions(length_in=10_000, width_in=10_000, height_in=10_000)),
+        timeout=RPC_TIMEOUT_S)
+    assert big.billable_weight_lb == 2**31 - 1 and big.quotes
+    late = api.orders.RateShop(pb.RateShopRequest(
+        node_id="IND1", ship_to=ship_to, weight_lb=1,
+        ready_time=Timestamp(seconds=250_246_627_199)), timeout=RPC_TIMEOUT_S)
+    assert late.quotes and all(q.delivery_date.seconds > 250_246_627_199 for q in late.quotes)
 
 
 def test_list_exceptions_pages_through_every_exception(api, setup):
