@@ -339,9 +339,8 @@ def _upsert_skus(p: _Plan, cmd: c.UpsertSkus) -> None:
         seen.add(spec.sku_id)
         for name in ("weight_lb", "length_in", "width_in", "height_in"):
             _finite(getattr(spec, name), f"skus[{i}].{name}")
-        for name in ("unit_cost_micros", "price_micros"):
-            if getattr(spec, name) < 0:
-                raise InvalidArgument(f"skus[{i}].{name} must be >= 0", f"skus[{i}].{name}")
+        for name in ("unit_cost_micros", "price_micros"):  # (as a receipt's unit cost)
+            _money(getattr(spec, name), f"skus[{i}].{name}")
         dense = cat.sku_index.get(spec.sku_id)
         if dense is None:
             dense = next_dense

@@ -75,17 +75,29 @@ class _SlowStore(MemoryEventStore):
         await super().append(commit)
 
 
-def test_a_change_that_fails_halfway_through_being_applied_is_rolled_back_by_a_reload():
+def test_a_change_that_fails_halfway_through_being_applied_is_rolled_back_by_a_reload(
+        monkeypatch):
     """An error that is not a refusal, raised once some of a command's events are applied
-    (here a price past int64, which the catalogue takes before the ledger's arrays refuse
-    it), leaves no trace: the state is reloaded from the store, which has none of them,
-    before anything else runs."""
+    (here a fault in the catalogue on the second of two SKUs, the first taken already),
+    leaves no trace: the state is reloaded from the store, which has none of them, before
+    anything else runs."""
+    from core.catalog import Catalog
+
+    real = Catalog.put_sku
+
+    def put_sku(self, spec, dense):
+        if spec.sku_id == "X":
+            raise OverflowError("a fault while the SKU was taken (injected)")
+        return real(self, spec, dense)
+
     async def go():
         engine = await _engine(MemoryEventStore())
         before = engine.ledger.checksum()
+        monkeypatch.setattr(Catalog, "put_sku", put_sku)
         with pytest.raises(ApplyFailed, match="OverflowError"):
-            await engine.mutate_internal(c.UpsertSkus((SkuSpec("X", price_micros=2**63),)),
-                                         "bad-price")
+            await engine.mutate_internal(c.UpsertSkus((SkuSpec("W"), SkuSpec("X"))),
+                                         "bad-sku")
+        monkeypatch.setattr(Catalog, "put_sku", real)
         await _reloaded(engine, before)
         assert engine.ledger.catalog.n_skus == 1
         await engine.mutate("ReceiveInventory", _receive("r2"), _build(),

@@ -77,8 +77,8 @@ def test_margins_of_a_large_batch_are_python_s_own_past_what_int64_holds():
     from core.order_ops import _margins
 
     ledger = _ledger()
-    execute(ledger, c.UpsertSkus((SkuSpec("dear", price_micros=10**13),)), NOW)
+    execute(ledger, c.UpsertSkus((SkuSpec("dear", price_micros=10**12),)), NOW)
     dear, shirt = ledger.catalog.sku("dear"), ledger.catalog.sku("shirt")
-    orders = [(("1", shirt, 1),)] * 15 + [(("1", dear, 10**6),)]
+    orders = [(("1", shirt, 1),)] * 15 + [(("1", dear, 10**7),)]
     assert _margins(ledger, orders) == [margin_micros(ledger, lines) for lines in orders]
     assert _margins(ledger, orders)[-1] == 10**19  # past int64's 9.2e18

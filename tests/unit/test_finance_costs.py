@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from core import commands as c
+from core.errors import InvalidArgument
 from core.exceptions import Resolution
 from core.finance import Account, Books, reconcile
 from core.ledger import Ledger, LedgerSettings
@@ -146,3 +147,12 @@ def test_books_from_a_snapshot_before_lines_kept_their_cost_still_post():
     assert -old.balances[Account.ACCOUNTS_PAYABLE] == 30 * UNIT  # (10 x 1.00 and 10 x 2.00)
     assert old.value[a] == 31 * UNIT
     assert reconcile(ledger).reconciled and sum(old.trial_balance().values()) == 0
+
+
+@pytest.mark.parametrize("field", ["unit_cost_micros", "price_micros"])
+def test_a_sku_s_cost_and_price_are_bounded_as_a_receipt_s_unit_cost_is(field):
+    ledger, _ = _ledger()
+    before = ledger.checksum()
+    with pytest.raises(InvalidArgument, match=f"skus\\[0\\].{field} must be between 0 and"):
+        execute(ledger, c.UpsertSkus((SkuSpec("c", **{field: 10**12 + 1}),)), NOW)
+    assert ledger.checksum() == before
