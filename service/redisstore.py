@@ -55,6 +55,7 @@ class RedisEventStore(EventStore):
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        self._closing = False  # the writer writes what is queued, then leaves
         self._id_seq = 0
         self._id_k = 0
 
@@ -151,20 +152,25 @@ class RedisEventStore(EventStore):
             await self._wake.wait()
             self._wake.clear()
             batch, self._queue = self._queue, []
-            if not batch:
-                continue
-            assert self._client is not None
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for commit, record, _ in batch:
-                        pipe.xadd(self.log_key, {"c": record}, id=self._next_id(commit))
-                    await pipe.execute()
-            except (redis.RedisError, OSError) as error:
-                self._fail(error, batch)
-                continue
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            if batch:
+                await self._write_batch(batch)
+            if self._closing and not self._queue:
+                return
+
+    async def _write_batch(self, batch: list[tuple[Commit, bytes, asyncio.Future[None]]],
+                           ) -> None:
+        assert self._client is not None
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for commit, record, _ in batch:
+                    pipe.xadd(self.log_key, {"c": record}, id=self._next_id(commit))
+                await pipe.execute()
+        except (redis.RedisError, OSError) as error:
+            self._fail(error, batch)
+            return
+        for _, _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
     def _next_id(self, commit: Commit) -> str:
         """<last event seq>-0 for a commit with events; a commit without (an answer only)
@@ -223,11 +229,24 @@ class RedisEventStore(EventStore):
                                       *(self._chunk(seq, i) for i in range(chunks)))
 
     async def close(self) -> None:
+        """Stop writing. What was queued is written first (or failed, if Redis fails):
+        every commit taken is answered, and none lands after a reopen (the engine's
+        reload) has read the log. A pipeline is never cancelled midway, its answer lost."""
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            self._closing = True
+            self._wake.set()
+            try:
                 await self._writer
+            except Exception as error:  # (a writer that died: what it held is refused)
+                log.error("the Redis writer had stopped: %r", error)
+            finally:
+                self._closing = False
             self._writer = None
+        left, self._queue = self._queue, []
+        for _, _, future in left:  # (appended while the writer left)
+            if not future.done():
+                future.set_exception(StoreUnavailable("the store closed before this was "
+                                                      "written"))
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()

@@ -161,3 +161,64 @@ def test_without_a_file_the_audit_log_keeps_only_the_newest_entries_in_memory():
         log.record(i, "alice", "ReceiveInventory", f"r{i}", "OK")
     assert len(log.entries) == MEMORY_ENTRIES
     assert log.entries[0]["request_id"] == "r5" and log.count == MEMORY_ENTRIES + 5
+
+
+def test_a_reload_while_a_write_is_in_flight_answers_it_and_loses_nothing(redis_server,
+                                                                         monkeypatch):
+    """As with the file store: a break that is not the store's reloads the engine while an
+    earlier call's pipeline is in flight. The pipeline finishes before the log is read
+    again: the call is answered and the reloaded state holds it."""
+    from redis.asyncio import client
+
+    from core.model import Bucket
+    from service.engine import Engine
+    from service.redisstore import RedisEventStore
+
+    real, slowed = client.Pipeline.execute, {"on": False}
+
+    async def execute(self, *args, **kwargs):
+        if slowed["on"]:
+            await asyncio.sleep(0.5)  # (a slow round trip)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(client.Pipeline, "execute", execute)
+
+    def receiving(qty: int):
+        return (inv.ReceiveInventoryRequest(request_id=f"in-{qty}", lines=[
+            inv.ReceiptLine(sku_id="S", node_id="A", quantity=qty)]),
+            lambda: c.ReceiveStock((c.ReceiptLine("S", "A", qty),)))
+
+    def ok(_outcome):
+        return inv.ReceiveInventoryResponse()
+
+    def unwritable(_outcome):
+        raise ValueError("cannot encode the answer")
+
+    async def go() -> tuple[int, int, bool]:
+        store = RedisEventStore(redis_server.url)
+        engine = Engine(Settings(store="redis", redis_url=redis_server.url), store)
+        await engine.start()
+        await engine.mutate_internal(c.UpsertNodes((NodeSpec("A"),)), "n")
+        await engine.mutate_internal(c.UpsertChannels((ChannelSpec("web"),)), "ch")
+        await engine.mutate_internal(c.UpsertSkus((SkuSpec("S"),)), "s")
+        slowed["on"] = True
+        first = asyncio.ensure_future(engine.mutate("ReceiveInventory", *receiving(5), ok))
+        await asyncio.sleep(0.05)  # (its pipeline in flight)
+        with pytest.raises(ValueError):
+            await engine.mutate("ReceiveInventory", *receiving(1), unwritable)
+        while engine.broken:
+            await asyncio.sleep(0.02)
+        slowed["on"] = False
+        await asyncio.wait_for(first, 5)  # answered, not left waiting
+        await engine.mutate("ReceiveInventory", *receiving(7), ok)
+        live = engine.ledger.quantity(0, 0, Bucket.AVAILABLE)
+        await store.close()
+        again = Engine(Settings(store="redis", redis_url=redis_server.url),
+                       RedisEventStore(redis_server.url))
+        await again.start()
+        rebuilt = again.ledger.quantity(0, 0, Bucket.AVAILABLE)
+        kept = ("ReceiveInventory", "in-5") in again._answers
+        await again.store.close()
+        return live, rebuilt, kept
+
+    assert asyncio.run(go()) == (12, 12, True)
