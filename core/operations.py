@@ -212,7 +212,7 @@ def _reserve(p: _Plan, cmd: c.ReserveStock) -> ReserveResult:
         if not cat.nodes[node].enabled:
             raise FailedPrecondition(f"node {line.node_id!r} is disabled",
                                      f"lines[{i}].node_id")
-        if blocked.shape[1] > channel and blocked[node, channel]:
+        if 0 <= channel < blocked.shape[1] and blocked[node, channel]:
             # (Available-to-sell is 0 there, and allocation never ships the channel from it.)
             raise FailedPrecondition(f"the carrier network does not ship channel "
                                      f"{cmd.channel_id!r} from node {line.node_id!r}",
