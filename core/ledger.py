@@ -751,6 +751,11 @@ def _exception_raised(ledger: Ledger, e: Event) -> None:
 def _exception_resolved(ledger: Ledger, e: Event) -> None:
     record = ledger.exceptions.by_id[e.reference]
     ledger.exceptions.resolve(e.reference, Resolution(e.reason), e.time_ms, str(e.payload))
+    held = ledger.held_variances.get(e.reference)
+    if held is not None and not held.held:
+        # A count variance that holds nothing is settled by its resolution (older logs
+        # have no settlement for it; newer ones settle it next, moving no units).
+        del ledger.held_variances[e.reference]
     if record.exception_type in HOLDS and record.order_id in ledger.orders.orders:
         ledger.orders.unhold(record.order_id)
 

@@ -12,7 +12,7 @@ from core.availability import available_to_sell, promise_schedule
 from core.errors import AlreadyExists, FailedPrecondition
 from core.exceptions import Resolution
 from core.ledger import Ledger, LedgerSettings
-from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.model import AdjustReason, Bucket, ChannelSpec, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
@@ -189,3 +189,35 @@ def test_a_variance_that_holds_nothing_is_gone_once_settled(resolution):
     for outcome in outcomes:  # the settlement is an event like any other
         replayed.apply(outcome.events, replay=True)
     assert not replayed.held_variances and replayed.checksum() == ledger.checksum()
+    # A log written before such a variance was settled by an event (its resolution the
+    # last event there is) leaves no record either.
+    older = _ledger(count_hold_units=5)
+    *resolved, settled = [e for outcome in outcomes for e in outcome.events]
+    assert settled.kind == EventKind.COUNT_VARIANCE_SETTLED and settled.quantity == 0
+    older.apply(resolved, replay=True)
+    assert not older.held_variances
+
+
+def test_a_reservation_for_no_channel_is_not_refused_for_a_channel_a_node_blocks():
+    """No channel is no column of the blocked table (not its last one)."""
+    import dataclasses
+
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    network = dataclasses.replace(NETWORK, node_costs=tuple(
+        dataclasses.replace(costs, blocked_channels=("ch63",) if costs.node_id == "n2" else ())
+        for costs in NETWORK.node_costs))
+    for command in (
+            c.SetRules((), 1),
+            c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
+                           NodeSpec("n1", latitude=34.0, longitude=-118.0),
+                           NodeSpec("n2", latitude=41.8, longitude=-87.6))),
+            c.UpsertChannels(tuple(ChannelSpec(f"ch{i}") for i in range(64))),
+            c.UpsertSkus((SkuSpec("a", weight_lb=1),)),
+            c.SetNetwork(network),
+            c.ReceiveStock((c.ReceiptLine("a", "n2", 5),))):
+        execute(ledger, command, NOW)
+    execute(ledger, c.ReserveStock("cart", "", NOW + 60_000, (c.ReserveLine("a", "n2", 1),)),
+            NOW)
+    with pytest.raises(FailedPrecondition, match="does not ship channel 'ch63'"):
+        execute(ledger, c.ReserveStock("cart-63", "ch63", NOW + 60_000,
+                                       (c.ReserveLine("a", "n2", 1),)), NOW)
