@@ -230,7 +230,17 @@ class Books:
             self._post(e, "receipt", e.reference, e.sku,
                        (JournalLine(inv, debit=amount), JournalLine(ap, credit=amount)))
         elif kind == EventKind.INBOUND_EXPECTED:
-            line = self.po_lines.setdefault((e.reference, e.sku, e.node), [0, 0])
+            key = (e.reference, e.sku, e.node)
+            line = self.po_lines.get(key)
+            if line is None:
+                line = self.po_lines[key] = [0, 0]
+                legacy = self.po_cost.get((e.reference, e.sku))
+                expected = ledger.inbound.get(key)  # (with this event's units already)
+                if legacy is not None and expected is not None:
+                    # Units of the line expected before lines kept their own value (books
+                    # from an older snapshot): at the cost the line had then.
+                    earlier = max(expected.remaining - e.quantity, 0)
+                    line[0], line[1] = earlier, earlier * legacy
             line[0] += e.quantity
             line[1] += e.quantity * (e.amount or standard)
         elif kind in (EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT):

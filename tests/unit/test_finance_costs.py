@@ -156,3 +156,23 @@ def test_a_sku_s_cost_and_price_are_bounded_as_a_receipt_s_unit_cost_is(field):
     with pytest.raises(InvalidArgument, match=f"skus\\[0\\].{field} must be between 0 and"):
         execute(ledger, c.UpsertSkus((SkuSpec("c", **{field: 10**12 + 1}),)), NOW)
     assert ledger.checksum() == before
+
+
+def test_a_line_expected_again_after_an_older_snapshot_keeps_its_earlier_units_value():
+    """Books from an older snapshot know a line's cost, not its units: when more of the
+    same purchase, SKU and node are expected, the units in transit keep that cost."""
+    ledger, log = _ledger()
+    a = ledger.catalog.sku("a")
+    _run(ledger, log, c.ExpectInbound("PO1", (c.InboundLine("a", "n0", 10, NOW + 5,
+                                                            unit_cost_micros=2 * UNIT),)))
+    state = ledger.books.__getstate__()
+    del state["po_lines"], state["held_gains"]
+    state["po_cost"] = {("PO1", a): 2 * UNIT}
+    old = Books.__new__(Books)
+    old.__setstate__(state)
+    ledger.books = old
+    _run(ledger, log, c.ExpectInbound("PO1", (c.InboundLine("a", "n0", 10, NOW + 5,
+                                                            unit_cost_micros=UNIT),)),
+         c.ReceiveStock((c.ReceiptLine("a", "n0", 20, inbound_reference="PO1"),)))
+    assert -old.balances[Account.ACCOUNTS_PAYABLE] == 30 * UNIT  # 10 x 2.00 + 10 x 1.00
+    assert old.value[a] == 30 * UNIT and not old.po_lines
