@@ -481,6 +481,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             dims.length_in * dims.width_in * dims.height_in,
             max(dims.length_in, dims.width_in, dims.height_in), request.units or 1, ready,
             deliver_by)
+        if any(quote.cost_micros >= 2**63 for quote in quotes):
+            raise InvalidArgument("the parcel would cost more than an int64 of micros holds "
+                                  "by some service: weight, size or units out of range",
+                                  "weight_lb")
         services = ledger.network_spec.services
         response = pb.RateShopResponse(zone=zone, billable_weight_lb=min(billable, 2**31 - 1))
         best = None

@@ -398,3 +398,22 @@ def test_the_open_queue_pages_past_exceptions_resolved_meanwhile(api, setup):
                 resolved.append(exception_id)
     assert not token and resolved
     assert read == [e for e in before if e not in resolved[1:]]
+
+
+def test_rate_shop_refuses_a_parcel_whose_cost_no_int64_holds(server_factory):
+    from allocd.v1 import network_service_pb2 as npb
+
+    from .conftest import ORDER_NODES, demo_network_proto, order_world
+
+    api = server_factory()
+    order_world(api)
+    network = demo_network_proto(ORDER_NODES)
+    for service in network.services:
+        for zone in service.zones:
+            zone.per_lb_over_micros = 2 * 10**9  # (SetNetwork takes up to 10^12)
+    api.network.SetNetwork(npb.SetNetworkRequest(request_id=api.rid(), network=network),
+                           timeout=RPC_TIMEOUT_S)
+    api.rejects(INVALID, api.orders.RateShop, pb.RateShopRequest(
+        node_id="IND1", ship_to=pb.ShipTo(postal_code=NEW_YORK_ZIP), weight_lb=10_000,
+        dimensions=types.Dimensions(length_in=10_000, width_in=10_000, height_in=10_000)),
+        details="int64")
