@@ -27,6 +27,7 @@ from service.store import (
     Commit,
     Durability,
     EventStore,
+    QueuedWriter,
     Recovered,
     Snapshot,
     StoreCorrupt,
@@ -72,7 +73,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class FileEventStore(EventStore):
+class FileEventStore(QueuedWriter, EventStore):
     supports_snapshots = True
 
     def __init__(self, directory: str | Path, durability: Durability = Durability.SYNC,
@@ -340,30 +341,18 @@ class FileEventStore(EventStore):
             (self.directory / _snapshot_name(seq, "tmp")).unlink()
 
     async def close(self) -> None:
-        """Stop writing. What was queued is written first (or failed, if the store has
-        failed): every commit taken is answered, and nothing is written once `close`
-        returns, so a reopen (the engine's reload) reads a log no late write changes.
-        A write is never cut short: one cut mid-record by a cancel went on in its thread
-        and landed after the reload had cut the log there, in the middle of later ones."""
+        """Stop writing, once what was queued is written (QueuedWriter): a write cut
+        mid-record by a cancel went on in its thread and landed after a reload had cut the
+        log there, in the middle of later records."""
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._syncer
-        if self._writer is not None:
-            self._closing = True
-            self._wake.set()
-            try:
-                await self._writer
-            except Exception as error:  # (a writer that died: what it held is refused)
-                log.error("the log writer had stopped: %r", error)
-            finally:
-                self._closing = False
-        self._writer = self._syncer = None
+        await self._stop_writer()
+        self._syncer = None
         left, self._queue = self._queue, []
-        for item in left:  # (appended while the writer left: refused, never half-taken)
-            if not isinstance(item, _Rotate) and not item[1].done():  # type: ignore[index]
-                item[1].set_exception(  # type: ignore[index]
-                    StoreUnavailable("the store closed before this was written"))
+        self._refuse_left(item[1] for item in left  # type: ignore[index]
+                          if not isinstance(item, _Rotate))
         if self._file is not None:
             with contextlib.suppress(OSError):
                 os.fsync(self._file)

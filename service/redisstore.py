@@ -28,6 +28,7 @@ from service import logcodec
 from service.store import (
     Commit,
     EventStore,
+    QueuedWriter,
     Recovered,
     Snapshot,
     StoreCorrupt,
@@ -40,7 +41,7 @@ CHUNK = 64 << 20
 READ_BATCH = 2000
 
 
-class RedisEventStore(EventStore):
+class RedisEventStore(QueuedWriter, EventStore):
     supports_snapshots = True
 
     def __init__(self, url: str, partition: str = "default", timeout_s: float = 2.0) -> None:
@@ -229,24 +230,11 @@ class RedisEventStore(EventStore):
                                       *(self._chunk(seq, i) for i in range(chunks)))
 
     async def close(self) -> None:
-        """Stop writing. What was queued is written first (or failed, if Redis fails):
-        every commit taken is answered, and none lands after a reopen (the engine's
-        reload) has read the log. A pipeline is never cancelled midway, its answer lost."""
-        if self._writer is not None:
-            self._closing = True
-            self._wake.set()
-            try:
-                await self._writer
-            except Exception as error:  # (a writer that died: what it held is refused)
-                log.error("the Redis writer had stopped: %r", error)
-            finally:
-                self._closing = False
-            self._writer = None
+        """Stop writing, once what was queued is written (QueuedWriter): a pipeline
+        cancelled midway lost its call's answer."""
+        await self._stop_writer()
         left, self._queue = self._queue, []
-        for _, _, future in left:  # (appended while the writer left)
-            if not future.done():
-                future.set_exception(StoreUnavailable("the store closed before this was "
-                                                      "written"))
+        self._refuse_left(future for _, _, future in left)
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()

@@ -10,6 +10,8 @@ store implements the same interface.
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -154,6 +156,41 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+class QueuedWriter:
+    """For a store whose one writer task writes what `append` queues (file, Redis): its
+    writer leaves once `_closing` is set and the queue is empty."""
+
+    _writer: asyncio.Task[None] | None
+    _wake: asyncio.Event
+    _closing: bool
+
+    async def _stop_writer(self) -> None:
+        """Let the writer write what is queued (or fail it, if the store has failed), then
+        leave: every commit taken is answered, and none lands once this returns (after it,
+        a reopen, the engine's reload, reads the log). A write is never cut short: one
+        cancelled midway went on in its thread, or lost its answer."""
+        if self._writer is None:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await self._writer
+        except Exception as error:  # (a writer that died: what it held is refused below)
+            logging.getLogger("allocd.store").error("the store's writer had stopped: %r",
+                                                    error)
+        finally:
+            self._closing = False
+        self._writer = None
+
+    @staticmethod
+    def _refuse_left(futures: Iterable[asyncio.Future[None]]) -> None:
+        """Commits appended while the writer left: refused, never half-taken."""
+        for future in futures:
+            if not future.done():
+                future.set_exception(StoreUnavailable("the store closed before this was "
+                                                      "written"))
 
 
 class MemoryEventStore(EventStore):
