@@ -394,8 +394,9 @@ def gather_inputs(ledger: Ledger, now_ms: int, policy: ValuePolicy) -> ValueInpu
     enabled = ledger.catalog.node_enabled
     for row, sku in enumerate(skus):
         for n in range(n_nodes):
-            if enabled[n]:
-                inventory[row, n] = ledger.quantity(sku, n, Bucket.AVAILABLE)
+            if enabled[n]:  # (what may be sold: safety stock is kept back for every channel)
+                inventory[row, n] = max(ledger.quantity(sku, n, Bucket.AVAILABLE)
+                                        - ledger.safety_stock(sku, n), 0)
     fixed = np.zeros((n_nodes, n_regions))
     unit = np.zeros((n_nodes, n_regions))
     for n in range(n_nodes):

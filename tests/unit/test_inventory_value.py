@@ -26,7 +26,7 @@ from core.inventory_value import (
     transport_values,
 )
 from core.ledger import Ledger
-from core.model import ChannelSpec, NodeSpec, SkuSpec
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, LaneCost, NetworkSpec, Region, SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
@@ -306,6 +306,24 @@ def test_values_from_the_ledger_keep_the_scarce_unit_for_the_order_that_needs_it
     values = compute_values(inputs)
     x = ledger.catalog.sku("X")
     assert values.values[(x, 0)] > values.values.get((x, 1), 0)
+
+
+def test_the_value_model_supplies_what_may_be_sold_not_the_safety_stock():
+    """Safety stock is kept back from every sale: the model's supply leaves it out, as
+    allocation does, so a SKU whose sellable units are scarce is valued as scarce."""
+    ledger = small_ledger()
+    policy = ValuePolicy(enabled=True, horizon_days=1.0)
+    execute(ledger, c.SetDemandForecast((c.ForecastLine("E", "X", 3.0),)), 0)
+    x, a = ledger.catalog.sku("X"), ledger.catalog.node("A")
+    available = ledger.quantity(x, a, Bucket.AVAILABLE)
+    assert available > 1
+    before = gather_inputs(ledger, 0, policy).inventory
+    execute(ledger, c.SetSafetyStock("X", "A", 1), 0)
+    after = gather_inputs(ledger, 0, policy).inventory
+    row = gather_inputs(ledger, 0, policy).skus.index(x)
+    assert before[row, a] == available and after[row, a] == available - 1
+    execute(ledger, c.SetSafetyStock("X", "A", available + 5), 0)
+    assert gather_inputs(ledger, 0, policy).inventory[row, a] == 0  # (never below none)
 
 
 def test_an_order_by_coordinates_teaches_its_nearest_region():
