@@ -6,10 +6,11 @@ them to `Ledger.apply`, which applies all of them or none.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -502,12 +503,37 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
 }
 
 
+T = TypeVar("T")
+
+
+def without_collections(run: Callable[[], T]) -> T:
+    """`run()` with the cycle collector paused (unless it is off already), then on again.
+
+    A command builds its working set (orders, requests, decisions, events) and lets most
+    of it go when it ends. A collection that falls mid-command walks all of that, alive
+    still, only to find it alive: about a tenth of an allocation's instructions. Paused,
+    the next collection comes after the command and walks what the command kept. Nothing
+    is lost by the pause: only cycles wait, and a command makes almost none."""
+    if not gc.isenabled():
+        return run()
+    gc.disable()
+    try:
+        return run()
+    finally:
+        gc.enable()
+
+
 def execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str = "") -> Outcome:
-    """Validate `command`, apply its events to `ledger` and return them with the result.
+    """Validate `command`, apply its events to `ledger` and return them with the result
+    (the collector paused meanwhile: `without_collections`).
 
     Raises a DomainError (and changes nothing) if the command is invalid or the
     ledger's state forbids it.
     """
+    return without_collections(lambda: _execute(ledger, command, now_ms, request_id))
+
+
+def _execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str) -> Outcome:
     plan = _Plan(ledger, request_id, now_ms)
     detail = _HANDLERS[type(command)](plan, command)
     try:

@@ -27,7 +27,7 @@ from core.commands import ArchiveOrders, Command, ExpireReservations
 from core.errors import AlreadyExists, ApplyFailed, DomainError, InvalidArgument
 from core.ledger import Ledger, LedgerSettings
 from core.model import Event
-from core.operations import Outcome, execute
+from core.operations import Outcome, execute, without_collections
 from core.validation import check_identifier
 from service.audit import AuditLog
 from service.config import Settings
@@ -281,7 +281,9 @@ class Engine:
         (ApplyFailed) may have left some applied, so the state is reloaded from the store
         (which has none of them) before anything else runs."""
         try:
-            return execute(self.ledger, build(), self.clock(), request_id)
+            # (Reading the call into a command too: a collection then walks it all alive.)
+            return without_collections(
+                lambda: execute(self.ledger, build(), self.clock(), request_id))
         except ApplyFailed as error:
             self._break(str(error))
             raise
