@@ -46,6 +46,21 @@ class ExpectInbound:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundCancelLine:
+    sku_id: str
+    node_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelInbound:
+    """Inbound stock under `reference` that will not come; no lines: all of it."""
+
+    reference: str
+    lines: tuple[InboundCancelLine, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AdjustLine:
     sku_id: str
     node_id: str
@@ -386,6 +401,7 @@ class RequestEmergencyChange:
 Command = (
     ReceiveStock
     | ExpectInbound
+    | CancelInbound
     | AdjustStock
     | MoveStock
     | TransferStock

@@ -243,6 +243,10 @@ class Books:
                     line[0], line[1] = earlier, earlier * legacy
             line[0] += e.quantity
             line[1] += e.quantity * (e.amount or standard)
+        elif kind == EventKind.INBOUND_CANCELLED:
+            # Nothing was booked when it was expected: the line's value for the units that
+            # will not come goes, and later receipts are valued at what is left of it.
+            self._po_value(e, standard)
         elif kind in (EventKind.TRANSFER_SHIPPED, EventKind.TRANSFER_IN_TRANSIT):
             self.transfers.add(e.reference)
         elif kind == EventKind.INBOUND_RECEIVED and e.reference not in self.transfers:
@@ -423,7 +427,8 @@ class Books:
 
 
 WATCHED_KINDS = frozenset({
-    EventKind.RECEIVED, EventKind.INBOUND_EXPECTED, EventKind.TRANSFER_SHIPPED,
+    EventKind.RECEIVED, EventKind.INBOUND_EXPECTED, EventKind.INBOUND_CANCELLED,
+    EventKind.TRANSFER_SHIPPED,
     EventKind.TRANSFER_IN_TRANSIT, EventKind.INBOUND_RECEIVED, EventKind.ADJUSTED,
     EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
     EventKind.PICK_SHORTAGE, EventKind.ORDER_UNITS_SHIPPED, EventKind.PACKAGE_SHIPPED,

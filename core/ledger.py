@@ -471,7 +471,7 @@ class Ledger:
             else:
                 line.remaining += e.quantity
                 line.expected_ms = e.due_ms
-        elif kind == EventKind.INBOUND_RECEIVED:
+        elif kind in (EventKind.INBOUND_RECEIVED, EventKind.INBOUND_CANCELLED):
             key = (e.reference, e.sku, e.node)
             line = self.inbound[key]
             line.remaining -= e.quantity

@@ -103,6 +103,9 @@ class EventKind(IntEnum):
     DEMAND_FORECAST_SET = 54
     # A closed order's record left memory (reference: the order id); its id stays taken.
     ORDER_ARCHIVED = 55
+    # Inbound stock that will not come (a purchase cancelled or closed short): IN_TRANSIT ->
+    # EXTERNAL under the inbound's reference.
+    INBOUND_CANCELLED = 56
 
 
 #: Kinds that move units between the ledger and the outside world but are
@@ -116,6 +119,7 @@ MOVE_KINDS: Final = frozenset({
     EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.ORDER_UNITS_ALLOCATED,
     EventKind.ORDER_UNITS_RELEASED, EventKind.ORDER_UNITS_SHIPPED, EventKind.PICK_SHORTAGE,
     EventKind.COUNT_VARIANCE_SETTLED, EventKind.RETURN_RECEIVED, EventKind.RETURN_DISPOSED,
+    EventKind.INBOUND_CANCELLED,
 })
 POLICY_KINDS = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET,
                           EventKind.NETWORK_SET, EventKind.OPPORTUNITY_COST_SET,

@@ -149,6 +149,46 @@ def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
               amount=_money(line.unit_cost_micros, f"lines[{i}].unit_cost_micros"))
 
 
+def _cancel_inbound(p: _Plan, cmd: c.CancelInbound) -> None:
+    check_identifier(cmd.reference, "reference")
+    ledger = p.ledger
+    if cmd.reference in ledger.books.transfers:
+        raise FailedPrecondition(
+            f"{cmd.reference!r} is a transfer: its units left the source and are received "
+            "or written off at the target, not cancelled", "reference")
+    if not cmd.lines:  # all that is still expected under the reference
+        keys = sorted(key for key in ledger.inbound if key[0] == cmd.reference)
+        if not keys:
+            raise NotFound(f"no inbound stock is expected under {cmd.reference!r}",
+                           "reference")
+        for key in keys:
+            _, sku, node = key
+            p.add(EventKind.INBOUND_CANCELLED, sku=sku, node=node,
+                  from_bucket=Bucket.IN_TRANSIT, to_bucket=Bucket.EXTERNAL,
+                  quantity=ledger.inbound[key].remaining, reference=cmd.reference)
+        return
+    _lines(cmd.lines)
+    cat = ledger.catalog
+    consumed: dict[tuple[str, int, int], int] = {}
+    for i, line in enumerate(cmd.lines):
+        sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
+        node = cat.node(line.node_id, f"lines[{i}].node_id")
+        qty = _quantity(line.quantity, f"lines[{i}].quantity")
+        key = (cmd.reference, sku, node)
+        inbound = ledger.inbound.get(key)
+        if inbound is None:
+            raise NotFound(f"no inbound {cmd.reference!r} of {line.sku_id!r} at "
+                           f"{line.node_id!r}", f"lines[{i}]")
+        consumed[key] = consumed.get(key, 0) + qty
+        if consumed[key] > inbound.remaining:
+            raise FailedPrecondition(
+                f"inbound {cmd.reference!r} has {inbound.remaining} units of "
+                f"{line.sku_id!r} still in transit, {consumed[key]} cancelled",
+                f"lines[{i}].quantity")
+        p.add(EventKind.INBOUND_CANCELLED, sku=sku, node=node, from_bucket=Bucket.IN_TRANSIT,
+              to_bucket=Bucket.EXTERNAL, quantity=qty, reference=cmd.reference)
+
+
 def _move(p: _Plan, cmd: c.MoveStock) -> None:
     _lines(cmd.lines)
     cat = p.ledger.catalog
@@ -478,6 +518,7 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.RevokeToken: _revoke_token,
     c.ReceiveStock: _receive,
     c.ExpectInbound: _expect_inbound,
+    c.CancelInbound: _cancel_inbound,
     c.AdjustStock: adjust,
     c.MoveStock: _move,
     c.TransferStock: _transfer,

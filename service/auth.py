@@ -47,6 +47,7 @@ POLICY: dict[str, frozenset[str]] = {
     "InventoryService/WatchInventoryEvents": ANYONE,
     "InventoryService/ReceiveInventory": _WAREHOUSE,
     "InventoryService/ExpectInbound": _WAREHOUSE | {"finance"},
+    "InventoryService/CancelInbound": _WAREHOUSE | {"finance"},
     "InventoryService/AdjustInventory": _WAREHOUSE,
     "InventoryService/MoveInventory": _WAREHOUSE,
     "InventoryService/TransferInventory": _WAREHOUSE,

@@ -75,6 +75,18 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             lambda o: pb.ExpectInboundResponse(result=mutation_result(o)))
 
     @unary
+    async def CancelInbound(self, request: pb.CancelInboundRequest,
+                            context: Context) -> pb.CancelInboundResponse:
+        def build() -> c.Command:
+            return c.CancelInbound(request.reference, tuple(
+                c.InboundCancelLine(line.sku_id, line.node_id, line.quantity)
+                for line in self._lines(request.lines)))
+
+        return await self.engine.mutate(
+            "CancelInbound", request, build,
+            lambda o: pb.CancelInboundResponse(result=mutation_result(o)))
+
+    @unary
     async def AdjustInventory(self, request: pb.AdjustInventoryRequest,
                               context: Context) -> pb.AdjustInventoryResponse:
         actor, _ = caller(context)

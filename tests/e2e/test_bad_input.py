@@ -74,6 +74,9 @@ def valid_request(w: World, name: str) -> Any:
             inv.ReceiptLine(sku_id=sku, node_id=node, quantity=1)]),
         "ExpectInbound": lambda: inv.ExpectInboundRequest(request_id=rid, reference="PO-9", lines=[
             inv.InboundLine(sku_id=sku, node_id=node, quantity=1, expected_time=later())]),
+        "CancelInbound": lambda: inv.CancelInboundRequest(
+            request_id=rid, reference=w.inbound, lines=[
+                inv.InboundCancelLine(sku_id=sku, node_id=node, quantity=1)]),
         "AdjustInventory": lambda: inv.AdjustInventoryRequest(request_id=rid, lines=[
             inv.AdjustmentLine(sku_id=sku, node_id=node, delta=1,
                                reason=types.ADJUSTMENT_REASON_FOUND)]),
@@ -105,7 +108,8 @@ def valid_request(w: World, name: str) -> Any:
     return requests[name]()
 
 
-MUTATING = ("ReceiveInventory", "ExpectInbound", "AdjustInventory", "MoveInventory",
+MUTATING = ("ReceiveInventory", "ExpectInbound", "CancelInbound", "AdjustInventory",
+            "MoveInventory",
             "TransferInventory", "ReserveInventory", "ReleaseReservation",
             "SweepExpiredReservations", "SubmitCycleCount", "SetSafetyStock", "SetRingFence",
             "UpsertSkus", "UpsertNodes", "UpsertChannels")
@@ -131,8 +135,8 @@ def with_quantity(w: World, name: str, quantity: int) -> Any:
     return request
 
 
-QUANTITY_RPCS = ("ReceiveInventory", "ExpectInbound", "MoveInventory", "TransferInventory",
-                 "ReserveInventory")
+QUANTITY_RPCS = ("ReceiveInventory", "ExpectInbound", "CancelInbound", "MoveInventory",
+                 "TransferInventory", "ReserveInventory")
 
 
 @pytest.mark.parametrize("quantity", [0, -1, -INT64_MAX - 1])
@@ -189,6 +193,14 @@ def unknown(w: World, case: str) -> tuple[str, Any]:
         "expect-sku": lambda: ("ExpectInbound", inv.ExpectInboundRequest(
             request_id=rid, reference="PO", lines=[inv.InboundLine(
                 sku_id=missing, node_id=node, quantity=1, expected_time=later())])),
+        "cancel-inbound": lambda: ("CancelInbound", inv.CancelInboundRequest(
+            request_id=rid, reference=missing)),
+        "cancel-inbound-sku": lambda: ("CancelInbound", inv.CancelInboundRequest(
+            request_id=rid, reference=w.inbound, lines=[inv.InboundCancelLine(
+                sku_id=missing, node_id=node, quantity=1)])),
+        "cancel-inbound-elsewhere": lambda: ("CancelInbound", inv.CancelInboundRequest(
+            request_id=rid, reference=w.inbound, lines=[inv.InboundCancelLine(
+                sku_id=sku, node_id=w.nodes[1], quantity=1)])),
         "adjust-node": lambda: ("AdjustInventory", inv.AdjustInventoryRequest(
             request_id=rid, lines=[inv.AdjustmentLine(
                 sku_id=sku, node_id=missing, delta=1, reason=types.ADJUSTMENT_REASON_FOUND)])),
@@ -247,7 +259,8 @@ def unknown(w: World, case: str) -> tuple[str, Any]:
 
 
 UNKNOWN_CASES = ("receive-sku", "receive-node", "receive-inbound", "receive-inbound-elsewhere",
-                 "expect-sku", "adjust-node", "move-sku", "transfer-from-node",
+                 "expect-sku", "cancel-inbound", "cancel-inbound-sku",
+                 "cancel-inbound-elsewhere", "adjust-node", "move-sku", "transfer-from-node",
                  "transfer-to-node", "transfer-sku", "reserve-sku", "reserve-node",
                  "reserve-channel", "release-reservation", "get-reservation", "count-sku",
                  "safety-sku", "safety-node", "fence-channel", "fence-sku", "availability-sku",
@@ -259,7 +272,8 @@ UNKNOWN_CASES = ("receive-sku", "receive-node", "receive-inbound", "receive-inbo
 def test_unknown_skus_nodes_channels_and_reservations_are_not_found(world, case):
     name, request = unknown(world, case)
     error = world.api.rejects(NOT_FOUND, world.call(name), request)
-    named = world.inbound if case == "receive-inbound-elsewhere" else "-missing"
+    named = (world.inbound if case in ("receive-inbound-elsewhere", "cancel-inbound-elsewhere")
+             else "-missing")
     assert named in error.details()
 
 
@@ -269,6 +283,7 @@ LINE_RPCS = ("ReceiveInventory", "ExpectInbound", "AdjustInventory", "MoveInvent
 LIST_FIELD = {"UpsertSkus": "skus", "UpsertNodes": "nodes", "UpsertChannels": "channels"}
 
 
+# (CancelInbound without lines cancels all the reference has in transit: not a bad request.)
 @pytest.mark.parametrize("name", (*LINE_RPCS, *LIST_FIELD))
 def test_a_request_with_no_lines_is_invalid(world, name):
     request = valid_request(world, name)
@@ -307,8 +322,8 @@ def too_many(w: World, name: str, count: int) -> Any:
     return request
 
 
-@pytest.mark.parametrize("name", (*LINE_RPCS, *LIST_FIELD, "GetAvailability", "GetStockLevels",
-                                  "GetSkus"))
+@pytest.mark.parametrize("name", (*LINE_RPCS, *LIST_FIELD, "CancelInbound", "GetAvailability",
+                                  "GetStockLevels", "GetSkus"))
 def test_more_lines_than_max_lines_per_request_is_invalid(world, name):
     limit = world.api.settings.max_lines_per_request
     error = world.api.rejects(INVALID, world.call(name), too_many(world, name, limit + 1))

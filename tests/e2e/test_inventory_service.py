@@ -287,6 +287,53 @@ def test_a_partial_receipt_leaves_the_rest_of_an_inbound_in_transit(api, cat):
                                     inbound_reference=po)]))
 
 
+def test_inbound_that_will_not_come_is_cancelled_and_promised_no_more(api, cat):
+    sku, n1, n2 = cat.skus[0], cat.nodes[0], cat.nodes[1]
+    po = f"{cat.prefix}-PO-3"
+    arrival = now_ms() + 2 * DAY_MS
+    api.inventory.ExpectInbound(inv.ExpectInboundRequest(request_id=api.rid(), reference=po, lines=[
+        inv.InboundLine(sku_id=sku, node_id=n1, quantity=8, expected_time=ts(arrival)),
+        inv.InboundLine(sku_id=sku, node_id=n2, quantity=5, expected_time=ts(arrival))]))
+    api.inventory.ReceiveInventory(inv.ReceiveInventoryRequest(request_id=api.rid(), lines=[
+        inv.ReceiptLine(sku_id=sku, node_id=n1, quantity=3, inbound_reference=po)]))
+    request = inv.CancelInboundRequest(request_id=api.rid(), reference=po, lines=[
+        inv.InboundCancelLine(sku_id=sku, node_id=n1, quantity=4)])
+    first = api.inventory.CancelInbound(request)
+    assert first.result.event_count == 1 and not first.result.replayed
+    again = api.inventory.CancelInbound(request)  # a retry: answered, not cancelled twice
+    assert again.result.replayed and again.result.last_sequence == first.result.last_sequence
+    assert (api.level(sku, n1).in_transit, api.level(sku, n2).in_transit) == (1, 5)
+    api.rejects(grpc.StatusCode.FAILED_PRECONDITION, api.inventory.CancelInbound,
+                inv.CancelInboundRequest(request_id=api.rid(), reference=po, lines=[
+                    inv.InboundCancelLine(sku_id=sku, node_id=n1, quantity=2)]))
+
+    everything = api.inventory.CancelInbound(inv.CancelInboundRequest(
+        request_id=api.rid(), reference=po))  # what is left, at both nodes
+    assert everything.result.event_count == 2
+    assert (api.level(sku, n1).in_transit, api.level(sku, n2).in_transit) == (0, 0)
+    answer = api.inventory.GetAvailability(inv.GetAvailabilityRequest(
+        sku_ids=[sku], node_ids=[n1, n2], include_promise_dates=True))
+    assert [p.quantity for p in answer.skus[0].promise_dates] == [3]  # what came, no more
+    api.rejects(grpc.StatusCode.NOT_FOUND, api.inventory.CancelInbound,
+                inv.CancelInboundRequest(request_id=api.rid(), reference=po))
+    api.rejects(grpc.StatusCode.NOT_FOUND, api.inventory.ReceiveInventory,  # none expected
+                inv.ReceiveInventoryRequest(request_id=api.rid(), lines=[
+                    inv.ReceiptLine(sku_id=sku, node_id=n2, quantity=1, inbound_reference=po)]))
+
+
+def test_a_transfer_in_transit_is_not_cancelled(api, cat):
+    sku, n1, n2 = cat.skus[0], cat.nodes[0], cat.nodes[1]
+    api.receive(sku, n1, 5)
+    transfer_id = f"{cat.prefix}-TR-9"
+    api.inventory.TransferInventory(inv.TransferInventoryRequest(
+        request_id=api.rid(), transfer_id=transfer_id, from_node_id=n1, to_node_id=n2,
+        expected_time=ts(now_ms() + DAY_MS), lines=[inv.TransferLine(sku_id=sku, quantity=2)]))
+    error = api.rejects(grpc.StatusCode.FAILED_PRECONDITION, api.inventory.CancelInbound,
+                        inv.CancelInboundRequest(request_id=api.rid(), reference=transfer_id))
+    assert "transfer" in error.details()
+    assert api.level(sku, n2).in_transit == 2
+
+
 def test_a_transfer_ships_now_and_arrives_when_received_against_its_id(api, cat):
     sku, n1, n2 = cat.skus[0], cat.nodes[0], cat.nodes[1]
     api.receive(sku, n1, 10)

@@ -193,6 +193,24 @@ class LedgerMachine(RuleBasedStateMachine):
             self.book([(sku, node, Bucket.IN_TRANSIT, Bucket.AVAILABLE, units, 0)])
             self.inbound[(ref, sku, node)] -= units
 
+    @rule(data=st.data(), units=small, whole=st.booleans())
+    def cancel_inbound(self, data, units, whole):
+        open_lines = sorted(k for k, v in self.inbound.items() if v > 0)
+        if not open_lines:
+            return
+        ref, sku, node = data.draw(st.sampled_from(open_lines))
+        purchase = ref.startswith("po")  # (a transfer's units are not cancelled)
+        if whole:  # everything still expected under the reference
+            if self.attempt(c.CancelInbound(ref), purchase):
+                for key in [k for k in open_lines if k[0] == ref]:
+                    self.book([(key[1], key[2], Bucket.IN_TRANSIT, None, self.inbound[key], 0)])
+                    self.inbound[key] = 0
+            return
+        allowed = purchase and units <= self.inbound[(ref, sku, node)]
+        if self.attempt(c.CancelInbound(ref, (c.InboundCancelLine(sku, node, units),)), allowed):
+            self.book([(sku, node, Bucket.IN_TRANSIT, None, units, 0)])
+            self.inbound[(ref, sku, node)] -= units
+
     @rule(lines=st.lists(st.tuples(sku_ids, node_ids, small), min_size=1, max_size=3),
           channel=st.sampled_from(["", *CHANNELS]), ttl=st.integers(1, 50))
     def reserve(self, lines, channel, ttl):
@@ -297,6 +315,16 @@ class LedgerMachine(RuleBasedStateMachine):
                 want = [self.qty[(s, n, b)] for b in Bucket if b != Bucket.EXTERNAL]
                 assert have == want, (s, n)
         assert sorted(self.ledger.reservations.by_id) == sorted(self.reservations)
+
+    @invariant()
+    def inbound_lines_match_the_model(self):
+        cat = self.ledger.catalog
+        want = {(ref, cat.sku(s), cat.node(n)): units
+                for (ref, s, n), units in self.inbound.items() if units > 0}
+        have = {key: line.remaining for key, line in self.ledger.inbound.items()}
+        assert have == want
+        assert {sku: keys for sku, keys in self.ledger.inbound_by_sku.items()} == {
+            sku: {k for k in want if k[1] == sku} for sku in {k[1] for k in want}}
 
     @invariant()
     def no_bucket_is_negative(self):
