@@ -15,6 +15,7 @@ from core.availability import available_to_sell, promise_schedule
 from core.errors import InvalidArgument, NotFound
 from core.model import Bucket
 from core.operations import CountResult, ExpireResult, Outcome, ReleaseResult, ReserveResult
+from core.validation import check_identifier
 from service.codec import (
     bucket_from_proto,
     event_to_proto,
@@ -33,6 +34,10 @@ def mutation_result(outcome: Outcome) -> types_pb2.MutationResult:
                                     last_sequence=outcome.events[-1].seq,
                                     event_count=len(outcome.events))
 
+
+#: Beyond any sequence number the log will reach (at a billion events a second, 292 years):
+#: a watcher starting above it would wait for ever.
+MAX_SEQUENCE = (1 << 63) - 1
 
 class InventoryServicer(pb_grpc.InventoryServiceServicer):
     def __init__(self, engine: Engine) -> None:
@@ -310,6 +315,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     async def GetReservation(self, request: pb.GetReservationRequest,
                              context: Context) -> pb.GetReservationResponse:
         ledger = self.engine.ledger
+        check_identifier(request.reservation_id, "reservation_id")  # (not a missing one)
         record = ledger.reservations.by_id.get(request.reservation_id)
         if record is None:
             raise NotFound(f"no open reservation {request.reservation_id!r}", "reservation_id")
@@ -345,6 +351,9 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         self, request: pb.WatchInventoryEventsRequest, context: Context,
     ) -> AsyncIterator[pb.WatchInventoryEventsResponse]:
         engine = self.engine
+        if request.from_sequence > MAX_SEQUENCE:  # (would be waited for for ever)
+            raise InvalidArgument(f"from_sequence is above {MAX_SEQUENCE}, beyond any event",
+                                  "from_sequence")
         start = engine.durable_seq + 1 if request.live_only else max(request.from_sequence, 1)
         catalog = engine.ledger.catalog
         async for events in engine.follow(start):

@@ -540,6 +540,14 @@ def test_a_cycle_count_may_count_a_sku_at_a_node_once(world):
     world.api.rejects(INVALID, world.call("SubmitCycleCount"), request)
 
 
+@pytest.mark.parametrize("reservation_id", ["", "x" * 129, "bad\nid"],
+                         ids=["missing", "too-long", "control-character"])
+def test_a_reservation_is_looked_up_only_by_a_valid_id(world, reservation_id):
+    error = world.api.rejects(INVALID, world.call("GetReservation"),
+                              inv.GetReservationRequest(reservation_id=reservation_id))
+    assert "reservation_id" in error.details()
+
+
 def test_a_release_needs_a_reservation_id(world):
     request = valid_request(world, "ReleaseReservation")
     request.reservation_id = ""

@@ -146,3 +146,23 @@ def test_several_watchers_see_the_same_events(api, cat):
         for s in streams:
             s.cancel()
     assert seen == [[(start, 1), (start + 1, 2), (start + 2, 3)]] * watchers
+
+
+def test_watching_from_beyond_any_sequence_number_is_invalid_not_a_wait(api):
+    refused = watch(api, from_sequence=1 << 63)
+    try:
+        next(refused)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert "from_sequence" in error.details()
+    else:
+        raise AssertionError("the watch was not refused")
+    # The last there can be is a watch like any other: it waits (here until its deadline).
+    waiting = api.inventory.WatchInventoryEvents(
+        inv.WatchInventoryEventsRequest(from_sequence=(1 << 63) - 1), timeout=0.5)
+    try:
+        next(waiting)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+    else:
+        raise AssertionError("an event came from beyond the log's end")
