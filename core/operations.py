@@ -32,6 +32,7 @@ from core.ledger import Ledger
 from core.model import Bucket, Event, EventKind
 from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
+from core.order_ops import inbound_cancelled
 from core.plan import Plan as _Plan
 from core.replan_ops import HANDLERS as REPLAN_HANDLERS
 from core.return_ops import HANDLERS as RETURN_HANDLERS
@@ -544,6 +545,13 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
 }
 
 
+#: Commands whose applied events call for changes to other records, planned in the same
+#: command against the state those events left (see _execute).
+_AFTER: dict[type, Callable[[_Plan, list[Event]], None]] = {
+    c.CancelInbound: inbound_cancelled,
+}
+
+
 T = TypeVar("T")
 
 
@@ -584,15 +592,19 @@ def _execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str) -
     except Exception as error:
         raise ApplyFailed(f"applying {type(command).__name__} failed: {error!r}") from error
     try:
-        # What the rules call for, given the state these events left: alerts, tasks and
-        # actions, committed with the command's own events. (Only policy and record
-        # events: applying them cannot be refused.)
+        # What the state these events left calls for, committed with the command's own
+        # events: orders decided again (_AFTER; their moves were planned against that
+        # state, each with its sale floor), then the rules' alerts, tasks and actions
+        # (policy and record events only).
         follow = _Plan(ledger, request_id, now_ms)
+        after = _AFTER.get(type(command))
+        if after is not None:  # what the command's changes call for in other records
+            after(follow, plan.events)
         evaluate_rules(follow, plan.events)
         if not follow.events:
             return Outcome(tuple(plan.events), detail)
-        ledger.apply(follow.events)
+        ledger.apply(follow.events, follow.floors)
     except Exception as error:  # the command's own events are applied already
-        raise ApplyFailed(f"the rules after {type(command).__name__} failed: {error!r}"
+        raise ApplyFailed(f"what follows {type(command).__name__} failed: {error!r}"
                           ) from error
     return Outcome((*plan.events, *follow.events), detail)

@@ -8,7 +8,7 @@ out of the ledger when shipped (or written off by a short pick).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,7 +34,7 @@ from core.exceptions import (
     Resolution,
 )
 from core.ledger import Ledger
-from core.model import QTY_MAX, Bucket, EventKind
+from core.model import QTY_MAX, Bucket, Event, EventKind
 from core.network import CompiledNetwork
 from core.orders import (
     DAY_MS,
@@ -381,6 +381,41 @@ def _resolve_filled(p: Plan, record: OrderRecord, decided: set[str],
                 and exception.exception_id != resolving):
             p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
                   reason=int(Resolution.RETRY), payload="backorder filled")
+
+
+def inbound_cancelled(p: Plan, events: Sequence[Event]) -> None:
+    """After inbound stock is cancelled (CancelInbound, its events applied): the orders with
+    a backorder of a SKU cancelled that inbound stock was to cover (a promise date: waiting
+    for it by choice, or a date to tell the customer) are decided again, as a RETRY of their
+    backorder exceptions would, against what is left; else they would wait for stock that
+    will not come, or keep a date that no longer holds. Their open backorder exceptions are
+    resolved (RETRY); a decision that still backorders raises its own."""
+    references: dict[int, str] = {}  # sku -> a reference cancelled (for the note)
+    for e in events:
+        if e.kind == EventKind.INBOUND_CANCELLED:
+            references.setdefault(e.sku, e.reference)
+    if not references:
+        return
+    ledger = p.ledger
+    items: list[tuple[OrderSpec, Request]] = []
+    notes: dict[str, str] = {}
+    for order_id, record in ledger.orders.orders.items():  # (a rare command: every order)
+        if not record.backorders or record.held:
+            continue
+        waited = [b for b in record.backorders.values()
+                  if b.promise_ms and b.sku in references]
+        if not waited:
+            continue
+        lines = tuple((b.line_id, b.sku, b.quantity) for b in record.backorders.values())
+        items.append((record.spec, Request(record.spec, lines, len(record.package_ids))))
+        notes[order_id] = f"inbound {references[waited[0].sku]} cancelled"
+    for spec, _ in items:
+        for exception in ledger.exceptions.open_for(spec.order_id):
+            if exception.exception_type in _BACKORDER_KINDS:
+                p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
+                      reason=int(Resolution.RETRY), payload=notes[spec.order_id])
+    if items:
+        _decide_and_emit(p, items)
 
 
 def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:

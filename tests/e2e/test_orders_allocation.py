@@ -243,6 +243,33 @@ def test_ordering_more_than_exists_backorders_the_rest_with_the_inbound_date_as_
     assert w.get(alloc.order_id).allocation.status == pb.ORDER_STATUS_ALLOCATED
 
 
+def test_a_backorder_promised_from_inbound_that_is_cancelled_loses_its_date(api, demo_world):
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 2)
+    po = w.unique("PO")
+    api.inventory.ExpectInbound(inv.ExpectInboundRequest(
+        request_id=api.rid(), reference=po, lines=[
+            inv.InboundLine(sku_id=a, node_id="IND1", quantity=10,
+                            expected_time=ts(_now_ms() + 5 * DAY_MS))]))
+    alloc = w.allocate(w.order((a, 5))).allocation
+    (backorder,) = alloc.backorders
+    assert backorder.quantity == 3 and backorder.promised_date.ToMilliseconds()
+
+    cancelled = api.inventory.CancelInbound(inv.CancelInboundRequest(
+        request_id=api.rid(), reference=po))
+    # The cancel, the old backorder exception resolved, the order decided again, and
+    # the backorder exception that decision raises.
+    assert cancelled.result.event_count == 4
+    after = w.get(alloc.order_id).allocation
+    assert after.status == pb.ORDER_STATUS_PARTIALLY_ALLOCATED
+    (backorder,) = after.backorders
+    assert backorder.quantity == 3 and not backorder.promised_date.ToMilliseconds()
+    (listed,) = w.exceptions(alloc.order_id)  # asked again, without a date
+    assert listed.exception_id != alloc.exception_id and not listed.resolved
+    assert w.levels(a, "IND1") == (0, 2)
+
+
 def test_an_order_for_stock_that_exists_nowhere_is_backordered_without_a_promise(
         api, demo_world):
     w = demo_world

@@ -4,16 +4,23 @@ the purchase's own cost for the units still expected."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
 from core import commands as c
 from core.availability import available_to_sell, promise_schedule
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.exceptions import ExceptionType, Resolution
 from core.finance import Account
 from core.model import Bucket, EventKind
 from core.operations import execute
+from core.orders import OptionKind, OrderStatus
 from tests.unit.test_finance_costs import NOW, UNIT, _balanced, _ledger, _run
+from tests.unit.test_orders_stateful import NOW as ORDERS_NOW
+from tests.unit.test_reopt import _ledger as reopt_ledger
+from tests.unit.test_reopt import _order as reopt_order
 
 DAY_MS = 86_400_000
 
@@ -112,3 +119,63 @@ def test_a_cancellation_that_cannot_be_done_is_refused_and_changes_nothing(comma
     with pytest.raises(error):
         execute(ledger, command, NOW)
     assert ledger.checksum() == before
+
+
+# ---- orders that counted on it ---------------------------------------------------------
+def _cancelled(ledger, command):
+    """Run `command`; its events, replayed on a copy of the state before it, give the same
+    state (the orders decided again included)."""
+    before = pickle.loads(pickle.dumps(ledger))
+    outcome = execute(ledger, command, ORDERS_NOW)
+    before.apply(outcome.events, replay=True)
+    assert before.checksum() == ledger.checksum()
+    return outcome
+
+
+def _open_backorder_exceptions(ledger, order_id: str) -> list:
+    return [e for e in ledger.exceptions.open_for(order_id)
+            if e.exception_type in (ExceptionType.BACKORDER, ExceptionType.NO_FEASIBLE_NODE)]
+
+
+def test_an_order_waiting_for_inbound_stock_that_is_cancelled_is_decided_again():
+    ledger = reopt_ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    for command in (c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 5, ORDERS_NOW + DAY_MS),)),
+                    c.AllocateOrders((reopt_order("waits", {"a": 1, "b": 1}),))):
+        execute(ledger, command, ORDERS_NOW)
+    record = ledger.orders.orders["waits"]
+    chosen = [o.kind for o in record.last_decision.options if o.chosen]
+    assert chosen == [OptionKind.WAIT_FOR_INBOUND]
+    assert all(b.promise_ms for b in record.backorders.values())
+    (waiting,) = _open_backorder_exceptions(ledger, "waits")
+
+    outcome = _cancelled(ledger, c.CancelInbound("PO-1"))
+    # Decided again against what is left: a from n0 and b from n2, in two packages.
+    assert record.status == OrderStatus.ALLOCATED and not record.backorders
+    assert sorted(ledger.orders.packages[p].plan.node for p in record.package_ids[-2:]) == [
+        ledger.catalog.node("n0"), ledger.catalog.node("n2")]
+    resolved = [e for e in outcome.events if e.kind == EventKind.EXCEPTION_RESOLVED]
+    assert [(e.reference, e.reason, e.payload) for e in resolved] == [
+        (waiting.exception_id, int(Resolution.RETRY), "inbound PO-1 cancelled")]
+    assert not _open_backorder_exceptions(ledger, "waits")
+
+
+def test_a_backorder_promised_from_cancelled_inbound_stock_loses_its_date_and_asks_again():
+    ledger = reopt_ledger({("a", "n0"): 1})
+    for command in (
+            c.ExpectInbound("PO-2", (c.InboundLine("b", "n1", 5, ORDERS_NOW + 3 * DAY_MS),)),
+            c.ExpectInbound("PO-3", (c.InboundLine("a", "n1", 5, ORDERS_NOW + 3 * DAY_MS),)),
+            c.AllocateOrders((reopt_order("bo", {"b": 2}), reopt_order("other", {"a": 3})))):
+        execute(ledger, command, ORDERS_NOW)
+    record, other = ledger.orders.orders["bo"], ledger.orders.orders["other"]
+    assert record.backorders["0"].promise_ms and other.backorders["0"].promise_ms
+    (before,) = _open_backorder_exceptions(ledger, "bo")
+    other_before = (dict(other.backorders), _open_backorder_exceptions(ledger, "other"))
+
+    outcome = _cancelled(ledger, c.CancelInbound("PO-2"))
+    assert record.status == OrderStatus.BACKORDERED
+    assert record.backorders["0"].quantity == 2 and record.backorders["0"].promise_ms == 0
+    (after,) = _open_backorder_exceptions(ledger, "bo")  # raised again, without a date
+    assert after.exception_id != before.exception_id
+    # An order waiting for another purchase, of another SKU, is left as it was.
+    assert (dict(other.backorders), _open_backorder_exceptions(ledger, "other")) == other_before
+    assert {e.reference for e in outcome.events if e.kind == EventKind.ORDER_ALLOCATED} == {"bo"}
