@@ -62,6 +62,7 @@ class OrderMachine(RuleBasedStateMachine):
         self.commits = []
         self.orders = 0
         self.returns = 0
+        self.inbounds = 0
         self.run(c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
                                 NodeSpec("n1", latitude=34.0, longitude=-118.0),
                                 NodeSpec("n2", latitude=41.8, longitude=-87.6))))
@@ -171,6 +172,30 @@ class OrderMachine(RuleBasedStateMachine):
             resolution = data.draw(st.sampled_from(sorted(ALLOWED[kind])))
             self.attempt(c.ResolveException(exception_id, Resolution(resolution),
                                             role="operations"))
+
+    @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES), units=st.integers(1, 6),
+          days=st.integers(1, 4))
+    def expect_inbound(self, sku, node, units, days):
+        self.inbounds += 1
+        self.run(c.ExpectInbound(f"po{self.inbounds}", (
+            c.InboundLine(sku, node, units, NOW + days * DAY_MS),)))
+
+    @rule(data=st.data(), whole=st.booleans(), units=st.integers(1, 6))
+    def cancel_inbound(self, data, whole, units):
+        ledger = self.ledger
+        expected = sorted(ledger.inbound)
+        if not expected:
+            return
+        reference, sku, node = data.draw(st.sampled_from(expected))
+        cat = ledger.catalog
+        line = c.InboundCancelLine(cat.sku_ids[sku], cat.nodes[node].node_id, units)
+        if self.attempt(c.CancelInbound(reference, () if whole else (line,))) is None:
+            assert not whole and units > ledger.inbound[(reference, sku, node)].remaining
+            return
+        if sku not in ledger.inbound_by_sku:  # none of it is coming any more: no promise
+            for record in ledger.orders.orders.values():
+                assert not any(b.sku == sku and b.promise_ms
+                               for b in record.backorders.values()), record
 
     @rule(data=st.data())
     def fulfil_a_package_end_to_end(self, data):
