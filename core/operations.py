@@ -100,6 +100,22 @@ def _finite(value: float, field_name: str) -> float:
 
 
 # ---- handlers --------------------------------------------------------------------
+def _take_inbound(ledger: Ledger, consumed: dict[tuple[str, int, int], int],
+                  key: tuple[str, int, int], qty: int, sku_id: str, node_id: str, i: int,
+                  done: str, missing_field: str) -> None:
+    """Line i takes `qty` units of inbound stock `key` (reference, sku, node), received or
+    cancelled (`done`): there must be such inbound stock, with as many units still in
+    transit as the command's lines take of it together (`consumed`, kept across lines)."""
+    inbound = ledger.inbound.get(key)
+    if inbound is None:
+        raise NotFound(f"no inbound {key[0]!r} of {sku_id!r} at {node_id!r}", missing_field)
+    consumed[key] = consumed.get(key, 0) + qty
+    if consumed[key] > inbound.remaining:
+        raise FailedPrecondition(
+            f"inbound {key[0]!r} has {inbound.remaining} units of {sku_id!r} still in "
+            f"transit, {consumed[key]} {done}", f"lines[{i}].quantity")
+
+
 def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
     _lines(cmd.lines)
     cat = p.ledger.catalog
@@ -111,18 +127,9 @@ def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
         to = _bucket(line.to_bucket, frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED}),
                      f"lines[{i}].to_bucket")
         if line.inbound_reference:
-            key = (line.inbound_reference, sku, node)
-            inbound = p.ledger.inbound.get(key)
-            if inbound is None:
-                raise NotFound(
-                    f"no inbound {line.inbound_reference!r} of {line.sku_id!r} "
-                    f"at {line.node_id!r}", f"lines[{i}].inbound_reference")
-            consumed[key] = consumed.get(key, 0) + qty
-            if consumed[key] > inbound.remaining:
-                raise FailedPrecondition(
-                    f"inbound {line.inbound_reference!r} has {inbound.remaining} units of "
-                    f"{line.sku_id!r} still in transit, {consumed[key]} received",
-                    f"lines[{i}].quantity")
+            _take_inbound(p.ledger, consumed, (line.inbound_reference, sku, node), qty,
+                          line.sku_id, line.node_id, i, "received",
+                          f"lines[{i}].inbound_reference")
             p.add(EventKind.INBOUND_RECEIVED, sku=sku, node=node,
                   from_bucket=Bucket.IN_TRANSIT, to_bucket=to, quantity=qty,
                   reference=line.inbound_reference)
@@ -175,17 +182,8 @@ def _cancel_inbound(p: _Plan, cmd: c.CancelInbound) -> None:
         sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
         node = cat.node(line.node_id, f"lines[{i}].node_id")
         qty = _quantity(line.quantity, f"lines[{i}].quantity")
-        key = (cmd.reference, sku, node)
-        inbound = ledger.inbound.get(key)
-        if inbound is None:
-            raise NotFound(f"no inbound {cmd.reference!r} of {line.sku_id!r} at "
-                           f"{line.node_id!r}", f"lines[{i}]")
-        consumed[key] = consumed.get(key, 0) + qty
-        if consumed[key] > inbound.remaining:
-            raise FailedPrecondition(
-                f"inbound {cmd.reference!r} has {inbound.remaining} units of "
-                f"{line.sku_id!r} still in transit, {consumed[key]} cancelled",
-                f"lines[{i}].quantity")
+        _take_inbound(ledger, consumed, (cmd.reference, sku, node), qty, line.sku_id,
+                      line.node_id, i, "cancelled", f"lines[{i}]")
         p.add(EventKind.INBOUND_CANCELLED, sku=sku, node=node, from_bucket=Bucket.IN_TRANSIT,
               to_bucket=Bucket.EXTERNAL, quantity=qty, reference=cmd.reference)
 
