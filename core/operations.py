@@ -93,6 +93,24 @@ def _money(value: int, field_name: str) -> int:
     return value
 
 
+#: The most a receipt or an expected inbound line may be worth (ten billion currency
+#: units): one line at the caps of quantity and unit cost (2^31 x 10^12) would take the
+#: books' totals past what int64 holds, and every finance read with them.
+LINE_VALUE_MAX = 10**16
+
+
+def _line_money(ledger: Ledger, sku: int, qty: int, unit_micros: int, i: int) -> int:
+    """A receipt's or an inbound line's unit cost (0: the SKU's standard cost, as the books
+    take it), within MONEY_MAX and with the line's value within LINE_VALUE_MAX."""
+    unit = _money(unit_micros, f"lines[{i}].unit_cost_micros")
+    value = qty * (unit or int(ledger.catalog.unit_cost_micros[sku]))
+    if value > LINE_VALUE_MAX:
+        raise InvalidArgument(
+            f"lines[{i}] is worth {value} micros, more than a line may be ({LINE_VALUE_MAX})",
+            f"lines[{i}].quantity")
+    return unit
+
+
 def _finite(value: float, field_name: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"{field_name} must be a finite number >= 0", field_name)
@@ -136,7 +154,7 @@ def _receive(p: _Plan, cmd: c.ReceiveStock) -> None:
         else:
             p.add(EventKind.RECEIVED, sku=sku, node=node, to_bucket=to, quantity=qty,
                   reference=cmd.reference,
-                  amount=_money(line.unit_cost_micros, f"lines[{i}].unit_cost_micros"))
+                  amount=_line_money(p.ledger, sku, qty, line.unit_cost_micros, i))
 
 
 def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
@@ -154,7 +172,7 @@ def _expect_inbound(p: _Plan, cmd: c.ExpectInbound) -> None:
             raise InvalidArgument("expected time is required", f"lines[{i}].expected_time")
         p.add(EventKind.INBOUND_EXPECTED, sku=sku, node=node, to_bucket=Bucket.IN_TRANSIT,
               quantity=qty, reference=cmd.reference, due_ms=line.expected_ms,
-              amount=_money(line.unit_cost_micros, f"lines[{i}].unit_cost_micros"))
+              amount=_line_money(p.ledger, sku, qty, line.unit_cost_micros, i))
 
 
 def _cancel_inbound(p: _Plan, cmd: c.CancelInbound) -> None:

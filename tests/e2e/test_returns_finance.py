@@ -246,3 +246,16 @@ def test_an_accounts_journal_and_activity_agree_with_the_whole_journal(api, demo
         assert {a.period_start.seconds: [a.debit_micros, a.credit_micros, a.entries]
                 for a in activity} == totals
         assert all(a.account == account for a in activity)
+
+
+def test_a_receipt_worth_more_than_the_books_can_total_is_refused_and_they_still_read(
+        api, books):
+    finance, _ = books
+    cat = api.seed(n_nodes=1, n_skus=1)
+    error = api.rejects(grpc.StatusCode.INVALID_ARGUMENT, api.inventory.ReceiveInventory,
+                        inv.ReceiveInventoryRequest(request_id=rid(), lines=[
+                            inv.ReceiptLine(sku_id=cat.skus[0], node_id=cat.nodes[0],
+                                            quantity=10**7, unit_cost_micros=10**12)]))
+    assert "lines[0]" in error.details()
+    assert api.level(cat.skus[0], cat.nodes[0]).available == 0
+    assert_books_sound(finance)  # (one such line made every finance read fail: UNKNOWN)

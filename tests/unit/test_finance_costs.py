@@ -176,3 +176,24 @@ def test_a_line_expected_again_after_an_older_snapshot_keeps_its_earlier_units_v
          c.ReceiveStock((c.ReceiptLine("a", "n0", 20, inbound_reference="PO1"),)))
     assert -old.balances[Account.ACCOUNTS_PAYABLE] == 30 * UNIT  # 10 x 2.00 + 10 x 1.00
     assert old.value[a] == 30 * UNIT and not old.po_lines
+
+
+@pytest.mark.parametrize("command", [
+    c.ReceiveStock((c.ReceiptLine("a", "n0", 10**7, unit_cost_micros=10**12),)),
+    c.ExpectInbound("PO1", (c.InboundLine("a", "n0", 10**7, NOW + 5,
+                                          unit_cost_micros=10**12),)),
+    # At the SKU's standard cost (no unit cost given): 10**5 x 10**12.
+    c.ReceiveStock((c.ReceiptLine("a", "n0", 1), c.ReceiptLine("dear", "n0", 10**5))),
+])
+def test_a_line_worth_more_than_the_books_can_total_is_refused(command):
+    ledger, log = _ledger()
+    _run(ledger, log, c.UpsertSkus((SkuSpec("dear", weight_lb=1, unit_cost_micros=10**12),)))
+    before = ledger.checksum()
+    with pytest.raises(InvalidArgument, match="more than a line may be") as refused:
+        execute(ledger, command, NOW)
+    assert refused.value.field.endswith(".quantity")
+    assert ledger.checksum() == before
+    # At the cap itself, taken: 10**4 units at 10**12.
+    _run(ledger, log, c.ReceiveStock((c.ReceiptLine("dear", "n0", 10**4),)))
+    assert ledger.books.value[ledger.catalog.sku("dear")] == 10**16
+    _balanced(ledger, log)
