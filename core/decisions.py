@@ -37,6 +37,7 @@ from core.orders import (
     Option,
     OptionKind,
     OrderBook,
+    OrderLineSpec,
     OrderSpec,
     PackageLine,
     PackagePlan,
@@ -659,8 +660,23 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
 
 
 def margin_micros(ledger: Ledger, lines: tuple[tuple[str, int, int], ...]) -> int:
+    """What the lines sell for less what they cost, at catalogue prices (a batch adds
+    paid_price_difference for lines whose customer pays another price)."""
     cat = ledger.catalog
     return sum(q * (int(cat.price_micros[s]) - int(cat.unit_cost_micros[s])) for _, s, q in lines)
+
+
+def paid_price_difference(ledger: Ledger, lines: tuple[tuple[str, int, int], ...],
+                          spec_lines: tuple[OrderLineSpec, ...]) -> int:
+    """What the order's priced lines come to above (or below) their catalogue price
+    (`spec_lines` in the same order as `lines`)."""
+    difference = 0
+    for k, line in enumerate(spec_lines):
+        paid = line[3]
+        if paid != -1:
+            _, sku, quantity = lines[k]
+            difference += quantity * (paid - int(ledger.catalog.price_micros[sku]))
+    return difference
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,7 +275,12 @@ class Books:
                     JournalLine(inv, credit=amount)))
         elif kind == EventKind.ORDER_UNITS_SHIPPED:
             cost = self._issue(e.sku, e.quantity)
-            price = int(cat.price_micros[e.sku]) * e.quantity
+            package = ledger.orders.packages.get(e.reference)
+            if isinstance(e.payload, str) and package is not None:
+                # At what the line was charged (set as its package shipped, just before).
+                price = package.unit_prices[e.payload] * e.quantity
+            else:  # (shipped before events named their line: the catalogue price then)
+                price = int(cat.price_micros[e.sku]) * e.quantity
             self._post(e, "shipment", e.reference, e.sku, (
                 JournalLine(Account.COST_OF_GOODS_SOLD, debit=cost),
                 JournalLine(inv, credit=cost),

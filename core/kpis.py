@@ -411,7 +411,7 @@ def add_order_decided(book: KpiBook, ledger: Ledger, e: Event,
         row[3] += 1
     # (loops, not sum() over generators)
     ordered = placed = cost = 0
-    for _, _, quantity in spec[3]:  # the lines
+    for _, _, quantity, _ in spec[3]:  # the lines
         ordered += quantity
     for plan in packages:  # decision.cost_micros, and the units placed, in one pass
         _, _, _, lines, carrier, handling, units, penalty, _, _, _ = plan

@@ -683,9 +683,15 @@ def _package_shipped(ledger: Ledger, e: Event) -> None:
     state = ledger.orders.packages[e.payload.package_id]
     ledger.orders.note_closed(state.order_id, e.time_ms)
     prices = ledger.catalog.price_micros
-    # What was charged: a return refunds this, whatever the price is later.
-    state.unit_prices = {line.line_id: int(prices[line.sku]) for line in state.plan.lines}
-    customer = ledger.orders.orders[state.order_id].spec.customer_id
+    record = ledger.orders.orders[state.order_id]
+    # What was charged: the order line's price, else the SKU's catalogue price now (a
+    # substitute ships at its line's price). Revenue is booked and a return refunded at
+    # it, whatever the price is later.
+    paid = {line.line_id: line.unit_price_micros for line in record.spec.lines
+            if line.unit_price_micros != -1}
+    state.unit_prices = {line.line_id: paid.get(line.line_id, int(prices[line.sku]))
+                         for line in state.plan.lines}
+    customer = record.spec.customer_id
     if customer:  # what the customer bought, for the return-abuse score
         value = sum(state.unit_prices[line.line_id] * state.quantities.get(line.line_id, 0)
                     for line in state.plan.lines)
@@ -771,7 +777,7 @@ def _learn_demand(ledger: Ledger, spec: OrderSpec, now_ms: int, tau: float) -> N
     index = ledger.catalog.sku_index
     learned = ledger.learned_demand
     # (The lines unpacked, not read field by field: compiled, a read by name is a lookup.)
-    for _, sku_id, quantity in spec[3]:
+    for _, sku_id, quantity, _ in spec[3]:
         sku = index.get(sku_id)
         if sku is None:
             continue

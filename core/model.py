@@ -23,6 +23,11 @@ class Bucket(IntEnum):
 
 N_BUCKETS = 6
 QTY_MAX = 2**31 - 1  # quantities are stored as int32
+MONEY_MAX = 10**12  # a million currency units per unit: far from int64 overflow in sums
+#: The most one line (a receipt's, an expected inbound's, an order's) may be worth, ten
+#: billion currency units: one line at the caps of quantity and unit money (2^31 x 10^12)
+#: would take the books' totals past what int64 holds, and every finance read with them.
+LINE_VALUE_MAX = 10**16
 
 
 class NodeType(IntEnum):

@@ -29,7 +29,7 @@ from core.errors import (
 )
 from core.finance import LandedCost
 from core.ledger import Ledger
-from core.model import Bucket, Event, EventKind
+from core.model import LINE_VALUE_MAX, MONEY_MAX, Bucket, Event, EventKind
 from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.order_ops import inbound_cancelled
@@ -84,19 +84,10 @@ class Outcome:
 
 
 # ---- validation helpers --------------------------------------------------------
-MONEY_MAX = 10**12  # a million currency units per unit: far from int64 overflow in sums
-
-
 def _money(value: int, field_name: str) -> int:
     if not 0 <= value <= MONEY_MAX:
         raise InvalidArgument(f"{field_name} must be between 0 and {MONEY_MAX}", field_name)
     return value
-
-
-#: The most a receipt or an expected inbound line may be worth (ten billion currency
-#: units): one line at the caps of quantity and unit cost (2^31 x 10^12) would take the
-#: books' totals past what int64 holds, and every finance read with them.
-LINE_VALUE_MAX = 10**16
 
 
 def _line_money(ledger: Ledger, sku: int, qty: int, unit_micros: int, i: int) -> int:

@@ -16,7 +16,13 @@ import numpy as np
 
 from core import commands as c
 from core.approvals import has_role
-from core.decisions import FloorTable, Request, decide, margin_micros
+from core.decisions import (
+    FloorTable,
+    Request,
+    decide,
+    margin_micros,
+    paid_price_difference,
+)
 from core.errors import (
     AlreadyExists,
     DomainError,
@@ -34,7 +40,7 @@ from core.exceptions import (
     Resolution,
 )
 from core.ledger import Ledger
-from core.model import QTY_MAX, Bucket, Event, EventKind
+from core.model import LINE_VALUE_MAX, MONEY_MAX, QTY_MAX, Bucket, Event, EventKind
 from core.network import CompiledNetwork
 from core.orders import (
     DAY_MS,
@@ -165,7 +171,7 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
     skus: set[int] = set()
     sku_index = cat.sku_index
     # A line's field names are spelled out only for a refusal (most lines pass).
-    for i, (line_id, sku_id, quantity) in enumerate(spec_lines):
+    for i, (line_id, sku_id, quantity, unit_price) in enumerate(spec_lines):
         if not is_identifier(line_id):
             check_identifier(line_id, f"{field}.lines[{i}].line_id")  # raises
         if line_id in line_ids:
@@ -183,6 +189,8 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
             name = f"{field}.lines[{i}]"
             raise InvalidArgument(f"{name}.quantity must be between 1 and {QTY_MAX}",
                                   f"{name}.quantity")
+        if unit_price != -1:  # (-1: not given, the catalogue price when it ships)
+            _check_unit_price(unit_price, quantity, f"{field}.lines[{i}]")
         lines.append((line_id, sku, quantity))
     if network is None:
         network = ledger.network()
@@ -193,6 +201,16 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
         except InvalidArgument as error:
             raise InvalidArgument(error.message, f"{field}.ship_to") from None
     return tuple(lines), region
+
+
+def _check_unit_price(unit_price: int, quantity: int, name: str) -> None:
+    if not 0 <= unit_price <= MONEY_MAX:
+        raise InvalidArgument(f"{name}.unit_price_micros must be between 0 and {MONEY_MAX}",
+                              f"{name}.unit_price_micros")
+    if unit_price * quantity > LINE_VALUE_MAX:
+        raise InvalidArgument(
+            f"{name} is worth {unit_price * quantity} micros, more than a line may be "
+            f"({LINE_VALUE_MAX})", f"{name}.unit_price_micros")
 
 
 def _hold_of(spec: OrderSpec, fraud_threshold: float,
@@ -252,8 +270,22 @@ def _decide_and_emit(p: Plan, items: list[tuple[OrderSpec, Request]]) -> list[Or
             for (spec, _), d in zip(items, decisions, strict=True)]
 
 
-def _margins(ledger: Ledger, orders: list[tuple[tuple[str, int, int], ...]]) -> list[int]:
+def _margins(ledger: Ledger, orders: list[tuple[tuple[str, int, int], ...]],
+             specs: list[OrderSpec]) -> list[int]:
     """margin_micros of each order's lines; for a large batch, of all of them at once."""
+    margins = _catalogue_margins(ledger, orders)
+    for k, spec in enumerate(specs):  # lines the customer pays another price for
+        spec_lines = spec[3]
+        for line in spec_lines:
+            if line[3] != -1:
+                margins[k] += paid_price_difference(ledger, orders[k], spec_lines)
+                break
+    return margins
+
+
+def _catalogue_margins(ledger: Ledger, orders: list[tuple[tuple[str, int, int], ...]]
+                       ) -> list[int]:
+    """margin_micros of each order's lines at catalogue prices."""
     counts = [len(lines) for lines in orders]
     if len(counts) < 16:  # numpy's set-up costs more than it saves
         return [margin_micros(ledger, lines) for lines in orders]
@@ -300,7 +332,8 @@ def allocate_orders(p: Plan, cmd: c.AllocateOrders) -> AllocateResult:
             accepted.append((spec, lines, i if calls else 0, region))
         else:
             checked.append(hold)
-    margins = _margins(p.ledger, [lines for _, lines, _, _ in accepted])
+    margins = _margins(p.ledger, [lines for _, lines, _, _ in accepted],
+                       [spec for spec, _, _, _ in accepted])
     todo = [Request(spec, lines, 0, margin, arrival=arrival, region=region)
             for (spec, lines, arrival, region), margin in zip(accepted, margins, strict=True)]
     floors = FloorTable()
@@ -596,9 +629,11 @@ def confirm_shipment(p: Plan, cmd: c.ConfirmShipment) -> ShipResult:
     p.add(EventKind.PACKAGE_SHIPPED, reference=cmd.package_id,
           payload=ShipRecord(cmd.package_id, cmd.tracking_number))
     for line_id, qty in sorted(state.quantities.items()):
+        # (The line's id as payload: the books take its revenue at the line's price.)
         p.add(EventKind.ORDER_UNITS_SHIPPED, sku=_shipped_sku(state, line_id),
               node=state.plan.node,
-              from_bucket=Bucket.ALLOCATED, quantity=qty, reference=cmd.package_id)
+              from_bucket=Bucket.ALLOCATED, quantity=qty, reference=cmd.package_id,
+              payload=line_id)
     return ShipResult(state.order_id)
 
 

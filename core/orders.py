@@ -68,6 +68,9 @@ class OrderLineSpec(NamedTuple):
     line_id: str
     sku_id: str
     quantity: int
+    # What the customer pays a unit, micros (revenue and refunds are at it); -1: the SKU's
+    # catalogue price when the line ships.
+    unit_price_micros: int = -1
 
 
 class OrderSpec(NamedTuple):
@@ -825,8 +828,12 @@ def _put_spec(spec: OrderSpec, ints: list[int], floats: list[float], strs: list[
     strs.append(channel_id)
     strs.append(postal_code)
     strs.append(customer_id)
+    priced = False
+    for line in lines:
+        if line[3] != -1:
+            priced = True
     ints.append((latitude is None) | (longitude is None) << 1 | _flag(allow_split) << 2
-                | _flag(allow_substitution) << 3)
+                | _flag(allow_substitution) << 3 | _flag(priced) << 4)
     if latitude is not None:
         floats.append(latitude)
     if longitude is not None:
@@ -837,10 +844,12 @@ def _put_spec(spec: OrderSpec, ints: list[int], floats: list[float], strs: list[
     ints.append(_member(_PAYMENTS, payment))
     ints.append(_member(_ADDRESSES, address))
     ints.append(len(lines))
-    for line_id, sku_id, quantity in lines:
+    for line_id, sku_id, quantity, unit_price_micros in lines:
         strs.append(line_id)
         strs.append(sku_id)
         ints.append(quantity)
+        if priced:  # (written only when a line has a price: columns from before have none)
+            ints.append(unit_price_micros)
 
 
 def _put_backorder(b: Backorder, ints: list[int], strs: list[str]) -> None:
@@ -1038,10 +1047,13 @@ def _read_spec(c: _Columns) -> OrderSpec:
     payment = _PAYMENTS[c.int_()]
     address = _ADDRESSES[c.int_()]
     lines = []
+    priced = (flags & 16) != 0
     for _ in range(c.int_()):
         line_id = c.str_()
         sku_id = c.str_()
-        lines.append(_tuple_of(OrderLineSpec, (line_id, sku_id, c.int_())))
+        quantity = c.int_()
+        lines.append(_tuple_of(OrderLineSpec, (line_id, sku_id, quantity,
+                                               c.int_() if priced else -1)))
     spec: OrderSpec = _tuple_of(OrderSpec, (
         order_id, channel_id, tier, tuple(lines), postal_code, latitude, longitude,
         deliver_by_ms, payment, fraud_score, address, (flags & 4) != 0, (flags & 8) != 0,

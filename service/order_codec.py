@@ -86,12 +86,23 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     # classes would run their generated __new__ too, for every order and line.
     spec: OrderSpec = _new(OrderSpec, (
         msg.order_id, msg.channel_id, tier,
-        tuple([_new(OrderLineSpec, (line.line_id or str(i), line.sku_id, line.quantity))
+        tuple([_new(OrderLineSpec, (line.line_id or str(i), line.sku_id, line.quantity,
+                                    _unit_price(line, f"{field}.lines[{i - 1}]")))
                for i, line in enumerate(msg.lines, 1)]),
         postal_code, latitude, longitude, deliver_by_ms, _PAYMENTS[payment], msg.fraud_score,
         _ADDRESSES[address], msg.allow_split if msg.HasField("allow_split") else True,
         msg.allow_substitution, customer_id))
     return spec
+
+
+def _unit_price(line: pb.OrderLine, field: str) -> int:
+    """The line's unit price as OrderLineSpec holds it: -1 when not given."""
+    if not line.HasField("unit_price_micros"):
+        return -1
+    if line.unit_price_micros < 0:
+        raise InvalidArgument(f"{field}.unit_price_micros must not be negative",
+                              f"{field}.unit_price_micros")
+    return line.unit_price_micros
 
 
 def orders_from_proto(request: pb.AllocateOrdersRequest) -> tuple[OrderSpec, ...]:
@@ -124,7 +135,9 @@ def _customer(value: str, field: str) -> str:
 def order_to_proto(spec: OrderSpec) -> pb.Order:
     msg = pb.Order(
         order_id=spec.order_id, channel_id=spec.channel_id, sla_tier=tier_to_proto(spec.tier),
-        lines=[pb.OrderLine(line_id=line.line_id, sku_id=line.sku_id, quantity=line.quantity)
+        lines=[pb.OrderLine(line_id=line.line_id, sku_id=line.sku_id, quantity=line.quantity,
+                            unit_price_micros=(None if line.unit_price_micros == -1
+                                               else line.unit_price_micros))
                for line in spec.lines],
         payment_status=pb.PaymentStatus.ValueType(int(spec.payment)),
         fraud_score=spec.fraud_score,

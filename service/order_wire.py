@@ -127,6 +127,7 @@ def _line(data: bytes, i: int, end: int, position: int) -> OrderLineSpec | None:
     line_id = ""
     sku_id = ""
     quantity = 0
+    unit_price = -1  # (not given)
     seen = 0
     while i < end:
         key, i, seen = _key(data, i, end, seen)
@@ -142,9 +143,14 @@ def _line(data: bytes, i: int, end: int, position: int) -> OrderLineSpec | None:
             quantity, i = _varint(data, i, end)
             if i < 0:
                 return None
+        elif key == 0x20:  # unit_price_micros (a negative one is the reference's to refuse)
+            unit_price, i = _varint(data, i, end)
+            if i < 0:
+                return None
         else:
             return None
-    spec: OrderLineSpec = _new(OrderLineSpec, (line_id or str(position), sku_id, quantity))
+    spec: OrderLineSpec = _new(OrderLineSpec, (line_id or str(position), sku_id, quantity,
+                                               unit_price))
     return spec
 
 

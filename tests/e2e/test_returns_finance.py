@@ -259,3 +259,44 @@ def test_a_receipt_worth_more_than_the_books_can_total_is_refused_and_they_still
     assert "lines[0]" in error.details()
     assert api.level(cat.skus[0], cat.nodes[0]).available == 0
     assert_books_sound(finance)  # (one such line made every finance read fail: UNKNOWN)
+
+
+def test_revenue_and_refunds_are_at_the_price_the_order_line_gives(api, demo_world, books):
+    finance, returns = books
+    w = demo_world
+    sku = w.sku(price_micros=40_000_000, unit_cost_micros=15_000_000)
+    free = w.sku(price_micros=5_000_000, unit_cost_micros=1_000_000)
+    api.inventory.ReceiveInventory(inv.ReceiveInventoryRequest(
+        request_id=rid(), reference=w.unique("PO"), lines=[
+            inv.ReceiptLine(sku_id=s, node_id="IND1", quantity=10) for s in (sku, free)]),
+        timeout=RPC_TIMEOUT_S)
+    start = assert_books_sound(finance)
+    # A promotion: $31.50 a unit instead of the $40 list price, and a free gift.
+    order = w.order((sku, 2), (free, 1))
+    order.lines[0].unit_price_micros = 31_500_000
+    order.lines[1].unit_price_micros = 0
+    (package,) = w.allocate(order).allocation.packages
+    kept = w.get(order.order_id).order
+    assert [line.unit_price_micros for line in kept.lines] == [31_500_000, 0]
+    assert all(line.HasField("unit_price_micros") for line in kept.lines)
+    w.fulfil(package)
+    shipped = assert_books_sound(finance)
+    assert balance(shipped, "REVENUE") - balance(start, "REVENUE") == -63_000_000
+    assert balance(shipped, "ACCOUNTS_RECEIVABLE") - balance(
+        start, "ACCOUNTS_RECEIVABLE") == 63_000_000
+    assert balance(shipped, "COST_OF_GOODS_SOLD") - balance(
+        start, "COST_OF_GOODS_SOLD") == 2 * 15_000_000 + 1_000_000
+    created = returns.CreateReturn(rpb.CreateReturnRequest(
+        request_id=rid(), rma_id=w.unique("RMA"), order_id=order.order_id,
+        lines=[rpb.ReturnLineRequest(line_id="1", quantity=1),
+               rpb.ReturnLineRequest(line_id="2", quantity=1)]),
+        metadata=CLERK, timeout=RPC_TIMEOUT_S)
+    assert created.eligible, created.reasons
+    assert getattr(created, "return").expected_refund_micros == 31_500_000
+    # A line given no price is booked at the catalogue price, as before.
+    plain = w.order((sku, 1))
+    (package,) = w.allocate(plain).allocation.packages
+    assert not w.get(plain.order_id).order.lines[0].HasField("unit_price_micros")
+    w.fulfil(package)
+    assert balance(assert_books_sound(finance), "REVENUE") - balance(
+        shipped, "REVENUE") == -40_000_000

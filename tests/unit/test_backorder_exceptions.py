@@ -74,11 +74,12 @@ def test_margins_of_a_large_batch_are_python_s_own_past_what_int64_holds():
     hold is read as Python reads it, so the batch's priority order stays right."""
     from core.decisions import margin_micros
     from core.model import SkuSpec
-    from core.order_ops import _margins
+    from core.order_ops import _catalogue_margins
 
     ledger = _ledger()
     execute(ledger, c.UpsertSkus((SkuSpec("dear", price_micros=10**12),)), NOW)
     dear, shirt = ledger.catalog.sku("dear"), ledger.catalog.sku("shirt")
     orders = [(("1", shirt, 1),)] * 15 + [(("1", dear, 10**7),)]
-    assert _margins(ledger, orders) == [margin_micros(ledger, lines) for lines in orders]
-    assert _margins(ledger, orders)[-1] == 10**19  # past int64's 9.2e18
+    assert _catalogue_margins(ledger, orders) == [margin_micros(ledger, lines)
+                                                   for lines in orders]
+    assert _catalogue_margins(ledger, orders)[-1] == 10**19  # past int64's 9.2e18

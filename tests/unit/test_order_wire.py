@@ -44,8 +44,11 @@ def _orders(draw: st.DrawFn) -> pb.Order:
                      customer_id=draw(st.one_of(PLAIN, PLAIN, PLAIN, ANY_TEXT, st.text(
                          "ab", min_size=126, max_size=131))))
     for _ in range(draw(st.integers(0, 4))):
-        order.lines.add(line_id=draw(TEXT), sku_id=draw(TEXT),
-                        quantity=draw(st.integers(1, 9) | st.integers(-(2**63), 2**63 - 1)))
+        line = order.lines.add(line_id=draw(TEXT), sku_id=draw(TEXT),
+                               quantity=draw(st.integers(1, 9) | st.integers(-(2**63), 2**63 - 1)))
+        if draw(st.booleans()):  # a price paid (0: a free line), or none given
+            line.unit_price_micros = draw(st.integers(0, 10**13) | st.sampled_from((0, -1))
+                                          | st.integers(-(2**63), 2**63 - 1))
     if draw(st.booleans()):
         order.ship_to.postal_code = draw(st.one_of(PLAIN, PLAIN, st.text("0123456789",
                                                                           min_size=15,
@@ -96,11 +99,14 @@ def test_the_orders_an_oms_plainly_sends_are_all_read():
     orders[0].deliver_by.CopyFrom(Timestamp(seconds=1_900_000_000, nanos=5_000_000))
     orders[1].ship_to.latitude, orders[1].ship_to.longitude = 40.7, -74.0
     orders[2].customer_id, orders[2].allow_split = "C-1", False
+    orders[3].lines[0].unit_price_micros = 12_990_000
+    orders[4].lines[0].unit_price_micros = 0
     request = pb.AllocateOrdersRequest(request_id="r", orders=orders)
     read = orders_from_request(request.SerializeToString())
     assert all(spec is not None for spec in read)
     assert read == [order_from_proto(order) for order in request.orders]
     assert read[0].deliver_by_ms == 1_900_000_000_005 and read[2].allow_split is False
+    assert [read[k].lines[0].unit_price_micros for k in (3, 4, 5)] == [12_990_000, 0, -1]
 
 
 def test_bytes_it_does_not_expect_are_left_to_the_reference():
@@ -141,6 +147,8 @@ def _edge_orders() -> list[pb.Order]:
     orders += [pb.Order(order_id="o", address_status=a) for a in (0, 2, 3, -1)]
     orders += [pb.Order(order_id="o", lines=[pb.OrderLine(quantity=q)])
                for q in (0, -1, 2**63 - 1)]
+    orders += [pb.Order(order_id="o", lines=[pb.OrderLine(quantity=1, unit_price_micros=u)])
+               for u in (0, -1, 2**63 - 1)]
     return orders
 
 
@@ -154,7 +162,9 @@ def test_values_at_the_edges_are_read_as_the_reference_reads_them():
             assert repr(spec) == repr(expected), order
         else:  # left to the reference: it refuses it, or it is a negative quantity
             assert isinstance(expected, InvalidArgument) or order.lines[0].quantity < 0, order
-    assert sum(spec is not None for spec in read) == 16  # every edge accepted is read
+    assert sum(spec is not None for spec in read) == 18  # every edge accepted is read
+    priced = [spec.lines[0].unit_price_micros for spec in read[-3:] if spec is not None]
+    assert priced == [0, 2**63 - 1]  # (the core refuses the second, naming the line)
 
 
 def test_a_field_number_far_out_is_left_to_the_reference_at_once():

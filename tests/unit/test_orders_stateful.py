@@ -15,7 +15,7 @@ from core import commands as c
 from core import reopt
 from core.errors import DomainError
 from core.exceptions import ALLOWED, ExceptionInfo, Resolution
-from core.finance import reconcile
+from core.finance import Account, reconcile
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
@@ -99,11 +99,14 @@ class OrderMachine(RuleBasedStateMachine):
                                 max_size=4),
           channel=st.sampled_from(["web", "mkt"]), tier=st.sampled_from(list(SlaTier)),
           allow_split=st.booleans(), substitute=st.booleans(), on_hold=st.booleans(),
-          deliver_in=st.sampled_from([0, 1, 2, 3, 5]))
-    def allocate(self, lines, channel, tier, allow_split, substitute, on_hold, deliver_in):
+          deliver_in=st.sampled_from([0, 1, 2, 3, 5]),
+          prices=st.lists(st.sampled_from([-1, -1, 0, 7_500_000, 123_456_789]), min_size=4,
+                          max_size=4))
+    def allocate(self, lines, channel, tier, allow_split, substitute, on_hold, deliver_in,
+                 prices):
         self.orders += 1
         spec = OrderSpec(f"o{self.orders}", channel, tier,
-                         tuple(OrderLineSpec(str(i), s, q) for i, (s, q) in
+                         tuple(OrderLineSpec(str(i), s, q, prices[i]) for i, (s, q) in
                                enumerate(sorted(lines.items()))),
                          postal_code="10001", allow_split=allow_split,
                          allow_substitution=substitute,
@@ -306,6 +309,22 @@ class OrderMachine(RuleBasedStateMachine):
                 assert record.inspection is not None and not record.approval_id
             if record.status == ReturnStatus.INSPECTED:
                 assert record.approval_id
+
+    @invariant()
+    def revenue_is_what_the_shipped_lines_were_charged(self):
+        orders, packages = self.ledger.orders.orders, self.ledger.orders.packages
+        charged = 0
+        for state in packages.values():
+            if state.status != PackageStatus.SHIPPED:
+                continue
+            paid = {line.line_id: line.unit_price_micros
+                    for line in orders[state.order_id].spec.lines}
+            for line_id, qty in state.quantities.items():
+                if paid[line_id] != -1:
+                    assert state.unit_prices[line_id] == paid[line_id]
+                charged += state.unit_prices[line_id] * qty
+        if not self.ledger.orders.archived:
+            assert -self.ledger.books.balances.get(Account.REVENUE, 0) == charged
 
     @invariant()
     def no_bucket_is_negative(self):

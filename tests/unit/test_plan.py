@@ -7,7 +7,7 @@ from core.decisions import margin_micros
 from core.ledger import Ledger
 from core.model import Bucket, EventKind
 from core.operations import execute as run
-from core.order_ops import _margins
+from core.order_ops import _catalogue_margins
 from core.plan import Plan
 from tests.unit.shop import shop
 
@@ -41,6 +41,6 @@ def test_a_batch_s_margins_at_once_are_each_order_s_margin():
     orders = [tuple((f"l{k}", skus[(i + k) % 4], 1 + (i * k) % 5) for k in range(1 + i % 4))
               for i in range(40)]
     expected = [margin_micros(ledger, lines) for lines in orders]
-    assert _margins(ledger, orders) == expected
-    assert _margins(ledger, orders[:3]) == expected[:3]
+    assert _catalogue_margins(ledger, orders) == expected
+    assert _catalogue_margins(ledger, orders[:3]) == expected[:3]
     assert len(set(expected)) > 10
