@@ -124,6 +124,26 @@ def test_a_line_at_the_bound_itself_is_taken():
     assert outcome.detail.outcomes[0].error is None
 
 
+def test_a_large_line_without_a_price_is_weighed_at_the_catalogue_price():
+    # 10^4 units at any price fit; above that, a line given no price of its own is
+    # refused when the catalogue price takes it past the bound (it would be booked there).
+    ledger, _ = _world(stock=10**6)
+    spec = ledger.catalog.sku_spec(ledger.catalog.sku("shirt"))
+    execute(ledger, c.UpsertSkus((dataclasses.replace(spec, price_micros=MONEY_MAX),)), NOW)
+    before = ledger.checksum()
+    outcome = execute(ledger, c.AllocateOrders((_order("big", ("shirt", 10**4 + 1, -1)),)),
+                      NOW)
+    error = outcome.detail.outcomes[0].error
+    assert isinstance(error, InvalidArgument) and error.field == "order.lines[0].quantity"
+    assert ledger.checksum() == before
+    for order_id, qty, price in (("at", 10**4, -1), ("cheap", 10**5, 1_000)):
+        outcome = execute(ledger, c.AllocateOrders((_order(order_id, ("shirt", qty, price)),)),
+                          NOW)
+        assert outcome.detail.outcomes[0].error is None
+    outcome = execute(ledger, c.AllocateOrders((_order("socks", ("socks", 10**5, -1)),)), NOW)
+    assert outcome.detail.outcomes[0].error is None  # (5 x 10^11 at the socks' price)
+
+
 @pytest.mark.parametrize(("paid", "winner"), [(SHIRT + 1, "second"), (SHIRT - 1, "first")])
 def test_a_batch_serves_the_order_worth_more_at_the_price_paid_first(paid, winner):
     # One shirt for two orders of the same tier and no deliver-by: the higher margin wins.
