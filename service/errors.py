@@ -67,6 +67,14 @@ def unary(handler: F) -> F:
         except (DomainError, StoreUnavailable) as error:
             outcome = status_of(error).name
             await context.abort(status_of(error), _message(error))
+        except ValueError as error:
+            if not _past_int64(error, request):
+                outcome = type(error).__name__
+                raise
+            outcome = grpc.StatusCode.OUT_OF_RANGE.name
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, (
+                f"{handler.__name__}: a figure of the answer is past what its 64-bit field "
+                f"holds ({error})"))
         except BaseException as error:
             outcome = type(error).__name__
             raise
@@ -74,6 +82,14 @@ def unary(handler: F) -> F:
             _audit(self, request, context, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _past_int64(error: ValueError, request: Any) -> bool:
+    """A read whose answer holds a number its protobuf field cannot (a total the books grew
+    past int64): OUT_OF_RANGE, saying so, rather than UNKNOWN. (Not for a mutating call:
+    its change is made by then, and OUT_OF_RANGE would read as a refusal.)"""
+    return (str(error).startswith("Value out of range")
+            and "request_id" not in request.DESCRIPTOR.fields_by_name)
 
 
 def _audit(servicer: Any, request: Any, context: Context, method: str, outcome: str) -> None:

@@ -300,3 +300,20 @@ def test_revenue_and_refunds_are_at_the_price_the_order_line_gives(api, demo_wor
     w.fulfil(package)
     assert balance(assert_books_sound(finance), "REVENUE") - balance(
         shipped, "REVENUE") == -40_000_000
+
+
+def test_books_grown_past_int64_answer_out_of_range_saying_so(server_factory):
+    # Each line within its bound (10^16), 923 of them: the inventory's value passes int64
+    # (9.22 x 10^18). Reads whose answer holds it say so; the rest still answer.
+    api = server_factory(max_lines_per_request=1000)
+    finance = fgrpc.FinanceServiceStub(api.channel)
+    cat = api.seed(n_nodes=1, n_skus=1)
+    line = inv.ReceiptLine(sku_id=cat.skus[0], node_id=cat.nodes[0], quantity=10**4,
+                           unit_cost_micros=10**12)
+    assert_books_sound(finance)
+    api.inventory.ReceiveInventory(inv.ReceiveInventoryRequest(
+        request_id=rid(), lines=[line] * 924), timeout=RPC_TIMEOUT_S)
+    error = api.rejects(grpc.StatusCode.OUT_OF_RANGE, finance.GetTrialBalance,
+                        fpb.GetTrialBalanceRequest())
+    assert "GetTrialBalance" in error.details() and "64-bit" in error.details()
+    assert api.level(cat.skus[0], cat.nodes[0]).available == 924 * 10**4
