@@ -301,6 +301,9 @@ class CreateReturn:
     lines: tuple[tuple[str, int], ...]  # (line_id, quantity)
     reason: str = ""
     actor: str = ""
+    # The SKU id coming back for each line ("": the line's, which it shipped as alone);
+    # empty when no line names one.
+    skus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,28 +58,40 @@ class ReturnProgress:
 
 
 def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
-             ) -> tuple[int, int, int, int]:
-    """(units shipped, SKU shipped, latest shipment time, lowest unit price charged) of an
-    order line; the SKU is MIXED when the line shipped as more than one SKU (part of it as
-    a substitute)."""
-    units = last = 0
-    sku = -1
-    price = 0
+             ) -> dict[int, tuple[int, int, int]]:
+    """What of an order line shipped, by the SKU it shipped as (more than one when part of
+    it went as a substitute): SKU -> (units, latest shipment time, lowest unit price
+    charged)."""
+    by_sku: dict[int, tuple[int, int, int]] = {}
     for package_id in record.package_ids:
         state = ledger.orders.packages[package_id]
         if state.status != PackageStatus.SHIPPED:
             continue
         for line in state.plan.lines:
             if line.line_id == line_id and state.quantities.get(line_id, 0):
-                units += state.quantities[line_id]
-                sku = line.sku if sku in (-1, line.sku) else MIXED
-                last = max(last, state.shipped_ms)
+                units, last, price = by_sku.get(line.sku, (0, 0, 0))
                 charged = state.unit_prices.get(line_id, 0)
-                price = charged if not price else min(price, charged)
-    return units, sku, last, price
+                by_sku[line.sku] = (units + state.quantities[line_id],
+                                    max(last, state.shipped_ms),
+                                    charged if not units else min(price, charged))
+    return by_sku
 
 
-MIXED = -2  # _shipped's SKU of a line shipped as several
+def _returned_as(ledger: Ledger, order_id: str, line_id: str, sku: int) -> int:
+    """Units of an order line that shipped as several SKUs, authorised back as `sku`: as
+    ReturnBook.returned counts them for the line (less what an inspection freed, never
+    having come). Walks the returns: only such lines need it."""
+    units = 0
+    for record in ledger.returns.returns.values():
+        auth = record.auth
+        if auth.order_id != order_id:
+            continue
+        for x in auth.lines:
+            if x.line_id == line_id and x.sku == sku:
+                units += x.quantity
+                if record.released:
+                    units -= max(x.quantity - record.received.get(line_id, 0), 0)
+    return units
 
 
 def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
@@ -123,21 +135,34 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
     reasons: list[str] = []
     lines: list[ReturnLine] = []
     check_line_ids([x.line_id for x in record.spec.lines], cmd.lines, f"order {cmd.order_id!r}")
+    if cmd.skus and len(cmd.skus) != len(cmd.lines):
+        raise InvalidArgument("skus must give one SKU id (or none) for each line", "lines")
+    cat = ledger.catalog
     for i, (line_id, qty) in enumerate(cmd.lines):
         name = f"lines[{i}]"
         if qty < 1:
             raise InvalidArgument("quantity must be at least 1", f"{name}.quantity")
-        shipped, sku, shipped_ms, price = _shipped(ledger, record, line_id)
-        already = book.returned.get((cmd.order_id, line_id), 0)
-        if qty > shipped - already:
-            reasons.append(f"line {line_id}: {shipped} shipped, {already} already returned, "
-                           f"{qty} asked")
+        by_sku = _shipped(ledger, record, line_id)
+        named = cmd.skus[i] if cmd.skus else ""
+        sku = cat.sku(named, f"{name}.sku_id") if named else next(iter(by_sku), -1)
+        as_ids = ", ".join(cat.sku_ids[s] for s in sorted(by_sku))
+        if named and sku not in by_sku:
+            reasons.append(f"line {line_id}: none of it shipped as {named}"
+                           + (f" (it shipped as {as_ids})" if by_sku else ""))
             continue
-        if sku == MIXED:
+        if len(by_sku) > 1 and not named:
             # Which SKU each unit back is cannot be told from the line: taking them all as
             # one SKU would put the wrong SKU back in stock.
-            reasons.append(f"line {line_id}: shipped as more than one SKU (part of it as a "
-                           "substitute); its return is handled outside allocd")
+            reasons.append(f"line {line_id}: shipped as more than one SKU ({as_ids}; part of "
+                           "it as a substitute): name the SKU coming back (sku_id)")
+            continue
+        shipped, shipped_ms, price = by_sku.get(sku, (0, 0, 0))
+        already = (book.returned.get((cmd.order_id, line_id), 0) if len(by_sku) < 2
+                   else _returned_as(ledger, cmd.order_id, line_id, sku))
+        if qty > shipped - already:
+            shipped_as = f" as {cat.sku_ids[sku]}" if len(by_sku) > 1 else ""
+            reasons.append(f"line {line_id}: {shipped} shipped{shipped_as}, {already} already "
+                           f"returned, {qty} asked")
             continue
         category = ledger.catalog.categories.values[ledger.catalog.category[sku]]
         if category in policy.final_sale_categories:

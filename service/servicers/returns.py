@@ -107,9 +107,10 @@ class ReturnsServicer(pb_grpc.ReturnsServiceServicer):
 
         def build() -> c.Command:
             check_count(len(request.lines), self.limit, "lines", "max_lines_per_request")
+            skus = tuple(x.sku_id for x in request.lines)
             return c.CreateReturn(request.rma_id or request.request_id, request.order_id,
                                   tuple((x.line_id, x.quantity) for x in request.lines),
-                                  request.reason, actor)
+                                  request.reason, actor, skus if any(skus) else ())
 
         def respond(o: Outcome) -> pb.CreateReturnResponse:
             response = pb.CreateReturnResponse(result=mutation_result(o))

@@ -4,6 +4,8 @@ valuation, reconciliation and journal verification checked at every step."""
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 import pytest
 from allocd.v1 import finance_service_pb2 as fpb
@@ -317,3 +319,46 @@ def test_books_grown_past_int64_answer_out_of_range_saying_so(server_factory):
                         fpb.GetTrialBalanceRequest())
     assert "GetTrialBalance" in error.details() and "64-bit" in error.details()
     assert api.level(cat.skus[0], cat.nodes[0]).available == 924 * 10**4
+
+
+def test_a_line_shipped_partly_as_a_substitute_comes_back_by_the_sku_named(api, demo_world,
+                                                                          books):
+    _, returns = books
+    w = demo_world
+    group = w.unique("group")
+    wanted, substitute = w.sku(group=group), w.sku(group=group)
+    w.stock(wanted, "IND1", 1)
+    w.stock(substitute, "IND1", 5)
+    alloc = w.allocate(w.order((wanted, 3), allow_substitution=True)).allocation
+    shipped: dict[str, int] = {}
+    released = set(w.release("IND1").package_ids)
+    for package in alloc.packages:
+        assert package.package_id in released
+        w.pick(package.package_id, {line.line_id: line.quantity for line in package.lines})
+        contents = {line.sku_id: line.quantity for line in package.lines}
+        assert w.pack(package.package_id, contents).matched
+        w.ship(package.package_id)
+        for sku_id, quantity in contents.items():
+            shipped[sku_id] = shipped.get(sku_id, 0) + quantity
+    assert shipped == {wanted: 1, substitute: 2}
+
+    def ask(quantity: int, sku_id: str = "") -> rpb.CreateReturnResponse:
+        return returns.CreateReturn(rpb.CreateReturnRequest(
+            request_id=rid(), rma_id=w.unique("RMA"), order_id=alloc.order_id,
+            lines=[rpb.ReturnLineRequest(line_id="1", quantity=quantity, sku_id=sku_id)]),
+            metadata=CLERK, timeout=RPC_TIMEOUT_S)
+
+    unnamed = ask(1)
+    assert not unnamed.eligible and "name the SKU coming back" in unnamed.reasons[0]
+    back = ask(2, substitute)
+    assert back.eligible, back.reasons
+    assert getattr(back, "return").lines[0].sku_id == substitute
+    assert not ask(1, substitute).eligible
+    assert ask(1, wanted).eligible
+    api.rejects(grpc.StatusCode.NOT_FOUND,
+                functools.partial(returns.CreateReturn, metadata=CLERK),
+                rpb.CreateReturnRequest(
+                    request_id=rid(), rma_id=w.unique("RMA"), order_id=alloc.order_id,
+                    lines=[rpb.ReturnLineRequest(line_id="1", quantity=1,
+                                                 sku_id="NO-SUCH-SKU")]),
+                details="NO-SUCH-SKU")

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from core import commands as c
-from core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from core.exceptions import Resolution
 from core.finance import Account
 from core.ledger import Ledger, LedgerSettings
@@ -397,37 +397,101 @@ def test_a_return_from_a_snapshot_written_before_pending_approvals_were_kept_rea
     assert old.pending_approvals == [record.approval_id] and not old.done
 
 
-def test_a_line_shipped_partly_as_a_substitute_is_not_taken_back_as_one_sku():
-    ledger = Ledger(LedgerSettings(n_shards=2))
+def _mixed_line(ledger: Ledger) -> None:
+    """Order o1's line "1", 3 mugA at $9.50 a unit, shipped as 1 mugA and 2 mugB (the
+    only mugA in stock, then its substitute)."""
     mugs = tuple(SkuSpec(name, weight_lb=1, price_micros=price, unit_cost_micros=3_000_000,
                          category="home", substitution_group="mugs")
-                 for name, price in (("mugA", 9_000_000), ("mugB", 10_000_000)))
+                 for name, price in (("mugA", 9_000_000), ("mugB", 10_000_000),
+                                     ("mugC", 10_000_000)))
     for command in (c.UpsertNodes(NODES[:1]), c.UpsertChannels((ChannelSpec("web"),)),
                     c.UpsertSkus(mugs),
                     c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:1])),
                     c.ReceiveStock((c.ReceiptLine("mugA", "n0", 1),
                                     c.ReceiptLine("mugB", "n0", 10)))):
         execute(ledger, command, NOW)
-    spec = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("1", "mugA", 3),),
+    spec = OrderSpec("o1", "web", SlaTier.STANDARD, (OrderLineSpec("1", "mugA", 3, 9_500_000),),
                      postal_code="10001", allow_substitution=True)
     execute(ledger, c.AllocateOrders((spec,)), NOW)
     package_ids = ledger.orders.orders["o1"].package_ids
     execute(ledger, c.ReleaseWave("n0"), NOW)
-    shipped = set()
+    shipped = {}
     for package_id in package_ids:
         state = ledger.orders.packages[package_id]
         contents = tuple((ledger.catalog.sku_ids[line.sku], line.quantity)
                          for line in state.plan.lines)
-        shipped.update(name for name, _ in contents)
+        shipped.update(contents)
         execute(ledger, c.ConfirmPick(package_id, ()), NOW)
         execute(ledger, c.ConfirmPack(package_id, contents), NOW)
         execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
-    assert shipped == {"mugA", "mugB"}  # 1 mugA, 2 mugB for the line
+    assert shipped == {"mugA": 1, "mugB": 2}
+
+
+def test_a_line_shipped_partly_as_a_substitute_is_not_taken_back_as_one_sku():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    _mixed_line(ledger)
     before = ledger.checksum()
     decision = ask(ledger, "r1", "o1", 3, NOW)
-    assert not decision.eligible and "more than one SKU" in decision.reasons[0]
+    assert not decision.eligible and "mugA, mugB" in decision.reasons[0]
+    assert "name the SKU coming back" in decision.reasons[0]
     assert ledger.checksum() == before
 
+
+def _ask_as(ledger: Ledger, rma: str, qty: int, sku_id: str):
+    return execute(ledger, c.CreateReturn(rma, "o1", (("1", qty),), skus=(sku_id,)),
+                   NOW).detail
+
+
+def test_a_line_shipped_as_two_skus_comes_back_by_the_sku_named():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    _mixed_line(ledger)
+    node, mug_a, mug_b = 0, ledger.catalog.sku("mugA"), ledger.catalog.sku("mugB")
+    # More of a SKU than shipped as it: not eligible, and says how many shipped as it.
+    too_many = _ask_as(ledger, "r0", 3, "mugB")
+    assert not too_many.eligible and "2 shipped as mugB" in too_many.reasons[0]
+    back = _ask_as(ledger, "r1", 2, "mugB")
+    assert back.eligible, back.reasons
+    (line,) = back.authorization.lines
+    assert (line.sku, line.quantity, line.unit_price_micros) == (mug_b, 2, 9_500_000)
+    execute(ledger, c.ReceiveReturn("r1", (("1", 2),)), NOW)
+    assert ledger.buckets(mug_b, node)[Bucket.RETURNED] == 2
+    assert ledger.buckets(mug_a, node)[Bucket.RETURNED] == 0
+    # The mugB are all back: one more is not eligible; the mugA still is.
+    again = _ask_as(ledger, "r2", 1, "mugB")
+    assert not again.eligible and "2 already returned" in again.reasons[0]
+    assert _ask_as(ledger, "r3", 1, "mugA").eligible
+    execute(ledger, c.ReceiveReturn("r3", (("1", 1),)), NOW)
+    assert ledger.buckets(mug_a, node)[Bucket.RETURNED] == 1
+    assert ledger.returns.returned[("o1", "1")] == 3
+    assert sum(ledger.books.trial_balance().values()) == 0
+
+
+def test_units_of_a_two_sku_line_that_never_came_may_come_back_on_another_return():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    _mixed_line(ledger)
+    assert _ask_as(ledger, "r1", 2, "mugB").eligible
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)  # one of the two came
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.UNOPENED)),)), NOW)
+    assert _ask_as(ledger, "r2", 1, "mugB").eligible  # the one that did not come
+    assert not _ask_as(ledger, "r3", 1, "mugB").eligible
+
+
+def test_a_sku_the_line_did_not_ship_as_is_not_eligible_and_an_unknown_one_is_refused():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    _mixed_line(ledger)
+    before = ledger.checksum()
+    other = _ask_as(ledger, "r1", 1, "mugC")
+    assert not other.eligible and "none of it shipped as mugC" in other.reasons[0]
+    with pytest.raises(NotFound):
+        _ask_as(ledger, "r2", 1, "no-such-mug")
+    assert ledger.checksum() == before
+    # A line that shipped as one SKU may name it, and only it.
+    world_ = world()
+    sell(world_, "o9", "shirt", 2)
+    named = execute(world_, c.CreateReturn("r9", "o9", (("1", 1),), skus=("shirt",)), NOW)
+    assert named.detail.eligible
+    wrong = execute(world_, c.CreateReturn("r8", "o9", (("1", 1),), skus=("phone",)), NOW)
+    assert not wrong.detail.eligible and "it shipped as shirt" in wrong.detail.reasons[0]
 
 def test_an_up_front_refund_refused_frees_what_never_came_for_another_return():
     ledger = world(ReturnPolicy(refund_approval_micros=1))
