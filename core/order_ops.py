@@ -191,9 +191,12 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
                                   f"{name}.quantity")
         if unit_price != -1:  # (-1: not given, the catalogue price when it ships)
             _check_unit_price(unit_price, quantity, f"{field}.lines[{i}]")
-        elif quantity > _ANY_PRICE_FITS:  # (below, no price makes the line worth too much)
-            _check_unit_price(int(cat.price_micros[sku]), quantity, f"{field}.lines[{i}]",
-                              "quantity")
+        elif quantity > _ANY_PRICE_FITS:
+            name = f"{field}.lines[{i}]"
+            raise InvalidArgument(
+                f"{name}: a line of more than {_ANY_PRICE_FITS} units gives the price the "
+                "customer pays (unit_price_micros): at a catalogue price it could be worth "
+                f"more than a line may be ({LINE_VALUE_MAX})", f"{name}.unit_price_micros")
         lines.append((line_id, sku, quantity))
     if network is None:
         network = ledger.network()
@@ -207,20 +210,20 @@ def _validated(ledger: Ledger, spec: OrderSpec, field: str, batch_ids: set[str],
 
 
 #: Up to this quantity a line at any unit price (MONEY_MAX at most) is within
-#: LINE_VALUE_MAX; above it, a line without a price of its own is weighed at the SKU's
-#: catalogue price (a line worth more took the books' totals past int64 when it shipped).
+#: LINE_VALUE_MAX. A line without a price of its own is booked at the catalogue price when
+#: it ships, which may have been raised by then, or be a substitute's: above this quantity
+#: a line gives its price (a line worth more took the books' totals past int64).
 _ANY_PRICE_FITS: Final = LINE_VALUE_MAX // MONEY_MAX
 
 
-def _check_unit_price(unit_price: int, quantity: int, name: str,
-                      blamed: str = "unit_price_micros") -> None:
+def _check_unit_price(unit_price: int, quantity: int, name: str) -> None:
     if not 0 <= unit_price <= MONEY_MAX:
         raise InvalidArgument(f"{name}.unit_price_micros must be between 0 and {MONEY_MAX}",
                               f"{name}.unit_price_micros")
     if unit_price * quantity > LINE_VALUE_MAX:
         raise InvalidArgument(
             f"{name} is worth {unit_price * quantity} micros, more than a line may be "
-            f"({LINE_VALUE_MAX})", f"{name}.{blamed}")
+            f"({LINE_VALUE_MAX})", f"{name}.unit_price_micros")
 
 
 def _hold_of(spec: OrderSpec, fraud_threshold: float,

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 
@@ -84,12 +84,23 @@ def unary(handler: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_INT64: Final = 1 << 63
+
+
 def _past_int64(error: ValueError, request: Any) -> bool:
-    """A read whose answer holds a number its protobuf field cannot (a total the books grew
-    past int64): OUT_OF_RANGE, saying so, rather than UNKNOWN. (Not for a mutating call:
-    its change is made by then, and OUT_OF_RANGE would read as a refusal.)"""
-    return (str(error).startswith("Value out of range")
-            and "request_id" not in request.DESCRIPTOR.fields_by_name)
+    """A read whose answer holds a number past what int64 holds (a total the books grew
+    past it): OUT_OF_RANGE, saying so, rather than UNKNOWN. Any other value a field refuses
+    (a negative count in an unsigned field, an int32 overflow) is a fault, raised as it is.
+    (Not for a mutating call: its change is made by then, and OUT_OF_RANGE would read as a
+    refusal.)"""
+    prefix, _, number = str(error).partition("Value out of range: ")
+    if prefix or "request_id" in request.DESCRIPTOR.fields_by_name:
+        return False
+    try:
+        value = int(number)
+    except ValueError:
+        return False
+    return not -_INT64 <= value < _INT64
 
 
 def _audit(servicer: Any, request: Any, context: Context, method: str, outcome: str) -> None:

@@ -87,7 +87,7 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     spec: OrderSpec = _new(OrderSpec, (
         msg.order_id, msg.channel_id, tier,
         tuple([_new(OrderLineSpec, (line.line_id or str(i), line.sku_id, line.quantity,
-                                    _unit_price(line, f"{field}.lines[{i - 1}]")))
+                                    _unit_price(line)))
                for i, line in enumerate(msg.lines, 1)]),
         postal_code, latitude, longitude, deliver_by_ms, _PAYMENTS[payment], msg.fraud_score,
         _ADDRESSES[address], msg.allow_split if msg.HasField("allow_split") else True,
@@ -95,14 +95,13 @@ def order_from_proto(msg: pb.Order, field: str = "order") -> OrderSpec:
     return spec
 
 
-def _unit_price(line: pb.OrderLine, field: str) -> int:
-    """The line's unit price as OrderLineSpec holds it: -1 when not given."""
+def _unit_price(line: pb.OrderLine) -> int:
+    """The line's unit price as OrderLineSpec holds it: -1 when not given. A negative one
+    given is read as -2, which the core refuses for that order alone, naming the line (-1
+    would read as none given)."""
     if not line.HasField("unit_price_micros"):
         return -1
-    if line.unit_price_micros < 0:
-        raise InvalidArgument(f"{field}.unit_price_micros must not be negative",
-                              f"{field}.unit_price_micros")
-    return line.unit_price_micros
+    return line.unit_price_micros if line.unit_price_micros >= 0 else -2
 
 
 def orders_from_proto(request: pb.AllocateOrdersRequest) -> tuple[OrderSpec, ...]:

@@ -96,3 +96,18 @@ def test_orders_are_checked_as_the_plain_walk_checks_them(batch, request_id):
 def test_skus_are_checked_as_the_plain_walk_checks_them(items):
     message = cpb.UpsertSkusRequest(request_id="r", skus=items)
     assert invalid_field(message) == reference(message)
+
+
+def test_only_a_number_past_int64_in_a_read_s_answer_is_out_of_range():
+    from allocd.v1 import finance_service_pb2 as fpb
+    from allocd.v1 import inventory_service_pb2 as ipb
+
+    from service.errors import _past_int64
+
+    read, write = fpb.GetTrialBalanceRequest(), ipb.ReceiveInventoryRequest()
+    assert _past_int64(ValueError(f"Value out of range: {2**63}"), read)
+    assert _past_int64(ValueError(f"Value out of range: {-(2**63) - 1}"), read)
+    for number in (2**31, -1, 2**63 - 1):  # an int32's or a uint's field: a fault
+        assert not _past_int64(ValueError(f"Value out of range: {number}"), read)
+    assert not _past_int64(ValueError("some other value error"), read)
+    assert not _past_int64(ValueError(f"Value out of range: {2**63}"), write)  # a mutation

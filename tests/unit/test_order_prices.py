@@ -124,24 +124,40 @@ def test_a_line_at_the_bound_itself_is_taken():
     assert outcome.detail.outcomes[0].error is None
 
 
-def test_a_large_line_without_a_price_is_weighed_at_the_catalogue_price():
-    # 10^4 units at any price fit; above that, a line given no price of its own is
-    # refused when the catalogue price takes it past the bound (it would be booked there).
+def test_a_line_of_more_than_ten_thousand_units_gives_its_price():
+    # 10^4 units at any unit price (10^12 at most) are within the bound. Without a price of
+    # its own a line is booked at the catalogue price when it ships, which may have been
+    # raised by then, or be a substitute's: a larger line gives its price.
     ledger, _ = _world(stock=10**6)
-    spec = ledger.catalog.sku_spec(ledger.catalog.sku("shirt"))
-    execute(ledger, c.UpsertSkus((dataclasses.replace(spec, price_micros=MONEY_MAX),)), NOW)
     before = ledger.checksum()
-    outcome = execute(ledger, c.AllocateOrders((_order("big", ("shirt", 10**4 + 1, -1)),)),
+    outcome = execute(ledger, c.AllocateOrders((_order("big", ("socks", 10**4 + 1, -1)),)),
                       NOW)
     error = outcome.detail.outcomes[0].error
-    assert isinstance(error, InvalidArgument) and error.field == "order.lines[0].quantity"
+    assert isinstance(error, InvalidArgument)
+    assert error.field == "order.lines[0].unit_price_micros" and "10000 units" in error.message
     assert ledger.checksum() == before
-    for order_id, qty, price in (("at", 10**4, -1), ("cheap", 10**5, 1_000)):
+    for order_id, qty, price in (("at", 10**4, -1), ("priced", 10**5, 1_000)):
         outcome = execute(ledger, c.AllocateOrders((_order(order_id, ("shirt", qty, price)),)),
                           NOW)
         assert outcome.detail.outcomes[0].error is None
-    outcome = execute(ledger, c.AllocateOrders((_order("socks", ("socks", 10**5, -1)),)), NOW)
-    assert outcome.detail.outcomes[0].error is None  # (5 x 10^11 at the socks' price)
+
+
+def test_a_negative_price_refuses_its_order_alone():
+    from allocd.v1 import order_service_pb2 as pb
+
+    from service.order_codec import orders_from_proto
+
+    ledger, _ = _world()
+    request = pb.AllocateOrdersRequest(request_id="r", orders=[
+        pb.Order(order_id=f"o{k}", channel_id="web", ship_to=pb.ShipTo(postal_code="10001"),
+                 lines=[pb.OrderLine(sku_id="shirt", quantity=1, unit_price_micros=price)])
+        for k, price in enumerate((-1, 5_000_000, -(2**63)))])
+    outcome = execute(ledger, c.AllocateOrders(orders_from_proto(request)), NOW)
+    errors = [o.error for o in outcome.detail.outcomes]
+    assert errors[1] is None
+    for k in (0, 2):
+        assert isinstance(errors[k], InvalidArgument)
+        assert errors[k].field == f"orders[{k}].lines[0].unit_price_micros"
 
 
 @pytest.mark.parametrize(("paid", "winner"), [(SHIRT + 1, "second"), (SHIRT - 1, "first")])

@@ -89,8 +89,10 @@ def test_any_order_read_from_bytes_is_the_reference_spec(orders, request_id):
             assert repr(spec) == repr(expected)
         elif not isinstance(expected, InvalidArgument):
             # Left to the reference, though it reads the order, only for a negative
-            # quantity (a 10-byte varint here; the core refuses it, naming the line).
-            assert any(line.quantity < 0 for line in order.lines), order
+            # quantity or price (a 10-byte varint here; the core refuses it, naming the
+            # line).
+            assert any(line.quantity < 0 or line.unit_price_micros < 0
+                       for line in order.lines), order
 
 
 def test_the_orders_an_oms_plainly_sends_are_all_read():
@@ -160,8 +162,9 @@ def test_values_at_the_edges_are_read_as_the_reference_reads_them():
         expected = _reference(order, "order")
         if spec is not None:
             assert repr(spec) == repr(expected), order
-        else:  # left to the reference: it refuses it, or it is a negative quantity
-            assert isinstance(expected, InvalidArgument) or order.lines[0].quantity < 0, order
+        else:  # left to the reference: it refuses it, or a negative quantity or price
+            assert (isinstance(expected, InvalidArgument) or order.lines[0].quantity < 0
+                    or order.lines[0].unit_price_micros < 0), order
     assert sum(spec is not None for spec in read) == 18  # every edge accepted is read
     priced = [spec.lines[0].unit_price_micros for spec in read[-3:] if spec is not None]
     assert priced == [0, 2**63 - 1]  # (the core refuses the second, naming the line)
