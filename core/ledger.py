@@ -494,6 +494,7 @@ class Ledger:
                 # had not come. It came: returned again.)
                 back = (ret.auth.order_id, line_id)
                 self.returns.returned[back] = self.returns.returned.get(back, 0) + e.quantity
+                self.returns.count_as(ret.auth.order_id, line_id, e.sku, e.quantity)
             ret.status = ReturnStatus.RECEIVED
         elif kind == EventKind.COUNT_VARIANCE_SETTLED:
             self.held_variances.pop(e.reference, None)

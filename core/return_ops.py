@@ -77,23 +77,6 @@ def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
     return by_sku
 
 
-def _returned_as(ledger: Ledger, order_id: str, line_id: str, sku: int) -> int:
-    """Units of an order line that shipped as several SKUs, authorised back as `sku`: as
-    ReturnBook.returned counts them for the line (less what an inspection freed, never
-    having come). Walks the returns: only such lines need it."""
-    units = 0
-    for record in ledger.returns.returns.values():
-        auth = record.auth
-        if auth.order_id != order_id:
-            continue
-        for x in auth.lines:
-            if x.line_id == line_id and x.sku == sku:
-                units += x.quantity
-                if record.released:
-                    units -= max(x.quantity - record.received.get(line_id, 0), 0)
-    return units
-
-
 def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
     """The nearest enabled DC or 3PL to the customer (or to where it shipped from)."""
     cat = ledger.catalog
@@ -144,6 +127,8 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
             raise InvalidArgument("quantity must be at least 1", f"{name}.quantity")
         by_sku = _shipped(ledger, record, line_id)
         named = cmd.skus[i] if cmd.skus else ""
+        if named:
+            check_identifier(named, f"{name}.sku_id")
         sku = cat.sku(named, f"{name}.sku_id") if named else next(iter(by_sku), -1)
         as_ids = ", ".join(cat.sku_ids[s] for s in sorted(by_sku))
         if named and sku not in by_sku:
@@ -158,7 +143,7 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
             continue
         shipped, shipped_ms, price = by_sku.get(sku, (0, 0, 0))
         already = (book.returned.get((cmd.order_id, line_id), 0) if len(by_sku) < 2
-                   else _returned_as(ledger, cmd.order_id, line_id, sku))
+                   else book.returned_as.get((cmd.order_id, line_id, sku), 0))
         if qty > shipped - already:
             shipped_as = f" as {cat.sku_ids[sku]}" if len(by_sku) > 1 else ""
             reasons.append(f"line {line_id}: {shipped} shipped{shipped_as}, {already} already "
@@ -215,8 +200,7 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
     gross = sum(x.quantity * x.unit_price_micros for x in lines)
     if not gross:
         return 0, ""
-    fee = auth.restocking_fee_micros * gross // max(
-        sum(x.quantity * x.unit_price_micros for x in auth.lines), 1)
+    fee = _fee_share(ledger, auth, lines, gross)
     net = gross - fee
     record = ledger.returns.returns.get(auth.rma_id)  # (None: authorised in this command)
     earlier = 0 if record is None else record.refunded_micros + sum(
@@ -232,6 +216,26 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
     p.add(EventKind.REFUND_ISSUED, reference=auth.rma_id,
           payload=Refund(auth.rma_id, gross, fee, net))
     return net, ""
+
+
+def _fee_share(ledger: Ledger, auth: ReturnAuthorization, lines: list[ReturnLine],
+               gross: int) -> int:
+    """The part of the return's restocking fee that `lines` carry: each line's own
+    category's rate, as the fee was charged at authorisation (a line of a category without
+    a fee carries none of another's). Where the rates give no weight any more (the policy
+    changed since), by value."""
+    policy = ledger.returns.policy
+    cat = ledger.catalog
+
+    def weight(x: ReturnLine) -> int:
+        category = cat.categories.values[cat.category[x.sku]]
+        return x.quantity * x.unit_price_micros * policy.fee_bp(category)
+
+    total = sum(weight(x) for x in auth.lines)
+    if not total:
+        return auth.restocking_fee_micros * gross // max(
+            sum(x.quantity * x.unit_price_micros for x in auth.lines), 1)
+    return auth.restocking_fee_micros * sum(weight(x) for x in lines) // total
 
 
 def _return(p: Plan, rma_id: str) -> ReturnRecord:

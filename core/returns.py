@@ -194,6 +194,9 @@ class ReturnBook:
     def __init__(self) -> None:
         self.returns: dict[str, ReturnRecord] = {}
         self.returned: dict[tuple[str, str], int] = {}  # (order, line) -> units authorised
+        # ... and by the SKU they come back as: (order, line, sku) -> units (a line may have
+        # shipped as more than one SKU, part of it as a substitute).
+        self.returned_as: dict[tuple[str, str, int], int] = {}
         self.policy = ReturnPolicy()
         # Per customer: (time, value bought) and (time, value returned), for the abuse score.
         self.bought: dict[str, list[tuple[int, int]]] = {}
@@ -218,9 +221,27 @@ class ReturnBook:
                     self.returned[key] = left
                 else:
                     self.returned.pop(key, None)
+                self.count_as(auth.order_id, line.line_id, line.sku, -missing)
+
+    def count_as(self, order_id: str, line_id: str, sku: int, units: int) -> None:
+        """Add `units` (or take them away) to what of the line comes back as `sku`."""
+        key = (order_id, line_id, sku)
+        left = self.returned_as.get(key, 0) + units
+        if left > 0:
+            self.returned_as[key] = left
+        else:
+            self.returned_as.pop(key, None)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "returned_as" not in state:  # a snapshot from before: counted from the returns
+            self.returned_as = {}
+            for record in self.returns.values():
+                for line in record.auth.lines:
+                    units = line.quantity
+                    if record.released:
+                        units -= max(line.quantity - record.received.get(line.line_id, 0), 0)
+                    self.count_as(record.auth.order_id, line.line_id, line.sku, units)
         if not state.get("frees_unreceived"):
             # A snapshot from before inspections freed what never came: as a replay of
             # its log would leave it.
@@ -235,6 +256,7 @@ class ReturnBook:
         for line in auth.lines:
             key = (auth.order_id, line.line_id)
             self.returned[key] = self.returned.get(key, 0) + line.quantity
+            self.count_as(auth.order_id, line.line_id, line.sku, line.quantity)
         value = sum(x.quantity * x.unit_price_micros for x in auth.lines)
         self.sent_back.setdefault(auth.customer_id, []).append((time_ms, value))
 

@@ -228,8 +228,11 @@ class OrderMachine(RuleBasedStateMachine):
         line_id = data.draw(st.sampled_from(sorted(state.quantities)))
         self.returns += 1
         rma = f"rma{self.returns}"
+        # Now and then the SKU coming back named: the one this package shipped it as.
+        skus = tuple(self.ledger.catalog.sku_ids[line.sku] for line in state.plan.lines
+                     if line.line_id == line_id)[:1] if data.draw(st.booleans()) else ()
         self.attempt(c.CreateReturn(rma, state.order_id,
-                                    ((line_id, data.draw(st.integers(1, 3))),)))
+                                    ((line_id, data.draw(st.integers(1, 3))),), skus=skus))
 
     @rule(data=st.data(), grade=st.sampled_from(list(Grade)))
     def receive_and_inspect_a_return(self, data, grade):
@@ -309,6 +312,29 @@ class OrderMachine(RuleBasedStateMachine):
                 assert record.inspection is not None and not record.approval_id
             if record.status == ReturnStatus.INSPECTED:
                 assert record.approval_id
+
+    @invariant()
+    def no_line_gets_back_more_of_a_sku_than_shipped_as_it(self):
+        shipped: dict[tuple[str, str, int], int] = {}
+        for state in self.ledger.orders.packages.values():
+            if state.status == PackageStatus.SHIPPED:
+                for line in state.plan.lines:
+                    key = (state.order_id, line.line_id, line.sku)
+                    shipped[key] = shipped.get(key, 0) + state.quantities.get(line.line_id, 0)
+        back: dict[tuple[str, str, int], int] = {}
+        for record in self.ledger.returns.returns.values():
+            for x in record.auth.lines:
+                units = x.quantity
+                if record.released:  # (what never came, freed by the inspection)
+                    units -= max(x.quantity - record.received.get(x.line_id, 0), 0)
+                key = (record.auth.order_id, x.line_id, x.sku)
+                back[key] = back.get(key, 0) + units
+        for key, units in back.items():
+            assert units <= shipped.get(key, 0), key
+        assert self.ledger.returns.returned_as == {k: n for k, n in back.items() if n > 0}
+        for (order_id, line_id), units in self.ledger.returns.returned.items():
+            assert units == sum(n for (order, line, _), n in back.items()
+                                if (order, line) == (order_id, line_id))
 
     @invariant()
     def revenue_is_what_the_shipped_lines_were_charged(self):

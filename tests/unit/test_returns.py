@@ -542,3 +542,46 @@ def test_what_never_came_is_freed_once():
     assert ledger.returns.returned[("o1", "1")] == 1
     ledger.returns.release_unreceived(ledger.returns.returns["r1"])
     assert ledger.returns.returned[("o1", "1")] == 1
+
+
+def test_a_partial_refund_carries_only_its_own_lines_restocking_fee():
+    # A shirt (apparel: no fee) and a phone (electronics: 15%) on one return; the shirt
+    # comes first. Its refund carries none of the phone's fee; the phone's carries all of it.
+    ledger = world()
+    sell_lines(ledger, "o1", (("shirt", 1), ("phone", 1)))
+    decision = execute(ledger, c.CreateReturn("r1", "o1", (("1", 1), ("2", 1))), NOW).detail
+    assert decision.authorization.restocking_fee_micros == 15_000_000
+    refunds = []
+    for line_id in ("1", "2"):
+        outcome = execute(ledger, c.ReceiveReturn("r1", ((line_id, 1),)), NOW)
+        refunds += [e.payload for e in outcome.events if e.kind == EventKind.REFUND_ISSUED]
+    assert [(r.gross_micros, r.fee_micros) for r in refunds] == [
+        (20_000_000, 0), (100_000_000, 15_000_000)]
+    assert ledger.returns.returns["r1"].refunded_micros == 120_000_000 - 15_000_000
+
+
+def test_a_sku_id_that_is_no_identifier_is_an_invalid_argument():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    _mixed_line(ledger)
+    before = ledger.checksum()
+    for bad in ("mug\nB", "m" * 129):
+        with pytest.raises(InvalidArgument) as refused:
+            _ask_as(ledger, "r1", 1, bad)
+        assert refused.value.field == "lines[0].sku_id"
+    assert ledger.checksum() == before
+
+
+def test_a_return_book_from_a_snapshot_before_returns_were_counted_by_sku_counts_them():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    _mixed_line(ledger)
+    assert _ask_as(ledger, "r1", 2, "mugB").eligible
+    execute(ledger, c.ReceiveReturn("r1", (("1", 1),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.UNOPENED)),)), NOW)
+    assert _ask_as(ledger, "r2", 1, "mugA").eligible
+    book = ledger.returns
+    state = dict(book.__dict__)
+    del state["returned_as"]
+    old = ReturnBook.__new__(ReturnBook)
+    old.__setstate__(copy.deepcopy(state))
+    mug_a, mug_b = ledger.catalog.sku("mugA"), ledger.catalog.sku("mugB")
+    assert old.returned_as == book.returned_as == {("o1", "1", mug_b): 1, ("o1", "1", mug_a): 1}
