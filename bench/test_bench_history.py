@@ -67,7 +67,7 @@ def _counted_one_by_one(ledger: Ledger) -> tuple[dict[str, int], dict[str, int]]
 
 def test_scrape(benchmark, busy_ledger):
     engine = SimpleNamespace(ledger=busy_ledger, durable_seq=busy_ledger.last_seq,
-                             snapshot_seq=0, broken=False, joined_by={},
+                             snapshot_seq=0, snapshot_took_s=0.0, broken=False, joined_by={},
                              clock=lambda: NOW_MS)
     collector = EngineCollector(engine, lambda read: read())
     families = benchmark(lambda: list(collector.collect()))
