@@ -86,11 +86,56 @@ def deadline_days(deliver_by_ms: int, now_ms: int) -> int:
 
 
 def capacity_left(ledger: Ledger, book: OrderBook, now_ms: int) -> np.ndarray:
+    """Orders each node may still take, on the day a plan made now ships from it: today
+    before every service's pickup there (and the node's cut-off), tomorrow after all of
+    them. In between a plan's day depends on its service, and the fewer slots left of the
+    two days hold, so that neither day takes more than the node's capacity. (Counted
+    against today alone, a node past its cut-off took any number of orders for tomorrow.)"""
     today = now_ms // DAY_MS
     taken = book.node_day_orders
+    days = ship_days(ledger, now_ms)
+    used = []
+    for n in range(ledger.catalog.n_nodes):
+        day = days[n]
+        if day == SHIPS_TODAY:
+            used.append(taken.get((n, today), 0))
+        elif day == SHIPS_TOMORROW:
+            used.append(taken.get((n, today + 1), 0))
+        else:
+            used.append(max(taken.get((n, today), 0), taken.get((n, today + 1), 0)))
     # (a list made into an array once: cheaper than setting the array's elements one by one)
-    return _daily_capacity(ledger) - np.array([taken.get((n, today), 0)
-                                               for n in range(ledger.catalog.n_nodes)], np.int64)
+    return _daily_capacity(ledger) - np.array(used, np.int64)
+
+
+SHIPS_TODAY: Final = 0
+SHIPS_TOMORROW: Final = 1
+SHIPS_EITHER: Final = 2  # today by some services, tomorrow by others
+# The last network's ship days per node, with the minute of the day they hold for.
+_SHIP_DAYS: Final[list[tuple[object, int, list[int]]]] = []
+
+
+def ship_days(ledger: Ledger, now_ms: int) -> list[int]:
+    """For each node, the day a plan made at `now_ms` ships from it (SHIPS_TODAY,
+    SHIPS_TOMORROW or SHIPS_EITHER), as the allocation kernel dates a package: today when
+    the minute of the day is at most min(the node's cut-off, the service's pickup)."""
+    network = ledger.network()
+    minute = (now_ms % DAY_MS) // 60_000
+    if _SHIP_DAYS:
+        held, held_minute, days = _SHIP_DAYS[0]
+        if held is network and held_minute == minute:
+            return days
+    days = []
+    services = network.service_cutoff.tolist()
+    for node_cutoff in network.node_cutoff.tolist():
+        cutoffs = [min(node_cutoff, service) for service in services] or [node_cutoff]
+        if minute <= min(cutoffs):
+            days.append(SHIPS_TODAY)
+        elif minute > max(cutoffs):
+            days.append(SHIPS_TOMORROW)
+        else:
+            days.append(SHIPS_EITHER)
+    _SHIP_DAYS[:] = [(network, minute, days)]
+    return days
 
 
 # The last catalogue's daily capacities, with its nodes_version: read for every command,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from core import commands as c
@@ -88,3 +90,69 @@ def test_an_order_placed_again_where_it_already_ships_takes_one_slot_not_two():
 
 def _day(ledger, package_id):
     return ledger.orders.packages[package_id].plan.ship_ms // DAY_MS
+
+
+HOUR_MS = 3_600_000
+
+
+def _capacity_two_at_n0():
+    ledger = _ledger({("a", "n0"): 10})
+    execute(ledger, c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0,
+                                            daily_capacity=2),)), NOW)
+    return ledger
+
+
+def _placed(ledger, order_ids):
+    return [bool(_ships_from(ledger, o)) for o in order_ids]
+
+
+def test_after_the_pickup_a_node_takes_no_more_than_its_capacity_for_tomorrow():
+    # At 18:00 every service's pickup (17:00) is past: orders ship tomorrow, and take
+    # tomorrow's slots. Counted against today's, n0 took any number of them.
+    ledger = _capacity_two_at_n0()
+    late = NOW + 9 * HOUR_MS
+    for k in range(4):
+        execute(ledger, c.AllocateOrders((_order(f"o{k}", {"a": 1}),)), late)
+    assert _placed(ledger, [f"o{k}" for k in range(4)]) == [True, True, False, False]
+    tomorrow = NOW // DAY_MS + 1
+    assert ledger.orders.node_day_orders == {(0, tomorrow): 2}
+    assert capacity_left(ledger, ledger.orders, late).tolist()[0] == 0
+    # Before the pickup, today's slots are free still: n0 takes two more for today.
+    assert capacity_left(ledger, ledger.orders, NOW).tolist()[0] == 2
+
+
+def test_between_two_pickups_the_fewer_slots_of_the_two_days_hold():
+    # Ground's pickup at 17:00, air's at 20:00: at 18:00 an order ships tomorrow by
+    # ground, today by air. n0 ships one today already and none tomorrow: a command may
+    # place one more there, whichever day it takes, and neither day passes its capacity
+    # of two.
+    from core.decisions import SHIPS_EITHER, SHIPS_TODAY, SHIPS_TOMORROW, ship_days
+    from tests.unit.test_orders_stateful import NETWORK
+
+    ledger = _capacity_two_at_n0()
+    ground, air = NETWORK.services
+    network = dataclasses.replace(NETWORK, services=(
+        ground, dataclasses.replace(air, pickup_cutoff_min=20 * 60)))
+    execute(ledger, c.SetNetwork(network), NOW)
+    execute(ledger, c.AllocateOrders((_order("o0", {"a": 1}),)), NOW)
+    evening = NOW + 9 * HOUR_MS
+    assert ship_days(ledger, NOW)[0] == SHIPS_TODAY
+    assert ship_days(ledger, evening)[0] == SHIPS_EITHER
+    assert ship_days(ledger, NOW + 12 * HOUR_MS)[0] == SHIPS_TOMORROW
+    assert capacity_left(ledger, ledger.orders, evening).tolist()[0] == 1
+    batch = tuple(_order(f"b{k}", {"a": 1}) for k in range(3))
+    execute(ledger, c.AllocateOrders(batch), evening)
+    assert _placed(ledger, ["b0", "b1", "b2"]) == [True, False, False]
+    for k in range(3):
+        execute(ledger, c.AllocateOrders((_order(f"u{k}", {"a": 1}),)), evening)
+    assert _placed(ledger, ["u0", "u1", "u2"]) == [True, False, False]
+    assert sorted(ledger.orders.node_day_orders.values()) == [1, 2]
+
+
+def test_a_pickup_at_the_minute_itself_still_ships_today():
+    from core.decisions import SHIPS_TODAY, SHIPS_TOMORROW, ship_days
+
+    ledger = _capacity_two_at_n0()
+    day0 = NOW // DAY_MS * DAY_MS
+    assert ship_days(ledger, day0 + 17 * HOUR_MS + 59_999)[0] == SHIPS_TODAY
+    assert ship_days(ledger, day0 + 17 * HOUR_MS + 60_000)[0] == SHIPS_TOMORROW
