@@ -33,10 +33,11 @@ def test_capacity_left_is_the_daily_capacity_less_the_orders_shipping_that_day()
     assert capacity_left(ledger, ledger.orders, ship_day * DAY_MS).tolist()[0] == 0
 
 
-def _one_slot_at_n0():
-    ledger = _ledger({("a", "n0"): 5})
+def _slots_at_n0(capacity: int = 1, stock: int = 5):
+    """n0 with `stock` units of 'a' and a daily capacity of `capacity` orders."""
+    ledger = _ledger({("a", "n0"): stock})
     execute(ledger, c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0,
-                                            daily_capacity=1),)), NOW)
+                                            daily_capacity=capacity),)), NOW)
     return ledger
 
 
@@ -48,7 +49,7 @@ def _ships_from(ledger, order_id):
 
 
 def test_a_cancelled_order_gives_its_slot_at_the_node_back():
-    ledger = _one_slot_at_n0()
+    ledger = _slots_at_n0()
     execute(ledger, c.AllocateOrders((_order("o1", {"a": 1}),)), NOW)
     assert _ships_from(ledger, "o1") == {"n0"}
     execute(ledger, c.CancelOrder("o1"), NOW)
@@ -58,7 +59,7 @@ def test_a_cancelled_order_gives_its_slot_at_the_node_back():
 
 
 def test_a_package_picked_short_to_nothing_gives_its_slot_back():
-    ledger = _one_slot_at_n0()
+    ledger = _slots_at_n0()
     execute(ledger, c.AllocateOrders((_order("o1", {"a": 1}),)), NOW)
     (package_id,) = ledger.orders.orders["o1"].package_ids
     execute(ledger, c.ReleaseWave("n0"), NOW)
@@ -95,13 +96,6 @@ def _day(ledger, package_id):
 HOUR_MS = 3_600_000
 
 
-def _capacity_two_at_n0():
-    ledger = _ledger({("a", "n0"): 10})
-    execute(ledger, c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0,
-                                            daily_capacity=2),)), NOW)
-    return ledger
-
-
 def _placed(ledger, order_ids):
     return [bool(_ships_from(ledger, o)) for o in order_ids]
 
@@ -109,7 +103,7 @@ def _placed(ledger, order_ids):
 def test_after_the_pickup_a_node_takes_no_more_than_its_capacity_for_tomorrow():
     # At 18:00 every service's pickup (17:00) is past: orders ship tomorrow, and take
     # tomorrow's slots. Counted against today's, n0 took any number of them.
-    ledger = _capacity_two_at_n0()
+    ledger = _slots_at_n0(capacity=2, stock=10)
     late = NOW + 9 * HOUR_MS
     for k in range(4):
         execute(ledger, c.AllocateOrders((_order(f"o{k}", {"a": 1}),)), late)
@@ -129,7 +123,7 @@ def test_between_two_pickups_the_fewer_slots_of_the_two_days_hold():
     from core.decisions import SHIPS_EITHER, SHIPS_TODAY, SHIPS_TOMORROW, ship_days
     from tests.unit.test_orders_stateful import NETWORK
 
-    ledger = _capacity_two_at_n0()
+    ledger = _slots_at_n0(capacity=2, stock=10)
     ground, air = NETWORK.services
     network = dataclasses.replace(NETWORK, services=(
         ground, dataclasses.replace(air, pickup_cutoff_min=20 * 60)))
@@ -152,7 +146,7 @@ def test_between_two_pickups_the_fewer_slots_of_the_two_days_hold():
 def test_a_pickup_at_the_minute_itself_still_ships_today():
     from core.decisions import SHIPS_TODAY, SHIPS_TOMORROW, ship_days
 
-    ledger = _capacity_two_at_n0()
+    ledger = _slots_at_n0(capacity=2, stock=10)
     day0 = NOW // DAY_MS * DAY_MS
     assert ship_days(ledger, day0 + 17 * HOUR_MS + 59_999)[0] == SHIPS_TODAY
     assert ship_days(ledger, day0 + 17 * HOUR_MS + 60_000)[0] == SHIPS_TOMORROW
