@@ -68,7 +68,7 @@ def test_batch_reserve(benchmark, million_sku_ledger, lines):
     sku_ids = [f"SKU-{i:07d}" for i in rng.choice(ledger.catalog.n_skus, lines, replace=False)]
     counter = itertools.count()
     # Plenty of units at node N00, so every reservation in the benchmark succeeds.
-    cmd_lines = [c.ReserveLine(sku_id, "N00", 1) for sku_id in sku_ids]
+    cmd_lines = [c.StockLine(sku_id, "N00", 1) for sku_id in sku_ids]
     execute(ledger, c.ReceiveStock(tuple(c.ReceiptLine(s, "N00", 1_000_000) for s in sku_ids)),
             0)
     lines_tuple = tuple(cmd_lines)

@@ -46,7 +46,10 @@ class ExpectInbound:
 
 
 @dataclass(frozen=True, slots=True)
-class InboundCancelLine:
+class StockLine:
+    """Units of a SKU at a node: what a reservation holds, or inbound stock that will not
+    come."""
+
     sku_id: str
     node_id: str
     quantity: int
@@ -57,7 +60,7 @@ class CancelInbound:
     """Inbound stock under `reference` that will not come; no lines: all of it."""
 
     reference: str
-    lines: tuple[InboundCancelLine, ...] = ()
+    lines: tuple[StockLine, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,18 +111,11 @@ class TransferStock:
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveLine:
-    sku_id: str
-    node_id: str
-    quantity: int
-
-
-@dataclass(frozen=True, slots=True)
 class ReserveStock:
     reservation_id: str
     channel_id: str
     expires_ms: int
-    lines: tuple[ReserveLine, ...]
+    lines: tuple[StockLine, ...]
 
 
 @dataclass(frozen=True, slots=True)

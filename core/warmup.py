@@ -22,7 +22,7 @@ def warm_kernels() -> None:
     execute(ledger, c.ReceiveStock((c.ReceiptLine("x", "a", 5), c.ReceiptLine("y", "b", 5))), 0)
     execute(ledger, c.SetRingFence((c.FenceLine("x", "a", "web", 1),)), 0)
     execute(ledger, c.SetSafetyStock("x", "a", 1), 0)
-    execute(ledger, c.ReserveStock("r", "web", 10, (c.ReserveLine("x", "a", 1),)), 0)
+    execute(ledger, c.ReserveStock("r", "web", 10, (c.StockLine("x", "a", 1),)), 0)
     execute(ledger, c.ExpireReservations(), 20)
     available_to_sell(ledger, np.array([0, 1], np.int64), np.array([0, 1], np.int64), 0)
     ledger.bucket_totals()

@@ -84,7 +84,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                             context: Context) -> pb.CancelInboundResponse:
         def build() -> c.Command:
             return c.CancelInbound(request.reference, tuple(
-                c.InboundCancelLine(line.sku_id, line.node_id, line.quantity)
+                c.StockLine(line.sku_id, line.node_id, line.quantity)
                 for line in self._lines(request.lines)))
 
         return await self.engine.mutate(
@@ -160,7 +160,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
                     "(max_reservation_ttl_s)", "expire_time")
             return c.ReserveStock(
                 request.reservation_id or request.request_id, request.channel_id,
-                expires, tuple(c.ReserveLine(line.sku_id, line.node_id, line.quantity)
+                expires, tuple(c.StockLine(line.sku_id, line.node_id, line.quantity)
                                for line in self._lines(request.lines)))
 
         def respond(o: Outcome) -> pb.ReserveInventoryResponse:

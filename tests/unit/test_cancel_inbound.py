@@ -40,7 +40,7 @@ def test_part_of_a_line_is_cancelled_and_the_rest_is_still_expected():
     ledger, log = _ledger()
     _run(ledger, log, c.ExpectInbound("PO1", (
         c.InboundLine("a", "n0", 10, NOW + DAY_MS), c.InboundLine("b", "n1", 4, NOW + DAY_MS))))
-    outcome = execute(ledger, c.CancelInbound("PO1", (c.InboundCancelLine("a", "n0", 6),)),
+    outcome = execute(ledger, c.CancelInbound("PO1", (c.StockLine("a", "n0", 6),)),
                       NOW)
     log.extend(outcome.events)
     (event,) = outcome.events
@@ -86,7 +86,7 @@ def test_units_expected_again_after_a_cancellation_are_valued_at_their_own_cost(
          c.ExpectInbound("PO1", (c.InboundLine("a", "n0", 10, NOW + DAY_MS,
                                                unit_cost_micros=UNIT),)),
          c.ReceiveStock((c.ReceiptLine("a", "n0", 4, inbound_reference="PO1"),)),
-         c.CancelInbound("PO1", (c.InboundCancelLine("a", "n0", 6),)),
+         c.CancelInbound("PO1", (c.StockLine("a", "n0", 6),)),
          c.ExpectInbound("PO1", (c.InboundLine("a", "n0", 5, NOW + DAY_MS,
                                                unit_cost_micros=3 * UNIT),)),
          c.ReceiveStock((c.ReceiptLine("a", "n0", 5, inbound_reference="PO1"),)))
@@ -98,14 +98,14 @@ def test_units_expected_again_after_a_cancellation_are_valued_at_their_own_cost(
 
 @pytest.mark.parametrize(("command", "error"), [
     (c.CancelInbound("PO9"), NotFound),  # no such purchase
-    (c.CancelInbound("PO1", (c.InboundCancelLine("b", "n0", 1),)), NotFound),  # not its line
-    (c.CancelInbound("PO1", (c.InboundCancelLine("a", "n0", 4),
-                             c.InboundCancelLine("a", "n0", 2))), FailedPrecondition),
-    (c.CancelInbound("PO1", (c.InboundCancelLine("a", "n0", 0),)), InvalidArgument),
-    (c.CancelInbound("PO1", (c.InboundCancelLine("zz", "n0", 1),)), NotFound),
+    (c.CancelInbound("PO1", (c.StockLine("b", "n0", 1),)), NotFound),  # not its line
+    (c.CancelInbound("PO1", (c.StockLine("a", "n0", 4),
+                             c.StockLine("a", "n0", 2))), FailedPrecondition),
+    (c.CancelInbound("PO1", (c.StockLine("a", "n0", 0),)), InvalidArgument),
+    (c.CancelInbound("PO1", (c.StockLine("zz", "n0", 1),)), NotFound),
     (c.CancelInbound("", ()), InvalidArgument),
     (c.CancelInbound("TR1"), FailedPrecondition),  # a transfer's units
-    (c.CancelInbound("TR1", (c.InboundCancelLine("a", "n1", 1),)), FailedPrecondition),
+    (c.CancelInbound("TR1", (c.StockLine("a", "n1", 1),)), FailedPrecondition),
 ])
 def test_a_cancellation_that_cannot_be_done_is_refused_and_changes_nothing(command, error):
     ledger, log = _ledger()

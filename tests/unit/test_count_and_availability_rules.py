@@ -98,10 +98,10 @@ def test_nothing_is_sold_or_reserved_where_the_network_does_not_ship_the_channel
     before = ledger.checksum()
     with pytest.raises(FailedPrecondition, match="does not ship channel 'mkt'"):
         execute(ledger, c.ReserveStock("cart-mkt", "mkt", NOW + 60_000,
-                                       (c.ReserveLine("a", "n2", 1),)), NOW)
+                                       (c.StockLine("a", "n2", 1),)), NOW)
     assert ledger.checksum() == before
     execute(ledger, c.ReserveStock("cart-web", "web", NOW + 60_000,
-                                   (c.ReserveLine("a", "n2", 5),)), NOW)
+                                   (c.StockLine("a", "n2", 5),)), NOW)
 
 
 def test_promise_dates_count_inbound_units_above_the_floor_only():
@@ -165,7 +165,7 @@ def test_two_requests_to_make_a_channel_safety_stock_only_reserve_once():
 def test_a_variance_that_holds_nothing_does_not_stop_the_next_count():
     ledger = _ledger(count_hold_units=5)
     execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)), NOW)
-    execute(ledger, c.ReserveStock("r1", "web", 10**12, (c.ReserveLine("a", "n0", 20),)), NOW)
+    execute(ledger, c.ReserveStock("r1", "web", 10**12, (c.StockLine("a", "n0", 20),)), NOW)
     count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"), NOW)
     assert count.detail.lines[0].held == 0  # all 20 reserved: none to quarantine
     execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc2"), NOW)
@@ -177,7 +177,7 @@ def test_a_variance_that_holds_nothing_is_gone_once_settled(resolution):
     replayed = _ledger(count_hold_units=5)  # (applies the same events as they come)
     outcomes = [execute(ledger, command, NOW) for command in (
         c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)),
-        c.ReserveStock("r1", "web", 10**12, (c.ReserveLine("a", "n0", 20),)),
+        c.ReserveStock("r1", "web", 10**12, (c.StockLine("a", "n0", 20),)),
         c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"))]
     (line,) = outcomes[-1].detail.lines
     assert line.held == 0 and line.exception_id in ledger.held_variances
@@ -216,8 +216,8 @@ def test_a_reservation_for_no_channel_is_not_refused_for_a_channel_a_node_blocks
             c.SetNetwork(network),
             c.ReceiveStock((c.ReceiptLine("a", "n2", 5),))):
         execute(ledger, command, NOW)
-    execute(ledger, c.ReserveStock("cart", "", NOW + 60_000, (c.ReserveLine("a", "n2", 1),)),
+    execute(ledger, c.ReserveStock("cart", "", NOW + 60_000, (c.StockLine("a", "n2", 1),)),
             NOW)
     with pytest.raises(FailedPrecondition, match="does not ship channel 'ch63'"):
         execute(ledger, c.ReserveStock("cart-63", "ch63", NOW + 60_000,
-                                       (c.ReserveLine("a", "n2", 1),)), NOW)
+                                       (c.StockLine("a", "n2", 1),)), NOW)

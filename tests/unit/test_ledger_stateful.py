@@ -207,7 +207,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     self.inbound[key] = 0
             return
         allowed = purchase and units <= self.inbound[(ref, sku, node)]
-        if self.attempt(c.CancelInbound(ref, (c.InboundCancelLine(sku, node, units),)), allowed):
+        if self.attempt(c.CancelInbound(ref, (c.StockLine(sku, node, units),)), allowed):
             self.book([(sku, node, Bucket.IN_TRANSIT, None, units, 0)])
             self.inbound[(ref, sku, node)] -= units
 
@@ -220,7 +220,7 @@ class LedgerMachine(RuleBasedStateMachine):
                   self.safety(s, n) + self.fenced_for_others(s, n, ch)) for s, n, q in lines]
         allowed = all(self.enabled[n] for _, n, _ in lines) and self.moves_fit(moves)
         cmd = c.ReserveStock(rid, channel, self.now + ttl,
-                             tuple(c.ReserveLine(s, n, q) for s, n, q in lines))
+                             tuple(c.StockLine(s, n, q) for s, n, q in lines))
         if self.attempt(cmd, allowed):
             self.book(moves)
             held = defaultdict(int)

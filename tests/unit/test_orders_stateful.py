@@ -191,7 +191,7 @@ class OrderMachine(RuleBasedStateMachine):
             return
         reference, sku, node = data.draw(st.sampled_from(expected))
         cat = ledger.catalog
-        line = c.InboundCancelLine(cat.sku_ids[sku], cat.nodes[node].node_id, units)
+        line = c.StockLine(cat.sku_ids[sku], cat.nodes[node].node_id, units)
         if self.attempt(c.CancelInbound(reference, () if whole else (line,))) is None:
             assert not whole and units > ledger.inbound[(reference, sku, node)].remaining
             return

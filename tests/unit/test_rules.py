@@ -148,7 +148,7 @@ def test_a_count_variance_at_the_threshold_holds_the_sku_until_the_recount_task_
     assert sellable(ledger, "mug", "n0") == 0 and sellable(ledger, "mug", "n1") == 200
     with pytest.raises(FailedPrecondition):  # no sale of the held SKU at n0
         execute(ledger, c.ReserveStock("cart", "web", NOW + 60_000,
-                                       (c.ReserveLine("mug", "n0", 1),)), NOW)
+                                       (c.StockLine("mug", "n0", 1),)), NOW)
     with pytest.raises(PermissionDenied, match="inventory_control"):
         execute(ledger, c.CompleteTask(task_id, "picker", "warehouse"), NOW)
     run(ledger, events, NOW, c.CompleteTask(task_id, "counter", "inventory_control",
@@ -289,9 +289,9 @@ def test_a_safety_stock_only_channel_sells_only_above_its_reserve():
     assert int(mkt.available_to_sell[0, 0]) == 200  # other channels unchanged
     with pytest.raises(FailedPrecondition):
         execute(ledger, c.ReserveStock("big", "web", NOW + 60_000,
-                                       (c.ReserveLine("mug", "n0", 51),)), NOW)
+                                       (c.StockLine("mug", "n0", 51),)), NOW)
     run(ledger, events, NOW, c.ReserveStock("ok", "web", NOW + 60_000,
-                                            (c.ReserveLine("mug", "n0", 50),)))
+                                            (c.StockLine("mug", "n0", 50),)))
     (action,) = ledger.ops.actions.values()
     run(ledger, events, NOW, c.ReverseAction(action.info.action_id, "ops-lead"))
     assert sellable(ledger, "mug", "n0") == 150  # 200 less the 50 reserved
