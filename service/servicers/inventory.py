@@ -255,8 +255,13 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         if not node_ids:
             return np.arange(catalog.n_nodes, dtype=np.int64)
         self._lines(node_ids, "node_ids")
-        return np.array([catalog.node(n, f"node_ids[{i}]") for i, n in enumerate(node_ids)],
-                        dtype=np.int64)
+        nodes = [catalog.node(n, f"node_ids[{i}]") for i, n in enumerate(node_ids)]
+        if len(set(nodes)) < len(nodes):
+            # (A node named twice would be summed twice: its stock sold twice over.)
+            first = next(i for i, node in enumerate(nodes) if nodes.index(node) < i)
+            raise InvalidArgument(f"node {node_ids[first]!r} is named more than once",
+                                  f"node_ids[{first}]")
+        return np.array(nodes, dtype=np.int64)
 
     def _skus(self, sku_ids: Any) -> np.ndarray:
         if not sku_ids:

@@ -298,6 +298,18 @@ def test_a_query_without_sku_ids_is_invalid(world, name):
     world.api.rejects(INVALID, world.call(name), request_type(node_ids=[world.nodes[0]]))
 
 
+@pytest.mark.parametrize("name", ["GetAvailability", "GetStockLevels"])
+def test_a_query_naming_a_node_twice_is_invalid(world, name):
+    """A node named twice would count its stock twice: available-to-sell and the promise
+    at several times what the node can sell."""
+    request_type = {"GetAvailability": inv.GetAvailabilityRequest,
+                    "GetStockLevels": inv.GetStockLevelsRequest}[name]
+    sku, (first, second) = world.skus[0], world.nodes[:2]
+    error = world.api.rejects(INVALID, world.call(name), request_type(
+        sku_ids=[sku], node_ids=[first, second, first]))
+    assert f"node {first!r} is named more than once" in error.details(), error.details()
+
+
 def too_many(w: World, name: str, count: int) -> Any:
     if name in ("GetAvailability", "GetStockLevels", "GetSkus"):
         request_type = {"GetAvailability": inv.GetAvailabilityRequest,
