@@ -16,6 +16,7 @@ import numpy as np
 
 from core import commands as c
 from core.adjustments import FREE_BUCKETS, adjust
+from core.alerts import ActionType
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
 from core.demand import DemandForecast
@@ -360,6 +361,18 @@ def _set_safety(p: _Plan, cmd: c.SetSafetyStock) -> None:
     sku = cat.sku(cmd.sku_id, "sku_id") if cmd.sku_id else -1
     node = cat.node(cmd.node_id, "node_id") if cmd.node_id else -1
     value = -1 if cmd.quantity is None else _quantity(cmd.quantity, "quantity", allow_zero=True)
+    if sku >= 0 and node >= 0:
+        # A sales hold (RESTRICT_SKU: a count variance under investigation) holds this very
+        # setting and puts back what was there when it is lifted: a value set now would
+        # lift the hold at once, and be lost when the hold ends.
+        hold = p.ledger.ops.active_action(ActionType.RESTRICT_SKU,
+                                          f"{cmd.sku_id}@{cmd.node_id}")
+        if hold is not None:
+            raise FailedPrecondition(
+                f"{cmd.sku_id!r} at {cmd.node_id!r} is held from sale by action "
+                f"{hold.info.action_id} ({hold.info.spec.reason}); set its safety stock "
+                "once the hold is lifted (its recount task completed, or the action "
+                "reversed)", "sku_id")
     p.add(EventKind.SAFETY_STOCK_SET, sku=sku, node=node, quantity=value)
 
 

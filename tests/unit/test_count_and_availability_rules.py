@@ -21,10 +21,11 @@ from tests.unit.test_orders_stateful import NETWORK
 NOW = 1_000
 
 
-def _ledger(**settings) -> Ledger:
+def _ledger(default_rules: bool = False, **settings) -> Ledger:
+    """A three-node ledger with SKU "a"; without the default alert rules unless asked."""
     ledger = Ledger(LedgerSettings(n_shards=2, **settings))
     for command in (
-            c.SetRules((), 1),
+            *(() if default_rules else (c.SetRules((), 1),)),
             c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),
                            NodeSpec("n1", latitude=34.0, longitude=-118.0),
                            NodeSpec("n2", latitude=41.8, longitude=-87.6))),
@@ -221,3 +222,36 @@ def test_a_reservation_for_no_channel_is_not_refused_for_a_channel_a_node_blocks
     with pytest.raises(FailedPrecondition, match="does not ship channel 'ch63'"):
         execute(ledger, c.ReserveStock("cart-63", "ch63", NOW + 60_000,
                                        (c.StockLine("a", "n2", 1),)), NOW)
+
+
+def _web_sellable(ledger: Ledger) -> int:
+    table = available_to_sell(ledger, np.array([ledger.catalog.sku("a")], np.int64),
+                              np.array([0], np.int64), ledger.catalog.channel("web"))
+    return int(table.total_to_sell[0])
+
+
+def test_a_safety_stock_is_not_set_under_a_sales_hold_and_the_hold_puts_back_its_own():
+    """A count far off holds the SKU at the node from sale (RESTRICT_SKU, through its own
+    safety stock) until it is recounted. Setting that safety stock meanwhile would sell the
+    SKU again while the hold shows in force, and be lost when the hold ends: refused."""
+    ledger = _ledger(default_rules=True)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 40),)), NOW)
+    execute(ledger, c.SetSafetyStock("a", "n0", 3), NOW)
+    execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 28),), "cc1"), NOW)
+    (hold,) = ledger.ops.active_action_records()
+    assert _web_sellable(ledger) == 0
+    before = ledger.checksum()
+    with pytest.raises(FailedPrecondition, match=f"held from sale by action {hold.info.action_id}"):
+        execute(ledger, c.SetSafetyStock("a", "n0", 5), NOW)
+    assert ledger.checksum() == before and _web_sellable(ledger) == 0
+    # The node's own default and the SKU's across nodes are other settings: the hold,
+    # the SKU's own at the node, still wins over them.
+    execute(ledger, c.SetSafetyStock("", "n0", 1), NOW)
+    execute(ledger, c.SetSafetyStock("a", "", 2), NOW)
+    assert _web_sellable(ledger) == 0
+    (task,) = ledger.ops.open_task_records()
+    execute(ledger, c.CompleteTask(task.info.task_id, actor="ic", role="operations"), NOW)
+    assert not ledger.ops.active_action_records()
+    assert ledger.safety_stock(ledger.catalog.sku("a"), 0) == 3  # what it was before
+    execute(ledger, c.SetSafetyStock("a", "n0", 5), NOW)
+    assert _web_sellable(ledger) == 28 - 5
