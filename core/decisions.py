@@ -644,13 +644,17 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     kept: list[Backorder] = []
     channel = catalog.channel(req.spec.channel_id)
     nodes = np.arange(catalog.n_nodes, dtype=np.int64)
+    # A SKU substitutes for one line of the order at most: the allocation below weighs
+    # each line against the SKU's stock on its own, so two lines of one SKU could each
+    # be given the same units (2 + 2 placed from 3, refused when applied).
+    given: set[int] = set()
     for backorder in decision.backorders:
         group = int(groups[backorder.sku])
         candidates: list[int] = (
             np.flatnonzero(groups[: catalog.n_skus] == group).tolist() if group else [])
         best: tuple[int, int] | None = None
         for cand in candidates:
-            if cand == backorder.sku:
+            if cand == backorder.sku or cand in given:
                 continue
             table = available_to_sell(ledger, np.array([cand], np.int64), nodes, channel)
             sellable = int(table.available_to_sell[0].sum()) - sum(
@@ -663,6 +667,7 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
         if best is None:
             kept.append(backorder)
         else:
+            given.add(best[1])
             replaced.append((backorder.line_id, best[1], backorder.quantity, backorder.sku))
     if not replaced:
         return decision._replace(options=(*decision.options, Option(

@@ -1,0 +1,72 @@
+"""Substitution within a SKU's group gives each substitute's units to one line only: two
+backordered lines of an order never both take the same SKU's last units (which the ledger
+then refuses, and with it every order of the batch, or a short pick's record)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from core import commands as c
+from core.exceptions import ExceptionType
+from core.ledger import Ledger, LedgerSettings
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.network import SlaTier
+from core.operations import execute
+from core.order_ops import quote_order
+from core.orders import OrderLineSpec, OrderSpec, PackageStatus
+from tests.unit.test_orders_stateful import NETWORK, NOW
+
+
+def _ledger(stock: dict[str, int]) -> Ledger:
+    """One node; "a", "b" and "x" substitute for each other, "c" for nothing."""
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in (
+            c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0),)),
+            c.UpsertChannels((ChannelSpec("web"),)),
+            c.UpsertSkus(tuple(
+                SkuSpec(s, weight_lb=1.0, length_in=6, width_in=4, height_in=2,
+                        unit_cost_micros=3_000_000, price_micros=9_000_000 + i,
+                        substitution_group="" if s == "c" else "g")
+                for i, s in enumerate(["a", "b", "x", "c"]))),
+            c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:1])),
+            c.ReceiveStock(tuple(c.ReceiptLine(s, "n0", q) for s, q in stock.items()))):
+        execute(ledger, command, NOW)
+    return ledger
+
+
+def _order(order_id: str, lines: list[tuple[str, int]], substitute: bool = True) -> OrderSpec:
+    return OrderSpec(order_id, "web", SlaTier.STANDARD,
+                     tuple(OrderLineSpec(str(i), s, q) for i, (s, q) in enumerate(lines)),
+                     postal_code="10001", allow_substitution=substitute)
+
+
+def _placed(ledger: Ledger, sku: str) -> int:
+    return ledger.quantity(ledger.catalog.sku(sku), 0, Bucket.ALLOCATED)
+
+
+def test_two_lines_short_of_stock_do_not_both_take_one_substitute_s_units():
+    ledger = _ledger({"b": 3, "c": 5})
+    order = _order("o1", [("a", 2), ("x", 2)])
+    quote = quote_order(ledger, order, NOW)
+    promised = [(line.line_id, line.quantity) for p in quote.packages for line in p.lines]
+    assert promised == [("0", 2)]  # b for one line; the other stays backordered
+    outcome = execute(ledger, c.AllocateOrders((_order("ok1", [("c", 1)], False), order)), NOW)
+    assert [o.error for o in outcome.detail.outcomes] == [None, None]
+    assert _placed(ledger, "b") == 2 and _placed(ledger, "c") == 1
+    record = ledger.orders.orders["o1"]
+    assert {b.line_id: b.quantity for b in record.backorders.values()} == {"1": 2}
+    assert [kind for o in outcome.detail.outcomes for kind in [o.exception_type] if kind] == [
+        ExceptionType.BACKORDER]
+
+
+def test_a_pick_short_on_two_lines_is_recorded_and_substitutes_one_of_them():
+    ledger = _ledger({"a": 2, "x": 2, "b": 3})
+    execute(ledger, c.AllocateOrders((_order("o1", [("a", 2), ("x", 2)]),)), NOW)
+    execute(ledger, c.ReleaseWave("n0", 0), NOW)
+    (package_id,) = ledger.orders.orders["o1"].package_ids
+    picked = execute(ledger, c.ConfirmPick(package_id, (("0", 0), ("1", 0))), NOW)
+    assert picked.detail.short == 4
+    # (Picked empty: nothing of it is left to ship.)
+    assert ledger.orders.packages[package_id].status == PackageStatus.CANCELLED
+    assert _placed(ledger, "b") == 2  # one line of 2 from b's 3; the other backordered
+    assert ledger.quantity(ledger.catalog.sku("b"), 0, Bucket.AVAILABLE) == 1
