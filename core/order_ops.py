@@ -415,18 +415,21 @@ _BACKORDER_KINDS: Final = frozenset({ExceptionType.BACKORDER, ExceptionType.NO_F
 
 def _resolve_filled(p: Plan, record: OrderRecord, decided: set[str],
                     outcome: OrderOutcome, resolving: str = "") -> None:
-    """Once a decision for the order's lines `decided` leaves nothing of it backordered, its
-    open backorder exceptions are resolved in the same command (but `resolving`, which the
-    command resolves itself)."""
+    """Once a decision for the order's lines `decided` covers every line it had backordered,
+    its open backorder exceptions are resolved in the same command (but `resolving`, which
+    the command resolves itself): filled, or superseded by the exception the decision
+    raised for what it still backorders (which counts the units outstanding now)."""
     decision = outcome.decision
-    if decision is None or decision[2] or any(
-            line_id not in decided for line_id in record.backorders):
+    if decision is None or any(line_id not in decided for line_id in record.backorders):
         return
+    if decision[2] and not outcome.exception_id:
+        return
+    note = (f"superseded by {outcome.exception_id}" if decision[2] else "backorder filled")
     for exception in p.ledger.exceptions.open_for(record.spec.order_id):
         if (exception.exception_type in _BACKORDER_KINDS
                 and exception.exception_id != resolving):
             p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
-                  reason=int(Resolution.RETRY), payload="backorder filled")
+                  reason=int(Resolution.RETRY), payload=note)
 
 
 def inbound_cancelled(p: Plan, events: Sequence[Event]) -> None:
@@ -693,6 +696,9 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
             if open_lines:
                 p.add(EventKind.ORDER_CANCELLED, reference=spec.order_id,
                       payload=CancelRecord(spec.order_id, (), open_lines, False))
+            # Every backorder of the order is cancelled: so are its other exceptions for them.
+            _resolve_siblings(p, spec.order_id, cmd.exception_id, _BACKORDER_KINDS, "",
+                              Resolution.CANCEL)
     elif resolution == Resolution.RELEASE:
         # Another reason to hold the order may still stand: raise that one first.
         cleared = frozenset(
@@ -721,7 +727,23 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
         if package is not None and package.status == PackageStatus.PICKED:
             p.add(EventKind.PACKAGE_PACKED, reference=record.reference,
                   payload=PackRecord(record.reference, True))
+        # The package is accepted as packed: its earlier mismatches with it.
+        _resolve_siblings(p, spec.order_id, cmd.exception_id,
+                          frozenset({ExceptionType.PACK_MISMATCH}), record.reference,
+                          Resolution.ACCEPT)
     return ResolveResult(cmd.exception_id, outcome)
+
+
+def _resolve_siblings(p: Plan, order_id: str, resolving: str,
+                      kinds: frozenset[ExceptionType], reference: str,
+                      resolution: Resolution) -> None:
+    """Resolve the order's other open exceptions of `kinds` (of the package `reference`,
+    if given) with the one `resolving` settles for them all."""
+    for exception in p.ledger.exceptions.open_for(order_id):
+        if (exception.exception_type in kinds and exception.exception_id != resolving
+                and (not reference or exception.reference == reference)):
+            p.add(EventKind.EXCEPTION_RESOLVED, reference=exception.exception_id,
+                  reason=int(resolution), payload=f"with {resolving}")
 
 
 def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:

@@ -55,18 +55,59 @@ def test_a_short_pick_that_fills_the_backorder_closes_its_exception():
     assert archived.order_ids == ("o1",)
 
 
-def test_a_retry_that_fills_every_backorder_closes_the_order_s_other_backorder_exceptions():
+def test_a_short_pick_of_a_backordered_line_supersedes_its_backorder_exception():
+    """The re-allocation after a short pick decides the line's whole backorder again and
+    raises one exception for what it still lacks: the earlier one, for fewer units, is
+    resolved in its favour, not left open beside it."""
     ledger = _ledger()
     execute(ledger, _order(60), NOW)  # 50 placed, 10 backordered: the first exception
+    (first,) = _open(ledger, ExceptionType.BACKORDER)
     execute(ledger, c.ReleaseWave("n0"), NOW)
     execute(ledger, c.ConfirmPick("o1-P1", (("1", 45),)), NOW)  # 5 short, none left
-    first, second = _open(ledger, ExceptionType.BACKORDER)
+    (second,) = _open(ledger, ExceptionType.BACKORDER)
     assert ledger.orders.orders["o1"].backorders["1"].quantity == 15
+    assert ledger.exceptions.by_id[second].detail.startswith("15 units")
+    superseded = ledger.exceptions.by_id[first]
+    assert superseded.resolution == Resolution.RETRY and second in superseded.note
     execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
     execute(ledger, c.ResolveException(second, Resolution.RETRY, role="operations"), NOW)
     assert not ledger.orders.orders["o1"].backorders
     assert _open(ledger, ExceptionType.BACKORDER) == []
-    assert ledger.exceptions.by_id[first].resolution == Resolution.RETRY
+
+
+def test_cancelling_the_backorders_closes_every_backorder_exception_of_the_order():
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in shop({("shirt", "n0"): 50, ("mug", "n0"): 5}, n_nodes=1):
+        execute(ledger, command, NOW)
+    execute(ledger, c.AllocateOrders((OrderSpec(
+        "o1", "web", SlaTier.STANDARD, (OrderLineSpec("1", "shirt", 60),
+                                        OrderLineSpec("2", "mug", 5)),
+        postal_code="10001"),)), NOW)  # 10 shirts backordered: the first exception
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    # 2 mugs short, none left: the mug line's backorder raises a second exception (the
+    # shirt line was not decided again, so the first still stands for it).
+    execute(ledger, c.ConfirmPick("o1-P1", (("1", 50), ("2", 3))), NOW)
+    first, second = _open(ledger, ExceptionType.BACKORDER)
+    execute(ledger, c.ResolveException(second, Resolution.CANCEL, role="operations"), NOW)
+    assert not ledger.orders.orders["o1"].backorders
+    assert _open(ledger, ExceptionType.BACKORDER) == []
+    assert ledger.exceptions.by_id[first].resolution == Resolution.CANCEL
+
+
+def test_accepting_a_pack_mismatch_closes_the_package_s_earlier_mismatches():
+    ledger = _ledger()
+    execute(ledger, _order(2), NOW)
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick("o1-P1", ()), NOW)
+    first = execute(ledger, c.ConfirmPack("o1-P1", (("shirt", 1),)), NOW).detail.exception_id
+    second = execute(ledger, c.ConfirmPack("o1-P1", (("shirt", 3),)), NOW).detail.exception_id
+    assert _open(ledger, ExceptionType.PACK_MISMATCH) == [first, second]
+    execute(ledger, c.ResolveException(second, Resolution.ACCEPT, role="warehouse"), NOW)
+    assert _open(ledger, ExceptionType.PACK_MISMATCH) == []
+    assert ledger.exceptions.by_id[first].resolution == Resolution.ACCEPT
+    execute(ledger, c.ConfirmShipment("o1-P1", "T"), NOW)
+    archived = execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS).detail
+    assert archived.order_ids == ("o1",)
 
 
 def test_margins_of_a_large_batch_are_python_s_own_past_what_int64_holds():

@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from core import commands as c
 from core import reopt
 from core.errors import DomainError
-from core.exceptions import ALLOWED, ExceptionInfo, Resolution
+from core.exceptions import ALLOWED, ExceptionInfo, ExceptionType, Resolution
 from core.finance import Account, reconcile
 from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
@@ -355,6 +355,20 @@ class OrderMachine(RuleBasedStateMachine):
                 charged += state.unit_prices[line_id] * qty
         if not self.ledger.orders.archived:
             assert -self.ledger.books.balances.get(Account.REVENUE, 0) == charged
+
+    @invariant()
+    def an_open_exception_still_has_its_cause(self):
+        """An open backorder exception has backordered units behind it, and an open pack
+        mismatch a package waiting to be packed: none is left behind on an order whose
+        cause is settled (which would also keep it from ever being archived)."""
+        book = self.ledger.orders
+        for record in self.ledger.exceptions.open_records():
+            order = book.orders.get(record.order_id)
+            if record.exception_type in (ExceptionType.BACKORDER,
+                                         ExceptionType.NO_FEASIBLE_NODE):
+                assert order is not None and order.backorders, record
+            elif record.exception_type == ExceptionType.PACK_MISMATCH:
+                assert book.packages[record.reference].status == PackageStatus.PICKED, record
 
     @invariant()
     def no_bucket_is_negative(self):
