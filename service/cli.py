@@ -145,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
         configure(settings.log_level, settings.log_format)
         from service.server import serve
+        from service.store import StoreCorrupt, StoreUnavailable
 
         try:
             asyncio.run(serve(settings))
-        except OSError as error:
+        except (OSError, StoreUnavailable, StoreCorrupt) as error:
             print(f"allocd: {error}", file=sys.stderr)
             return 1
     return 0

@@ -4,6 +4,7 @@ Layout of `<data_dir>/<partition>/`:
 
     wal-<first seq>.log      log segments: framed records (length, crc32, pickled Commit)
     snapshot-<seq>.bin       a framed pickled Snapshot, written to .tmp then renamed
+    LOCK                     locked (flock) by the one server writing here; its pid
 
 One writer task owns the log: commits that arrive while a write (and its fsync) is
 in flight go out together in the next write (group commit). A snapshot starts a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -90,12 +92,18 @@ class FileEventStore(QueuedWriter, EventStore):
         self._failed: BaseException | None = None
         self._dirty = False
         self._closing = False  # the writer writes what is queued, then leaves
+        self._lock: int | None = None  # fd of <directory>/LOCK, held while open
 
     # ---- recovery -----------------------------------------------------------------
     async def open(self) -> Recovered:
         await self.close()
         self.directory.mkdir(parents=True, exist_ok=True)
-        recovered = await asyncio.to_thread(self._recover)
+        self._lock = _lock_directory(self.directory)
+        try:
+            recovered = await asyncio.to_thread(self._recover)
+        except BaseException:
+            self._unlock()
+            raise
         self._failed = None
         self._writer = asyncio.create_task(self._write_forever())
         if self.durability == Durability.ASYNC_MAY_LOSE_1S:
@@ -200,7 +208,11 @@ class FileEventStore(QueuedWriter, EventStore):
                     yield commit  # an answer to a call that changed nothing
                     continue
                 if commit.last_seq < expected:
-                    continue  # covered by the snapshot
+                    if commit.last_seq <= after:
+                        continue  # covered by the snapshot
+                    # (Two writers on one directory, each numbering its own events.)
+                    raise StoreCorrupt(f"{path.name}: event {commit.events[0].seq} is logged "
+                                       "twice: refusing to choose which one holds")
                 if commit.events[0].seq != expected:
                     raise StoreCorrupt(f"{path.name}: gap in the log: expected event "
                                        f"{expected}, found {commit.events[0].seq}")
@@ -358,6 +370,32 @@ class FileEventStore(QueuedWriter, EventStore):
                 os.fsync(self._file)
                 os.close(self._file)
             self._file = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # (closing it releases the lock)
+            self._lock = None
+
+
+def _lock_directory(directory: Path) -> int:
+    """An exclusive lock on the store's directory, held until the store closes: a second
+    server on the same directory would number its events apart from the first's, and a
+    restart would keep one writer's acknowledged changes and drop the other's."""
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreUnavailable(f"{directory} is in use by another allocd (process "
+                               f"{holder}): one store has one writer") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def load_for_verify(directory: str | Path) -> tuple[Recovered, float]:

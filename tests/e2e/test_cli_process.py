@@ -129,3 +129,18 @@ def test_the_cli_serves_the_demo_on_an_ephemeral_port_and_stops_cleanly_on_sigte
             for _ in watch:
                 pass
         assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+def test_a_second_server_on_a_data_directory_in_use_exits_saying_so(demo_process, tmp_path):
+    """Two servers on one directory would each number their own events, and a restart would
+    keep one's acknowledged changes and drop the other's: the second does not start."""
+    process, _, _ = demo_process
+    executable = ALLOCD if ALLOCD.exists() else Path(sys.executable).with_name("allocd")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOCD_")}
+    second = subprocess.run(
+        [str(executable), "serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert second.returncode == 1, (second.stdout, second.stderr)
+    assert f"in use by another allocd (process {process.pid})" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert process.poll() is None  # the first serves on

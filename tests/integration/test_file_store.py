@@ -39,7 +39,7 @@ from service.config import Settings
 from service.filestore import FileEventStore
 from service.server import AllocdServer
 from service.servicers.inventory import InventoryServicer
-from service.store import Commit, Snapshot, StoreCorrupt
+from service.store import Commit, Snapshot, StoreCorrupt, StoreUnavailable
 from tests.unit.shop import shop
 
 
@@ -636,3 +636,41 @@ def test_a_damaged_snapshot_with_the_log_it_covered_gone_refuses_to_start(tmp_pa
     snapshot.write_bytes(bytes(data))
     with pytest.raises(StoreCorrupt, match="no readable snapshot"):
         _recover(tmp_path)
+
+
+def _commit(seq: int) -> Commit:
+    return Commit((Event(seq, EventKind.RECEIVED, sku=0, node=0, from_bucket=Bucket.EXTERNAL,
+                         to_bucket=Bucket.AVAILABLE, quantity=1, reference=f"r{seq}"),))
+
+
+def test_a_second_store_on_a_directory_in_use_is_refused_until_the_first_closes(tmp_path):
+    """One store, one writer: two would number their events apart, and a restart would keep
+    one's acknowledged changes and drop the other's."""
+    async def go():
+        first, second = FileEventStore(tmp_path), FileEventStore(tmp_path)
+        await first.open()
+        await first.append(_commit(1))
+        with pytest.raises(StoreUnavailable, match=f"in use by another allocd .*{os.getpid()}"):
+            await second.open()
+        await first.append(_commit(2))  # the first writes on
+        await first.close()
+        recovered = await second.open()
+        assert [commit.last_seq for commit in recovered.commits] == [1, 2]
+        await second.close()
+
+    run(go())
+
+
+def test_an_event_logged_twice_after_the_snapshot_refuses_to_start(tmp_path):
+    async def go():
+        store = FileEventStore(tmp_path)
+        await store.open()
+        for seq in (1, 2, 3):
+            await store.append(_commit(seq))
+        await store.close()
+        with open(sorted(tmp_path.glob("wal-*.log"))[-1], "ab") as fh:  # a 2nd writer's event 2
+            fh.write(logcodec.frame(logcodec.dumps(_commit(2))))
+        with pytest.raises(StoreCorrupt, match="event 2 is logged twice"):
+            await store.open()
+
+    run(go())
