@@ -282,14 +282,27 @@ class FileEventStore(QueuedWriter, EventStore):
 
     def _write(self, data: bytes, sync: bool) -> None:
         assert self._file is not None
+        start = os.lseek(self._file, 0, os.SEEK_END)
         view = memoryview(data)
-        while view:
-            written = os.write(self._file, view)
-            view = view[written:]
-        if sync:
-            os.fsync(self._file)
-        else:
-            self._dirty = True
+        try:
+            while view:
+                written = os.write(self._file, view)
+                view = view[written:]
+            if sync:
+                os.fsync(self._file)
+            else:
+                self._dirty = True
+        except OSError:
+            # Nothing of a failed write may stay: its calls are answered UNAVAILABLE
+            # (nothing applied), and a reload reads back every whole record in the log
+            # (a disk that filled part-way through the write, or an fsync that failed).
+            try:
+                os.ftruncate(self._file, start)
+                os.fsync(self._file)
+            except OSError as cut:
+                log.error("a failed write could not be cut from the log (%s): a reload "
+                          "reads back what of it was written", cut)
+            raise
 
     def _fail(self, error: BaseException,
               chunk: list[tuple[bytes, asyncio.Future[None]]]) -> None:

@@ -674,3 +674,44 @@ def test_an_event_logged_twice_after_the_snapshot_refuses_to_start(tmp_path):
             await store.open()
 
     run(go())
+
+
+@pytest.mark.parametrize("fails", ["write", "fsync"])
+def test_a_failed_write_leaves_none_of_its_commits_in_the_log(tmp_path, monkeypatch, fails):
+    """Every call of a failed write is answered UNAVAILABLE (nothing applied): so a reload
+    must not find a record of it, though the disk took some of the bytes (it filled up
+    part-way) or all of them (the fsync failed)."""
+    from service import filestore
+
+    real_write, real_fsync = os.write, os.fsync
+    armed: list[int] = []
+
+    def write(fd, data):
+        if armed and fd == armed[0] and fails == "write":
+            real_write(fd, bytes(data[: len(data) * 2 // 3]))  # whole records, and a torn one
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    def fsync(fd):
+        if armed and fd == armed[0] and fails == "fsync":
+            armed.clear()
+            raise OSError(5, "Input/output error")
+        return real_fsync(fd)
+
+    async def go():
+        store = FileEventStore(tmp_path, filestore.Durability.GROUP, group_window_ms=50)
+        await store.open()
+        await store.append(_commit(1))
+        monkeypatch.setattr(filestore.os, "write", write)
+        monkeypatch.setattr(filestore.os, "fsync", fsync)
+        armed.append(store._file)
+        answers = await asyncio.gather(*(store.append(_commit(seq)) for seq in (2, 3, 4)),
+                                       return_exceptions=True)
+        assert all(isinstance(a, StoreUnavailable) for a in answers), answers
+        armed.clear()
+        await store.close()
+        recovered = await store.open()
+        assert [commit.last_seq for commit in recovered.commits] == [1]
+        await store.close()
+
+    run(go())
