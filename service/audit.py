@@ -4,12 +4,17 @@ removed or inserted line is detected. Tokens and secrets are never written."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 from collections import deque
 from json.encoder import encode_basestring_ascii as _quoted  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("allocd.audit")
 
 GENESIS = "0" * 32
 MEMORY_ENTRIES = 10_000
@@ -43,8 +48,12 @@ class AuditLog:
         self.entries: deque[dict[str, Any]] = deque(maxlen=MEMORY_ENTRIES)
         self.count = 0
         self.last_hash = GENESIS
-        self._file: Any = None
+        self._file: int | None = None
+        # Lines made but not yet written (the disk refused them): written, in order, ahead
+        # of the next entry. The chain runs on in memory meanwhile.
+        self._pending: list[bytes] = []
         if path is not None and path.exists():
+            _cut_torn_line(path)
             lines = path.read_text().splitlines()
             if lines:
                 last = json.loads(lines[-1])
@@ -52,6 +61,9 @@ class AuditLog:
 
     def record(self, time_ms: int, principal: str, method: str, request_id: str,
                outcome: str) -> None:
+        """Add an entry. Never raises for the disk: the call it records is done (its change
+        durable), and its answer must not become an error because the audit file could not
+        take a line; the line waits for the next entry that can be written."""
         n = self.count + 1
         body = canonical_body(n, time_ms, principal, method, request_id, outcome,
                               self.last_hash)
@@ -64,16 +76,72 @@ class AuditLog:
             self.last_hash = digest
             return
         self.last_hash = digest
-        if self._file is None:  # kept open: one write a call, not an open and a close
-            self._file = self.path.open("a", buffering=1)
         # The line is the body with the hash put first, as sorted keys put it: the
         # entry is encoded once.
-        self._file.write(f'{{"hash":"{digest}",{body[1:]}\n')
+        self._pending.append(f'{{"hash":"{digest}",{body[1:]}\n'.encode())
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        assert self.path is not None
+        start = -1
+        try:
+            if self._file is None:  # kept open: one write a call, not an open and a close
+                self._file = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                     0o640)
+            start = os.lseek(self._file, 0, os.SEEK_END)
+            view = memoryview(b"".join(self._pending))
+            while view:
+                view = view[os.write(self._file, view):]
+        except OSError as error:
+            # What of the lines the disk took is cut off again, so that the file ends on
+            # a whole line: they are written whole once it has room.
+            if start >= 0 and self._file is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._file, start)
+            if len(self._pending) == 1 or len(self._pending) % 1000 == 0:
+                log.error("the audit log cannot be written (%s): %d entries wait in memory",
+                          error, len(self._pending))
+            return
+        if len(self._pending) > 1:
+            log.warning("the audit log is written again: %d waiting entries written",
+                        len(self._pending))
+        self._pending.clear()
+
+    @property
+    def waiting(self) -> int:
+        """Entries not yet written to the file."""
+        return len(self._pending)
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            if self._pending:
+                self._write_pending()
+            os.close(self._file)
             self._file = None
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Cut a last line the disk took only part of (it filled up mid-write, or the machine
+    stopped): every whole line stays, and the chain goes on from the last one."""
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if not size:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        keep = size
+        while keep > 0:  # back to the last newline
+            step = min(keep, 65536)
+            fh.seek(keep - step)
+            chunk = fh.read(step)
+            found = chunk.rfind(b"\n")
+            if found >= 0:
+                keep = keep - step + found + 1
+                break
+            keep -= step
+        fh.truncate(keep)
+        log.warning("audit log %s: cut a torn last line (%d bytes)", path, size - keep)
 
 
 def verify_lines(lines: list[str]) -> tuple[bool, int]:

@@ -65,6 +65,11 @@ def test_mutating_calls_are_audited_and_an_edit_is_detected(tmp_path, capsys):
     assert verify_lines(path.read_text().splitlines()) == (False, 1)
     assert verify(tmp_path / "default") == 1
     assert "CHANGED at line 1" in capsys.readouterr().out
+    # A torn last line (the disk filled, the machine stopped) is an unfinished write, not
+    # an edit: the server cuts it when it starts.
+    path.write_text("\n".join(lines) + '\n{"hash":"0a1b","n":3,"outc')
+    assert verify(tmp_path / "default") == 0
+    assert "hash chain intact; a torn last line 3" in capsys.readouterr().out
 
 
 def test_every_stream_message_is_audited_with_its_own_outcome(tmp_path):
@@ -130,3 +135,53 @@ def test_entries_written_to_a_file_verify_and_chain(tmp_path):
     reopened.record(2_000, "bob", "allocd.v1.X/Y", "r-9", "OK")
     reopened.close()
     assert verify_lines((tmp_path / "audit.log").read_text().splitlines()) == (True, 0)
+
+
+def test_a_full_disk_delays_audit_entries_and_loses_none(tmp_path, monkeypatch):
+    """The call an entry records is done (its change durable): a disk that cannot take the
+    line must not turn its answer into an error, nor leave a torn line behind. The entries
+    wait, in order, and are written once the disk has room."""
+    import os
+
+    from service import audit
+
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.record(1, "ann", "X/Y", "r-1", "OK")
+    real_write = os.write
+    full = [True]
+
+    def write(fd, data):
+        if full[0] and fd == log._file:
+            real_write(fd, bytes(data[: len(data) // 2]))  # part of a line, then no room
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(audit.os, "write", write)
+    log.record(2, "bob", "X/Y", "r-2", "OK")  # does not raise
+    log.record(3, "cy", "X/Y", "r-3", "ABORTED")
+    assert log.waiting == 2
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) == 1 and lines[0].endswith("\n")  # no torn line left
+    full[0] = False
+    log.record(4, "dee", "X/Y", "r-4", "OK")
+    log.close()
+    lines = path.read_text().splitlines()
+    assert verify_lines(lines) == (True, 0)
+    assert [json.loads(line)["request_id"] for line in lines] == ["r-1", "r-2", "r-3", "r-4"]
+
+
+def test_a_torn_last_line_is_cut_at_start_and_the_chain_goes_on(tmp_path):
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    for i in range(3):
+        log.record(i, "ann", "X/Y", f"r-{i}", "OK")
+    log.close()
+    with open(path, "ab") as fh:
+        fh.write(b'{"hash":"0123","n":4,"outco')  # the machine stopped mid-line
+    reopened = AuditLog(path)
+    reopened.record(9, "bob", "X/Y", "r-9", "OK")
+    reopened.close()
+    lines = path.read_text().splitlines()
+    assert verify_lines(lines) == (True, 0)
+    assert [json.loads(line)["request_id"] for line in lines] == ["r-0", "r-1", "r-2", "r-9"]
