@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", default="data")
     verify.add_argument("--partition", default="default")
     verify.add_argument("--redis-url", default="", help="verify the Redis store at this URL")
+    verify.add_argument("--config", default=None,
+                        help="the server's TOML settings file (its shard count is read from "
+                             f"it, from {ENV_PREFIX}SHARDS or from --shards)")
+    verify.add_argument("--shards", type=int, default=None,
+                        help="the server's shard count, if not the default")
     token = sub.add_parser("token", help="issue or revoke bearer tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     issue = token_sub.add_parser(
@@ -127,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from service.verify import verify
 
-        return verify(Path(args.data_dir) / args.partition, args.redis_url, args.partition)
+        try:
+            settings = load_settings(args.config, {"shards": args.shards,
+                                                   "partition": args.partition})
+        except (ValueError, OSError) as error:
+            print(f"allocd: {error}", file=sys.stderr)
+            return 2
+        return verify(Path(args.data_dir) / args.partition, args.redis_url, args.partition,
+                      settings)
     if args.command == "health":
         from service.healthcheck import check
 

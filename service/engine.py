@@ -52,6 +52,14 @@ PROBE_EVERY = 4
 PROBE_EVERY_MAX = 256
 
 
+def ledger_settings(s: Settings) -> LedgerSettings:
+    """The ledger a server with these settings starts from (its shard layout is part of
+    the state's checksum)."""
+    return LedgerSettings(n_shards=s.shards, count_hold_units=s.count_hold_units,
+                          count_hold_percent=s.count_hold_percent, partition=s.partition,
+                          write_off_approval_micros=s.write_off_approval_micros)
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -193,11 +201,7 @@ class Engine:
         self.joined_by: dict[str, list[int]] = {}
 
     def _new_ledger(self) -> Ledger:
-        s = self.settings
-        return Ledger(LedgerSettings(n_shards=s.shards, count_hold_units=s.count_hold_units,
-                                     count_hold_percent=s.count_hold_percent,
-                                     partition=s.partition,
-                                     write_off_approval_micros=s.write_off_approval_micros))
+        return Ledger(ledger_settings(self.settings))
 
     async def start(self) -> None:
         """Load what the store holds: the newest snapshot, then the commits after it."""

@@ -10,6 +10,8 @@ from core.finance import reconcile
 from core.ledger import Ledger
 from core.model import Bucket
 from service.audit import verify_lines
+from service.config import Settings
+from service.engine import ledger_settings
 from service.filestore import load_for_verify
 from service.redisstore import RedisEventStore
 from service.store import Recovered
@@ -23,7 +25,10 @@ async def _read_redis(url: str, partition: str) -> tuple[Recovered, float]:
     return recovered, time.perf_counter() - started
 
 
-def verify(directory: Path, redis_url: str = "", partition: str = "default") -> int:
+def verify(directory: Path, redis_url: str = "", partition: str = "default",
+           settings: Settings | None = None) -> int:
+    """`settings`: the server's (its shard count: a store without a snapshot is replayed
+    into a ledger laid out as the server's, or the checksum could not be compared)."""
     if redis_url:
         recovered, read_s = asyncio.run(_read_redis(redis_url, partition))
         where = f"{redis_url} partition {partition}"
@@ -34,7 +39,8 @@ def verify(directory: Path, redis_url: str = "", partition: str = "default") -> 
         recovered, read_s = load_for_verify(directory)
         where = str(directory)
     started = time.perf_counter()
-    ledger = recovered.snapshot.ledger if recovered.snapshot else Ledger()
+    ledger = (recovered.snapshot.ledger if recovered.snapshot
+              else Ledger(ledger_settings(settings or Settings(partition=partition))))
     commits = 0
     for commit in recovered.commits:
         ledger.apply(commit.events, replay=True)

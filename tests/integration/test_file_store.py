@@ -715,3 +715,24 @@ def test_a_failed_write_leaves_none_of_its_commits_in_the_log(tmp_path, monkeypa
         await store.close()
 
     run(go())
+
+
+@pytest.mark.parametrize("shards", [4, 16])
+def test_verify_prints_the_server_s_checksum_for_any_shard_count(tmp_path, capsys, shards):
+    """Before the first snapshot the store is replayed into a new ledger: laid out as the
+    server's (its shard count), or its checksum never matches the server's."""
+    from service.verify import verify
+
+    async def go() -> str:
+        server = await _seeded(tmp_path, shards=shards, checkpoint_every_events=10**9)
+        api = InventoryServicer(server.engine)
+        for i in range(6):
+            await api.ReceiveInventory(_receive(f"S{i}", "A", 3 + i, f"v-{i}"), _Context())
+        checksum = server.engine.ledger.checksum()
+        await server.stop(0)
+        return checksum
+
+    checksum = run(go())
+    assert not list((tmp_path / "default").glob("snapshot-*"))
+    assert verify(tmp_path / "default", settings=Settings(shards=shards)) == 0
+    assert f"checksum:     {checksum}" in capsys.readouterr().out
