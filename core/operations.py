@@ -335,8 +335,18 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
         else:
             # Too large to book silently: quarantine the difference and raise an
             # exception for approval. Found units enter QUARANTINED; missing units
-            # leave AVAILABLE for QUARANTINED (as many as are still available).
+            # leave AVAILABLE for QUARANTINED, and past what is available, leave the
+            # reservations holding them (else they would come back as sellable stock when
+            # the reservations end). What is still missing after that is allocated to
+            # orders: their picks come up short and write it off.
             held = variance if variance > 0 else min(-variance, available)
+            if variance < 0 and -variance > available:
+                for reservation_id, qty in _reservations_short(ledger, sku, node,
+                                                               -variance - available):
+                    p.add(EventKind.RESERVATION_RELEASED, sku=sku, node=node,
+                          from_bucket=Bucket.RESERVED, to_bucket=Bucket.AVAILABLE,
+                          quantity=qty, reference=reservation_id)
+                    held += qty
             exception_id = f"count-{ledger.last_seq + 1 + len(p.events)}"
             common["reference"] = exception_id
             p.add(EventKind.COUNT_VARIANCE_HELD, quantity=held,
@@ -345,6 +355,26 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
         outcomes.append(CountOutcome(line.sku_id, line.node_id, expected, counted, variance,
                                      adjusted, held, exception_id))
     return CountResult(tuple(outcomes))
+
+
+def _reservations_short(ledger: Ledger, sku: int, node: int, units: int
+                        ) -> list[tuple[str, int]]:
+    """(reservation, units) to take `units` of a SKU at a node from, where a count found
+    them missing: the reservations ending last first (they would hold them longest)."""
+    book = ledger.reservations
+    holding = []
+    for reservation_id, record in book.by_id.items():
+        slot = record.slots.get((sku, node))
+        if slot is not None:
+            holding.append((-int(book.expires_ms[slot]), reservation_id, int(book.qty[slot])))
+    taken: list[tuple[str, int]] = []
+    for _, reservation_id, qty in sorted(holding):
+        if units <= 0:
+            break
+        take = min(qty, units)
+        taken.append((reservation_id, take))
+        units -= take
+    return taken
 
 
 def _booked_silently(ledger: Ledger, variance: int, expected: int) -> bool:

@@ -750,8 +750,8 @@ def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:
     held = p.ledger.held_variances.get(exception_id)
     if held is None:
         return
-    # (One that holds nothing, all its missing units promised to orders or reservations,
-    # is settled too: moving no units, it drops the record.)
+    # (One that holds nothing, all its missing units allocated to orders, is settled
+    # too: moving no units, it drops the record.)
     found = held.counted > held.expected
     # Found units: approve makes them sellable, reject removes them. Missing units:
     # approve writes them off, reject returns them to AVAILABLE (a recount found them).

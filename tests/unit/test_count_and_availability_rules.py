@@ -163,12 +163,17 @@ def test_two_requests_to_make_a_channel_safety_stock_only_reserve_once():
     assert int(table.total_to_sell[0]) == 70
 
 
+def _order_all_20() -> c.AllocateOrders:
+    return c.AllocateOrders((OrderSpec("o1", "web", SlaTier.STANDARD,
+                                       (OrderLineSpec("1", "a", 20),), postal_code="10001"),))
+
+
 def test_a_variance_that_holds_nothing_does_not_stop_the_next_count():
     ledger = _ledger(count_hold_units=5)
     execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)), NOW)
-    execute(ledger, c.ReserveStock("r1", "web", 10**12, (c.StockLine("a", "n0", 20),)), NOW)
+    execute(ledger, _order_all_20(), NOW)
     count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"), NOW)
-    assert count.detail.lines[0].held == 0  # all 20 reserved: none to quarantine
+    assert count.detail.lines[0].held == 0  # all 20 allocated: none to quarantine
     execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc2"), NOW)
 
 
@@ -178,7 +183,7 @@ def test_a_variance_that_holds_nothing_is_gone_once_settled(resolution):
     replayed = _ledger(count_hold_units=5)  # (applies the same events as they come)
     outcomes = [execute(ledger, command, NOW) for command in (
         c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)),
-        c.ReserveStock("r1", "web", 10**12, (c.StockLine("a", "n0", 20),)),
+        _order_all_20(),
         c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"))]
     (line,) = outcomes[-1].detail.lines
     assert line.held == 0 and line.exception_id in ledger.held_variances
@@ -255,3 +260,32 @@ def test_a_safety_stock_is_not_set_under_a_sales_hold_and_the_hold_puts_back_its
     assert ledger.safety_stock(ledger.catalog.sku("a"), 0) == 3  # what it was before
     execute(ledger, c.SetSafetyStock("a", "n0", 5), NOW)
     assert _web_sellable(ledger) == 28 - 5
+
+
+@pytest.mark.parametrize("resolution", [Resolution.APPROVE, Resolution.REJECT])
+def test_units_a_count_finds_missing_leave_the_reservations_that_held_them(resolution):
+    """Units a count finds missing, past what is available, are taken from the reservations
+    holding them (ending last first) and held with the rest: else they come back as
+    sellable stock when the reservations end, and are promised to customers again."""
+    ledger = _ledger(count_hold_units=5)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 12),)), NOW)
+    execute(ledger, c.ReserveStock("soon", "web", NOW + 60_000, (c.StockLine("a", "n0", 4),)),
+            NOW)
+    execute(ledger, c.ReserveStock("late", "web", NOW + 600_000, (c.StockLine("a", "n0", 5),)),
+            NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 1),), "cc1"), NOW)
+    (line,) = count.detail.lines
+    # 11 missing: the 3 available, then "late" (5) and 3 of "soon"; 1 left reserved.
+    assert (line.variance, line.held) == (-11, 11)
+    assert _levels(ledger)[:4] == [0, 1, 0, 11]
+    assert "late" not in ledger.reservations.by_id
+    assert ledger.reservations.lines("soon") == [(ledger.catalog.sku("a"), 0, 1)]
+    execute(ledger, c.ResolveException(line.exception_id, resolution, actor="boss",
+                                       role="operations"), NOW)
+    execute(ledger, c.ExpireReservations(), NOW + 10**9)  # "soon" ends
+    levels = _levels(ledger)
+    assert levels[Bucket.RESERVED] == 0 and levels[Bucket.QUARANTINED] == 0
+    # Approved: written off, and only the unit counted is left to sell. Refused (a recount
+    # found them): back to sale, the reservations they left do not get them back.
+    assert levels[Bucket.AVAILABLE] == (1 if resolution == Resolution.APPROVE else 12)
+    assert _web_sellable(ledger) == levels[Bucket.AVAILABLE]
