@@ -17,8 +17,17 @@ FREE_BUCKETS = frozenset({Bucket.AVAILABLE, Bucket.QUARANTINED, Bucket.RETURNED}
 _REASON_SIGN = {AdjustReason.DAMAGE: -1, AdjustReason.SHRINKAGE: -1, AdjustReason.FOUND: 1}
 
 
-def adjust(p: Plan, cmd: c.AdjustStock) -> str:
-    """Plan the adjustment, or an approval request for it; returns the approval id or ""."""
+#: Buckets whose units a write-off waiting for approval takes out of sale meanwhile.
+_HELD_FROM = frozenset({Bucket.AVAILABLE, Bucket.RETURNED})
+
+
+def adjust(p: Plan, cmd: c.AdjustStock,
+           holds: tuple[tuple[int, int, int, int], ...] = ()) -> str:
+    """Plan the adjustment, or an approval request for it; returns the approval id or "".
+
+    A write-off that waits for approval moves its units from AVAILABLE or RETURNED to
+    QUARANTINED at once (`ApprovalRequest.holds`), so that they are not sold meanwhile
+    nor counted as on the shelf; approved, they are written off from there (`holds`)."""
     check_lines(cmd.lines)
     cat = p.ledger.catalog
     books = p.ledger.books
@@ -45,17 +54,43 @@ def adjust(p: Plan, cmd: c.AdjustStock) -> str:
     threshold = p.ledger.settings.write_off_approval_micros
     if not cmd.approved and write_off > threshold:
         approval_id = f"AP-{p.ledger.last_seq + 1 + len(p.events)}"
+        held = tuple((sku, node, int(bucket), -line.delta) for sku, node, bucket, line
+                     in planned if line.delta < 0 and bucket in _HELD_FROM)
         p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
             approval_id, "write_off", cmd.reference, write_off, cmd.actor,
-            f"write-off of {write_off} micros (above {threshold})", command=cmd))
+            f"write-off of {write_off} micros (above {threshold})", command=cmd,
+            holds=held))
+        for sku, node, bucket_, qty in held:
+            p.add(EventKind.MOVED, sku=sku, node=node, from_bucket=Bucket(bucket_),
+                  to_bucket=Bucket.QUARANTINED, quantity=qty, reference=approval_id)
         return approval_id
+    waiting: dict[tuple[int, int, int], int] = {}  # what this write-off holds, left to take
+    for sku, node, bucket_, qty in holds:
+        waiting[(sku, node, bucket_)] = waiting.get((sku, node, bucket_), 0) + qty
     for sku, node, bucket, line in planned:
         into = line.delta > 0
-        # Units held for a count variance leave QUARANTINED only when it is settled.
-        floor = (p.ledger.held_units(sku, node)
+        key = (sku, node, int(bucket))
+        own = 0
+        if not into and waiting.get(key, 0) >= -line.delta:
+            waiting[key] -= -line.delta
+            own = sum(q for s, n, _, q in holds if (s, n) == (sku, node))
+            bucket = Bucket.QUARANTINED  # where it waited
+        # Units held for a count variance or another write-off leave QUARANTINED only
+        # when it is settled (this one's own are free to go).
+        floor = (p.ledger.held_units(sku, node) - own
                  if not into and bucket == Bucket.QUARANTINED else 0)
         p.add(EventKind.ADJUSTED, floor=floor, sku=sku, node=node,
               from_bucket=Bucket.EXTERNAL if into else bucket,
               to_bucket=bucket if into else Bucket.EXTERNAL,
               quantity=abs(line.delta), reference=cmd.reference, reason=int(line.reason))
     return ""
+
+
+def release_holds(p: Plan, approval_id: str, holds: tuple[tuple[int, int, int, int], ...]
+                  ) -> None:
+    """A write-off refused: the units it held go back where they were."""
+    for sku, node, bucket, qty in holds:
+        own = sum(q for s, n, _, q in holds if (s, n) == (sku, node))
+        p.add(EventKind.MOVED, floor=p.ledger.held_units(sku, node) - own, sku=sku,
+              node=node, from_bucket=Bucket.QUARANTINED, to_bucket=Bucket(bucket),
+              quantity=qty, reference=approval_id)

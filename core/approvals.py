@@ -38,6 +38,14 @@ class ApprovalRequest:
     fee_micros: int = 0  # refunds: restocking fee kept
     command: Any = None  # the command to plan again once approved (write-offs, policies)
     required: int = 1  # approvals by different people needed
+    # Write-offs: (sku, node, bucket, units) moved from `bucket` to QUARANTINED while the
+    # request waits (units reported damaged or lost are not sold meanwhile). A request
+    # logged before these were held has none (read with `holds_of`).
+    holds: tuple[tuple[int, int, int, int], ...] = ()
+
+
+def holds_of(request: ApprovalRequest) -> tuple[tuple[int, int, int, int], ...]:
+    return getattr(request, "holds", ())  # (unset in one unpickled from an older log)
 
 
 @dataclass(frozen=True, slots=True)

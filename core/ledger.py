@@ -19,7 +19,7 @@ from mypy_extensions import mypyc_attr
 from numba.typed import List as TypedList
 
 from core.alerts import OPS_KINDS, OpsBook
-from core.approvals import ApprovalBook, ApprovalRecord
+from core.approvals import ApprovalBook, ApprovalRecord, holds_of
 from core.catalog import MAX_CHANNELS, Catalog
 from core.demand import DAY_MS, DEFAULT_HALF_LIFE_DAYS, SmoothedDemand, ValuePolicy
 from core.errors import DomainError, FailedPrecondition, InvariantViolation
@@ -435,9 +435,16 @@ class Ledger:
                 if h.sku == sku and h.node == node and h.held]
 
     def held_units(self, sku: int, node: int) -> int:
-        """Units of (sku, node) in QUARANTINED for count variances waiting for approval."""
-        return sum(h.held for h in self.held_variances.values()
+        """Units of (sku, node) in QUARANTINED for count variances and write-offs waiting
+        for approval."""
+        held = sum(h.held for h in self.held_variances.values()
                    if h.sku == sku and h.node == node)
+        approvals = self.approvals.by_id
+        for approval_id in self.approvals.pending_places:
+            for s, n, _, qty in holds_of(approvals[approval_id].request):
+                if s == sku and n == node:
+                    held += qty
+        return held
 
     def _refusal_message(self, event: Event, floor: int) -> str:
         sku = self.catalog.sku_ids[event.sku]
@@ -449,8 +456,8 @@ class Ledger:
                         f"{have} on hand, {event.quantity} asked")
             if event.from_bucket == Bucket.QUARANTINED:
                 return (f"not enough free QUARANTINED stock of {sku!r} at {node!r}: {have} "
-                        f"there, {floor} held for count variances waiting for approval, "
-                        f"{event.quantity} asked")
+                        f"there, {floor} held for count variances or write-offs waiting "
+                        f"for approval, {event.quantity} asked")
             return (f"not enough sellable stock of {sku!r} at {node!r}: {have} AVAILABLE, "
                     f"{floor} held back (safety stock and other channels' fences), "
                     f"{event.quantity} asked")

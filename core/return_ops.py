@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import commands as c
-from core.adjustments import adjust
-from core.approvals import APPROVER_ROLES, ApprovalDecision, ApprovalRequest, has_role
+from core.adjustments import adjust, release_holds
+from core.approvals import (
+    APPROVER_ROLES,
+    ApprovalDecision,
+    ApprovalRequest,
+    has_role,
+    holds_of,
+)
 from core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -364,6 +370,8 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
     p.add(EventKind.APPROVAL_DECIDED, reference=cmd.approval_id, payload=ApprovalDecision(
         cmd.approval_id, cmd.approve, cmd.actor, cmd.role, cmd.note[:500]))
     if not cmd.approve:
+        if request.action == "write_off":
+            release_holds(p, cmd.approval_id, holds_of(request))
         return ReturnProgress(request.reference)
     if len(record.approvals) + 1 < request.required:
         return ReturnProgress(request.reference)  # waits for the next approver
@@ -375,7 +383,7 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
         return ReturnProgress(request.reference)
     if request.action == "write_off":
         # Planned again now: stock may have moved since it was asked for.
-        adjust(p, dataclasses.replace(request.command, approved=True))
+        adjust(p, dataclasses.replace(request.command, approved=True), holds_of(request))
         return ReturnProgress(request.reference)
     p.add(EventKind.REFUND_ISSUED, reference=request.reference,
           payload=Refund(request.reference, request.gross_micros, request.fee_micros,

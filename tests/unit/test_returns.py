@@ -169,14 +169,60 @@ def test_a_large_write_off_waits_for_an_approver_who_is_not_the_requester():
                         "flood", actor="ops-1")  # 50 x $8 = $400
     before = ledger.buckets(shirt, 0).copy()
     approval_id = execute(ledger, big, NOW).detail
-    assert approval_id and (ledger.buckets(shirt, 0) == before).all()  # nothing yet
+    # Nothing written off yet; the units are out of sale meanwhile.
+    assert approval_id and ledger.buckets(shirt, 0).sum() == before.sum()
+    assert ledger.buckets(shirt, 0)[Bucket.AVAILABLE] == before[Bucket.AVAILABLE] - 50
+    assert ledger.buckets(shirt, 0)[Bucket.QUARANTINED] == before[Bucket.QUARANTINED] + 50
     with pytest.raises(FailedPrecondition):  # not by the requester
         execute(ledger, c.DecideApproval(approval_id, True, "ops-1", "operations"), NOW)
     with pytest.raises(PermissionDenied):  # not by a role without the right
         execute(ledger, c.DecideApproval(approval_id, True, "clerk", "customer_service"), NOW)
     execute(ledger, c.DecideApproval(approval_id, True, "ops-2", "operations"), NOW)
     assert ledger.buckets(shirt, 0)[Bucket.AVAILABLE] == before[Bucket.AVAILABLE] - 50
+    assert ledger.buckets(shirt, 0)[Bucket.QUARANTINED] == before[Bucket.QUARANTINED]
     assert ledger.books.balances[Account.INVENTORY_WRITE_OFFS] == 50 * 8_000_000
+
+
+def test_units_a_write_off_waits_for_are_neither_sold_nor_counted_nor_moved():
+    """Units reported damaged are out of sale while their write-off waits: sold meanwhile,
+    they were promised to customers and the approval then could not be carried out; a
+    count of the shelf meanwhile booked the same loss a second time."""
+    ledger = world(write_off_approval=100_000_000)
+    shirt = ledger.catalog.sku("shirt")
+    available = int(ledger.buckets(shirt, 0)[Bucket.AVAILABLE])
+    approval_id = execute(ledger, c.AdjustStock(
+        (c.AdjustLine("shirt", "n0", -20, c.AdjustReason.DAMAGE),), "dmg", actor="ops-1"),
+        NOW).detail
+    with pytest.raises(FailedPrecondition):  # only what is left is sold
+        execute(ledger, c.ReserveStock("cart", "web", NOW + 60_000,
+                                       (c.StockLine("shirt", "n0", available - 19),)), NOW)
+    with pytest.raises(FailedPrecondition, match="write-offs waiting"):  # nor moved out by hand
+        execute(ledger, c.MoveStock((c.MoveLine("shirt", "n0", 1, Bucket.QUARANTINED,
+                                                Bucket.AVAILABLE),)), NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("shirt", "n0", available - 20),)),
+                    NOW).detail
+    assert count.lines[0].variance == 0  # the shelf holds what is left: no second loss
+    execute(ledger, c.DecideApproval(approval_id, True, "ops-2", "operations"), NOW)
+    assert ledger.buckets(shirt, 0)[Bucket.AVAILABLE] == available - 20
+    assert ledger.buckets(shirt, 0)[Bucket.QUARANTINED] == 0
+
+
+def test_a_refused_write_off_puts_its_units_back_and_one_past_the_stock_is_refused():
+    ledger = world(write_off_approval=100_000_000)
+    shirt = ledger.catalog.sku("shirt")
+    before = ledger.buckets(shirt, 0).copy()
+    approval_id = execute(ledger, c.AdjustStock(
+        (c.AdjustLine("shirt", "n0", -20, c.AdjustReason.SHRINKAGE),), "lost", actor="ops-1"),
+        NOW).detail
+    execute(ledger, c.DecideApproval(approval_id, False, "ops-2", "operations"), NOW)
+    assert (ledger.buckets(shirt, 0) == before).all()
+    assert ledger.held_units(shirt, 0) == 0
+    checksum = ledger.checksum()
+    with pytest.raises(FailedPrecondition):  # more than the node has: refused when asked
+        execute(ledger, c.AdjustStock((c.AdjustLine(
+            "shirt", "n0", -int(before[Bucket.AVAILABLE]) - 1, c.AdjustReason.DAMAGE),),
+            "too-many", actor="ops-1"), NOW)
+    assert ledger.checksum() == checksum
 
 
 def test_a_held_count_variance_is_settled_only_by_an_inventory_role():
