@@ -44,9 +44,11 @@ READ_BATCH = 2000
 class RedisEventStore(QueuedWriter, EventStore):
     supports_snapshots = True
 
-    def __init__(self, url: str, partition: str = "default", timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, partition: str = "default", timeout_s: float = 2.0,
+                 read_only: bool = False) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.read_only = read_only  # (allocd verify: deletes nothing, not even strays)
         prefix = f"allocd:{{{partition}}}"
         self.log_key = f"{prefix}:log"
         self.snapshot_key = f"{prefix}:snapshot"
@@ -76,6 +78,8 @@ class RedisEventStore(QueuedWriter, EventStore):
         finally:
             await reader.aclose()
         self._client = self._connect()
+        if recovered.snapshot is not None and not self.read_only:
+            await self._drop_unpublished(recovered.snapshot.seq)
         try:
             info = await self._client.xinfo_stream(self.log_key)
             last = info["last-generated-id"]
@@ -136,6 +140,28 @@ class RedisEventStore(QueuedWriter, EventStore):
             last_id = entries[-1][0]
             start = "(" + (last_id.decode() if isinstance(last_id, bytes) else str(last_id))
         return Recovered(snapshot, commits, notes)
+
+    async def _drop_unpublished(self, published: int) -> None:
+        """Delete the chunks of snapshots older than the one published that were never
+        published themselves (a server stopped while a checkpoint was being written):
+        each is a whole snapshot's size, and nothing else would ever read or delete it. A
+        newer one is left alone: it may be one being written now."""
+        assert self._client is not None
+        stray: list[str] = []
+        try:
+            async for key in self._client.scan_iter(match=f"{self._chunk_prefix}*",
+                                                    count=1000):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                seq = name[len(self._chunk_prefix):].split(":", 1)[0]
+                if seq.isdigit() and int(seq) < published:
+                    stray.append(name)
+            for start in range(0, len(stray), 500):
+                await self._client.delete(*stray[start:start + 500])
+        except (redis.RedisError, OSError) as error:  # only memory is at stake: go on
+            log.warning("could not drop unpublished snapshots: %s", error)
+            return
+        if stray:
+            log.warning("dropped %d chunks of snapshots never published", len(stray))
 
     def _chunk(self, seq: int, index: int | str) -> str:
         return f"{self._chunk_prefix}{seq}:{index}"
@@ -220,6 +246,7 @@ class RedisEventStore(QueuedWriter, EventStore):
             old_seq, old_chunks = int(old[b"seq"]), int(old[b"chunks"])
             if old_seq != seq:
                 await self._client.delete(*(self._chunk(old_seq, i) for i in range(old_chunks)))
+        await self._drop_unpublished(seq)
 
     async def discard_snapshot(self, seq: int) -> None:
         if self._client is None:

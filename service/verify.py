@@ -19,7 +19,7 @@ from service.store import Recovered
 
 async def _read_redis(url: str, partition: str) -> tuple[Recovered, float]:
     started = time.perf_counter()
-    store = RedisEventStore(url, partition)
+    store = RedisEventStore(url, partition, read_only=True)
     recovered = await store.open()  # reads only; nothing is written
     await store.close()
     return recovered, time.perf_counter() - started

@@ -222,3 +222,42 @@ def test_a_reload_while_a_write_is_in_flight_answers_it_and_loses_nothing(redis_
         return live, rebuilt, kept
 
     assert asyncio.run(go()) == (12, 12, True)
+
+
+def test_snapshots_never_published_are_dropped_once_a_newer_one_is(redis_server):
+    """A server stopped while a checkpoint was being written leaves that snapshot's chunks
+    behind, a whole snapshot's size each time; they go once a newer snapshot is published
+    (at that checkpoint, or at the next start). A newer one than the published snapshot is
+    left alone: it may be one being written now."""
+    from service.redisstore import RedisEventStore
+
+    client = redis.Redis.from_url(redis_server.url)
+    prefix = "allocd:{default}:snapshot:"
+
+    async def go():
+        server = await _server(redis_server.url)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive(3, "x0"), _Context())
+        store = server.engine.store
+        assert isinstance(store, RedisEventStore)
+        store.write_snapshot(2, b"orphan")  # written, never published (the server died)
+        store.write_snapshot(10**9, b"later")  # a newer one, as if being written now
+        assert await server.engine.checkpoint()
+        published = server.engine.snapshot_seq
+        await server.stop(0)
+        return published
+
+    published = asyncio.run(go())
+    seqs = {k.decode()[len(prefix):].split(":")[0] for k in client.keys(prefix + "*")}
+    assert seqs == {str(published), str(10**9)}
+    # ... and at the next start, of what was left before the published one.
+    RedisEventStore(redis_server.url).write_snapshot(3, b"orphan")
+
+    async def restart():
+        server = await _server(redis_server.url)
+        await server.stop(0)
+
+    asyncio.run(restart())
+    seqs = {k.decode()[len(prefix):].split(":")[0] for k in client.keys(prefix + "*")}
+    assert seqs == {str(published), str(10**9)}
+    client.close()
