@@ -67,10 +67,11 @@ def adjust(p: Plan, cmd: c.AdjustStock,
     waiting: dict[tuple[int, int, int], int] = {}  # what this write-off holds, left to take
     for sku, node, bucket_, qty in holds:
         waiting[(sku, node, bucket_)] = waiting.get((sku, node, bucket_), 0) + qty
-    for sku, node, bucket, line in planned:
+    for sku, node, asked, line in planned:
         into = line.delta > 0
-        key = (sku, node, int(bucket))
+        key = (sku, node, int(asked))
         own = 0
+        bucket = asked
         if not into and waiting.get(key, 0) >= -line.delta:
             waiting[key] -= -line.delta
             own = sum(q for s, n, _, q in holds if (s, n) == (sku, node))

@@ -516,8 +516,12 @@ def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
     released = 0
     for package_id, line_id, qty in package_lines:
         state = book.packages[package_id]
+        # Units already picked are in a tote or a box, not on the shelf: they wait in
+        # QUARANTINED until put away (MoveStock to AVAILABLE), not sold from under it.
+        picked = state.status in (PackageStatus.PICKED, PackageStatus.PACKED)
         p.add(EventKind.ORDER_UNITS_RELEASED, sku=_shipped_sku(state, line_id),
-              node=state.plan.node, from_bucket=Bucket.ALLOCATED, to_bucket=Bucket.AVAILABLE,
+              node=state.plan.node, from_bucket=Bucket.ALLOCATED,
+              to_bucket=Bucket.QUARANTINED if picked else Bucket.AVAILABLE,
               quantity=qty, reference=package_id)
         released += qty
     if whole:

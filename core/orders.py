@@ -605,6 +605,9 @@ class OrderBook:
             if not state.quantities:
                 _package_moved(self.allocated_at, state, PackageStatus.CANCELLED)
                 self._slot_freed(record, state)
+            elif state.status == PackageStatus.PACKED:
+                # What was packed is not what ships now: packed (scanned) again first.
+                _package_moved(self.allocated_at, state, PackageStatus.PICKED)
             record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty
         for line_id, qty in rec.backorder_lines:
             backorder = record.backorders[line_id]

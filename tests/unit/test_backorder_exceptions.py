@@ -1,14 +1,20 @@
 """An order's backorder exceptions close once a decision leaves nothing of it backordered,
-whichever command made that decision (a short pick's re-allocation, a retry)."""
+whichever command made that decision (a short pick's re-allocation, a retry), and with
+the exception that settles them for all; a pack mismatch accepted closes the package's
+earlier ones; units cancelled out of a picked or packed package wait for put-away."""
 
 from __future__ import annotations
 
+import pytest
+
 from core import commands as c
+from core.errors import FailedPrecondition
 from core.exceptions import ExceptionType, Resolution
 from core.ledger import Ledger, LedgerSettings
+from core.model import Bucket
 from core.network import SlaTier
 from core.operations import execute
-from core.orders import OrderLineSpec, OrderSpec
+from core.orders import OrderLineSpec, OrderSpec, PackageStatus
 from tests.unit.shop import shop
 from tests.unit.test_orders_stateful import DAY_MS, NOW
 
@@ -124,3 +130,39 @@ def test_margins_of_a_large_batch_are_python_s_own_past_what_int64_holds():
     assert _catalogue_margins(ledger, orders) == [margin_micros(ledger, lines)
                                                    for lines in orders]
     assert _catalogue_margins(ledger, orders)[-1] == 10**19  # past int64's 9.2e18
+
+
+def test_units_cancelled_out_of_a_packed_box_wait_for_put_away_and_the_box_is_packed_again():
+    """Cancelled units already picked are in a tote or a sealed box, not on the shelf: sold
+    at once, another order was given them while they sat in the box, and the box shipped
+    with what its scan no longer matched."""
+    ledger = _ledger()
+    shirt = ledger.catalog.sku("shirt")
+    execute(ledger, _order(3), NOW)
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick("o1-P1", ()), NOW)
+    execute(ledger, c.ConfirmPack("o1-P1", (("shirt", 3),)), NOW)
+    available = ledger.quantity(shirt, 0, Bucket.AVAILABLE)
+    execute(ledger, c.CancelOrder("o1", (("1", 2),)), NOW)
+    assert ledger.quantity(shirt, 0, Bucket.QUARANTINED) == 2  # to be put away
+    assert ledger.quantity(shirt, 0, Bucket.AVAILABLE) == available  # not sold meanwhile
+    package = ledger.orders.packages["o1-P1"]
+    assert package.status == PackageStatus.PICKED and package.quantities == {"1": 1}
+    with pytest.raises(FailedPrecondition, match="PICKED, not PACKED"):
+        execute(ledger, c.ConfirmShipment("o1-P1", "T"), NOW)
+    execute(ledger, c.ConfirmPack("o1-P1", (("shirt", 1),)), NOW)
+    execute(ledger, c.ConfirmShipment("o1-P1", "T"), NOW)
+    execute(ledger, c.MoveStock((c.MoveLine("shirt", "n0", 2, Bucket.QUARANTINED,
+                                            Bucket.AVAILABLE),), "put-away"), NOW)
+    assert ledger.quantity(shirt, 0, Bucket.AVAILABLE) == available + 2
+
+
+def test_units_cancelled_before_the_pick_go_straight_back_to_sale():
+    ledger = _ledger()
+    shirt = ledger.catalog.sku("shirt")
+    execute(ledger, _order(3), NOW)
+    execute(ledger, c.ReleaseWave("n0"), NOW)  # in a wave, not picked yet: on the shelf
+    available = ledger.quantity(shirt, 0, Bucket.AVAILABLE)
+    execute(ledger, c.CancelOrder("o1", (("1", 2),)), NOW)
+    assert ledger.quantity(shirt, 0, Bucket.AVAILABLE) == available + 2
+    assert ledger.quantity(shirt, 0, Bucket.QUARANTINED) == 0
