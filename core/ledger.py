@@ -703,7 +703,8 @@ def _package_shipped(ledger: Ledger, e: Event) -> None:
     if customer:  # what the customer bought, for the return-abuse score
         value = sum(state.unit_prices[line.line_id] * state.quantities.get(line.line_id, 0)
                     for line in state.plan.lines)
-        ledger.returns.bought.setdefault(customer, []).append((e.time_ms, value))
+        ledger.returns.bought.setdefault(customer, []).append(
+            (e.time_ms, value, record.spec.order_id))
 
 
 def _return_inspected(ledger: Ledger, e: Event) -> None:

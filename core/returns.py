@@ -199,7 +199,9 @@ class ReturnBook:
         self.returned_as: dict[tuple[str, str, int], int] = {}
         self.policy = ReturnPolicy()
         # Per customer: (time, value bought) and (time, value returned), for the abuse score.
-        self.bought: dict[str, list[tuple[int, int]]] = {}
+        # customer -> (time, value, order id) of each package shipped to them (entries
+        # from an older snapshot have no order id: each counts as an order of its own).
+        self.bought: dict[str, list[tuple[int, ...]]] = {}
         self.sent_back: dict[str, list[tuple[int, int]]] = {}
         self.frees_unreceived = True  # (see __setstate__)
 
@@ -261,9 +263,11 @@ class ReturnBook:
         self.sent_back.setdefault(auth.customer_id, []).append((time_ms, value))
 
     def abuse_rate(self, customer: str, now_ms: int) -> tuple[float, int]:
-        """(returned value / bought value over the window, orders in the window)."""
+        """(returned value / bought value over the window, orders in the window). An order
+        that shipped as several packages is one order."""
         since = now_ms - self.policy.abuse_window_days * DAY_MS
-        bought = [v for t, v in self.bought.get(customer, ()) if t >= since]
+        bought = [entry for entry in self.bought.get(customer, ()) if entry[0] >= since]
         back = sum(v for t, v in self.sent_back.get(customer, ()) if t >= since)
-        total = sum(bought)
-        return (back / total if total else 0.0), len(bought)
+        total = sum(entry[1] for entry in bought)
+        orders = len({entry[2] if len(entry) > 2 else (i,) for i, entry in enumerate(bought)})
+        return (back / total if total else 0.0), orders

@@ -15,7 +15,7 @@ from core.ledger import Ledger, LedgerSettings
 from core.model import Bucket, ChannelSpec, Event, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
-from core.orders import OrderLineSpec, OrderSpec
+from core.orders import OrderLineSpec, OrderSpec, PackageStatus
 from core.returns import (
     DAY_MS,
     Grade,
@@ -97,6 +97,35 @@ def test_refund_timing_restocking_fee_and_no_refund_before_receipt():
     assert ledger.returns.returns["r1"].refunded_micros == 0  # not before the goods are back
     progress = execute(ledger, c.ReceiveReturn("r1"), NOW).detail
     assert progress.refunded_micros == 85_000_000
+
+
+def test_one_order_shipped_as_several_packages_is_one_order_toward_trust():
+    """Refunds before the goods are back are for customers with several orders: a first
+    order whose lines shipped as three packages counted as three orders."""
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    stock = {("shirt", "n0"): 5, ("socks", "n1"): 5, ("tree", "n1"): 5}
+    for command in shop(stock, n_nodes=2):
+        execute(ledger, command, NOW)
+    spec = OrderSpec("o1", "web", SlaTier.STANDARD, tuple(
+        OrderLineSpec(str(i), sku, 1) for i, sku in enumerate(("shirt", "socks", "tree"))),
+        postal_code="10001", customer_id="first-timer")
+    execute(ledger, c.AllocateOrders((spec,)), NOW)
+    for package_id in ledger.orders.orders["o1"].package_ids:
+        state = ledger.orders.packages[package_id]
+        if state.status == PackageStatus.ALLOCATED:
+            execute(ledger, c.ReleaseWave(ledger.catalog.nodes[state.plan.node].node_id, 0),
+                    NOW)
+        execute(ledger, c.ConfirmPick(package_id, ()), NOW)
+        execute(ledger, c.ConfirmPack(package_id, tuple(
+            (ledger.catalog.sku_ids[line.sku], line.quantity) for line in state.plan.lines)),
+            NOW)
+        execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
+    assert len(ledger.orders.orders["o1"].package_ids) >= 2
+    assert ledger.returns.abuse_rate("first-timer", NOW) == (0.0, 1)
+    decision = execute(ledger, c.CreateReturn("r1", "o1", (("0", 1), ("1", 1), ("2", 1))),
+                       NOW).detail
+    assert decision.authorization.refund_timing == RefundTiming.ON_RECEIPT
+    assert decision.refunded_micros == 0
 
 
 def test_trusted_customers_are_refunded_on_authorisation_and_abusers_reviewed():
