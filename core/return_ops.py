@@ -39,6 +39,7 @@ from core.returns import (
     ReturnLine,
     ReturnRecord,
     disposition_for,
+    fee_bp_of,
 )
 from core.rule_ops import approved
 from core.validation import check_identifier, check_line_ids, existing
@@ -164,7 +165,7 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
             reasons.append(f"line {line_id}: shipped more than {window} days ago "
                            f"({record.spec.channel_id or 'direct'}, {category or 'any'})")
             continue
-        lines.append(ReturnLine(line_id, sku, qty, price))
+        lines.append(ReturnLine(line_id, sku, qty, price, policy.fee_bp(category)))
     if reasons:
         return ReturnDecision(cmd.rma_id, False, tuple(reasons))
     customer = record.spec.customer_id
@@ -206,7 +207,7 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
     gross = sum(x.quantity * x.unit_price_micros for x in lines)
     if not gross:
         return 0, ""
-    fee = _fee_share(ledger, auth, lines, gross)
+    fee = min(_fee_share(ledger, auth, lines, gross), gross)  # (never a negative refund)
     net = gross - fee
     record = ledger.returns.returns.get(auth.rma_id)  # (None: authorised in this command)
     earlier = 0 if record is None else record.refunded_micros + sum(
@@ -227,15 +228,17 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
 def _fee_share(ledger: Ledger, auth: ReturnAuthorization, lines: list[ReturnLine],
                gross: int) -> int:
     """The part of the return's restocking fee that `lines` carry: each line's own
-    category's rate, as the fee was charged at authorisation (a line of a category without
-    a fee carries none of another's). Where the rates give no weight any more (the policy
-    changed since), by value."""
+    category's rate as the fee was charged at authorisation (a line of a category without
+    a fee carries none of another's). A return authorised before the rates were kept with
+    its lines is read at today's policy's rates, and where those give no weight, by value."""
     policy = ledger.returns.policy
     cat = ledger.catalog
 
     def weight(x: ReturnLine) -> int:
-        category = cat.categories.values[cat.category[x.sku]]
-        return x.quantity * x.unit_price_micros * policy.fee_bp(category)
+        bp = fee_bp_of(x)
+        if bp < 0:
+            bp = policy.fee_bp(cat.categories.values[cat.category[x.sku]])
+        return x.quantity * x.unit_price_micros * bp
 
     total = sum(weight(x) for x in auth.lines)
     if not total:
@@ -269,14 +272,17 @@ def receive_return(p: Plan, cmd: c.ReceiveReturn) -> ReturnProgress:
             raise InvalidArgument(f"line {line_id!r} appears twice", f"lines[{i}].line_id")
         seen.add(line_id)
         left = line.quantity - record.received.get(line_id, 0)
-        if qty < 0 or qty > left:
+        if qty < 0:
+            raise InvalidArgument("quantity must not be negative", f"lines[{i}].quantity")
+        if qty > left:
             raise FailedPrecondition(f"line {line_id}: {left} units still expected, {qty} "
                                      "received", f"lines[{i}].quantity")
         if qty:
             p.add(EventKind.RETURN_RECEIVED, sku=line.sku, node=auth.node,
                   to_bucket=Bucket.RETURNED, quantity=qty, reference=cmd.rma_id,
                   payload=line_id)
-            received.append(ReturnLine(line_id, line.sku, qty, line.unit_price_micros))
+            received.append(ReturnLine(line_id, line.sku, qty, line.unit_price_micros,
+                                       fee_bp_of(line)))
     if not received:
         raise FailedPrecondition(f"return {cmd.rma_id!r} has nothing left to receive",
                                  "rma_id")
@@ -323,7 +329,8 @@ def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
         disposition = disposition_for(grade, seasonal_over, line.unit_price_micros, policy)
         results.append((line_id, grade, disposition))
         moves.append((line, units, disposition))
-        inspected.append(ReturnLine(line_id, line.sku, units, line.unit_price_micros))
+        inspected.append(ReturnLine(line_id, line.sku, units, line.unit_price_micros,
+                                    fee_bp_of(line)))
     # Every unit received is graded and disposed of: none may stay in RETURNED for ever.
     ungraded = sorted(line_id for line_id, units in record.received.items()
                       if units and line_id not in seen)

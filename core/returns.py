@@ -114,6 +114,14 @@ class ReturnLine:
     sku: int
     quantity: int
     unit_price_micros: int
+    # The restocking fee's rate for the line's category as authorised (basis points):
+    # refunds share the fee at these rates, whatever the policy says since. -1: not
+    # recorded (authorised before it was; read with `fee_bp_of`).
+    fee_bp: int = -1
+
+
+def fee_bp_of(line: ReturnLine) -> int:
+    return getattr(line, "fee_bp", -1)  # (unset in one unpickled from an older log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -635,6 +635,36 @@ def test_a_partial_refund_carries_only_its_own_lines_restocking_fee():
     assert ledger.returns.returns["r1"].refunded_micros == 120_000_000 - 15_000_000
 
 
+def test_the_restocking_fee_is_shared_at_the_rates_it_was_charged_at_whatever_the_policy_says_since():
+    """A phone (15%) and socks (no fee) authorised; then the policy swaps the rates. The
+    phone's refund still carries the whole 15,000,000 fee and the socks' none: shared at
+    today's rates, the socks' refund came out negative, and the phone's carried no fee."""
+    ledger = world()
+    sell_lines(ledger, "o1", (("phone", 1), ("socks", 1)))
+    decision = execute(ledger, c.CreateReturn("r1", "o1", (("1", 1), ("2", 1))), NOW).detail
+    assert decision.authorization.restocking_fee_micros == 15_000_000
+    swapped = dataclasses.replace(ledger.returns.policy, category_restocking_fee_bp=(
+        ("electronics", 0), ("clearance", 1000)))
+    execute(ledger, c.SetReturnPolicy(swapped, approved=True), NOW)
+    refunds = []
+    for line_id in ("1", "2"):
+        outcome = execute(ledger, c.ReceiveReturn("r1", ((line_id, 1),)), NOW)
+        refunds += [e.payload for e in outcome.events if e.kind == EventKind.REFUND_ISSUED]
+    assert [(r.gross_micros, r.fee_micros, r.net_micros) for r in refunds] == [
+        (100_000_000, 15_000_000, 85_000_000), (5_000_000, 0, 5_000_000)]
+    assert ledger.returns.returns["r1"].refunded_micros == decision.authorization.refund_micros
+
+
+def test_a_negative_quantity_received_is_an_invalid_argument():
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    execute(ledger, c.CreateReturn("r1", "o1", (("1", 2),)), NOW)
+    before = ledger.checksum()
+    with pytest.raises(InvalidArgument) as refused:
+        execute(ledger, c.ReceiveReturn("r1", (("1", -1),)), NOW)
+    assert refused.value.field == "lines[0].quantity" and ledger.checksum() == before
+
+
 def test_a_sku_id_that_is_no_identifier_is_an_invalid_argument():
     ledger = Ledger(LedgerSettings(n_shards=2))
     _mixed_line(ledger)
