@@ -316,8 +316,10 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                 key = (sku, node)
                 consumed[key] = consumed.get(key, 0) + quantity
         decisions[order[rank]] = decision
-    # Substitution runs after the batch's own choices, against what they left.
-    for i, req in enumerate(reqs):
+    # Substitution runs after the batch's own choices, against what they left, in the
+    # batch's priority order (the higher order gets a scarce substitute first).
+    for i in order:
+        req = reqs[i]
         current = decisions[i]
         assert current is not None
         if current[2] and req.spec.allow_substitution:  # ([2]: its backorders)
@@ -638,6 +640,11 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
                 floors: FloorTable | None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
+    if decision[1] and not req.spec.allow_split:
+        # The substitute would ship in a package of its own: the order forbids that.
+        return decision._replace(options=(*decision.options, Option(
+            OptionKind.SUBSTITUTE, False,
+            detail="the order forbids splits: a substitute would ship apart")))
     catalog = ledger.catalog
     groups = catalog.substitution_group
     replaced: list[tuple[str, int, int, int]] = []  # line_id, substitute, qty, original

@@ -13,7 +13,7 @@ from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.order_ops import quote_order
-from core.orders import OrderLineSpec, OrderSpec, PackageStatus
+from core.orders import OptionKind, OrderLineSpec, OrderSpec, PackageStatus
 from tests.unit.test_orders_stateful import NETWORK, NOW
 
 
@@ -70,3 +70,29 @@ def test_a_pick_short_on_two_lines_is_recorded_and_substitutes_one_of_them():
     assert ledger.orders.packages[package_id].status == PackageStatus.CANCELLED
     assert _placed(ledger, "b") == 2  # one line of 2 from b's 3; the other backordered
     assert ledger.quantity(ledger.catalog.sku("b"), 0, Bucket.AVAILABLE) == 1
+
+
+def test_an_order_that_may_not_split_is_not_split_by_a_substitute():
+    """"a" placed from n0, "x" out of stock with "b" in its group: a substitute ships in a
+    package of its own, which an order that may not split forbids."""
+    ledger = _ledger({"a": 3, "b": 3})
+    order = _order("o1", [("a", 1), ("x", 1)])._replace(allow_split=False)
+    quote = quote_order(ledger, order, NOW)
+    assert len(quote.packages) == 1 and [b.line_id for b in quote.backorders] == ["1"]
+    substitute = [o for o in quote.options if o.kind == OptionKind.SUBSTITUTE]
+    assert substitute and not substitute[0].chosen and "forbids splits" in substitute[0].detail
+    execute(ledger, c.AllocateOrders((order,)), NOW)
+    assert len(ledger.orders.orders["o1"].package_ids) == 1 and _placed(ledger, "b") == 0
+    # Nothing placed at all: the substitute may be the one package.
+    whole = _order("o2", [("x", 2)])._replace(allow_split=False)
+    execute(ledger, c.AllocateOrders((whole,)), NOW)
+    assert len(ledger.orders.orders["o2"].package_ids) == 1 and _placed(ledger, "b") == 2
+
+
+def test_a_scarce_substitute_goes_to_the_batch_s_higher_priority_order():
+    ledger = _ledger({"b": 1})
+    standard = _order("o-std", [("a", 1)])
+    premium = _order("o-prem", [("a", 1)])._replace(tier=SlaTier.PREMIUM)
+    execute(ledger, c.AllocateOrders((standard, premium)), NOW)  # standard listed first
+    assert ledger.orders.orders["o-prem"].package_ids
+    assert not ledger.orders.orders["o-std"].package_ids
