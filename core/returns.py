@@ -209,7 +209,7 @@ class ReturnBook:
         # Per customer: (time, value bought) and (time, value returned), for the abuse score.
         # customer -> (time, value, order id) of each package shipped to them (entries
         # from an older snapshot have no order id: each counts as an order of its own).
-        self.bought: dict[str, list[tuple[int, ...]]] = {}
+        self.bought: dict[str, list[tuple[int, int, str] | tuple[int, int]]] = {}
         self.sent_back: dict[str, list[tuple[int, int]]] = {}
         self.frees_unreceived = True  # (see __setstate__)
 
