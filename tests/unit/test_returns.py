@@ -635,7 +635,7 @@ def test_a_partial_refund_carries_only_its_own_lines_restocking_fee():
     assert ledger.returns.returns["r1"].refunded_micros == 120_000_000 - 15_000_000
 
 
-def test_the_restocking_fee_is_shared_at_the_rates_it_was_charged_at_whatever_the_policy_says_since():
+def test_the_restocking_fee_is_shared_at_the_rates_it_was_charged_at_not_today_s():
     """A phone (15%) and socks (no fee) authorised; then the policy swaps the rates. The
     phone's refund still carries the whole 15,000,000 fee and the socks' none: shared at
     today's rates, the socks' refund came out negative, and the phone's carried no fee."""
