@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from service.edge import wrap_handler
+from service.edge import RejectedRequest, wrap_handler
 
 ROLES = frozenset({"oms", "warehouse", "customer_service", "finance", "operations",
                    "inventory_control", "admin",
@@ -245,4 +245,41 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg
                                     f" may not call {method_key(method)}")
             CURRENT.set(identity)
 
+        if handler.request_streaming:
+            handler = self._each_message_checked(handler)
         return wrap_handler(handler, authorise)
+
+    def _each_message_checked(self, handler: Any) -> Any:
+        """A stream of requests checks its token again at each message: one revoked, or
+        past its expiry, while the stream is open stops it (UNAUTHENTICATED) there, where
+        it would otherwise go on changing state for as long as the stream stays open."""
+        revoked, clock_s = self.revoked, self.clock_s
+
+        async def checked(requests: Any) -> Any:
+            async for request in requests:
+                identity = CURRENT.get(None)
+                if identity is not None:
+                    problem = ("token expired" if identity.expires_s <= clock_s() else
+                               "token revoked" if identity.token_id in revoked() else "")
+                    if problem:
+                        raise RejectedRequest(problem, grpc.StatusCode.UNAUTHENTICATED)
+                yield request
+
+        if handler.stream_stream:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: Any) -> Any:
+                async for item in inner_ss(checked(requests), context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: Any) -> Any:
+            return await inner_su(checked(requests), context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from core.validation import MAX_ID_LENGTH
 from service.wirecheck import may_be_refused
 
 
@@ -76,7 +77,7 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
                 async for item in inner_ss(_checked(requests, context, True), context):
                     yield item
             except RejectedRequest as rejected:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, rejected.reason)
+                await context.abort(rejected.code, rejected.reason)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, request_deserializer=deserialize, response_serializer=serialize)
@@ -87,7 +88,7 @@ def wrap_handler(handler: Any, before: Callable[[Any], Awaitable[None]],
         try:
             return await inner_su(_checked(requests, context), context)
         except RejectedRequest as rejected:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, rejected.reason)
+            await context.abort(rejected.code, rejected.reason)
 
     return grpc.stream_unary_rpc_method_handler(
         stream_unary, request_deserializer=deserialize, response_serializer=serialize)
@@ -204,25 +205,35 @@ class RejectedRequest(Exception):
     requests in a task of its own, and turned into the call's status by the edge wrapper in
     the handler's own flow (an abort from another task could race a response being sent)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str,
+                 code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 async def _checked(requests: Any, context: Any, in_band: bool = False) -> Any:
-    """The requests, checked; with `in_band`, one refused that names its request id is
-    passed on as a RefusedInBand. Bytes that do not parse end the call (no request id to
-    answer to)."""
+    """The requests, checked; with `in_band`, one refused that names a well-formed request
+    id is passed on as a RefusedInBand (answered, and audited, under that id). Bytes that do
+    not parse, or a request id that is itself refused (it would be echoed back and written
+    to the audit log, at any size), end the call."""
     del context
     async for request in requests:
         problem = _malformed(request)
         if problem:
             request_id = getattr(request.request, "request_id", "")
-            if in_band and request_id and isinstance(request_id, str):
+            if in_band and _answerable(request_id):
                 yield RefusedInBand(request_id, problem)
                 continue
             raise RejectedRequest(problem)
         yield request
+
+
+def _answerable(request_id: Any) -> bool:
+    """A request id a refusal can be answered and audited under (as check_identifier
+    reads one)."""
+    return (isinstance(request_id, str) and 0 < len(request_id) <= MAX_ID_LENGTH
+            and request_id.isprintable())
 
 
 def _safe(deserializer: Callable[[bytes], Any], type_name: str) -> Callable[[bytes], Any]:

@@ -232,7 +232,7 @@ class AllocdServer:
             (catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server,
              CatalogServicer(self.engine)),
             (diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server,
-             DiagnosticsServicer()),
+             DiagnosticsServicer(settings.max_orders_per_request)),
             (network_service_pb2_grpc.add_NetworkServiceServicer_to_server,
              self.network_servicer),
             (order_service_pb2_grpc.add_OrderServiceServicer_to_server,

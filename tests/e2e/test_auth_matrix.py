@@ -153,3 +153,44 @@ def test_an_exception_is_resolved_only_by_its_owner_role_or_a_supervisor():
         released = orders.GetOrder(opb.GetOrderRequest(order_id="RISKY-1"),
                                    metadata=bearer("oms"), timeout=RPC_TIMEOUT_S).allocation
         assert released.status == opb.ORDER_STATUS_ALLOCATED
+
+
+def test_a_stream_open_when_its_token_is_revoked_or_expires_stops_at_its_next_message(
+        secured):
+    """A token is checked again at each message of a stream: revoking a leaked token, or
+    its expiry, stops a stream already open, which otherwise went on changing state."""
+    import queue
+
+    from allocd.v1 import order_service_pb2 as opb
+    from allocd.v1 import order_service_pb2_grpc as ogrpc
+
+    admin, _ = token(["admin"])
+    access = agrpc.AccessServiceStub(secured)
+    short_lived, _ = token(["oms"], ttl=3)
+    for bearer, end in ((token(["oms"]), "revoke"), ((short_lived, ""), "expire")):
+        (value, token_id) = bearer
+        outbox: queue.Queue = queue.Queue()
+        stream = ogrpc.OrderServiceStub(secured).AllocateStream(
+            iter(outbox.get, None), metadata=(("authorization", f"Bearer {value}"),),
+            timeout=30)
+
+        def send(n: int) -> None:
+            outbox.put(opb.AllocateStreamRequest(request_id=rid(), order=opb.Order(
+                order_id=f"{end}-{n}-{rid()}", channel_id="web",
+                ship_to=opb.ShipTo(postal_code="10001"),
+                lines=[opb.OrderLine(line_id="1", sku_id="NO-SUCH-SKU", quantity=1)])))
+
+        send(0)
+        assert next(stream).request_id  # answered (a refusal, in band: the stream is open)
+        if end == "revoke":
+            access.RevokeToken(apb.RevokeTokenRequest(request_id=rid(), token_id=token_id),
+                               metadata=(("authorization", f"Bearer {admin}"),),
+                               timeout=RPC_TIMEOUT_S)
+        else:
+            time.sleep(3.5)
+        send(1)
+        with pytest.raises(grpc.RpcError) as stopped:
+            next(stream)
+        assert stopped.value.code() == grpc.StatusCode.UNAUTHENTICATED, stopped.value
+        assert f"token {end}d" in stopped.value.details()
+        outbox.put(None)

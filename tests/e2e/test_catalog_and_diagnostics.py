@@ -110,6 +110,16 @@ def test_echo_batch_returns_every_payload_in_order(api):
     assert list(answer.payloads) == payloads
 
 
+def test_an_echo_batch_holds_no_more_items_than_an_allocation_batch(api):
+    """Any caller may echo: millions of empty payloads in one message held the server to
+    gigabytes. At most max_orders_per_request (1,000), as AllocateOrders."""
+    api.diagnostics.EchoBatch(diag.EchoBatchRequest(payloads=[b""] * 1000))
+    with pytest.raises(grpc.RpcError) as refused:
+        api.diagnostics.EchoBatch(diag.EchoBatchRequest(payloads=[b""] * 1001))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_orders_per_request" in refused.value.details()
+
+
 def test_every_method_of_every_service_is_routed_by_one_table(allocd_port, api):
     """The server routes through its own table (not gRPC's per-method registration,
     which costs every call a wait on one pending request per method): the table holds

@@ -643,6 +643,23 @@ def test_a_message_the_edge_refuses_is_answered_in_the_stream_which_goes_on(api,
     api.rejects(NOT_FOUND, api.orders.GetOrder, pb.GetOrderRequest(order_id=refused))
 
 
+@pytest.mark.parametrize("request_id", ["r" * 5000, "r\x1b[2J\x00"])
+def test_a_message_whose_request_id_is_refused_ends_the_stream(api, demo_world, request_id):
+    """Such a request id is not one to answer under: echoed back and written to the audit
+    log, a caller could fill both at any size. The stream ends INVALID_ARGUMENT there."""
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 3)
+    requests = [pb.AllocateStreamRequest(request_id=api.rid(), order=w.order((a, 1))),
+                pb.AllocateStreamRequest(request_id=request_id, order=w.order((a, 1)))]
+    answers = api.orders.AllocateStream(iter(requests), timeout=RPC_TIMEOUT_S)
+    assert next(answers).error_code == 0
+    with pytest.raises(grpc.RpcError) as ended:
+        next(answers)
+    assert ended.value.code() == INVALID and "request_id" in ended.value.details()
+    assert w.levels(a, "IND1") == (2, 1)
+
+
 def test_a_store_failure_is_answered_unavailable_in_the_stream_which_goes_on(api, demo_world):
     """A message whose commit the store fails is answered UNAVAILABLE under its request
     id (as a unary call would be), not the end of the stream with UNKNOWN; once the server
