@@ -174,13 +174,13 @@ def test_a_stream_open_when_its_token_is_revoked_or_expires_stops_at_its_next_me
             iter(outbox.get, None), metadata=(("authorization", f"Bearer {value}"),),
             timeout=30)
 
-        def send(n: int) -> None:
+        def send(outbox: queue.Queue, n: int) -> None:
             outbox.put(opb.AllocateStreamRequest(request_id=rid(), order=opb.Order(
-                order_id=f"{end}-{n}-{rid()}", channel_id="web",
+                order_id=f"o-{n}-{rid()}", channel_id="web",
                 ship_to=opb.ShipTo(postal_code="10001"),
                 lines=[opb.OrderLine(line_id="1", sku_id="NO-SUCH-SKU", quantity=1)])))
 
-        send(0)
+        send(outbox, 0)
         assert next(stream).request_id  # answered (a refusal, in band: the stream is open)
         if end == "revoke":
             access.RevokeToken(apb.RevokeTokenRequest(request_id=rid(), token_id=token_id),
@@ -188,7 +188,7 @@ def test_a_stream_open_when_its_token_is_revoked_or_expires_stops_at_its_next_me
                                timeout=RPC_TIMEOUT_S)
         else:
             time.sleep(3.5)
-        send(1)
+        send(outbox, 1)
         with pytest.raises(grpc.RpcError) as stopped:
             next(stream)
         assert stopped.value.code() == grpc.StatusCode.UNAUTHENTICATED, stopped.value
