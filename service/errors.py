@@ -160,11 +160,20 @@ def streaming(handler: G) -> G:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any,
                       context: Context) -> AsyncIterator[Any]:
+        outcome = "OK"
         try:
             async for item in handler(self, request, context):
                 yield item
         except (DomainError, StoreUnavailable) as error:
+            outcome = status_of(error).name
             await context.abort(status_of(error), _message(error))
+        except BaseException as error:
+            outcome = type(error).__name__
+            raise
+        finally:
+            # A mutating one (Reoptimize: it carries a request id) is audited as a unary
+            # call is; a read (WatchInventoryEvents) is not.
+            _audit(self, request, context, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
 

@@ -110,6 +110,26 @@ def test_every_stream_message_is_audited_with_its_own_outcome(tmp_path):
     assert verify_lines(lines) == (True, 0)
 
 
+def test_a_reoptimisation_is_audited_as_any_mutating_call(tmp_path):
+    """Reoptimize changes orders (a server-streaming call, with progress): an entry, as
+    for every mutating call; a watch of the events (a read) none."""
+    async def go():
+        server = AllocdServer(Settings(port=0, data_dir=str(tmp_path), log_level="WARNING",
+                                       demo=True, demo_skus=20))
+        await server.start()
+        api = OrderServicer(server.engine)
+        answers = [a async for a in api.Reoptimize(opb.ReoptimizeRequest(
+            request_id="reopt-1", time_limit_seconds=1), _Context("olga"))]
+        assert answers
+        await server.stop(0)
+
+    asyncio.run(go())
+    entries = [json.loads(line)
+               for line in (tmp_path / "default" / "audit.log").read_text().splitlines()]
+    assert [(e["who"], e["what"], e["request_id"], e["outcome"]) for e in entries] == [
+        ("olga", "Reoptimize", "reopt-1", "OK")]
+
+
 @given(st.integers(0, 2**63), st.integers(0, 2**63), st.text(), st.text(), st.text(),
        st.text(), st.text())
 def test_an_entry_body_is_the_canonical_json_of_its_fields(n, time_ms, who, what, request_id,
