@@ -10,6 +10,7 @@ from pathlib import Path
 
 from service import reopt_cli
 from service.config import ENV_PREFIX, Settings, load_settings
+from service.healthcheck import add_tls_arguments, client_channel
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--address", default="127.0.0.1:50051")
     revoke.add_argument("--admin-token", default=None,
                         help=f"an admin bearer token (or {ENV_PREFIX}TOKEN)")
+    add_tls_arguments(revoke)
     health = sub.add_parser("health", help="exit 0 if the server at --address is SERVING")
     health.add_argument("--address", default="127.0.0.1:50051")
     health.add_argument("--service", default="", help="a service name; empty for the server")
     health.add_argument("--timeout", type=float, default=3.0)
-    health.add_argument("--ca-file", default="", help="CA certificate, for a TLS server")
+    add_tls_arguments(health)
     reopt_cli.add_parser(sub, ENV_PREFIX)
     bench = sub.add_parser(
         "bench", help="load-test a server, side by side with PostgreSQL and Redis peers "
@@ -103,7 +105,13 @@ def _token(args: argparse.Namespace) -> int:
     from allocd.v1 import access_service_pb2, access_service_pb2_grpc
 
     admin = args.admin_token or os.environ.get(f"{ENV_PREFIX}TOKEN", "")
-    with grpc.insecure_channel(args.address) as channel:
+    try:
+        channel = client_channel(args.address, args.ca_file, args.cert_file, args.key_file,
+                                 args.allow_plaintext, carries_token=True)
+    except (ValueError, OSError) as error:
+        print(f"allocd: {error}", file=sys.stderr)
+        return 2
+    with channel:
         stub = access_service_pb2_grpc.AccessServiceStub(channel)
         try:
             stub.RevokeToken(access_service_pb2.RevokeTokenRequest(
@@ -143,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         from service.healthcheck import check
 
-        serving = check(args.address, args.service, args.timeout, args.ca_file)
+        serving = check(args.address, args.service, args.timeout, args.ca_file,
+                        args.cert_file, args.key_file)
         print("SERVING" if serving else "NOT_SERVING")
         return 0 if serving else 1
     if args.command == "serve":

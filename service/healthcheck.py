@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import grpc
+
+
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")  # (as service.server reads a host)
+
+
+def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "",
+                   allow_plaintext: bool = False, carries_token: bool = False) -> grpc.Channel:
+    """A channel for the command line: TLS when given the server's CA (and, for mutual
+    TLS, this client's certificate and key); plaintext otherwise. A bearer token is not
+    sent in plaintext off loopback unless `allow_plaintext` says so (anything answering
+    there would receive it)."""
+    import grpc  # noqa: PLC0415 (the command line loads gRPC only when it is used)
+
+    if ca_file:
+        with open(ca_file, "rb") as fh:
+            root = fh.read()
+        cert = key = None
+        if cert_file:
+            with open(cert_file, "rb") as fh:
+                cert = fh.read()
+            with open(key_file or cert_file, "rb") as fh:
+                key = fh.read()
+        credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key,
+                                                   certificate_chain=cert)
+        return grpc.secure_channel(address, credentials)
+    if carries_token and not address.startswith(LOOPBACK) and not allow_plaintext:
+        raise ValueError(f"refusing to send a token in plaintext to {address}: give the "
+                         "server's CA (--ca-file), or --allow-plaintext")
+    return grpc.insecure_channel(address)
+
+
+def add_tls_arguments(parser: Any) -> None:
+    parser.add_argument("--ca-file", default="", help="CA certificate, for a TLS server")
+    parser.add_argument("--cert-file", default="",
+                        help="this client's certificate, for a server asking for one")
+    parser.add_argument("--key-file", default="", help="this client's key")
+    parser.add_argument("--allow-plaintext", action="store_true",
+                        help="send the token in plaintext to an address off loopback")
 
 
 def check(address: str, service: str = "", timeout_s: float = 3.0,
-          ca_file: str = "") -> bool:
-    if ca_file:
-        with open(ca_file, "rb") as fh:
-            credentials = grpc.ssl_channel_credentials(root_certificates=fh.read())
-        channel = grpc.secure_channel(address, credentials)
-    else:
-        channel = grpc.insecure_channel(address)
-    with channel:
+          ca_file: str = "", cert_file: str = "", key_file: str = "") -> bool:
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    with client_channel(address, ca_file, cert_file, key_file) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)

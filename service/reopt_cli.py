@@ -7,6 +7,8 @@ import os
 import sys
 import uuid
 
+from service.healthcheck import add_tls_arguments, client_channel
+
 BAR = 30
 
 
@@ -21,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], env_pre
     reopt.add_argument("--dry-run", action="store_true", help="report, change nothing")
     reopt.add_argument("--request-id", default="", help="default: a new one")
     reopt.add_argument("--token", default=None, help=f"a bearer token (or {env_prefix}TOKEN)")
+    add_tls_arguments(reopt)
     reopt.set_defaults(env_prefix=env_prefix)
 
 
@@ -42,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
         extra_package_penalty_micros=round(args.package_penalty * 1_000_000))
     tty = sys.stderr.isatty()
     last = None
-    with grpc.insecure_channel(args.address) as channel:
+    try:
+        channel = client_channel(args.address, args.ca_file, args.cert_file, args.key_file,
+                                 args.allow_plaintext, carries_token=bool(token))
+    except (ValueError, OSError) as error:
+        print(f"allocd: {error}", file=sys.stderr)
+        return 2
+    with channel:
         stub = order_service_pb2_grpc.OrderServiceStub(channel)
         try:
             for response in stub.Reoptimize(request, metadata=metadata,

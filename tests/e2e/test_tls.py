@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -180,3 +181,32 @@ def test_plaintext_metrics_are_refused_off_loopback_unless_allowed():
                                          allow_plaintext=True))
     check_metrics_transport(e2e_settings(metrics_host="127.0.0.1", metrics_port=9464))
     check_metrics_transport(e2e_settings(metrics_host="0.0.0.0", metrics_port=0))
+
+
+def test_the_command_line_revokes_a_token_over_mutual_tls_and_never_sends_one_in_plaintext(
+        pki, capsys):
+    """`allocd token revoke` (and `allocd reopt`) spoke plaintext only: it could not reach a
+    TLS server, and sent the admin token in the clear to whatever answered."""
+    from service.auth import issue_token
+    from service.cli import main
+
+    secret = "tls-cli-secret-0123456789abcdef"
+    handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
+                                 tls_key_file=str(pki["server.key"]),
+                                 tls_client_ca_file=str(pki["ca.pem"]),
+                                 auth="token", auth_secret=secret))
+    try:
+        admin, _ = issue_token(secret.encode(), "ops", ["admin"], 600, int(time.time()))
+        _, leaked = issue_token(secret.encode(), "oms-1", ["oms"], 600, int(time.time()))
+        tls = ["--ca-file", str(pki["ca.pem"]), "--cert-file", str(pki["client.pem"]),
+               "--key-file", str(pki["client.key"])]
+        assert main(["token", "revoke", "--token-id", leaked, "--admin-token", admin,
+                     "--address", f"localhost:{handle.port}", *tls]) == 0
+        assert f"revoked {leaked}" in capsys.readouterr().out
+        assert leaked in handle.server.engine.ledger.revoked_tokens
+        for command in (["token", "revoke", "--token-id", leaked, "--admin-token", admin],
+                        ["reopt", "--token", admin]):
+            assert main([*command, "--address", "192.0.2.1:50051"]) == 2
+            assert "refusing to send a token in plaintext" in capsys.readouterr().err
+    finally:
+        handle.stop()
