@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from wsgiref.simple_server import make_server
 
 import grpc
@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+
+#: A client of the HTTPS endpoint has this long to finish its TLS handshake.
+HANDSHAKE_TIMEOUT_S: Final = 10.0
 
 class EngineCollector(Collector):  # type: ignore[misc]
     """Gauges computed from the engine when Prometheus scrapes (on the engine's event
@@ -191,7 +194,17 @@ class Metrics:
                             lambda: self.on_loop(lambda: overview(engine.ledger, engine.clock())))
 
         class Server(ThreadingWSGIServer):  # type: ignore[misc]
-            pass
+            def finish_request(self, request: Any, client_address: Any) -> None:
+                """The TLS handshake, in the connection's own thread: done on accept, one
+                client that connected and sent nothing held every scrape behind it."""
+                if isinstance(request, ssl.SSLSocket):
+                    request.settimeout(HANDSHAKE_TIMEOUT_S)
+                    try:
+                        request.do_handshake()
+                    except (OSError, ValueError):
+                        return  # (the server closes the connection)
+                    request.settimeout(None)
+                super().finish_request(request, client_address)
 
         Server.address_family, addr = _get_best_family(host, port)  # type: ignore[no-untyped-call]
         httpd = make_server(addr, port, app, Server, handler_class=_SilentHandler)
@@ -199,7 +212,8 @@ class Metrics:
             context = _get_ssl_ctx(certfile, keyfile, ssl.PROTOCOL_TLS_SERVER,
                                    client_cafile or None, None,
                                    bool(certfile and client_cafile))
-            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True,
+                                               do_handshake_on_connect=False)
         threading.Thread(target=httpd.serve_forever, name="allocd-metrics",
                          daemon=True).start()
         self._server = httpd

@@ -157,6 +157,22 @@ def test_metrics_are_served_over_https_when_tls_is_configured(pki):
         handle.stop()
 
 
+def test_a_client_that_connects_and_says_nothing_holds_up_no_scrape(pki):
+    """The TLS handshake ran on accept, in the one thread that accepts: a connection that
+    sent nothing stopped every scrape behind it (monitoring down, no certificate needed)."""
+    port = _free_port()
+    handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
+                                 tls_key_file=str(pki["server.key"]), metrics_port=port))
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        with socket.create_connection(("127.0.0.1", port)):
+            time.sleep(0.2)  # accepted, its handshake waiting for bytes that never come
+            assert "allocd_store_writable" in _scrape(f"https://127.0.0.1:{port}/metrics",
+                                                      trusted)
+    finally:
+        handle.stop()
+
+
 def test_metrics_under_mutual_tls_need_a_client_certificate(pki):
     port = _free_port()
     handle = _serve(e2e_settings(tls_cert_file=str(pki["server.pem"]),
