@@ -84,6 +84,20 @@ def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
     return by_sku
 
 
+def _shipped_since(ledger: Ledger, record: OrderRecord, line_id: str, sku: int,
+                   since_ms: int) -> int:
+    """Units of an order line shipped as `sku` at or after `since_ms`."""
+    units = 0
+    for package_id in record.package_ids:
+        state = ledger.orders.packages[package_id]
+        if state.status != PackageStatus.SHIPPED or state.shipped_ms < since_ms:
+            continue
+        for line in state.plan.lines:
+            if line.line_id == line_id and line.sku == sku:
+                units += state.quantities.get(line_id, 0)
+    return units
+
+
 def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
     """The nearest enabled DC or 3PL to the customer (or to where it shipped from)."""
     cat = ledger.catalog
@@ -161,9 +175,19 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
             reasons.append(f"line {line_id}: {category} is final sale")
             continue
         window = policy.window_for(record.spec.channel_id, category)
-        if p.now_ms - shipped_ms > window * DAY_MS:
+        # Each unit's window runs from its own shipment: of a line shipped in parts, those
+        # shipped before the window are not returnable (the units back already are
+        # taken from them first, in the customer's favour).
+        recent = _shipped_since(ledger, record, line_id, sku, p.now_ms - window * DAY_MS)
+        open_units = recent - max(0, already - (shipped - recent))
+        if p.now_ms - shipped_ms > window * DAY_MS or open_units <= 0:
             reasons.append(f"line {line_id}: shipped more than {window} days ago "
                            f"({record.spec.channel_id or 'direct'}, {category or 'any'})")
+            continue
+        if qty > open_units:
+            reasons.append(f"line {line_id}: {open_units} of its units shipped in the last "
+                           f"{window} days ({record.spec.channel_id or 'direct'}, "
+                           f"{category or 'any'}), {qty} asked")
             continue
         lines.append(ReturnLine(line_id, sku, qty, price, policy.fee_bp(category)))
     if reasons:
