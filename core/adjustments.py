@@ -61,8 +61,9 @@ def adjust(p: Plan, cmd: c.AdjustStock,
             f"write-off of {write_off} micros (above {threshold})", command=cmd,
             holds=held))
         for sku, node, bucket_, qty in held:
-            p.add(EventKind.MOVED, sku=sku, node=node, from_bucket=Bucket(bucket_),
-                  to_bucket=Bucket.QUARANTINED, quantity=qty, reference=approval_id)
+            p.add(EventKind.MOVED, floor=_floor(p, sku, node, Bucket(bucket_), 0), sku=sku,
+                  node=node, from_bucket=Bucket(bucket_), to_bucket=Bucket.QUARANTINED,
+                  quantity=qty, reference=approval_id)
         return approval_id
     waiting: dict[tuple[int, int, int], int] = {}  # what this write-off holds, left to take
     for sku, node, bucket_, qty in holds:
@@ -76,15 +77,23 @@ def adjust(p: Plan, cmd: c.AdjustStock,
             waiting[key] -= -line.delta
             own = sum(q for s, n, _, q in holds if (s, n) == (sku, node))
             bucket = Bucket.QUARANTINED  # where it waited
-        # Units held for a count variance or another write-off leave QUARANTINED only
-        # when it is settled (this one's own are free to go).
-        floor = (p.ledger.held_units(sku, node) - own
-                 if not into and bucket == Bucket.QUARANTINED else 0)
+        floor = _floor(p, sku, node, bucket, own) if not into else 0
         p.add(EventKind.ADJUSTED, floor=floor, sku=sku, node=node,
               from_bucket=Bucket.EXTERNAL if into else bucket,
               to_bucket=bucket if into else Bucket.EXTERNAL,
               quantity=abs(line.delta), reference=cmd.reference, reason=int(line.reason))
     return ""
+
+
+def _floor(p: Plan, sku: int, node: int, bucket: Bucket, own: int) -> int:
+    """Units of `bucket` that a move out of it by hand must leave: in QUARANTINED those held
+    for count variances or other write-offs waiting for approval (but `own`, this one's),
+    in RETURNED those received for returns not yet inspected."""
+    if bucket == Bucket.QUARANTINED:
+        return p.ledger.held_units(sku, node) - own
+    if bucket == Bucket.RETURNED:
+        return p.ledger.awaiting_inspection(sku, node)
+    return 0
 
 
 def release_holds(p: Plan, approval_id: str, holds: tuple[tuple[int, int, int, int], ...]

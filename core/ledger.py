@@ -434,6 +434,20 @@ class Ledger:
         return [h.exception_id for h in self.held_variances.values()
                 if h.sku == sku and h.node == node and h.held]
 
+    def awaiting_inspection(self, sku: int, node: int) -> int:
+        """Units of (sku, node) in RETURNED that returns received and have not inspected
+        yet: their inspection moves them on, so nothing else may take them. (It walks the
+        returns: for the rare commands that move RETURNED units by hand.)"""
+        units = 0
+        for record in self.returns.returns.values():
+            auth = record.auth
+            if record.inspection is not None or not record.received or auth.node != node:
+                continue
+            for line in auth.lines:
+                if line.sku == sku:
+                    units += record.received.get(line.line_id, 0)
+        return units
+
     def held_units(self, sku: int, node: int) -> int:
         """Units of (sku, node) in QUARANTINED for count variances and write-offs waiting
         for approval."""
@@ -458,6 +472,10 @@ class Ledger:
                 return (f"not enough free QUARANTINED stock of {sku!r} at {node!r}: {have} "
                         f"there, {floor} held for count variances or write-offs waiting "
                         f"for approval, {event.quantity} asked")
+            if event.from_bucket == Bucket.RETURNED:
+                return (f"not enough free RETURNED stock of {sku!r} at {node!r}: {have} "
+                        f"there, {floor} received for returns waiting for inspection, "
+                        f"{event.quantity} asked")
             return (f"not enough sellable stock of {sku!r} at {node!r}: {have} AVAILABLE, "
                     f"{floor} held back (safety stock and other channels' fences), "
                     f"{event.quantity} asked")

@@ -209,8 +209,11 @@ def _move(p: _Plan, cmd: c.MoveStock) -> None:
         dst = _bucket(line.to_bucket, FREE_BUCKETS, f"lines[{i}].to_bucket")
         if src == dst:
             raise InvalidArgument("from_bucket and to_bucket must differ", f"lines[{i}].to_bucket")
-        # Units held for a count variance leave QUARANTINED only when it is settled.
-        floor = p.ledger.held_units(sku, node) if src == Bucket.QUARANTINED else 0
+        # Units held for a count variance leave QUARANTINED only when it is settled;
+        # units received for a return leave RETURNED only when it is inspected.
+        floor = (p.ledger.held_units(sku, node) if src == Bucket.QUARANTINED
+                 else p.ledger.awaiting_inspection(sku, node) if src == Bucket.RETURNED
+                 else 0)
         p.add(EventKind.MOVED, floor=floor, sku=sku, node=node, from_bucket=src,
               to_bucket=dst, quantity=qty, reference=cmd.reference)
 

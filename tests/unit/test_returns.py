@@ -154,6 +154,35 @@ def test_each_unit_s_return_window_runs_from_its_own_shipment():
     assert "shipped more than 30 days ago" in later.reasons[0]
 
 
+def test_units_received_for_a_return_stay_for_its_inspection():
+    """RETURNED units a return received wait for its inspection, which moves them on:
+    adjusted or moved away by hand, the inspection could not be done, and the return
+    stayed open for good."""
+    ledger = world()
+    sell(ledger, "o1", "shirt", 3)
+    ask(ledger, "r1", "o1", 2, NOW)
+    execute(ledger, c.ReceiveReturn("r1"), NOW)
+    shirt = ledger.catalog.sku("shirt")
+    node_id = ledger.catalog.nodes[ledger.returns.returns["r1"].auth.node].node_id
+    execute(ledger, c.MoveStock((c.MoveLine("shirt", node_id, 1, Bucket.AVAILABLE,
+                                            Bucket.RETURNED),)), NOW)  # one of no return's
+    before = ledger.checksum()
+    for command in (
+            c.AdjustStock((c.AdjustLine("shirt", node_id, -2, c.AdjustReason.DAMAGE,
+                                        Bucket.RETURNED),), "dmg"),
+            c.MoveStock((c.MoveLine("shirt", node_id, 2, Bucket.RETURNED,
+                                    Bucket.AVAILABLE),))):
+        with pytest.raises(FailedPrecondition, match="waiting for inspection"):
+            execute(ledger, command, NOW)
+        assert ledger.checksum() == before
+    # The one unit no return is waiting for is free to move.
+    execute(ledger, c.MoveStock((c.MoveLine("shirt", node_id, 1, Bucket.RETURNED,
+                                            Bucket.AVAILABLE),)), NOW)
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.UNOPENED)),)), NOW)
+    assert ledger.returns.returns["r1"].inspection is not None
+    assert ledger.awaiting_inspection(shirt, ledger.returns.returns["r1"].auth.node) == 0
+
+
 def test_trusted_customers_are_refunded_on_authorisation_and_abusers_reviewed():
     ledger = world()
     for i in range(3):
