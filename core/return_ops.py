@@ -325,8 +325,10 @@ def inspect_return(p: Plan, cmd: c.InspectReturn) -> ReturnProgress:
         raise FailedPrecondition(f"return {cmd.rma_id!r} was inspected already", "rma_id")
     auth = record.auth
     by_line = {x.line_id: x for x in auth.lines}
-    if not cmd.grades:
+    if not cmd.grades and any(record.received.values()):
         raise InvalidArgument("grades must not be empty", "grades")
+    # (No grades and nothing received: the goods never came. The inspection closes the
+    # return, and what it authorised may come back on another.)
     policy = p.ledger.returns.policy
     results = []
     moves = []

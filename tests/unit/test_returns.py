@@ -183,6 +183,25 @@ def test_units_received_for_a_return_stay_for_its_inspection():
     assert ledger.awaiting_inspection(shirt, ledger.returns.returns["r1"].auth.node) == 0
 
 
+def test_a_return_whose_goods_never_came_is_closed_by_an_inspection_of_nothing():
+    """A parcel lost on its way back: nothing can be received or graded, and the return
+    stayed open for good, its units counted as returned (the order never archived, the
+    units never returnable again). An inspection with no grades closes it."""
+    ledger = world()
+    sell(ledger, "o1", "shirt", 2)
+    ask(ledger, "r1", "o1", 2, NOW)
+    assert not ask(ledger, "r2", "o1", 1, NOW).eligible  # all of it is on r1
+    outcome = execute(ledger, c.InspectReturn("r1", ()), NOW + DAY_MS)
+    record = ledger.returns.returns["r1"]
+    assert record.status == ReturnStatus.CLOSED and record.refunded_micros == 0
+    assert outcome.detail.refunded_micros == 0
+    assert ask(ledger, "r3", "o1", 2, NOW + 2 * DAY_MS).eligible  # they may come back now
+    # Something received: grades are needed, and no grades is still refused.
+    execute(ledger, c.ReceiveReturn("r3", (("1", 1),)), NOW + 3 * DAY_MS)
+    with pytest.raises(InvalidArgument, match="grades must not be empty"):
+        execute(ledger, c.InspectReturn("r3", ()), NOW + 3 * DAY_MS)
+
+
 def test_trusted_customers_are_refunded_on_authorisation_and_abusers_reviewed():
     ledger = world()
     for i in range(3):
