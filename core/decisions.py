@@ -309,7 +309,8 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
         decision = _interpret(ledger, network, lists, rank, req, now_ms, weigh_waiting=True)
-        decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms)
+        decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms,
+                                     consumed)
         for plan in decision[1]:  # (the packages)
             _, node, _, lines, _, _, _, _, _, _, _ = plan
             for _, sku, quantity, _ in lines:
@@ -507,10 +508,12 @@ _NO_INBOUND: Final = Option(OptionKind.WAIT_FOR_INBOUND, False,
 
 
 def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered, rank: int,
-                      req: Request, decision: Decision, now_ms: int) -> Decision:
+                      req: Request, decision: Decision, now_ms: int,
+                      consumed: dict[tuple[int, int], int] | None = None) -> Decision:
     """Compare waiting for inbound stock to ship complete from one node, when the plan
     splits or backorders. Chosen when it meets the promise and costs less than the split,
-    or when the order may not split and cannot ship complete now."""
+    or when the order may not split and cannot ship complete now. `consumed`: the units
+    the batch's earlier orders took, (sku, node) -> units: not on hand for this one."""
     if len(decision.packages) < 2 and not decision.backorders:
         return decision
     if not _has_inbound(ledger, req):  # (_interpret has said so among the options)
@@ -539,8 +542,9 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
         # What arrives refills a node's floor (safety stock, other channels' fences)
         # before any of it is sellable: a line lacks its quantity plus what is missing
         # of the floor there.
-        shorts = [q - (int(avail[rows[k], n]) - int(floor[start + k, n]))
-                  for k, (_, _, q) in enumerate(lines)]
+        shorts = [q - (int(avail[rows[k], n]) - int(floor[start + k, n])
+                       - (consumed.get((sku, n), 0) if consumed else 0))
+                  for k, (_, sku, q) in enumerate(lines)]
         if any(shorts[k] > 0 for k in range(len(lines))) and all(
                 n in inbound_nodes[k] for k in range(len(lines)) if shorts[k] > 0):
             short_at[n] = shorts

@@ -67,3 +67,25 @@ def test_inbound_counts_only_above_the_safety_stock_it_refills(arriving, weighed
     assert option.feasible == weighed
     assert weighed == ("ship complete from n0 after inbound arrives" in option.detail)
     assert len(decision.packages) == (0 if weighed else 2)
+
+
+def test_a_batch_s_later_order_waits_only_on_what_its_earlier_orders_left():
+    """n0 has 5 "a" and 5 more arrive tomorrow. In one batch, the first order takes the 5 on
+    hand; the second (6, may not split) was told to wait for the 5 arriving, read against
+    the stock before the batch: 5 cannot cover 6. As it is in a command of its own."""
+    from core.network import SlaTier
+
+    answers = []
+    for together in (True, False):
+        ledger = _ledger({("a", "n0"): 5})
+        execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("a", "n0", 5, NOW + DAY_MS),)),
+                NOW)
+        first = _order("first", {"a": 5})._replace(tier=SlaTier.PREMIUM)
+        second = _order("second", {"a": 6})._replace(allow_split=False)
+        batches = [(first, second)] if together else [(first,), (second,)]
+        for batch in batches:
+            execute(ledger, c.AllocateOrders(batch), NOW)
+        decision, option = _wait_option(ledger, "second")
+        answers.append((option.feasible, option.chosen, decision.rule))
+        assert not option.chosen and not decision.packages
+    assert answers[0] == answers[1]
