@@ -223,9 +223,10 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
 
 def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
             actor: str) -> tuple[int, str]:
-    """Refund `lines` of the RMA, or ask for an approval when the return's refunds (paid,
-    waiting for approval, and this one) come to more than the threshold: a return
-    refunded in parts is not let through part by part."""
+    """Refund `lines` of the RMA, or ask for an approval when the refunds of the order's
+    returns (paid, waiting for approval, and this one) come to more than the threshold: a
+    return refunded in parts, or an order's goods sent back on several returns, is not let
+    through part by part."""
     ledger = p.ledger
     policy = ledger.returns.policy
     gross = sum(x.quantity * x.unit_price_micros for x in lines)
@@ -233,14 +234,18 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
         return 0, ""
     fee = min(_fee_share(ledger, auth, lines, gross), gross)  # (never a negative refund)
     net = gross - fee
-    record = ledger.returns.returns.get(auth.rma_id)  # (None: authorised in this command)
-    earlier = 0 if record is None else record.refunded_micros + sum(
-        ledger.approvals.by_id[a].request.amount_micros for a in record.pending_approvals)
+    book = ledger.returns
+    earlier = 0
+    for rma_id in book.by_order.get(auth.order_id, ()):  # (this one is there once authorised)
+        record = book.returns[rma_id]
+        earlier += record.refunded_micros + sum(
+            ledger.approvals.by_id[a].request.amount_micros for a in record.pending_approvals)
     if earlier + net > policy.refund_approval_micros:
         approval_id = f"AP-{ledger.last_seq + 1 + len(p.events)}"
         why = f"refund {net} micros on {auth.rma_id} (gross {gross}, fee {fee})"
         if earlier:
-            why += f"; {earlier} micros refunded or waiting on it already"
+            why += (f"; {earlier} micros refunded or waiting on order {auth.order_id}'s "
+                    "returns already")
         p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
             approval_id, "refund", auth.rma_id, net, actor, why, gross, fee))
         return 0, approval_id

@@ -212,6 +212,7 @@ class ReturnBook:
         self.bought: dict[str, list[tuple[int, int, str] | tuple[int, int]]] = {}
         self.sent_back: dict[str, list[tuple[int, int]]] = {}
         self.frees_unreceived = True  # (see __setstate__)
+        self.by_order: dict[str, list[str]] = {}  # order id -> its returns, in order
 
     def release_unreceived(self, record: ReturnRecord) -> None:
         """Units authorised but not received when the return was inspected no longer count
@@ -259,10 +260,15 @@ class ReturnBook:
                 if record.inspection is not None:
                     self.release_unreceived(record)
         self.frees_unreceived = True
+        if "by_order" not in state:  # a snapshot from before they were indexed by order
+            self.by_order = {}
+            for rma_id, record in self.returns.items():
+                self.by_order.setdefault(record.auth.order_id, []).append(rma_id)
 
     def authorize(self, auth: ReturnAuthorization, time_ms: int) -> None:
         self.returns[auth.rma_id] = ReturnRecord(
             auth, time_ms, ReturnStatus.IN_REVIEW if auth.in_review else ReturnStatus.AUTHORIZED)
+        self.by_order.setdefault(auth.order_id, []).append(auth.rma_id)
         for line in auth.lines:
             key = (auth.order_id, line.line_id)
             self.returned[key] = self.returned.get(key, 0) + line.quantity

@@ -202,6 +202,28 @@ def test_a_return_whose_goods_never_came_is_closed_by_an_inspection_of_nothing()
         execute(ledger, c.InspectReturn("r3", ()), NOW + 3 * DAY_MS)
 
 
+def test_an_order_s_goods_sent_back_on_several_returns_meet_the_approval_threshold_together():
+    """Ten phones on one return wait for a finance approver; the same ten on two returns of
+    five went through with none (the threshold counted each return's refunds alone)."""
+    ledger = world(ReturnPolicy(high_value_micros=10**15))  # refunds on receipt
+    sell(ledger, "o1", "phone", 10)
+    paid = []
+    for rma in ("r-a", "r-b"):
+        ask(ledger, rma, "o1", 5, NOW)
+        paid.append(execute(ledger, c.ReceiveReturn(rma), NOW).detail)
+    assert paid[0].refunded_micros == 5 * 85_000_000 and not paid[0].approval_id
+    assert paid[1].refunded_micros == 0 and paid[1].approval_id  # 850,000,000 > 500,000,000
+    request = ledger.approvals.by_id[paid[1].approval_id].request
+    assert "o1's returns already" in request.detail
+    # A book from a snapshot written before returns were indexed by order indexes them.
+    book = ledger.returns
+    state = dict(book.__dict__)
+    del state["by_order"]
+    old = ReturnBook.__new__(ReturnBook)
+    old.__setstate__(copy.deepcopy(state))
+    assert old.by_order == {"o1": ["r-a", "r-b"]}
+
+
 def test_trusted_customers_are_refunded_on_authorisation_and_abusers_reviewed():
     ledger = world()
     for i in range(3):
