@@ -104,6 +104,9 @@ class Books:
     receipts: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     # A count's found units waiting for approval: exception id -> the gain booked for them.
     held_gains: dict[str, int] = field(default_factory=dict)
+    # What the units of an order's line cost as they shipped: order id -> (line id, SKU) ->
+    # [units, their cost]. A return brings them back at that cost (until it is archived).
+    shipped_cost: dict[str, dict[tuple[str, int], list[int]]] = field(default_factory=dict)
     last_hash: str = GENESIS
     # Kept as entries are posted, so that a query reads what it asks for instead of the
     # whole journal (at 1,000,000 entries a walk held the server ~3 s):
@@ -122,7 +125,7 @@ class Books:
     def __setstate__(self, state: object) -> None:
         # (Books from older snapshots lack the later fields, and list a receipt's SKUs
         # without what came: landed cost on those is shared as it was then.)
-        self.po_lines, self.held_gains = {}, {}
+        self.po_lines, self.held_gains, self.shipped_cost = {}, {}, {}
         set_fields(self, state)
         for reference, skus in self.receipts.items():
             if isinstance(skus, list):
@@ -214,6 +217,11 @@ class Books:
         self.value[sku] = value - cost
         return cost
 
+    def shipped_unit_cost(self, order_id: str, line_id: str, sku: int) -> int:
+        """What a unit of the order's line cost as it shipped as `sku`; 0 if not known."""
+        row = self.shipped_cost.get(order_id, {}).get((line_id, sku))
+        return row[1] // row[0] if row and row[0] else 0
+
     def average_cost(self, sku: int) -> int:
         units = self.units.get(sku, 0)
         return self.value.get(sku, 0) // units if units else 0
@@ -279,6 +287,10 @@ class Books:
             if isinstance(e.payload, str) and package is not None:
                 # At what the line was charged (set as its package shipped, just before).
                 price = package.unit_prices[e.payload] * e.quantity
+                row = self.shipped_cost.setdefault(package.order_id, {}).setdefault(
+                    (e.payload, e.sku), [0, 0])
+                row[0] += e.quantity
+                row[1] += cost
             else:  # (shipped before events named their line: the catalogue price then)
                 price = int(cat.price_micros[e.sku]) * e.quantity
             self._post(e, "shipment", e.reference, e.sku, (
@@ -295,7 +307,10 @@ class Books:
         elif kind == EventKind.LANDED_COST_ALLOCATED:
             self._landed_cost(e)
         elif kind == EventKind.RETURN_RECEIVED:  # back in stock, out of cost of sales
-            amount = self._receive(e.sku, e.quantity, self.average_cost(e.sku) or standard)
+            # At what the units cost as they shipped (the event carries it); a return
+            # logged before it did, at today's average cost, else the standard cost.
+            amount = self._receive(e.sku, e.quantity,
+                                   e.amount or self.average_cost(e.sku) or standard)
             self._post(e, "return received", e.reference, e.sku, (
                 JournalLine(inv, debit=amount),
                 JournalLine(Account.COST_OF_GOODS_SOLD, credit=amount)))
@@ -306,6 +321,8 @@ class Books:
                 JournalLine(Account.VENDOR_RECEIVABLE if vendor
                             else Account.INVENTORY_WRITE_OFFS, debit=amount),
                 JournalLine(inv, credit=amount)))
+        elif kind == EventKind.ORDER_ARCHIVED:
+            self.shipped_cost.pop(e.reference, None)
         elif kind == EventKind.REFUND_ISSUED:
             refund = e.payload
             self._post(e, "refund", e.reference, -1, (
@@ -438,7 +455,7 @@ WATCHED_KINDS = frozenset({
     EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
     EventKind.PICK_SHORTAGE, EventKind.ORDER_UNITS_SHIPPED, EventKind.PACKAGE_SHIPPED,
     EventKind.LANDED_COST_ALLOCATED, EventKind.RETURN_RECEIVED, EventKind.RETURN_DISPOSED,
-    EventKind.REFUND_ISSUED,
+    EventKind.REFUND_ISSUED, EventKind.ORDER_ARCHIVED,
 })
 RETURN_TO_VENDOR = 5  # returns.Disposition.RETURN_TO_VENDOR (kept here: no import cycle)
 

@@ -309,7 +309,8 @@ def receive_return(p: Plan, cmd: c.ReceiveReturn) -> ReturnProgress:
         if qty:
             p.add(EventKind.RETURN_RECEIVED, sku=line.sku, node=auth.node,
                   to_bucket=Bucket.RETURNED, quantity=qty, reference=cmd.rma_id,
-                  payload=line_id)
+                  payload=line_id, amount=p.ledger.books.shipped_unit_cost(
+                      auth.order_id, line_id, line.sku))
             received.append(ReturnLine(line_id, line.sku, qty, line.unit_price_micros,
                                        fee_bp_of(line)))
     if not received:

@@ -224,6 +224,31 @@ def test_an_order_s_goods_sent_back_on_several_returns_meet_the_approval_thresho
     assert old.by_order == {"o1": ["r-a", "r-b"]}
 
 
+def test_a_returned_unit_is_valued_at_what_it_cost_as_it_shipped():
+    """Phones bought at 90 (the catalogue's standard cost 60), all sold; one comes back. Back
+    on the shelf at 60 (none in stock: the standard cost), its sale's cost of goods was
+    reversed by 60 of its 90. At other times a return came in at the day's average."""
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in shop({("phone", "n0"): 0}, n_nodes=1)[:-1]:  # (no receipt)
+        execute(ledger, command, NOW)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("phone", "n0", 2,
+                                                  unit_cost_micros=90_000_000),), "PO-1"), NOW)
+    sell(ledger, "o1", "phone", 2)
+    books = ledger.books
+    phone = ledger.catalog.sku("phone")
+    assert books.units.get(phone, 0) == 0
+    assert books.balances[Account.COST_OF_GOODS_SOLD] == 180_000_000
+    ask(ledger, "r1", "o1", 1, NOW)
+    execute(ledger, c.ReceiveReturn("r1"), NOW)
+    assert books.value[phone] == 90_000_000 and books.units[phone] == 1
+    assert books.balances[Account.COST_OF_GOODS_SOLD] == 90_000_000
+    # The cost kept for the order goes with it when it is archived.
+    execute(ledger, c.InspectReturn("r1", (("1", int(Grade.UNOPENED)),)), NOW)
+    assert "o1" in books.shipped_cost
+    execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS)
+    assert "o1" not in books.shipped_cost
+
+
 def test_trusted_customers_are_refunded_on_authorisation_and_abusers_reviewed():
     ledger = world()
     for i in range(3):
