@@ -25,7 +25,7 @@ from core.allocation import (
     run_allocation,
 )
 from core.availability import available_to_sell
-from core.catalog import MAX_CHANNELS
+from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition
 from core.kernels._ledger import _gather_sellable
 from core.ledger import Ledger
@@ -444,8 +444,8 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
         qty = r.backorder[k]
         if qty:
             line_id, sku, _ = req.lines[k - start]
-            backorders.append(Backorder(line_id, sku, qty, inbound_promise(ledger, sku, qty,
-                                                                           now_ms)))
+            backorders.append(Backorder(line_id, sku, qty, inbound_promise(
+                ledger, sku, qty, now_ms, _channel_of(catalog, req.spec[1]))))
     if allocated:
         if count == 1:  # (the same words for every order a node ships: written once)
             node = catalog.nodes[packages[0][1]].node_id  # (the package's node)
@@ -486,19 +486,44 @@ def _has_inbound(ledger: Ledger, req: Request) -> bool:
     return any(sku in inbound_by_sku for _, sku, _ in req.lines)
 
 
-def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int) -> int:
-    """The first date inbound stock (any enabled node) adds up to `qty`; 0 if never."""
-    arrivals: dict[int, int] = {}
+def _channel_of(catalog: Catalog, channel_id: str) -> int:
+    """The channel's index; -1 for none (or one not in the catalogue)."""
+    if not channel_id:
+        return -1
+    found = catalog.channel_index.get(channel_id)
+    return -1 if found is None else found
+
+
+def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
+                    channel: int = -1) -> int:
+    """The first date inbound stock adds up to `qty` units the channel may be sold; 0 if
+    never. As available-to-promise reads it (availability.promise_schedule): only at
+    enabled nodes that ship the channel, and what arrives first makes up what a node lacks
+    of its floor (safety stock, other channels' fences)."""
+    keys = ledger.inbound_by_sku.get(sku)
+    if not keys:
+        return 0
     enabled = ledger.catalog.node_enabled
-    for key in ledger.inbound_by_sku.get(sku, ()):
-        if enabled[key[2]]:
+    blocked = ledger.network().blocked
+    nodes = sorted({key[2] for key in keys if enabled[key[2]] and not (
+        0 <= channel < blocked.shape[1] and blocked[key[2], channel])})
+    if not nodes:
+        return 0
+    table = available_to_sell(ledger, np.array([sku], np.int64), np.array(nodes, np.int64),
+                              channel)
+    lacking = {n: max(0, int(table.safety_stock[0, j]) + int(table.fenced_for_others[0, j])
+                      - int(table.available[0, j])) for j, n in enumerate(nodes)}
+    arrivals: dict[int, list[tuple[int, int]]] = {}  # date -> (node, units)
+    for key in keys:
+        if key[2] in lacking:
             line = ledger.inbound[key]
-            date = max(line.expected_ms, now_ms)
-            arrivals[date] = arrivals.get(date, 0) + line.remaining
-    running = 0
+            arrivals.setdefault(max(line.expected_ms, now_ms), []).append(
+                (key[2], line.remaining))
+    come = dict.fromkeys(lacking, 0)
     for date in sorted(arrivals):
-        running += arrivals[date]
-        if running >= qty:
+        for n, units in arrivals[date]:
+            come[n] += units
+        if sum(max(0, come[n] - lacking[n]) for n in come) >= qty:
             return date
     return 0
 
@@ -713,7 +738,8 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     # Substitute lines still short stay backordered under the ordered SKU.
     backorders = tuple(kept) + tuple(
         Backorder(b.line_id, originals[b.line_id], b.quantity,
-                  inbound_promise(ledger, originals[b.line_id], b.quantity, now_ms))
+                  inbound_promise(ledger, originals[b.line_id], b.quantity, now_ms,
+                                  _channel_of(catalog, req.spec.channel_id)))
         for b in still)
     return Decision(decision.order_id, decision.packages + sub_packages, backorders,
                     decision.method, rule, (*decision.options, option),

@@ -124,6 +124,30 @@ def test_promise_dates_count_inbound_units_above_the_floor_only():
     assert int(after.total_to_sell[0]) == steps[-1].quantity
 
 
+def test_a_backorder_s_promise_date_reads_inbound_stock_as_available_to_promise_does():
+    """A backorder was promised the first date inbound units added up to it, though they
+    only refilled safety stock, or came to a node that does not ship the order's channel:
+    a date no stock would meet (GetAvailability's promise schedule had none)."""
+    day = 86_400_000
+    ledger = _ledger()
+    execute(ledger, c.SetSafetyStock("a", "n0", 5), NOW)
+    execute(ledger, c.ExpectInbound("po1", (c.InboundLine("a", "n0", 5, NOW + 2 * day),
+                                           c.InboundLine("a", "n0", 3, NOW + 4 * day),
+                                           c.InboundLine("a", "n2", 9, NOW + day))), NOW)
+
+    def promised(order_id: str, channel: str, qty: int) -> int:
+        spec = OrderSpec(order_id, channel, SlaTier.STANDARD,
+                         (OrderLineSpec("1", "a", qty),), postal_code="10001")
+        execute(ledger, c.AllocateOrders((spec,)), NOW)
+        (backorder,) = ledger.orders.orders[order_id].backorders.values()
+        return backorder.promise_ms
+
+    # mkt: n2 does not ship it, and n0's first 5 only refill its safety stock.
+    assert promised("m1", "mkt", 3) == NOW + 4 * day
+    assert promised("m2", "mkt", 4) == 0  # 3 sellable ever come for mkt
+    assert promised("w1", "web", 9) == NOW + day  # web: n2's 9 tomorrow
+
+
 def test_a_purchase_s_reference_and_a_transfer_s_id_are_never_the_same():
     ledger = _ledger()
     execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 10),)), NOW)
