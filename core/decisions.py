@@ -318,14 +318,25 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                 consumed[key] = consumed.get(key, 0) + quantity
         decisions[order[rank]] = decision
     # Substitution runs after the batch's own choices, against what they left, in the
-    # batch's priority order (the higher order gets a scarce substitute first).
+    # batch's priority order (the higher order gets a scarce substitute first), and
+    # against the node capacity they left (orders a node ships, counted once an order).
+    slots: dict[int, int] | None = None
     for i in order:
         req = reqs[i]
         current = decisions[i]
         assert current is not None
         if current[2] and req.spec.allow_substitution:  # ([2]: its backorders)
-            decisions[i] = _substitute(ledger, book, network, req, current, consumed, now_ms,
-                                       floors)
+            if slots is None:
+                slots = {}
+                for d in decisions:
+                    for n in {plan[1] for plan in d[1]} if d is not None else ():
+                        slots[n] = slots.get(n, 0) + 1
+            before = {plan[1] for plan in current[1]}
+            substituted = _substitute(ledger, book, network, req, current, consumed, now_ms,
+                                      floors, slots)
+            decisions[i] = substituted
+            for n in {plan[1] for plan in substituted[1]} - before:
+                slots[n] = slots.get(n, 0) + 1
     return [d for d in decisions if d is not None]
 
 
@@ -666,7 +677,7 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
 
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
                 decision: Decision, consumed: dict[tuple[int, int], int], now_ms: int,
-                floors: FloorTable | None) -> Decision:
+                floors: FloorTable | None, slots: dict[int, int] | None = None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
     if decision[1] and not req.spec.allow_split:
@@ -713,8 +724,14 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     gathered = _gather(ledger, network, [sub_req], now_ms, consumed)
     if floors is not None:
         floors.add(gathered)
-    result = run_allocation(gathered.batch, gathered.avail.copy(),
-                            capacity_left(ledger, book, now_ms), network, catalog.node_enabled)
+    capacity = capacity_left(ledger, book, now_ms)
+    own = {plan[1] for plan in decision[1]}  # nodes this order has a slot at already
+    for n, taken in (slots or {}).items():  # the batch's orders, not in the book yet
+        capacity[n] -= taken - (n in own)
+        if n in own:  # (another package of it there takes no other slot)
+            capacity[n] = max(capacity[n], 1)
+    result = run_allocation(gathered.batch, gathered.avail.copy(), capacity, network,
+                            catalog.node_enabled)
     sub = _interpret(ledger, network, _Lists(result, gathered.batch, network), 0, sub_req,
                       now_ms)
     originals = {line_id: original for line_id, _, _, original in replaced}

@@ -96,3 +96,28 @@ def test_a_scarce_substitute_goes_to_the_batch_s_higher_priority_order():
     execute(ledger, c.AllocateOrders((standard, premium)), NOW)  # standard listed first
     assert ledger.orders.orders["o-prem"].package_ids
     assert not ledger.orders.orders["o-std"].package_ids
+
+
+def test_a_substitute_in_a_batch_respects_the_capacity_its_earlier_orders_took():
+    """n0 ships one order a day. In one batch the first order takes n0's slot; the second's
+    substitute went to n0 too (read against the book, which did not count the batch's own
+    orders yet): two orders on a node of one. As in commands of their own, n1 ships it."""
+    ledger = Ledger(LedgerSettings(n_shards=2))
+    for command in (
+            c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0, daily_capacity=1),
+                           NodeSpec("n1", latitude=34.0, longitude=-118.0))),
+            c.UpsertChannels((ChannelSpec("web"),)),
+            c.UpsertSkus(tuple(
+                SkuSpec(s, weight_lb=1.0, unit_cost_micros=3_000_000,
+                        price_micros=9_000_000 + i, substitution_group="" if s == "c" else "g")
+                for i, s in enumerate(["a", "b", "c"]))),
+            c.SetNetwork(dataclasses.replace(NETWORK, node_costs=NETWORK.node_costs[:2])),
+            c.ReceiveStock((c.ReceiptLine("c", "n0", 3), c.ReceiptLine("b", "n0", 3),
+                            c.ReceiptLine("b", "n1", 3)))):
+        execute(ledger, command, NOW)
+    first = _order("o1", [("c", 1)], False)._replace(tier=SlaTier.PREMIUM)
+    execute(ledger, c.AllocateOrders((first, _order("o2", [("a", 1)]))), NOW)
+    nodes = {order_id: {ledger.orders.packages[p].plan.node
+                        for p in ledger.orders.orders[order_id].package_ids}
+             for order_id in ("o1", "o2")}
+    assert nodes == {"o1": {0}, "o2": {1}}
