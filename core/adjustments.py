@@ -71,11 +71,12 @@ def adjust(p: Plan, cmd: c.AdjustStock,
     for sku, node, asked, line in planned:
         into = line.delta > 0
         key = (sku, node, int(asked))
-        own = 0
+        # This write-off's own held units at the SKU and node are free to go, whichever of
+        # its lines takes them.
+        own = sum(q for s, n, _, q in holds if (s, n) == (sku, node))
         bucket = asked
         if not into and waiting.get(key, 0) >= -line.delta:
             waiting[key] -= -line.delta
-            own = sum(q for s, n, _, q in holds if (s, n) == (sku, node))
             bucket = Bucket.QUARANTINED  # where it waited
         floor = _floor(p, sku, node, bucket, own) if not into else 0
         p.add(EventKind.ADJUSTED, floor=floor, sku=sku, node=node,

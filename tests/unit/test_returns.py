@@ -357,6 +357,24 @@ def test_units_a_write_off_waits_for_are_neither_sold_nor_counted_nor_moved():
     assert ledger.buckets(shirt, 0)[Bucket.QUARANTINED] == 0
 
 
+@pytest.mark.parametrize("quarantined_first", [False, True])
+def test_a_held_write_off_that_also_takes_quarantined_units_can_be_approved(quarantined_first):
+    ledger = world(write_off_approval=100_000_000)
+    shirt = ledger.catalog.sku("shirt")
+    execute(ledger, c.MoveStock((c.MoveLine("shirt", "n0", 3, Bucket.AVAILABLE,
+                                            Bucket.QUARANTINED),)), NOW)
+    lines = [c.AdjustLine("shirt", "n0", -20, c.AdjustReason.DAMAGE),
+             c.AdjustLine("shirt", "n0", -3, c.AdjustReason.DAMAGE, Bucket.QUARANTINED)]
+    if quarantined_first:
+        lines.reverse()
+    available = ledger.quantity(shirt, 0, Bucket.AVAILABLE)
+    approval_id = execute(ledger, c.AdjustStock(tuple(lines), "dmg", actor="ops-1"),
+                          NOW).detail
+    execute(ledger, c.DecideApproval(approval_id, True, "ops-2", "operations"), NOW)
+    assert ledger.quantity(shirt, 0, Bucket.QUARANTINED) == 0
+    assert ledger.quantity(shirt, 0, Bucket.AVAILABLE) == available - 20
+
+
 def test_a_refused_write_off_puts_its_units_back_and_one_past_the_stock_is_refused():
     ledger = world(write_off_approval=100_000_000)
     shirt = ledger.catalog.sku("shirt")
