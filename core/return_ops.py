@@ -84,18 +84,38 @@ def _shipped(ledger: Ledger, record: OrderRecord, line_id: str
     return by_sku
 
 
-def _shipped_since(ledger: Ledger, record: OrderRecord, line_id: str, sku: int,
-                   since_ms: int) -> int:
-    """Units of an order line shipped as `sku` at or after `since_ms`."""
-    units = 0
+def _in_window(ledger: Ledger, record: OrderRecord, line_id: str, sku: int, window_ms: int,
+               now_ms: int) -> int:
+    """Units of an order line shipped as `sku` that may come back now: shipped within the
+    window and not on a return already. Each return is taken, in the order authorised, to
+    have brought back the oldest units then in its window (so one authorised when only
+    recent units were returnable used those, not older ones since out of it)."""
+    shipments: list[list[int]] = []  # [shipped at, units not back]
     for package_id in record.package_ids:
         state = ledger.orders.packages[package_id]
-        if state.status != PackageStatus.SHIPPED or state.shipped_ms < since_ms:
+        if state.status != PackageStatus.SHIPPED:
             continue
         for line in state.plan.lines:
             if line.line_id == line_id and line.sku == sku:
-                units += state.quantities.get(line_id, 0)
-    return units
+                shipments.append([state.shipped_ms, state.quantities.get(line_id, 0)])
+    shipments.sort()
+    book = ledger.returns
+    for rma_id in book.by_order.get(record.spec.order_id, ()):
+        earlier = book.returns[rma_id]
+        for x in earlier.auth.lines:
+            if x.line_id != line_id or x.sku != sku:
+                continue
+            units = x.quantity
+            if earlier.released:  # what never came no longer counts as back
+                units -= max(x.quantity - earlier.received.get(line_id, 0), 0)
+            since = earlier.created_ms - window_ms
+            for in_window_only in (True, False):  # (then any: the policy may have changed)
+                for row in shipments:
+                    if units and row[1] and (row[0] >= since or not in_window_only):
+                        take = min(row[1], units)
+                        row[1] -= take
+                        units -= take
+    return sum(units for shipped_ms, units in shipments if shipped_ms >= now_ms - window_ms)
 
 
 def _receiving_node(ledger: Ledger, record: OrderRecord) -> int:
@@ -176,10 +196,8 @@ def create_return(p: Plan, cmd: c.CreateReturn) -> ReturnDecision:
             continue
         window = policy.window_for(record.spec.channel_id, category)
         # Each unit's window runs from its own shipment: of a line shipped in parts, those
-        # shipped before the window are not returnable (the units back already are
-        # taken from them first, in the customer's favour).
-        recent = _shipped_since(ledger, record, line_id, sku, p.now_ms - window * DAY_MS)
-        open_units = recent - max(0, already - (shipped - recent))
+        # shipped before the window are not returnable.
+        open_units = _in_window(ledger, record, line_id, sku, window * DAY_MS, p.now_ms)
         if p.now_ms - shipped_ms > window * DAY_MS or open_units <= 0:
             reasons.append(f"line {line_id}: shipped more than {window} days ago "
                            f"({record.spec.channel_id or 'direct'}, {category or 'any'})")

@@ -128,10 +128,8 @@ def test_one_order_shipped_as_several_packages_is_one_order_toward_trust():
     assert decision.refunded_micros == 0
 
 
-def test_each_unit_s_return_window_runs_from_its_own_shipment():
-    """A line of two shipped in two packages, on day 0 and day 25: on day 40, with a
-    30-day window, only the second unit may come back (the window ran from the latest
-    shipment for both)."""
+def _two_shipments(days_apart: int) -> Ledger:
+    """o1: a line of two shirts shipped in two packages, `days_apart` days apart."""
     ledger = Ledger(LedgerSettings(n_shards=2))
     for command in shop({("shirt", "n0"): 1, ("shirt", "n1"): 1}, n_nodes=2):
         execute(ledger, command, NOW)
@@ -139,12 +137,19 @@ def test_each_unit_s_return_window_runs_from_its_own_shipment():
         "o1", "web", SlaTier.STANDARD, (OrderLineSpec("1", "shirt", 2),),
         postal_code="10001"),)), NOW)
     for k, package_id in enumerate(ledger.orders.orders["o1"].package_ids):
-        at = NOW + k * 25 * DAY_MS
+        at = NOW + k * days_apart * DAY_MS
         node = ledger.catalog.nodes[ledger.orders.packages[package_id].plan.node].node_id
         execute(ledger, c.ReleaseWave(node), at)
         execute(ledger, c.ConfirmPick(package_id, ()), at)
         execute(ledger, c.ConfirmPack(package_id, (("shirt", 1),)), at)
         execute(ledger, c.ConfirmShipment(package_id, "T"), at)
+    return ledger
+
+
+def test_each_unit_s_return_window_runs_from_its_own_shipment():
+    """Shipped on day 0 and day 25: on day 40, with a 30-day window, only the second unit
+    may come back (the window ran from the latest shipment for both)."""
+    ledger = _two_shipments(25)
     day_40 = NOW + 40 * DAY_MS
     both = ask(ledger, "r1", "o1", 2, day_40)
     assert not both.eligible and "1 of its units shipped in the last 30 days" in both.reasons[0]
@@ -152,6 +157,14 @@ def test_each_unit_s_return_window_runs_from_its_own_shipment():
     later = ask(ledger, "r3", "o1", 1, NOW + 60 * DAY_MS)
     assert not later.eligible  # the one left is the day-0 unit, long out of its window
     assert "shipped more than 30 days ago" in later.reasons[0]
+
+
+def test_a_return_authorised_in_the_window_used_the_units_then_in_it():
+    """Shipped on day 0 and day 20. On day 35 one may come back, the day-20 one; that
+    return used it, so on day 36 the day-0 unit, out of its window, may not."""
+    ledger = _two_shipments(20)
+    assert ask(ledger, "r1", "o1", 1, NOW + 35 * DAY_MS).eligible
+    assert not ask(ledger, "r2", "o1", 1, NOW + 36 * DAY_MS).eligible
 
 
 def test_units_received_for_a_return_stay_for_its_inspection():
