@@ -511,8 +511,14 @@ def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:
         b.quantity for b in record.backorders.values())
     cancelled = sum(q for _, _, q in package_lines) + sum(q for _, q in backorder_lines)
     whole = cancelled == open_units
+    taken: dict[str, int] = {}
+    for package_id, _, qty in package_lines:
+        taken[package_id] = taken.get(package_id, 0) + qty
+    repack = tuple(package_id for package_id, qty in taken.items()
+                   if book.packages[package_id].status == PackageStatus.PACKED
+                   and qty < sum(book.packages[package_id].quantities.values()))
     p.add(EventKind.ORDER_CANCELLED, reference=cmd.order_id, payload=CancelRecord(
-        cmd.order_id, tuple(package_lines), tuple(backorder_lines), whole))
+        cmd.order_id, tuple(package_lines), tuple(backorder_lines), whole, repack))
     released = 0
     for package_id, line_id, qty in package_lines:
         state = book.packages[package_id]

@@ -170,6 +170,9 @@ class CancelRecord:
     package_lines: tuple[tuple[str, str, int], ...]  # (package_id, line_id, quantity)
     backorder_lines: tuple[tuple[str, int], ...]  # (line_id, quantity)
     whole_order: bool
+    # Packed packages left with units: PICKED again, to be packed (scanned) again. (Unset
+    # in a record logged before: those packages stayed PACKED, as a replay leaves them.)
+    repack: tuple[str, ...] = ()
 
 
 @mypyc_attr(native_class=False)
@@ -605,10 +608,12 @@ class OrderBook:
             if not state.quantities:
                 _package_moved(self.allocated_at, state, PackageStatus.CANCELLED)
                 self._slot_freed(record, state)
-            elif state.status == PackageStatus.PACKED:
-                # What was packed is not what ships now: packed (scanned) again first.
-                _package_moved(self.allocated_at, state, PackageStatus.PICKED)
             record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty
+        for package_id in getattr(rec, "repack", ()):
+            # What was packed is not what ships now: packed (scanned) again first.
+            state = self.packages[package_id]
+            if state.status == PackageStatus.PACKED:
+                _package_moved(self.allocated_at, state, PackageStatus.PICKED)
         for line_id, qty in rec.backorder_lines:
             backorder = record.backorders[line_id]
             left = backorder.quantity - qty

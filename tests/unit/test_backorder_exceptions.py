@@ -166,3 +166,25 @@ def test_units_cancelled_before_the_pick_go_straight_back_to_sale():
     execute(ledger, c.CancelOrder("o1", (("1", 2),)), NOW)
     assert ledger.quantity(shirt, 0, Bucket.AVAILABLE) == available + 2
     assert ledger.quantity(shirt, 0, Bucket.QUARANTINED) == 0
+
+
+def test_a_cancel_logged_before_packed_packages_were_repacked_replays_as_it_ran():
+    """The move back to PICKED is in the event (CancelRecord.repack): a cancel logged
+    before it was, applied again, leaves its package PACKED, as the server that logged it
+    did (the state, and its checksum, are what the log says)."""
+    import dataclasses
+
+    from core.model import EventKind
+
+    ledger = _ledger()
+    events = []
+    for command in (_order(3), c.ReleaseWave("n0"), c.ConfirmPick("o1-P1", ()),
+                    c.ConfirmPack("o1-P1", (("shirt", 3),)), c.CancelOrder("o1", (("1", 2),))):
+        events += execute(ledger, command, NOW).events
+    (cancel,) = [e for e in events if e.kind == EventKind.ORDER_CANCELLED]
+    assert cancel.payload.repack == ("o1-P1",)
+    older = [dataclasses.replace(e, payload=dataclasses.replace(e.payload, repack=()))
+             if e is cancel else e for e in events]
+    replayed = _ledger()
+    replayed.apply(older, replay=True)
+    assert replayed.orders.packages["o1-P1"].status == PackageStatus.PACKED
