@@ -514,12 +514,35 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
     keys = ledger.inbound_by_sku.get(sku)
     if not keys:
         return 0
+    # (Read once a state: the backorders of a batch short of a SKU ask for the same.)
+    cache = _PROMISES
+    state = cache.get(0)
+    if state is None or state[0] is not ledger or state[1:] != (ledger.last_seq, now_ms):
+        cache.clear()
+        cache[0] = (ledger, ledger.last_seq, now_ms)
+    found = cache.get((sku, channel))
+    if found is None:
+        found = cache[(sku, channel)] = _sellable_arrivals(ledger, sku, keys, now_ms, channel)
+    for date, units in found:
+        if units >= qty:
+            return date
+    return 0
+
+
+#: inbound_promise's readings of the current state: 0 -> (ledger, its last event, time);
+#: (sku, channel) -> [(date, units sellable from then)], ascending.
+_PROMISES: Final[dict[object, Any]] = {}
+
+
+def _sellable_arrivals(ledger: Ledger, sku: int, keys: Any, now_ms: int,
+                       channel: int) -> list[tuple[int, int]]:
+    """(date, units the channel may be sold from the SKU's inbound stock by then)."""
     enabled = ledger.catalog.node_enabled
     blocked = ledger.network().blocked
     nodes = sorted({key[2] for key in keys if enabled[key[2]] and not (
         0 <= channel < blocked.shape[1] and blocked[key[2], channel])})
     if not nodes:
-        return 0
+        return []
     table = available_to_sell(ledger, np.array([sku], np.int64), np.array(nodes, np.int64),
                               channel)
     lacking = {n: max(0, int(table.safety_stock[0, j]) + int(table.fenced_for_others[0, j])
@@ -531,12 +554,12 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
             arrivals.setdefault(max(line.expected_ms, now_ms), []).append(
                 (key[2], line.remaining))
     come = dict.fromkeys(lacking, 0)
+    steps = []
     for date in sorted(arrivals):
         for n, units in arrivals[date]:
             come[n] += units
-        if sum(max(0, come[n] - lacking[n]) for n in come) >= qty:
-            return date
-    return 0
+        steps.append((date, sum(max(0, come[n] - lacking[n]) for n in come)))
+    return steps
 
 
 _NO_INBOUND: Final = Option(OptionKind.WAIT_FOR_INBOUND, False,
