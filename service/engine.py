@@ -652,6 +652,7 @@ class Engine:
             # collection would walk (and so copy) every page of the parent's objects and
             # run finalizers of objects that are the parent's business.
             gc.disable()
+            self.store.forked()
             # Below the server in the scheduler's eyes: where the cores are shared (the
             # load harness's clients run beside it), the server's loop keeps its share
             # and the image is written with what is left; an idle core runs it at once.

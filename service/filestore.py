@@ -385,6 +385,14 @@ class FileEventStore(QueuedWriter, EventStore):
             self._file = None
         self._unlock()
 
+    def forked(self) -> None:
+        """The child's copy of the lock's descriptor, closed: the lock (the open file's, not
+        a descriptor's) then goes with the server's own, not with whichever of the two
+        lives longer (a reload while a snapshot was being written found it taken)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
     def _unlock(self) -> None:
         if self._lock is not None:
             os.close(self._lock)  # (closing it releases the lock)

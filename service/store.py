@@ -142,6 +142,11 @@ class EventStore(abc.ABC):
         """Start a new log segment: commits appended from now on all come after `seq`."""
         return None
 
+    def forked(self) -> None:
+        """In a child forked from the server (a snapshot's writer): let go of what only the
+        server may hold (the file store's directory lock)."""
+        return None
+
     def write_snapshot(self, seq: int, blob: bytes) -> None:
         """Write a snapshot (not yet visible). Synchronous: it runs in a forked child."""
         raise NotImplementedError

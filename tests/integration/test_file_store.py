@@ -736,3 +736,26 @@ def test_verify_prints_the_server_s_checksum_for_any_shard_count(tmp_path, capsy
     assert not list((tmp_path / "default").glob("snapshot-*"))
     assert verify(tmp_path / "default", settings=Settings(shards=shards)) == 0
     assert f"checksum:     {checksum}" in capsys.readouterr().out
+
+
+def test_a_snapshot_writer_forked_from_the_server_does_not_hold_its_directory_lock(tmp_path):
+    """The lock is the open file's: a child forked to write a snapshot shares it, and a
+    reload of the server's store while the child wrote found the directory "in use by
+    another allocd" (itself). The child lets go of its copy (EventStore.forked)."""
+    import time as clock
+
+    async def go():
+        store = FileEventStore(tmp_path)
+        await store.open()
+        pid = os.fork()
+        if pid == 0:  # as Engine.checkpoint's child
+            store.forked()
+            clock.sleep(1.5)
+            os._exit(0)
+        try:
+            await store.open()  # a reload: close, then open (and lock) again
+        finally:
+            os.waitpid(pid, 0)
+        await store.close()
+
+    run(go())
