@@ -8,7 +8,22 @@ if TYPE_CHECKING:
     import grpc
 
 
-LOOPBACK = ("127.", "localhost", "::1", "[::1]")  # (as service.server reads a host)
+def is_loopback(address: str) -> bool:
+    """Whether a host:port (or [v6]:port, or a bare host) names this machine: localhost, or
+    a loopback IP address. Read, not matched by its start (127.0.0.1.example.com is not)."""
+    import ipaddress  # noqa: PLC0415
+
+    host = address
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "",
@@ -31,7 +46,7 @@ def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_fil
         credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key,
                                                    certificate_chain=cert)
         return grpc.secure_channel(address, credentials)
-    if carries_token and not address.startswith(LOOPBACK) and not allow_plaintext:
+    if carries_token and not is_loopback(address) and not allow_plaintext:
         raise ValueError(f"refusing to send a token in plaintext to {address}: give the "
                          "server's CA (--ca-file), or --allow-plaintext")
     return grpc.insecure_channel(address)

@@ -49,6 +49,7 @@ from service.demo_network import demo_network
 from service.edge import EdgeInterceptor
 from service.engine import Engine, wall_clock_ms
 from service.filestore import FileEventStore
+from service.healthcheck import is_loopback
 from service.limits import RateLimitInterceptor, TokenBucket
 from service.metrics import Metrics, MetricsInterceptor
 from service.network_file import load_network_file
@@ -95,14 +96,13 @@ def auth_secret(settings: Settings) -> bytes:
     return secret.encode()
 
 
-LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials from the settings; None for plaintext, which is refused off loopback
     unless allow_plaintext says so."""
     if not settings.tls_cert_file:
-        if not settings.host.startswith(LOOPBACK) and not settings.allow_plaintext:
+        if not is_loopback(settings.host) and not settings.allow_plaintext:
             raise ValueError(f"refusing plaintext gRPC on {settings.host}: configure "
                              "tls_cert_file/tls_key_file, or set allow_plaintext")
         return None
@@ -118,7 +118,7 @@ def check_metrics_transport(settings: Settings) -> None:
     """The metrics port follows the gRPC port's rule: plaintext only on loopback unless
     allow_plaintext says so; with TLS configured it serves HTTPS with the same files."""
     if (settings.metrics_port and not settings.tls_cert_file
-            and not settings.metrics_host.startswith(LOOPBACK) and not settings.allow_plaintext):
+            and not is_loopback(settings.metrics_host) and not settings.allow_plaintext):
         raise ValueError(f"refusing plaintext metrics on {settings.metrics_host}: configure "
                          "tls_cert_file/tls_key_file, or set allow_plaintext")
 

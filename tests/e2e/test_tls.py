@@ -226,3 +226,18 @@ def test_the_command_line_revokes_a_token_over_mutual_tls_and_never_sends_one_in
             assert "refusing to send a token in plaintext" in capsys.readouterr().err
     finally:
         handle.stop()
+
+
+def test_loopback_is_read_from_the_host_not_matched_by_its_start():
+    """A host that only starts like loopback (localhost.example.com, 127.0.0.1.nip.io) is
+    not: the server served plaintext on it, and the command line sent a token to it."""
+    from service.healthcheck import is_loopback
+
+    for address in ("127.0.0.1:50051", "localhost:50051", "[::1]:50051", "::1", "127.9.9.9",
+                    "localhost"):
+        assert is_loopback(address), address
+    for address in ("localhost.attacker.example:50051", "127.0.0.1.nip.io:50051",
+                    "10.0.0.5:50051", "0.0.0.0", "[::]:50051", "example.com"):
+        assert not is_loopback(address), address
+    with pytest.raises(ValueError, match="refusing plaintext"):
+        server_credentials(e2e_settings(host="localhost.attacker.example"))
