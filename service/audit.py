@@ -18,6 +18,9 @@ log = logging.getLogger("allocd.audit")
 
 GENESIS = "0" * 32
 MEMORY_ENTRIES = 10_000
+#: Entries that may wait in memory for a disk that refuses them; past it they are dropped
+#: (and counted, and logged): the chain on disk stays whole, ending where it could.
+MAX_WAITING = 100_000
 # What json.dumps(..., sort_keys=True, separators=(",", ":")) builds on every call, made
 # once: the same text.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
@@ -52,6 +55,7 @@ class AuditLog:
         # Lines made but not yet written (the disk refused them): written, in order, ahead
         # of the next entry. The chain runs on in memory meanwhile.
         self._pending: list[bytes] = []
+        self.dropped = 0  # entries past MAX_WAITING while the disk refused them
         if path is not None and path.exists():
             _cut_torn_line(path)
             lines = path.read_text().splitlines()
@@ -64,6 +68,15 @@ class AuditLog:
         """Add an entry. Never raises for the disk: the call it records is done (its change
         durable), and its answer must not become an error because the audit file could not
         take a line; the line waits for the next entry that can be written."""
+        if self.path is not None and len(self._pending) >= MAX_WAITING:
+            # (A disk refusing writes for this long: memory is not to go with it. Dropped
+            # before it is chained, so the chain on disk stays whole.)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error("the audit log cannot be written: %d entries waiting, %d dropped",
+                          len(self._pending), self.dropped)
+            self._write_pending()  # (the disk may have room again)
+            return
         n = self.count + 1
         body = canonical_body(n, time_ms, principal, method, request_id, outcome,
                               self.last_hash)
@@ -113,9 +126,9 @@ class AuditLog:
         return len(self._pending)
 
     def close(self) -> None:
+        if self._pending and self.path is not None:
+            self._write_pending()  # (a last try; opens the file if it never was)
         if self._file is not None:
-            if self._pending:
-                self._write_pending()
             os.close(self._file)
             self._file = None
 

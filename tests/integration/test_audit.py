@@ -205,3 +205,32 @@ def test_a_torn_last_line_is_cut_at_start_and_the_chain_goes_on(tmp_path):
     lines = path.read_text().splitlines()
     assert verify_lines(lines) == (True, 0)
     assert [json.loads(line)["request_id"] for line in lines] == ["r-0", "r-1", "r-2", "r-9"]
+
+
+def test_entries_waiting_for_the_disk_are_bounded_and_the_chain_stays_whole(tmp_path,
+                                                                           monkeypatch):
+    import os
+
+    from service import audit
+
+    monkeypatch.setattr(audit, "MAX_WAITING", 3)
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.record(0, "ann", "X/Y", "r-0", "OK")
+    real_write = os.write
+    full = [True]
+
+    def write(fd, data):
+        if full[0] and fd == log._file:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(audit.os, "write", write)
+    for i in range(1, 6):
+        log.record(i, "ann", "X/Y", f"r-{i}", "OK")
+    assert (log.waiting, log.dropped) == (3, 2)  # memory bounded, the rest counted
+    full[0] = False
+    log.close()  # the waiting ones written on the way out
+    lines = path.read_text().splitlines()
+    assert verify_lines(lines) == (True, 0)
+    assert [json.loads(line)["request_id"] for line in lines] == ["r-0", "r-1", "r-2", "r-3"]
