@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from service.edge import RejectedRequest, wrap_handler
+from service.edge import RejectedRequest, requests_wrapped, wrap_handler
 
 ROLES = frozenset({"oms", "warehouse", "customer_service", "finance", "operations",
                    "inventory_control", "admin",
@@ -255,7 +255,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg
         it would otherwise go on changing state for as long as the stream stays open."""
         revoked, clock_s = self.revoked, self.clock_s
 
-        async def checked(requests: Any) -> Any:
+        async def checked(requests: Any, context: Any) -> Any:
+            del context
             async for request in requests:
                 identity = CURRENT.get(None)
                 if identity is not None:
@@ -265,21 +266,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg
                         raise RejectedRequest(problem, grpc.StatusCode.UNAUTHENTICATED)
                 yield request
 
-        if handler.stream_stream:
-            inner_ss = handler.stream_stream
-
-            async def stream_stream(requests: Any, context: Any) -> Any:
-                async for item in inner_ss(checked(requests), context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: Any) -> Any:
-            return await inner_su(checked(requests), context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return requests_wrapped(handler, checked)

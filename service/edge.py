@@ -200,6 +200,29 @@ async def _reject_malformed(request: Any, context: Any) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
 
+def requests_wrapped(handler: Any, wrap: Callable[[Any, Any], Any]) -> Any:
+    """A handler of a stream of requests whose requests go through `wrap(requests,
+    context)`, an async generator, before the handler reads them."""
+    if handler.stream_stream:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests: Any, context: Any) -> Any:
+            async for item in inner_ss(wrap(requests, context), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    inner_su = handler.stream_unary
+
+    async def stream_unary(requests: Any, context: Any) -> Any:
+        return await inner_su(wrap(requests, context), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        stream_unary, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
 class RejectedRequest(Exception):
     """A streamed request the edge refuses. Raised through the handler, which may read its
     requests in a task of its own, and turned into the call's status by the edge wrapper in

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from service.auth import CURRENT, PUBLIC_PREFIXES
-from service.edge import wrap_handler
+from service.edge import requests_wrapped, wrap_handler
 
 
 class TokenBucket:
@@ -101,21 +101,4 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,typ
                     key = caller_key(context)
                 yield request
 
-        if handler.stream_stream:
-            inner_ss = handler.stream_stream
-
-            async def stream_stream(requests: Any, context: Any) -> Any:
-                async for item in inner_ss(paced(requests, context), context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: Any) -> Any:
-            return await inner_su(paced(requests, context), context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return requests_wrapped(handler, paced)

@@ -157,27 +157,35 @@ def test_entries_written_to_a_file_verify_and_chain(tmp_path):
     assert verify_lines((tmp_path / "audit.log").read_text().splitlines()) == (True, 0)
 
 
-def test_a_full_disk_delays_audit_entries_and_loses_none(tmp_path, monkeypatch):
-    """The call an entry records is done (its change durable): a disk that cannot take the
-    line must not turn its answer into an error, nor leave a torn line behind. The entries
-    wait, in order, and are written once the disk has room."""
+def _full_disk(monkeypatch, log: AuditLog, takes_part: bool) -> list[bool]:
+    """The audit file's disk full (taking part of a write first, if `takes_part`) while the
+    flag returned holds True."""
     import os
 
     from service import audit
 
-    path = tmp_path / "audit.log"
-    log = AuditLog(path)
-    log.record(1, "ann", "X/Y", "r-1", "OK")
     real_write = os.write
     full = [True]
 
     def write(fd, data):
         if full[0] and fd == log._file:
-            real_write(fd, bytes(data[: len(data) // 2]))  # part of a line, then no room
+            if takes_part:
+                real_write(fd, bytes(data[: len(data) // 2]))  # part of a line
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
     monkeypatch.setattr(audit.os, "write", write)
+    return full
+
+
+def test_a_full_disk_delays_audit_entries_and_loses_none(tmp_path, monkeypatch):
+    """The call an entry records is done (its change durable): a disk that cannot take the
+    line must not turn its answer into an error, nor leave a torn line behind. The entries
+    wait, in order, and are written once the disk has room."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.record(1, "ann", "X/Y", "r-1", "OK")
+    full = _full_disk(monkeypatch, log, takes_part=True)
     log.record(2, "bob", "X/Y", "r-2", "OK")  # does not raise
     log.record(3, "cy", "X/Y", "r-3", "ABORTED")
     assert log.waiting == 2
@@ -209,23 +217,13 @@ def test_a_torn_last_line_is_cut_at_start_and_the_chain_goes_on(tmp_path):
 
 def test_entries_waiting_for_the_disk_are_bounded_and_the_chain_stays_whole(tmp_path,
                                                                            monkeypatch):
-    import os
-
     from service import audit
 
     monkeypatch.setattr(audit, "MAX_WAITING", 3)
     path = tmp_path / "audit.log"
     log = AuditLog(path)
     log.record(0, "ann", "X/Y", "r-0", "OK")
-    real_write = os.write
-    full = [True]
-
-    def write(fd, data):
-        if full[0] and fd == log._file:
-            raise OSError(28, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(audit.os, "write", write)
+    full = _full_disk(monkeypatch, log, takes_part=False)
     for i in range(1, 6):
         log.record(i, "ann", "X/Y", f"r-{i}", "OK")
     assert (log.waiting, log.dropped) == (3, 2)  # memory bounded, the rest counted
