@@ -394,8 +394,13 @@ class FileEventStore(QueuedWriter, EventStore):
             self._lock = None
 
     def _unlock(self) -> None:
+        """Released explicitly, then closed: a snapshot writer forked a moment ago shares the
+        open file (and its lock) until it lets go of its copy (forked), and a reload in
+        that moment found the directory "in use by another allocd" (itself)."""
         if self._lock is not None:
-            os.close(self._lock)  # (closing it releases the lock)
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
             self._lock = None
 
 

@@ -741,16 +741,19 @@ def test_verify_prints_the_server_s_checksum_for_any_shard_count(tmp_path, capsy
 def test_a_snapshot_writer_forked_from_the_server_does_not_hold_its_directory_lock(tmp_path):
     """The lock is the open file's: a child forked to write a snapshot shares it, and a
     reload of the server's store while the child wrote found the directory "in use by
-    another allocd" (itself). The child lets go of its copy (EventStore.forked)."""
+    another allocd" (itself). The child lets go of its copy (EventStore.forked), and the
+    server releases the lock itself, so a reload in the moment before the child has let
+    go (here held open on purpose) finds the directory free too."""
     import time as clock
 
     async def go():
         store = FileEventStore(tmp_path)
         await store.open()
         pid = os.fork()
-        if pid == 0:  # as Engine.checkpoint's child
+        if pid == 0:  # as Engine.checkpoint's child, a moment before it lets go
+            clock.sleep(1.0)
             store.forked()
-            clock.sleep(1.5)
+            clock.sleep(0.5)
             os._exit(0)
         try:
             await store.open()  # a reload: close, then open (and lock) again
