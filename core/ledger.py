@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -79,6 +79,14 @@ class HeldVariance:
     counted: int
     held: int
     time_ms: int
+    # Missing units taken from reservations to be held: (reservation, units, channel,
+    # expiry, whether the count closed it). A refusal puts them back. Older logs and
+    # snapshots have none (read with `taken_of`).
+    taken: tuple[tuple[str, int, int, int, bool], ...] = field(default=(), repr=False)
+
+
+def taken_of(held: HeldVariance) -> tuple[tuple[str, int, int, int, bool], ...]:
+    return getattr(held, "taken", ())  # (unset in one unpickled from an older snapshot)
 
 
 #: Reallocations of any shard's arrays, ever (Shard.__setattr__): Ledger.kernel_views
@@ -527,7 +535,8 @@ class Ledger:
             held = self.held_variances.get(e.reference)
             if held is None:
                 self.held_variances[e.reference] = HeldVariance(
-                    e.reference, e.sku, e.node, e.expected, e.counted, e.quantity, e.time_ms)
+                    e.reference, e.sku, e.node, e.expected, e.counted, e.quantity, e.time_ms,
+                    e.payload or ())
                 where = f"{self.catalog.sku_ids[e.sku]}@{self.catalog.nodes[e.node].node_id}"
                 self.exceptions.raise_(e.reference, ExceptionInfo(
                     ExceptionType.COUNT_VARIANCE, "",
@@ -654,7 +663,9 @@ class Ledger:
             line = self.inbound[inbound_key]
             h.update(repr((inbound_key, line.remaining, line.expected_ms)).encode())
         for exception_id in sorted(self.held_variances):
-            h.update(repr(self.held_variances[exception_id]).encode())
+            variance = self.held_variances[exception_id]
+            taken = taken_of(variance)
+            h.update(repr((variance, taken) if taken else variance).encode())
         h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
         h.update(repr(self.network_spec).encode())
         h.update(repr(self.returns.policy).encode())

@@ -343,9 +343,10 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
             # the reservations end). What is still missing after that is allocated to
             # orders: their picks come up short and write it off.
             held = variance if variance > 0 else min(-variance, available)
+            taken: list[tuple[str, int, int, int, bool]] = []
             if variance < 0 and -variance > available:
-                for reservation_id, qty in _reservations_short(ledger, sku, node,
-                                                               -variance - available):
+                taken = _reservations_short(ledger, sku, node, -variance - available)
+                for reservation_id, qty, _, _, _ in taken:
                     p.add(EventKind.RESERVATION_RELEASED, sku=sku, node=node,
                           from_bucket=Bucket.RESERVED, to_bucket=Bucket.AVAILABLE,
                           quantity=qty, reference=reservation_id)
@@ -354,28 +355,32 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
             common["reference"] = exception_id
             p.add(EventKind.COUNT_VARIANCE_HELD, quantity=held,
                   from_bucket=Bucket.EXTERNAL if variance > 0 else Bucket.AVAILABLE,
-                  to_bucket=Bucket.QUARANTINED, **common)
+                  to_bucket=Bucket.QUARANTINED, payload=tuple(taken) or None, **common)
         outcomes.append(CountOutcome(line.sku_id, line.node_id, expected, counted, variance,
                                      adjusted, held, exception_id))
     return CountResult(tuple(outcomes))
 
 
 def _reservations_short(ledger: Ledger, sku: int, node: int, units: int
-                        ) -> list[tuple[str, int]]:
-    """(reservation, units) to take `units` of a SKU at a node from, where a count found
-    them missing: the reservations ending last first (they would hold them longest)."""
+                        ) -> list[tuple[str, int, int, int, bool]]:
+    """(reservation, units, channel, expiry, whether that closes it) to take `units` of a
+    SKU at a node from, where a count found them missing: the reservations ending last
+    first (they would hold them longest). The rest is what a refusal needs to put them
+    back (HeldVariance.taken)."""
     book = ledger.reservations
     holding = []
     for reservation_id, record in book.by_id.items():
         slot = record.slots.get((sku, node))
         if slot is not None:
             holding.append((-int(book.expires_ms[slot]), reservation_id, int(book.qty[slot])))
-    taken: list[tuple[str, int]] = []
-    for _, reservation_id, qty in sorted(holding):
+    taken: list[tuple[str, int, int, int, bool]] = []
+    for minus_expiry, reservation_id, qty in sorted(holding):
         if units <= 0:
             break
         take = min(qty, units)
-        taken.append((reservation_id, take))
+        record = book.by_id[reservation_id]
+        taken.append((reservation_id, take, record.channel, -minus_expiry,
+                      take == qty and len(record.slots) == 1))
         units -= take
     return taken
 

@@ -39,7 +39,7 @@ from core.exceptions import (
     ExceptionType,
     Resolution,
 )
-from core.ledger import Ledger
+from core.ledger import Ledger, taken_of
 from core.model import LINE_VALUE_MAX, MONEY_MAX, QTY_MAX, Bucket, Event, EventKind
 from core.network import CompiledNetwork
 from core.orders import (
@@ -764,12 +764,24 @@ def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:
     # too: moving no units, it drops the record.)
     found = held.counted > held.expected
     # Found units: approve makes them sellable, reject removes them. Missing units:
-    # approve writes them off, reject returns them to AVAILABLE (a recount found them).
+    # approve writes them off, reject returns them to AVAILABLE (a recount found them),
+    # or to the reservations they were taken from: those still open, and those the count
+    # closed that have not expired since (no one else can have ended them).
     to_available = found == (resolution == Resolution.APPROVE)
+    settled = held.held
+    if to_available and not found:
+        book = p.ledger.reservations
+        for reservation_id, qty, channel, expires_ms, closed in taken_of(held):
+            if reservation_id in book.by_id or (closed and expires_ms > p.now_ms):
+                p.add(EventKind.RESERVED, sku=held.sku, node=held.node,
+                      from_bucket=Bucket.QUARANTINED, to_bucket=Bucket.RESERVED,
+                      quantity=qty, reference=reservation_id, channel=channel,
+                      due_ms=expires_ms)
+                settled -= qty
     p.add(EventKind.COUNT_VARIANCE_SETTLED, sku=held.sku, node=held.node,
           from_bucket=Bucket.QUARANTINED,
           to_bucket=Bucket.AVAILABLE if to_available else Bucket.EXTERNAL,
-          quantity=held.held, reference=exception_id, reason=int(resolution))
+          quantity=settled, reference=exception_id, reason=int(resolution))
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,10 +306,49 @@ def test_units_a_count_finds_missing_leave_the_reservations_that_held_them(resol
     assert ledger.reservations.lines("soon") == [(ledger.catalog.sku("a"), 0, 1)]
     execute(ledger, c.ResolveException(line.exception_id, resolution, actor="boss",
                                        role="operations"), NOW)
-    execute(ledger, c.ExpireReservations(), NOW + 10**9)  # "soon" ends
+    sku = ledger.catalog.sku("a")
+    if resolution == Resolution.APPROVE:  # written off: the reservations stay short
+        assert "late" not in ledger.reservations.by_id
+        assert ledger.reservations.lines("soon") == [(sku, 0, 1)]
+        assert _levels(ledger)[:4] == [0, 1, 0, 0]
+    else:  # a recount found them: the customers' reservations get them back
+        assert ledger.reservations.lines("late") == [(sku, 0, 5)]
+        assert ledger.reservations.lines("soon") == [(sku, 0, 4)]
+        assert ledger.reservations.by_id["late"].channel == ledger.catalog.channel("web")
+        assert _levels(ledger)[:4] == [3, 9, 0, 0]
+        assert _web_sellable(ledger) == 3
+    execute(ledger, c.ExpireReservations(), NOW + 10**9)  # both end
     levels = _levels(ledger)
     assert levels[Bucket.RESERVED] == 0 and levels[Bucket.QUARANTINED] == 0
-    # Approved: written off, and only the unit counted is left to sell. Refused (a recount
-    # found them): back to sale, the reservations they left do not get them back.
+    # Approved: written off, and only the unit counted is left to sell. Refused: all 12.
     assert levels[Bucket.AVAILABLE] == (1 if resolution == Resolution.APPROVE else 12)
     assert _web_sellable(ledger) == levels[Bucket.AVAILABLE]
+
+
+def test_a_refused_count_gives_units_back_only_to_reservations_no_one_else_ended():
+    """On refusal, units go back to the reservations the count took them from while those
+    are open, or closed by the count itself and not yet expired; a reservation its owner
+    released meanwhile, or one that expired, does not come back: its units are for sale."""
+    ledger = _ledger(count_hold_units=5)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 10), c.ReceiptLine("a", "n1", 5))),
+            NOW)
+    # "two" holds units at two nodes: the count closes its n0 line, not the reservation.
+    execute(ledger, c.ReserveStock("two", "web", NOW + 900_000,
+                                   (c.StockLine("a", "n0", 3), c.StockLine("a", "n1", 2))), NOW)
+    execute(ledger, c.ReserveStock("gone", "web", NOW + 600_000, (c.StockLine("a", "n0", 3),)),
+            NOW)
+    execute(ledger, c.ReserveStock("ends", "web", NOW + 60_000, (c.StockLine("a", "n0", 2),)),
+            NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc1"), NOW)
+    (line,) = count.detail.lines
+    assert (line.variance, line.held) == (-10, 10)
+    assert set(ledger.reservations.by_id) == {"two"}
+    execute(ledger, c.ReleaseReservation("two"), NOW)  # its owner lets it go
+    later = NOW + 120_000  # "ends" has expired by now; "gone" has not
+    execute(ledger, c.ResolveException(line.exception_id, Resolution.REJECT, actor="boss",
+                                       role="operations"), later)
+    sku = ledger.catalog.sku("a")
+    assert set(ledger.reservations.by_id) == {"gone"}
+    assert ledger.reservations.lines("gone") == [(sku, 0, 3)]
+    assert _levels(ledger)[:4] == [7, 3, 0, 0]
+    assert not ledger.held_variances
