@@ -191,3 +191,64 @@ def allocate_order(net, order, avail, capacity_left):
     status = 1 if any(backorder) else 0
     return (status, cost, single if single < INF else -1, split if split < INF else -1,
             backorder)
+
+
+def heuristic_order(net, order, avail, capacity_left):
+    """The kernel's heuristic for orders past the exact path, step by step: the cheapest
+    single package, against a greedy split where each item (in order) joins the package,
+    open or new (nodes in index order, the first of equal costs), that adds least cost, a
+    new package after the first paying the split penalty. Returns what `allocate_order`
+    does, and the packages as [node, [item indices]]."""
+    items, backorder, any_stock = order_items(net, order, avail, capacity_left)
+    if not items:
+        return (2 if any_stock else 3), 0, -1, -1, list(order["qty"]), []
+    n_nodes = avail.shape[1]
+    everything = list(range(len(items)))
+    single, single_node = INF, -1
+    for n in range(n_nodes):
+        if all(n in item["cand"] for item in items):
+            cost = package_cost(net, order, items, everything, n)
+            if cost < single:
+                single, single_node = cost, n
+    penalty = int(net["split_penalty"][order["tier"]])
+    split, groups = INF, []
+    if order["allow_split"]:
+        split = 0
+        for i, item in enumerate(items):
+            best = (INF, -1, -1)
+            for g in range(len(groups) + 1):
+                for n in range(n_nodes):
+                    if n not in item["cand"]:
+                        continue
+                    if g < len(groups):
+                        if groups[g][0] != n:
+                            continue
+                        after = package_cost(net, order, items, groups[g][1] + [i], n)
+                        if after >= INF:
+                            continue
+                        delta = after - package_cost(net, order, items, groups[g][1], n)
+                    else:
+                        after = package_cost(net, order, items, [i], n)
+                        if after >= INF:
+                            continue
+                        delta = after + (penalty if g > 0 else 0)
+                    if delta < best[0]:
+                        best = (delta, g, n)
+            if best[1] < 0:
+                split, groups = INF, []
+                break
+            if best[1] == len(groups):
+                groups.append([best[2], []])
+            groups[best[1]][1].append(i)
+            split += best[0]
+        if split < INF and len(groups) == 1:
+            split = INF  # one package: a single plan, no cheaper than the best single
+    if single >= INF and split >= INF:
+        return 2, 0, -1, -1, list(order["qty"]), []
+    if single <= split:
+        cost, plan = single, [[single_node, everything]]
+    else:
+        cost, plan = split, groups
+    status = 1 if any(backorder) else 0
+    return (status, cost, single if single < INF else -1, split if split < INF else -1,
+            backorder, plan)

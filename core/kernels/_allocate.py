@@ -10,7 +10,9 @@ order's deadline.
 
 For up to `max_exact` items the kernel finds the cheapest plan exactly: a
 package cost for every (node, subset of items), then a subset dynamic programme
-over partitions of the items into packages. Beyond that a greedy heuristic.
+over partitions of the items into packages. Beyond that a heuristic: the cheapest
+single package, against a greedy split (each item joins the package, open or new,
+that adds least cost); an order of any size, on a network of any size.
 """
 
 from __future__ import annotations
@@ -125,10 +127,16 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         views[8], views[9], views[10], views[11], views[12], views[13], views[14], views[15],
         views[16], views[17], views[18], views[19], views[20])
     size = 1 << max_exact
-    # Scratch, reused by every order.
-    it_line = np.empty(64, np.int64)
-    it_qty = np.empty(64, np.int64)
-    it_cand = np.empty(64, np.int64)  # bitmask of nodes an item may ship from
+    # Scratch, reused by every order: room for every line of the longest order cut into
+    # a piece per node.
+    longest_order = 1
+    for k in range(len(line_start)):
+        longest_order = max(longest_order, line_end[k] - line_start[k])
+    max_items = longest_order * max(n_nodes, 1)
+    it_line = np.empty(max_items, np.int64)
+    it_qty = np.empty(max_items, np.int64)
+    it_ok = np.zeros((max_items, n_nodes), np.bool_)  # the nodes an item may ship from
+    item_group = np.empty(max_items, np.int64)  # the package each item goes in
     m_weight = np.empty(size, np.float64)
     m_volume = np.empty(size, np.float64)
     m_units = np.empty(size, np.int64)
@@ -142,8 +150,15 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
     usable = np.empty(n_nodes, np.bool_)
     ats = np.empty(n_nodes, np.int64)
     order_nodes = np.empty(n_nodes, np.int64)
-    groups = np.empty(64, np.int64)
-    group_node = np.empty(64, np.int64)
+    groups = np.empty(max_items, np.int64)  # the exact path: each package's item mask
+    group_node = np.empty(max_items, np.int64)
+    # The heuristic: each package's weight, volume, units, longest side, pick cost, cost.
+    g_weight = np.empty(max_items, np.float64)
+    g_volume = np.empty(max_items, np.float64)
+    g_units = np.empty(max_items, np.int64)
+    g_longest = np.empty(max_items, np.float64)
+    g_units_cost = np.empty(max_items, np.int64)
+    g_cost = np.empty(max_items, np.int64)
     n_services = rates.shape[0]
     width = rates.shape[2] - 1
     ok_services = np.empty(n_services, np.int64)
@@ -159,12 +174,11 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         # ---- items: whole lines, or pieces of lines no single node can fill ----------
         n_items = 0
         any_stock = False
-        overflow = False
         for k in range(line_start[o], line_end[o]):
             out_backorder[k] = 0
             q = item_qty[k]
             u = item_u[k]
-            cand = np.int64(0)
+            whole = False
             total = np.int64(0)
             for n in range(n_nodes):
                 a = avail[u, n] - item_floor[k, n]
@@ -172,17 +186,14 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     a = 0
                 ats[n] = a
                 total += a
+                it_ok[n_items, n] = a >= q
                 if a >= q:
-                    cand |= np.int64(1) << np.int64(n)
+                    whole = True
             if total > 0:
                 any_stock = True
-            if cand != 0:
-                if n_items == 64:
-                    overflow = True
-                    break
+            if whole:
                 it_line[n_items] = k
                 it_qty[n_items] = q
-                it_cand[n_items] = cand
                 n_items += 1
             elif allow_split[o] and total > 0:
                 # Fewest pieces: nodes by most sellable units, ties to the lower index.
@@ -201,12 +212,10 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     if left == 0 or ats[n] == 0:
                         break
                     take = ats[n] if ats[n] < left else left
-                    if n_items == 64:
-                        overflow = True
-                        break
                     it_line[n_items] = k
                     it_qty[n_items] = take
-                    it_cand[n_items] = np.int64(1) << np.int64(n)
+                    for m in range(n_nodes):
+                        it_ok[n_items, m] = m == n
                     n_items += 1
                     left -= take
                 out_backorder[k] = left
@@ -219,8 +228,6 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         out_single_cost[o] = -1
         out_split_cost[o] = -1
         out_cost[o] = 0
-        if overflow:
-            n_items = 0  # more than 64 pieces: refuse rather than guess
         if n_items == 0:
             out_status[o] = STATUS_NO_FEASIBLE_NODE if any_stock else STATUS_OUT_OF_STOCK
             out_method[o] = METHOD_EXACT
@@ -255,7 +262,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
             for n in range(n_nodes):
                 node_mask = np.int64(0)
                 for i in range(n_items):
-                    if (it_cand[i] >> np.int64(n)) & 1:
+                    if it_ok[i, n]:
                         node_mask |= np.int64(1) << np.int64(i)
                 if node_mask == 0:
                     continue
@@ -362,62 +369,122 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     group_node[n_groups] = best_node[g]
                     n_groups += 1
                     rest ^= g
+            for g in range(n_groups):
+                for i in range(n_items):
+                    if (groups[g] >> np.int64(i)) & 1:
+                        item_group[i] = g
         else:
             out_method[o] = METHOD_HEURISTIC
-            # Greedy: each item joins the package (existing or new) that adds least cost.
-            total_cost = 0
-            for i in range(n_items):
-                groups[i] = 0
-            for i in range(n_items):
-                bit = np.int64(1) << np.int64(i)
-                add_best = INF
-                add_group = -1
-                add_node = -1
-                for g in range(n_groups + 1):
-                    for n in range(n_nodes):
-                        if not (it_cand[i] >> np.int64(n)) & 1:
-                            continue
-                        if g < n_groups and group_node[g] != n:
-                            continue
-                        before = np.int64(0)
-                        if g < n_groups:
-                            before = _group_cost(groups[g], n, it_line, it_qty, r, minute[o],
-                                                 deadline[o], item_weight, item_volume,
-                                                 item_longest, item_unit_extra, zone, rates,
-                                                 over_per_lb, transit, service_cutoff,
-                                                 surcharge, lane_has, lane_fixed,
-                                                 lane_per_unit, lane_per_lb, handling, pick,
-                                                 node_cutoff)
-                        after = _group_cost(groups[g] | bit if g < n_groups else bit, n,
-                                            it_line, it_qty, r, minute[o], deadline[o],
-                                            item_weight, item_volume, item_longest,
-                                            item_unit_extra, zone, rates, over_per_lb, transit,
-                                            service_cutoff, surcharge, lane_has, lane_fixed,
-                                            lane_per_unit, lane_per_lb, handling, pick,
-                                            node_cutoff)
-                        if after >= INF:
-                            continue
-                        delta = after - before + (penalty if g == n_groups and g > 0 else 0)
-                        if delta < add_best:
-                            add_best = delta
-                            add_group = g
-                            add_node = n
-                if add_group < 0:
-                    total_cost = INF
-                    break
-                if add_group == n_groups:
-                    groups[n_groups] = bit
-                    group_node[n_groups] = add_node
-                    n_groups += 1
-                else:
-                    groups[add_group] |= bit
-                total_cost += add_best
-            if not allow_split[o] and n_groups > 1:
+            # The cheapest single package: a node that can ship every item.
+            single = INF
+            single_node = -1
+            for n in range(n_nodes):
+                weight = 0.0
+                volume = 0.0
+                units = np.int64(0)
+                longest = 0.0
+                units_cost = np.int64(0)
+                every = True
+                for i in range(n_items):
+                    if not it_ok[i, n]:
+                        every = False
+                        break
+                    k = it_line[i]
+                    q = it_qty[i]
+                    weight += q * item_weight[k]
+                    volume += q * item_volume[k]
+                    units += q
+                    longest = max(longest, item_longest[k])
+                    units_cost += q * (pick[n] + item_unit_extra[k, n])
+                if not every:
+                    continue
+                cost = _package_cost(n, r, weight, volume, units, longest, units_cost,
+                                     minute[o], deadline[o], zone, rates, over_per_lb,
+                                     transit, service_cutoff, surcharge, lane_has, lane_fixed,
+                                     lane_per_unit, lane_per_lb, handling, node_cutoff)
+                if cost < single:
+                    single = cost
+                    single_node = n
+            # Greedy: each item joins the package (open or new) that adds least cost.
+            split = INF
+            if allow_split[o]:
+                split = 0
+                for i in range(n_items):
+                    k = it_line[i]
+                    q = it_qty[i]
+                    add_best = INF
+                    add_group = -1
+                    add_node = -1
+                    for g in range(n_groups + 1):
+                        for n in range(n_nodes):
+                            if not it_ok[i, n]:
+                                continue
+                            if g < n_groups:
+                                if group_node[g] != n:
+                                    continue
+                                after = _package_cost(
+                                    n, r, g_weight[g] + q * item_weight[k],
+                                    g_volume[g] + q * item_volume[k], g_units[g] + q,
+                                    max(g_longest[g], item_longest[k]),
+                                    g_units_cost[g] + q * (pick[n] + item_unit_extra[k, n]),
+                                    minute[o], deadline[o], zone, rates, over_per_lb, transit,
+                                    service_cutoff, surcharge, lane_has, lane_fixed,
+                                    lane_per_unit, lane_per_lb, handling, node_cutoff)
+                                if after >= INF:
+                                    continue
+                                delta = after - g_cost[g]
+                            else:
+                                after = _package_cost(
+                                    n, r, q * item_weight[k], q * item_volume[k], q,
+                                    item_longest[k], q * (pick[n] + item_unit_extra[k, n]),
+                                    minute[o], deadline[o], zone, rates, over_per_lb, transit,
+                                    service_cutoff, surcharge, lane_has, lane_fixed,
+                                    lane_per_unit, lane_per_lb, handling, node_cutoff)
+                                if after >= INF:
+                                    continue
+                                delta = after + (penalty if g > 0 else 0)
+                            if delta < add_best:
+                                add_best = delta
+                                add_group = g
+                                add_node = n
+                    if add_group < 0:
+                        split = INF
+                        break
+                    opened = add_group == n_groups
+                    if opened:
+                        g_weight[add_group] = 0.0
+                        g_volume[add_group] = 0.0
+                        g_units[add_group] = 0
+                        g_longest[add_group] = 0.0
+                        g_units_cost[add_group] = 0
+                        g_cost[add_group] = 0
+                        group_node[add_group] = add_node
+                        n_groups += 1
+                    g = add_group
+                    n = group_node[g]
+                    g_weight[g] += q * item_weight[k]
+                    g_volume[g] += q * item_volume[k]
+                    g_units[g] += q
+                    g_longest[g] = max(g_longest[g], item_longest[k])
+                    g_units_cost[g] += q * (pick[n] + item_unit_extra[k, n])
+                    # (what it adds, but a new package's split penalty, is the order's)
+                    g_cost[g] += add_best - (penalty if opened and g > 0 else 0)
+                    item_group[i] = g
+                    split += add_best
+                if split < INF and n_groups == 1:
+                    split = INF  # one package: a single plan, no cheaper than `single`
+            out_single_cost[o] = single if single < INF else -1
+            out_split_cost[o] = split if split < INF else -1
+            if single < INF and single <= split:
+                total_cost = single
+                n_groups = 1
+                group_node[0] = single_node
+                for i in range(n_items):
+                    item_group[i] = 0
+            elif split < INF:
+                total_cost = split
+            else:
                 total_cost = INF
-            if total_cost < INF and n_groups == 1:
-                out_single_cost[o] = total_cost
-            elif total_cost < INF:
-                out_split_cost[o] = total_cost
         if total_cost >= INF:
             out_status[o] = STATUS_NO_FEASIBLE_NODE
             for k in range(line_start[o], line_end[o]):
@@ -428,7 +495,6 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
             return -1, -1
         out_cost[o] = total_cost
         for g in range(n_groups):
-            mask = groups[g]
             n = group_node[g]
             weight = 0.0
             volume = 0.0
@@ -436,7 +502,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
             longest = 0.0
             units_cost = np.int64(0)
             for i in range(n_items):
-                if (mask >> np.int64(i)) & 1:
+                if item_group[i] == g:
                     k = it_line[i]
                     q = it_qty[i]
                     weight += q * item_weight[k]
@@ -496,29 +562,13 @@ def _compact(out, sizes, pkgs, pieces):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _group_cost(  # type: ignore[no-untyped-def]
-    mask, n, it_line, it_qty, r, minute, deadline, item_weight, item_volume, item_longest,
-    item_unit_extra, zone, rates, over_per_lb, transit, service_cutoff, surcharge, lane_has,
-    lane_fixed, lane_per_unit, lane_per_lb, handling, pick, node_cutoff,
+def _package_cost(  # type: ignore[no-untyped-def]
+    n, r, weight, volume, units, longest, units_cost, minute, deadline, zone, rates,
+    over_per_lb, transit, service_cutoff, surcharge, lane_has, lane_fixed, lane_per_unit,
+    lane_per_lb, handling, node_cutoff,
 ):
-    weight = 0.0
-    volume = 0.0
-    units = np.int64(0)
-    longest = 0.0
-    units_cost = np.int64(0)
-    i = 0
-    m = mask
-    while m:
-        if m & 1:
-            k = it_line[i]
-            q = it_qty[i]
-            weight += q * item_weight[k]
-            volume += q * item_volume[k]
-            units += q
-            longest = max(longest, item_longest[k])
-            units_cost += q * (pick[n] + item_unit_extra[k, n])
-        m >>= 1
-        i += 1
+    """A package's cost from its totals: the cheapest service that meets the deadline +
+    handling + picks; INF if none does."""
     cost, service, _, _ = _carrier(
         n, r, _billable_lb(weight, volume), units, longest, minute, deadline, zone, rates,
         over_per_lb, transit, service_cutoff, surcharge, lane_has, lane_fixed, lane_per_unit,
@@ -526,4 +576,3 @@ def _group_cost(  # type: ignore[no-untyped-def]
     if service < 0:
         return INF
     return cost + handling[n] + units_cost
-

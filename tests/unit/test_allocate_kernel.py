@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -210,13 +211,131 @@ def test_more_than_eight_items_use_the_heuristic_and_say_so():
     assert result.pkg_count[0] == 1 and result.pkg_node[0] == 0  # zone 2 is cheapest
 
 
-@settings(max_examples=5, deadline=None)
+def _packages(result, o=0):
+    """The kernel's plan as (node, sorted (line, quantity) pieces) per package."""
+    pieces = range(result.piece_first[o], result.piece_first[o] + result.piece_count[o])
+    first = int(result.pkg_first[o])
+    return [(int(result.pkg_node[p]),
+             sorted((int(result.piece_line[i]), int(result.piece_qty[i]))
+                    for i in pieces if result.piece_pkg[i] == p))
+            for p in range(first, first + int(result.pkg_count[o]))]
+
+
+def _check_heuristic(net, order):
+    """The kernel's heuristic (forced with max_exact=0) against its reference: the same
+    status, costs and packages; the plan costs what it says and takes exactly its units."""
+    net_dict = vars(net)
+    avail = order["avail"].copy()
+    result = run_allocation(batch_of([order]), avail, order["capacity"].copy(), net,
+                            net.node_enabled, max_exact=0)
+    status, cost, single, split, backorder, plan = ref.heuristic_order(
+        net_dict, order, order["avail"], order["capacity"])
+    items, _, _ = ref.order_items(net_dict, order, order["avail"], order["capacity"])
+    # (an order with nothing to place is decided before either path)
+    assert result.method[0] == (METHOD_HEURISTIC if items else METHOD_EXACT)
+    assert int(result.status[0]) == status
+    assert result.backorder.tolist() == backorder
+    assert (int(result.single_cost[0]), int(result.split_cost[0])) == (single, split)
+    if status > 1:
+        assert np.array_equal(avail, order["avail"])
+        return result
+    assert int(result.cost[0]) == cost == plan_cost(net_dict, order, result)
+    assert _packages(result) == [
+        (n, sorted((items[i]["line"], items[i]["qty"]) for i in block)) for n, block in plan]
+    if not order["allow_split"]:
+        assert result.pkg_count[0] == 1
+    taken = order["avail"] - avail
+    for n, pieces in _packages(result):
+        for line, qty in pieces:
+            taken[order["u"][line], n] -= qty
+    assert not taken.any()
+    return result
+
+
+@settings(max_examples=400, deadline=None)
 @given(st.data())
-def test_kernel_is_exact_on_32_nodes_with_7_lines(data):
-    """The largest shape the exact path promises, against the brute force."""
+def test_the_heuristic_agrees_with_its_reference_and_is_never_below_the_minimum(data):
+    net, n_regions = data.draw(networks())
+    order = data.draw(orders(len(net.node_enabled), n_regions, max_lines=6))
+    result = _check_heuristic(net, order)
+    # Never below the exact minimum (it is a plan), never above the best single package.
+    status, cost, single, _, _ = ref.allocate_order(vars(net), order, order["avail"],
+                                                     order["capacity"])
+    if status <= 1 and result.status[0] <= 1:
+        assert cost <= int(result.cost[0])
+        if single >= 0:
+            assert int(result.cost[0]) <= single
+
+
+def _flat_network(n_nodes=3):
+    """Zones 2, 5, 8, ... by node: the lower node is cheaper."""
+    return SimpleNamespace(
+        node_enabled=np.ones(n_nodes, np.bool_), blocked=np.zeros((n_nodes, 2), np.bool_),
+        zone=np.array([[min(8, 2 + 3 * n)] for n in range(n_nodes)], np.int64),
+        rates=np.tile(np.arange(0, 11, dtype=np.int64) * 1_000_000 + 5_000_000, (1, 9, 1)),
+        over_per_lb=np.full((1, 9), 500_000, np.int64), transit=np.full((1, 9), 2, np.int64),
+        service_cutoff=np.array([1440], np.int64), surcharge=np.zeros(1, np.int64),
+        lane_has=np.zeros((n_nodes, 1), np.bool_),
+        lane_fixed=np.zeros((n_nodes, 1), np.int64),
+        lane_per_unit=np.zeros((n_nodes, 1), np.int64),
+        lane_per_lb=np.zeros((n_nodes, 1), np.int64),
+        handling=np.full(n_nodes, 1_000_000, np.int64), pick=np.full(n_nodes, 100_000, np.int64),
+        node_cutoff=np.full(n_nodes, 1440, np.int64), split_penalty=np.zeros(4, np.int64))
+
+
+def _many_lines(n_lines, allow_split, n_nodes=3):
+    rng = np.random.default_rng(n_lines)
+    return {"u": list(range(n_lines)), "qty": [1] * n_lines,
+            "weight": rng.uniform(0.1, 1, n_lines), "volume": np.full(n_lines, 10.0),
+            "longest": np.full(n_lines, 5.0), "floor": np.zeros((n_lines, n_nodes), np.int64),
+            "extra": np.zeros((n_lines, n_nodes), np.int64), "region": 0, "minute": 0,
+            "deadline": NO_DEADLINE, "tier": 2, "allow_split": allow_split, "channel": -1,
+            "avail": np.full((n_lines, n_nodes), 5, np.int64),
+            "capacity": np.full(n_nodes, 9, np.int64)}
+
+
+@pytest.mark.parametrize("n_lines", [63, 64, 65, 300])
+@pytest.mark.parametrize("allow_split", [True, False])
+def test_orders_of_any_number_of_lines_are_allocated(n_lines, allow_split):
+    """An order's items were kept as bits of one 64-bit word: an order of 64 lines ran the
+    heuristic off the end of its arrays (the process died) and one of 65 or more was
+    refused as having no feasible node."""
+    net = _flat_network()
+    order = _many_lines(n_lines, allow_split)
+    order["avail"][n_lines - 1] = [0, 5, 5]  # the last line is not at the cheapest node
+    result = run_allocation(batch_of([order]), order["avail"].copy(),
+                            order["capacity"].copy(), net, net.node_enabled)
+    assert result.status[0] == STATUS_ALLOCATED and result.method[0] == METHOD_HEURISTIC
+    assert sum(len(pieces) for _, pieces in _packages(result)) == n_lines
+    _check_heuristic(net, order)
+
+
+def test_an_order_that_may_not_split_ships_whole_from_a_node_that_holds_it_all():
+    """The greedy path put the first items at the cheapest node and then had to open a
+    second package for an item that node lacks: an order that may not split was refused,
+    while another node held every line."""
+    net = _flat_network()
+    order = _many_lines(12, False)
+    order["avail"][11] = [0, 5, 0]  # only node 1 holds the last line
+    result = run_allocation(batch_of([order]), order["avail"].copy(),
+                            order["capacity"].copy(), net, net.node_enabled)
+    assert result.status[0] == STATUS_ALLOCATED
+    assert [n for n, _ in _packages(result)] == [1]
+    # Allowed to split, the same order ships from node 0 and node 1 only if that is
+    # cheaper than all of it from node 1: the heuristic compares the two.
+    order["allow_split"] = True
+    result = _check_heuristic(net, order)
+    assert int(result.cost[0]) <= int(result.single_cost[0])
+
+
+@pytest.mark.parametrize("n_nodes", [32, 70])
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_kernel_is_exact_on_32_nodes_with_7_lines(n_nodes, data):
+    """The largest shape the exact path promises, against the brute force; and past 64
+    nodes (the nodes that could ship an item were once bits of a 64-bit word)."""
     net, n_regions = data.draw(networks())
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    n_nodes = 32
     net = _widen(net, n_nodes, rng)
     order = data.draw(orders(n_nodes, n_regions, max_lines=7))
     order["avail"] = np.where(rng.random(order["avail"].shape) < 0.4, 40, 0).astype(np.int64)
