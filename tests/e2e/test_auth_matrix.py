@@ -166,9 +166,12 @@ def test_a_stream_open_when_its_token_is_revoked_or_expires_stops_at_its_next_me
 
     admin, _ = token(["admin"])
     access = agrpc.AccessServiceStub(secured)
-    short_lived, _ = token(["oms"], ttl=3)
-    for bearer, end in ((token(["oms"]), "revoke"), ((short_lived, ""), "expire")):
-        (value, token_id) = bearer
+    for end in ("revoke", "expire"):
+        # Each token is issued right before its stream opens: the short-lived one must
+        # still be valid at the stream's first message, however long the revoke pass took.
+        issued_s = int(time.time())
+        ttl_s = 600 if end == "revoke" else 5
+        value, token_id = token(["oms"], ttl=ttl_s, now=issued_s)
         outbox: queue.Queue = queue.Queue()
         stream = ogrpc.OrderServiceStub(secured).AllocateStream(
             iter(outbox.get, None), metadata=(("authorization", f"Bearer {value}"),),
@@ -186,8 +189,8 @@ def test_a_stream_open_when_its_token_is_revoked_or_expires_stops_at_its_next_me
             access.RevokeToken(apb.RevokeTokenRequest(request_id=rid(), token_id=token_id),
                                metadata=(("authorization", f"Bearer {admin}"),),
                                timeout=RPC_TIMEOUT_S)
-        else:
-            time.sleep(3.5)
+        else:  # until the token has expired (at issued_s + ttl_s, in whole seconds)
+            time.sleep(max(0.0, issued_s + ttl_s + 0.5 - time.time()))
         send(outbox, 1)
         with pytest.raises(grpc.RpcError) as stopped:
             next(stream)

@@ -15,8 +15,15 @@ import pytest
 
 def _children(pid: int) -> list[int]:
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(x) for x in (task / "children").read_text().split()]
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):  # the process has just ended
+        return found
+    for task in tasks:
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # a thread that has just ended
+            continue
     return found
 
 
@@ -56,6 +63,7 @@ def _gone(pid: int, seconds: float) -> bool:
         time.sleep(0.2)
 
 
+@pytest.mark.timeout(300)  # a harness starting a server and clients: slow on a loaded machine
 @pytest.mark.parametrize("harness", [
     ["bench.grpc_ratio", "--seconds", "60", "--only", "unary", "--skus", "200",
      "--clients", "1"],

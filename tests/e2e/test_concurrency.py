@@ -15,6 +15,7 @@ CLIENTS = 200
 UNITS = 50
 
 
+@pytest.mark.timeout(300)  # CLIENTS channels and threads: slow on a loaded machine
 @pytest.mark.parametrize("n_nodes", [1, 5], ids=["one-node", "five-nodes"])
 def test_concurrent_clients_reserve_exactly_the_units_available(api, n_nodes):
     cat = api.seed(n_nodes=n_nodes, n_skus=1)

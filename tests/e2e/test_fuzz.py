@@ -153,6 +153,7 @@ def invoke(channel, path, client_streaming, server_streaming, payloads):
     return grpc.StatusCode.OK, ""
 
 
+@pytest.mark.timeout(300)  # EXAMPLES_PER_METHOD generated calls: slow on a loaded machine
 @pytest.mark.parametrize(("key", "path", "client_streaming", "server_streaming"), METHODS,
                          ids=[m[0] for m in METHODS])
 def test_generated_requests_never_break_the_server(world, key, path, client_streaming,

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# A harness run takes a while on a loaded machine: more than the e2e tests' 60 s default.
+HARNESS_TIMEOUT_S = 300
+
 
 def _compare(out: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     """A short `bench.load compare` of allocd alone (memory store, 300 SKUs): the process
@@ -22,6 +27,7 @@ def _compare(out: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], 
     return completed, json.loads((out / "load.json").read_text())
 
 
+@pytest.mark.timeout(HARNESS_TIMEOUT_S)
 def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "out"
     completed, document = _compare(out, "--allocd-modes", "unary", "--concurrency", "4",
@@ -43,6 +49,7 @@ def test_harness_runs_against_allocd_and_writes_json_and_chart(tmp_path: Path) -
     assert "| allocd | unary AllocateOrder |" in completed.stdout
 
 
+@pytest.mark.timeout(HARNESS_TIMEOUT_S)
 def test_batches_with_the_basic_view_account_for_every_unit(tmp_path: Path) -> None:
     # The basic view answers without packages: the units each answer placed still add up
     # to what the ledger holds as allocated.

@@ -781,6 +781,7 @@ CLIENTS = 100
 UNITS_PER_NODE = 15
 
 
+@pytest.mark.timeout(300)  # CLIENTS channels and threads: slow on a loaded machine
 def test_concurrent_clients_allocate_exactly_the_units_on_hand(api, demo_world):
     w = demo_world
     a = w.sku()

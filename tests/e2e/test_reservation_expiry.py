@@ -9,6 +9,10 @@ import pytest
 from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import types_pb2 as types
 
+# Long enough for the calls made before a reservation expires to be done by then on a
+# loaded machine; the tests wait for the expire_time the server answered, not a fixed time.
+TTL_S = 5
+
 
 def test_sweeping_releases_a_reservation_whose_ttl_has_passed(server_factory):
     # The server's own sweep stays out of the way, so the RPC is what expires it.
@@ -17,7 +21,7 @@ def test_sweeping_releases_a_reservation_whose_ttl_has_passed(server_factory):
     sku, n1, n2 = cat.skus[0], cat.nodes[0], cat.nodes[1]
     api.receive(sku, n1, 10)
     api.receive(sku, n2, 10)
-    short = api.reserve([(sku, n1, 3), (sku, n2, 2)], ttl_seconds=1)
+    short = api.reserve([(sku, n1, 3), (sku, n2, 2)], ttl_seconds=TTL_S)
     long = api.reserve([(sku, n1, 1)], ttl_seconds=600)
     expires = short.expire_time.ToMilliseconds()
 
@@ -26,7 +30,7 @@ def test_sweeping_releases_a_reservation_whose_ttl_has_passed(server_factory):
     assert (list(early.reservation_ids), early.result.event_count) == ([], 0)
     assert api.level(sku, n1).reserved == 4
 
-    time.sleep(max(0.0, expires / 1000 - time.time()) + 0.2)
+    time.sleep(max(0.0, expires / 1000 - time.time()) + 0.5)
     swept = api.inventory.SweepExpiredReservations(
         inv.SweepExpiredReservationsRequest(request_id=api.rid()))
     assert list(swept.reservation_ids) == [short.reservation_id]
@@ -57,10 +61,12 @@ def test_sweeping_releases_a_reservation_whose_ttl_has_passed(server_factory):
 def test_the_server_expires_reservations_on_its_own(api, cat):
     sku, node = cat.skus[0], cat.nodes[0]
     api.receive(sku, node, 10)
-    reservation = api.reserve([(sku, node, 6)], ttl_seconds=1)
+    reservation = api.reserve([(sku, node, 6)], ttl_seconds=TTL_S)
     assert api.level(sku, node).reserved == 6
+    expires = reservation.expire_time.ToMilliseconds()
 
-    deadline = time.monotonic() + 5
+    # Until well after the expiry (the sweep runs every 0.2 s).
+    deadline = time.monotonic() + max(0.0, expires / 1000 - time.time()) + 30
     while time.monotonic() < deadline:
         if api.level(sku, node).reserved == 0:
             break

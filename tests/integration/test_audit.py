@@ -8,7 +8,7 @@ import json
 import pytest
 from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import order_service_pb2 as opb
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.audit import _CANONICAL, AuditLog, canonical_body, verify_lines
@@ -130,6 +130,7 @@ def test_a_reoptimisation_is_audited_as_any_mutating_call(tmp_path):
         ("olga", "Reoptimize", "reopt-1", "OK")]
 
 
+@settings(deadline=None)
 @given(st.integers(0, 2**63), st.integers(0, 2**63), st.text(), st.text(), st.text(),
        st.text(), st.text())
 def test_an_entry_body_is_the_canonical_json_of_its_fields(n, time_ms, who, what, request_id,

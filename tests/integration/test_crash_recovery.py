@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.e2e.test_cli_process import ALLOCD, LISTENING, ROOT, STARTUP_TIMEOUT_S, read_line
 
 CLIENTS = 8
+ACKNOWLEDGED_BEFORE_KILL = 60  # the load runs until this many calls were acknowledged
 SKUS = [f"SKU-{i:06d}" for i in range(12)]
 DEFINITE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND,
             grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS}
@@ -74,6 +75,11 @@ class Load:
         with self.lock:
             self.calls.append((kind, request, fate, answer))
 
+    def fates(self, since: int = 0) -> list[tuple[str, object, str, object]]:
+        """The calls recorded from the `since`-th on (a copy)."""
+        with self.lock:
+            return self.calls[since:]
+
     def client(self, seed: int) -> None:
         rng = random.Random(seed)
         with grpc.insecure_channel(self.address) as channel:
@@ -111,6 +117,14 @@ class Load:
                 self.record(kind, request, "acknowledged", answer)
 
 
+def wait_for(condition, seconds: float, message: str) -> None:
+    """Poll `condition` until it holds; fail with `message` if it has not in `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
 @pytest.fixture(params=["file", "redis"])
 def store_args(request, tmp_path):
     if request.param == "file":
@@ -128,7 +142,16 @@ def test_kill_9_during_load_loses_nothing_acknowledged(tmp_path, store_args):
     try:
         for thread in threads:
             thread.start()
-        time.sleep(2.5)
+
+        # Killed once the load has done enough to prove something, however slow the
+        # machine: calls acknowledged, and a reservation refused for too little stock.
+        def enough() -> bool:
+            fates = [c[2] for c in load.fates()]
+            assert process.poll() is None, "the server ended before the kill"
+            return (fates.count("acknowledged") >= ACKNOWLEDGED_BEFORE_KILL
+                    and "refused" in fates)
+
+        wait_for(enough, 60, "the load did too little in 60 s")
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         load.stop.set()
@@ -222,8 +245,18 @@ def test_redis_stopped_and_restarted_during_load_loses_nothing(tmp_path, redis_s
         time.sleep(1.0)
         redis_server.stop()
         time.sleep(1.5)
+        restarted = len(load.fates())
         redis_server.start()
-        time.sleep(3.0)  # the server reloads and writes resume
+
+        # The server reloads and writes resume (its retries back off up to 3.2 s): wait
+        # until every client has had a call acknowledged since Redis came back, so that
+        # none is still in a call that began before.
+        def resumed() -> bool:
+            acknowledged = {c[1].request_id.split("-")[0] for c in load.fates(restarted)
+                            if c[2] == "acknowledged"}
+            return len(acknowledged) == len(threads)
+
+        wait_for(resumed, 30, "writes did not resume within 30 s after Redis came back")
         load.stop.set()
         for thread in threads:
             thread.join(30)

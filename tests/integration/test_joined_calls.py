@@ -210,7 +210,9 @@ def _allocated(engine: Engine) -> dict[tuple[str, str], int]:
 
 def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
     async def spaced(window_ms: float) -> int:
-        engine, servicer = await _engine(window_ms=window_ms)
+        # A quiet time of its own, long against a stall of the machine between two turns
+        # of the loop (which would otherwise run the first calls before the last came).
+        engine, servicer = await _engine(window_ms=window_ms, quiet_ms=500.0)
         await _busy(engine, servicer)
         before = engine.joined_commands
         calls = []
@@ -223,7 +225,9 @@ def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
 
     async def go():
         assert await spaced(0.0) == 3  # no window: each runs when it comes
-        assert await spaced(WINDOW_MS) == 1  # a busy server lets them wait for each other
+        # A busy server lets them wait for each other (a window long against a stall
+        # between the busy command and the first call: the server is still busy then).
+        assert await spaced(10_000.0) == 1
 
         idle, servicer = await _engine(window_ms=10_000.0)
         loop = asyncio.get_running_loop()
@@ -237,29 +241,41 @@ def test_calls_a_moment_apart_join_within_the_window_and_not_without_one():
 def test_calls_wait_while_company_keeps_coming_and_run_once_it_stops_or_the_window_ends():
     """Waiting calls run once no call has joined them for join_quiet_ms: each arrival
     within that time keeps them waiting, up to the window."""
+    # The times are long against a stall of a loaded machine: every margin below is at
+    # least GAP_MS (a call GAP_MS late, or a look at the count GAP_MS late, changes nothing).
+    GAP_MS, QUIET_MS = 200.0, 600.0
+
     async def arrivals(window_ms: float, gaps_ms: list[float]) -> list[int]:
         """The joined commands run (since the server was made busy) as each call comes,
         the calls spaced by `gaps_ms`, and after the last."""
-        engine, servicer = await _engine(window_ms=window_ms, quiet_ms=100.0)
+        engine, servicer = await _engine(window_ms=window_ms, quiet_ms=QUIET_MS)
         await _busy(engine, servicer)
+        # The quiet time is QUIET_MS, not twice what the busy command took if a slow
+        # machine made that longer (Engine._quiet).
+        engine._joined_took = 0.0
         before = engine.joined_commands
         calls, seen = [], []
+        loop = asyncio.get_running_loop()
+        started, due = loop.time(), 0.0
         for i, gap_ms in enumerate(gaps_ms):
             calls.append(_call(engine, servicer, _request(f"q{i}", f"q{i}"), _spec(f"q{i}")))
-            await asyncio.sleep(gap_ms / 1000)
+            # Until this look's time counted from the first call, not `gap_ms` after the
+            # last wake-up: a late wake-up does not delay the calls after it.
+            due += gap_ms / 1000
+            await asyncio.sleep(max(0.0, started + due - loop.time()))
             seen.append(engine.joined_commands - before)
         await asyncio.gather(*calls)
         return [*seen, engine.joined_commands - before]
 
     async def go():
-        # Calls 40 ms apart keep the first waiting past its quiet time (100 ms): all
-        # three run together once none came for 100 ms.
-        assert await arrivals(10_000.0, [40.0, 40.0, 0.0]) == [0, 0, 0, 1]
-        # A call 150 ms after the last: the first two had run already.
-        assert await arrivals(10_000.0, [40.0, 150.0, 0.0]) == [0, 1, 1, 2]
-        # Calls that keep coming every 40 ms run when the window (180 ms) ends.
-        seen = await arrivals(180.0, [40.0] * 6 + [0.0])
-        assert seen[3] == 0 and seen[5] == 1, seen  # at 160 ms, none; at 240 ms, one
+        # Calls GAP_MS apart keep the first waiting past its quiet time (QUIET_MS): all
+        # three run together once none came for QUIET_MS.
+        assert await arrivals(10_000.0, [GAP_MS, GAP_MS, 0.0]) == [0, 0, 0, 1]
+        # A call QUIET_MS + 2 GAP_MS after the last: the first two had run already.
+        assert await arrivals(10_000.0, [GAP_MS, QUIET_MS + 2 * GAP_MS, 0.0]) == [0, 1, 1, 2]
+        # Calls that keep coming every GAP_MS run when the window (5 GAP_MS) ends.
+        seen = await arrivals(5 * GAP_MS, [GAP_MS] * 6 + [0.0])
+        assert seen[3] == 0 and seen[5] == 1, seen  # at 4 GAP_MS, none; at 6 GAP_MS, one
         assert seen[-1] == 2
 
     asyncio.run(go())
@@ -290,7 +306,10 @@ def test_stream_messages_wait_for_company_under_their_own_window():
     """Stream messages are joined apart from unary calls, under stream_join_window_ms: with
     none, messages a moment apart run as they come while unary calls still wait."""
     async def go():
-        engine, servicer = await _engine(window_ms=WINDOW_MS, stream_window_ms=0.0)
+        # Unary calls under a window and a quiet time long against a stall of the machine
+        # (between the busy command and the first call, or two turns of the loop).
+        engine, servicer = await _engine(window_ms=10_000.0, stream_window_ms=0.0,
+                                         quiet_ms=500.0)
         await _busy(engine, servicer)
 
         async def spaced(joiner, prefix: str) -> int:

@@ -239,6 +239,7 @@ def test_a_single_order_answer_written_as_bytes_is_the_response_built_as_a_messa
     asyncio.run(go())
 
 
+@settings(deadline=None)
 @given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**31 - 1))
 def test_a_mutation_result_written_as_bytes_is_the_message_serialized(first, last, count):
     assert mutation_result_bytes(first, last, count) == types_pb2.MutationResult(
