@@ -128,11 +128,17 @@ def set_partitions(elements):
 def order_items(net, order, avail, capacity_left):
     """The order's items: whole lines with the nodes that can ship them, or pieces of a
     line no node can fill (fewest pieces: most sellable units first, ties to the lower
-    node). Returns (items, backorder per line, whether any node has any stock)."""
+    node; from nodes that can deliver by the deadline first, when those hold enough).
+    Returns (items, backorder per line, whether any node has any stock)."""
     n_nodes = avail.shape[1]
     ch = order["channel"]
     usable = [bool(net["node_enabled"][n]) and capacity_left[n] > 0
               and not (ch >= 0 and net["blocked"][n, ch]) for n in range(n_nodes)]
+    in_time = [any((0 if order["minute"] <= min(int(net["node_cutoff"][n]),
+                                                 int(net["service_cutoff"][s])) else 1)
+                   + int(net["transit"][s, int(net["zone"][n, order["region"]])])
+                   <= order["deadline"] for s in range(net["rates"].shape[0]))
+               for n in range(n_nodes)]
     items = []
     backorder = []
     any_stock = False
@@ -146,7 +152,9 @@ def order_items(net, order, avail, capacity_left):
             backorder.append(0)
         elif order["allow_split"] and sum(ats) > 0:
             left = q
-            for n in sorted(range(n_nodes), key=lambda n: (-ats[n], n)):
+            timely = sum(ats[n] for n in range(n_nodes) if in_time[n]) >= q
+            for n in sorted(range(n_nodes),
+                            key=lambda n: (not (timely and in_time[n]), -ats[n], n)):
                 if left == 0 or ats[n] == 0:
                     break
                 take = min(ats[n], left)

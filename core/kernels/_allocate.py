@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 INF = np.int64(1) << np.int64(62)
+TIMELY = np.int64(1) << np.int64(40)  # ranks a node that delivers in time above any stock
 DIM_DIVISOR = 139.0
 OVERSIZE_IN = 48.0
 
@@ -148,6 +149,8 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
     choice = np.empty(size, np.int64)
     unit_cost = np.empty(size, np.int64)
     usable = np.empty(n_nodes, np.bool_)
+    in_time = np.empty(n_nodes, np.bool_)
+    rank = np.empty(n_nodes, np.int64)
     ats = np.empty(n_nodes, np.int64)
     order_nodes = np.empty(n_nodes, np.int64)
     groups = np.empty(max_items, np.int64)  # the exact path: each package's item mask
@@ -171,6 +174,15 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         for n in range(n_nodes):
             usable[n] = node_enabled[n] and capacity_left[n] > 0 and not (
                 ch >= 0 and blocked[n, ch])
+            # Whether some service from the node meets the order's deadline (whatever
+            # the package weighs): a line cut into pieces takes them from such nodes.
+            in_time[n] = False
+            for s_i in range(n_services):
+                cutoff = min(node_cutoff[n], service_cutoff[s_i])
+                ship = 0 if minute[o] <= cutoff else 1
+                if ship + transit[s_i, zone[n, r]] <= deadline[o]:
+                    in_time[n] = True
+                    break
         # ---- items: whole lines, or pieces of lines no single node can fill ----------
         n_items = 0
         any_stock = False
@@ -196,14 +208,21 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 it_qty[n_items] = q
                 n_items += 1
             elif allow_split[o] and total > 0:
-                # Fewest pieces: nodes by most sellable units, ties to the lower index.
+                # Fewest pieces: nodes by most sellable units, ties to the lower index;
+                # those that can deliver in time first, when they hold enough (a piece
+                # from a node that cannot made the whole order infeasible).
+                timely = np.int64(0)
+                for n in range(n_nodes):
+                    if in_time[n]:
+                        timely += ats[n]
                 for n in range(n_nodes):
                     order_nodes[n] = n
+                    rank[n] = ats[n] + (TIMELY if timely >= q and in_time[n] else 0)
                 for a_i in range(n_nodes):
                     for b_i in range(a_i + 1, n_nodes):
                         na = order_nodes[a_i]
                         nb = order_nodes[b_i]
-                        if ats[nb] > ats[na] or (ats[nb] == ats[na] and nb < na):
+                        if rank[nb] > rank[na] or (rank[nb] == rank[na] and nb < na):
                             order_nodes[a_i] = nb
                             order_nodes[b_i] = na
                 left = q

@@ -373,3 +373,29 @@ def _widen(net, n_nodes, rng):
         "pick": rng.integers(0, 600_000, n_nodes).astype(np.int64),
         "node_cutoff": rng.integers(600, 1440, n_nodes).astype(np.int64),
     })
+
+
+@pytest.mark.parametrize("max_exact", [MAX_EXACT_ITEMS, 0])
+def test_a_line_cut_into_pieces_takes_them_from_nodes_that_deliver_in_time(max_exact):
+    """A line no node holds whole was cut by the most sellable units alone: its largest
+    piece came from a node too far to meet the deadline and the order was refused, while
+    two nearer nodes held enough between them."""
+    net = _flat_network()
+    net.transit = np.full((1, 9), 2, np.int64)
+    net.transit[0, 8] = 5  # node 2 (zone 8) needs 5 days
+    order = _many_lines(1, True)
+    order["qty"] = [10]
+    order["deadline"] = 3
+    order["avail"][0] = [5, 5, 8]
+    avail = order["avail"].copy()
+    result = run_allocation(batch_of([order]), avail, order["capacity"].copy(), net,
+                            net.node_enabled, max_exact=max_exact)
+    assert result.status[0] == STATUS_ALLOCATED
+    assert sorted(n for n, _ in _packages(result)) == [0, 1]
+    assert avail[0].tolist() == [0, 0, 8]
+    # Without the deadline, the fewest pieces: 8 from node 2 and 2 from node 0.
+    order["deadline"] = NO_DEADLINE
+    result = run_allocation(batch_of([order]), order["avail"].copy(),
+                            order["capacity"].copy(), net, net.node_enabled)
+    assert sorted((n, pieces) for n, pieces in _packages(result)) == [(0, [(0, 2)]),
+                                                                     (2, [(0, 8)])]
