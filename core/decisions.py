@@ -302,21 +302,43 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     if floors is not None:
         floors.add(gathered)
     capacity = capacity_left(ledger, book, now_ms)
-    result = run_allocation(gathered.batch, gathered.avail.copy(), capacity, network,
+    result = run_allocation(gathered.batch, gathered.avail.copy(), capacity.copy(), network,
                             ledger.catalog.node_enabled)
     lists = _Lists(result, gathered.batch, network)
-    consumed: dict[tuple[int, int], int] = {}
+    consumed: dict[tuple[int, int], int] = {}  # (sku, node) -> units the batch takes
+    # The same, since the batch was last gathered (its avail already less the rest).
+    taken: dict[tuple[int, int], int] = {}
+    base = 0  # the rank of the first order of the batch the kernel last ran
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
-        decision = _interpret(ledger, network, lists, rank, req, now_ms, weigh_waiting=True)
-        decision = _consider_waiting(ledger, network, gathered, rank, req, decision, now_ms,
-                                     consumed)
+        decision = _interpret(ledger, network, lists, rank - base, req, now_ms,
+                              weigh_waiting=True)
+        planned = len(decision[1])
+        decision = _consider_waiting(ledger, network, gathered, rank - base, req, decision,
+                                     now_ms, taken)
         for plan in decision[1]:  # (the packages)
             _, node, _, lines, _, _, _, _, _, _, _ = plan
             for _, sku, quantity, _ in lines:
                 key = (sku, node)
                 consumed[key] = consumed.get(key, 0) + quantity
+                taken[key] = taken.get(key, 0) + quantity
         decisions[order[rank]] = decision
+        if planned and not decision[1] and rank + 1 < len(ranked):
+            # It waits for inbound stock instead of the plan the kernel made it, whose
+            # units and node slots the kernel withheld from the orders after it: decide
+            # those again, against what the batch has taken so far.
+            base = rank + 1
+            gathered = _gather(ledger, network, ranked[base:], now_ms, consumed)
+            if floors is not None:
+                floors.add(gathered)
+            left = capacity.copy()
+            for d in decisions:
+                for n in {plan[1] for plan in d[1]} if d is not None else ():
+                    left[n] -= 1
+            result = run_allocation(gathered.batch, gathered.avail.copy(), left, network,
+                                    ledger.catalog.node_enabled)
+            lists = _Lists(result, gathered.batch, network)
+            taken = {}
     # Substitution runs after the batch's own choices, against what they left, in the
     # batch's priority order (the higher order gets a scarce substitute first), and
     # against the node capacity they left (orders a node ships, counted once an order).

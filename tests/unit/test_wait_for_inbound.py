@@ -89,3 +89,28 @@ def test_a_batch_s_later_order_waits_only_on_what_its_earlier_orders_left():
         answers.append((option.feasible, option.chosen, decision.rule))
         assert not option.chosen and not decision.packages
     assert answers[0] == answers[1]
+
+
+def test_a_batch_s_later_order_gets_what_an_earlier_order_s_split_gave_up_to_wait():
+    """The first order (a at n0, b at n2: a split) waits instead to ship complete from n0,
+    where b arrives tomorrow. The batch's kernel had given it the split, so the second
+    order (one b) saw none left at n2 and was backordered; in a command of its own it
+    ships from n2. Together or apart, it now ships from n2."""
+    from core.network import SlaTier
+
+    answers = []
+    for together in (True, False):
+        ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+        execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 5, NOW + DAY_MS),)),
+                NOW)
+        first = _order("first", {"a": 1, "b": 1})._replace(tier=SlaTier.PREMIUM)
+        second = _order("second", {"b": 1})
+        batches = [(first, second)] if together else [(first,), (second,)]
+        for batch in batches:
+            execute(ledger, c.AllocateOrders(batch), NOW)
+        waited, _ = _wait_option(ledger, "first")
+        assert not waited.packages and waited.backorders
+        later = ledger.orders.orders["second"].last_decision
+        answers.append(([plan.node for plan in later.packages], later.backorders,
+                        later.cost_micros))
+    assert answers[0] == answers[1] == ([2], (), answers[1][2])
