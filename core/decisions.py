@@ -306,13 +306,15 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                             ledger.catalog.node_enabled)
     lists = _Lists(result, gathered.batch, network)
     consumed: dict[tuple[int, int], int] = {}  # (sku, node) -> units the batch takes
+    # (sku, channel) -> order -> units the batch backorders with a promise date
+    claims: dict[tuple[int, str], dict[str, int]] = {}
     # The same, since the batch was last gathered (its avail already less the rest).
     taken: dict[tuple[int, int], int] = {}
     base = 0  # the rank of the first order of the batch the kernel last ran
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
         decision = _interpret(ledger, network, lists, rank - base, req, now_ms,
-                              weigh_waiting=True)
+                              weigh_waiting=True, claims=claims)
         planned = len(decision[1])
         decision = _consider_waiting(ledger, network, gathered, rank - base, req, decision,
                                      now_ms, taken)
@@ -322,6 +324,14 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                 key = (sku, node)
                 consumed[key] = consumed.get(key, 0) + quantity
                 taken[key] = taken.get(key, 0) + quantity
+        for backorder in decision[2]:  # (its backorders)
+            _, sku, quantity, promise_ms = backorder
+            if promise_ms:
+                claim = (sku, req.spec[1])
+                by_order = claims.get(claim)
+                if by_order is None:
+                    by_order = claims[claim] = {}
+                by_order[req.spec[0]] = by_order.get(req.spec[0], 0) + quantity
         decisions[order[rank]] = decision
         if planned and not decision[1] and rank + 1 < len(ranked):
             # It waits for inbound stock instead of the plan the kernel made it, whose
@@ -355,7 +365,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                         slots[n] = slots.get(n, 0) + 1
             before = {plan[1] for plan in current[1]}
             substituted = _substitute(ledger, book, network, req, current, consumed, now_ms,
-                                      floors, slots)
+                                      floors, slots, claims)
             decisions[i] = substituted
             for n in {plan[1] for plan in substituted[1]} - before:
                 slots[n] = slots.get(n, 0) + 1
@@ -431,10 +441,12 @@ class _Lists:
 
 
 def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, req: Request,
-               now_ms: int, weigh_waiting: bool = False) -> Decision:
+               now_ms: int, weigh_waiting: bool = False,
+               claims: dict[tuple[int, str], dict[str, int]] | None = None) -> Decision:
     """The kernel's choice for the order at `rank`, as a Decision. With `weigh_waiting`
     (the caller weighs waiting for inbound stock next, _consider_waiting), a plan that
-    splits or backorders says so already when no line has inbound stock."""
+    splits or backorders says so already when no line has inbound stock. `claims`: the
+    units the batch's earlier orders backordered with a promise date (see _claimed)."""
     catalog = ledger.catalog
     status = r.status[rank]
     start = r.line_start[rank]
@@ -478,7 +490,8 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
         if qty:
             line_id, sku, _ = req.lines[k - start]
             backorders.append(Backorder(line_id, sku, qty, inbound_promise(
-                ledger, sku, qty, now_ms, _channel_of(catalog, req.spec[1]))))
+                ledger, sku, qty, now_ms, _channel_of(catalog, req.spec[1]),
+                _claimed(ledger, sku, req.spec, claims))))
     if allocated:
         if count == 1:  # (the same words for every order a node ships: written once)
             node = catalog.nodes[packages[0][1]].node_id  # (the package's node)
@@ -528,11 +541,12 @@ def _channel_of(catalog: Catalog, channel_id: str) -> int:
 
 
 def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
-                    channel: int = -1) -> int:
-    """The first date inbound stock adds up to `qty` units the channel may be sold; 0 if
-    never. As available-to-promise reads it (availability.promise_schedule): only at
-    enabled nodes that ship the channel, and what arrives first makes up what a node lacks
-    of its floor (safety stock, other channels' fences)."""
+                    channel: int = -1, claimed: int = 0) -> int:
+    """The first date inbound stock adds up to `qty` units the channel may be sold, after
+    the `claimed` units backordered before (_claimed); 0 if never. As available-to-promise
+    reads it (availability.promise_schedule): only at enabled nodes that ship the channel,
+    and what arrives first makes up what a node lacks of its floor (safety stock, other
+    channels' fences)."""
     keys = ledger.inbound_by_sku.get(sku)
     if not keys:
         return 0
@@ -546,9 +560,25 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
     if found is None:
         found = cache[(sku, channel)] = _sellable_arrivals(ledger, sku, keys, now_ms, channel)
     for date, units in found:
-        if units >= qty:
+        if units >= qty + claimed:
             return date
     return 0
+
+
+def _claimed(ledger: Ledger, sku: int, spec: OrderSpec,
+             claims: dict[tuple[int, str], dict[str, int]] | None) -> int:
+    """Units of `sku` the order's channel has backordered with a promise date before this
+    order: the open backorders (OrderBook.claims) and the batch's own so far (`claims`,
+    (sku, channel) -> order -> units). They were promised the SKU's inbound stock first
+    (an order's own, decided again, are not counted against it). Other channels' claims
+    on the same inbound stock are not counted."""
+    order_id, channel_id = spec[0], spec[1]
+    claimed = ledger.orders.claims(sku, channel_id, order_id)
+    if claims:
+        batch = claims.get((sku, channel_id))
+        if batch:
+            claimed += sum(batch.values()) - batch.get(order_id, 0)
+    return claimed
 
 
 #: inbound_promise's readings of the current state: 0 -> (ledger, its last event, time);
@@ -722,7 +752,8 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
 
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
                 decision: Decision, consumed: dict[tuple[int, int], int], now_ms: int,
-                floors: FloorTable | None, slots: dict[int, int] | None = None) -> Decision:
+                floors: FloorTable | None, slots: dict[int, int] | None = None,
+                claims: dict[tuple[int, str], dict[str, int]] | None = None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
     if decision[1] and not req.spec.allow_split:
@@ -801,7 +832,8 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     backorders = tuple(kept) + tuple(
         Backorder(b.line_id, originals[b.line_id], b.quantity,
                   inbound_promise(ledger, originals[b.line_id], b.quantity, now_ms,
-                                  _channel_of(catalog, req.spec.channel_id)))
+                                  _channel_of(catalog, req.spec.channel_id),
+                                  _claimed(ledger, originals[b.line_id], req.spec, claims)))
         for b in still)
     return Decision(decision.order_id, decision.packages + sub_packages, backorders,
                     decision.method, rule, (*decision.options, option),

@@ -448,7 +448,10 @@ def inbound_cancelled(p: Plan, events: Sequence[Event]) -> None:
     ledger = p.ledger
     items: list[tuple[OrderSpec, Request]] = []
     notes: dict[str, str] = {}
-    for order_id, record in ledger.orders.orders.items():  # (a rare command: every order)
+    book = ledger.orders
+    concerned = {order_id for sku in references for order_id in book.backordered.get(sku, ())}
+    for record in sorted((book.orders[i] for i in concerned), key=lambda r: r.seq):
+        order_id = record.spec.order_id
         if not record.backorders or record.held:
             continue
         waited = [b for b in record.backorders.values()

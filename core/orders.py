@@ -430,6 +430,17 @@ def index_open(orders: dict[str, OrderRecord]) -> dict[str, None]:
     return {order_id: None for order_id, record in orders.items() if _is_open(record.status)}
 
 
+def index_backordered(orders: dict[str, OrderRecord]) -> dict[int, dict[str, int]]:
+    """SKU -> order id -> units backordered, found one by one (what
+    OrderBook.backordered keeps as it goes), the orders in the order they arrived."""
+    found: dict[int, dict[str, int]] = {}
+    for order_id, record in sorted(orders.items(), key=lambda kv: kv[1].seq):
+        for backorder in record.backorders.values():
+            units = found.setdefault(backorder[1], {})
+            units[order_id] = units.get(order_id, 0) + backorder[2]
+    return found
+
+
 def count_statuses(orders: dict[str, OrderRecord]) -> dict[OrderStatus, int]:
     """Orders by status, counted one by one (what OrderBook.status_counts keeps as it
     goes)."""
@@ -477,6 +488,11 @@ class OrderBook:
         # The ids of the orders archived (ORDER_ARCHIVED): their records have left memory,
         # their ids stay taken.
         self.archived: set[str] = set()
+        # SKU -> order id -> its units backordered, in the order backordered: the claims
+        # on the SKU's inbound stock ahead of a new backorder's (its promise date), and
+        # the orders a cancelled inbound concerns (where both read every order). Not in a
+        # snapshot either.
+        self.backordered: dict[int, dict[str, int]] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into snapshots) as columns: see _book_columns."""
@@ -499,6 +515,7 @@ class OrderBook:
         self.allocated_at = index_allocated(self.packages)
         self.open_orders = index_open(self.orders)
         self.wave_queue = {}
+        self.backordered = index_backordered(self.orders)
 
     def receive(self, spec: OrderSpec, seq: int) -> None:
         counts = self.status_counts
@@ -518,6 +535,8 @@ class OrderBook:
         record.last_decision = decision
         record.held = False
         backorders = record.backorders
+        if backorders:
+            self._unindex_backorders(record)
         package_ids = record.package_ids
         packages = self.packages
         gone = self.packages_archived
@@ -550,6 +569,8 @@ class OrderBook:
         # backordered (below).
         for backorder in backorders_:
             backorders[backorder[0]] = backorder
+        if backorders:
+            self._index_backorders(record)
         if not first:
             self._refresh(record)
             return
@@ -614,6 +635,8 @@ class OrderBook:
             state = self.packages[package_id]
             if state.status == PackageStatus.PACKED:
                 _package_moved(self.allocated_at, state, PackageStatus.PICKED)
+        if rec.backorder_lines:
+            self._unindex_backorders(record)
         for line_id, qty in rec.backorder_lines:
             backorder = record.backorders[line_id]
             left = backorder.quantity - qty
@@ -622,9 +645,44 @@ class OrderBook:
             else:
                 del record.backorders[line_id]
             record.cancelled[line_id] = record.cancelled.get(line_id, 0) + qty
+        if rec.backorder_lines and record.backorders:
+            self._index_backorders(record)
         if rec.whole_order:
             record.held = False
         self._refresh(record)
+
+    def _index_backorders(self, record: OrderRecord) -> None:
+        order_id = record.spec[0]
+        backordered = self.backordered
+        for backorder in record.backorders.values():
+            sku = backorder[1]
+            orders = backordered.get(sku)
+            if orders is None:
+                orders = backordered[sku] = {}
+            orders[order_id] = orders.get(order_id, 0) + backorder[2]
+
+    def _unindex_backorders(self, record: OrderRecord) -> None:
+        order_id = record.spec[0]
+        backordered = self.backordered
+        for backorder in record.backorders.values():
+            orders = backordered.get(backorder[1])
+            if orders is not None and orders.pop(order_id, None) is not None and not orders:
+                del backordered[backorder[1]]
+
+    def claims(self, sku: int, channel_id: str, but: str = "") -> int:
+        """Units of `sku` the channel's orders (but the order `but`) have backordered with
+        a promise date: the inbound stock they were promised."""
+        orders = self.backordered.get(sku)
+        if not orders:
+            return 0
+        claimed = 0
+        for order_id in orders:
+            record = self.orders[order_id]
+            if order_id != but and record.spec[1] == channel_id:
+                for backorder in record.backorders.values():
+                    if backorder[1] == sku and backorder[3]:
+                        claimed += backorder[2]
+        return claimed
 
     def replan(self, rec: ReplanRecord) -> None:
         record = self.orders[rec.order_id]

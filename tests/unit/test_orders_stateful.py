@@ -27,6 +27,7 @@ from core.orders import (
     OrderStatus,
     PackageStatus,
     count_statuses,
+    index_backordered,
     index_open,
 )
 from core.reopt import _eligible as eligible
@@ -405,6 +406,7 @@ class OrderMachine(RuleBasedStateMachine):
         assert replayed.checksum() == self.ledger.checksum()
         assert nonzero(replayed.orders.status_counts) == nonzero(self.ledger.orders.status_counts)
         assert set(replayed.orders.open_orders) == set(self.ledger.orders.open_orders)
+        assert replayed.orders.backordered == self.ledger.orders.backordered
         assert replayed.orders.closed_ms == self.ledger.orders.closed_ms
         assert replayed.orders.archived == self.ledger.orders.archived
         assert waiting(replayed.orders) == waiting(self.ledger.orders)
@@ -432,6 +434,8 @@ class OrderMachine(RuleBasedStateMachine):
             queue = book.waves_queue(node)
             assert all(queue[(i - 1) // 2] <= queue[i] for i in range(1, len(queue)))
             assert {key[4] for key in queue} >= set(book.allocated_at.get(node, {}))
+        # The units each SKU has backordered, by order (inbound promises read them).
+        assert book.backordered == index_backordered(book.orders)
         # Re-optimisation's candidates: every eligible order is among them.
         assert set(book.open_orders) == set(index_open(book.orders))
         assert {i for i, r in book.orders.items() if eligible(self.ledger, r)} <= set(
@@ -449,6 +453,7 @@ class OrderMachine(RuleBasedStateMachine):
         assert repr(back.packages) == repr(book.packages)
         assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
         assert (back.closed_ms, back.archived) == (book.closed_ms, book.archived)
+        assert back.backordered == book.backordered
         assert plans_shared(back) == plans_shared(book)
         assert nonzero(back.status_counts) == nonzero(book.status_counts)
         assert waiting(back) == waiting(book)

@@ -114,3 +114,33 @@ def test_a_batch_s_later_order_gets_what_an_earlier_order_s_split_gave_up_to_wai
         answers.append(([plan.node for plan in later.packages], later.backorders,
                         later.cost_micros))
     assert answers[0] == answers[1] == ([2], (), answers[1][2])
+
+
+def test_a_backorder_s_promise_counts_the_inbound_units_earlier_backorders_were_promised():
+    """10 "a" arrive in two days and 10 more in five. Two orders of 8 backordered: the
+    first is promised the first arrival; the second was promised it too (8 of 10 left for
+    it, though the first had them), in one batch or two. It is promised the second
+    arrival now; and the first arrival again once the first order's backorder is cancelled."""
+    from core.network import SlaTier
+
+    for together in (True, False):
+        ledger = _ledger({})
+        execute(ledger, c.ExpectInbound("PO-1", (
+            c.InboundLine("a", "n0", 10, NOW + 2 * DAY_MS),
+            c.InboundLine("a", "n1", 10, NOW + 5 * DAY_MS))), NOW)
+        first = _order("first", {"a": 8})._replace(tier=SlaTier.PREMIUM)
+        second = _order("second", {"a": 8})
+        for batch in [(first, second)] if together else [(first,), (second,)]:
+            execute(ledger, c.AllocateOrders(batch), NOW)
+        promised = {order_id: ledger.orders.orders[order_id].last_decision.backorders[0]
+                    .promise_ms for order_id in ("first", "second")}
+        assert promised == {"first": NOW + 2 * DAY_MS, "second": NOW + 5 * DAY_MS}
+        assert ledger.orders.claims(ledger.catalog.sku("a"), "web") == 16
+    execute(ledger, c.CancelOrder("first"), NOW)
+    assert ledger.orders.claims(ledger.catalog.sku("a"), "web") == 8
+    execute(ledger, c.AllocateOrders((_order("third", {"a": 2}),)), NOW)
+    third = ledger.orders.orders["third"].last_decision.backorders[0]
+    assert third.promise_ms == NOW + 2 * DAY_MS  # 8 + 2 of the first 10
+    execute(ledger, c.AllocateOrders((_order("fourth", {"a": 1}),)), NOW)
+    fourth = ledger.orders.orders["fourth"].last_decision.backorders[0]
+    assert fourth.promise_ms == NOW + 5 * DAY_MS
