@@ -302,20 +302,22 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     if floors is not None:
         floors.add(gathered)
     capacity = capacity_left(ledger, book, now_ms)
-    result = run_allocation(gathered.batch, gathered.avail.copy(), capacity.copy(), network,
+    after = capacity.copy()  # (what the kernel leaves of it)
+    result = run_allocation(gathered.batch, gathered.avail.copy(), after, network,
                             ledger.catalog.node_enabled)
     lists = _Lists(result, gathered.batch, network)
     consumed: dict[tuple[int, int], int] = {}  # (sku, node) -> units the batch takes
     # (sku, channel) -> order -> units the batch backorders with a promise date
     claims: dict[tuple[int, str], dict[str, int]] = {}
-    # The same, since the batch was last gathered (its avail already less the rest).
-    taken: dict[tuple[int, int], int] = {}
+    # The same, since the batch was last gathered (its avail already less the rest): the
+    # same dict until the batch is gathered again.
+    taken = consumed
     base = 0  # the rank of the first order of the batch the kernel last ran
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
         decision = _interpret(ledger, network, lists, rank - base, req, now_ms,
                               weigh_waiting=True, claims=claims)
-        planned = len(decision[1])
+        kernel_plan = decision[1]
         decision = _consider_waiting(ledger, network, gathered, rank - base, req, decision,
                                      now_ms, taken)
         for plan in decision[1]:  # (the packages)
@@ -323,7 +325,8 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
             for _, sku, quantity, _ in lines:
                 key = (sku, node)
                 consumed[key] = consumed.get(key, 0) + quantity
-                taken[key] = taken.get(key, 0) + quantity
+                if taken is not consumed:
+                    taken[key] = taken.get(key, 0) + quantity
         for backorder in decision[2]:  # (its backorders)
             _, sku, quantity, promise_ms = backorder
             if promise_ms:
@@ -333,7 +336,8 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                     by_order = claims[claim] = {}
                 by_order[req.spec[0]] = by_order.get(req.spec[0], 0) + quantity
         decisions[order[rank]] = decision
-        if planned and not decision[1] and rank + 1 < len(ranked):
+        if kernel_plan and not decision[1] and _withheld(kernel_plan, ranked[rank + 1:],
+                                                         after):
             # It waits for inbound stock instead of the plan the kernel made it, whose
             # units and node slots the kernel withheld from the orders after it: decide
             # those again, against what the batch has taken so far.
@@ -341,11 +345,11 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
             gathered = _gather(ledger, network, ranked[base:], now_ms, consumed)
             if floors is not None:
                 floors.add(gathered)
-            left = capacity.copy()
+            after = capacity.copy()
             for d in decisions:
                 for n in {plan[1] for plan in d[1]} if d is not None else ():
-                    left[n] -= 1
-            result = run_allocation(gathered.batch, gathered.avail.copy(), left, network,
+                    after[n] -= 1
+            result = run_allocation(gathered.batch, gathered.avail.copy(), after, network,
                                     ledger.catalog.node_enabled)
             lists = _Lists(result, gathered.batch, network)
             taken = {}
@@ -370,6 +374,17 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
             for n in {plan[1] for plan in substituted[1]} - before:
                 slots[n] = slots.get(n, 0) + 1
     return [d for d in decisions if d is not None]
+
+
+def _withheld(plans: tuple[PackagePlan, ...], later: list[Request],
+              capacity_after: np.ndarray) -> bool:
+    """Whether the kernel's plan for an order (given up: it waits) could have changed the
+    decisions of the `later` orders: some of them order a SKU it took, or a node it used
+    ran out of slots for the day (`capacity_after`: what the kernel left)."""
+    if any(capacity_after[plan[1]] <= 0 for plan in plans):
+        return True
+    skus = {line[1] for plan in plans for line in plan[3]}
+    return any(sku in skus for req in later for _, sku, _ in req.lines)
 
 
 # Enum members read for every order, as module constants: on Python 3.11 reading a member

@@ -174,15 +174,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         for n in range(n_nodes):
             usable[n] = node_enabled[n] and capacity_left[n] > 0 and not (
                 ch >= 0 and blocked[n, ch])
-            # Whether some service from the node meets the order's deadline (whatever
-            # the package weighs): a line cut into pieces takes them from such nodes.
-            in_time[n] = False
-            for s_i in range(n_services):
-                cutoff = min(node_cutoff[n], service_cutoff[s_i])
-                ship = 0 if minute[o] <= cutoff else 1
-                if ship + transit[s_i, zone[n, r]] <= deadline[o]:
-                    in_time[n] = True
-                    break
+        timing = False  # in_time read for this order (when a line is first cut)
         # ---- items: whole lines, or pieces of lines no single node can fill ----------
         n_items = 0
         any_stock = False
@@ -211,6 +203,18 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 # Fewest pieces: nodes by most sellable units, ties to the lower index;
                 # those that can deliver in time first, when they hold enough (a piece
                 # from a node that cannot made the whole order infeasible).
+                if not timing:
+                    # Whether some service from each node meets the order's deadline
+                    # (whatever the package weighs).
+                    for n in range(n_nodes):
+                        in_time[n] = False
+                        for s_i in range(n_services):
+                            cutoff = min(node_cutoff[n], service_cutoff[s_i])
+                            ship = 0 if minute[o] <= cutoff else 1
+                            if ship + transit[s_i, zone[n, r]] <= deadline[o]:
+                                in_time[n] = True
+                                break
+                    timing = True
                 timely = np.int64(0)
                 for n in range(n_nodes):
                     if in_time[n]:
