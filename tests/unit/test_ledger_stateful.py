@@ -272,6 +272,25 @@ class LedgerMachine(RuleBasedStateMachine):
                        else (sku, node, Bucket.AVAILABLE, None, -variance, 0)])
         else:
             held = variance if variance > 0 else min(-variance, available)
+            # Missing past what is available: taken from the reservations holding the
+            # units, those ending last first (ties by id), and held with the rest.
+            short = -variance - available
+            holders = sorted((-self.expiry[rid], rid, lines[(sku, node)])
+                             for rid, lines in self.reservations.items()
+                             if (sku, node) in lines)
+            for _, rid, units in holders:
+                if short <= 0:
+                    break
+                take = min(units, short)
+                self.book([(sku, node, Bucket.RESERVED, Bucket.AVAILABLE, take, 0)])
+                lines = self.reservations[rid]
+                lines[(sku, node)] -= take
+                if not lines[(sku, node)]:
+                    del lines[(sku, node)]
+                if not lines:
+                    del self.reservations[rid], self.expiry[rid]
+                held += take
+                short -= take
             assert line.held == held and line.exception_id
             assert line.exception_id in self.ledger.held_variances
             self.book([(sku, node, None if variance > 0 else Bucket.AVAILABLE,
