@@ -56,6 +56,7 @@ class AuditLog:
         # of the next entry. The chain runs on in memory meanwhile.
         self._pending: list[bytes] = []
         self.dropped = 0  # entries past MAX_WAITING while the disk refused them
+        self._unsynced = False  # lines written since the file was last synced
         if path is not None and path.exists():
             _cut_torn_line(path)
             lines = path.read_text().splitlines()
@@ -119,6 +120,24 @@ class AuditLog:
             log.warning("the audit log is written again: %d waiting entries written",
                         len(self._pending))
         self._pending.clear()
+        self._unsynced = True
+
+    def sync(self) -> bool:
+        """Put what was written on the disk (fdatasync), if anything was since the last
+        time: written lines otherwise sit in the page cache, and a power cut took the last
+        seconds of the record of calls whose changes the store had made durable. Runs in
+        a thread (Engine.audit_sync_forever); never raises. Whether it synced."""
+        fd = self._file
+        if fd is None or not self._unsynced:
+            return False
+        self._unsynced = False  # (a line written meanwhile sets it again)
+        try:
+            os.fdatasync(fd)
+        except OSError as error:
+            self._unsynced = True
+            log.error("the audit log cannot be synced (%s)", error)
+            return False
+        return True
 
     @property
     def waiting(self) -> int:
@@ -129,6 +148,7 @@ class AuditLog:
         if self._pending and self.path is not None:
             self._write_pending()  # (a last try; opens the file if it never was)
         if self._file is not None:
+            self.sync()
             os.close(self._file)
             self._file = None
 

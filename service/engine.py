@@ -713,6 +713,16 @@ class Engine:
             except Exception:  # a failed sweep is retried at the next tick
                 log.exception("reservation sweep failed")
 
+    async def audit_sync_forever(self) -> None:
+        """Sync the audit log's file every `audit_sync_interval_s` (0: only as it
+        closes), in a thread (a sync waits for the disk)."""
+        interval = self.settings.audit_sync_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.audit.sync)
+
     async def archive_forever(self) -> None:
         """Archive the orders past their retention every `archive_interval_s` (0: never)."""
         interval = self.settings.archive_interval_s

@@ -309,6 +309,7 @@ class AllocdServer:
                 client_cafile=self.settings.tls_client_ca_file)
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.engine.archive_forever()))
+        self._tasks.append(asyncio.create_task(self.engine.audit_sync_forever()))
         self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
         self._tasks.append(asyncio.create_task(
             self.network_servicer.values.refresh_forever()))

@@ -233,3 +233,45 @@ def test_entries_waiting_for_the_disk_are_bounded_and_the_chain_stays_whole(tmp_
     lines = path.read_text().splitlines()
     assert verify_lines(lines) == (True, 0)
     assert [json.loads(line)["request_id"] for line in lines] == ["r-0", "r-1", "r-2", "r-3"]
+
+
+def test_the_audit_file_is_synced_after_lines_are_written_and_not_again_without(
+        tmp_path, monkeypatch):
+    """Written lines sat in the page cache: a power cut took the last of the record of
+    calls whose changes were durable. The file is synced (fdatasync) when lines were
+    written since the last sync, by the server every audit_sync_interval_s."""
+    import service.audit as audit_module
+
+    synced: list[int] = []
+    real = audit_module.os.fdatasync
+    monkeypatch.setattr(audit_module.os, "fdatasync",
+                        lambda fd: (synced.append(fd), real(fd))[1])
+    log = AuditLog(tmp_path / "audit.log")
+    assert not log.sync()  # nothing written yet
+    log.record(1, "alice", "ReceiveInventory", "r1", "OK")
+    assert log.sync() and len(synced) == 1
+    assert not log.sync() and len(synced) == 1  # nothing new
+    log.record(2, "alice", "ReceiveInventory", "r2", "OK")
+    log.close()  # a last sync as it closes
+    assert len(synced) == 2
+
+    async def go():
+        server = AllocdServer(Settings(port=0, data_dir=str(tmp_path / "srv"),
+                                       log_level="WARNING", demo=True, demo_skus=20,
+                                       audit_sync_interval_s=0.05))
+        await server.start()
+        try:
+            before = len(synced)
+            api = InventoryServicer(server.engine)
+            await api.ReceiveInventory(inv.ReceiveInventoryRequest(
+                request_id="good-1", lines=[inv.ReceiptLine(
+                    sku_id="SKU-000001", node_id="IND1", quantity=3)]), _Context("alice"))
+            for _ in range(400):  # (synced within an interval; 20 s at most)
+                if len(synced) > before:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(synced) > before
+        finally:
+            await server.stop(0)
+
+    asyncio.run(go())
