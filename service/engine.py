@@ -767,9 +767,19 @@ class Engine:
                 raise ShuttingDown(
                     f"the server is shutting down; resume from sequence {next_seq}")
             if next_seq < self._recent_first:
-                raise InvalidArgument(
-                    f"from_sequence {next_seq} is older than the events kept for watchers, "
-                    f"which start at {self._recent_first}", "from_sequence")
+                # Behind the events kept in memory (after a restart: those since the
+                # snapshot): read from the log, while the store holds it.
+                first = self._recent_first
+                older = await self.store.history(next_seq, min(first - next_seq, 16 * batch))
+                older = [e for e in older if e.seq < first]
+                if not older:
+                    raise InvalidArgument(
+                        f"from_sequence {next_seq} is older than the events kept for "
+                        f"watchers, which start at {self._recent_first}", "from_sequence")
+                for i in range(0, len(older), batch):
+                    yield older[i:i + batch]
+                next_seq = older[-1].seq + 1
+                continue
             start = next_seq - self._recent_first
             events = self._recent[start:start + batch]
             if events:

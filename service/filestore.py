@@ -8,7 +8,9 @@ Layout of `<data_dir>/<partition>/`:
 
 One writer task owns the log: commits that arrive while a write (and its fsync) is
 in flight go out together in the next write (group commit). A snapshot starts a
-new segment; once the snapshot is published, segments before it are deleted.
+new segment; once the snapshot is published, the segments before the previous
+snapshot's are deleted: the events between the two stay, for watchers that resume
+from before the newest snapshot (history), and recovery does not read them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.model import Event
 from service import logcodec
 from service.store import (
     Commit,
@@ -172,6 +175,8 @@ class FileEventStore(QueuedWriter, EventStore):
         segments = self._segments()
         expected = after + 1
         for index, (_, path) in enumerate(segments):
+            if index + 1 < len(segments) and segments[index + 1][0] <= expected:
+                continue  # every event of it is covered (kept for watchers: history)
             data = path.read_bytes()
             offset = 0
             while offset < len(data):
@@ -350,20 +355,60 @@ class FileEventStore(QueuedWriter, EventStore):
         final = self.directory / _snapshot_name(seq)
         os.replace(tmp, final)
         _fsync_dir(self.directory)
+        previous = 0  # the snapshot before this one's
         for path in self.directory.iterdir():
             match = _SNAPSHOT.match(path.name)
             if match and int(match.group(1)) < seq:
+                previous = max(previous, int(match.group(1)))
                 path.unlink()
-        # Segments that hold only events the snapshot covers: every one before the
-        # segment the snapshot started (its first event is seq + 1 or later).
+        # Segments that hold only events the snapshot before covered: every one before
+        # the segment that snapshot started (its first event is previous + 1 or later).
+        # The events since, though this snapshot covers them, stay for watchers that
+        # resume from before it (history).
         for first, path in self._segments():
-            if first <= seq:
+            if first <= previous:
                 path.unlink()
         _fsync_dir(self.directory)
 
     async def discard_snapshot(self, seq: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / _snapshot_name(seq, "tmp")).unlink()
+
+    async def history(self, from_seq: int, limit: int) -> list[Event]:
+        return await asyncio.to_thread(self._history, from_seq, limit)
+
+    def _history(self, from_seq: int, limit: int) -> list[Event]:
+        """Read from the segment holding event `from_seq` on, as far as the events run
+        on without a gap; a record not (yet) whole ends the reading (the writer may be
+        appending to the last segment)."""
+        segments = self._segments()
+        start = 0
+        for i, (first, _) in enumerate(segments):
+            if first <= from_seq:
+                start = i
+        found: list[Event] = []
+        for _, path in segments[start:]:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # (deleted by a snapshot meanwhile)
+                return found
+            offset = 0
+            while offset < len(data):
+                try:
+                    commit, offset = logcodec.load_record(data, offset)
+                except Exception:  # (torn, or being written: no further)
+                    return found
+                if not isinstance(commit, Commit) or commit.last_seq < from_seq:
+                    continue
+                for event in commit.events:
+                    if event.seq < from_seq:
+                        continue
+                    if event.seq != (found[-1].seq + 1 if found else from_seq):
+                        return found  # (the store does not hold event from_seq, or a gap)
+                    found.append(event)
+                if len(found) >= limit:
+                    return found[:limit]
+        return found
 
     async def close(self) -> None:
         """Stop writing, once what was queued is written (QueuedWriter): a write cut

@@ -24,6 +24,7 @@ import logging
 import redis
 import redis.asyncio as aioredis
 
+from core.model import Event
 from service import logcodec
 from service.store import (
     Commit,
@@ -240,13 +241,43 @@ class RedisEventStore(QueuedWriter, EventStore):
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self.snapshot_key, mapping={"seq": seq, "chunks": chunks})
             pipe.delete(self._chunk(seq, "count"))
-            pipe.xtrim(self.log_key, minid=f"{seq}-1")  # keeps answers written since
+            if old:
+                # What the snapshot before covered; the events since, though this one
+                # covers them, stay for watchers resuming from before it (history).
+                pipe.xtrim(self.log_key, minid=f"{int(old[b'seq'])}-1", approximate=False)
             await pipe.execute()
         if old:
             old_seq, old_chunks = int(old[b"seq"]), int(old[b"chunks"])
             if old_seq != seq:
                 await self._client.delete(*(self._chunk(old_seq, i) for i in range(old_chunks)))
         await self._drop_unpublished(seq)
+
+    async def history(self, from_seq: int, limit: int) -> list[Event]:
+        if self._client is None:
+            return []
+        found: list[Event] = []
+        start = f"{from_seq}-0"  # (an entry's id is its commit's last event)
+        while len(found) < limit:
+            entries = await self._client.xrange(self.log_key, min=start, max="+",
+                                                count=READ_BATCH)
+            if not entries:
+                break
+            for _, fields in entries:
+                record = (fields or {}).get(b"c")
+                if not isinstance(record, bytes):
+                    continue
+                commit, _ = logcodec.load_record(record)
+                for event in commit.events if isinstance(commit, Commit) else ():
+                    if event.seq < from_seq:
+                        continue
+                    if event.seq != (found[-1].seq + 1 if found else from_seq):
+                        return found  # (the log does not hold event from_seq, or a gap)
+                    found.append(event)
+                if len(found) >= limit:
+                    return found[:limit]
+            last_id = entries[-1][0]
+            start = "(" + (last_id.decode() if isinstance(last_id, bytes) else str(last_id))
+        return found
 
     async def discard_snapshot(self, seq: int) -> None:
         if self._client is None:

@@ -159,8 +159,32 @@ class EventStore(abc.ABC):
         """Throw away an unpublished snapshot."""
         return None
 
+    async def history(self, from_seq: int, limit: int) -> list[Event]:
+        """Up to `limit` logged events from `from_seq` on, in order, for a watcher behind
+        the events the engine keeps in memory (after a restart, those after the
+        snapshot): [] if the store no longer holds event `from_seq`. The file and Redis
+        stores keep the log from the snapshot before the newest on."""
+        return []
+
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+def events_from(commits: Iterable[Commit], from_seq: int, limit: int) -> list[Event]:
+    """Up to `limit` events from `from_seq` on out of `commits` (in order); [] unless the
+    first of them is event `from_seq` itself (else some were not held)."""
+    found: list[Event] = []
+    for commit in commits:
+        if not commit.events or commit.last_seq < from_seq:
+            continue
+        for event in commit.events:
+            if event.seq >= from_seq:
+                if not found and event.seq != from_seq:
+                    return []
+                found.append(event)
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 class QueuedWriter:
@@ -209,6 +233,9 @@ class MemoryEventStore(EventStore):
 
     async def append(self, commit: Commit) -> None:
         self._commits.append(commit)
+
+    async def history(self, from_seq: int, limit: int) -> list[Event]:
+        return events_from(self._commits, from_seq, limit)
 
     async def close(self) -> None:
         return None

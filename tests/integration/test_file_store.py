@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from core import commands as c
 from core.demand import SmoothedDemand
+from core.errors import InvalidArgument
 from core.ledger import Ledger
 from core.model import Bucket, ChannelSpec, Event, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
@@ -116,11 +117,13 @@ def test_a_snapshot_then_more_events_recover_to_the_same_state(tmp_path):
         api = InventoryServicer(server.engine)
         await api.ReceiveInventory(_receive("S2", "B", 7, "a"), _Context())
         assert await server.engine.checkpoint()
+        earlier = server.engine.snapshot_seq
         await api.ReceiveInventory(_receive("S3", "A", 5, "b"), _Context())
+        assert await server.engine.checkpoint()
         await api.ReserveInventory(_reserve("S3", 2, "c"), _Context())
         checksum = server.engine.ledger.checksum()
         await server.stop(0)
-        return checksum
+        return checksum, earlier
 
     async def second():
         server = await _seeded(tmp_path)
@@ -130,15 +133,16 @@ def test_a_snapshot_then_more_events_recover_to_the_same_state(tmp_path):
         await server.stop(0)
         return state, retried
 
-    before = run(first())
+    before, earlier = run(first())
     (after, snapshot_seq), retried = run(second())
-    assert after == before and snapshot_seq > 0
+    assert after == before and snapshot_seq > earlier > 0
     assert retried.result.replayed  # answers from before the snapshot survive it too
     store = tmp_path / "default"
     assert len(list(store.glob("snapshot-*.bin"))) == 1
-    # The segments before the snapshot are gone; what is left starts after it.
+    # The segments before the earlier snapshot are gone; what is left starts after it
+    # (the events between the two snapshots stay for watchers).
     firsts = sorted(int(p.name[4:24]) for p in store.glob("wal-*.log"))
-    assert firsts and firsts[0] == snapshot_seq + 1
+    assert firsts[:2] == [earlier + 1, snapshot_seq + 1]
 
 
 def _last_segment(tmp_path: Path) -> Path:
@@ -620,12 +624,15 @@ def test_a_damaged_length_in_the_last_segment_refuses_to_start(tmp_path):
 
 
 def test_a_damaged_snapshot_with_the_log_it_covered_gone_refuses_to_start(tmp_path):
-    """Publishing a snapshot deletes the segments it covers: if it cannot be read, starting
-    without it would serve an empty ledger. The store refuses to start."""
+    """Publishing a snapshot deletes the segments the one before it covered: if it cannot be
+    read, starting without it would serve a ledger without them. The store refuses to
+    start."""
     async def go():
         server = await _seeded(tmp_path)
-        await InventoryServicer(server.engine).ReceiveInventory(_receive("S1", "A", 42, "r"),
-                                                               _Context())
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S1", "A", 42, "r"), _Context())
+        assert await server.engine.checkpoint()
+        await api.ReceiveInventory(_receive("S1", "A", 1, "s"), _Context())
         assert await server.engine.checkpoint()
         await server.stop(0)
 
@@ -760,5 +767,68 @@ def test_a_snapshot_writer_forked_from_the_server_does_not_hold_its_directory_lo
         finally:
             os.waitpid(pid, 0)
         await store.close()
+
+    run(go())
+
+
+async def _followed(engine, from_seq: int, until: int) -> list[int]:
+    """The sequence numbers `engine.follow(from_seq)` gives, up to event `until`."""
+    seqs: list[int] = []
+    async for events in engine.follow(from_seq):
+        seqs += [e.seq for e in events]
+        if seqs[-1] >= until:
+            return seqs
+    return seqs
+
+
+def test_a_watcher_resumes_from_before_the_snapshot_after_a_restart(tmp_path):
+    """After a restart the engine holds in memory only the events since the snapshot: a
+    watcher resuming from before it was refused, and lost what it had not read. The log
+    since the snapshot before the newest is kept, and read for it."""
+    async def first():
+        server = await _seeded(tmp_path)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive("S1", "A", 3, "a"), _Context())
+        assert await server.engine.checkpoint()
+        earlier = server.engine.snapshot_seq
+        for i in range(4):
+            await api.ReceiveInventory(_receive("S2", "A", 1 + i, f"b{i}"), _Context())
+        assert await server.engine.checkpoint()
+        await api.ReceiveInventory(_receive("S3", "B", 5, "c"), _Context())
+        last = server.engine.ledger.last_seq
+        await server.stop(0)
+        return earlier, last
+
+    async def second(earlier: int, last: int):
+        server = await _seeded(tmp_path)
+        engine = server.engine
+        try:
+            assert engine._recent_first > earlier + 1  # (memory holds less than asked)
+            seqs = await asyncio.wait_for(_followed(engine, earlier + 1, last), 30)
+            assert seqs == list(range(earlier + 1, last + 1))
+            # Before the earlier snapshot: no longer held (one event, or none at all).
+            with pytest.raises(InvalidArgument, match="older than the events kept"):
+                await asyncio.wait_for(_followed(engine, earlier, last), 30)
+        finally:
+            await server.stop(0)
+
+    run(second(*run(first())))
+
+
+def test_a_watcher_behind_the_events_in_memory_is_served_from_the_log(tmp_path):
+    """A watcher slower than the events kept in memory (watch_buffer_events) was refused;
+    it reads on from the log."""
+    async def go():
+        server = await _seeded(tmp_path, watch_buffer_events=3)
+        api = InventoryServicer(server.engine)
+        try:
+            for i in range(12):
+                await api.ReceiveInventory(_receive("S2", "A", 1 + i, f"r{i}"), _Context())
+            last = server.engine.ledger.last_seq
+            assert server.engine._recent_first > 2
+            assert await asyncio.wait_for(_followed(server.engine, 1, last), 30) == list(
+                range(1, last + 1))
+        finally:
+            await server.stop(0)
 
     run(go())

@@ -48,6 +48,9 @@ def test_redis_recovers_snapshot_and_log_and_trims_the_stream(redis_server):
         for i in range(5):
             await api.ReceiveInventory(_receive(i + 1, f"a{i}"), _Context())
         assert await server.engine.checkpoint()
+        for i in range(2):
+            await api.ReceiveInventory(_receive(7, f"m{i}"), _Context())
+        assert await server.engine.checkpoint()
         for i in range(3):
             await api.ReceiveInventory(_receive(10, f"b{i}"), _Context())
         checksum = server.engine.ledger.checksum()
@@ -67,7 +70,9 @@ def test_redis_recovers_snapshot_and_log_and_trims_the_stream(redis_server):
     assert after == before and snapshot_seq > 0
     assert retried.result.replayed
     client = redis.Redis.from_url(redis_server.url)
-    assert client.xlen("allocd:{default}:log") == 3  # only the commits after the snapshot
+    # Only the commits after the snapshot before the newest (those between the two stay
+    # for watchers resuming from before the newest).
+    assert client.xlen("allocd:{default}:log") == 2 + 3
     keys = {k.decode() for k in client.keys("allocd:{default}:*")}
     assert all("{default}" in k for k in keys)  # one hash slot for the whole partition
     client.close()
@@ -261,3 +266,39 @@ def test_snapshots_never_published_are_dropped_once_a_newer_one_is(redis_server)
     seqs = {k.decode()[len(prefix):].split(":")[0] for k in client.keys(prefix + "*")}
     assert seqs == {str(published), str(10**9)}
     client.close()
+
+
+def test_a_watcher_resumes_from_before_the_snapshot_after_a_restart(redis_server):
+    """As with the file store: the stream keeps the commits since the snapshot before the
+    newest, and a watcher resuming from before the newest reads them after a restart."""
+    async def first():
+        server = await _server(redis_server.url)
+        api = InventoryServicer(server.engine)
+        await api.ReceiveInventory(_receive(3, "a"), _Context())
+        assert await server.engine.checkpoint()
+        earlier = server.engine.snapshot_seq
+        for i in range(4):
+            await api.ReceiveInventory(_receive(1 + i, f"b{i}"), _Context())
+        assert await server.engine.checkpoint()
+        await api.ReceiveInventory(_receive(5, "c"), _Context())
+        last = server.engine.ledger.last_seq
+        await server.stop(0)
+        return earlier, last
+
+    async def second(earlier: int, last: int):
+        server = await _server(redis_server.url)
+        engine = server.engine
+        seqs: list[int] = []
+        try:
+            assert engine._recent_first > earlier + 1
+            async for events in engine.follow(earlier + 1):
+                seqs += [e.seq for e in events]
+                if seqs[-1] >= last:
+                    break
+        finally:
+            await server.stop(0)
+        return seqs
+
+    earlier, last = asyncio.run(first())
+    assert asyncio.run(asyncio.wait_for(second(earlier, last), 30)) == list(
+        range(earlier + 1, last + 1))
