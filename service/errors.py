@@ -62,6 +62,7 @@ def unary(handler: F) -> F:
     async def wrapper(self: Any, request: Any, context: Context) -> Any:
         outcome = "OK"
         REQUEST_ID.set(getattr(request, "request_id", ""))
+        who = _audited_as(self, request, context)
         try:
             return await handler(self, request, context)
         except (DomainError, StoreUnavailable) as error:
@@ -79,7 +80,8 @@ def unary(handler: F) -> F:
             outcome = type(error).__name__
             raise
         finally:
-            _audit(self, request, context, handler.__name__, outcome)
+            if who is not None:
+                _audit(self, request, who, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
 
@@ -103,15 +105,23 @@ def _past_int64(error: ValueError, request: Any) -> bool:
     return not -_INT64 <= value < _INT64
 
 
-def _audit(servicer: Any, request: Any, context: Context, method: str, outcome: str) -> None:
-    """Mutating calls (they carry a request id) go to the engine's audit log."""
-    engine = getattr(servicer, "engine", None)
-    if engine is None or "request_id" not in request.DESCRIPTOR.fields_by_name:
-        return
+def _audited_as(servicer: Any, request: Any, context: Context) -> str | None:
+    """Who a mutating call (it carries a request id) is audited as; None for a call that
+    is not audited. Read as the call starts: a streaming handler is closed after its
+    call has ended, and the ended call's context (its peer, its metadata) read then took
+    the server down (the call's memory was freed)."""
+    if (getattr(servicer, "engine", None) is None
+            or "request_id" not in request.DESCRIPTOR.fields_by_name):
+        return None
     who, _ = caller(context)
     peer = getattr(context, "peer", None)
-    engine.audit.record(engine.clock(), who or (str(peer()) if peer else ""), method,
-                        request.request_id, outcome)
+    return who or (str(peer()) if peer else "")
+
+
+def _audit(servicer: Any, request: Any, who: str, method: str, outcome: str) -> None:
+    """Mutating calls go to the engine's audit log."""
+    engine = servicer.engine
+    engine.audit.record(engine.clock(), who, method, request.request_id, outcome)
 
 
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -161,6 +171,7 @@ def streaming(handler: G) -> G:
     async def wrapper(self: Any, request: Any,
                       context: Context) -> AsyncIterator[Any]:
         outcome = "OK"
+        who = _audited_as(self, request, context)
         try:
             async for item in handler(self, request, context):
                 yield item
@@ -173,7 +184,8 @@ def streaming(handler: G) -> G:
         finally:
             # A mutating one (Reoptimize: it carries a request id) is audited as a unary
             # call is; a read (WatchInventoryEvents) is not.
-            _audit(self, request, context, handler.__name__, outcome)
+            if who is not None:
+                _audit(self, request, who, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
 
