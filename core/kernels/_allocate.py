@@ -128,16 +128,17 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         views[8], views[9], views[10], views[11], views[12], views[13], views[14], views[15],
         views[16], views[17], views[18], views[19], views[20])
     size = 1 << max_exact
-    # Scratch, reused by every order: room for every line of the longest order cut into
-    # a piece per node.
+    # Scratch, reused by every order: a row per line of the longest order (which nodes
+    # hold each whole), and room for its items, grown as an order needs more (a line cut
+    # into pieces makes one per node it takes from).
     longest_order = 1
     for k in range(len(line_start)):
         longest_order = max(longest_order, line_end[k] - line_start[k])
-    max_items = longest_order * max(n_nodes, 1)
-    it_line = np.empty(max_items, np.int64)
-    it_qty = np.empty(max_items, np.int64)
-    it_ok = np.zeros((max_items, n_nodes), np.bool_)  # the nodes an item may ship from
-    item_group = np.empty(max_items, np.int64)  # the package each item goes in
+    line_ok = np.empty((longest_order, n_nodes), np.bool_)  # nodes holding a line whole
+    room = longest_order + n_nodes
+    it_line = np.empty(room, np.int64)
+    it_qty = np.empty(room, np.int64)
+    it_node = np.empty(room, np.int64)  # a piece's node; -1 for a whole line (line_ok)
     m_weight = np.empty(size, np.float64)
     m_volume = np.empty(size, np.float64)
     m_units = np.empty(size, np.int64)
@@ -153,15 +154,18 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
     rank = np.empty(n_nodes, np.int64)
     ats = np.empty(n_nodes, np.int64)
     order_nodes = np.empty(n_nodes, np.int64)
-    groups = np.empty(max_items, np.int64)  # the exact path: each package's item mask
-    group_node = np.empty(max_items, np.int64)
-    # The heuristic: each package's weight, volume, units, longest side, pick cost, cost.
-    g_weight = np.empty(max_items, np.float64)
-    g_volume = np.empty(max_items, np.float64)
-    g_units = np.empty(max_items, np.int64)
-    g_longest = np.empty(max_items, np.float64)
-    g_units_cost = np.empty(max_items, np.int64)
-    g_cost = np.empty(max_items, np.int64)
+    # Each item's package; each package's item mask (the exact path) and node; in the
+    # heuristic, each package's weight, volume, units, longest side, pick cost, cost.
+    # (Grown with the items: an order has at most as many packages as items.)
+    item_group = np.empty(room, np.int64)
+    groups = np.empty(room, np.int64)
+    group_node = np.empty(room, np.int64)
+    g_weight = np.empty(room, np.float64)
+    g_volume = np.empty(room, np.float64)
+    g_units = np.empty(room, np.int64)
+    g_longest = np.empty(room, np.float64)
+    g_units_cost = np.empty(room, np.int64)
+    g_cost = np.empty(room, np.int64)
     n_services = rates.shape[0]
     width = rates.shape[2] - 1
     ok_services = np.empty(n_services, np.int64)
@@ -178,8 +182,14 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         # ---- items: whole lines, or pieces of lines no single node can fill ----------
         n_items = 0
         any_stock = False
+        ls = line_start[o]
         for k in range(line_start[o], line_end[o]):
             out_backorder[k] = 0
+            if n_items + n_nodes >= len(it_line):  # (room for this line's pieces)
+                room = 2 * (n_items + n_nodes + 1)
+                it_line = _grown(it_line, room)
+                it_qty = _grown(it_qty, room)
+                it_node = _grown(it_node, room)
             q = item_qty[k]
             u = item_u[k]
             whole = False
@@ -190,7 +200,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     a = 0
                 ats[n] = a
                 total += a
-                it_ok[n_items, n] = a >= q
+                line_ok[k - ls, n] = a >= q
                 if a >= q:
                     whole = True
             if total > 0:
@@ -198,6 +208,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
             if whole:
                 it_line[n_items] = k
                 it_qty[n_items] = q
+                it_node[n_items] = -1
                 n_items += 1
             elif allow_split[o] and total > 0:
                 # Fewest pieces: nodes by most sellable units, ties to the lower index;
@@ -237,8 +248,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     take = ats[n] if ats[n] < left else left
                     it_line[n_items] = k
                     it_qty[n_items] = take
-                    for m in range(n_nodes):
-                        it_ok[n_items, m] = m == n
+                    it_node[n_items] = n
                     n_items += 1
                     left -= take
                 out_backorder[k] = left
@@ -251,6 +261,17 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
         out_single_cost[o] = -1
         out_split_cost[o] = -1
         out_cost[o] = 0
+        if n_items > len(item_group):  # (as many packages as items, at most)
+            room = len(it_line)
+            item_group = _grown(item_group, room)
+            groups = _grown(groups, room)
+            group_node = _grown(group_node, room)
+            g_weight = _grown_f(g_weight, room)
+            g_volume = _grown_f(g_volume, room)
+            g_units = _grown(g_units, room)
+            g_longest = _grown_f(g_longest, room)
+            g_units_cost = _grown(g_units_cost, room)
+            g_cost = _grown(g_cost, room)
         if n_items == 0:
             out_status[o] = STATUS_NO_FEASIBLE_NODE if any_stock else STATUS_OUT_OF_STOCK
             out_method[o] = METHOD_EXACT
@@ -285,7 +306,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
             for n in range(n_nodes):
                 node_mask = np.int64(0)
                 for i in range(n_items):
-                    if it_ok[i, n]:
+                    if _ok(i, n, it_node, it_line, line_ok, ls):
                         node_mask |= np.int64(1) << np.int64(i)
                 if node_mask == 0:
                     continue
@@ -409,7 +430,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 units_cost = np.int64(0)
                 every = True
                 for i in range(n_items):
-                    if not it_ok[i, n]:
+                    if not _ok(i, n, it_node, it_line, line_ok, ls):
                         every = False
                         break
                     k = it_line[i]
@@ -439,12 +460,13 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     add_group = -1
                     add_node = -1
                     for g in range(n_groups + 1):
-                        for n in range(n_nodes):
-                            if not it_ok[i, n]:
+                        # (an open package at its node, then a new one at each node)
+                        lo = 0 if g == n_groups else group_node[g]
+                        hi = n_nodes if g == n_groups else group_node[g] + 1
+                        for n in range(lo, hi):
+                            if not _ok(i, n, it_node, it_line, line_ok, ls):
                                 continue
                             if g < n_groups:
-                                if group_node[g] != n:
-                                    continue
                                 after = _package_cost(
                                     n, r, g_weight[g] + q * item_weight[k],
                                     g_volume[g] + q * item_volume[k], g_units[g] + q,
@@ -582,6 +604,32 @@ def _compact(out, sizes, pkgs, pieces):  # type: ignore[no-untyped-def]
             out[dst + i] = out[src + i]
         src += size
         dst += filled
+
+
+@njit(cache=True, nogil=True)
+def _ok(i, n, it_node, it_line, line_ok, ls):  # type: ignore[no-untyped-def]
+    """Whether item i may ship from node n: a piece from its own node, a whole line from
+    any node that holds all of it."""
+    node = it_node[i]
+    if node >= 0:
+        return node == n
+    return line_ok[it_line[i] - ls, n]
+
+
+@njit(cache=True, nogil=True)
+def _grown(a, size):  # type: ignore[no-untyped-def]
+    """`a` (int64) copied into the front of a new array of `size`."""
+    b = np.empty(size, np.int64)
+    b[:len(a)] = a
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _grown_f(a, size):  # type: ignore[no-untyped-def]
+    """`a` (float64) copied into the front of a new array of `size`."""
+    b = np.empty(size, np.float64)
+    b[:len(a)] = a
+    return b
 
 
 @njit(cache=True, nogil=True)
