@@ -307,8 +307,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                             ledger.catalog.node_enabled)
     lists = _Lists(result, gathered.batch, network)
     consumed: dict[tuple[int, int], int] = {}  # (sku, node) -> units the batch takes
-    # (sku, channel) -> order -> units the batch backorders with a promise date
-    claims: dict[tuple[int, str], dict[str, int]] = {}
+    claims = Claims(ledger, ranked)
     # The same, since the batch was last gathered (its avail already less the rest): the
     # same dict until the batch is gathered again.
     taken = consumed
@@ -327,14 +326,8 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                 consumed[key] = consumed.get(key, 0) + quantity
                 if taken is not consumed:
                     taken[key] = taken.get(key, 0) + quantity
-        for backorder in decision[2]:  # (its backorders)
-            _, sku, quantity, promise_ms = backorder
-            if promise_ms:
-                claim = (sku, req.spec[1])
-                by_order = claims.get(claim)
-                if by_order is None:
-                    by_order = claims[claim] = {}
-                by_order[req.spec[0]] = by_order.get(req.spec[0], 0) + quantity
+        if decision[2]:  # (its backorders)
+            claims.add(req.spec, decision[2], 1)
         decisions[order[rank]] = decision
         if kernel_plan and not decision[1] and _withheld(kernel_plan, ranked[rank + 1:],
                                                          after):
@@ -370,6 +363,8 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
             before = {plan[1] for plan in current[1]}
             substituted = _substitute(ledger, book, network, req, current, consumed, now_ms,
                                       floors, slots, claims)
+            claims.add(req.spec, current[2], -1)  # (the lines substituted are not waiting)
+            claims.add(req.spec, substituted[2], 1)
             decisions[i] = substituted
             for n in {plan[1] for plan in substituted[1]} - before:
                 slots[n] = slots.get(n, 0) + 1
@@ -457,7 +452,7 @@ class _Lists:
 
 def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, req: Request,
                now_ms: int, weigh_waiting: bool = False,
-               claims: dict[tuple[int, str], dict[str, int]] | None = None) -> Decision:
+               claims: Claims | None = None) -> Decision:
     """The kernel's choice for the order at `rank`, as a Decision. With `weigh_waiting`
     (the caller weighs waiting for inbound stock next, _consider_waiting), a plan that
     splits or backorders says so already when no line has inbound stock. `claims`: the
@@ -506,7 +501,8 @@ def _interpret(ledger: Ledger, network: CompiledNetwork, r: _Lists, rank: int, r
             line_id, sku, _ = req.lines[k - start]
             backorders.append(Backorder(line_id, sku, qty, inbound_promise(
                 ledger, sku, qty, now_ms, _channel_of(catalog, req.spec[1]),
-                _claimed(ledger, sku, req.spec, claims))))
+                _claimed(ledger, sku, req.spec, claims)
+                if sku in ledger.inbound_by_sku else 0)))
     if allocated:
         if count == 1:  # (the same words for every order a node ships: written once)
             node = catalog.nodes[packages[0][1]].node_id  # (the package's node)
@@ -580,20 +576,50 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
     return 0
 
 
-def _claimed(ledger: Ledger, sku: int, spec: OrderSpec,
-             claims: dict[tuple[int, str], dict[str, int]] | None) -> int:
-    """Units of `sku` the order's channel has backordered with a promise date before this
-    order: the open backorders (OrderBook.claims) and the batch's own so far (`claims`,
-    (sku, channel) -> order -> units). They were promised the SKU's inbound stock first
-    (an order's own, decided again, are not counted against it). Other channels' claims
-    on the same inbound stock are not counted."""
-    order_id, channel_id = spec[0], spec[1]
-    claimed = ledger.orders.claims(sku, channel_id, order_id)
-    if claims:
-        batch = claims.get((sku, channel_id))
+class Claims:
+    """Units of a SKU backordered with a promise date before an order's, on its channel:
+    the open backorders (OrderBook.promised), less the old ones of the batch's own orders
+    (decided again, they claim only through what they are decided now), and the batch's
+    own so far. They were promised the SKU's inbound stock first. (Other channels' claims
+    on the same inbound stock are not counted.)"""
+
+    def __init__(self, ledger: Ledger, reqs: list[Request]) -> None:
+        self.ledger = ledger
+        self.reqs = reqs
+        self.batch: dict[tuple[int, str], dict[str, int]] = {}  # (sku, ch) -> order -> units
+        self._old: dict[tuple[int, str], int] = {}  # the batch's orders' open ones
+
+    def add(self, spec: OrderSpec, backorders: tuple[Backorder, ...], sign: int) -> None:
+        """The order's backorders (with a promise date) claim for the batch (sign 1), or
+        no longer (-1)."""
+        for _, sku, quantity, promise_ms in backorders:
+            if promise_ms:
+                by_order = self.batch.setdefault((sku, spec[1]), {})
+                by_order[spec[0]] = by_order.get(spec[0], 0) + sign * quantity
+
+    def claimed(self, sku: int, spec: OrderSpec) -> int:
+        key = (sku, spec[1])
+        book = self.ledger.orders
+        total = book.promised.get(key, 0)
+        if total:
+            old = self._old.get(key)
+            if old is None:  # (once a SKU and channel: a walk of the batch's orders)
+                old = self._old[key] = sum(book.promised_to(req.spec[0], sku)
+                                           for req in self.reqs if req.spec[1] == spec[1])
+            total -= old
+        batch = self.batch.get(key)
         if batch:
-            claimed += sum(batch.values()) - batch.get(order_id, 0)
-    return claimed
+            total += sum(batch.values()) - batch.get(spec[0], 0)
+        return total
+
+
+def _claimed(ledger: Ledger, sku: int, spec: OrderSpec, claims: Claims | None) -> int:
+    """What was promised of the SKU's inbound stock before this order (Claims); without a
+    batch's, the open backorders less the order's own."""
+    if claims is not None:
+        return claims.claimed(sku, spec)
+    return (ledger.orders.promised.get((sku, spec[1]), 0)
+            - ledger.orders.promised_to(spec[0], sku))
 
 
 #: inbound_promise's readings of the current state: 0 -> (ledger, its last event, time);
@@ -768,7 +794,7 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
                 decision: Decision, consumed: dict[tuple[int, int], int], now_ms: int,
                 floors: FloorTable | None, slots: dict[int, int] | None = None,
-                claims: dict[tuple[int, str], dict[str, int]] | None = None) -> Decision:
+                claims: Claims | None = None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
     if decision[1] and not req.spec.allow_split:
@@ -848,7 +874,8 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
         Backorder(b.line_id, originals[b.line_id], b.quantity,
                   inbound_promise(ledger, originals[b.line_id], b.quantity, now_ms,
                                   _channel_of(catalog, req.spec.channel_id),
-                                  _claimed(ledger, originals[b.line_id], req.spec, claims)))
+                                  _claimed(ledger, originals[b.line_id], req.spec, claims)
+                                  if originals[b.line_id] in ledger.inbound_by_sku else 0))
         for b in still)
     return Decision(decision.order_id, decision.packages + sub_packages, backorders,
                     decision.method, rule, (*decision.options, option),

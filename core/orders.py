@@ -441,6 +441,18 @@ def index_backordered(orders: dict[str, OrderRecord]) -> dict[int, dict[str, int
     return found
 
 
+def index_promised(orders: dict[str, OrderRecord]) -> dict[tuple[int, str], int]:
+    """(SKU, channel) -> units backordered with a promise date, found one by one (what
+    OrderBook.promised keeps as it goes)."""
+    found: dict[tuple[int, str], int] = {}
+    for record in orders.values():
+        for backorder in record.backorders.values():
+            if backorder[3]:
+                key = (backorder[1], record.spec[1])
+                found[key] = found.get(key, 0) + backorder[2]
+    return {key: units for key, units in found.items() if units}
+
+
 def count_statuses(orders: dict[str, OrderRecord]) -> dict[OrderStatus, int]:
     """Orders by status, counted one by one (what OrderBook.status_counts keeps as it
     goes)."""
@@ -488,11 +500,12 @@ class OrderBook:
         # The ids of the orders archived (ORDER_ARCHIVED): their records have left memory,
         # their ids stay taken.
         self.archived: set[str] = set()
-        # SKU -> order id -> its units backordered, in the order backordered: the claims
-        # on the SKU's inbound stock ahead of a new backorder's (its promise date), and
-        # the orders a cancelled inbound concerns (where both read every order). Not in a
-        # snapshot either.
+        # SKU -> order id -> its units backordered, in the order backordered: the orders
+        # a cancelled inbound concerns (where it read every order). And (SKU, channel)
+        # -> the units its backorders were promised a date for: the claims on the SKU's
+        # inbound stock ahead of a new backorder's. Not in a snapshot either.
         self.backordered: dict[int, dict[str, int]] = {}
+        self.promised: dict[tuple[int, str], int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into snapshots) as columns: see _book_columns."""
@@ -516,6 +529,7 @@ class OrderBook:
         self.open_orders = index_open(self.orders)
         self.wave_queue = {}
         self.backordered = index_backordered(self.orders)
+        self.promised = index_promised(self.orders)
 
     def receive(self, spec: OrderSpec, seq: int) -> None:
         counts = self.status_counts
@@ -652,37 +666,41 @@ class OrderBook:
         self._refresh(record)
 
     def _index_backorders(self, record: OrderRecord) -> None:
-        order_id = record.spec[0]
+        order_id, channel_id = record.spec[0], record.spec[1]
         backordered = self.backordered
+        promised = self.promised
         for backorder in record.backorders.values():
             sku = backorder[1]
             orders = backordered.get(sku)
             if orders is None:
                 orders = backordered[sku] = {}
             orders[order_id] = orders.get(order_id, 0) + backorder[2]
+            if backorder[3]:
+                key = (sku, channel_id)
+                promised[key] = promised.get(key, 0) + backorder[2]
 
     def _unindex_backorders(self, record: OrderRecord) -> None:
-        order_id = record.spec[0]
+        order_id, channel_id = record.spec[0], record.spec[1]
         backordered = self.backordered
+        promised = self.promised
         for backorder in record.backorders.values():
             orders = backordered.get(backorder[1])
             if orders is not None and orders.pop(order_id, None) is not None and not orders:
                 del backordered[backorder[1]]
+            if backorder[3]:
+                key = (backorder[1], channel_id)
+                left = promised.get(key, 0) - backorder[2]
+                if left:
+                    promised[key] = left
+                else:
+                    promised.pop(key, None)
 
-    def claims(self, sku: int, channel_id: str, but: str = "") -> int:
-        """Units of `sku` the channel's orders (but the order `but`) have backordered with
-        a promise date: the inbound stock they were promised."""
-        orders = self.backordered.get(sku)
-        if not orders:
+    def promised_to(self, order_id: str, sku: int) -> int:
+        """Units of `sku` the order has backordered with a promise date."""
+        record = self.orders.get(order_id)
+        if record is None or not record.backorders:
             return 0
-        claimed = 0
-        for order_id in orders:
-            record = self.orders[order_id]
-            if order_id != but and record.spec[1] == channel_id:
-                for backorder in record.backorders.values():
-                    if backorder[1] == sku and backorder[3]:
-                        claimed += backorder[2]
-        return claimed
+        return sum(b[2] for b in record.backorders.values() if b[1] == sku and b[3])
 
     def replan(self, rec: ReplanRecord) -> None:
         record = self.orders[rec.order_id]

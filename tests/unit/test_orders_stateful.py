@@ -29,6 +29,7 @@ from core.orders import (
     count_statuses,
     index_backordered,
     index_open,
+    index_promised,
 )
 from core.reopt import _eligible as eligible
 from core.returns import Grade, ReturnStatus
@@ -407,6 +408,7 @@ class OrderMachine(RuleBasedStateMachine):
         assert nonzero(replayed.orders.status_counts) == nonzero(self.ledger.orders.status_counts)
         assert set(replayed.orders.open_orders) == set(self.ledger.orders.open_orders)
         assert replayed.orders.backordered == self.ledger.orders.backordered
+        assert replayed.orders.promised == self.ledger.orders.promised
         assert replayed.orders.closed_ms == self.ledger.orders.closed_ms
         assert replayed.orders.archived == self.ledger.orders.archived
         assert waiting(replayed.orders) == waiting(self.ledger.orders)
@@ -436,6 +438,7 @@ class OrderMachine(RuleBasedStateMachine):
             assert {key[4] for key in queue} >= set(book.allocated_at.get(node, {}))
         # The units each SKU has backordered, by order (inbound promises read them).
         assert book.backordered == index_backordered(book.orders)
+        assert {k: v for k, v in book.promised.items() if v} == index_promised(book.orders)
         # Re-optimisation's candidates: every eligible order is among them.
         assert set(book.open_orders) == set(index_open(book.orders))
         assert {i for i, r in book.orders.items() if eligible(self.ledger, r)} <= set(
@@ -454,6 +457,7 @@ class OrderMachine(RuleBasedStateMachine):
         assert (back.node_day_orders, back.waves) == (book.node_day_orders, book.waves)
         assert (back.closed_ms, back.archived) == (book.closed_ms, book.archived)
         assert back.backordered == book.backordered
+        assert back.promised == book.promised
         assert plans_shared(back) == plans_shared(book)
         assert nonzero(back.status_counts) == nonzero(book.status_counts)
         assert waiting(back) == waiting(book)

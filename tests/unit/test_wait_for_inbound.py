@@ -135,12 +135,39 @@ def test_a_backorder_s_promise_counts_the_inbound_units_earlier_backorders_were_
         promised = {order_id: ledger.orders.orders[order_id].last_decision.backorders[0]
                     .promise_ms for order_id in ("first", "second")}
         assert promised == {"first": NOW + 2 * DAY_MS, "second": NOW + 5 * DAY_MS}
-        assert ledger.orders.claims(ledger.catalog.sku("a"), "web") == 16
+        assert ledger.orders.promised.get((ledger.catalog.sku("a"), "web"), 0) == 16
     execute(ledger, c.CancelOrder("first"), NOW)
-    assert ledger.orders.claims(ledger.catalog.sku("a"), "web") == 8
+    assert ledger.orders.promised.get((ledger.catalog.sku("a"), "web"), 0) == 8
     execute(ledger, c.AllocateOrders((_order("third", {"a": 2}),)), NOW)
     third = ledger.orders.orders["third"].last_decision.backorders[0]
     assert third.promise_ms == NOW + 2 * DAY_MS  # 8 + 2 of the first 10
     execute(ledger, c.AllocateOrders((_order("fourth", {"a": 1}),)), NOW)
     fourth = ledger.orders.orders["fourth"].last_decision.backorders[0]
     assert fourth.promise_ms == NOW + 5 * DAY_MS
+
+
+def test_orders_decided_again_together_count_each_other_s_claims_once():
+    """A cancelled inbound decides the orders it concerns again, together: each counted
+    the others' open backorders and, again, what the batch decided for them. 10 "a" come
+    on day 2, 10 on day 5, 10 on day 8; two orders of 5 were promised day 2. With the day-5
+    purchase cancelled, both still fit in day 2's ten."""
+    from core.network import SlaTier
+
+    ledger = _ledger({})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("a", "n0", 10, NOW + 2 * DAY_MS),)),
+            NOW)
+    execute(ledger, c.ExpectInbound("PO-2", (c.InboundLine("a", "n0", 10, NOW + 5 * DAY_MS),)),
+            NOW)
+    execute(ledger, c.ExpectInbound("PO-3", (c.InboundLine("a", "n0", 10, NOW + 8 * DAY_MS),)),
+            NOW)
+    first = _order("first", {"a": 5})._replace(tier=SlaTier.PREMIUM)
+    execute(ledger, c.AllocateOrders((first, _order("second", {"a": 5}))), NOW)
+
+    def promised():
+        return {o: ledger.orders.orders[o].last_decision.backorders[0].promise_ms
+                for o in ("first", "second")}
+
+    assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
+    execute(ledger, c.CancelInbound("PO-2", ()), NOW)
+    assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
+    assert ledger.orders.promised == {(ledger.catalog.sku("a"), "web"): 10}
