@@ -305,6 +305,8 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
     ledger = p.ledger
     cat = ledger.catalog
     seen: set[tuple[int, int]] = set()
+    emptied: dict[str, int] = {}  # reservation -> its lines the count has emptied so far
+    holding: list[int] = []  # the places in p.events of variances that took reserved units
     outcomes = []
     for i, line in enumerate(cmd.lines):
         sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
@@ -345,7 +347,8 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
             held = variance if variance > 0 else min(-variance, available)
             taken: list[tuple[str, int, int, int, bool]] = []
             if variance < 0 and -variance > available:
-                taken = _reservations_short(ledger, sku, node, -variance - available)
+                taken = _reservations_short(ledger, sku, node, -variance - available,
+                                            emptied)
                 for reservation_id, qty, _, _, _ in taken:
                     p.add(EventKind.RESERVATION_RELEASED, sku=sku, node=node,
                           from_bucket=Bucket.RESERVED, to_bucket=Bucket.AVAILABLE,
@@ -353,20 +356,35 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
                     held += qty
             exception_id = f"count-{ledger.last_seq + 1 + len(p.events)}"
             common["reference"] = exception_id
+            if taken:
+                holding.append(len(p.events))
             p.add(EventKind.COUNT_VARIANCE_HELD, quantity=held,
                   from_bucket=Bucket.EXTERNAL if variance > 0 else Bucket.AVAILABLE,
                   to_bucket=Bucket.QUARANTINED, payload=tuple(taken) or None, **common)
         outcomes.append(CountOutcome(line.sku_id, line.node_id, expected, counted, variance,
                                      adjusted, held, exception_id))
+    # Whether the count closed each reservation it took from is known once every line has
+    # taken its units: marked on each of them (a refusal gives a closed one back whole,
+    # whichever of its lines is settled first).
+    by_id = ledger.reservations.by_id
+    for index in holding:
+        e = p.events[index]
+        p.events[index] = Event(
+            e.seq, e.kind, e.sku, e.node, e.from_bucket, e.to_bucket, e.quantity, e.reference,
+            e.request_id, e.time_ms, e.channel, e.due_ms, e.reason, e.amount, e.counted,
+            e.expected, tuple((rid, qty, channel, expires_ms,
+                               emptied.get(rid, 0) == len(by_id[rid].slots))
+                              for rid, qty, channel, expires_ms, _ in e.payload))
     return CountResult(tuple(outcomes))
 
 
-def _reservations_short(ledger: Ledger, sku: int, node: int, units: int
-                        ) -> list[tuple[str, int, int, int, bool]]:
-    """(reservation, units, channel, expiry, whether that closes it) to take `units` of a
-    SKU at a node from, where a count found them missing: the reservations ending last
-    first (they would hold them longest). The rest is what a refusal needs to put them
-    back (HeldVariance.taken)."""
+def _reservations_short(ledger: Ledger, sku: int, node: int, units: int,
+                        emptied: dict[str, int]) -> list[tuple[str, int, int, int, bool]]:
+    """(reservation, units, channel, expiry, whether the count closes it: set once every
+    line has taken, in _count) to take `units` of a SKU at a node from, where a count
+    found them missing: the reservations ending last first (they would hold them
+    longest). The rest is what a refusal needs to put them back (HeldVariance.taken).
+    `emptied` counts the reservations' lines emptied."""
     book = ledger.reservations
     holding = []
     for reservation_id, record in book.by_id.items():
@@ -379,8 +397,9 @@ def _reservations_short(ledger: Ledger, sku: int, node: int, units: int
             break
         take = min(qty, units)
         record = book.by_id[reservation_id]
-        taken.append((reservation_id, take, record.channel, -minus_expiry,
-                      take == qty and len(record.slots) == 1))
+        if take == qty:  # (its line at this node emptied: with its others, it is closed)
+            emptied[reservation_id] = emptied.get(reservation_id, 0) + 1
+        taken.append((reservation_id, take, record.channel, -minus_expiry, False))
         units -= take
     return taken
 

@@ -768,14 +768,18 @@ def _settle_count(p: Plan, exception_id: str, resolution: Resolution) -> None:
     found = held.counted > held.expected
     # Found units: approve makes them sellable, reject removes them. Missing units:
     # approve writes them off, reject returns them to AVAILABLE (a recount found them),
-    # or to the reservations they were taken from: those still open, and those the count
+    # or to the reservations they were taken from: those still open (the same: its
+    # channel and expiry, not one made since under the same id), and those the count
     # closed that have not expired since (no one else can have ended them).
     to_available = found == (resolution == Resolution.APPROVE)
     settled = held.held
     if to_available and not found:
         book = p.ledger.reservations
         for reservation_id, qty, channel, expires_ms, closed in taken_of(held):
-            if reservation_id in book.by_id or (closed and expires_ms > p.now_ms):
+            open_now = book.by_id.get(reservation_id)
+            if (open_now is None and closed and expires_ms > p.now_ms) or (
+                    open_now is not None and open_now.channel == channel
+                    and open_now.expires_ms == expires_ms):
                 p.add(EventKind.RESERVED, sku=held.sku, node=held.node,
                       from_bucket=Bucket.QUARANTINED, to_bucket=Bucket.RESERVED,
                       quantity=qty, reference=reservation_id, channel=channel,

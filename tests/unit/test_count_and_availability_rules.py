@@ -352,3 +352,38 @@ def test_a_refused_count_gives_units_back_only_to_reservations_no_one_else_ended
     assert ledger.reservations.lines("gone") == [(sku, 0, 3)]
     assert _levels(ledger)[:4] == [7, 3, 0, 0]
     assert not ledger.held_variances
+
+
+def test_a_refused_count_that_closed_a_reservation_line_by_line_gives_it_back_whole():
+    """One count takes both lines of a reservation (two nodes): each line alone left the
+    reservation open, so neither was marked as closing it, and the refusal put the units
+    on sale instead of back in the reservation."""
+    ledger = _ledger(count_hold_units=1)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 3), c.ReceiptLine("a", "n1", 3))),
+            NOW)
+    execute(ledger, c.ReserveStock("both", "web", NOW + 600_000,
+                                   (c.StockLine("a", "n0", 3), c.StockLine("a", "n1", 3))), NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),
+                                                c.CountLine("a", "n1", 0)), "cc"), NOW)
+    assert "both" not in ledger.reservations.by_id
+    for line in count.detail.lines:
+        execute(ledger, c.ResolveException(line.exception_id, Resolution.REJECT, actor="boss",
+                                           role="operations"), NOW)
+    sku = ledger.catalog.sku("a")
+    assert ledger.reservations.lines("both") == [(sku, 0, 3), (sku, 1, 3)]
+
+
+def test_a_refused_count_does_not_fill_a_new_reservation_under_a_closed_one_s_id():
+    """Reservation ids are the caller's: one the count closed may be made again, for
+    other units. Those are not the count's to fill: its units go back on sale."""
+    ledger = _ledger(count_hold_units=1)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 4), c.ReceiptLine("a", "n1", 5))),
+            NOW)
+    execute(ledger, c.ReserveStock("r", "web", NOW + 600_000, (c.StockLine("a", "n0", 4),)), NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 0),), "cc"), NOW)
+    execute(ledger, c.ReserveStock("r", "web", NOW + 900_000, (c.StockLine("a", "n1", 2),)), NOW)
+    execute(ledger, c.ResolveException(count.detail.lines[0].exception_id, Resolution.REJECT,
+                                       actor="boss", role="operations"), NOW)
+    sku = ledger.catalog.sku("a")
+    assert ledger.reservations.lines("r") == [(sku, 1, 2)]
+    assert _levels(ledger, 0)[:4] == [4, 0, 0, 0]
