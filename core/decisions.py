@@ -312,6 +312,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     # same dict until the batch is gathered again.
     taken = consumed
     base = 0  # the rank of the first order of the batch the kernel last ran
+    reruns = 0
     decisions: list[Decision | None] = [None] * len(reqs)
     for rank, req in enumerate(ranked):
         decision = _interpret(ledger, network, lists, rank - base, req, now_ms,
@@ -329,12 +330,13 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
         if decision[2]:  # (its backorders)
             claims.add(req.spec, decision[2], 1)
         decisions[order[rank]] = decision
-        if kernel_plan and not decision[1] and _withheld(kernel_plan, ranked[rank + 1:],
-                                                         after):
+        if (kernel_plan and not decision[1] and reruns < MAX_RERUNS
+                and _withheld(kernel_plan, ranked[rank + 1:], after)):
             # It waits for inbound stock instead of the plan the kernel made it, whose
             # units and node slots the kernel withheld from the orders after it: decide
             # those again, against what the batch has taken so far.
             base = rank + 1
+            reruns += 1
             gathered = _gather(ledger, network, ranked[base:], now_ms, consumed)
             if floors is not None:
                 floors.add(gathered)
@@ -369,6 +371,13 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
             for n in {plan[1] for plan in substituted[1]} - before:
                 slots[n] = slots.get(n, 0) + 1
     return [d for d in decisions if d is not None]
+
+
+#: Times a batch's later orders are decided again (each over the rest of the batch): past
+#: it, what an order gave up to wait stays withheld from the rest of its batch (as if
+#: taken: never more than is there), so a batch of orders that all wait costs at most
+#: this many runs more.
+MAX_RERUNS: Final = 4
 
 
 def _withheld(plans: tuple[PackagePlan, ...], later: list[Request],
