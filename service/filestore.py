@@ -16,6 +16,7 @@ from before the newest snapshot (history), and recovery does not read them.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fcntl
 import logging
@@ -23,8 +24,10 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.model import Event
 from service import logcodec
@@ -40,6 +43,9 @@ from service.store import (
 )
 
 log = logging.getLogger("allocd.store")
+
+_MARK_EVERY = 64  # history marks where one record in this many starts
+_END = 1 << 62  # (sorts after any offset)
 
 _SEGMENT = re.compile(r"^wal-(\d{20})\.log$")
 _SNAPSHOT = re.compile(r"^snapshot-(\d{20})\.bin$")
@@ -96,6 +102,9 @@ class FileEventStore(QueuedWriter, EventStore):
         self._dirty = False
         self._closing = False  # the writer writes what is queued, then leaves
         self._lock: int | None = None  # fd of <directory>/LOCK, held while open
+        self._history_pool: ThreadPoolExecutor | None = None
+        # Segment name -> (first event, byte offset) of some of its records, ascending.
+        self._marks: dict[str, list[tuple[int, int]]] = {}
 
     # ---- recovery -----------------------------------------------------------------
     async def open(self) -> Recovered:
@@ -375,40 +384,84 @@ class FileEventStore(QueuedWriter, EventStore):
             (self.directory / _snapshot_name(seq, "tmp")).unlink()
 
     async def history(self, from_seq: int, limit: int) -> list[Event]:
-        return await asyncio.to_thread(self._history, from_seq, limit)
+        """In a thread of its own (one: watchers' reads queue behind each other, never
+        ahead of the log's writes, which use the loop's pool)."""
+        if self._history_pool is None:
+            self._history_pool = ThreadPoolExecutor(1, thread_name_prefix="allocd-history")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._history_pool, self._history, from_seq, limit)
 
     def _history(self, from_seq: int, limit: int) -> list[Event]:
         """Read from the segment holding event `from_seq` on, as far as the events run
-        on without a gap; a record not (yet) whole ends the reading (the writer may be
-        appending to the last segment)."""
+        on without a gap, up to `limit` (the caller asks for no more than is durable: the
+        last segment may hold records written and not yet synced). A record not (yet)
+        whole ends the reading. Where a record starts is marked as it is passed (one in
+        _MARK_EVERY), so that a watcher reading on starts near where it left off, not at
+        the top of the segment."""
         segments = self._segments()
+        names = {path.name for _, path in segments}
+        for name in [n for n in self._marks if n not in names]:  # (deleted segments)
+            del self._marks[name]
         start = 0
         for i, (first, _) in enumerate(segments):
             if first <= from_seq:
                 start = i
         found: list[Event] = []
         for _, path in segments[start:]:
+            want = found[-1].seq + 1 if found else from_seq
+            marks = self._marks.setdefault(path.name, [])
+            at = bisect.bisect_right(marks, (want, _END)) - 1
+            offset = marks[at][1] if at >= 0 else 0
             try:
-                data = path.read_bytes()
+                with open(path, "rb") as fh:
+                    if self._read_on(fh, offset, marks, from_seq, limit, found):
+                        return found[:limit]
             except FileNotFoundError:  # (deleted by a snapshot meanwhile)
                 return found
-            offset = 0
-            while offset < len(data):
-                try:
-                    commit, offset = logcodec.load_record(data, offset)
-                except Exception:  # (torn, or being written: no further)
-                    return found
-                if not isinstance(commit, Commit) or commit.last_seq < from_seq:
-                    continue
-                for event in commit.events:
-                    if event.seq < from_seq:
-                        continue
-                    if event.seq != (found[-1].seq + 1 if found else from_seq):
-                        return found  # (the store does not hold event from_seq, or a gap)
-                    found.append(event)
-                if len(found) >= limit:
-                    return found[:limit]
         return found
+
+    @staticmethod
+    def _read_on(fh: Any, offset: int, marks: list[tuple[int, int]], from_seq: int,
+                 limit: int, found: list[Event]) -> bool:
+        """Add to `found` the events of the segment from `offset` on, marking where some
+        records start; True once no more are to be read (the limit reached, a gap, or a
+        record not whole), False at the segment's end."""
+        fh.seek(offset)
+        passed = 0
+        while True:
+            header = fh.read(logcodec.HEADER_SIZE)
+            if len(header) < logcodec.HEADER_SIZE:
+                return bool(header)  # (the end; a part of a header: being written)
+            length = int.from_bytes(header[:4], "little")
+            if length > logcodec.MAX_RECORD:
+                return True
+            payload = fh.read(length)
+            if len(payload) < length:
+                return True  # (being written)
+            try:
+                commit, _ = logcodec.load_record(header + payload)
+            except Exception:  # (torn, or being written: no further)
+                return True
+            if not isinstance(commit, Commit):
+                return True
+            if commit.events and commit.last_seq < from_seq + limit:
+                # (Only records the caller holds durable: a failed write's are cut off
+                # the log, and what is written after them starts where they did.)
+                first_seq = commit.events[0].seq
+                if passed % _MARK_EVERY == 0 and (not marks or marks[-1][0] < first_seq):
+                    marks.append((first_seq, offset))
+                passed += 1
+            offset += logcodec.HEADER_SIZE + length
+            if commit.last_seq < from_seq:
+                continue
+            for event in commit.events:
+                if event.seq < from_seq:
+                    continue
+                if event.seq != (found[-1].seq + 1 if found else from_seq):
+                    return True  # (the store does not hold from_seq, or a gap)
+                found.append(event)
+            if len(found) >= limit:
+                return True
 
     async def close(self) -> None:
         """Stop writing, once what was queued is written (QueuedWriter): a write cut
@@ -428,6 +481,9 @@ class FileEventStore(QueuedWriter, EventStore):
                 os.fsync(self._file)
                 os.close(self._file)
             self._file = None
+        if self._history_pool is not None:
+            self._history_pool.shutdown(wait=False)  # (a read under way ends on its own)
+            self._history_pool = None
         self._unlock()
 
     def forked(self) -> None:

@@ -253,13 +253,22 @@ class RedisEventStore(QueuedWriter, EventStore):
         await self._drop_unpublished(seq)
 
     async def history(self, from_seq: int, limit: int) -> list[Event]:
+        """Raises StoreUnavailable while the store is not open or Redis does not answer:
+        [] would tell the watcher its place is gone for good."""
         if self._client is None:
-            return []
+            raise StoreUnavailable("the Redis store is reconnecting; resume shortly")
+        try:
+            return await self._history(self._client, from_seq, limit)
+        except (redis.RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis: {error}") from error
+
+    async def _history(self, client: aioredis.Redis, from_seq: int,
+                       limit: int) -> list[Event]:
         found: list[Event] = []
         start = f"{from_seq}-0"  # (an entry's id is its commit's last event)
         while len(found) < limit:
-            entries = await self._client.xrange(self.log_key, min=start, max="+",
-                                                count=READ_BATCH)
+            entries = await client.xrange(self.log_key, min=start, max="+",
+                                          count=min(READ_BATCH, limit - len(found) + 1))
             if not entries:
                 break
             for _, fields in entries:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import bisect
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -162,8 +164,10 @@ class EventStore(abc.ABC):
     async def history(self, from_seq: int, limit: int) -> list[Event]:
         """Up to `limit` logged events from `from_seq` on, in order, for a watcher behind
         the events the engine keeps in memory (after a restart, those after the
-        snapshot): [] if the store no longer holds event `from_seq`. The file and Redis
-        stores keep the log from the snapshot before the newest on."""
+        snapshot): [] if the store no longer holds event `from_seq`. The caller asks for
+        no more than is durable (the log may hold records written and not yet synced).
+        The file and Redis stores keep the log from the snapshot before the newest on;
+        raises StoreUnavailable when the store cannot be read just now."""
         return []
 
     @abc.abstractmethod
@@ -227,15 +231,20 @@ class MemoryEventStore(EventStore):
 
     def __init__(self) -> None:
         self._commits: list[Commit] = []
+        self._last_seqs: list[int] = []  # each commit's last event (0: none), ascending
 
     async def open(self) -> Recovered:
         return Recovered(None, list(self._commits))
 
     async def append(self, commit: Commit) -> None:
         self._commits.append(commit)
+        self._last_seqs.append(commit.last_seq or (self._last_seqs[-1] if self._last_seqs
+                                                   else 0))
 
     async def history(self, from_seq: int, limit: int) -> list[Event]:
-        return events_from(self._commits, from_seq, limit)
+        # (From the first commit that holds from_seq: a search, not a walk of them all.)
+        first = bisect.bisect_left(self._last_seqs, from_seq)
+        return events_from(itertools.islice(self._commits, first, None), from_seq, limit)
 
     async def close(self) -> None:
         return None

@@ -302,3 +302,14 @@ def test_a_watcher_resumes_from_before_the_snapshot_after_a_restart(redis_server
     earlier, last = asyncio.run(first())
     assert asyncio.run(asyncio.wait_for(second(earlier, last), 30)) == list(
         range(earlier + 1, last + 1))
+
+
+def test_a_redis_store_not_open_says_unavailable_to_a_watcher_rather_than_gone():
+    """While the store reconnects, [] told a watcher behind memory that its place in the
+    log was gone for good (INVALID_ARGUMENT): it is UNAVAILABLE, to be retried."""
+    from service.redisstore import RedisEventStore
+    from service.store import StoreUnavailable
+
+    store = RedisEventStore("redis://127.0.0.1:1")
+    with pytest.raises(StoreUnavailable, match="reconnecting"):
+        asyncio.run(store.history(1, 10))
