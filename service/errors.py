@@ -80,8 +80,7 @@ def unary(handler: F) -> F:
             outcome = type(error).__name__
             raise
         finally:
-            if who is not None:
-                _audit(self, request, who, handler.__name__, outcome)
+            _audit(self, request, who, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
 
@@ -118,8 +117,10 @@ def _audited_as(servicer: Any, request: Any, context: Context) -> str | None:
     return who or (str(peer()) if peer else "")
 
 
-def _audit(servicer: Any, request: Any, who: str, method: str, outcome: str) -> None:
-    """Mutating calls go to the engine's audit log."""
+def _audit(servicer: Any, request: Any, who: str | None, method: str, outcome: str) -> None:
+    """Mutating calls go to the engine's audit log (`who` None: a call not audited)."""
+    if who is None:
+        return
     engine = servicer.engine
     engine.audit.record(engine.clock(), who, method, request.request_id, outcome)
 
@@ -184,8 +185,7 @@ def streaming(handler: G) -> G:
         finally:
             # A mutating one (Reoptimize: it carries a request id) is audited as a unary
             # call is; a read (WatchInventoryEvents) is not.
-            if who is not None:
-                _audit(self, request, who, handler.__name__, outcome)
+            _audit(self, request, who, handler.__name__, outcome)
 
     return wrapper  # type: ignore[return-value]
 
