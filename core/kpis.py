@@ -346,12 +346,15 @@ class KpiBook:
                 for scope in definition.scopes:
                     if scope not in wanted_scopes:
                         continue
-                    found = ([""] if scope == "all"
-                             else self.subjects(definition.denominator or definition.numerator,
-                                                scope))
+                    counter = definition.denominator or definition.numerator
+                    if scope == "all":
+                        found = [""]
+                    elif subjects:  # (those asked for: not every subject sorted, then sifted)
+                        known = self.subjects_of.get((counter, scope), set())
+                        found = sorted({s for s in subjects if s in known})
+                    else:
+                        found = self.subjects(counter, scope)
                     for subject in found:
-                        if subjects and scope != "all" and subject not in subjects:
-                            continue
                         out.append(self.value(definition, window, scope, subject, now_ms,
                                               trend))
         return out

@@ -127,7 +127,21 @@ def _act(p: Plan, rule: Rule, spec: ActionSpec) -> str:
             spec.requested_by, f"{spec.action_type.name.lower()} {spec.subject}: {spec.reason}",
             command=spec))
         return ""
+    if _in_force(p, spec):
+        # (Once, not twice: a routing penalty applied again on each firing doubled the
+        # node's penalty, and a second hold's reversal put back the first's value.)
+        return ""
     return apply_action(p, spec, spec.requested_by).action_id
+
+
+def _in_force(p: Plan, spec: ActionSpec) -> bool:
+    """Whether an action of the kind is in force on the subject already, or applied by
+    this very command (two rules of a kind firing together)."""
+    if p.ledger.ops.active_action(spec.action_type, spec.subject) is not None:
+        return True
+    return any(e.kind == EventKind.ACTION_APPLIED and isinstance(e.payload, ActionInfo)
+               and e.payload.spec.action_type == spec.action_type
+               and e.payload.spec.subject == spec.subject for e in p.events)
 
 
 def _return_rate(p: Plan, rule: Rule, sku_id: str) -> None:

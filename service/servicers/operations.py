@@ -38,6 +38,11 @@ EMERGENCY = {
 }
 
 
+#: Subjects a GetKpis call may name.
+MAX_KPI_SUBJECTS = 1000
+_RULE_KINDS = frozenset(int(kind) for kind in RuleKind)
+
+
 def kpi_to_proto(value: KpiValue) -> pb.Kpi:
     return pb.Kpi(name=value.name, window=WINDOW_CODE[value.window], scope=value.scope,
                   subject=value.subject, value=value.value, numerator=value.numerator,
@@ -56,6 +61,14 @@ def kpis_response(ledger: Ledger, now_ms: int, request: pb.GetKpisRequest) -> pb
             raise InvalidArgument(f"scopes[{i}]: unknown scope {scope!r}; known: "
                                   f"{', '.join(SCOPES)}",
                                   f"scopes[{i}]")
+    if "sku" in request.scopes and not request.subjects:
+        # (Every SKU sold: seconds of work on the server's loop at a million SKUs, for an
+        # answer past the message size limit.)
+        raise InvalidArgument("the sku scope is read for the SKUs named in subjects",
+                              "subjects")
+    if len(request.subjects) > MAX_KPI_SUBJECTS:
+        raise InvalidArgument(f"subjects has {len(request.subjects)} entries; at most "
+                              f"{MAX_KPI_SUBJECTS}", "subjects")
     windows = []
     for i, code in enumerate(request.windows):
         if code not in WINDOW_OF:
@@ -100,6 +113,8 @@ def rule_from_proto(msg: pb.Rule, i: int) -> Rule:
         raise InvalidArgument("window must be hour, day or week", f"rules[{i}].window")
     if msg.kind == pb.RULE_KIND_UNSPECIFIED:
         raise InvalidArgument("kind is required", f"rules[{i}].kind")
+    if msg.kind not in _RULE_KINDS:
+        raise InvalidArgument(f"unknown rule kind {msg.kind}", f"rules[{i}].kind")
     return Rule(msg.rule_id, RuleKind(msg.kind), msg.enabled, WINDOW_OF[msg.window],
                 msg.threshold, msg.min_count, msg.baseline_floor, msg.penalty_micros,
                 msg.requires_approval)

@@ -85,6 +85,30 @@ def test_get_kpis_refuses_unknown_names_scopes_and_windows(api, operations):
         assert field in error.details()
 
 
+def test_the_sku_scope_is_read_for_the_skus_named_and_no_more(api, operations):
+    """Every SKU sold, asked for at once, was seconds of work on the server's loop at a
+    million SKUs (every call waited), for an answer past the message size limit."""
+    error = api.rejects(grpc.StatusCode.INVALID_ARGUMENT, operations.GetKpis,
+                        ops.GetKpisRequest(scopes=["sku"]))
+    assert "subjects" in error.details()
+    error = api.rejects(grpc.StatusCode.INVALID_ARGUMENT, operations.GetKpis,
+                        ops.GetKpisRequest(scopes=["node"],
+                                           subjects=[f"s{i}" for i in range(1001)]))
+    assert "at most 1000" in error.details()
+    named = operations.GetKpis(ops.GetKpisRequest(scopes=["sku"], subjects=["NO-SUCH-SKU"]),
+                               timeout=RPC_TIMEOUT_S)
+    assert not named.kpis
+
+
+def test_a_rule_of_an_unknown_kind_is_refused_as_invalid(api, operations):
+    current = operations.GetRules(ops.GetRulesRequest(), timeout=RPC_TIMEOUT_S).rules
+    bad = ops.SetRulesRequest(request_id=rid(), expected_version=current.version,
+                              rules=[ops.Rule(rule_id="x", kind=99, window=ops.KPI_WINDOW_DAY,
+                                              threshold=1)])
+    error = api.rejects(grpc.StatusCode.INVALID_ARGUMENT, operations.SetRules, bad)
+    assert "kind" in error.details()
+
+
 def test_a_large_count_variance_raises_an_alert_a_task_and_a_sales_hold(api, cat,
                                                                          operations):
     sku, node = cat.skus[0], cat.nodes[0]

@@ -123,6 +123,26 @@ def test_a_rule_without_approval_applies_its_action_at_once():
     assert ledger.ops.node_penalty == {0: 5_000_000}
 
 
+def test_a_rule_that_fires_again_does_not_apply_its_action_twice():
+    """Acknowledged, and firing again past its window while the node is still late: a
+    second routing penalty was added to the first (10,000,000 on the node, and growing
+    with each firing)."""
+    ledger, events = world(**{"node-late-shipments": {"requires_approval": False}})
+    ship_late(ledger, events, 3)
+    (alert,) = alerts(ledger, "node-late-shipments")
+    run(ledger, events, NOW, c.AcknowledgeAlert(alert.info.alert_id, "ops-lead"))
+    # (n1 closed: the later orders ship from n0 whatever its penalty)
+    run(ledger, events, NOW, c.UpsertNodes((dataclasses.replace(ledger.catalog.nodes[1],
+                                                                enabled=False),)))
+    later = NOW + 2 * DAY_MS  # past the rule's window since the acknowledgement
+    for i in range(3):
+        sell_and_ship(ledger, events, f"later-{i}", "socks", 1, at=later - DAY_MS,
+                      shipped_at=later)
+    assert len(alerts(ledger, "node-late-shipments")) == 2  # it fired again
+    assert ledger.ops.node_penalty == {0: 5_000_000}
+    assert len(ledger.ops.active_action_records()) == 1
+
+
 # ---- cycle-count variance ------------------------------------------------------------------
 def sellable(ledger: Ledger, sku: str, node: str) -> int:
     table = available_to_sell(ledger, np.array([ledger.catalog.sku(sku)]),
