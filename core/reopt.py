@@ -201,9 +201,14 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
         versions[order_id] = order_version(ledger, record)
         takes[order_id] = order_takes
         costs[order_id] = (sum(s.plan.total_micros for s in live), len(live), backordered)
-        if max_orders and len(reqs) >= max_orders:
-            break
     reqs.sort(key=priority_key)
+    if max_orders and len(reqs) > max_orders:
+        # The highest priority first (the oldest were taken before, whatever their tier).
+        del reqs[max_orders:]
+        kept = {req.spec.order_id for req in reqs}
+        versions = {i: v for i, v in versions.items() if i in kept}
+        takes = {i: t for i, t in takes.items() if i in kept}
+        costs = {i: c for i, c in costs.items() if i in kept}
     n_nodes = ledger.catalog.n_nodes
     if not reqs:
         empty = np.zeros(0, np.int64)

@@ -299,3 +299,16 @@ def test_a_plan_applied_after_its_node_filled_up_for_the_day_is_refused():
     assert outcome.detail.applied == () and outcome.detail.no_longer_fits == ("o1",)
     assert book.node_day_orders[key] == 1 and not book.orders["o1"].package_ids
     assert ledger.checksum() == before
+
+
+def test_at_most_max_orders_are_taken_highest_priority_first():
+    """The request says "highest priority first": the oldest orders were taken up to the
+    limit, whatever their tier."""
+    ledger = _ledger({("a", "n0"): 5, ("b", "n2"): 5})
+    execute(ledger, c.AllocateOrders((_order("older", {"a": 1}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("newer", {"b": 1})._replace(
+        tier=SlaTier.PREMIUM),)), NOW)
+    problem = reopt.collect(ledger, NOW, max_orders=1)
+    assert problem.order_ids == ["newer"]
+    assert len(problem.versions) == 1
+    assert reopt.collect(ledger, NOW).order_ids == ["newer", "older"]
