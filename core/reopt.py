@@ -41,7 +41,7 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -797,9 +797,18 @@ class Solution:
         return list(zip(self.cands.take_line[a:b].tolist(), self.cands.take_node[a:b].tolist(),
                         self.cands.take_qty[a:b].tolist(), strict=True))
 
-    def totals(self, which: str) -> tuple[int, int, int]:
-        """(shipping micros, packages, backordered units) of the current or new plans."""
+    def totals(self, which: str, applied: Iterable[str] | None = None
+               ) -> tuple[int, int, int]:
+        """(shipping micros, packages, backordered units) of the current or new plans; the
+        new with only the orders `applied` on theirs, when given (the others kept the
+        current plans: changed meanwhile, or no longer fitting)."""
         picks = self.cands.first() if which == "old" else self.chosen
+        if applied is not None and which != "old":
+            index = {order_id: o for o, order_id in enumerate(self.problem.order_ids)}
+            picks = self.cands.first().copy()
+            for order_id in applied:
+                o = index[order_id]
+                picks[o] = self.chosen[o]
         return (int(self.cands.cost[picks].sum()), int(self.cands.packages[picks].sum()),
                 int(self.cands.backorder[picks].sum()))
 

@@ -42,7 +42,9 @@ def _options(request: pb.ReoptimizeRequest, workers: int) -> reopt.ReoptOptions:
 
 def _summary(solution: reopt.Solution, result: ReplanResult | None) -> pb.ReoptimizeSummary:
     old_cost, old_pkgs, old_back = solution.totals("old")
-    new_cost, new_pkgs, new_back = solution.totals("new")
+    # (Applied: what was, less the orders the apply kept as they were.)
+    new_cost, new_pkgs, new_back = solution.totals(
+        "new", result.applied if result is not None else None)
     bound = solution.lower_bound
     changed = [solution.problem.order_ids[o] for o in solution.changed().tolist()]
     summary = pb.ReoptimizeSummary(

@@ -312,3 +312,15 @@ def test_at_most_max_orders_are_taken_highest_priority_first():
     assert problem.order_ids == ["newer"]
     assert len(problem.versions) == 1
     assert reopt.collect(ledger, NOW).order_ids == ["newer", "older"]
+
+
+def test_the_totals_of_what_was_applied_count_only_the_orders_applied():
+    """The summary of an applied run reported the solver's plans, though orders whose plan
+    no longer fitted were kept as they were: all dropped, it still said 3 packages fewer."""
+    ledger = _ledger({("a", "n0"): 1, ("b", "n0"): 1, ("a", "n1"): 1}, n1=(40.1, -75.1))
+    execute(ledger, c.AllocateOrders((_order("first", {"a": 1}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("second", {"a": 1, "b": 1}),)), NOW)
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    assert solution.totals("new") != solution.totals("old")
+    assert solution.totals("new", ()) == solution.totals("old")
+    assert solution.totals("new", ("first", "second")) == solution.totals("new")
