@@ -343,6 +343,15 @@ def complete_task(p: Plan, cmd: c.CompleteTask) -> str:
             action = found
     if action is not None and action.active:
         _reverse(p, action.info.action_id, cmd.actor, f"task {cmd.task_id} completed")
+    alert = ops.alerts.get(record.info.alert_id)
+    if alert is not None and alert.ack is None and all(
+            ops.tasks[task_id].done is not None or task_id == cmd.task_id
+            for task_id in alert.task_ids):
+        # Its follow-up is done: the alert closes with it. Left open, it kept its rule
+        # quiet for the subject for good (a later count far off raised nothing).
+        p.add(EventKind.ALERT_ACKNOWLEDGED, reference=alert.info.alert_id,
+              payload=AlertAck(alert.info.alert_id, cmd.actor,
+                               f"its tasks are done (the last: {cmd.task_id})"))
     return cmd.task_id
 
 

@@ -179,6 +179,28 @@ def test_a_count_variance_at_the_threshold_holds_the_sku_until_the_recount_task_
     assert ledger.quantity(mug, n0, Bucket.QUARANTINED) == 10
 
 
+def test_an_alert_whose_tasks_are_done_closes_and_the_rule_fires_again_later():
+    """Its recount done and the variance settled, an alert nobody acknowledged kept the rule
+    quiet for the SKU at the node for good: a month later a count 60 units short raised
+    no alert, no hold and no recount."""
+    ledger, events = world()
+    count = run(ledger, events, NOW, c.SubmitCycleCount((c.CountLine("mug", "n0", 210),)))
+    (alert,) = alerts(ledger, "count-variance")
+    (task_id,) = alert.task_ids
+    run(ledger, events, NOW, c.CompleteTask(task_id, "counter", "inventory_control",
+                                            "recounted: 210"))
+    assert alert.ack is not None and task_id in alert.ack.note
+    assert not ledger.ops.open_alert_records()
+    later = NOW + 30 * DAY_MS
+    run(ledger, events, later, c.ResolveException(count.detail.lines[0].exception_id,
+                                                  Resolution.APPROVE, actor="boss",
+                                                  role="operations"))
+    run(ledger, events, later, c.SubmitCycleCount((c.CountLine("mug", "n0", 150),)))
+    assert len(alerts(ledger, "count-variance")) == 2
+    assert ledger.safety_stock(ledger.catalog.sku("mug"), ledger.catalog.node("n0")) == (
+        RESTRICTED_SAFETY)
+
+
 # ---- node disruption ---------------------------------------------------------------------------
 def short_pick(ledger, events, order_id):
     run(ledger, events, NOW, c.AllocateOrders((order(order_id, "web", ("socks", 2)),)))
