@@ -16,7 +16,7 @@ import numpy as np
 
 from core import commands as c
 from core.adjustments import FREE_BUCKETS, adjust
-from core.alerts import ActionType
+from core.alerts import ActionType, ActionUndo
 from core.availability import sale_floors
 from core.catalog import MAX_CHANNELS
 from core.demand import DemandForecast
@@ -487,6 +487,15 @@ def _upsert_nodes(p: _Plan, cmd: c.UpsertNodes) -> None:
         if dense is None:
             dense = next_dense
             next_dense += 1
+        elif spec.enabled != cat.nodes[dense].enabled:
+            # Set by hand, the flag is no longer an emergency shutdown's to undo: its
+            # action ends (else a later shutdown approved was skipped as in force, and
+            # reversing the old one enabled a node closed by hand since).
+            found = p.ledger.ops.active_action(ActionType.DISABLE_NODE, spec.node_id)
+            if found is not None:
+                p.add(EventKind.ACTION_REVERSED, reference=found.info.action_id, node=dense,
+                      payload=ActionUndo(found.info.action_id, "",
+                                         "superseded: the node was set by hand"))
         p.add(EventKind.NODE_UPSERTED, node=dense, payload=spec)
 
 

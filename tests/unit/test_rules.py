@@ -321,6 +321,27 @@ def test_disabling_a_node_in_an_emergency_needs_someone_else_to_approve_it():
                                              reason="again"))
 
 
+def test_a_node_set_by_hand_ends_the_emergency_shutdown_it_overrides():
+    """Re-enabled by an admin while its shutdown was in force, the shutdown stayed "in
+    force": a later emergency shutdown, approved, was skipped (the node stayed open), and
+    reversing the old one enabled the node an admin had closed by hand since."""
+    ledger, events = world()
+    node = ledger.catalog.nodes[0]
+    first = emergency(ledger, events, ActionSpec(ActionType.DISABLE_NODE, node_id="n0",
+                                                 reason="flooded"))
+    run(ledger, events, NOW, c.DecideApproval(first, True, *MANAGER))
+    (old,) = ledger.ops.actions.values()
+    run(ledger, events, NOW, c.UpsertNodes((dataclasses.replace(node, enabled=True),)))
+    assert not ledger.ops.active_action_records()  # superseded by the hand
+    second = emergency(ledger, events, ActionSpec(ActionType.DISABLE_NODE, node_id="n0",
+                                                  reason="flooded again"))
+    run(ledger, events, NOW, c.DecideApproval(second, True, *MANAGER))
+    assert not ledger.catalog.nodes[0].enabled
+    with pytest.raises(FailedPrecondition, match="reversed already"):
+        execute(ledger, c.ReverseAction(old.info.action_id, "ops-lead"), NOW)
+    assert not ledger.catalog.nodes[0].enabled
+
+
 def test_a_safety_stock_only_channel_sells_only_above_its_reserve():
     ledger, events = world()
     approval_id = emergency(ledger, events, ActionSpec(
