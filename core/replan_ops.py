@@ -137,19 +137,92 @@ def _days(plans: Iterable[Any]) -> set[tuple[int, int]]:
     return {(plan.node, plan.ship_ms // DAY_MS) for plan in plans}
 
 
-def _overfilled(p: Plan, accepted: list[tuple[OrderRecord, c.Replan, Request, Decision]],
-                capacity: np.ndarray) -> set[tuple[int, int]]:
-    """The (node, day) slots the accepted plans would fill past the node's daily capacity,
-    where they add orders."""
-    change: dict[tuple[int, int], int] = {}
-    for record, _, _, decision in accepted:
-        for key in _days(s.plan for s in _live(p, record)):
+_Accepted = tuple[OrderRecord, c.Replan, Request, Decision]
+
+
+def _fitting(p: Plan, accepted: list[_Accepted], floors: FloorTable,
+             misfit: list[str]) -> list[_Accepted]:
+    """The accepted plans that fit together, the others' order ids added to `misfit`.
+    Capacity: each order gives back its slot at each node and day it shipped from and
+    takes one at each it will; where a node would take more orders on a day than its
+    daily capacity (orders allocated since the plan was made filled it), the order of
+    lowest priority that adds one there is dropped. Stock likewise: each gives back its
+    units and takes its new ones; where a SKU x node would end below a taker's sale floor,
+    the taker of lowest priority is dropped. One at a time (capacity first), until all
+    fit. What each drop changes is counted, not everything again: with thousands of plans
+    gone stale while the solver ran, counting all again for each drop held the server for
+    seconds (minutes at ten thousand)."""
+    ledger = p.ledger
+    capacity = _daily_capacity(ledger)
+    taken = ledger.orders.node_day_orders
+    change: dict[tuple[int, int], int] = {}  # (node, day) -> slots taken less given back
+    adders: dict[tuple[int, int], set[int]] = {}  # (node, day) -> orders adding a slot
+    delta: dict[tuple[int, int], int] = {}  # (sku, node) -> units given back less taken
+    takers: dict[tuple[int, int], dict[int, int]] = {}  # (sku, node) -> order -> channel
+    parts = []
+    for i, (record, _, _, decision) in enumerate(accepted):
+        live = _live(p, record)
+        gives, takes = _days(s.plan for s in live), _days(decision.packages)
+        back: dict[tuple[int, int], int] = {}
+        for state in live:
+            for line in state.plan.lines:
+                key = (line.sku, state.plan.node)
+                back[key] = back.get(key, 0) + state.quantities.get(line.line_id, 0)
+        for pkg in decision.packages:
+            for line in pkg.lines:
+                key = (line.sku, pkg.node)
+                back[key] = back.get(key, 0) - line.quantity
+        channel = ledger.catalog.channel(record.spec.channel_id)
+        take_keys = {(line.sku, pkg.node) for pkg in decision.packages for line in pkg.lines}
+        parts.append((gives, takes, back, take_keys))
+        for key in gives:
             change[key] = change.get(key, 0) - 1
-        for key in _days(decision.packages):
+        for key in takes:
             change[key] = change.get(key, 0) + 1
-    taken = p.ledger.orders.node_day_orders
-    return {key for key, more in change.items()
-            if more > 0 and taken.get(key, 0) + more > capacity[key[0]]}
+        for key in takes - gives:
+            adders.setdefault(key, set()).add(i)
+        for key, units in back.items():
+            delta[key] = delta.get(key, 0) + units
+        for key in take_keys:
+            takers.setdefault(key, {})[i] = channel
+
+    def over(key: tuple[int, int]) -> bool:
+        more = change.get(key, 0)
+        return more > 0 and taken.get(key, 0) + more > capacity[key[0]]
+
+    def short_at(key: tuple[int, int]) -> bool:
+        after = ledger.quantity(key[0], key[1], Bucket.AVAILABLE) + delta.get(key, 0)
+        return any(after < floors[(channel, key[0], key[1])]
+                   for channel in set(takers.get(key, {}).values()))
+
+    full = {key for key in change if over(key)}
+    short = {key for key in takers if short_at(key)}
+    dropped: set[int] = set()
+    while full or short:
+        if full:
+            i = max(max(adders[key]) for key in full)
+        else:
+            i = max(max(takers[key]) for key in short)
+        dropped.add(i)
+        misfit.append(accepted[i][0].spec.order_id)
+        gives, takes, back, take_keys = parts[i]
+        for key in gives:
+            change[key] += 1
+        for key in takes:
+            change[key] -= 1
+        for key in takes - gives:
+            adders[key].discard(i)
+        for key in gives | takes:
+            (full.add if over(key) else full.discard)(key)
+        for key, units in back.items():
+            delta[key] -= units
+        for key in take_keys:
+            del takers[key][i]
+            if not takers[key]:
+                del takers[key]
+        for key in set(back) | take_keys:
+            (short.add if key in takers and short_at(key) else short.discard)(key)
+    return [a for i, a in enumerate(accepted) if i not in dropped]
 
 
 def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
@@ -183,48 +256,7 @@ def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
     floors = FloorTable()
     if accepted:
         floors = _gather(ledger, ledger.network(), [a[2] for a in accepted], p.now_ms).floors()
-    capacity = _daily_capacity(ledger)
-    while accepted:
-        full = _overfilled(p, accepted, capacity)
-        if full:
-            for i in range(len(accepted) - 1, -1, -1):
-                record, _, _, decision = accepted[i]
-                if _days(decision.packages) & full - _days(s.plan for s in _live(p, record)):
-                    misfit.append(record.spec.order_id)
-                    del accepted[i]
-                    break
-            else:  # (a slot filled further has an order that adds to it: never here)
-                raise AssertionError(f"no order adds to the full slots {sorted(full)}")
-            continue
-        delta: dict[tuple[int, int], int] = {}
-        for record, _, _, decision in accepted:
-            for state in _live(p, record):
-                for line in state.plan.lines:
-                    qty = state.quantities.get(line.line_id, 0)
-                    key = (line.sku, state.plan.node)
-                    delta[key] = delta.get(key, 0) + qty
-            for pkg in decision.packages:
-                for line in pkg.lines:
-                    key = (line.sku, pkg.node)
-                    delta[key] = delta.get(key, 0) - line.quantity
-        short: set[tuple[int, int]] = set()
-        for record, _, _, decision in accepted:
-            channel = ledger.catalog.channel(record.spec.channel_id)
-            for pkg in decision.packages:
-                for line in pkg.lines:
-                    key = (line.sku, pkg.node)
-                    after = ledger.quantity(line.sku, pkg.node, Bucket.AVAILABLE) + delta[key]
-                    if after < floors[(channel, line.sku, pkg.node)]:
-                        short.add(key)
-        if not short:
-            break
-        for i in range(len(accepted) - 1, -1, -1):
-            decision = accepted[i][3]
-            if any((line.sku, pkg.node) in short for pkg in decision.packages
-                   for line in pkg.lines):
-                misfit.append(accepted[i][0].spec.order_id)
-                del accepted[i]
-                break
+    accepted = _fitting(p, accepted, floors, misfit)
     old_cost = new_cost = 0
     for record, _, _, decision in accepted:
         live = _live(p, record)
