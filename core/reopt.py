@@ -50,15 +50,18 @@ import numpy as np
 from core.allocation import STATUS_ALLOCATED, BatchResult, OrderBatch, run_allocation
 from core.commands import Replan
 from core.decisions import (
+    SHIPS_TODAY,
+    SHIPS_TOMORROW,
     UNLIMITED_CAPACITY,
     Request,
     _gather,
     capacity_left,
     priority_key,
+    ship_days,
 )
 from core.ledger import Ledger
 from core.network import CompiledNetwork
-from core.orders import OptionKind, OrderRecord, PackageStatus
+from core.orders import DAY_MS, OptionKind, OrderRecord, PackageStatus
 
 BIG_STOCK = 1 << 30
 #: Objective weight of a unit left backordered (micros): large enough that serving a
@@ -171,6 +174,7 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
     versions: dict[str, Version] = {}
     takes: dict[str, list[tuple[str, int, int]]] = {}  # order -> (line_id, node, qty)
     costs: dict[str, tuple[int, int, int]] = {}
+    slots: dict[str, set[tuple[int, int]]] = {}  # order -> the (node, day) slots it holds
     # Only open orders can be eligible (OrderBook.open_orders): taken in arrival order, as
     # a walk of every order received found them.
     candidates = sorted((book.orders[i] for i in book.open_orders), key=_arrival)
@@ -201,6 +205,7 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
         versions[order_id] = order_version(ledger, record)
         takes[order_id] = order_takes
         costs[order_id] = (sum(s.plan.total_micros for s in live), len(live), backordered)
+        slots[order_id] = {(s.plan.node, s.plan.ship_ms // DAY_MS) for s in live}
     reqs.sort(key=priority_key)
     if max_orders and len(reqs) > max_orders:
         # The highest priority first (the oldest were taken before, whatever their tier).
@@ -241,9 +246,15 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
     left = capacity_left(ledger, book, now_ms)
     finite = [n for n in range(n_nodes) if left[n] < UNLIMITED_CAPACITY // 2]
     if finite:
+        # The slots the problem's own orders hold on the day a new plan ships (what
+        # capacity_left counts): a re-plan gives them back. One held on another day (an
+        # order allocated yesterday, not yet released) frees none of today's.
+        today = now_ms // DAY_MS
+        counted = [{today} if day == SHIPS_TODAY else {today + 1} if day == SHIPS_TOMORROW
+                   else {today, today + 1} for day in ship_days(ledger, now_ms)]
         mine = np.zeros(n_nodes, np.int64)
         for req in reqs:
-            for node in {node for _, node, _ in takes[req.spec.order_id]}:
+            for node in {n for n, day in slots[req.spec.order_id] if day in counted[n]}:
                 mine[node] += 1
         for n in finite:
             capacity[n] = max(int(left[n]), 0) + int(mine[n])

@@ -422,3 +422,22 @@ def test_stale_plans_are_dropped_as_one_at_a_time_would_drop_them(seed):
         slow = execute(twin, plans, NOW).detail
     assert (fast.applied, fast.no_longer_fits) == (slow.applied, slow.no_longer_fits)
     assert ledger.checksum() == twin.checksum()
+
+
+def test_a_slot_held_on_another_day_is_not_counted_as_given_back_today():
+    """n0 takes one order a day and today's is taken. An order allocated there yesterday
+    (not yet released) holds yesterday's slot: counted as one a re-plan gives back, the
+    problem gave n0 two slots today, and the plan it chose could not be applied."""
+    ledger = _ledger({("a", "n0"): 1, ("b", "n1"): 1, ("c", "n0"): 1}, n1=(40.1, -75.1))
+    execute(ledger, c.UpsertNodes((NodeSpec("n0", latitude=40.0, longitude=-75.0,
+                                            daily_capacity=1),)), NOW - DAY_MS)
+    execute(ledger, c.AllocateOrders((_order("first", {"a": 1, "b": 1})._replace(
+        deliver_by_ms=NOW + 10 * DAY_MS),)), NOW - DAY_MS)
+    execute(ledger, c.AllocateOrders((_order("z", {"c": 1}),)), NOW)
+    problem = reopt.collect(ledger, NOW)
+    n0 = ledger.catalog.node("n0")
+    holding_today = sum(1 for o in problem.order_ids if any(
+        ledger.orders.packages[p].plan.node == n0
+        and ledger.orders.packages[p].plan.ship_ms // DAY_MS == NOW // DAY_MS
+        for p in ledger.orders.orders[o].package_ids))
+    assert problem.capacity[n0] == holding_today  # none left today, but theirs
