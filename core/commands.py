@@ -149,6 +149,7 @@ class CountLine:
 class SubmitCycleCount:
     lines: tuple[CountLine, ...]
     reference: str = ""
+    actor: str = ""  # who counted: a variance held for approval is settled by someone else
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,10 +83,34 @@ class HeldVariance:
     # expiry, whether the count closed it). A refusal puts them back. Older logs and
     # snapshots have none (read with `taken_of`).
     taken: tuple[tuple[str, int, int, int, bool], ...] = field(default=(), repr=False)
+    # Who submitted the count: not the one who approves or rejects its variance. Older
+    # logs and snapshots do not say (read with `counted_by_of`).
+    counted_by: str = field(default="", repr=False)
 
 
 def taken_of(held: HeldVariance) -> tuple[tuple[str, int, int, int, bool], ...]:
     return getattr(held, "taken", ())  # (unset in one unpickled from an older snapshot)
+
+
+def counted_by_of(held: HeldVariance) -> str:
+    return getattr(held, "counted_by", "")  # (unset in one unpickled from an older snapshot)
+
+
+@mypyc_attr(native_class=False)
+@dataclass(frozen=True, slots=True)
+class CountHold:
+    """Payload of COUNT_VARIANCE_HELD: the reservations it took units from (see
+    HeldVariance.taken) and who counted. Older logs carry the bare tuple, or None."""
+
+    taken: tuple[tuple[str, int, int, int, bool], ...]
+    counted_by: str
+
+
+def count_hold_of(payload: object) -> CountHold:
+    """A COUNT_VARIANCE_HELD payload, as logged now or before counters were recorded."""
+    if isinstance(payload, CountHold):
+        return payload
+    return CountHold(tuple(payload) if isinstance(payload, tuple) else (), "")
 
 
 #: Reallocations of any shard's arrays, ever (Shard.__setattr__): Ledger.kernel_views
@@ -534,14 +558,16 @@ class Ledger:
         elif kind == EventKind.COUNT_VARIANCE_HELD:
             held = self.held_variances.get(e.reference)
             if held is None:
+                hold = count_hold_of(e.payload)
                 self.held_variances[e.reference] = HeldVariance(
                     e.reference, e.sku, e.node, e.expected, e.counted, e.quantity, e.time_ms,
-                    e.payload or ())
+                    hold.taken, hold.counted_by)
                 where = f"{self.catalog.sku_ids[e.sku]}@{self.catalog.nodes[e.node].node_id}"
+                by = f" by {hold.counted_by}" if hold.counted_by else ""
                 self.exceptions.raise_(e.reference, ExceptionInfo(
                     ExceptionType.COUNT_VARIANCE, "",
-                    f"counted {e.counted}, ledger had {e.expected}; {e.quantity} units "
-                    "quarantined until approved", where), e.time_ms, e.seq)
+                    f"counted {e.counted}{by}, ledger had {e.expected}; {e.quantity} units "
+                    "quarantined until approved by someone else", where), e.time_ms, e.seq)
 
     def _apply_other(self, e: Event) -> None:
         kind = e.kind
@@ -664,8 +690,9 @@ class Ledger:
             h.update(repr((inbound_key, line.remaining, line.expected_ms)).encode())
         for exception_id in sorted(self.held_variances):
             variance = self.held_variances[exception_id]
-            taken = taken_of(variance)
-            h.update(repr((variance, taken) if taken else variance).encode())
+            taken, by = taken_of(variance), counted_by_of(variance)
+            h.update(repr((variance, taken, by) if by else (variance, taken) if taken
+                          else variance).encode())
         h.update(repr([(s.node_id, s.enabled) for s in self.catalog.nodes]).encode())
         h.update(repr(self.network_spec).encode())
         h.update(repr(self.returns.policy).encode())

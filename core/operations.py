@@ -29,7 +29,7 @@ from core.errors import (
     NotFound,
 )
 from core.finance import LandedCost
-from core.ledger import Ledger
+from core.ledger import CountHold, Ledger, count_hold_of
 from core.model import LINE_VALUE_MAX, MONEY_MAX, Bucket, Event, EventKind
 from core.network import compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
@@ -360,7 +360,8 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
                 holding.append(len(p.events))
             p.add(EventKind.COUNT_VARIANCE_HELD, quantity=held,
                   from_bucket=Bucket.EXTERNAL if variance > 0 else Bucket.AVAILABLE,
-                  to_bucket=Bucket.QUARANTINED, payload=tuple(taken) or None, **common)
+                  to_bucket=Bucket.QUARANTINED, payload=_hold_payload(tuple(taken), cmd.actor),
+                  **common)
         outcomes.append(CountOutcome(line.sku_id, line.node_id, expected, counted, variance,
                                      adjusted, held, exception_id))
     # Whether the count closed each reservation it took from is known once every line has
@@ -372,10 +373,19 @@ def _count(p: _Plan, cmd: c.SubmitCycleCount) -> CountResult:
         p.events[index] = Event(
             e.seq, e.kind, e.sku, e.node, e.from_bucket, e.to_bucket, e.quantity, e.reference,
             e.request_id, e.time_ms, e.channel, e.due_ms, e.reason, e.amount, e.counted,
-            e.expected, tuple((rid, qty, channel, expires_ms,
-                               emptied.get(rid, 0) == len(by_id[rid].slots))
-                              for rid, qty, channel, expires_ms, _ in e.payload))
+            e.expected, _hold_payload(tuple(
+                (rid, qty, channel, expires_ms, emptied.get(rid, 0) == len(by_id[rid].slots))
+                for rid, qty, channel, expires_ms, _ in count_hold_of(e.payload).taken),
+                cmd.actor))
     return CountResult(tuple(outcomes))
+
+
+def _hold_payload(taken: tuple[tuple[str, int, int, int, bool], ...], actor: str) -> Any:
+    """COUNT_VARIANCE_HELD's payload: who counted, with what it took from reservations;
+    the bare tuple (or None) when the counter is not named, as logged before."""
+    if actor:
+        return CountHold(taken, actor)
+    return taken or None
 
 
 def _reservations_short(ledger: Ledger, sku: int, node: int, units: int,

@@ -39,7 +39,7 @@ from core.exceptions import (
     ExceptionType,
     Resolution,
 )
-from core.ledger import Ledger, taken_of
+from core.ledger import Ledger, counted_by_of, taken_of
 from core.model import LINE_VALUE_MAX, MONEY_MAX, QTY_MAX, Bucket, Event, EventKind
 from core.network import CompiledNetwork
 from core.orders import (
@@ -685,14 +685,23 @@ def resolve_exception(p: Plan, cmd: c.ResolveException) -> ResolveResult:
                               "resolution")
     if len(cmd.note) > 1000:
         raise InvalidArgument("note is longer than 1000 characters", "note")
-    p.add(EventKind.EXCEPTION_RESOLVED, reference=cmd.exception_id, reason=int(resolution),
-          payload=cmd.note)
     kind = record.exception_type
-    outcome: OrderOutcome | None = None
     if not has_role(cmd.role, RESOLVERS[kind]):
         raise PermissionDenied(
             f"a {kind.name} exception is resolved by one of the roles "
             f"{', '.join(sorted(RESOLVERS[kind]))}; {cmd.role!r} cannot", "role")
+    if kind == ExceptionType.COUNT_VARIANCE:
+        held = ledger.held_variances.get(cmd.exception_id)
+        counter = counted_by_of(held) if held is not None else ""
+        # Segregation of duties: whoever counted does not decide what their own count
+        # does to the books (writes units off, or makes found ones sellable).
+        if counter and (not cmd.actor or cmd.actor == counter):
+            raise FailedPrecondition(
+                f"{counter!r} counted this variance: someone else, named, approves or "
+                "rejects it", "actor")
+    p.add(EventKind.EXCEPTION_RESOLVED, reference=cmd.exception_id, reason=int(resolution),
+          payload=cmd.note)
+    outcome: OrderOutcome | None = None
     if kind == ExceptionType.COUNT_VARIANCE:
         _settle_count(p, cmd.exception_id, resolution)
         return ResolveResult(cmd.exception_id, None)

@@ -202,10 +202,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     @unary
     async def SubmitCycleCount(self, request: pb.SubmitCycleCountRequest,
                                context: Context) -> pb.SubmitCycleCountResponse:
+        actor, _ = caller(context)
+
         def build() -> c.Command:
             return c.SubmitCycleCount(tuple(
                 c.CountLine(line.sku_id, line.node_id, line.counted_quantity)
-                for line in self._lines(request.lines)), request.reference)
+                for line in self._lines(request.lines)), request.reference, actor)
 
         def respond(o: Outcome) -> pb.SubmitCycleCountResponse:
             response = pb.SubmitCycleCountResponse(result=mutation_result(o))

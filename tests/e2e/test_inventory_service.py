@@ -8,6 +8,7 @@ import grpc
 import pytest
 from allocd.v1 import catalog_service_pb2 as cat_pb
 from allocd.v1 import inventory_service_pb2 as inv
+from allocd.v1 import order_service_pb2 as opb
 from allocd.v1 import types_pb2 as types
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -461,6 +462,40 @@ def test_a_cycle_count_holds_a_large_variance_for_approval_in_quarantine(api, ca
     assert after.held_count_variances - before.held_count_variances == 2
     assert after.quarantined - before.quarantined == 18
 
+
+def test_a_held_count_variance_is_settled_by_someone_other_than_who_counted(api, cat):
+    """The counter, read from the call, is kept with the variance: approving or rejecting
+    it as the counter, or unnamed, is FAILED_PRECONDITION and changes nothing."""
+    sku, node = cat.skus[0], cat.nodes[0]
+    api.receive(sku, node, 20)
+
+    def who(actor: str) -> tuple[tuple[str, str], ...]:
+        return (("x-allocd-actor", actor), ("x-allocd-role", "inventory_control"))
+
+    answer = api.inventory.SubmitCycleCount(inv.SubmitCycleCountRequest(
+        request_id=api.rid(), reference="count-aisle-9",
+        lines=[inv.CountLine(sku_id=sku, node_id=node, counted_quantity=5)]),
+        metadata=who("kim"))
+    (line,) = answer.lines
+    assert line.outcome == inv.COUNT_OUTCOME_HELD_FOR_APPROVAL
+    before = api.state()
+    for actor in ("kim", ""):
+        with pytest.raises(grpc.RpcError) as refused:
+            api.orders.ResolveException(opb.ResolveExceptionRequest(
+                request_id=api.rid(), exception_id=line.exception_id,
+                resolution=opb.RESOLUTION_APPROVE), metadata=who(actor))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, actor
+        assert "'kim' counted this variance" in (refused.value.details() or "")
+        assert api.state() == before
+    (open_one,) = [e for e in api.orders.ListExceptions(opb.ListExceptionsRequest(
+        type=opb.EXCEPTION_TYPE_COUNT_VARIANCE)).exceptions
+        if e.exception_id == line.exception_id]
+    assert "by kim" in open_one.detail
+    api.orders.ResolveException(opb.ResolveExceptionRequest(
+        request_id=api.rid(), exception_id=line.exception_id,
+        resolution=opb.RESOLUTION_APPROVE), metadata=who("lee"))
+    level = api.level(sku, node)
+    assert (level.available, level.quarantined) == (5, 0)
 
 def test_sweeping_with_nothing_expired_writes_no_events(api, cat):
     sku, node = cat.skus[0], cat.nodes[0]

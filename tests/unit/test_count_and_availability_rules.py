@@ -4,6 +4,8 @@ the network's blocked channels as allocation does."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from core.availability import available_to_sell, promise_schedule
 from core.errors import AlreadyExists, FailedPrecondition
 from core.exceptions import Resolution
 from core.ledger import Ledger, LedgerSettings
-from core.model import AdjustReason, Bucket, ChannelSpec, EventKind, NodeSpec, SkuSpec
+from core.model import AdjustReason, Bucket, ChannelSpec, Event, EventKind, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OrderLineSpec, OrderSpec
@@ -387,3 +389,57 @@ def test_a_refused_count_does_not_fill_a_new_reservation_under_a_closed_one_s_id
     sku = ledger.catalog.sku("a")
     assert ledger.reservations.lines("r") == [(sku, 1, 2)]
     assert _levels(ledger, 0)[:4] == [4, 0, 0, 0]
+
+
+@pytest.mark.parametrize("resolution", [Resolution.APPROVE, Resolution.REJECT])
+def test_whoever_counted_a_variance_cannot_approve_or_reject_it(resolution):
+    """Segregation of duties: the counter is recorded with the variance (in the log, so a
+    replay and a snapshot know it too) and settling it takes another, named person."""
+    ledger = _ledger(count_hold_units=5)
+    replayed = _ledger(count_hold_units=5)
+    outcomes = [execute(ledger, command, NOW) for command in (
+        c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)),
+        c.SubmitCycleCount((c.CountLine("a", "n0", 8),), "cc1", actor="kim"))]
+    (line,) = outcomes[-1].detail.lines
+    assert line.held == 12
+    record = ledger.exceptions.by_id[line.exception_id]
+    assert "counted 8 by kim" in record.detail
+    for outcome in outcomes:
+        replayed.apply(outcome.events, replay=True)
+    back = pickle.loads(pickle.dumps(ledger))
+    for book in (ledger, replayed, back):
+        before = book.checksum()
+        for actor in ("kim", ""):
+            with pytest.raises(FailedPrecondition, match="'kim' counted this variance"):
+                execute(book, c.ResolveException(line.exception_id, resolution, actor=actor,
+                                                  role="operations"), NOW)
+            assert book.checksum() == before
+            assert not book.exceptions.by_id[line.exception_id].resolved
+        execute(book, c.ResolveException(line.exception_id, resolution, actor="lee",
+                                          role="operations"), NOW)
+        assert not book.held_variances
+        assert _levels(book)[Bucket.AVAILABLE] == (8 if resolution == Resolution.APPROVE
+                                                   else 20)
+
+
+def test_a_variance_logged_before_counters_were_recorded_is_settled_by_anyone_allowed():
+    """A COUNT_VARIANCE_HELD from an older log carries the bare tuple (or None): no
+    counter to compare with, settled as it was then."""
+    ledger = _ledger(count_hold_units=5)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)), NOW)
+    count = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 8),), "cc1",
+                                               actor="kim"), NOW)
+    older = _ledger(count_hold_units=5)
+    execute(older, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)), NOW)
+    (held,) = [e for e in count.events if e.kind == EventKind.COUNT_VARIANCE_HELD]
+    assert held.payload.counted_by == "kim"
+    as_before = Event(held.seq, held.kind, held.sku, held.node, held.from_bucket,
+                      held.to_bucket, held.quantity, held.reference, held.request_id,
+                      held.time_ms, held.channel, held.due_ms, held.reason, held.amount,
+                      held.counted, held.expected, None)
+    older.apply([as_before if e is held else e for e in count.events], replay=True)
+    (line,) = count.detail.lines
+    assert "by kim" not in older.exceptions.by_id[line.exception_id].detail
+    execute(older, c.ResolveException(line.exception_id, Resolution.APPROVE, actor="kim",
+                                      role="operations"), NOW)
+    assert not older.held_variances
