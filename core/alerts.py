@@ -55,6 +55,10 @@ TASK_OWNER = {
 }
 #: Roles that may complete any task, besides its owner role.
 TASK_SUPERVISORS = frozenset({"operations", "admin"})
+#: Rule kinds whose firing acts (a routing penalty, fallback routing, a sales hold), on its
+#: own unless the rule requires approval; the others raise alerts and open tasks only.
+ACTING_KINDS = frozenset({RuleKind.LATE_SHIPMENTS, RuleKind.NODE_DISRUPTION,
+                          RuleKind.COUNT_VARIANCE})
 #: Emergency changes anyone with an operations duty may request.
 EMERGENCY_TYPES = frozenset({ActionType.DISABLE_NODE, ActionType.CHANNEL_SAFETY_STOCK_ONLY,
                              ActionType.PAUSE_RETURNS_RESTOCK})

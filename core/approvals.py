@@ -16,6 +16,9 @@ APPROVER_ROLES = {
     # Routing changes a rule proposes, and emergency policy changes.
     "routing_change": frozenset({"operations", "admin"}),
     "emergency_change": frozenset({"operations", "admin"}),
+    # A rule set letting rules act (routing penalties, fallback routing, sales holds)
+    # without the approval they needed: a second person agrees.
+    "rules_change": frozenset({"operations", "admin"}),
 }
 
 

@@ -360,11 +360,14 @@ class ApplyReoptimization:
 
 @dataclass(frozen=True, slots=True)
 class SetRules:
-    """Replace the rule set; refused unless `expected_version` is the one in force."""
+    """Replace the rule set; refused unless `expected_version` is the one in force. A set
+    that lets a rule act without approval where none did waits for an approver first
+    (`approved` is set only by that approval)."""
 
     rules: tuple[Rule, ...]
     expected_version: int
     actor: str = ""
+    approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)

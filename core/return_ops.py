@@ -41,7 +41,7 @@ from core.returns import (
     disposition_for,
     fee_bp_of,
 )
-from core.rule_ops import approved
+from core.rule_ops import approved, approved_rules
 from core.validation import check_identifier, check_line_ids, existing
 
 RETURN_NODE_TYPES = frozenset({NodeType.OWNED_DC, NodeType.THIRD_PARTY})
@@ -437,6 +437,9 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
         return ReturnProgress(request.reference)
     if request.action in ("routing_change", "emergency_change"):
         approved(p, request, cmd.actor)
+        return ReturnProgress(request.reference)
+    if request.action == "rules_change":
+        approved_rules(p, request)
         return ReturnProgress(request.reference)
     if request.action == "write_off":
         # Planned again now: stock may have moved since it was asked for.

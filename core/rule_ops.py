@@ -17,6 +17,7 @@ from typing import Any
 
 from core import commands as c
 from core.alerts import (
+    ACTING_KINDS,
     APPROVAL_ACTION,
     EMERGENCY_TYPES,
     RESTRICTED_SAFETY,
@@ -292,7 +293,7 @@ def _check_rule(rule: Rule, i: int) -> None:
         raise InvalidArgument("a routing rule needs penalty_micros", f"{name}.penalty_micros")
 
 
-def set_rules(p: Plan, cmd: c.SetRules) -> RuleSet:
+def set_rules(p: Plan, cmd: c.SetRules) -> RulesOutcome:
     current = p.ledger.ops.rules
     if cmd.expected_version != current.version:
         raise FailedPrecondition(
@@ -308,8 +309,58 @@ def set_rules(p: Plan, cmd: c.SetRules) -> RuleSet:
         seen.add(rule.rule_id)
     rules = RuleSet(current.version + 1, tuple(
         dataclasses.replace(r, kind=RuleKind(r.kind)) for r in cmd.rules), cmd.actor)
+    lifted = lifted_approvals(current, rules)
+    if lifted and not cmd.approved:
+        # One person cannot take away the approval a routing change needs: the set waits,
+        # and applies (if still against the version in force) once another approves it.
+        approval_id = f"AP-{p.ledger.last_seq + 1 + len(p.events)}"
+        p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
+            approval_id, "rules_change", f"rule set version {current.version}", 0,
+            cmd.actor, "rules acting without approval: " + ", ".join(lifted), command=cmd))
+        return RulesOutcome(current, approval_id)
     p.add(EventKind.RULES_SET, payload=rules)
-    return rules
+    return RulesOutcome(rules, "")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RulesOutcome:
+    """What SetRules did: the set in force after it, and the approval it waits for (a set
+    that lifts an approval requirement; the set in force is then the one before)."""
+
+    rules: RuleSet
+    approval_id: str
+
+
+def lifted_approvals(current: RuleSet, proposed: RuleSet) -> list[str]:
+    """The rules of `proposed` that would act on their own (enabled, of a kind that acts,
+    not waiting for approval) where the rule of that id in force did not: an approval
+    switched off, a rule that acts added, or one enabled or changed to a kind that acts.
+    Changing the threshold or penalty of a rule that already acted on its own is not."""
+    before = {r.rule_id: r for r in current.rules}
+    lifted = []
+    for rule in proposed.rules:
+        if not _acts_alone(rule):
+            continue
+        was = before.get(rule.rule_id)
+        if was is None or not _acts_alone(was) or was.kind != rule.kind:
+            lifted.append(rule.rule_id)
+    return lifted
+
+
+def _acts_alone(rule: Rule) -> bool:
+    return rule.enabled and rule.kind in ACTING_KINDS and not rule.requires_approval
+
+
+def approved_rules(p: Plan, request: ApprovalRequest) -> None:
+    """An approved rule set: applied if the set in force is still the one it was asked
+    against (else it would undo what was set since)."""
+    cmd: c.SetRules = request.command
+    version = p.ledger.ops.rules.version
+    if cmd.expected_version != version:
+        raise FailedPrecondition(
+            f"the rule set is at version {version}, not {cmd.expected_version} as when "
+            f"{request.approval_id} was asked for: reject it and ask again", "approval_id")
+    set_rules(p, dataclasses.replace(cmd, approved=True))
 
 
 def acknowledge_alert(p: Plan, cmd: c.AcknowledgeAlert) -> str:

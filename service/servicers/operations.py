@@ -23,6 +23,7 @@ from core.finance import reconcile
 from core.kpis import BY_NAME, SCOPES, KpiValue, exception_ages
 from core.ledger import Ledger
 from core.operations import Outcome
+from core.rule_ops import RulesOutcome
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, unary
@@ -268,8 +269,11 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
             return c.SetRules(rules, request.expected_version, actor)
 
         def respond(o: Outcome) -> pb.SetRulesResponse:
+            if not isinstance(o.detail, RulesOutcome):
+                return pb.SetRulesResponse(result=mutation_result(o))
             return pb.SetRulesResponse(result=mutation_result(o),
-                                       rules=rules_to_proto(o.detail) if o.detail else None)
+                                       rules=rules_to_proto(o.detail.rules),
+                                       approval_id=o.detail.approval_id)
 
         return await self.engine.mutate("SetRules", request, build, respond)
 

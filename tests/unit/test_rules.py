@@ -35,7 +35,8 @@ def world(**rule_changes: dict) -> tuple[Ledger, list]:
     if rule_changes:
         rules = tuple(dataclasses.replace(r, **rule_changes.get(r.rule_id, {}))
                       for r in DEFAULT_RULES.rules)
-        run(ledger, events, NOW - 3 * DAY_MS, c.SetRules(rules, 1))
+        # (as approved: a set that lets a rule act alone waits for a second person)
+        run(ledger, events, NOW - 3 * DAY_MS, c.SetRules(rules, 1, approved=True))
     return ledger, events
 
 
@@ -238,6 +239,78 @@ def test_rule_sets_are_versioned_and_a_disabled_rule_stays_quiet():
     with pytest.raises(InvalidArgument, match="twice"):
         execute(ledger, c.SetRules(twice, 2), NOW)
     assert ledger.ops.rules.version == 2
+
+
+def _changed(**rule_changes: dict) -> tuple:
+    return tuple(dataclasses.replace(r, **rule_changes.get(r.rule_id, {}))
+                 for r in DEFAULT_RULES.rules)
+
+
+@pytest.mark.parametrize("change", [
+    {"node-late-shipments": {"requires_approval": False}},  # the approval switched off
+    {"node-disruption": {"requires_approval": False, "threshold": 1}},
+    {"sku-return-rate": {"kind": RuleKind.NODE_DISRUPTION, "window": "hour",
+                         "threshold": 1, "penalty_micros": 1}},  # a rule made to act
+])
+def test_a_rule_set_that_lets_a_rule_act_without_approval_waits_for_a_second_person(change):
+    """Segregation of duties: one operator cannot take away the approval routing changes
+    need. The set waits (the one in force stays), the requester cannot approve it,
+    another can; a rejected one changes nothing."""
+    ledger, events = world()
+    proposed = _changed(**change)
+    before = ledger.ops.rules
+    outcome = run(ledger, events, NOW, c.SetRules(proposed, 1, "lead"))
+    approval_id = outcome.detail.approval_id
+    assert approval_id and outcome.detail.rules == before and ledger.ops.rules == before
+    (rule_id,) = change
+    assert rule_id in ledger.approvals.by_id[approval_id].request.detail
+    with pytest.raises(FailedPrecondition, match="own request"):
+        execute(ledger, c.DecideApproval(approval_id, True, "lead", "operations"), NOW)
+    with pytest.raises(PermissionDenied):
+        execute(ledger, c.DecideApproval(approval_id, True, "clerk", "warehouse"), NOW)
+    assert ledger.ops.rules == before
+    run(ledger, events, NOW, c.DecideApproval(approval_id, True, *MANAGER))
+    assert ledger.ops.rules.version == 2 and ledger.ops.rules.rules == proposed
+    assert ledger.ops.rules.set_by == "lead"
+    # Refused instead: nothing changes.
+    other, other_events = world()
+    waiting = run(other, other_events, NOW, c.SetRules(proposed, 1, "lead")).detail
+    run(other, other_events, NOW, c.DecideApproval(waiting.approval_id, False, *MANAGER))
+    assert other.ops.rules == before
+
+
+def test_a_rule_set_that_keeps_every_approval_applies_at_once():
+    """Tightening, or changing a rule that already acted on its own (the count-variance
+    sales hold), needs no second person."""
+    ledger, events = world()
+    changes: dict[str, dict] = {}
+    for version, change in enumerate((
+            {"count-variance": {"threshold": 25}},  # acted alone before, still does
+            {"node-late-shipments": {"threshold": 5}},  # still waits for approval
+            {"count-variance": {"threshold": 25, "requires_approval": True}},  # added
+            {"sku-return-rate": {"enabled": False}}), start=1):
+        changes.update(change)
+        outcome = run(ledger, events, NOW, c.SetRules(_changed(**changes), version, "lead"))
+        assert not outcome.detail.approval_id, change
+        assert ledger.ops.rules.version == version + 1
+    # The sales hold's approval, added, is not taken away by one person either.
+    changes["count-variance"] = {"threshold": 25}
+    assert run(ledger, events, NOW, c.SetRules(_changed(**changes), 5, "lead")
+               ).detail.approval_id
+
+
+def test_an_approved_rule_set_is_not_applied_over_a_newer_one():
+    ledger, events = world()
+    lifted = _changed(**{"node-late-shipments": {"requires_approval": False}})
+    approval_id = run(ledger, events, NOW, c.SetRules(lifted, 1, "lead")).detail.approval_id
+    run(ledger, events, NOW, c.SetRules(_changed(**{"count-variance": {"threshold": 25}}),
+                                        1, "lead"))
+    newer = ledger.ops.rules
+    with pytest.raises(FailedPrecondition, match="reject it and ask again"):
+        execute(ledger, c.DecideApproval(approval_id, True, *MANAGER), NOW)
+    assert ledger.ops.rules == newer
+    run(ledger, events, NOW, c.DecideApproval(approval_id, False, *MANAGER))
+    assert ledger.ops.rules == newer
 
 
 def test_an_acknowledged_alert_is_not_raised_again_within_its_window():
