@@ -18,12 +18,13 @@ from core.alerts import (
     TaskRecord,
     TaskType,
 )
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, PermissionDenied
 from core.finance import reconcile
 from core.kpis import BY_NAME, SCOPES, KpiValue, exception_ages
 from core.ledger import Ledger
 from core.operations import Outcome
 from core.rule_ops import RulesOutcome
+from service.auth import CURRENT, POLICY
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, caller, unary
@@ -38,6 +39,9 @@ EMERGENCY = {
     pb.EMERGENCY_CHANGE_PAUSE_RETURNS_RESTOCK: ActionType.PAUSE_RETURNS_RESTOCK,
 }
 
+
+#: The method whose roles may read the books' reconciliation through GetKpis too.
+RECONCILIATION_METHOD = "FinanceService/GetReconciliation"
 
 #: Subjects a GetKpis call may name.
 MAX_KPI_SUBJECTS = 1000
@@ -175,6 +179,15 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
 
     @unary
     async def GetKpis(self, request: pb.GetKpisRequest, context: Context) -> pb.GetKpisResponse:
+        identity = CURRENT.get()
+        if (request.include_reconciliation and identity is not None
+                and not identity.roles & POLICY[RECONCILIATION_METHOD]):
+            # The books' state is for whoever may call FinanceService.GetReconciliation,
+            # not for every role that reads the KPIs (and a reconciliation reads every SKU).
+            raise PermissionDenied(
+                f"include_reconciliation needs one of the roles "
+                f"{', '.join(sorted(POLICY[RECONCILIATION_METHOD]))} (as "
+                f"{RECONCILIATION_METHOD})", "include_reconciliation")
         return kpis_response(self.engine.ledger, self.engine.clock(), request)
 
     @unary

@@ -115,6 +115,31 @@ def test_approvals_use_the_authenticated_identity_not_the_metadata(secured):
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_get_kpis_shows_the_reconciliation_only_to_the_roles_that_may_reconcile(secured):
+    """GetKpis is for every role; its include_reconciliation only for the roles of
+    FinanceService/GetReconciliation."""
+    from allocd.v1 import operations_service_pb2 as ops
+    from allocd.v1 import operations_service_pb2_grpc as ops_grpc
+
+    stub = ops_grpc.OperationsServiceStub(secured)
+    allowed = POLICY["FinanceService/GetReconciliation"]
+    assert "finance" in allowed and "oms" not in allowed
+    for role in sorted(ROLES):
+        bearer = (("authorization", f"Bearer {token([role])[0]}"),)
+        plain = stub.GetKpis(ops.GetKpisRequest(names=["fill_rate"]), metadata=bearer,
+                             timeout=RPC_TIMEOUT_S)
+        assert not plain.HasField("reconciliation"), role
+        request = ops.GetKpisRequest(names=["fill_rate"], include_reconciliation=True)
+        if role in allowed:
+            answer = stub.GetKpis(request, metadata=bearer, timeout=RPC_TIMEOUT_S)
+            assert answer.HasField("reconciliation") and answer.reconciliation.reconciled
+            continue
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetKpis(request, metadata=bearer, timeout=RPC_TIMEOUT_S)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, role
+        assert "include_reconciliation" in (refused.value.details() or "")
+
+
 def test_an_exception_is_resolved_only_by_its_owner_role_or_a_supervisor():
     """A fraud hold is released by fraud review (or operations, or admin): not by the
     warehouse, and not by customer service, whatever metadata they add."""
