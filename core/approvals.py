@@ -45,10 +45,17 @@ class ApprovalRequest:
     # request waits (units reported damaged or lost are not sold meanwhile). A request
     # logged before these were held has none (read with `holds_of`).
     holds: tuple[tuple[int, int, int, int], ...] = ()
+    # Refunds: (line id, units) of the return the refund pays for. A request logged before
+    # these were kept has none (read with `refund_lines_of`).
+    refund_lines: tuple[tuple[str, int], ...] = ()
 
 
 def holds_of(request: ApprovalRequest) -> tuple[tuple[int, int, int, int], ...]:
     return getattr(request, "holds", ())  # (unset in one unpickled from an older log)
+
+
+def refund_lines_of(request: ApprovalRequest) -> tuple[tuple[str, int], ...]:
+    return getattr(request, "refund_lines", ())  # (unset in one unpickled from an older log)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from mypy_extensions import mypyc_attr
 from core.exceptions import OWNER_ROLE, ExceptionType
 from core.model import Event, EventKind, set_fields
 from core.orders import DAY_MS, Decision, OrderStatus
+from core.returns import refunded_ahead
 
 if TYPE_CHECKING:  # the ledger feeds this book; no import cycle at run time
     from core.ledger import Ledger
@@ -483,11 +484,12 @@ def _return_inspected(book: KpiBook, ledger: Ledger, e: Event) -> None:
 
 def _refund_issued(book: KpiBook, ledger: Ledger, e: Event) -> None:
     record = ledger.returns.returns[e.reference]
-    net = e.payload.net_micros
-    book.bump("refunded_micros", e.time_ms, net)
-    expected = sum(line.quantity for line in record.auth.lines)
-    if sum(record.received.values()) < expected:
-        book.bump("refunded_before_receipt_micros", e.time_ms, net)
+    book.bump("refunded_micros", e.time_ms, e.payload.net_micros)
+    # Only what it paid for units not back yet: a refund for the units a partial return
+    # brought, or for a line received while another is on its way, paid for none.
+    ahead = refunded_ahead(ledger, record, e.payload)
+    if ahead:
+        book.bump("refunded_before_receipt_micros", e.time_ms, ahead)
 
 
 def _exception_raised(book: KpiBook, ledger: Ledger, e: Event) -> None:

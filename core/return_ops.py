@@ -15,6 +15,7 @@ from core.approvals import (
     ApprovalRequest,
     has_role,
     holds_of,
+    refund_lines_of,
 )
 from core.errors import (
     AlreadyExists,
@@ -40,6 +41,7 @@ from core.returns import (
     ReturnRecord,
     disposition_for,
     fee_bp_of,
+    fee_share,
 )
 from core.rule_ops import approved, approved_rules
 from core.validation import check_identifier, check_line_ids, existing
@@ -250,8 +252,9 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
     gross = sum(x.quantity * x.unit_price_micros for x in lines)
     if not gross:
         return 0, ""
-    fee = min(_fee_share(ledger, auth, lines, gross), gross)  # (never a negative refund)
+    fee = min(fee_share(ledger, auth, lines, gross), gross)  # (never a negative refund)
     net = gross - fee
+    paid_for = tuple((x.line_id, x.quantity) for x in lines)
     book = ledger.returns
     earlier = 0
     for rma_id in book.by_order.get(auth.order_id, ()):  # (this one is there once authorised)
@@ -265,33 +268,12 @@ def _refund(p: Plan, auth: ReturnAuthorization, lines: list[ReturnLine],
             why += (f"; {earlier} micros refunded or waiting on order {auth.order_id}'s "
                     "returns already")
         p.add(EventKind.APPROVAL_REQUESTED, reference=approval_id, payload=ApprovalRequest(
-            approval_id, "refund", auth.rma_id, net, actor, why, gross, fee))
+            approval_id, "refund", auth.rma_id, net, actor, why, gross, fee,
+            refund_lines=paid_for))
         return 0, approval_id
     p.add(EventKind.REFUND_ISSUED, reference=auth.rma_id,
-          payload=Refund(auth.rma_id, gross, fee, net))
+          payload=Refund(auth.rma_id, gross, fee, net, paid_for))
     return net, ""
-
-
-def _fee_share(ledger: Ledger, auth: ReturnAuthorization, lines: list[ReturnLine],
-               gross: int) -> int:
-    """The part of the return's restocking fee that `lines` carry: each line's own
-    category's rate as the fee was charged at authorisation (a line of a category without
-    a fee carries none of another's). A return authorised before the rates were kept with
-    its lines is read at today's policy's rates, and where those give no weight, by value."""
-    policy = ledger.returns.policy
-    cat = ledger.catalog
-
-    def weight(x: ReturnLine) -> int:
-        bp = fee_bp_of(x)
-        if bp < 0:
-            bp = policy.fee_bp(cat.categories.values[cat.category[x.sku]])
-        return x.quantity * x.unit_price_micros * bp
-
-    total = sum(weight(x) for x in auth.lines)
-    if not total:
-        return auth.restocking_fee_micros * gross // max(
-            sum(x.quantity * x.unit_price_micros for x in auth.lines), 1)
-    return auth.restocking_fee_micros * sum(weight(x) for x in lines) // total
 
 
 def _return(p: Plan, rma_id: str) -> ReturnRecord:
@@ -447,7 +429,7 @@ def decide_approval(p: Plan, cmd: c.DecideApproval) -> ReturnProgress:
         return ReturnProgress(request.reference)
     p.add(EventKind.REFUND_ISSUED, reference=request.reference,
           payload=Refund(request.reference, request.gross_micros, request.fee_micros,
-                         request.amount_micros))
+                         request.amount_micros, refund_lines_of(request)))
     return ReturnProgress(request.reference, request.amount_micros)
 
 

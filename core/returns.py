@@ -12,11 +12,15 @@ refunds above a threshold wait for a finance approval by someone else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.model import set_fields
+
+if TYPE_CHECKING:  # (the ledger holds the returns: no import at run time)
+    from core.ledger import Ledger
 
 DAY_MS = 86_400_000
 
@@ -156,6 +160,13 @@ class Refund:
     gross_micros: int  # sales returned
     fee_micros: int  # restocking fee kept
     net_micros: int  # owed to the customer
+    # (line id, units) of the return it pays for. A refund logged before these were kept
+    # has none (read with `refund_lines_of`).
+    lines: tuple[tuple[str, int], ...] = ()
+
+
+def refund_lines_of(refund: Refund) -> tuple[tuple[str, int], ...]:
+    return getattr(refund, "lines", ())  # (unset in one unpickled from an older log)
 
 
 @dataclass(slots=True)
@@ -285,3 +296,57 @@ class ReturnBook:
         total = sum(entry[1] for entry in bought)
         orders = len({entry[2] if len(entry) > 2 else (i,) for i, entry in enumerate(bought)})
         return (back / total if total else 0.0), orders
+
+
+def fee_share(ledger: Ledger, auth: ReturnAuthorization, lines: Sequence[ReturnLine],
+              gross: int) -> int:
+    """The part of the return's restocking fee that `lines` (worth `gross`) carry: each
+    line's own category's rate as the fee was charged at authorisation (a line of a
+    category without a fee carries none of another's). A return authorised before the
+    rates were kept with its lines is read at today's policy's rates, and where those give
+    no weight, by value."""
+    policy = ledger.returns.policy
+    cat = ledger.catalog
+
+    def weight(x: ReturnLine) -> int:
+        bp = fee_bp_of(x)
+        if bp < 0:
+            bp = policy.fee_bp(cat.categories.values[cat.category[x.sku]])
+        return x.quantity * x.unit_price_micros * bp
+
+    total = sum(weight(x) for x in auth.lines)
+    if not total:
+        return auth.restocking_fee_micros * gross // max(
+            sum(x.quantity * x.unit_price_micros for x in auth.lines), 1)
+    return auth.restocking_fee_micros * sum(weight(x) for x in lines) // total
+
+
+def refunded_ahead(ledger: Ledger, record: ReturnRecord, refund: Refund) -> int:
+    """What of `refund` (net of its restocking fee) paid for units of the return that had
+    not come back when it was issued: of each line it pays for, the units beyond those of
+    the line received by then, at the line's price less the fee they carry. (A line's
+    units received are paid for once: a refund on receipt or inspection pays only for
+    units received, and one on authorisation is the return's only refund.)
+
+    A refund logged before it named its lines is read by when the return is refunded: on
+    authorisation, for every unit authorised; on receipt or inspection, for units
+    received (those the receipt brought, or those the inspection graded)."""
+    auth = record.auth
+    paid_for = refund_lines_of(refund)
+    if not paid_for:
+        if auth.refund_timing != RefundTiming.ON_AUTHORIZATION:
+            return 0
+        paid_for = tuple((x.line_id, x.quantity) for x in auth.lines)
+    by_line = {x.line_id: x for x in auth.lines}
+    ahead: list[ReturnLine] = []
+    for line_id, units in paid_for:
+        line = by_line.get(line_id)
+        missing = units - record.received.get(line_id, 0)
+        if line is not None and missing > 0:
+            ahead.append(ReturnLine(line_id, line.sku, missing, line.unit_price_micros,
+                                    fee_bp_of(line)))
+    if not ahead:
+        return 0
+    gross = sum(x.quantity * x.unit_price_micros for x in ahead)
+    net = gross - min(fee_share(ledger, auth, ahead, gross), gross)
+    return max(0, min(net, refund.net_micros))

@@ -78,6 +78,57 @@ def test_get_kpis_reports_a_fulfilled_and_a_backordered_order(demo_world, operat
     assert samples[("allocd_rules_version", ())] == 1
 
 
+def test_refund_leakage_counts_only_what_was_paid_for_units_not_back(demo_world, operations):
+    """A partial return refunded on receipt for the units that came back leaked nothing
+    (it counted whole: fewer units were back than authorised); a refund on authorisation
+    leaked all it paid."""
+    world = demo_world
+    returns = rgrpc.ReturnsServiceStub(world.api.channel)
+    clerk = who("clerk-1", "customer_service")
+
+    def leakage() -> tuple[float, float]:
+        key = ("refund_leakage", ops.KPI_WINDOW_DAY, "all", "")
+        got = kpis(operations, names=["refund_leakage"], windows=[ops.KPI_WINDOW_DAY],
+                   scopes=["all"])[key]
+        return got.numerator, got.denominator
+
+    def sold(customer: str, units: int) -> str:
+        order = world.order((sku, units), customer_id=customer)
+        (package,) = world.allocate(order).allocation.packages
+        world.fulfil(package)
+        return order.order_id
+
+    def create(order_id: str, units: int) -> rpb.Return:
+        created = returns.CreateReturn(rpb.CreateReturnRequest(
+            request_id=rid(), rma_id=world.unique("RMA"), order_id=order_id,
+            lines=[rpb.ReturnLineRequest(line_id="1", quantity=units)]), metadata=clerk,
+            timeout=RPC_TIMEOUT_S)
+        assert created.eligible, created.reasons
+        return getattr(created, "return")
+
+    sku = world.sku(price_micros=10_000_000)  # home goods: no restocking fee
+    world.stock(sku, "IND1", 10)
+    # A first order's 3 units authorised, refunded on receipt; 2 come back.
+    partial = create(sold(world.unique("CUST"), 3), 3)
+    assert partial.refund_timing == rpb.REFUND_TIMING_ON_RECEIPT
+    before = leakage()
+    received = returns.ReceiveReturn(rpb.ReceiveReturnRequest(
+        request_id=rid(), rma_id=partial.rma_id,
+        lines=[rpb.ReturnLineRequest(line_id="1", quantity=2)]), metadata=clerk,
+        timeout=RPC_TIMEOUT_S)
+    assert received.refunded_micros == 20_000_000
+    after = leakage()
+    assert (after[0] - before[0], after[1] - before[1]) == (0, 20_000_000)
+    # A trusted customer (three orders, nothing returned) is refunded on authorisation.
+    loyal = world.unique("CUST")
+    order_ids = [sold(loyal, 1) for _ in range(3)]
+    up_front = create(order_ids[0], 1)
+    assert up_front.refund_timing == rpb.REFUND_TIMING_ON_AUTHORIZATION
+    assert up_front.refunded_micros == 10_000_000
+    last = leakage()
+    assert (last[0] - after[0], last[1] - after[1]) == (10_000_000, 10_000_000)
+
+
 def test_get_kpis_refuses_unknown_names_scopes_and_windows(api, operations):
     for request, field in ((ops.GetKpisRequest(names=["happiness"]), "names[0]"),
                            (ops.GetKpisRequest(scopes=["planet"]), "scopes[0]")):
