@@ -133,5 +133,14 @@ class ExceptionBook:
             else:
                 self.open_by_order.pop(record.order_id, None)
 
+    def forget_order(self, order_id: str) -> None:
+        """An archived order's exceptions leave memory with it (every one is resolved: an
+        order with an open one is not archived). Their ids are not raised again: each is
+        made from the sequence number of the event that raised it."""
+        for exception_id in self.by_order.pop(order_id, ()):
+            self.by_id.pop(exception_id, None)
+            self.open_ids.pop(exception_id, None)
+        self.open_by_order.pop(order_id, None)
+
     def open_for(self, order_id: str) -> list[ExceptionRecord]:
         return [self.by_id[e] for e in self.open_by_order.get(order_id, ())]

@@ -740,6 +740,7 @@ def _order_cancelled(ledger: Ledger, e: Event) -> None:
 def _order_archived(ledger: Ledger, e: Event) -> None:
     ledger.orders.archive(e.reference)
     ledger.kpis.decided.discard(e.reference)
+    ledger.exceptions.forget_order(e.reference)
 
 
 def _package_shipped(ledger: Ledger, e: Event) -> None:

@@ -5,13 +5,16 @@ A listing's records are kept in the order they were made, and none is ever remov
 acknowledged alert or a resolved exception stays, for its history), so a record's
 position never changes: a page token is the position to read on from, skipped to
 without looking at the records before it. Records made while a caller pages through
-come last, on a later page.
+come last, on a later page. Listings whose records can leave (the open ones, and the
+exceptions, which leave with their archived order) page by a number each record keeps
+instead (`page_by_number`, `page_in_number_order`).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from core.errors import InvalidArgument
@@ -68,6 +71,22 @@ def page_by_number(records: Iterable[T], request: Any, number: Callable[[T], int
         if len(found) == size:
             return found, str(number(record))
         found.append(record)
+    return found, ""
+
+
+def page_in_number_order(records: Sequence[T], request: Any, number: Callable[[T], int],
+                         keep: Callable[[T], bool]) -> tuple[list[T], str]:
+    """`page_by_number` for records in ascending order of their number: the page's start
+    found by bisection, not by looking at every record before it."""
+    size = page_size(request)
+    start = bisect.bisect_left(records, token_number(request.page_token, 2**63 - 1),
+                               key=number)
+    found: list[T] = []
+    for record in itertools.islice(records, start, None):
+        if keep(record):
+            if len(found) == size:
+                return found, str(number(record))
+            found.append(record)
     return found, ""
 
 

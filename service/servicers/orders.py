@@ -58,7 +58,7 @@ from service.order_codec import (
     quote_to_proto,
     single_order_from_proto,
 )
-from service.paging import page, page_by_number
+from service.paging import page, page_by_number, page_in_number_order
 from service.servicers.inventory import mutation_result
 from service.servicers.reoptimize import Reoptimizer
 from service.store import StoreUnavailable
@@ -512,13 +512,15 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     and (request.include_resolved or not r.resolved))
 
         # Each listing is in the order raised (by sequence number): an order's own, every
-        # one ever raised, or the open ones (without walking the resolved). The open ones
-        # leave as they are resolved: their pages go by sequence number, not position.
+        # one kept, or the open ones (without walking the resolved). The open ones leave
+        # as they are resolved, and resolved ones with their archived order: their pages
+        # go by sequence number, not position.
         if request.order_id:
             records, next_token = page([book.by_id[i] for i in book.by_order.get(
                 request.order_id, [])], request, wanted)
         elif request.include_resolved:
-            records, next_token = page(book.by_id.values(), request, wanted)
+            records, next_token = page_in_number_order(list(book.by_id.values()), request,
+                                                       _raised_seq, wanted)
         else:
             records, next_token = page_by_number(
                 (book.by_id[i] for i in book.open_ids), request, _raised_seq, wanted)

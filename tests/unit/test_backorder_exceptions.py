@@ -5,6 +5,8 @@ earlier ones; units cancelled out of a picked or packed package wait for put-awa
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from core import commands as c
@@ -57,8 +59,25 @@ def test_a_short_pick_that_fills_the_backorder_closes_its_exception():
         execute(ledger, c.ConfirmShipment(package_id, "T"), NOW)
     (short,) = _open(ledger, ExceptionType.SHORT_PICK)
     execute(ledger, c.ResolveException(short, Resolution.ACCEPT, role="warehouse"), NOW)
-    archived = execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS).detail
-    assert archived.order_ids == ("o1",)
+    # A count variance (no order) raised meanwhile, and another order's exception, stay.
+    execute(ledger, c.SubmitCycleCount((c.CountLine("shirt", "n0", 30),)), NOW)
+    execute(ledger, c.AllocateOrders((OrderSpec(
+        "o2", "web", SlaTier.STANDARD, (OrderLineSpec("1", "shirt", 999),),
+        postal_code="10001"),)), NOW)
+    raised = list(ledger.exceptions.by_order["o1"])
+    assert len(raised) >= 2 and all(ledger.exceptions.by_id[e].resolved for e in raised)
+    others = set(ledger.exceptions.by_id) - set(raised)
+    assert len(others) == 2
+    before = pickle.loads(pickle.dumps(ledger))
+    archived = execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS)
+    assert archived.detail.order_ids == ("o1",)
+    # Its exceptions left memory with it; the rest are as they were.
+    book = ledger.exceptions
+    assert set(book.by_id) == others and "o1" not in book.by_order
+    assert "o1" not in book.open_by_order and not set(raised) & set(book.open_ids)
+    before.apply(archived.events, replay=True)  # (a replay of the log does the same)
+    assert set(before.exceptions.by_id) == others and before.checksum() == ledger.checksum()
+    assert set(pickle.loads(pickle.dumps(ledger)).exceptions.by_id) == others
 
 
 def test_a_short_pick_of_a_backordered_line_supersedes_its_backorder_exception():
