@@ -40,6 +40,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing
+import multiprocessing.synchronize
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +72,9 @@ BACKORDER_PENALTY = 1_000_000_000
 #: Fractions of the Lagrange multipliers charged per unit in the priced kernel runs.
 PRICE_SCALES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
 PRICE_ROUNDS = 3
+#: How often a CP-SAT search under way (and the wait for the pool's chunks) looks at
+#: `stop()`, in seconds: a stopped solve ends within about this long of the call's end.
+STOP_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,12 +366,15 @@ def _harvest(problem: Problem, result: BatchResult, out: _Proposals,
 
 
 def add_priced(problem: Problem, out: _Proposals, prices: np.ndarray,
-               scales: tuple[float, ...]) -> None:
+               scales: tuple[float, ...], stop: Callable[[], bool] = lambda: False) -> None:
     """Whole plans from the kernel on the pooled stock with a price on every unit of scarce
     stock (scaled Lagrange multipliers): each order, in priority order, takes its cheapest
-    plan at those prices, which leaves the contested units to the orders that need them."""
+    plan at those prices, which leaves the contested units to the orders that need them.
+    `stop()` turning true leaves the scales not yet run out."""
     batch = problem.batch
     for scale in scales:
+        if stop():
+            break
         charge = np.rint(prices * scale).astype(np.int64)
         priced = dataclasses.replace(batch, item_unit_extra=batch.item_unit_extra
                                      + charge[batch.item_u])
@@ -668,10 +676,15 @@ class ChunkResult:
     objective: int
 
 
-def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int, workers: int = 1) -> ChunkResult:
+def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int, workers: int = 1,
+                stop: Callable[[], bool] | None = None) -> ChunkResult:
+    """The chunk's best choice within the time limit, never worse than its hint. `stop()`
+    turning true ends the search under way with the best choice found so far."""
     from ortools.sat.python import cp_model  # noqa: PLC0415 (worker processes need only this)
 
     n_orders = len(chunk.hint)
+    if stop is not None and stop():
+        return ChunkResult(chunk.hint.copy(), False, int(np.sum(chunk.objective[chunk.hint])))
     model = cp_model.CpModel()
     x = [model.NewBoolVar("") for _ in range(len(chunk.cand_ids))]
     bounds = np.flatnonzero(np.r_[True, chunk.cand_order[1:] != chunk.cand_order[:-1]])
@@ -701,7 +714,7 @@ def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int, workers: int = 1) 
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.05)
     solver.parameters.num_workers = max(workers, 1)
     solver.parameters.random_seed = seed
-    status: Any = solver.Solve(model)
+    status: Any = _search_until_stopped(solver, model, stop)
     optimal = bool(status == cp_model.OPTIMAL)
     if not optimal and status != cp_model.FEASIBLE:
         return ChunkResult(chunk.hint.copy(), False, int(np.sum(chunk.objective[chunk.hint])))
@@ -716,19 +729,63 @@ def solve_chunk(chunk: Chunk, time_limit_s: float, seed: int, workers: int = 1) 
     return ChunkResult(choice, optimal, best)
 
 
+def _search_until_stopped(solver: Any, model: Any, stop: Callable[[], bool] | None) -> Any:
+    """`solver.Solve(model)`, ended early once `stop()` turns true. CP-SAT checks no
+    callable of ours while it searches (a solution callback runs only when it finds a
+    solution, which may not happen for minutes); its StopSearch ends a search from another
+    thread, so a thread of its own looks at `stop()` while this one searches."""
+    if stop is None:
+        return solver.Solve(model)
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(STOP_POLL_S):
+            if stop():
+                # Asked at every look until the search has ended: asked before the search
+                # has begun, StopSearch finds none to stop.
+                solver.StopSearch()
+
+    watcher = threading.Thread(target=watch, name="reopt-stop", daemon=True)
+    watcher.start()
+    try:
+        return solver.Solve(model)
+    finally:
+        finished.set()
+        watcher.join()
+
+
+#: In a worker process of a solve's chunk pool: the event that solve sets when it is
+#: stopped (given to each process as it starts: see `_pool_started`).
+_POOL_STOP: multiprocessing.synchronize.Event | None = None
+
+
+def _pool_started(stop: multiprocessing.synchronize.Event) -> None:
+    """Initializer of the chunk pool's processes. The event comes with the process (a
+    lock or event reaches a spawned process only that way, not with each chunk)."""
+    global _POOL_STOP
+    _POOL_STOP = stop
+
+
+def _solve_pooled(chunk: Chunk, time_limit_s: float, seed: int) -> ChunkResult:
+    """`solve_chunk` in a worker process, stopped with the solve that sent the chunk."""
+    return solve_chunk(chunk, time_limit_s, seed,
+                       stop=_POOL_STOP.is_set if _POOL_STOP is not None else None)
+
+
 # ---- the lower bound ---------------------------------------------------------------------
 
 
 def lower_bound(model: Model, upper: int, iterations: int = 300,
-                until: float = float("inf")) -> int:
-    return int(np.floor(_lagrangian(model, upper, iterations, until)[0]))
+                until: float = float("inf"), stop: Callable[[], bool] = lambda: False) -> int:
+    return int(np.floor(_lagrangian(model, upper, iterations, until, stop)[0]))
 
 
-def _lagrangian(model: Model, upper: int, iterations: int,
-                until: float = float("inf")) -> tuple[float, np.ndarray]:
+def _lagrangian(model: Model, upper: int, iterations: int, until: float = float("inf"),
+                stop: Callable[[], bool] = lambda: False) -> tuple[float, np.ndarray]:
     """Lagrangian bound: relax stock and capacity with prices >= 0 and let each order
     take its cheapest plan at those prices. Every price vector gives a valid bound on the
-    optimum (of the LP relaxation too); subgradient steps (Polyak) search for a good one."""
+    optimum (of the LP relaxation too); subgradient steps (Polyak) search for a good one
+    until `until` or `stop()` (the best found so far is as valid)."""
     cands = model.cands
     first = cands.first()
     objective = model.objective.astype(np.float64)
@@ -739,7 +796,7 @@ def _lagrangian(model: Model, upper: int, iterations: int,
     scale = 2.0
     stall = 0
     for _ in range(iterations):
-        if time.monotonic() > until:
+        if time.monotonic() > until or stop():
             break
         priced = objective + np.bincount(model.use_cand, weights=prices[model.use_res]
                                          * model.use_qty, minlength=cands.n)
@@ -824,17 +881,40 @@ class Solution:
                 int(self.cands.backorder[picks].sum()))
 
 
-def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | None,
+@dataclass(slots=True)
+class _ChunkPool:
+    """Worker processes solving chunks, and the event that stops the chunks they solve."""
+
+    executor: cf.ProcessPoolExecutor
+    stopped: multiprocessing.synchronize.Event
+
+    @classmethod
+    def start(cls, workers: int) -> _ChunkPool:
+        context = multiprocessing.get_context("spawn")
+        stopped = context.Event()
+        return cls(cf.ProcessPoolExecutor(workers, mp_context=context,
+                                          initializer=_pool_started, initargs=(stopped,)),
+                   stopped)
+
+    def close(self) -> None:
+        """Stop the chunks still solving, then the processes (which waits for those chunks:
+        stopped, they end at once)."""
+        self.stopped.set()
+        self.executor.shutdown(cancel_futures=True)
+
+
+def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: _ChunkPool | None,
                deadline: float, report: Callable[[int], None],
                stop: Callable[[], bool] = lambda: False) -> list[ChunkResult | None]:
-    """Solve the chunks (None for those the deadline left unsolved: they keep their plans)."""
+    """Solve the chunks (None for those the deadline left unsolved: they keep their plans).
+    `stop()` turning true starts no more and stops those under way."""
     out: list[ChunkResult | None] = [None] * len(todo)
     if pool is None:
         for i, chunk in enumerate(todo):
             left = deadline - time.monotonic()
             if left <= 0 or stop():
                 break
-            out[i] = solve_chunk(chunk, min(limit, left), seed)
+            out[i] = solve_chunk(chunk, min(limit, left), seed, stop=stop)
             report(i + 1)
         return out
     # A few chunks in flight per worker: no chunk starts after the deadline.
@@ -844,12 +924,16 @@ def _solve_all(todo: list[Chunk], limit: float, seed: int, pool: cf.Executor | N
         while (next_chunk < len(todo) and len(in_flight) < 8
                and deadline - time.monotonic() > 0 and not stop()):
             left = deadline - time.monotonic()
-            in_flight[pool.submit(solve_chunk, todo[next_chunk], min(limit, left), seed)] = (
-                next_chunk)
+            in_flight[pool.executor.submit(_solve_pooled, todo[next_chunk], min(limit, left),
+                                           seed)] = next_chunk
             next_chunk += 1
         if not in_flight:
             break
-        finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+        # Not waiting for a chunk to end before looking at stop(): one may search for as
+        # long as the whole time limit. Stopped, those under way end with what they have.
+        finished, _ = cf.wait(in_flight, timeout=STOP_POLL_S, return_when=cf.FIRST_COMPLETED)
+        if stop():
+            pool.stopped.set()
         for future in finished:
             out[in_flight.pop(future)] = future.result()
             done += 1
@@ -881,28 +965,31 @@ class _Lists:
 
 
 def _furthest_first(model: Model, chosen: np.ndarray, cheapest: np.ndarray,
-                    deadline: float) -> Iterator[int]:
-    """Orders above their cheapest plan, furthest above first, while time is left."""
+                    deadline: float, stop: Callable[[], bool]) -> Iterator[int]:
+    """Orders above their cheapest plan, furthest above first, while time is left (and
+    until `stop()`)."""
     excess = model.objective[chosen] - cheapest
     above = np.flatnonzero(excess > 0)
     for o in above[np.argsort(-excess[above], kind="stable")].tolist():
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or stop():
             return
         yield o
 
 
-def _one_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
+def _one_moves(model: Model, chosen: np.ndarray, deadline: float,
+               stop: Callable[[], bool] = lambda: False) -> int:
     """Move each order to its cheapest plan that fits the stock the others leave free
-    (the orders furthest above their cheapest plan first), until no order moves: quick
-    gains a time-limited neighbourhood search may not reach. Updates `chosen`; returns
-    the moves made. Every move lowers the objective and keeps every limit."""
+    (the orders furthest above their cheapest plan first), until no order moves (or the
+    deadline, or `stop()`): quick gains a time-limited neighbourhood search may not reach.
+    Updates `chosen`; returns the moves made. Every move lowers the objective and keeps
+    every limit."""
     at = _Lists.of(model, chosen)
     use_ptr, use_res, use_qty, free = at.use_ptr, at.use_res, at.use_qty, at.free
     objective = model.objective
     moves = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop():
         moved = False
-        for o in _furthest_first(model, chosen, at.cheapest, deadline):
+        for o in _furthest_first(model, chosen, at.cheapest, deadline, stop):
             current = int(chosen[o])
             a, b = at.first[o], at.ends[o]
             options = np.arange(a, b)[objective[a:b] < objective[current]]
@@ -927,14 +1014,18 @@ def _one_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
     return moves
 
 
-def _local_moves(model: Model, chosen: np.ndarray, deadline: float) -> int:
+def _local_moves(model: Model, chosen: np.ndarray, deadline: float,
+                 stop: Callable[[], bool] = lambda: False) -> int:
     """Single-order moves (quickly, in bulk), then chains of moves until none is found
-    (or the deadline). A chain may be a single move: when they end, neither finds one."""
-    return _one_moves(model, chosen, deadline) + _chain_moves(model, chosen, deadline)
+    (or the deadline, or `stop()`). A chain may be a single move: when they end, neither
+    finds one."""
+    return (_one_moves(model, chosen, deadline, stop)
+            + _chain_moves(model, chosen, deadline, stop=stop))
 
 
 def _chain_moves(model: Model, chosen: np.ndarray, deadline: float, depth: int = 4,
-                 width: int = 4, first_width: int = 24, evaluations: int = 200) -> int:
+                 width: int = 4, first_width: int = 24, evaluations: int = 200,
+                 stop: Callable[[], bool] = lambda: False) -> int:
     """Move an order to a cheaper plan that lacks some stock, together with a chain of
     orders that make room for it: a holder of what is lacking moves to another plan that
     frees it; if that plan lacks stock in turn, or the first holder freed too little, a
@@ -945,8 +1036,8 @@ def _chain_moves(model: Model, chosen: np.ndarray, deadline: float, depth: int =
     for what the order lacks, `width` further down; their plans cheapest first, none
     dearer than what is left of the gain), first with one holder, then deeper, at most
     `evaluations` plans tried for each plan of the order. The orders furthest above their
-    cheapest plan are tried first. Updates `chosen`; returns the chains made. Every chain
-    lowers the objective and keeps every limit."""
+    cheapest plan are tried first, until the deadline or `stop()`. Updates `chosen`;
+    returns the chains made. Every chain lowers the objective and keeps every limit."""
     at = _Lists.of(model, chosen)
     use_ptr, use_res, use_qty, free = at.use_ptr, at.use_res, at.use_qty, at.free
     first_l, ends_l = at.first, at.ends
@@ -1053,9 +1144,9 @@ def _chain_moves(model: Model, chosen: np.ndarray, deadline: float, depth: int =
 
     made = 0
     thorough = True  # the first pass tries every order; later ones only those with news
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop():
         before = made
-        for o in _furthest_first(model, chosen, at.cheapest, deadline):
+        for o in _furthest_first(model, chosen, at.cheapest, deadline, stop):
             current = int(chosen[o])
             if not thorough and unchanged(o, current):
                 continue
@@ -1100,7 +1191,8 @@ def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline
     """Large-neighbourhood search over components too large for one model: a neighbourhood
     of competing orders is solved exactly with everything else fixed (it may use whatever
     stock the others leave), kept if cheaper; seeds are the orders whose plan costs more
-    than their cheapest plan. Updates `chosen`; returns (neighbourhoods solved, optimal)."""
+    than their cheapest plan. Until the deadline or `stop()` (which stops a neighbourhood's
+    search under way too). Updates `chosen`; returns (neighbourhoods solved, optimal)."""
     cands = model.cands
     cheapest = np.minimum.reduceat(model.objective, cands.first())
     use_ptr = np.searchsorted(model.use_cand, np.arange(cands.n + 1))
@@ -1116,7 +1208,7 @@ def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline
 
     solved = optimal = passes = 0
     reported = time.monotonic()
-    while time.monotonic() < deadline - 0.02:
+    while time.monotonic() < deadline - 0.02 and not stop():
         passes += 1
         seeds = members[model.objective[chosen[members]] > cheapest[members]]
         if not len(seeds):
@@ -1132,7 +1224,7 @@ def _search(model: Model, groups: list[np.ndarray], chosen: np.ndarray, deadline
             mine = own(orders)
             chunk = _chunk(model, orders, chosen, model.limit - used + mine, False)
             result = solve_chunk(chunk, min(1.0, left), int(rng.integers(1 << 30)),
-                                 options.workers)
+                                 options.workers, stop)
             solved += 1
             optimal += int(result.optimal)
             before = int(model.objective[chosen[orders]].sum())
@@ -1153,7 +1245,9 @@ def solve(problem: Problem, options: ReoptOptions,
           progress: Callable[[Progress], None] = lambda _: None,
           stop: Callable[[], bool] = lambda: False) -> Solution:
     """Choose a plan per order. Never worse than the current plans. `stop()` turning true
-    ends the search early with the best plan so far (the caller gave up)."""
+    ends the search early with the best plan so far (the caller gave up): every phase that
+    runs for a share of the time limit looks at it, and a CP-SAT search under way, here or
+    in a worker process, is stopped (within about STOP_POLL_S)."""
     started = time.monotonic()
     deadline = started + options.time_limit_s
     if not problem.n_orders:
@@ -1175,9 +1269,9 @@ def solve(problem: Problem, options: ReoptOptions,
             break
         progress(Progress("candidates", f"pricing scarce stock, round {round_ + 1}"))
         _, prices = _lagrangian(model, old, 200,
-                                time.monotonic() + options.time_limit_s * 0.05)
+                                time.monotonic() + options.time_limit_s * 0.05, stop)
         add_priced(problem, out, prices[:problem.supply.size].reshape(problem.supply.shape),
-                   PRICE_SCALES)
+                   PRICE_SCALES, stop)
         cands = _assemble(out, problem.n_orders)
         model = build_model(problem, cands)
         current = cands.first()
@@ -1192,10 +1286,7 @@ def solve(problem: Problem, options: ReoptOptions,
         model.objective[chosen].sum())))
     groups = components(model)
     rng = np.random.default_rng(options.seed)
-    pool: cf.Executor | None = None
-    if options.workers > 1:
-        pool = cf.ProcessPoolExecutor(options.workers,
-                                      mp_context=multiprocessing.get_context("spawn"))
+    pool = _ChunkPool.start(options.workers) if options.workers > 1 else None
     size = options.chunk_orders
     whole = [g for g in groups if len(g) <= size]
     large = [g for g in groups if len(g) > size]
@@ -1221,7 +1312,7 @@ def solve(problem: Problem, options: ReoptOptions,
                     chosen[global_orders] = chunk.cand_ids[result.choice]
         # Moves of single orders, and chains of orders making room for one another,
         # first: quick gains, and a better start for the search.
-        _local_moves(model, chosen, deadline - options.time_limit_s / 10)
+        _local_moves(model, chosen, deadline - options.time_limit_s / 10, stop)
         if large:
             rounds += 1
             # The search leaves the last tenth of the time to those moves again and to the
@@ -1232,15 +1323,15 @@ def solve(problem: Problem, options: ReoptOptions,
             optimal += proved
             progress(Progress("solving", "moves of single orders and chains", objective=int(
                 model.objective[chosen].sum())))
-            _local_moves(model, chosen, deadline - options.time_limit_s / 20)
+            _local_moves(model, chosen, deadline - options.time_limit_s / 20, stop)
     finally:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.close()
     new = int(model.objective[chosen].sum())
     assert np.all(usage(model, chosen) <= model.limit)
     progress(Progress("bound", "lower bound (Lagrangian)", objective=new))
-    bound = min(lower_bound(model, new, 0 if stop() else 300,
-                            max(deadline, time.monotonic() + 1.0)), new)
+    bound = min(lower_bound(model, new, 300, max(deadline, time.monotonic() + 1.0), stop),
+                new)
     return Solution(problem, cands, chosen, old, new, bound, len(groups), solved, optimal,
                     rounds, time.monotonic() - started)
 

@@ -558,5 +558,5 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     @streaming
     async def Reoptimize(self, request: pb.ReoptimizeRequest,
                          context: Context) -> AsyncIterator[pb.ReoptimizeResponse]:
-        async for response in self.reoptimizer.run(request):
+        async for response in self.reoptimizer.run(request, context):
             yield response

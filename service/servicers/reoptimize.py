@@ -1,5 +1,7 @@
 """OrderService.Reoptimize: snapshot the open orders, solve off the event loop while
-streaming progress, then apply the new plans as one mutation (idempotent by request id)."""
+streaming progress, then apply the new plans as one mutation (idempotent by request id).
+A call that ends before the plans are applied (the caller cancelled it, its deadline
+passed, the server is stopping) stops the solver and applies nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.operations import Outcome
 from core.replan_ops import ReplanResult
 from service.engine import Engine, check_request_id
+from service.errors import Context
 from service.servicers.inventory import mutation_result
 
 MAX_TIME_LIMIT_S = 3600.0
@@ -74,7 +77,8 @@ class Reoptimizer:
         self.engine = engine
         self.running = False
 
-    async def run(self, request: pb.ReoptimizeRequest) -> AsyncIterator[pb.ReoptimizeResponse]:
+    async def run(self, request: pb.ReoptimizeRequest,
+                  context: Context) -> AsyncIterator[pb.ReoptimizeResponse]:
         engine = self.engine
         check_request_id(request.request_id)
         options = _options(request, max(engine.settings.reopt_workers, 1))
@@ -92,6 +96,26 @@ class Reoptimizer:
         self.running = True
         stop = threading.Event()
         task: asyncio.Future[reopt.Solution] | None = None
+        released = False
+
+        def release(*_: object) -> None:
+            """Stop the solver (at once: it may have most of its time limit still to run),
+            and let the next run start once its thread has ended. Called when this handler
+            ends and when the call does, whichever comes first: a call cancelled while an
+            answer of this handler was being sent leaves the handler suspended, and it ends
+            only when it is collected."""
+            nonlocal released
+            stop.set()
+            if released:
+                return  # (a later run may hold `running` by now)
+            released = True
+            if task is None or task.done():
+                self.running = False
+            else:
+                task.add_done_callback(lambda _: setattr(self, "running", False))
+
+        # (The stubs type the callback as a class of theirs; grpc calls any callable.)
+        context.add_done_callback(release)  # type: ignore[arg-type]
         try:
             problem = reopt.collect(engine.ledger, engine.clock(), options.max_orders)
             loop = asyncio.get_running_loop()
@@ -114,6 +138,8 @@ class Reoptimizer:
                 if queue.empty():
                     break
             solution = task.result()
+            if stop.is_set():
+                return  # the call has ended: what a stopped solve chose is not applied
             if request.dry_run:
                 yield pb.ReoptimizeResponse(phase="done", detail="dry run: nothing changed",
                                             summary=_summary(solution, None))
@@ -131,10 +157,5 @@ class Reoptimizer:
                 "Reoptimize", request,
                 lambda: c.ApplyReoptimization(reopt.replans(solution)), applied)
         finally:
-            # A caller that goes away stops the solver (nothing is applied); the next run
-            # may start once this one's thread has ended.
-            stop.set()
-            if task is None or task.done():
-                self.running = False
-            else:
-                task.add_done_callback(lambda _: setattr(self, "running", False))
+            # A caller that goes away stops the solver (nothing is applied).
+            release()

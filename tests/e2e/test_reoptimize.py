@@ -1,13 +1,26 @@
 """OrderService.Reoptimize through gRPC: progress then a summary, a split taken back,
-dry runs that change nothing, idempotent replays, one run at a time, bad input."""
+dry runs that change nothing, idempotent replays, one run at a time, bad input, and a
+call that ends early stopping its solver."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
+import numpy as np
 import pytest
+from allocd.v1 import (
+    catalog_service_pb2,
+    inventory_service_pb2,
+    network_service_pb2,
+    types_pb2,
+)
 from allocd.v1 import order_service_pb2 as pb
 
-from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, rid
+from service.codec import node_to_proto
+from service.demo import DEMO_NODES
+from service.demo_network import METROS
+from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, demo_network_proto, rid
 
 DAY_MS = 86_400_000
 
@@ -137,3 +150,100 @@ def test_a_server_with_no_open_orders_answers_with_an_empty_summary(server_facto
         assert responses[-1].phase == "done"
         assert (summary.open_orders, summary.orders_changed, summary.applied) == (
             0, 0, not dry_run)
+
+
+def _contested_orders(api, n_orders: int = 380, n_skus: int = 60) -> None:
+    """Every demo node, and `n_orders` orders of 1-5 lines (popular SKUs most often) to
+    metros all over, allocated as they came, with just enough stock spread thinly over
+    the nodes: one component of orders contesting the same units, a model CP-SAT does not
+    prove optimal in two minutes (it searches for as long as it is given)."""
+    rng = np.random.default_rng(7)
+    nodes = [n.node_id for n in DEMO_NODES]
+    api.catalog.UpsertNodes(catalog_service_pb2.UpsertNodesRequest(
+        request_id=rid(), nodes=[node_to_proto(n) for n in DEMO_NODES]), timeout=RPC_TIMEOUT_S)
+    api.catalog.UpsertChannels(catalog_service_pb2.UpsertChannelsRequest(
+        request_id=rid(), channels=[types_pb2.Channel(channel_id="web", name="Web store"),
+                                    types_pb2.Channel(channel_id="marketplace",
+                                                      name="Marketplace")]),
+        timeout=RPC_TIMEOUT_S)
+    api.network.SetNetwork(network_service_pb2.SetNetworkRequest(
+        request_id=rid(), network=demo_network_proto(nodes)), timeout=RPC_TIMEOUT_S)
+    skus = [f"CONTESTED-{i:03d}" for i in range(n_skus)]
+    api.catalog.UpsertSkus(catalog_service_pb2.UpsertSkusRequest(request_id=rid(), skus=[
+        types_pb2.Sku(sku_id=sku, name=sku, weight_lb=round(float(rng.uniform(0.2, 6)), 2),
+                      dimensions=types_pb2.Dimensions(length_in=float(rng.uniform(4, 16)),
+                                                      width_in=float(rng.uniform(3, 12)),
+                                                      height_in=float(rng.uniform(1, 8))),
+                      unit_cost_micros=5_000_000, price_micros=12_000_000, category="home")
+        for sku in skus]), timeout=RPC_TIMEOUT_S)
+    popularity = 1.0 / np.arange(1, n_skus + 1) ** 0.8
+    popularity /= popularity.sum()
+    demand = np.zeros(n_skus, np.int64)
+    orders = []
+    for o in range(n_orders):
+        chosen = rng.choice(n_skus, int(rng.integers(1, 6)), replace=False, p=popularity)
+        qty = rng.integers(1, 3, len(chosen))
+        demand[chosen] += qty
+        metro = METROS[int(rng.integers(len(METROS)))]
+        orders.append(pb.Order(
+            order_id=f"CONTESTED-{o:04d}", channel_id="web",
+            ship_to=pb.ShipTo(postal_code=metro[3][0] + "01"),
+            lines=[pb.OrderLine(sku_id=skus[s], quantity=int(q))
+                   for s, q in zip(chosen.tolist(), qty.tolist(), strict=True)]))
+    stocked = rng.random((n_skus, len(nodes))) < 0.6
+    stocked[np.arange(n_skus), rng.integers(0, len(nodes), n_skus)] = True
+    receipts = []
+    for s in range(n_skus):
+        where = np.flatnonzero(stocked[s])
+        split = rng.multinomial(int(demand[s]), np.full(len(where), 1 / len(where)))
+        receipts += [inventory_service_pb2.ReceiptLine(sku_id=skus[s], node_id=nodes[n],
+                                                       quantity=int(q))
+                     for n, q in zip(where.tolist(), split.tolist(), strict=True) if q]
+    api.inventory.ReceiveInventory(inventory_service_pb2.ReceiveInventoryRequest(
+        request_id=rid(), reference="e2e-receipt", lines=receipts), timeout=RPC_TIMEOUT_S)
+    for i in range(0, n_orders, 100):
+        api.orders.AllocateOrders(pb.AllocateOrdersRequest(
+            request_id=rid(), orders=orders[i:i + 100]), timeout=RPC_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("ended_by", ["cancel", "deadline"])
+def test_a_call_that_ends_early_stops_its_solver_and_applies_nothing(server_factory,
+                                                                      ended_by):
+    # The solver ran on after its caller had gone, for the rest of its time limit (up to
+    # an hour, on a server of two cores), and no other run could start meanwhile. Here the
+    # one chunk of 380 orders is given most of 120 s (its CP-SAT search, in a worker
+    # process, would take them all); the call ends a few seconds into that search, and
+    # the server must be free again within 15 s: a run is refused while another's solver
+    # runs.
+    api = server_factory(max_lines_per_request=10_000, max_message_bytes=8 << 20)
+    _contested_orders(api)
+    before = api.state()
+    request = pb.ReoptimizeRequest(request_id=rid(), time_limit_seconds=120)
+    details = []
+    if ended_by == "cancel":
+        responses = api.orders.Reoptimize(request, timeout=300)
+        for response in responses:
+            details.append(response.detail)
+            if "best whole plan" in response.detail:
+                break  # the model is built: the search of its chunk starts
+        time.sleep(3.0)
+        responses.cancel()
+    else:
+        with pytest.raises(grpc.RpcError) as caught:
+            for response in api.orders.Reoptimize(request, timeout=6.0):
+                details.append(response.detail)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    ended = time.monotonic()
+    assert any("best whole plan" in detail for detail in details), details
+
+    while True:
+        try:
+            probe = list(api.orders.Reoptimize(pb.ReoptimizeRequest(
+                request_id=rid(), time_limit_seconds=1, dry_run=True), timeout=RPC_TIMEOUT_S))
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+            assert time.monotonic() - ended < 15, "the solver ran on after its call had ended"
+            time.sleep(0.2)
+    assert probe[-1].phase == "done" and probe[-1].summary.open_orders == 380
+    assert api.state() == before, "a call that had ended applied its plans"

@@ -32,6 +32,9 @@ class _Context:
     async def abort(self, code, details):
         raise RuntimeError(f"{code}: {details}")
 
+    def add_done_callback(self, callback):
+        pass  # (called when the call ends: these calls end as their handlers return)
+
 
 def test_mutating_calls_are_audited_and_an_edit_is_detected(tmp_path, capsys):
     async def go():

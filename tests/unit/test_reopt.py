@@ -4,6 +4,8 @@ below the optimum, and the split a real-time decision could not avoid taken back
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -229,6 +231,35 @@ def test_a_weight_on_packages_trades_landed_cost_for_fewer_shipments():
     assert weighed.totals("new")[1] == 1 and weighed.totals("new")[0] > plain.totals("new")[0]
     outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(weighed)), NOW)
     assert outcome.detail.applied == ("two",)
+
+
+def test_a_stop_during_the_search_of_a_chunk_ends_the_solve_at_once():
+    # 380 orders contesting thinly spread stock: one chunk, whose CP-SAT search takes all
+    # the time it is given (here most of 120 s, in this process). A stop 2 s into that
+    # search ends it, and the solve, with a plan no worse than the current ones.
+    from bench.reopt import NOW as BUILT_AT
+    from bench.reopt import build
+
+    ledger, orders = build(380, 60, 7, cover=1.0, stock_prob=0.6)
+    execute(ledger, c.AllocateOrders(tuple(orders)), BUILT_AT)
+    problem = reopt.collect(ledger, BUILT_AT)
+    stop = threading.Event()
+    stopped_at: list[float] = []
+
+    def halt() -> None:
+        stopped_at.append(time.monotonic())
+        stop.set()
+
+    def progress(p: reopt.Progress) -> None:
+        if "best whole plan" in p.detail:  # the chunk's search starts
+            threading.Timer(2.0, halt).start()
+
+    solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=120, workers=1),
+                           progress, stop.is_set)
+    assert stopped_at, "the solve ended before it was stopped"
+    assert time.monotonic() - stopped_at[0] < 10, "the search ran on after its stop"
+    assert solution.components == 1 and solution.chunks_optimal == 0
+    assert solution.new_objective <= solution.old_objective
 
 
 def test_nothing_open_is_nothing_to_do():
