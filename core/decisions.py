@@ -319,7 +319,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                               weigh_waiting=True, claims=claims)
         kernel_plan = decision[1]
         decision = _consider_waiting(ledger, network, gathered, rank - base, req, decision,
-                                     now_ms, taken)
+                                     now_ms, taken, claims)
         for plan in decision[1]:  # (the packages)
             _, node, _, lines, _, _, _, _, _, _, _ = plan
             for _, sku, quantity, _ in lines:
@@ -670,11 +670,18 @@ _NO_INBOUND: Final = Option(OptionKind.WAIT_FOR_INBOUND, False,
 
 def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered, rank: int,
                       req: Request, decision: Decision, now_ms: int,
-                      consumed: dict[tuple[int, int], int] | None = None) -> Decision:
+                      consumed: dict[tuple[int, int], int] | None = None,
+                      claims: Claims | None = None) -> Decision:
     """Compare waiting for inbound stock to ship complete from one node, when the plan
     splits or backorders. Chosen when it meets the promise and costs less than the split,
     or when the order may not split and cannot ship complete now. `consumed`: the units
-    the batch's earlier orders took, (sku, node) -> units: not on hand for this one."""
+    the batch's earlier orders took, (sku, node) -> units: not on hand for this one.
+
+    What arrives goes to the backorders promised it before this order first (_claimed,
+    as for a backorder's promise date): the order waits for the arrival that covers
+    them and its own units. Those claims are on the SKU's inbound stock anywhere, not at
+    the node weighed, so with stock inbound at several nodes this is on the safe side: a
+    later promise, never one that an earlier order was given already."""
     if len(decision.packages) < 2 and not decision.backorders:
         return decision
     if not _has_inbound(ledger, req):  # (_interpret has said so among the options)
@@ -717,6 +724,7 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
         longest = max(float(dims[s].max()) for _, s, _ in lines)
         billable = billable_weight_lb(weight, volume)
         units = sum(q for _, _, q in lines)
+    claimed: dict[int, int] = {}  # sku -> units earlier backorders were promised of it
     for n in candidates:
         ready_day = day0
         feasible = True
@@ -724,6 +732,10 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
             short = short_at[n][k]
             if short <= 0:
                 continue
+            before = claimed.get(sku)
+            if before is None:
+                before = claimed[sku] = _claimed(ledger, sku, req.spec, claims)
+            short += before
             arrivals = sorted(
                 (max(ledger.inbound[key].expected_ms, now_ms), ledger.inbound[key].remaining)
                 for key in ledger.inbound_by_sku.get(sku, ()) if key[2] == n)

@@ -171,3 +171,34 @@ def test_orders_decided_again_together_count_each_other_s_claims_once():
     execute(ledger, c.CancelInbound("PO-2", ()), NOW)
     assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
     assert ledger.orders.promised == {(ledger.catalog.sku("a"), "web"): 10}
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_an_order_waits_only_for_inbound_units_not_promised_to_earlier_orders(together):
+    """No "b" on hand; 3 arrive at n0 on day 1 and 3 more on day 4. Two orders of three b
+    that may not split both wait to ship complete from n0. The first is promised day 1's
+    three; the second was promised them too (day 1's arrival covered its three, though
+    the first's backorder had them). It waits for day 4's now, in one batch or two; with
+    that arrival cancelled, it cannot wait at n0 at all."""
+    from core.network import SlaTier
+
+    ledger = _ledger({("a", "n0"): 2})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 3, NOW + DAY_MS),)),
+            NOW)
+    execute(ledger, c.ExpectInbound("PO-2", (c.InboundLine("b", "n0", 3, NOW + 4 * DAY_MS),)),
+            NOW)
+    first = _order("first", {"b": 3})._replace(tier=SlaTier.PREMIUM, allow_split=False)
+    second = _order("second", {"b": 3})._replace(allow_split=False)
+    for batch in [(first, second)] if together else [(first,), (second,)]:
+        execute(ledger, c.AllocateOrders(batch), NOW)
+    promises = {}
+    for order_id in ("first", "second"):
+        decision, option = _wait_option(ledger, order_id)
+        assert option.chosen and not decision.packages, order_id
+        (backorder,) = decision.backorders
+        promises[order_id] = backorder.promise_ms
+    assert promises["second"] - promises["first"] == 3 * DAY_MS
+    execute(ledger, c.CancelInbound("PO-2", ()), NOW)
+    decision, option = _wait_option(ledger, "second")
+    assert not option.feasible and not decision.packages
+    assert all(b.promise_ms != promises["first"] for b in decision.backorders)
