@@ -772,7 +772,10 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     node_id = ledger.catalog.nodes[n].node_id
     promise_ms = (day0 + ship + transit) * DAY_MS
     wait_cheaper = len(decision.packages) >= 2 and cost < current and not decision.backorders
-    must_wait = not req.spec.allow_split and not decision.packages
+    # An order that may not split ships complete: not part now and the rest later (a
+    # second package) when waiting lets it ship whole in time.
+    must_wait = not req.spec.allow_split and (not decision.packages or bool(
+        decision.backorders))
     option = Option(OptionKind.WAIT_FOR_INBOUND, True, cost, 1, chosen=wait_cheaper or must_wait,
                     detail=f"ship complete from {node_id} after inbound arrives, "
                            f"delivered by day +{ship + transit}")

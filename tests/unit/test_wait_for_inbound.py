@@ -202,3 +202,25 @@ def test_an_order_waits_only_for_inbound_units_not_promised_to_earlier_orders(to
     decision, option = _wait_option(ledger, "second")
     assert not option.feasible and not decision.packages
     assert all(b.promise_ms != promises["first"] for b in decision.backorders)
+
+
+@pytest.mark.parametrize("allow_split", [False, True])
+def test_an_order_that_may_not_split_waits_to_ship_whole_rather_than_ship_part_now(
+        allow_split):
+    """n0 has the "a" and none of the three "b", which arrive there tomorrow. Shipping the
+    a now and the b when it comes is two packages: an order that may not split waits and
+    ships both together; one that may, ships the a now and backorders the b."""
+    ledger = _ledger({("a", "n0"): 2})
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 3, NOW + DAY_MS),)),
+            NOW)
+    order = _order("o", {"a": 1, "b": 3})._replace(allow_split=allow_split)
+    execute(ledger, c.AllocateOrders((order,)), NOW)
+    decision, option = _wait_option(ledger, "o")
+    assert option.feasible and option.chosen == (not allow_split)
+    if allow_split:
+        assert [[line.line_id for line in p.lines] for p in decision.packages] == [["0"]]
+        assert [b.line_id for b in decision.backorders] == ["1"]
+    else:
+        assert not decision.packages
+        assert sorted(b.line_id for b in decision.backorders) == ["0", "1"]
+        assert len({b.promise_ms for b in decision.backorders}) == 1
