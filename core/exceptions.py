@@ -96,23 +96,41 @@ class ExceptionBook:
         self.by_order: dict[str, list[str]] = {}
         # The open ones' ids, in the order raised: the queue people work from, read by
         # ListExceptions, /metrics and the dashboard without walking every exception ever
-        # raised (resolved ones stay in by_id for their history).
+        # raised (resolved ones stay in by_id for their history, until their order is
+        # archived).
         self.open_ids: dict[str, None] = {}
+        self._listed: list[ExceptionRecord] | None = None  # (see in_order)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state.pop("_listed", None)  # (rebuilt when read)
+        return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self._listed = None
         if "open_ids" not in state:  # a snapshot written before the open ones were kept
             self.open_ids = {exception_id: None for exception_id, record in self.by_id.items()
                              if not record.resolved}
+
+    def in_order(self) -> list[ExceptionRecord]:
+        """Every exception kept, in the order raised (ascending sequence numbers), as a
+        list a listing can bisect: made once, then kept as exceptions are raised, until
+        an archive drops some (not a copy of every exception for each page read)."""
+        if self._listed is None:
+            self._listed = list(self.by_id.values())
+        return self._listed
 
     def open_records(self) -> list[ExceptionRecord]:
         """The open exceptions, in the order raised."""
         return [self.by_id[exception_id] for exception_id in self.open_ids]
 
     def raise_(self, exception_id: str, info: ExceptionInfo, time_ms: int, seq: int) -> None:
-        self.by_id[exception_id] = ExceptionRecord(
+        record = self.by_id[exception_id] = ExceptionRecord(
             exception_id, info.exception_type, info.order_id, info.detail, info.reference,
             time_ms, seq)
+        if self._listed is not None:
+            self._listed.append(record)
         self.open_ids[exception_id] = None
         if info.order_id:
             self.open_by_order.setdefault(info.order_id, []).append(exception_id)
@@ -140,6 +158,7 @@ class ExceptionBook:
         for exception_id in self.by_order.pop(order_id, ()):
             self.by_id.pop(exception_id, None)
             self.open_ids.pop(exception_id, None)
+            self._listed = None
         self.open_by_order.pop(order_id, None)
 
     def open_for(self, order_id: str) -> list[ExceptionRecord]:

@@ -263,6 +263,16 @@ class Ledger:
         state["_regions"] = {}
         return state
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        # A snapshot written before an archived order's exceptions left memory with it
+        # (ORDER_ARCHIVED) holds them still: dropped, as a replay of its log would.
+        archived = self.orders.archived
+        if archived:
+            exceptions = self.exceptions
+            for order_id in [o for o in exceptions.by_order if o in archived]:
+                exceptions.forget_order(order_id)
+
     # ---- addressing ---------------------------------------------------------
     def locate(self, sku: int) -> tuple[Shard, int]:
         return self.shards[sku % self.n_shards], sku // self.n_shards

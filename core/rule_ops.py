@@ -334,15 +334,18 @@ class RulesOutcome:
 def lifted_approvals(current: RuleSet, proposed: RuleSet) -> list[str]:
     """The rules of `proposed` that would act on their own (enabled, of a kind that acts,
     not waiting for approval) where the rule of that id in force did not: an approval
-    switched off, a rule that acts added, or one enabled or changed to a kind that acts.
-    Changing the threshold or penalty of a rule that already acted on its own is not."""
+    switched off, a rule that acts added, or one enabled or changed to a kind that acts;
+    or more than it did: a higher penalty, a lower threshold, a longer window (it fires on
+    less, or weighs more). Making one that acts alone act less, or later, is not."""
     before = {r.rule_id: r for r in current.rules}
     lifted = []
     for rule in proposed.rules:
         if not _acts_alone(rule):
             continue
         was = before.get(rule.rule_id)
-        if was is None or not _acts_alone(was) or was.kind != rule.kind:
+        if (was is None or not _acts_alone(was) or was.kind != rule.kind
+                or rule.penalty_micros > was.penalty_micros or rule.threshold < was.threshold
+                or WINDOW_NAMES.index(rule.window) > WINDOW_NAMES.index(was.window)):
             lifted.append(rule.rule_id)
     return lifted
 

@@ -519,8 +519,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             records, next_token = page([book.by_id[i] for i in book.by_order.get(
                 request.order_id, [])], request, wanted)
         elif request.include_resolved:
-            records, next_token = page_in_number_order(list(book.by_id.values()), request,
-                                                       _raised_seq, wanted)
+            records, next_token = page_in_number_order(book.in_order(), request, _raised_seq,
+                                                       wanted)
         else:
             records, next_token = page_by_number(
                 (book.by_id[i] for i in book.open_ids), request, _raised_seq, wanted)

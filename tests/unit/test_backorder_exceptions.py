@@ -207,3 +207,58 @@ def test_a_cancel_logged_before_packed_packages_were_repacked_replays_as_it_ran(
     replayed = _ledger()
     replayed.apply(older, replay=True)
     assert replayed.orders.packages["o1-P1"].status == PackageStatus.PACKED
+
+
+def test_a_snapshot_that_kept_an_archived_order_s_exceptions_loads_without_them(
+        monkeypatch):
+    """A snapshot written before an archived order's exceptions left memory with it holds
+    them: loaded, it drops them, so it agrees with a replay of the same log."""
+    from core.exceptions import ExceptionBook
+
+    ledger = _ledger()
+    execute(ledger, _order(60), NOW)  # 50 placed, 10 backordered: an exception
+    (backorder,) = _open(ledger, ExceptionType.BACKORDER)
+    execute(ledger, c.ResolveException(backorder, Resolution.CANCEL, role="operations"), NOW)
+    execute(ledger, c.ReleaseWave("n0"), NOW)
+    execute(ledger, c.ConfirmPick("o1-P1", ()), NOW)
+    execute(ledger, c.ConfirmPack("o1-P1", (("shirt", 50),)), NOW)
+    execute(ledger, c.ConfirmShipment("o1-P1", "T"), NOW)
+    execute(ledger, c.SubmitCycleCount((c.CountLine("shirt", "n0", 30),)), NOW)  # stays
+    live = pickle.loads(pickle.dumps(ledger))
+    with monkeypatch.context() as patched:  # archived as a server before this did
+        patched.setattr(ExceptionBook, "forget_order", lambda self, order_id: None)
+        assert execute(ledger, c.ArchiveOrders(0), NOW + 400 * DAY_MS).detail.order_ids
+        assert backorder in ledger.exceptions.by_id
+        snapshot = pickle.dumps(ledger)
+    execute(live, c.ArchiveOrders(0), NOW + 400 * DAY_MS)
+    assert backorder not in live.exceptions.by_id and live.exceptions.by_id
+    loaded = pickle.loads(snapshot)
+    assert set(loaded.exceptions.by_id) == set(live.exceptions.by_id)
+    assert "o1" not in loaded.exceptions.by_order
+    assert loaded.checksum() == live.checksum()
+    assert loaded.exceptions.in_order() == list(live.exceptions.by_id.values())
+
+
+def test_every_exception_kept_is_listed_in_the_order_raised_as_they_come_and_go():
+    """ExceptionBook.in_order (what ListExceptions with include_resolved bisects) keeps up
+    with exceptions raised after it was read, and with an archive's."""
+    from core.exceptions import ExceptionBook, ExceptionInfo
+
+    book = ExceptionBook()
+
+    def raise_(seq: int, order_id: str) -> None:
+        book.raise_(f"EX-{seq}", ExceptionInfo(ExceptionType.BACKORDER, order_id, ""), 0, seq)
+
+    raise_(1, "o1")
+    raise_(2, "o2")
+    assert [r.seq for r in book.in_order()] == [1, 2]
+    raise_(3, "o1")
+    raise_(4, "")
+    assert [r.seq for r in book.in_order()] == [1, 2, 3, 4]
+    book.forget_order("o1")
+    assert [r.seq for r in book.in_order()] == [2, 4]
+    raise_(5, "o3")
+    assert [r.seq for r in book.in_order()] == [2, 4, 5]
+    back = pickle.loads(pickle.dumps(book))
+    assert [r.seq for r in back.in_order()] == [2, 4, 5] and "_listed" not in back.__getstate__()
+    assert book.in_order() == list(book.by_id.values())
