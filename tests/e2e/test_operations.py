@@ -271,9 +271,17 @@ def test_rules_are_replaced_by_version(api, operations):
     assert answer.rules.version == current.version + 1 and answer.rules.set_by == "lead"
     now = operations.GetRules(ops.GetRulesRequest(), timeout=RPC_TIMEOUT_S).rules
     assert {r.rule_id: r.threshold for r in now.rules}["count-variance"] == 50.0
-    # put the defaults back for whatever runs next on this server
-    operations.SetRules(ops.SetRulesRequest(request_id=rid(), expected_version=now.version,
-                                            rules=rules), timeout=RPC_TIMEOUT_S)
+    # put the defaults back for whatever runs next on this server: the sales hold acts on
+    # its own, and a lower threshold makes it act more, so a second person approves it
+    back = operations.SetRules(ops.SetRulesRequest(
+        request_id=rid(), expected_version=now.version, rules=rules),
+        metadata=who("lead", "operations"), timeout=RPC_TIMEOUT_S)
+    assert back.approval_id and back.rules.version == now.version
+    rgrpc.ReturnsServiceStub(api.channel).DecideApproval(rpb.DecideApprovalRequest(
+        request_id=rid(), approval_id=back.approval_id, approve=True),
+        metadata=who("duty-manager", "operations"), timeout=RPC_TIMEOUT_S)
+    restored = operations.GetRules(ops.GetRulesRequest(), timeout=RPC_TIMEOUT_S).rules
+    assert {r.rule_id: r.threshold for r in restored.rules}["count-variance"] == 10.0
 
 
 def test_switching_off_a_rules_approval_waits_for_a_second_person(api, operations):
