@@ -614,6 +614,13 @@ class Ledger:
             shard.set_fence(local, e.node, e.channel, e.quantity)
         elif kind == EventKind.NETWORK_SET:
             assert isinstance(e.payload, NetworkSpec)
+            before = tuple(s.service_id for s in self.network_spec.services)
+            after = tuple(s.service_id for s in e.payload.services)
+            if before and before != after:
+                position = {service_id: i for i, service_id in enumerate(after)}
+                self.orders.renumber_services({
+                    i: position.get(service_id, -1) for i, service_id in enumerate(before)
+                    if position.get(service_id, -1) != i})
             self.network_spec = e.payload
             self._compiled = None
             self._regions = {}

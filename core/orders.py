@@ -786,6 +786,16 @@ class OrderBook:
         else:
             self.closed_ms.pop(order_id, None)
 
+    def renumber_services(self, moved: dict[int, int]) -> None:
+        """A new network lists its carrier services in another order (or without some):
+        each package's service, a position in the list, becomes the same service's new
+        position (-1: the network no longer has it), so a package keeps the carrier and
+        service it was planned with instead of taking whichever now holds its old place."""
+        for state in self.packages.values():
+            plan = state.plan
+            if plan.service in moved:
+                state.plan = plan._replace(service=moved[plan.service])
+
     def archive(self, order_id: str) -> None:
         """The closed order leaves memory (ORDER_ARCHIVED); its id stays taken."""
         record = self.orders.pop(order_id)

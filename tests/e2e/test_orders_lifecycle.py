@@ -525,3 +525,35 @@ def test_a_short_pick_of_a_substitute_writes_off_substitute_units_and_replaces_t
     w.pack(first.package_id, {substitute: 1})
     w.ship(first.package_id)
     assert w.fulfil(second).order_status == pb.ORDER_STATUS_SHIPPED
+
+
+def test_a_package_keeps_its_carrier_service_when_the_network_lists_services_anew(
+        server_factory):
+    """A package's carrier service is the one it was planned with, whatever order a new
+    network lists the services in; one the network dropped is no longer named."""
+    from allocd.v1 import network_service_pb2 as npb
+
+    from tests.e2e.conftest import order_world, rid
+
+    api = server_factory()
+    w = order_world(api)
+    a = w.sku()
+    w.stock(a, "IND1", 5)
+    alloc = w.allocate(w.order((a, 2))).allocation
+    (planned,) = alloc.packages
+    assert planned.service_id and planned.carrier
+    network = api.network.GetNetwork(npb.GetNetworkRequest()).network
+    assert len(network.services) >= 2
+    services = list(network.services)
+    for reordered in (services[::-1], services[1:] + services[:1]):
+        del network.services[:]
+        network.services.extend(reordered)
+        api.network.SetNetwork(npb.SetNetworkRequest(request_id=rid(), network=network))
+        (now,) = w.get(alloc.order_id).allocation.packages
+        assert (now.service_id, now.carrier) == (planned.service_id, planned.carrier)
+    del network.services[:]
+    network.services.extend(s for s in services if s.service_id != planned.service_id)
+    api.network.SetNetwork(npb.SetNetworkRequest(request_id=rid(), network=network))
+    (now,) = w.get(alloc.order_id).allocation.packages
+    assert (now.service_id, now.carrier) == ("", "")
+    assert now.cost.carrier_micros == planned.cost.carrier_micros  # (what it was planned at)

@@ -84,6 +84,12 @@ class OrderMachine(RuleBasedStateMachine):
         self.events.extend(outcome.events)
         if outcome.events:
             self.commits.append(outcome.events)
+        # The carrier service each new package was planned with, by id.
+        services = self.ledger.network_spec.services
+        planned = self.__dict__.setdefault("planned_service", {})
+        for package_id, state in self.ledger.orders.packages.items():
+            if package_id not in planned and 0 <= state.plan.service < len(services):
+                planned[package_id] = services[state.plan.service].service_id
         return outcome
 
     def attempt(self, command):
@@ -288,6 +294,27 @@ class OrderMachine(RuleBasedStateMachine):
             assert all(book.packages[p].status == PackageStatus.REPLANNED
                        for p in book.orders[order_id].package_ids if p in live_before)
 
+    @rule(order=st.permutations(range(len(NETWORK.services))), drop=st.booleans())
+    def list_the_services_anew(self, order, drop):
+        """The network again, its services in another order (the last of them dropped)."""
+        services = [NETWORK.services[i] for i in order][:len(order) - 1 if drop else None]
+        self.run(c.SetNetwork(dataclasses.replace(NETWORK, services=tuple(services))))
+        kept = {s.service_id for s in services}
+        planned = self.__dict__.setdefault("planned_service", {})
+        for package_id, service_id in planned.items():
+            if service_id not in kept:
+                planned[package_id] = ""  # (dropped: not named again if it comes back)
+
+    @invariant()
+    def a_package_keeps_the_carrier_service_it_was_planned_with(self):
+        ids = [s.service_id for s in self.ledger.network_spec.services]
+        for package_id, state in self.ledger.orders.packages.items():
+            planned = self.__dict__.get("planned_service", {}).get(package_id)
+            if planned is None:
+                continue
+            service = state.plan.service
+            assert (ids[service] if 0 <= service < len(ids) else "") == planned, package_id
+
     @rule(limit=st.integers(1, 3))
     def archive_closed_orders(self, limit):
         """Long after: closed orders leave memory, all but those a return or an exception
@@ -413,6 +440,8 @@ class OrderMachine(RuleBasedStateMachine):
         assert replayed.orders.archived == self.ledger.orders.archived
         assert waiting(replayed.orders) == waiting(self.ledger.orders)
         assert list(replayed.exceptions.open_ids) == list(self.ledger.exceptions.open_ids)
+        assert ({p: s.plan for p, s in replayed.orders.packages.items()}
+                == {p: s.plan for p, s in self.ledger.orders.packages.items()})
 
 
     @invariant()
