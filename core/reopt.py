@@ -6,7 +6,9 @@ node had run out stays split. Before a wave releases them, the allocated orders 
 the backorders) can be planned again together:
 
 1. `collect` takes a consistent snapshot of the open orders, their current plans and
-   the stock they may use (AVAILABLE above the sale floors plus what they hold).
+   the stock they may use (AVAILABLE above the sale floors plus what they hold). The
+   current plans are valued at today's cost model, as every proposal is (not at the
+   costs stored when they were decided: rates, node costs and opportunity costs change).
 2. `propose` asks the allocation kernel for plans per order: the current plan, ship
    complete from each of the cheapest nodes that stock every line, the best plan were
    stock no object, and whole plans: the myopic plan re-run in priority order on the
@@ -57,13 +59,15 @@ from core.decisions import (
     UNLIMITED_CAPACITY,
     Request,
     _gather,
+    _Gathered,
     capacity_left,
     priority_key,
+    rate_shop,
     ship_days,
 )
 from core.ledger import Ledger
 from core.network import CompiledNetwork
-from core.orders import DAY_MS, OptionKind, OrderRecord, PackageStatus
+from core.orders import DAY_MS, OptionKind, OrderRecord, PackagePlan, PackageState, PackageStatus
 
 BIG_STOCK = 1 << 30
 #: Objective weight of a unit left backordered (micros): large enough that serving a
@@ -115,7 +119,7 @@ class Problem:
     skus: np.ndarray  # row u -> dense SKU
     supply: np.ndarray  # [u, n] units the open orders may use in all
     current_take: np.ndarray  # [k, n] units line k holds at node n now
-    current_cost: np.ndarray  # [o] micros of the current packages
+    current_cost: np.ndarray  # [o] micros of the current packages at today's costs
     current_packages: np.ndarray  # [o]
     current_backorder: np.ndarray  # [o] units open without a package
     capacity: np.ndarray  # [n] orders a node may still take today (with its own); <0: no limit
@@ -149,6 +153,66 @@ def promised_by(deliver_by_ms: int, promise_ms: int, backordered: bool) -> int:
     return promise_ms if promise_ms and not backordered else 0
 
 
+def _carrier_today(network: CompiledNetwork, plan: PackagePlan, region: int,
+                   weight_lb: float, volume_in3: float, longest_in: float, units: int) -> int:
+    """What the package's carrier service charges today for it (rated as allocation
+    rates a package: rate card or contracted lane, oversize surcharge). A service the
+    network no longer has (its index past today's services) cannot be asked: the package
+    would have to go by another, so it is valued at the cheapest of today's services that
+    still delivers by its promise from its ship date, else the cheapest of all (it is late
+    whatever it ships by). With no service at all, its stored carrier cost."""
+    if not network.n_services:
+        return plan.carrier_micros
+    _, _, quotes = rate_shop(network, plan.node, region, weight_lb, volume_in3, longest_in,
+                             units, plan.ship_ms, plan.promise_ms)
+    if 0 <= plan.service < len(quotes):
+        return quotes[plan.service].cost_micros
+    timely = [q.cost_micros for q in quotes if q.meets_deadline]
+    return min(timely) if timely else min(q.cost_micros for q in quotes)
+
+
+def cost_today(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered, o: int,
+               req: Request, live: Iterable[PackageState]) -> int:
+    """What an order's live packages cost under today's cost model, as every other plan
+    for it is valued: each package from its node by its carrier service at today's rates
+    (see _carrier_today) + the node's handling + per unit its pick cost and the
+    opportunity cost / routing penalty today (the batch's `item_unit_extra`, as the
+    kernel charges them) + today's split penalty for each package beyond the first (a
+    re-plan makes the first one free of it: replan_ops._decisions). Not the costs stored
+    when the packages were decided: rates, node costs and opportunity costs may have
+    changed since, and a plan valued at yesterday's costs against plans valued at
+    today's would be kept, or given up, for the wrong reason.
+
+    `gathered` is a gathering of requests whose `o`-th is `req`, the order's open lines
+    (every line a live package holds units of among them)."""
+    catalog = ledger.catalog
+    batch = gathered.batch
+    region = gathered.regions[o]
+    start = int(batch.line_start[o])
+    row = {line_id: start + j for j, (line_id, _, _) in enumerate(req.lines)}
+    extra = batch.item_unit_extra
+    total = packages = 0
+    for state in live:
+        plan = state.plan
+        n = plan.node
+        weight = volume = longest = 0.0
+        units = units_cost = 0
+        for line in plan.lines:
+            qty = state.quantities.get(line.line_id, 0)
+            if not qty:
+                continue
+            sku = line.sku
+            weight += qty * float(catalog.weight_lb[sku])
+            volume += qty * float(catalog.volume_in3[sku])
+            longest = max(longest, float(catalog.longest_in[sku]))
+            units += qty
+            units_cost += qty * (int(network.pick[n]) + int(extra[row[line.line_id], n]))
+        total += (_carrier_today(network, plan, region, weight, volume, longest, units)
+                  + int(network.handling[n]) + units_cost)
+        packages += 1
+    return total + max(packages - 1, 0) * int(network.split_penalty[int(batch.tier[o])])
+
+
 def _arrival(record: OrderRecord) -> int:
     return record.seq
 
@@ -178,7 +242,8 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
     reqs: list[Request] = []
     versions: dict[str, Version] = {}
     takes: dict[str, list[tuple[str, int, int]]] = {}  # order -> (line_id, node, qty)
-    costs: dict[str, tuple[int, int, int]] = {}
+    lives: dict[str, list[PackageState]] = {}  # order -> its live packages
+    counts: dict[str, tuple[int, int]] = {}  # order -> (packages, backordered units)
     slots: dict[str, set[tuple[int, int]]] = {}  # order -> the (node, day) slots it holds
     # Only open orders can be eligible (OrderBook.open_orders): taken in arrival order, as
     # a walk of every order received found them.
@@ -209,7 +274,8 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
                             len(record.package_ids), 0, record.seq))
         versions[order_id] = order_version(ledger, record)
         takes[order_id] = order_takes
-        costs[order_id] = (sum(s.plan.total_micros for s in live), len(live), backordered)
+        lives[order_id] = live
+        counts[order_id] = (len(live), backordered)
         slots[order_id] = {(s.plan.node, s.plan.ship_ms // DAY_MS) for s in live}
     reqs.sort(key=priority_key)
     if max_orders and len(reqs) > max_orders:
@@ -218,7 +284,7 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
         kept = {req.spec.order_id for req in reqs}
         versions = {i: v for i, v in versions.items() if i in kept}
         takes = {i: t for i, t in takes.items() if i in kept}
-        costs = {i: c for i, c in costs.items() if i in kept}
+        counts = {i: n for i, n in counts.items() if i in kept}
     n_nodes = ledger.catalog.n_nodes
     if not reqs:
         empty = np.zeros(0, np.int64)
@@ -263,14 +329,18 @@ def collect(ledger: Ledger, now_ms: int, max_orders: int = 0) -> Problem:
                 mine[node] += 1
         for n in finite:
             capacity[n] = max(int(left[n]), 0) + int(mine[n])
+    # The current plans valued as the candidates will be: at today's cost model, not at
+    # the costs stored when they were decided (see cost_today).
+    current_costs = [cost_today(ledger, network, gathered, o, req, lives[req.spec.order_id])
+                     for o, req in enumerate(reqs)]
     batch.item_floor = np.zeros((n_lines, n_nodes), np.int64)
     order_ids = [req.spec.order_id for req in reqs]
     return Problem(
         order_ids, [versions[o] for o in order_ids], line_ids, batch,
         np.array(gathered.skus, np.int64), supply, current,
-        np.array([costs[o][0] for o in order_ids], np.int64),
-        np.array([costs[o][1] for o in order_ids], np.int64),
-        np.array([costs[o][2] for o in order_ids], np.int64),
+        np.array(current_costs, np.int64),
+        np.array([counts[o][0] for o in order_ids], np.int64),
+        np.array([counts[o][1] for o in order_ids], np.int64),
         capacity, network, ledger.catalog.node_enabled.copy(), now_ms)
 
 
@@ -391,7 +461,7 @@ def propose(problem: Problem, nodes_per_order: int = 6) -> _Proposals:
     n_nodes = problem.supply.shape[1]
     line_order = np.repeat(np.arange(n_orders), batch.line_end - batch.line_start)
     out = _Proposals()
-    # The current plans.
+    # The current plans (valued at today's costs by collect).
     k_idx, n_idx = np.nonzero(problem.current_take)
     counts = np.bincount(line_order[k_idx], minlength=n_orders)
     out.add(np.arange(n_orders), problem.current_cost, problem.current_packages,

@@ -42,7 +42,7 @@ from core.orders import (
     ReplanRecord,
 )
 from core.plan import Plan
-from core.reopt import _eligible, order_version, promised_by
+from core.reopt import _eligible, cost_today, order_version, promised_by
 
 _BACKORDERS = frozenset({ExceptionType.BACKORDER, ExceptionType.NO_FEASIBLE_NODE})
 
@@ -52,6 +52,8 @@ class ReplanResult:
     applied: tuple[str, ...]
     changed_meanwhile: tuple[str, ...]  # the order moved on (or is gone): kept as it is
     no_longer_fits: tuple[str, ...]  # stock or promise no longer allow the new plan
+    # The applied orders' plans before and after, both at the cost model of the moment
+    # (the old packages re-priced by reopt.cost_today; so are ReplanRecord's).
     old_cost_micros: int
     new_cost_micros: int
 
@@ -254,17 +256,26 @@ def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
     # than its daily capacity (orders allocated since the plan was made filled it), drop
     # the orders that would add one there.
     floors = FloorTable()
+    # What each order's current packages cost at today's cost model: the basis the new
+    # plan's cost (priced now, by the kernel) is on, not the costs stored when they were
+    # decided.
+    was: dict[str, int] = {}
     if accepted:
-        floors = _gather(ledger, ledger.network(), [a[2] for a in accepted], p.now_ms).floors()
+        network = ledger.network()
+        gathered = _gather(ledger, network, [a[2] for a in accepted], p.now_ms)
+        floors = gathered.floors()
+        for o, (record, _, req, _) in enumerate(accepted):
+            was[record.spec.order_id] = cost_today(ledger, network, gathered, o, req,
+                                                   _live(p, record))
     accepted = _fitting(p, accepted, floors, misfit)
     old_cost = new_cost = 0
     for record, _, _, decision in accepted:
         live = _live(p, record)
-        old_cost += sum(s.plan.total_micros for s in live)
+        old_cost += was[record.spec.order_id]
         new_cost += decision.cost_micros
         p.add(EventKind.ORDER_REPLANNED, reference=record.spec.order_id, payload=ReplanRecord(
             record.spec.order_id, tuple(s.plan.package_id for s in live),
-            sum(s.plan.total_micros for s in live), decision.cost_micros))
+            was[record.spec.order_id], decision.cost_micros))
         for state in live:
             for line in state.plan.lines:
                 qty = state.quantities.get(line.line_id, 0)

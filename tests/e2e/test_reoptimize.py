@@ -20,7 +20,14 @@ from allocd.v1 import order_service_pb2 as pb
 from service.codec import node_to_proto
 from service.demo import DEMO_NODES
 from service.demo_network import METROS
-from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, demo_network_proto, rid
+from tests.e2e.conftest import (
+    NEW_YORK_ZIP,
+    RPC_TIMEOUT_S,
+    RUNNING,
+    demo_network_proto,
+    order_world,
+    rid,
+)
 
 DAY_MS = 86_400_000
 
@@ -96,6 +103,46 @@ def test_a_split_forced_by_an_earlier_order_is_taken_back(api, demo_world, morni
     assert len(again) == 1 and again[0].result.replayed
     assert again[0].summary == summary
     assert api.state() == state
+
+
+def test_the_current_plans_are_valued_at_the_rates_of_today(server_factory):
+    """A dry run's old cost is what the open orders' packages cost at the network as it is
+    now (carrier rates and node costs changed since they were decided), not the costs
+    stored with them."""
+    api = server_factory()
+    w = order_world(api)
+    a = w.sku()
+    w.stock(a, "IND1", 2)  # (IND1 only: zone 5 from New York, by the rate card)
+    order = w.allocate(w.order((a, 2))).allocation
+    (package,) = live(w, order.order_id)
+    assert package.node_id == "IND1" and package.service_id
+    stored = package.cost.total_micros
+    # Every rate up $3, IND1's handling up 50 cents and its picks 10 cents a unit.
+    network = api.network.GetNetwork(network_service_pb2.GetNetworkRequest(),
+                                     timeout=RPC_TIMEOUT_S).network
+    for service in network.services:
+        for zone in service.zones:
+            zone.price_micros[:] = [p + 3_000_000 for p in zone.price_micros]
+    (costs,) = [n for n in network.node_costs if n.node_id == "IND1"]
+    costs.handling_per_package_micros += 500_000
+    costs.pick_per_unit_micros += 100_000
+    api.network.SetNetwork(network_service_pb2.SetNetworkRequest(
+        request_id=rid(), network=network), timeout=RPC_TIMEOUT_S)
+    # The same parcel (two units of 1 lb, 6x4x2 in) quoted now, by its service.
+    units = sum(line.quantity for line in package.lines)
+    assert units == 2
+    quote = api.orders.RateShop(pb.RateShopRequest(
+        node_id="IND1", ship_to=pb.ShipTo(postal_code=NEW_YORK_ZIP), weight_lb=2.0,
+        dimensions=types_pb2.Dimensions(length_in=6, width_in=4, height_in=4),
+        units=units), timeout=RPC_TIMEOUT_S)
+    (by_service,) = [q for q in quote.quotes if q.service_id == package.service_id]
+    today = (by_service.cost_micros + costs.handling_per_package_micros
+             + units * costs.pick_per_unit_micros)
+    assert today > stored
+
+    summary = reoptimize(api, dry_run=True)[-1].summary
+    assert summary.open_orders == 1 and not summary.applied
+    assert summary.old_cost_micros == summary.old_objective_micros == today
 
 
 def test_bad_requests_are_refused_and_change_nothing(api, demo_world):

@@ -3,6 +3,7 @@ below the optimum, and the split a real-time decision could not avoid taken back
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from core import commands as c
 from core import reopt
+from core.decisions import rate_shop
 from core.ledger import Ledger, LedgerSettings
 from core.model import ChannelSpec, NodeSpec, SkuSpec
 from core.network import SlaTier
@@ -77,6 +79,113 @@ def test_a_split_forced_by_an_earlier_order_is_taken_back():
     stale = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
     assert stale.detail.applied == () and set(stale.detail.changed_meanwhile) == {
         "first", "second"}
+
+
+def _live(ledger: Ledger, order_id: str) -> list:
+    book = ledger.orders
+    return [book.packages[p] for p in book.orders[order_id].package_ids
+            if book.packages[p].status == PackageStatus.ALLOCATED]
+
+
+def _quoted(ledger: Ledger, state, service: int | None = None) -> int:
+    """A one-line package at the network as it is now, worked out apart from
+    re-optimisation: its carrier service's price as rate shopping quotes it (what the
+    RateShop call answers) + the node's handling and pick costs in the network's spec +
+    the opportunity cost per unit now. By `service` when given, else the package's."""
+    catalog, spec = ledger.catalog, ledger.network_spec
+    plan = state.plan
+    (line,) = plan.lines
+    qty = state.quantities[line.line_id]
+    network = ledger.network()
+    _, _, quotes = rate_shop(network, plan.node, network.region_for("10001"),
+                             qty * float(catalog.weight_lb[line.sku]),
+                             qty * float(catalog.volume_in3[line.sku]),
+                             float(catalog.longest_in[line.sku]), qty, plan.ship_ms, 0)
+    (costs,) = [n for n in spec.node_costs if n.node_id == catalog.nodes[plan.node].node_id]
+    by = plan.service if service is None else service
+    return (quotes[by].cost_micros + costs.handling_per_package_micros
+            + qty * (costs.pick_per_unit_micros
+                     + ledger.opportunity_costs.get((line.sku, plan.node), 0)))
+
+
+def test_current_plans_are_valued_at_todays_costs_and_the_choice_follows_them():
+    """The current plans were valued at the costs stored when they were decided, the
+    plans proposed against them at today's: an order whose carrier rate had risen kept
+    its plan, and one whose plan had become cheaper was moved to a dearer one."""
+    # "x" ships a from n0 (zone 2, by ground); "y" ships b from n2 (zone 5), where b
+    # carries an opportunity cost of $2 a unit. Both may wait ten days.
+    ledger = _ledger({("a", "n0"): 1, ("b", "n2"): 1})
+    execute(ledger, c.SetOpportunityCosts((c.OpportunityCostLine("b", "n2", 2_000_000),)), NOW)
+    for order_id, sku in (("x", "a"), ("y", "b")):
+        execute(ledger, c.AllocateOrders((_order(order_id, {sku: 1})._replace(
+            deliver_by_ms=NOW + 10 * DAY_MS),)), NOW)
+    (x,), (y,) = _live(ledger, "x"), _live(ledger, "y")
+    n0, n1, n2 = (ledger.catalog.node(n) for n in ("n0", "n1", "n2"))
+    assert (x.plan.node, x.plan.service, y.plan.node) == (n0, 0, n2)
+    stored = {"x": x.plan.total_micros, "y": y.plan.total_micros}
+    assert reopt.collect(ledger, NOW).current_cost.tolist() == [stored["x"], stored["y"]]
+    # Both SKUs arrive at n1 (zone 8, dearer handling): at the costs the plans were made
+    # at, "x" costs less where it is, "y" (with its opportunity cost) more. Then ground to
+    # zone 2 rises by $5 and the opportunity cost is lifted: today "x" costs more where it
+    # is than from n1, "y" less where it is than from n1 (though less from n1 than its
+    # plan cost when it was made).
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 1), c.ReceiptLine("b", "n1", 1))),
+            NOW)
+    ground, air = NETWORK.services
+    dearer = dataclasses.replace(ground, rates_micros=(
+        tuple(r + 5_000_000 for r in ground.rates_micros[0]), *ground.rates_micros[1:]))
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, services=(dearer, air))), NOW)
+    execute(ledger, c.SetOpportunityCosts((c.OpportunityCostLine("b", "n2", 0),)), NOW)
+
+    problem = reopt.collect(ledger, NOW)
+    assert problem.order_ids == ["x", "y"]
+    today = dict(zip(problem.order_ids, problem.current_cost.tolist(), strict=True))
+    assert today == {"x": stored["x"] + 5_000_000, "y": stored["y"] - 2_000_000}
+    assert today == {"x": _quoted(ledger, x), "y": _quoted(ledger, y)}
+    solution = reopt.solve(problem, reopt.ReoptOptions(time_limit_s=5))
+    assert solution.totals("old") == (today["x"] + today["y"], 2, 0)
+    assert solution.old_objective == today["x"] + today["y"]
+    assert [problem.order_ids[o] for o in solution.changed()] == ["x"]
+    assert solution.new_objective < solution.old_objective
+    outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert outcome.detail.applied == ("x",)
+    # What was and what is, both at today's costs.
+    (moved,) = _live(ledger, "x")
+    assert moved.plan.node == n1 and moved.plan.total_micros < today["x"]
+    assert (outcome.detail.old_cost_micros, outcome.detail.new_cost_micros) == (
+        today["x"], moved.plan.total_micros)
+    assert solution.totals("new", ("x",))[0] == moved.plan.total_micros + today["y"]
+    assert _live(ledger, "y") == [y]
+
+
+def test_a_package_whose_carrier_service_is_gone_is_valued_at_the_cheapest_one_left():
+    """A package's service is its place in the network's services: one past the end of
+    today's cannot be quoted. The package would have to ship by another: it is valued at
+    the cheapest of today's services that still delivers by its promise, else (none does)
+    at the cheapest of them."""
+    ground, air = NETWORK.services
+    slow = dataclasses.replace(ground, service_id="slow")
+    ledger = _ledger({("a", "n0"): 1})
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, services=(ground, slow, air))),
+            NOW)
+    # Wanted tomorrow: from n0 only air is that fast (ground takes two days).
+    execute(ledger, c.AllocateOrders((_order("soon", {"a": 1})._replace(
+        deliver_by_ms=NOW + DAY_MS),)), NOW)
+    (state,) = _live(ledger, "soon")
+    assert state.plan.service == 2
+    # Air is gone; "quick" (a day, $1 more than ground) is in time, ground is cheaper.
+    quick = dataclasses.replace(ground, service_id="quick", transit_days=(1,) * 7,
+                                rates_micros=tuple(tuple(r + 1_000_000 for r in row)
+                                                   for row in ground.rates_micros))
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, services=(ground, quick))), NOW)
+    by_quick = _quoted(ledger, state, service=1)
+    assert reopt.collect(ledger, NOW).current_cost.tolist() == [by_quick]
+    assert by_quick == _quoted(ledger, state, service=0) + 1_000_000
+    # Nothing left is in time: the cheapest.
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, services=(ground,))), NOW)
+    by_ground = _quoted(ledger, state, service=0)
+    assert reopt.collect(ledger, NOW).current_cost.tolist() == [by_ground]
+    assert by_ground < state.plan.total_micros
 
 
 def _brute_force(model: reopt.Model) -> int:
