@@ -9,7 +9,13 @@ window, read at a time given by the caller (core never reads a clock).
 A window of length W is a ring of 60 slots of W/60 each (one minute for the hour, 24
 minutes for the day, 168 minutes for the week): a reading at `now` covers the slot that
 holds `now` and the 59 before it, so between W - W/60 and W of history. The slots are
-also the KPI's trend. Memory is bounded: 3 x 60 numbers per counter, scope and subject.
+also the KPI's trend. Memory is bounded: 3 x 60 numbers per counter, scope and subject,
+held from a subject's first observation to eight or nine days after its last. Once a day
+(when a run of events reaches a day later than any before) the book forgets every
+subject whose observations have all left every window a reading from the start of the
+day before can see: all it held were zeros. Forgotten, it reads as zeros and reports
+still list it (its name is kept). Event times alone decide what is forgotten, so a
+replay and a restored snapshot forget the same.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ if TYPE_CHECKING:  # the ledger feeds this book; no import cycle at run time
 HOUR_MS = 3_600_000
 SLOTS = 60
 WINDOWS: dict[str, int] = {"hour": HOUR_MS, "day": DAY_MS, "week": 7 * DAY_MS}
+_WEEK_SLOT_MS = 7 * DAY_MS // SLOTS  # (the longest window's slot)
 #: Scopes a KPI is broken down by (besides "all").
 SCOPES = ("all", "node", "channel", "sku", "category", "type")
 
@@ -73,7 +80,9 @@ class Ring:
     def total(self, now_ms: int) -> float:
         now = now_ms // self.slot_ms
         low = now - SLOTS + 1
-        return sum(v for i, v in zip(self.index, self.value, strict=True) if low <= i <= now)
+        # (0.0 to start: an empty window reads 0.0, as a counter never observed does)
+        return sum((v for i, v in zip(self.index, self.value, strict=True) if low <= i <= now),
+                   0.0)
 
     def series(self, now_ms: int) -> list[float]:
         """The 60 slots ending with the one that holds `now_ms`, oldest first."""
@@ -189,8 +198,16 @@ class KpiValue:
     trend: tuple[float, ...] = ()
 
 
-#: What is persisted of a KpiBook (`pending` is not state).
-_STATE = ("counters", "subjects_of", "decided")
+#: What is persisted of a KpiBook (`pending` is not state); snapshots written before
+#: subjects were forgotten hold no `newest_day`.
+_STATE = ("counters", "subjects_of", "decided", "newest_day")
+
+
+def forgotten_before_ms(newest_day: int) -> int:
+    """Observations before this are out of every window read at or after the start of the
+    day before `newest_day`: the oldest slot such a reading sees in the week window (the
+    longest) starts here."""
+    return (((newest_day - 1) * DAY_MS) // _WEEK_SLOT_MS - SLOTS + 1) * _WEEK_SLOT_MS
 
 
 @mypyc_attr(native_class=False)
@@ -199,9 +216,15 @@ class KpiBook:
     """Windowed counters keyed by (counter, scope, subject)."""
 
     counters: dict[tuple[str, str, str], Windowed] = field(default_factory=dict)
-    # (counter, scope) -> its subjects, so a report need not scan every counter
+    # (counter, scope) -> its subjects, so a report need not scan every counter: every
+    # subject ever observed, those forgotten (no longer in `counters`) too
     subjects_of: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)  # orders whose first decision is counted
+    # The day (event time // DAY_MS) of the newest observation: observations before
+    # forgotten_before_ms(newest_day) are not counted, and no subject in `counters` holds
+    # only such (`forget`). -1: none yet, or a snapshot written before subjects were
+    # forgotten (its first run of events forgets those due).
+    newest_day: int = -1
     # While the ledger applies a run of events: (counter, scope, subject, time) -> amount
     # counted so far, added to the windows once when the run ends (see `collect`). A run
     # of 100 orders counts each (counter, scope, subject) once instead of 100 times; the
@@ -217,8 +240,10 @@ class KpiBook:
         if isinstance(state, tuple):  # pickled before `pending` existed: (None, slots)
             state = state[1]
         assert isinstance(state, dict)
-        for name in _STATE:
-            setattr(self, name, state[name])
+        self.counters = state["counters"]
+        self.subjects_of = state["subjects_of"]
+        self.decided = state["decided"]
+        self.newest_day = state.get("newest_day", -1)
         self.pending = None
 
     # ---- recording -------------------------------------------------------------------
@@ -227,57 +252,74 @@ class KpiBook:
         self.pending = {}
 
     def flush(self) -> None:
-        """Add what was counted since `collect` to the windows, in first-counted order."""
+        """Add what was counted since `collect` to the windows, in first-counted order.
+        First, if the newest of it is on a later day than any before, `forget` what no
+        reading from the day before that day on can see."""
         pending, self.pending = self.pending, None
         if not pending:
             return
+        day = max(held[3] for held in pending) // DAY_MS
+        if day > self.newest_day:
+            self.forget(day)
+        floor = forgotten_before_ms(self.newest_day)
         counters = self.counters
         for (counter, scope, subject, time_ms), amount in pending.items():
             key = (counter, scope, subject)
             windowed = counters.get(key)
             if windowed is None:
+                if time_ms < floor:  # (out of every window: only the name is kept)
+                    self.subjects_of.setdefault((counter, scope), set()).add(subject)
+                    continue
                 windowed = self._new(key)
+            elif time_ms < floor:
+                continue
             windowed.add(time_ms, amount)
 
-    def bump(self, counter: str, time_ms: int, amount: float, **subjects: str) -> None:
-        """Count `amount` for the network and for each scope=subject given."""
-        pending = self.pending
+    def forget(self, day: int) -> None:
+        """The newest observation is on `day` (event time // DAY_MS): drop every subject's
+        counter whose observations are all before forgotten_before_ms(day), out of every
+        window a reading at or after the start of the day before can see (the network's
+        own counters stay). A walk over every counter, once a day of event time (~1 us a
+        counter, interpreted), and none on any other run."""
+        self.newest_day = day
+        # (the week ring's newest slot is the newest observation's: all three rings take
+        # each one, and the week's reaches furthest back)
+        floor = forgotten_before_ms(day) // _WEEK_SLOT_MS
         counters = self.counters
+        gone = [key for key, windowed in counters.items()
+                if key[1] != "all" and max(windowed.week.index) < floor]
+        for key in gone:
+            del counters[key]
+
+    def bump(self, counter: str, time_ms: int, amount: float, **subjects: str) -> None:
+        """Count `amount` for the network and for each scope=subject given (outside
+        `collect` ... `flush`, a run of its own)."""
+        pending = self.pending
+        if pending is None:
+            self.collect()
+            self.bump(counter, time_ms, amount, **subjects)
+            self.flush()
+            return
         for key in ((counter, "all", ""), *((counter, scope, subject)
                                            for scope, subject in subjects.items())):
-            if pending is not None:
-                held = (*key, time_ms)
-                pending[held] = pending.get(held, 0) + amount
-                continue
-            windowed = counters.get(key)
-            if windowed is None:
-                windowed = self._new(key)
-            windowed.add(time_ms, amount)
+            held = (*key, time_ms)
+            pending[held] = pending.get(held, 0) + amount
 
     def bump1(self, counter: str, time_ms: int, amount: float, scope: str = "",
               subject: str = "") -> None:
         """Count `amount` for the network and, given a scope, for one subject (the hot
         path's version of `bump`)."""
         pending = self.pending
-        if pending is not None:
-            held = (counter, "all", "", time_ms)
-            pending[held] = pending.get(held, 0) + amount
-            if scope:
-                held = (counter, scope, subject, time_ms)
-                pending[held] = pending.get(held, 0) + amount
+        if pending is None:
+            self.collect()
+            self.bump1(counter, time_ms, amount, scope, subject)
+            self.flush()
             return
-        counters = self.counters
-        key = (counter, "all", "")
-        windowed = counters.get(key)
-        if windowed is None:
-            windowed = self._new(key)
-        windowed.add(time_ms, amount)
+        held = (counter, "all", "", time_ms)
+        pending[held] = pending.get(held, 0) + amount
         if scope:
-            key = (counter, scope, subject)
-            windowed = counters.get(key)
-            if windowed is None:
-                windowed = self._new(key)
-            windowed.add(time_ms, amount)
+            held = (counter, scope, subject, time_ms)
+            pending[held] = pending.get(held, 0) + amount
 
     def bump_many(self, time_ms: int, scope: str, subject: str,
                   amounts: tuple[tuple[str, float], ...]) -> None:

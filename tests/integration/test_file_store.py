@@ -511,6 +511,55 @@ def test_alerts_actions_and_kpis_survive_a_snapshot_and_a_restart(tmp_path):
     assert alert.info.subject == "S4@A" and len(alert.action_ids) == 1
 
 
+def test_kpi_subjects_forgotten_replay_from_a_snapshot_and_the_log_the_same(tmp_path):
+    """Node B counted once, then nine days of event time later only A: B's counters are
+    forgotten, by the server that ran the commands and by one replaying them from the
+    snapshot before it; a snapshot of after, with the log after it, restores the same."""
+    day = 86_400_000
+    start = 1_800_000_000_000
+    clock = [start]
+
+    def count(*nodes: str) -> c.SubmitCycleCount:
+        return c.SubmitCycleCount(tuple(c.CountLine("S1", node, 0) for node in nodes))
+
+    def state(ledger: Ledger, at: int) -> tuple:
+        kpis = ledger.kpis
+        return (ledger.checksum(), ledger.ops.fingerprint(), kpis.newest_day,
+                {key: [(r.index, r.value) for r in (w.hour, w.day, w.week)]
+                 for key, w in kpis.counters.items()},
+                kpis.subjects_of, kpis.report(at, trend=True))
+
+    async def served(*steps: tuple[int, c.Command], checkpoint: bool = False,
+                     at: int) -> tuple:
+        server = await _seeded(tmp_path)
+        engine = server.engine
+        engine.clock = lambda: clock[0]
+        for i, (time_ms, command) in enumerate(steps):
+            clock[0] = time_ms
+            await engine.mutate_internal(command, f"count-{time_ms}-{i}")
+            if checkpoint and i == 0:
+                assert await engine.checkpoint()
+        if checkpoint and not steps:
+            assert await engine.checkpoint()
+        held = sorted(k[2] for k in engine.ledger.kpis.counters if k[1] == "node")
+        result = state(engine.ledger, at), held
+        await server.stop(0)
+        return result
+
+    later = start + 9 * day
+    # A and B counted, a snapshot; nine days on, A alone (in the log after the snapshot).
+    live, held = run(served((start, count("A", "B")), (later, count("A")), checkpoint=True,
+                            at=later + day))
+    assert held == ["A", "A"]  # count_lines and count_lines_accurate
+    replayed, held = run(served(at=later + day))  # the snapshot, then the log replayed
+    assert replayed == live and held == ["A", "A"]
+    # A snapshot of after the forgetting, then a day on A again, in the log after it.
+    run(served(checkpoint=True, at=later))
+    live, _ = run(served((later + day, count("A")), at=later + 2 * day))
+    restored, held = run(served(at=later + 2 * day))
+    assert restored == live and held == ["A", "A"]
+
+
 def test_order_state_in_snapshots_written_either_way_reads_back_the_same():
     # Order records, package states and smoothed demand are written as their fields in
     # order (their __reduce__); snapshots written before that hold pickle's default for
