@@ -586,37 +586,38 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
 
 
 class Claims:
-    """Units of a SKU backordered with a promise date before an order's, on its channel:
+    """Units of a SKU backordered with a promise date before an order's, on any channel:
     the open backorders (OrderBook.promised), less the old ones of the batch's own orders
     (decided again, they claim only through what they are decided now), and the batch's
-    own so far. They were promised the SKU's inbound stock first. (Other channels' claims
-    on the same inbound stock are not counted.)"""
+    own so far. They were promised the SKU's inbound stock first. Every channel's count
+    against what the order's channel may be sold: exact where the channels share the
+    inbound stock, on the safe side (a later promise) where fences or blocked nodes keep
+    some of it from one channel or another."""
 
     def __init__(self, ledger: Ledger, reqs: list[Request]) -> None:
         self.ledger = ledger
         self.reqs = reqs
-        self.batch: dict[tuple[int, str], dict[str, int]] = {}  # (sku, ch) -> order -> units
-        self._old: dict[tuple[int, str], int] = {}  # the batch's orders' open ones
+        self.batch: dict[int, dict[str, int]] = {}  # sku -> order -> units
+        self._old: dict[int, int] = {}  # the batch's orders' open ones
 
     def add(self, spec: OrderSpec, backorders: tuple[Backorder, ...], sign: int) -> None:
         """The order's backorders (with a promise date) claim for the batch (sign 1), or
         no longer (-1)."""
         for _, sku, quantity, promise_ms in backorders:
             if promise_ms:
-                by_order = self.batch.setdefault((sku, spec[1]), {})
+                by_order = self.batch.setdefault(sku, {})
                 by_order[spec[0]] = by_order.get(spec[0], 0) + sign * quantity
 
     def claimed(self, sku: int, spec: OrderSpec) -> int:
-        key = (sku, spec[1])
         book = self.ledger.orders
-        total = book.promised.get(key, 0)
+        total = book.promised.get(sku, 0)
         if total:
-            old = self._old.get(key)
-            if old is None:  # (once a SKU and channel: a walk of the batch's orders)
-                old = self._old[key] = sum(book.promised_to(req.spec[0], sku)
-                                           for req in self.reqs if req.spec[1] == spec[1])
+            old = self._old.get(sku)
+            if old is None:  # (once a SKU: a walk of the batch's orders)
+                old = self._old[sku] = sum(book.promised_to(req.spec[0], sku)
+                                           for req in self.reqs)
             total -= old
-        batch = self.batch.get(key)
+        batch = self.batch.get(sku)
         if batch:
             total += sum(batch.values()) - batch.get(spec[0], 0)
         return total
@@ -627,8 +628,7 @@ def _claimed(ledger: Ledger, sku: int, spec: OrderSpec, claims: Claims | None) -
     batch's, the open backorders less the order's own."""
     if claims is not None:
         return claims.claimed(sku, spec)
-    return (ledger.orders.promised.get((sku, spec[1]), 0)
-            - ledger.orders.promised_to(spec[0], sku))
+    return ledger.orders.promised.get(sku, 0) - ledger.orders.promised_to(spec[0], sku)
 
 
 #: inbound_promise's readings of the current state: 0 -> (ledger, its last event, time);

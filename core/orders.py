@@ -441,16 +441,16 @@ def index_backordered(orders: dict[str, OrderRecord]) -> dict[int, dict[str, int
     return found
 
 
-def index_promised(orders: dict[str, OrderRecord]) -> dict[tuple[int, str], int]:
-    """(SKU, channel) -> units backordered with a promise date, found one by one (what
-    OrderBook.promised keeps as it goes)."""
-    found: dict[tuple[int, str], int] = {}
+def index_promised(orders: dict[str, OrderRecord]) -> dict[int, int]:
+    """SKU -> units backordered with a promise date (every channel's), found one by one
+    (what OrderBook.promised keeps as it goes)."""
+    found: dict[int, int] = {}
     for record in orders.values():
         for backorder in record.backorders.values():
             if backorder[3]:
-                key = (backorder[1], record.spec[1])
-                found[key] = found.get(key, 0) + backorder[2]
-    return {key: units for key, units in found.items() if units}
+                sku = backorder[1]
+                found[sku] = found.get(sku, 0) + backorder[2]
+    return {sku: units for sku, units in found.items() if units}
 
 
 def count_statuses(orders: dict[str, OrderRecord]) -> dict[OrderStatus, int]:
@@ -501,11 +501,11 @@ class OrderBook:
         # their ids stay taken.
         self.archived: set[str] = set()
         # SKU -> order id -> its units backordered, in the order backordered: the orders
-        # a cancelled inbound concerns (where it read every order). And (SKU, channel)
-        # -> the units its backorders were promised a date for: the claims on the SKU's
-        # inbound stock ahead of a new backorder's. Not in a snapshot either.
+        # a cancelled inbound concerns (where it read every order). And SKU -> the units
+        # its backorders (every channel's) were promised a date for: the claims on the
+        # SKU's inbound stock ahead of a new backorder's. Not in a snapshot either.
         self.backordered: dict[int, dict[str, int]] = {}
-        self.promised: dict[tuple[int, str], int] = {}
+        self.promised: dict[int, int] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into snapshots) as columns: see _book_columns."""
@@ -666,7 +666,7 @@ class OrderBook:
         self._refresh(record)
 
     def _index_backorders(self, record: OrderRecord) -> None:
-        order_id, channel_id = record.spec[0], record.spec[1]
+        order_id = record.spec[0]
         backordered = self.backordered
         promised = self.promised
         for backorder in record.backorders.values():
@@ -676,11 +676,10 @@ class OrderBook:
                 orders = backordered[sku] = {}
             orders[order_id] = orders.get(order_id, 0) + backorder[2]
             if backorder[3]:
-                key = (sku, channel_id)
-                promised[key] = promised.get(key, 0) + backorder[2]
+                promised[sku] = promised.get(sku, 0) + backorder[2]
 
     def _unindex_backorders(self, record: OrderRecord) -> None:
-        order_id, channel_id = record.spec[0], record.spec[1]
+        order_id = record.spec[0]
         backordered = self.backordered
         promised = self.promised
         for backorder in record.backorders.values():
@@ -688,12 +687,12 @@ class OrderBook:
             if orders is not None and orders.pop(order_id, None) is not None and not orders:
                 del backordered[backorder[1]]
             if backorder[3]:
-                key = (backorder[1], channel_id)
-                left = promised.get(key, 0) - backorder[2]
+                sku = backorder[1]
+                left = promised.get(sku, 0) - backorder[2]
                 if left:
-                    promised[key] = left
+                    promised[sku] = left
                 else:
-                    promised.pop(key, None)
+                    promised.pop(sku, None)
 
     def promised_to(self, order_id: str, sku: int) -> int:
         """Units of `sku` the order has backordered with a promise date."""

@@ -135,9 +135,9 @@ def test_a_backorder_s_promise_counts_the_inbound_units_earlier_backorders_were_
         promised = {order_id: ledger.orders.orders[order_id].last_decision.backorders[0]
                     .promise_ms for order_id in ("first", "second")}
         assert promised == {"first": NOW + 2 * DAY_MS, "second": NOW + 5 * DAY_MS}
-        assert ledger.orders.promised.get((ledger.catalog.sku("a"), "web"), 0) == 16
+        assert ledger.orders.promised.get(ledger.catalog.sku("a"), 0) == 16
     execute(ledger, c.CancelOrder("first"), NOW)
-    assert ledger.orders.promised.get((ledger.catalog.sku("a"), "web"), 0) == 8
+    assert ledger.orders.promised.get(ledger.catalog.sku("a"), 0) == 8
     execute(ledger, c.AllocateOrders((_order("third", {"a": 2}),)), NOW)
     third = ledger.orders.orders["third"].last_decision.backorders[0]
     assert third.promise_ms == NOW + 2 * DAY_MS  # 8 + 2 of the first 10
@@ -170,7 +170,7 @@ def test_orders_decided_again_together_count_each_other_s_claims_once():
     assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
     execute(ledger, c.CancelInbound("PO-2", ()), NOW)
     assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
-    assert ledger.orders.promised == {(ledger.catalog.sku("a"), "web"): 10}
+    assert ledger.orders.promised == {ledger.catalog.sku("a"): 10}
 
 
 @pytest.mark.parametrize("together", [True, False])
@@ -224,3 +224,32 @@ def test_an_order_that_may_not_split_waits_to_ship_whole_rather_than_ship_part_n
         assert not decision.packages
         assert sorted(b.line_id for b in decision.backorders) == ["0", "1"]
         assert len({b.promise_ms for b in decision.backorders}) == 1
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_a_backorder_s_promise_counts_what_other_channels_were_promised_of_the_sku(
+        together):
+    """10 "a" arrive in two days and 10 more in five, sellable to both channels. A web
+    order of 8 is promised the first arrival; a marketplace order of 8 was promised it
+    too (its channel had no claims), in one batch or two. It is promised the second now;
+    and the first again once the web order is cancelled."""
+    from core.network import SlaTier
+
+    ledger = _ledger({})
+    execute(ledger, c.ExpectInbound("PO-1", (
+        c.InboundLine("a", "n0", 10, NOW + 2 * DAY_MS),
+        c.InboundLine("a", "n1", 10, NOW + 5 * DAY_MS))), NOW)
+    web = _order("web", {"a": 8})._replace(tier=SlaTier.PREMIUM)
+    mkt = _order("mkt", {"a": 8})._replace(channel_id="mkt")
+    for batch in [(web, mkt)] if together else [(web,), (mkt,)]:
+        execute(ledger, c.AllocateOrders(batch), NOW)
+
+    def promised(order_id: str) -> int:
+        (backorder,) = ledger.orders.orders[order_id].last_decision.backorders
+        return backorder.promise_ms
+
+    assert (promised("web"), promised("mkt")) == (NOW + 2 * DAY_MS, NOW + 5 * DAY_MS)
+    execute(ledger, c.CancelOrder("web"), NOW)
+    execute(ledger, c.AllocateOrders((_order("later", {"a": 2})._replace(
+        channel_id="mkt"),)), NOW)
+    assert promised("later") == NOW + 2 * DAY_MS  # 8 + 2 of the first 10
