@@ -586,19 +586,19 @@ def inbound_promise(ledger: Ledger, sku: int, qty: int, now_ms: int,
 
 
 class Claims:
-    """Units of a SKU backordered with a promise date before an order's, on any channel:
-    the open backorders (OrderBook.promised), less the old ones of the batch's own orders
-    (decided again, they claim only through what they are decided now), and the batch's
-    own so far. They were promised the SKU's inbound stock first. Every channel's count
-    against what the order's channel may be sold: exact where the channels share the
-    inbound stock, on the safe side (a later promise) where fences or blocked nodes keep
-    some of it from one channel or another."""
+    """Units of a SKU backordered with a promise date before an order's, on its channel
+    and the channels that share its view of the SKU's inbound stock (_Views): the open
+    backorders (OrderBook.promised), less the old ones of the batch's own orders (decided
+    again, they claim only through what they are decided now), and the batch's own so
+    far. They were promised the SKU's inbound stock first."""
 
     def __init__(self, ledger: Ledger, reqs: list[Request]) -> None:
         self.ledger = ledger
         self.reqs = reqs
         self.batch: dict[int, dict[str, int]] = {}  # sku -> order -> units
-        self._old: dict[int, int] = {}  # the batch's orders' open ones
+        self.channel_of = {req.spec[0]: req.spec[1] for req in reqs}
+        self.views = _Views(ledger)
+        self._old: dict[tuple[int, str], int] = {}  # the batch's orders' open ones
 
     def add(self, spec: OrderSpec, backorders: tuple[Backorder, ...], sign: int) -> None:
         """The order's backorders (with a promise date) claim for the batch (sign 1), or
@@ -610,17 +610,63 @@ class Claims:
 
     def claimed(self, sku: int, spec: OrderSpec) -> int:
         book = self.ledger.orders
-        total = book.promised.get(sku, 0)
-        if total:
-            old = self._old.get(sku)
-            if old is None:  # (once a SKU: a walk of the batch's orders)
-                old = self._old[sku] = sum(book.promised_to(req.spec[0], sku)
-                                           for req in self.reqs)
-            total -= old
+        by_channel = book.promised.get(sku)
         batch = self.batch.get(sku)
+        if not by_channel and not batch:
+            return 0
+        channel, views = spec[1], self.views
+        total = 0
+        if by_channel:
+            total = sum(units for other, units in by_channel.items()
+                        if views.shared(sku, channel, other))
+            if total:
+                key = (sku, channel)
+                old = self._old.get(key)
+                if old is None:  # (once a SKU and channel: a walk of the batch's orders)
+                    old = self._old[key] = sum(
+                        book.promised_to(req.spec[0], sku) for req in self.reqs
+                        if views.shared(sku, channel, req.spec[1]))
+                total -= old
         if batch:
-            total += sum(batch.values()) - batch.get(spec[0], 0)
+            channel_of = self.channel_of
+            total += sum(units for order_id, units in batch.items() if order_id != spec[0]
+                         and views.shared(sku, channel, channel_of.get(order_id, "")))
         return total
+
+
+class _Views:
+    """Whether two channels see the same units of a SKU's inbound stock: when every node
+    ships one as it ships the other (the same blocked nodes) and no node fences any of
+    the SKU for a channel. They are sold the same units as they arrive, so what one was
+    promised the other cannot be. Where fences or blocked nodes part their views, each
+    counts only its own claims: what another was promised may come from units it cannot
+    be sold (a known gap: the share that it can is not worked out, so a promise there
+    can still be too early)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._fenced: dict[int, bool] = {}
+        self._columns: dict[str, bytes] = {}
+
+    def shared(self, sku: int, one: str, other: str) -> bool:
+        if one == other:
+            return True
+        fenced = self._fenced.get(sku)
+        if fenced is None:
+            shard, local = self.ledger.locate(sku)
+            fenced = self._fenced[sku] = bool(
+                shard.fence_row.shape[0] and (shard.fence_row[local] >= 0).any())
+        return not fenced and self._column(one) == self._column(other)
+
+    def _column(self, channel_id: str) -> bytes:
+        found = self._columns.get(channel_id)
+        if found is None:
+            blocked = self.ledger.network().blocked
+            index = _channel_of(self.ledger.catalog, channel_id)
+            found = self._columns[channel_id] = (
+                blocked[:, index].astype(np.uint8).tobytes()
+                if 0 <= index < blocked.shape[1] else bytes(blocked.shape[0]))
+        return found
 
 
 def _claimed(ledger: Ledger, sku: int, spec: OrderSpec, claims: Claims | None) -> int:
@@ -628,7 +674,13 @@ def _claimed(ledger: Ledger, sku: int, spec: OrderSpec, claims: Claims | None) -
     batch's, the open backorders less the order's own."""
     if claims is not None:
         return claims.claimed(sku, spec)
-    return ledger.orders.promised.get(sku, 0) - ledger.orders.promised_to(spec[0], sku)
+    by_channel = ledger.orders.promised.get(sku)
+    if not by_channel:
+        return 0
+    views = _Views(ledger)
+    return (sum(units for other, units in by_channel.items()
+                if views.shared(sku, spec[1], other))
+            - ledger.orders.promised_to(spec[0], sku))
 
 
 #: inbound_promise's readings of the current state: 0 -> (ledger, its last event, time);

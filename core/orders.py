@@ -441,16 +441,18 @@ def index_backordered(orders: dict[str, OrderRecord]) -> dict[int, dict[str, int
     return found
 
 
-def index_promised(orders: dict[str, OrderRecord]) -> dict[int, int]:
-    """SKU -> units backordered with a promise date (every channel's), found one by one
-    (what OrderBook.promised keeps as it goes)."""
-    found: dict[int, int] = {}
+def index_promised(orders: dict[str, OrderRecord]) -> dict[int, dict[str, int]]:
+    """SKU -> channel -> units backordered with a promise date, found one by one (what
+    OrderBook.promised keeps as it goes)."""
+    found: dict[int, dict[str, int]] = {}
     for record in orders.values():
         for backorder in record.backorders.values():
             if backorder[3]:
-                sku = backorder[1]
-                found[sku] = found.get(sku, 0) + backorder[2]
-    return {sku: units for sku, units in found.items() if units}
+                by_channel = found.setdefault(backorder[1], {})
+                channel = record.spec[1]
+                by_channel[channel] = by_channel.get(channel, 0) + backorder[2]
+    return {sku: kept for sku, by_channel in found.items()
+            if (kept := {ch: units for ch, units in by_channel.items() if units})}
 
 
 def count_statuses(orders: dict[str, OrderRecord]) -> dict[OrderStatus, int]:
@@ -501,11 +503,11 @@ class OrderBook:
         # their ids stay taken.
         self.archived: set[str] = set()
         # SKU -> order id -> its units backordered, in the order backordered: the orders
-        # a cancelled inbound concerns (where it read every order). And SKU -> the units
-        # its backorders (every channel's) were promised a date for: the claims on the
-        # SKU's inbound stock ahead of a new backorder's. Not in a snapshot either.
+        # a cancelled inbound concerns (where it read every order). And SKU -> channel ->
+        # the units its backorders were promised a date for: the claims on the SKU's
+        # inbound stock ahead of a new backorder's. Not in a snapshot either.
         self.backordered: dict[int, dict[str, int]] = {}
-        self.promised: dict[int, int] = {}
+        self.promised: dict[int, dict[str, int]] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into snapshots) as columns: see _book_columns."""
@@ -666,7 +668,7 @@ class OrderBook:
         self._refresh(record)
 
     def _index_backorders(self, record: OrderRecord) -> None:
-        order_id = record.spec[0]
+        order_id, channel_id = record.spec[0], record.spec[1]
         backordered = self.backordered
         promised = self.promised
         for backorder in record.backorders.values():
@@ -676,10 +678,13 @@ class OrderBook:
                 orders = backordered[sku] = {}
             orders[order_id] = orders.get(order_id, 0) + backorder[2]
             if backorder[3]:
-                promised[sku] = promised.get(sku, 0) + backorder[2]
+                by_channel = promised.get(sku)
+                if by_channel is None:
+                    by_channel = promised[sku] = {}
+                by_channel[channel_id] = by_channel.get(channel_id, 0) + backorder[2]
 
     def _unindex_backorders(self, record: OrderRecord) -> None:
-        order_id = record.spec[0]
+        order_id, channel_id = record.spec[0], record.spec[1]
         backordered = self.backordered
         promised = self.promised
         for backorder in record.backorders.values():
@@ -688,11 +693,16 @@ class OrderBook:
                 del backordered[backorder[1]]
             if backorder[3]:
                 sku = backorder[1]
-                left = promised.get(sku, 0) - backorder[2]
+                by_channel = promised.get(sku)
+                if by_channel is None:
+                    by_channel = promised[sku] = {}
+                left = by_channel.get(channel_id, 0) - backorder[2]
                 if left:
-                    promised[sku] = left
+                    by_channel[channel_id] = left
                 else:
-                    promised.pop(sku, None)
+                    by_channel.pop(channel_id, None)
+                    if not by_channel:
+                        del promised[sku]
 
     def promised_to(self, order_id: str, sku: int) -> int:
         """Units of `sku` the order has backordered with a promise date."""

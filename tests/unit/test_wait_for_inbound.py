@@ -135,9 +135,9 @@ def test_a_backorder_s_promise_counts_the_inbound_units_earlier_backorders_were_
         promised = {order_id: ledger.orders.orders[order_id].last_decision.backorders[0]
                     .promise_ms for order_id in ("first", "second")}
         assert promised == {"first": NOW + 2 * DAY_MS, "second": NOW + 5 * DAY_MS}
-        assert ledger.orders.promised.get(ledger.catalog.sku("a"), 0) == 16
+        assert ledger.orders.promised.get(ledger.catalog.sku("a")) == {"web": 16}
     execute(ledger, c.CancelOrder("first"), NOW)
-    assert ledger.orders.promised.get(ledger.catalog.sku("a"), 0) == 8
+    assert ledger.orders.promised.get(ledger.catalog.sku("a")) == {"web": 8}
     execute(ledger, c.AllocateOrders((_order("third", {"a": 2}),)), NOW)
     third = ledger.orders.orders["third"].last_decision.backorders[0]
     assert third.promise_ms == NOW + 2 * DAY_MS  # 8 + 2 of the first 10
@@ -170,7 +170,7 @@ def test_orders_decided_again_together_count_each_other_s_claims_once():
     assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
     execute(ledger, c.CancelInbound("PO-2", ()), NOW)
     assert promised() == {"first": NOW + 2 * DAY_MS, "second": NOW + 2 * DAY_MS}
-    assert ledger.orders.promised == {ledger.catalog.sku("a"): 10}
+    assert ledger.orders.promised == {ledger.catalog.sku("a"): {"web": 10}}
 
 
 @pytest.mark.parametrize("together", [True, False])
@@ -229,13 +229,20 @@ def test_an_order_that_may_not_split_waits_to_ship_whole_rather_than_ship_part_n
 @pytest.mark.parametrize("together", [True, False])
 def test_a_backorder_s_promise_counts_what_other_channels_were_promised_of_the_sku(
         together):
-    """10 "a" arrive in two days and 10 more in five, sellable to both channels. A web
-    order of 8 is promised the first arrival; a marketplace order of 8 was promised it
-    too (its channel had no claims), in one batch or two. It is promised the second now;
-    and the first again once the web order is cancelled."""
-    from core.network import SlaTier
+    """10 "a" arrive in two days and 10 more in five, sellable to both channels (no node
+    blocks either, no fence). A web order of 8 is promised the first arrival; a
+    marketplace order of 8 was promised it too (its channel had no claims), in one batch
+    or two. It is promised the second now; and the first again once the web order is
+    cancelled."""
+    import dataclasses
+
+    from core.network import NodeCosts, SlaTier
+    from tests.unit.test_orders_stateful import NETWORK
 
     ledger = _ledger({})
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, node_costs=tuple(
+        dataclasses.replace(costs, blocked_channels=()) for costs in NETWORK.node_costs))),
+        NOW)
     execute(ledger, c.ExpectInbound("PO-1", (
         c.InboundLine("a", "n0", 10, NOW + 2 * DAY_MS),
         c.InboundLine("a", "n1", 10, NOW + 5 * DAY_MS))), NOW)
@@ -253,3 +260,37 @@ def test_a_backorder_s_promise_counts_what_other_channels_were_promised_of_the_s
     execute(ledger, c.AllocateOrders((_order("later", {"a": 2})._replace(
         channel_id="mkt"),)), NOW)
     assert promised("later") == NOW + 2 * DAY_MS  # 8 + 2 of the first 10
+
+
+def test_channels_that_see_the_inbound_stock_differently_count_only_their_own_claims():
+    """Where a node blocks one channel (n2 does not ship the marketplace), what one
+    channel was promised may come from units the other cannot be sold: each counts its
+    own claims only (the marketplace's 3 from n0 do not push the web order's 9, which
+    n2's 9 cover tomorrow). So where a fence keeps units for a channel."""
+    import dataclasses
+
+    from core.network import SlaTier
+    from core.orders import OrderLineSpec, OrderSpec
+    from tests.unit.test_orders_stateful import NETWORK
+
+    def promised(ledger, order_id: str, channel: str, qty: int) -> int:
+        spec = OrderSpec(order_id, channel, SlaTier.STANDARD,
+                         (OrderLineSpec("1", "a", qty),), postal_code="10001")
+        execute(ledger, c.AllocateOrders((spec,)), NOW)
+        (backorder,) = ledger.orders.orders[order_id].backorders.values()
+        return backorder.promise_ms
+
+    blocked = _ledger({})
+    execute(blocked, c.ExpectInbound("po1", (c.InboundLine("a", "n0", 3, NOW + 4 * DAY_MS),
+                                            c.InboundLine("a", "n2", 9, NOW + DAY_MS))), NOW)
+    assert promised(blocked, "m1", "mkt", 3) == NOW + 4 * DAY_MS
+    assert promised(blocked, "w1", "web", 9) == NOW + DAY_MS
+    fenced = _ledger({})
+    execute(fenced, c.SetNetwork(dataclasses.replace(NETWORK, node_costs=tuple(
+        dataclasses.replace(costs, blocked_channels=()) for costs in NETWORK.node_costs))),
+        NOW)
+    execute(fenced, c.SetRingFence((c.FenceLine("a", "n1", "mkt", 3),)), NOW)
+    execute(fenced, c.ExpectInbound("po1", (c.InboundLine("a", "n1", 3, NOW + DAY_MS),
+                                           c.InboundLine("a", "n0", 9, NOW + DAY_MS))), NOW)
+    assert promised(fenced, "m1", "mkt", 3) == NOW + DAY_MS
+    assert promised(fenced, "w1", "web", 9) == NOW + DAY_MS
