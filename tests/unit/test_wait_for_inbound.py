@@ -236,7 +236,7 @@ def test_a_backorder_s_promise_counts_what_other_channels_were_promised_of_the_s
     cancelled."""
     import dataclasses
 
-    from core.network import NodeCosts, SlaTier
+    from core.network import SlaTier
     from tests.unit.test_orders_stateful import NETWORK
 
     ledger = _ledger({})
