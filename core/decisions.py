@@ -596,8 +596,8 @@ class Claims:
         self.ledger = ledger
         self.reqs = reqs
         self.batch: dict[int, dict[str, int]] = {}  # sku -> order -> units
-        self.channel_of = {req.spec[0]: req.spec[1] for req in reqs}
-        self.views = _Views(ledger)
+        self._channel_of: dict[str, str] | None = None  # order -> channel (once needed)
+        self._views: _Views | None = None
         self._old: dict[tuple[int, str], int] = {}  # the batch's orders' open ones
 
     def add(self, spec: OrderSpec, backorders: tuple[Backorder, ...], sign: int) -> None:
@@ -614,7 +614,10 @@ class Claims:
         batch = self.batch.get(sku)
         if not by_channel and not batch:
             return 0
-        channel, views = spec[1], self.views
+        views = self._views
+        if views is None:
+            views = self._views = _Views(self.ledger)
+        channel = spec[1]
         total = 0
         if by_channel:
             total = sum(units for other, units in by_channel.items()
@@ -628,7 +631,9 @@ class Claims:
                         if views.shared(sku, channel, req.spec[1]))
                 total -= old
         if batch:
-            channel_of = self.channel_of
+            channel_of = self._channel_of
+            if channel_of is None:
+                channel_of = self._channel_of = {req.spec[0]: req.spec[1] for req in self.reqs}
             total += sum(units for order_id, units in batch.items() if order_id != spec[0]
                          and views.shared(sku, channel, channel_of.get(order_id, "")))
         return total
