@@ -595,8 +595,8 @@ class Claims:
     def __init__(self, ledger: Ledger, reqs: list[Request]) -> None:
         self.ledger = ledger
         self.reqs = reqs
-        self.batch: dict[int, dict[str, int]] = {}  # sku -> order -> units
-        self._channel_of: dict[str, str] | None = None  # order -> channel (once needed)
+        self.batch: dict[int, dict[str, int]] = {}  # sku -> channel -> units claimed
+        self.own: dict[tuple[int, str], int] = {}  # (sku, order) -> units it claims
         self._views: _Views | None = None
         self._old: dict[tuple[int, str], int] = {}  # the batch's orders' open ones
 
@@ -605,8 +605,10 @@ class Claims:
         no longer (-1)."""
         for _, sku, quantity, promise_ms in backorders:
             if promise_ms:
-                by_order = self.batch.setdefault(sku, {})
-                by_order[spec[0]] = by_order.get(spec[0], 0) + sign * quantity
+                by_channel = self.batch.setdefault(sku, {})
+                by_channel[spec[1]] = by_channel.get(spec[1], 0) + sign * quantity
+                key = (sku, spec[0])
+                self.own[key] = self.own.get(key, 0) + sign * quantity
 
     def claimed(self, sku: int, spec: OrderSpec) -> int:
         book = self.ledger.orders
@@ -630,38 +632,46 @@ class Claims:
                         book.promised_to(req.spec[0], sku) for req in self.reqs
                         if views.shared(sku, channel, req.spec[1]))
                 total -= old
-        if batch:
-            channel_of = self._channel_of
-            if channel_of is None:
-                channel_of = self._channel_of = {req.spec[0]: req.spec[1] for req in self.reqs}
-            total += sum(units for order_id, units in batch.items() if order_id != spec[0]
-                         and views.shared(sku, channel, channel_of.get(order_id, "")))
+        if batch:  # (its own on its own channel, which is shared: taken off)
+            total += sum(units for other, units in batch.items()
+                         if views.shared(sku, channel, other)) - self.own.get((sku, spec[0]), 0)
         return total
 
 
 class _Views:
     """Whether two channels see the same units of a SKU's inbound stock: when every node
-    ships one as it ships the other (the same blocked nodes) and no node fences any of
-    the SKU for a channel. They are sold the same units as they arrive, so what one was
-    promised the other cannot be. Where fences or blocked nodes part their views, each
-    counts only its own claims: what another was promised may come from units it cannot
-    be sold (a known gap: the share that it can is not worked out, so a promise there
-    can still be too early)."""
+    ships one as it ships the other (the same blocked nodes) and neither holds a fence of
+    the SKU at any node (fences for other channels keep the same units from both). They
+    are sold the same units as they arrive, so what one was promised the other cannot be.
+    Where fences or blocked nodes part their views, each counts only its own claims: what
+    another was promised may come from units it cannot be sold (a known gap: the share
+    that it can is not worked out, so a promise there can still be too early)."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._fenced: dict[int, bool] = {}
+        self._fenced: dict[tuple[int, str], bool] = {}
         self._columns: dict[str, bytes] = {}
 
     def shared(self, sku: int, one: str, other: str) -> bool:
         if one == other:
             return True
-        fenced = self._fenced.get(sku)
-        if fenced is None:
+        return (not self._fences(sku, one) and not self._fences(sku, other)
+                and self._column(one) == self._column(other))
+
+    def _fences(self, sku: int, channel_id: str) -> bool:
+        """Whether some node holds a fence of the SKU for the channel."""
+        key = (sku, channel_id)
+        found = self._fenced.get(key)
+        if found is None:
+            found = False
+            index = _channel_of(self.ledger.catalog, channel_id)
             shard, local = self.ledger.locate(sku)
-            fenced = self._fenced[sku] = bool(
-                shard.fence_row.shape[0] and (shard.fence_row[local] >= 0).any())
-        return not fenced and self._column(one) == self._column(other)
+            if index >= 0 and shard.fence_row.shape[0]:
+                rows = shard.fence_row[local]
+                rows = rows[rows >= 0]
+                found = bool(len(rows) and (shard.fence_qty[rows, index] > 0).any())
+            self._fenced[key] = found
+        return found
 
     def _column(self, channel_id: str) -> bytes:
         found = self._columns.get(channel_id)
@@ -878,8 +888,10 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
                 claims: Claims | None = None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
     sellable units (closest price first), allocate those, and merge into the decision."""
-    if decision[1] and not req.spec.allow_split:
-        # The substitute would ship in a package of its own: the order forbids that.
+    if not req.spec.allow_split and (decision[1] or any(
+            o.kind == OptionKind.WAIT_FOR_INBOUND and o.chosen for o in decision.options)):
+        # The substitute would ship in a package of its own (or, the order waiting to
+        # ship whole, apart from the lines that wait): the order forbids that.
         return decision._replace(options=(*decision.options, Option(
             OptionKind.SUBSTITUTE, False,
             detail="the order forbids splits: a substitute would ship apart")))
@@ -917,6 +929,10 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     if not replaced:
         return decision._replace(options=(*decision.options, Option(
             OptionKind.SUBSTITUTE, False, detail="no SKU of the same group has the units")))
+    if kept and not req.spec.allow_split:
+        return decision._replace(options=(*decision.options, Option(
+            OptionKind.SUBSTITUTE, False, detail="the order forbids splits: substitutes "
+            "for some lines would ship apart from the lines still backordered")))
     sub_req = Request(req.spec, tuple((line_id, sku, qty) for line_id, sku, qty, _ in replaced),
                       req.first_package + len(decision.packages))
     gathered = _gather(ledger, network, [sub_req], now_ms, consumed)
@@ -932,6 +948,10 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
                             catalog.node_enabled)
     sub = _interpret(ledger, network, _Lists(result, gathered.batch, network), 0, sub_req,
                       now_ms)
+    if sub.backorders and not req.spec.allow_split:
+        return decision._replace(options=(*decision.options, Option(
+            OptionKind.SUBSTITUTE, False, detail="the order forbids splits: the substitutes "
+            "cannot all ship now, together")))
     originals = {line_id: original for line_id, _, _, original in replaced}
     sub_packages = tuple(
         p._replace(lines=tuple(line._replace(substitutes_sku=originals[line.line_id])

@@ -226,9 +226,10 @@ def test_an_order_that_may_not_split_waits_to_ship_whole_rather_than_ship_part_n
         assert len({b.promise_ms for b in decision.backorders}) == 1
 
 
-@pytest.mark.parametrize("together", [True, False])
+@pytest.mark.parametrize(("together", "fence_lifted"),
+                         [(True, False), (False, False), (True, True)])
 def test_a_backorder_s_promise_counts_what_other_channels_were_promised_of_the_sku(
-        together):
+        together, fence_lifted):
     """10 "a" arrive in two days and 10 more in five, sellable to both channels (no node
     blocks either, no fence). A web order of 8 is promised the first arrival; a
     marketplace order of 8 was promised it too (its channel had no claims), in one batch
@@ -243,6 +244,9 @@ def test_a_backorder_s_promise_counts_what_other_channels_were_promised_of_the_s
     execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, node_costs=tuple(
         dataclasses.replace(costs, blocked_channels=()) for costs in NETWORK.node_costs))),
         NOW)
+    if fence_lifted:  # (a fence there was, set back to nothing: no fence)
+        execute(ledger, c.SetRingFence((c.FenceLine("a", "n0", "mkt", 3),)), NOW)
+        execute(ledger, c.SetRingFence((c.FenceLine("a", "n0", "mkt", 0),)), NOW)
     execute(ledger, c.ExpectInbound("PO-1", (
         c.InboundLine("a", "n0", 10, NOW + 2 * DAY_MS),
         c.InboundLine("a", "n1", 10, NOW + 5 * DAY_MS))), NOW)
@@ -294,3 +298,63 @@ def test_channels_that_see_the_inbound_stock_differently_count_only_their_own_cl
                                            c.InboundLine("a", "n0", 9, NOW + DAY_MS))), NOW)
     assert promised(fenced, "m1", "mkt", 3) == NOW + DAY_MS
     assert promised(fenced, "w1", "web", 9) == NOW + DAY_MS
+
+
+def test_an_order_that_may_not_split_is_not_shipped_apart_by_substitution():
+    """a is at n0, the three b arrive there tomorrow, a2 (a's substitute) is at n1. The
+    order may not split and may substitute: it waits to ship whole from n0; no line is
+    substituted and shipped ahead (nor an in-stock line swapped for a2). With b nowhere
+    coming, the a ships now and b is backordered (a known gap: a second package when b
+    comes), and no substitute ships apart either."""
+    import dataclasses
+
+    from core.model import SkuSpec
+
+    for inbound in (True, False):
+        ledger = _ledger({("a", "n0"): 2})
+        a = ledger.catalog.sku_spec(ledger.catalog.sku("a"))
+        execute(ledger, c.UpsertSkus((dataclasses.replace(a, substitution_group="g"),
+                                      SkuSpec("a2", weight_lb=1.0, length_in=6, width_in=4,
+                                              height_in=2, substitution_group="g"))), NOW)
+        execute(ledger, c.ReceiveStock((c.ReceiptLine("a2", "n1", 5),)), NOW)
+        if inbound:
+            execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 3,
+                                                                   NOW + DAY_MS),)), NOW)
+        order = _order("o", {"a": 1, "b": 3})._replace(allow_split=False,
+                                                         allow_substitution=True)
+        execute(ledger, c.AllocateOrders((order,)), NOW)
+        decision = ledger.orders.orders["o"].last_decision
+        assert [[(line.line_id, line.substitutes_sku) for line in p.lines]
+                for p in decision.packages] == ([] if inbound else [[("0", -1)]])
+        assert sorted(b.line_id for b in decision.backorders) == (
+            ["0", "1"] if inbound else ["1"])
+        (substitute,) = [o for o in decision.options if o.kind == OptionKind.SUBSTITUTE]
+        assert not substitute.chosen and "forbids splits" in substitute.detail
+
+
+def test_an_order_that_waits_to_ship_whole_keeps_its_in_stock_lines_unsubstituted():
+    """As above, with b's substitute b2 at n1 too: substituting both would ship whole
+    now, but a line in stock (a at n0) would be swapped for another SKU. The order waits
+    for its own b instead."""
+    import dataclasses
+
+    from core.model import SkuSpec
+
+    ledger = _ledger({("a", "n0"): 2})
+    cat = ledger.catalog
+    execute(ledger, c.UpsertSkus((
+        dataclasses.replace(cat.sku_spec(cat.sku("a")), substitution_group="g"),
+        dataclasses.replace(cat.sku_spec(cat.sku("b")), substitution_group="h"),
+        SkuSpec("a2", weight_lb=1.0, length_in=6, width_in=4, height_in=2,
+                substitution_group="g"),
+        SkuSpec("b2", weight_lb=1.0, length_in=6, width_in=4, height_in=2,
+                substitution_group="h"))), NOW)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("a2", "n1", 5),
+                                    c.ReceiptLine("b2", "n1", 5))), NOW)
+    execute(ledger, c.ExpectInbound("PO-1", (c.InboundLine("b", "n0", 3, NOW + DAY_MS),)), NOW)
+    order = _order("o", {"a": 1, "b": 3})._replace(allow_split=False, allow_substitution=True)
+    execute(ledger, c.AllocateOrders((order,)), NOW)
+    decision, option = _wait_option(ledger, "o")
+    assert option.chosen and not decision.packages
+    (substitute,) = [o for o in decision.options if o.kind == OptionKind.SUBSTITUTE]
+    assert not substitute.chosen
