@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.model import set_fields
+from core.model import restore_frozen, set_fields
 
 #: Which roles may approve which kind of action.
 APPROVER_ROLES = {
@@ -48,6 +48,9 @@ class ApprovalRequest:
     # Refunds: (line id, units) of the return the refund pays for. A request logged before
     # these were kept has none (read with `refund_lines_of`).
     refund_lines: tuple[tuple[str, int], ...] = ()
+
+    def __setstate__(self, state: Any) -> None:
+        restore_frozen(self, state)
 
 
 def holds_of(request: ApprovalRequest) -> tuple[tuple[int, int, int, int], ...]:

@@ -616,7 +616,8 @@ class Ledger:
             assert isinstance(e.payload, NetworkSpec)
             before = tuple(s.service_id for s in self.network_spec.services)
             after = tuple(s.service_id for s in e.payload.services)
-            if before and before != after:
+            if before and before != after and getattr(
+                    e.payload, "keeps_package_services", False):
                 position = {service_id: i for i, service_id in enumerate(after)}
                 self.orders.renumber_services({
                     i: position.get(service_id, -1) for i, service_id in enumerate(before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -254,6 +255,28 @@ class Event:
                        self.to_bucket, self.quantity, self.reference, self.request_id,
                        self.time_ms, self.channel, self.due_ms, self.reason, self.amount,
                        self.counted, self.expected, self.payload)
+
+
+def restore_frozen(obj: object, state: Any, missing: dict[str, Any] | None = None) -> None:
+    """__setstate__ of a frozen dataclass with slots, pickled in dataclasses' own form (its
+    field values in order): a state written before fields were added sets those to the
+    value `missing` names, else to their default. Left unset (as dataclasses' own
+    __setstate__ leaves them), the object could not be pickled again (its __getstate__
+    reads every field): a snapshot holding one written by an older version failed."""
+    names = [f.name for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
+    values = list(state)
+    for name, value in zip(names, values, strict=False):
+        object.__setattr__(obj, name, value)
+    for f in dataclasses.fields(obj)[len(values):]:  # type: ignore[arg-type]
+        if missing is not None and f.name in missing:
+            value = missing[f.name]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            raise TypeError(f"{type(obj).__name__}: no value for {f.name} in its state")
+        object.__setattr__(obj, f.name, value)
 
 
 def set_fields(obj: object, state: Any) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 from mypy_extensions import mypyc_attr
 
 from core.catalog import Catalog
 from core.errors import InvalidArgument, NotFound
+from core.model import restore_frozen
 
 #: Upper bounds (miles, inclusive) of parcel zones 2..7; farther is zone 8.
 ZONE_BANDS_MI = (150.0, 300.0, 600.0, 1000.0, 1400.0, 1800.0)
@@ -113,6 +115,14 @@ class NetworkSpec:
     node_costs: tuple[NodeCosts, ...] = ()
     # Penalty per package beyond the first, by SLA tier (SlaTier order).
     split_penalty_micros: tuple[int, ...] = (0, 0, 0, 0)
+    # Set on every network made now: replacing another, it keeps each package's carrier
+    # service by id (OrderBook.renumber_services). One logged before is read without it
+    # (`getattr`, False): replayed, it changes no package, as it did when it was applied,
+    # so a replay agrees with the snapshots written then.
+    keeps_package_services: bool = field(default=True, repr=False, compare=False)
+
+    def __setstate__(self, state: Any) -> None:
+        restore_frozen(self, state, {"keeps_package_services": False})
 
     def validate(self) -> None:
         seen: set[str] = set()

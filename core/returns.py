@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from core.model import set_fields
+from core.model import restore_frozen, set_fields
 
 if TYPE_CHECKING:  # (the ledger holds the returns: no import at run time)
     from core.ledger import Ledger
@@ -123,6 +123,9 @@ class ReturnLine:
     # recorded (authorised before it was; read with `fee_bp_of`).
     fee_bp: int = -1
 
+    def __setstate__(self, state: Any) -> None:
+        restore_frozen(self, state)
+
 
 def fee_bp_of(line: ReturnLine) -> int:
     return getattr(line, "fee_bp", -1)  # (unset in one unpickled from an older log)
@@ -163,6 +166,9 @@ class Refund:
     # (line id, units) of the return it pays for. A refund logged before these were kept
     # has none (read with `refund_lines_of`).
     lines: tuple[tuple[str, int], ...] = ()
+
+    def __setstate__(self, state: Any) -> None:
+        restore_frozen(self, state)
 
 
 def refund_lines_of(refund: Refund) -> tuple[tuple[str, int], ...]:
