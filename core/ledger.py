@@ -236,6 +236,9 @@ class Ledger:
         self.units_out = 0  # units that left to outside, ever
         self._views: tuple[int, tuple[TypedList, ...]] | None = None
         self.network_spec = NetworkSpec()
+        # Carrier services a network dropped while packages had them, by id: such a
+        # package's service is -2 - the place here, until a network has it again.
+        self.retired_services: list[str] = []
         self.opportunity_costs: dict[tuple[int, int], int] = {}  # (sku, node) -> micros/unit
         # Inventory value: the policy (None: the server's configured default), a supplied
         # forecast and the one learned from orders, both (region id, sku) -> units/day.
@@ -265,6 +268,8 @@ class Ledger:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        if "retired_services" not in state:  # (a snapshot from before they were kept)
+            self.retired_services = []
         # A snapshot written before an archived order's exceptions left memory with it
         # (ORDER_ARCHIVED) holds them still: dropped, as a replay of its log would.
         archived = self.orders.archived
@@ -272,6 +277,28 @@ class Ledger:
             exceptions = self.exceptions
             for order_id in [o for o in exceptions.by_order if o in archived]:
                 exceptions.forget_order(order_id)
+
+    def _services_moved(self, before: tuple[str, ...], after: tuple[str, ...]
+                        ) -> dict[int, int]:
+        """Where a package's carrier service moves when the network's list goes from
+        `before` to `after` (service ids): a service's new place; one dropped, its place
+        among the retired services (-2, -3 ...), kept by id; a retired one back, its
+        place again."""
+        retired = self.retired_services
+        position = {service_id: i for i, service_id in enumerate(after)}
+        moved: dict[int, int] = {}
+        for i, service_id in enumerate(before):
+            found = position.get(service_id)
+            if found is None:
+                if service_id not in retired:
+                    retired.append(service_id)
+                found = -2 - retired.index(service_id)
+            if found != i:
+                moved[i] = found
+        for k, service_id in enumerate(retired):
+            if service_id in position:
+                moved[-2 - k] = position[service_id]
+        return moved
 
     # ---- addressing ---------------------------------------------------------
     def locate(self, sku: int) -> tuple[Shard, int]:
@@ -616,12 +643,8 @@ class Ledger:
             assert isinstance(e.payload, NetworkSpec)
             before = tuple(s.service_id for s in self.network_spec.services)
             after = tuple(s.service_id for s in e.payload.services)
-            if before and before != after and getattr(
-                    e.payload, "keeps_package_services", False):
-                position = {service_id: i for i, service_id in enumerate(after)}
-                self.orders.renumber_services({
-                    i: position.get(service_id, -1) for i, service_id in enumerate(before)
-                    if position.get(service_id, -1) != i})
+            if before != after and getattr(e.payload, "keeps_package_services", False):
+                self.orders.renumber_services(self._services_moved(before, after))
             self.network_spec = e.payload
             self._compiled = None
             self._regions = {}

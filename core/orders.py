@@ -798,8 +798,9 @@ class OrderBook:
     def renumber_services(self, moved: dict[int, int]) -> None:
         """A new network lists its carrier services in another order (or without some):
         each package's service, a position in the list, becomes the same service's new
-        position (-1: the network no longer has it), so a package keeps the carrier and
-        service it was planned with instead of taking whichever now holds its old place."""
+        position (see Ledger._services_moved: a negative one while the network does not
+        have it), so a package keeps the carrier and service it was planned with instead
+        of taking whichever now holds its old place."""
         for state in self.packages.values():
             plan = state.plan
             if plan.service in moved:
