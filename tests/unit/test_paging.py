@@ -50,18 +50,27 @@ def test_pages_read_every_kept_record_once_in_order(values, modulus, size, added
     assert read == expected and not token
 
 
+def _by_number_then_bisected(records, req, number, keep):
+    """page_in_number_order's page, checked to be page_by_number's."""
+    found = page_in_number_order(records, req, number, keep)
+    assert found == page_by_number(records, req, number, keep)
+    return found
+
+
+@pytest.mark.parametrize("paging", [page_by_number, _by_number_then_bisected])
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.booleans(), max_size=60), st.integers(1, 7), st.data())
-def test_pages_by_number_skip_nothing_when_records_leave(kept, size, data):
-    """The open exceptions: some are resolved (leave the listing) between two pages."""
+def test_pages_by_number_skip_nothing_when_records_leave(paging, kept, size, data):
+    """The open exceptions: some are resolved (leave the listing) between two pages;
+    every exception kept, read by bisection: those of archived orders leave."""
     listing = {n * 3: n for n in range(len(kept))}  # number -> record, in order
     def keep(n: int) -> bool:
         return kept[n]
 
     read, token, gone = [], "", set()
     for _ in range(len(kept) + 1):
-        found, token = page_by_number(list(listing.values()), request(size, token),
-                                      lambda n: n * 3, keep)
+        found, token = paging(list(listing.values()), request(size, token), lambda n: n * 3,
+                              keep)
         assert len(found) <= size
         read += found
         if not token:
@@ -71,37 +80,6 @@ def test_pages_by_number_skip_nothing_when_records_leave(kept, size, data):
                 gone.add(number // 3)
     assert not token
     # Every record that stayed is read once, in order; one that left may or may not be.
-    stayed = [n for n in range(len(kept)) if kept[n] and n not in gone]
-    assert [n for n in read if n not in gone] == stayed
-    assert read == sorted(set(read))
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.booleans(), max_size=60), st.integers(1, 7), st.data())
-def test_pages_in_number_order_skip_nothing_when_records_leave_and_agree_with_by_number(
-        kept, size, data):
-    """Every exception kept (those of archived orders leave between two pages): found by
-    bisection, the same pages as reading every record by number."""
-    listing = {n * 3: n for n in range(len(kept))}  # number -> record, in order
-    def keep(n: int) -> bool:
-        return kept[n]
-
-    read, token, gone = [], "", set()
-    for _ in range(len(kept) + 1):
-        records = list(listing.values())
-        found, next_token = page_in_number_order(records, request(size, token),
-                                                 lambda n: n * 3, keep)
-        assert (found, next_token) == page_by_number(records, request(size, token),
-                                                     lambda n: n * 3, keep)
-        assert len(found) <= size
-        read += found
-        token = next_token
-        if not token:
-            break
-        for number in data.draw(st.lists(st.sampled_from(sorted(listing)), max_size=3)):
-            if listing.pop(number, None) is not None:
-                gone.add(number // 3)
-    assert not token
     stayed = [n for n in range(len(kept)) if kept[n] and n not in gone]
     assert [n for n in read if n not in gone] == stayed
     assert read == sorted(set(read))
