@@ -263,11 +263,18 @@ def restore_frozen(obj: object, state: Any, missing: dict[str, Any] | None = Non
     value `missing` names, else to their default. Left unset (as dataclasses' own
     __setstate__ leaves them), the object could not be pickled again (its __getstate__
     reads every field): a snapshot holding one written by an older version failed."""
-    names = [f.name for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
-    values = list(state)
-    for name, value in zip(names, values, strict=False):
-        object.__setattr__(obj, name, value)
-    for f in dataclasses.fields(obj)[len(values):]:  # type: ignore[arg-type]
+    fields = dataclasses.fields(obj)  # type: ignore[arg-type]
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+        state = {**(state[0] or {}), **state[1]}  # (pickle's default form for slots)
+    if isinstance(state, dict):  # (by name: written when the class was another shape)
+        given = {name: value for name, value in state.items()
+                 if name in {f.name for f in fields}}
+    else:
+        given = dict(zip((f.name for f in fields), state, strict=False))
+    for f in fields:
+        if f.name in given:
+            object.__setattr__(obj, f.name, given[f.name])
+            continue
         if missing is not None and f.name in missing:
             value = missing[f.name]
         elif f.default is not dataclasses.MISSING:

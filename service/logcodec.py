@@ -3,6 +3,11 @@
 Only allocd's own types (and the builtins and numpy arrays they are made of) may
 be unpickled: a log or snapshot that names anything else is refused, so a
 tampered store cannot run code in the server.
+
+A frozen record (a dataclass with slots) written before fields were added to it loads
+with those fields at their defaults (or what its own __setstate__ says they stood for):
+left unset, as dataclasses' own __setstate__ leaves them, it could not be pickled again,
+and every later snapshot holding it would fail.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import pickle
 import struct
 import zlib
 from typing import Any
+
+from core.model import restore_frozen
 
 _HEADER = struct.Struct("<II")  # payload length, crc32 of payload
 HEADER_SIZE = _HEADER.size
@@ -40,8 +47,22 @@ class _Unpickler(pickle.Unpickler):
             # (a dotted path through an imported module could reach anything).
             found = super().find_class(module, name)
             if isinstance(found, type) and found.__module__ == module:
+                _tolerate_older_states(found)
                 return found
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in the store")
+
+
+def _restore(self: object, state: Any) -> None:
+    restore_frozen(self, state)
+
+
+def _tolerate_older_states(cls: type) -> None:
+    """Give a frozen record whose __setstate__ is dataclasses' own one that fills the
+    fields an older state lacks (once a class: what it does for a full state is the
+    same)."""
+    setstate = cls.__dict__.get("__setstate__")
+    if getattr(setstate, "__qualname__", "") == "_dataclass_setstate":
+        setattr(cls, "__setstate__", _restore)  # noqa: B010
 
 
 def dumps(obj: Any) -> bytes:

@@ -9,9 +9,11 @@ import pickle
 
 import pytest
 
+from core.alerts import Rule, RuleKind
 from core.approvals import ApprovalRequest, holds_of, refund_lines_of
-from core.network import NetworkSpec
-from core.returns import Refund, ReturnLine, fee_bp_of
+from core.model import SkuSpec
+from core.network import CarrierService, NetworkSpec
+from core.returns import Refund, ReturnLine, ReturnPolicy, fee_bp_of
 from core.returns import refund_lines_of as lines_of_refund
 from service.logcodec import dumps, loads
 
@@ -43,3 +45,41 @@ def test_a_record_pickled_before_its_newer_fields_loads_and_pickles_again(record
     assert pickle.loads(pickle.dumps(record)) == record  # (and today's as they are)
     if isinstance(record, NetworkSpec):
         assert pickle.loads(pickle.dumps(record)).keeps_package_services is True
+
+
+@pytest.mark.parametrize(("record", "fields_then"), [
+    (SkuSpec("s1", weight_lb=2.0, substitution_group="g"), 8),
+    (CarrierService("ground", "Acme", ((1,),), (2,), name="Ground"), 7),
+    (Rule("r", RuleKind.LATE_SHIPMENTS, requires_approval=True), 8),
+    (ReturnPolicy(), 10),
+])
+def test_any_frozen_record_of_an_older_log_loads_from_the_store_and_pickles_again(
+        record, fields_then, monkeypatch):
+    """Every frozen record the store reads, not only those that say so themselves: the
+    fields added since take their defaults."""
+    state = [getattr(record, f.name) for f in dataclasses.fields(record)][:fields_then]
+    with monkeypatch.context() as then:  # (pickled as it was with fewer fields)
+        then.setattr(type(record), "__getstate__", lambda self: state)
+        written = dumps(record)
+    old = loads(written)
+    assert type(old) is type(record)
+    names = [f.name for f in dataclasses.fields(record)]
+    for f in dataclasses.fields(record)[fields_then:]:
+        assert getattr(old, f.name) == (f.default if f.default is not dataclasses.MISSING
+                                        else f.default_factory()), f.name
+    for name in names[:fields_then]:
+        assert getattr(old, name) == getattr(record, name)
+    assert loads(dumps(old)) == old  # (a snapshot holding it)
+
+
+def test_a_frozen_record_written_by_name_loads_by_name(monkeypatch):
+    """A state of {field: value} (a record written when its class kept a __dict__) sets
+    the fields it names and defaults the rest."""
+    record = SkuSpec("s1", weight_lb=2.0, substitution_group="g")
+    with monkeypatch.context() as then:
+        then.setattr(SkuSpec, "__getstate__",
+                     lambda self: {"sku_id": "s1", "weight_lb": 2.0, "gone": 1})
+        written = dumps(record)
+    old = loads(written)
+    assert (old.sku_id, old.weight_lb, old.substitution_group) == ("s1", 2.0, "")
+    assert loads(dumps(old)) == old
