@@ -29,7 +29,7 @@ from core.catalog import MAX_CHANNELS, Catalog
 from core.errors import FailedPrecondition
 from core.kernels._ledger import _gather_sellable
 from core.ledger import Ledger
-from core.network import NO_DEADLINE_DAYS, CompiledNetwork, billable_weight_lb
+from core.network import COST_CAP, NO_DEADLINE_DAYS, CompiledNetwork, billable_weight_lb
 from core.orders import (
     DAY_MS,
     Backorder,
@@ -827,7 +827,8 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
         carrier, service, transit = quote
         units_cost = sum(q * (int(network.pick[n]) + ledger.ops.node_penalty.get(n, 0)
                               + ledger.opportunity_costs.get((s, n), 0)) for _, s, q in lines)
-        cost = carrier + int(network.handling[n]) + units_cost
+        # (Read as the kernel reads the split it is weighed against: at most COST_CAP.)
+        cost = min(carrier + int(network.handling[n]) + units_cost, COST_CAP)
         if best is None or cost < best[0]:
             best = (cost, n, service, ship, transit, billable)
     current = decision.cost_micros
@@ -838,7 +839,8 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
     cost, n, _, ship, transit, _ = best
     node_id = ledger.catalog.nodes[n].node_id
     promise_ms = (day0 + ship + transit) * DAY_MS
-    wait_cheaper = len(decision.packages) >= 2 and cost < current and not decision.backorders
+    wait_cheaper = (len(decision.packages) >= 2 and cost < min(current, COST_CAP)
+                    and not decision.backorders)
     # An order that may not split ships complete: not part now and the rest later (a
     # second package) when waiting lets it ship whole in time.
     must_wait = not req.spec.allow_split and (not decision.packages or bool(
@@ -858,7 +860,8 @@ def _consider_waiting(ledger: Ledger, network: CompiledNetwork, gathered: _Gathe
 def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: int, units: int,
                      longest: float, ship_day: int, days_left: int) -> tuple[int, int, int] | None:
     """(cost, service, transit days) of the cheapest service from node n whose transit fits
-    in `days_left` after shipping; None if none does. Mirrors the kernel's rating."""
+    in `days_left` after shipping; None if none does. Mirrors the kernel's rating (a cost
+    past COST_CAP reads as COST_CAP)."""
     z = int(network.zone[n, region])
     width = network.rates.shape[2] - 1
     best: tuple[int, int, int] | None = None
@@ -879,7 +882,7 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
         if best is None or cost < best[0]:
             best = (cost, s, days)
     del ship_day
-    return best
+    return best if best is None or best[0] <= COST_CAP else (COST_CAP, best[1], best[2])
 
 
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,

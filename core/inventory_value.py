@@ -39,6 +39,7 @@ from ortools.linear_solver.python import model_builder_helper as mbh
 from core.demand import ValuePolicy
 from core.errors import InvalidArgument
 from core.model import Bucket
+from core.network import MAX_UNIT_MICROS
 
 if TYPE_CHECKING:
     from core.ledger import Ledger
@@ -363,7 +364,9 @@ def compute_values(inputs: ValueInputs, params: SolveParams | None = None) -> Va
                              inputs.policy.shortage_weight, inputs.drawn) * inputs.policy.scale
     out: dict[tuple[int, int], int] = {}
     for row, k in zip(*np.nonzero(values >= 0.5), strict=True):
-        out[(inputs.skus[int(row)], int(k))] = round(float(values[row, k]))
+        # (At most an opportunity cost's limit: applied as one, a value past it is refused.)
+        out[(inputs.skus[int(row)], int(k))] = round(min(float(values[row, k]),
+                                                          MAX_UNIT_MICROS))
     return Values(out, result.objective, result.status, result.solve_seconds)
 
 

@@ -29,6 +29,11 @@ MONEY_MAX = 10**12  # a million currency units per unit: far from int64 overflow
 #: billion currency units: one line at the caps of quantity and unit money (2^31 x 10^12)
 #: would take the books' totals past what int64 holds, and every finance read with them.
 LINE_VALUE_MAX = 10**16
+#: The heaviest and the largest a SKU's unit may be (lb; in, each side), as RateShop's
+#: parcel: a unit's dimensional weight is then at most 7.2e9 lb, and an order's weights
+#: stay finite floats (see core.network.COST_CAP).
+SKU_WEIGHT_MAX_LB: Final = 10_000.0
+SKU_SIDE_MAX_IN: Final = 10_000.0
 
 
 class NodeType(IntEnum):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from mypy_extensions import mypyc_attr
@@ -28,6 +28,50 @@ DIM_DIVISOR_IN3_PER_LB = 139.0
 OVERSIZE_LONGEST_SIDE_IN = 48.0
 EARTH_RADIUS_MI = 3958.7613
 NO_DEADLINE_DAYS = 1 << 30
+
+# ---- cost limits ---------------------------------------------------------------------
+#: The most a cost charged once a package (or once an extra package) may be: a rate card
+#: price, an oversize surcharge, a lane's fixed cost, a node's handling, a split penalty.
+#: A million currency units.
+MAX_PACKAGE_MICROS: Final = 10**12
+#: The most a cost charged per unit or per billable pound may be: a node's pick cost, a
+#: lane's cost per unit and per lb, a rate card's per_lb_over, an opportunity cost
+#: (SetOpportunityCosts, inventory values), a rule's routing penalty. Ten thousand
+#: currency units.
+MAX_UNIT_MICROS: Final = 10**10
+#: The most weights (1..n lb) a rate card prices; heavier packages are priced per lb over.
+MAX_RATE_WEIGHTS: Final = 10_000
+#: What allocation reads a cost as at most (a package's or a plan's, or a part of one):
+#: 10^17 micros, a hundred billion currency units.
+#:
+#: Why the sums allocation makes stay in int64, below 2^62 (the kernel's INF):
+#:
+#: - Without a quantity in it a package costs at most C = a carrier price (a rate card
+#:   entry <= MAX_PACKAGE_MICROS + (MAX_RATE_WEIGHTS - 1) * MAX_UNIT_MICROS, a card shorter
+#:   than the network's widest being extended per lb over; or a lane's fixed cost) + an
+#:   oversize surcharge + the node's handling < 1.1e14 < 2^47. A split penalty is at most
+#:   MAX_PACKAGE_MICROS an extra package (twice that in re-optimisation, with its weight).
+#: - Per unit a package costs at most 5 * MAX_UNIT_MICROS (pick, opportunity cost, two
+#:   routing penalties: a rule's and a fallback's are the most in force on a node at once,
+#:   a lane's cost per unit); per billable lb at most MAX_UNIT_MICROS.
+#: - The quantities are not bounded so: an order has up to max_lines_per_request lines
+#:   (the service's setting) of up to QTY_MAX = 2^31 - 1 units each, a unit up to
+#:   10,000 lb and 10,000 in a side (core.model), so no limit on the rates alone would do
+#:   (2^31 units at 10^10 are 2.1e19 > 2^63 already). The allocation kernel saturates
+#:   instead: each product of a quantity and a rate, and each sum, is min(exact value,
+#:   COST_CAP), a product formed in int64 only when its float estimate is below 2^62, a
+#:   sum of at most a few values each <= COST_CAP + C. All terms are >= 0, so every cost
+#:   it keeps is exactly min(true cost, COST_CAP): never negative, never less than a
+#:   cheaper plan's, and what it compares (the sum of two such costs and a penalty, or
+#:   one per item of an order of up to 8 on its exact path) stays far below 2^62.
+#: - Costs below the cap are exact: with every input at its limit, any plan of up to 10^6
+#:   units, 10^6 billable lb and 100 packages (5e16 + 1e16 + 100 x (C + 2 x
+#:   MAX_PACKAGE_MICROS) < 7.1e16).
+#: - Re-optimisation's objective (core/reopt.py) adds to a plan's cost (<= COST_CAP) its
+#:   backorder weight and its extra package weight, each saturated at COST_CAP: < 3e17.
+#: - What is summed beyond one plan (an order's packages, the orders of a re-optimisation)
+#:   has room for dozens of plans at the cap before int64's 9.2e18.
+COST_CAP: Final = 10**17
 
 
 class SlaTier(IntEnum):
@@ -124,7 +168,10 @@ class NetworkSpec:
     def __setstate__(self, state: Any) -> None:
         restore_frozen(self, state, {"keeps_package_services": False})
 
-    def validate(self) -> None:
+    def validate(self, limits: bool = True) -> None:
+        """Refuse a malformed spec (InvalidArgument naming the field). With `limits`, also
+        costs past the cost limits above (a spec set before them, replayed or restored,
+        compiles without: allocation saturates whatever it reads, see COST_CAP)."""
         seen: set[str] = set()
         for i, region in enumerate(self.regions):
             _id(region.region_id, f"regions[{i}].region_id", seen)
@@ -152,15 +199,33 @@ class NetworkSpec:
                 raise InvalidArgument(f"{name}.pickup_cutoff out of range", name)
             if svc.oversize_surcharge_micros < 0:
                 raise InvalidArgument(f"{name}.oversize_surcharge must be >= 0", name)
+            if limits:
+                if width > MAX_RATE_WEIGHTS:
+                    raise InvalidArgument(f"{name}.rates: at most {MAX_RATE_WEIGHTS} weights "
+                                          f"a zone, got {width}", f"{name}.rates")
+                _at_most(max(max(row) for row in svc.rates_micros), MAX_PACKAGE_MICROS,
+                         f"{name}.rates")
+                _at_most(max(svc.per_lb_over_micros), MAX_UNIT_MICROS, f"{name}.per_lb_over")
+                _at_most(svc.oversize_surcharge_micros, MAX_PACKAGE_MICROS,
+                         f"{name}.oversize_surcharge")
         region_ids = {r.region_id for r in self.regions}
         for i, lane in enumerate(self.lanes):
             if lane.region_id not in region_ids:
                 raise NotFound(f"lanes[{i}]: unknown region {lane.region_id!r}", f"lanes[{i}]")
             if min(lane.fixed_micros, lane.per_unit_micros, lane.per_lb_micros) < 0:
                 raise InvalidArgument(f"lanes[{i}]: costs must be >= 0", f"lanes[{i}]")
+            if limits:
+                _at_most(lane.fixed_micros, MAX_PACKAGE_MICROS, f"lanes[{i}].fixed_micros")
+                _at_most(lane.per_unit_micros, MAX_UNIT_MICROS, f"lanes[{i}].per_unit_micros")
+                _at_most(lane.per_lb_micros, MAX_UNIT_MICROS, f"lanes[{i}].per_lb_micros")
         for i, costs in enumerate(self.node_costs):
             if min(costs.handling_per_package_micros, costs.pick_per_unit_micros) < 0:
                 raise InvalidArgument(f"node_costs[{i}]: costs must be >= 0", f"node_costs[{i}]")
+            if limits:
+                _at_most(costs.handling_per_package_micros, MAX_PACKAGE_MICROS,
+                         f"node_costs[{i}].handling_per_package_micros")
+                _at_most(costs.pick_per_unit_micros, MAX_UNIT_MICROS,
+                         f"node_costs[{i}].pick_per_unit_micros")
             if not 0 <= costs.cutoff_min <= 24 * 60:
                 raise InvalidArgument(f"node_costs[{i}].cutoff out of range", f"node_costs[{i}]")
             if not all(costs.blocked_channels):
@@ -168,6 +233,13 @@ class NetworkSpec:
                                       f"node_costs[{i}].blocked_channels")
         if len(self.split_penalty_micros) != len(SlaTier) or min(self.split_penalty_micros) < 0:
             raise InvalidArgument("split_penalty: one value >= 0 per SLA tier", "split_penalty")
+        if limits:
+            _at_most(max(self.split_penalty_micros), MAX_PACKAGE_MICROS, "split_penalty")
+
+
+def _at_most(value: int, limit: int, field_name: str) -> None:
+    if value > limit:
+        raise InvalidArgument(f"{field_name}: at most {limit} micros, got {value}", field_name)
 
 
 def _id(value: str, field_name: str, seen: set[str]) -> None:
@@ -226,7 +298,7 @@ class CompiledNetwork:
 
 
 def compile_network(spec: NetworkSpec, catalog: Catalog, n_channels: int = 64) -> CompiledNetwork:
-    spec.validate()
+    spec.validate(limits=False)  # (SetNetwork checks them: a spec from before them loads)
     n_nodes = catalog.n_nodes
     regions = spec.regions
     n_regions = len(regions)
@@ -254,7 +326,8 @@ def compile_network(spec: NetworkSpec, catalog: Catalog, n_channels: int = 64) -
             rates[s, z, 1 : len(row) + 1] = row
             # A shorter table than the widest: heavier weights extrapolate per lb.
             for w in range(len(row) + 1, width + 1):
-                rates[s, z, w] = row[-1] + (w - len(row)) * svc.per_lb_over_micros[z - MIN_ZONE]
+                rates[s, z, w] = min(COST_CAP, row[-1] + (w - len(row))
+                                     * svc.per_lb_over_micros[z - MIN_ZONE])
             over[s, z] = svc.per_lb_over_micros[z - MIN_ZONE]
             transit[s, z] = svc.transit_days[z - MIN_ZONE]
     lane_has = np.zeros((n_nodes, n_regions), np.bool_)

@@ -30,8 +30,16 @@ from core.errors import (
 )
 from core.finance import LandedCost
 from core.ledger import CountHold, Ledger, count_hold_of
-from core.model import LINE_VALUE_MAX, MONEY_MAX, Bucket, Event, EventKind
-from core.network import compile_network
+from core.model import (
+    LINE_VALUE_MAX,
+    MONEY_MAX,
+    SKU_SIDE_MAX_IN,
+    SKU_WEIGHT_MAX_LB,
+    Bucket,
+    Event,
+    EventKind,
+)
+from core.network import MAX_UNIT_MICROS, compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
 from core.order_ops import inbound_cancelled
 from core.plan import Plan as _Plan
@@ -467,7 +475,11 @@ def _upsert_skus(p: _Plan, cmd: c.UpsertSkus) -> None:
             raise InvalidArgument(f"SKU {spec.sku_id!r} appears twice", f"skus[{i}].sku_id")
         seen.add(spec.sku_id)
         for name in ("weight_lb", "length_in", "width_in", "height_in"):
-            _finite(getattr(spec, name), f"skus[{i}].{name}")
+            value = _finite(getattr(spec, name), f"skus[{i}].{name}")
+            limit = SKU_WEIGHT_MAX_LB if name == "weight_lb" else SKU_SIDE_MAX_IN
+            if value > limit:
+                raise InvalidArgument(f"skus[{i}].{name} must be at most {limit:g}",
+                                      f"skus[{i}].{name}")
         for name in ("unit_cost_micros", "price_micros"):  # (as a receipt's unit cost)
             _money(getattr(spec, name), f"skus[{i}].{name}")
         dense = cat.sku_index.get(spec.sku_id)
@@ -531,6 +543,7 @@ def _upsert_channels(p: _Plan, cmd: c.UpsertChannels) -> None:
 
 
 def _set_network(p: _Plan, cmd: c.SetNetwork) -> None:
+    cmd.spec.validate()  # (with the cost limits, which compiling leaves out)
     # Compiling validates the spec against the current nodes and channels.
     compile_network(cmd.spec, p.ledger.catalog)
     p.add(EventKind.NETWORK_SET, payload=cmd.spec)
@@ -540,8 +553,8 @@ def _cost_line(p: _Plan, i: int, line: c.OpportunityCostLine) -> tuple[int, int,
     cat = p.ledger.catalog
     sku = cat.sku(line.sku_id, f"lines[{i}].sku_id")
     node = cat.node(line.node_id, f"lines[{i}].node_id")
-    if not 0 <= line.per_unit_micros <= 10**12:
-        raise InvalidArgument("per_unit_micros must be between 0 and 10^12",
+    if not 0 <= line.per_unit_micros <= MAX_UNIT_MICROS:
+        raise InvalidArgument(f"per_unit_micros must be between 0 and {MAX_UNIT_MICROS}",
                               f"lines[{i}].per_unit_micros")
     return sku, node, line.per_unit_micros
 

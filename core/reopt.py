@@ -66,7 +66,7 @@ from core.decisions import (
     ship_days,
 )
 from core.ledger import Ledger
-from core.network import CompiledNetwork
+from core.network import COST_CAP, MAX_PACKAGE_MICROS, CompiledNetwork
 from core.orders import DAY_MS, OptionKind, OrderRecord, PackagePlan, PackageState, PackageStatus
 
 BIG_STOCK = 1 << 30
@@ -210,7 +210,9 @@ def cost_today(ledger: Ledger, network: CompiledNetwork, gathered: _Gathered, o:
         total += (_carrier_today(network, plan, region, weight, volume, longest, units)
                   + int(network.handling[n]) + units_cost)
         packages += 1
-    return total + max(packages - 1, 0) * int(network.split_penalty[int(batch.tier[o])])
+    # (At most COST_CAP, as the kernel reads the plans it is weighed against.)
+    return min(total + max(packages - 1, 0) * int(network.split_penalty[int(batch.tier[o])]),
+               COST_CAP)
 
 
 def _arrival(record: OrderRecord) -> int:
@@ -373,10 +375,33 @@ class Candidates:
 
     def objective(self, extra_package_micros: int = 0) -> np.ndarray:
         """What the solver minimises: landed cost, a penalty per backordered unit and the
-        extra weight per package beyond an order's first."""
-        out: np.ndarray = (self.cost + BACKORDER_PENALTY * self.backorder
-                           + extra_package_micros * np.maximum(self.packages - 1, 0))
+        extra weight per package beyond an order's first. The penalty and the weight are
+        each read as at most COST_CAP, as the cost is: a plan's objective < 3 x COST_CAP."""
+        out: np.ndarray = (self.cost + _saturated(self.backorder, BACKORDER_PENALTY)
+                           + _saturated(np.maximum(self.packages - 1, 0), extra_package_micros))
         return out
+
+
+def _saturated(count: np.ndarray, rate: int) -> np.ndarray:
+    """count * rate (counts >= 0), or COST_CAP where that is more (never overflowing)."""
+    if not rate:
+        return np.zeros(len(count), np.int64)
+    out: np.ndarray = np.where(count > COST_CAP // rate, COST_CAP,
+                               np.minimum(count, COST_CAP // rate) * rate)
+    return out
+
+
+def _landed(cost: np.ndarray, packages: np.ndarray, extra_package_micros: int,
+            charged: np.ndarray | None = None) -> np.ndarray:
+    """A kernel run's order costs less what the run added to them (the extra weight of
+    each package beyond the first, `charged` prices on units): their landed costs. A cost
+    the kernel read as COST_CAP (saturated) stays COST_CAP: the true one was at least
+    that, less the additions is not known, so it is not made to look cheaper."""
+    landed = cost - _saturated(np.maximum(packages - 1, 0), extra_package_micros)
+    if charged is not None:
+        landed = landed - charged
+    out: np.ndarray = np.where(cost >= COST_CAP, COST_CAP, landed)
+    return out
 
 
 @dataclass(slots=True)
@@ -427,11 +452,14 @@ def _harvest(problem: Problem, result: BatchResult, out: _Proposals,
     line = result.piece_line[pieces]
     node = result.pkg_node[result.piece_pkg[pieces]]
     qty = result.piece_qty[pieces]
-    cost = result.cost[ok] - problem.extra_package_micros * np.maximum(
-        result.pkg_count[ok] - 1, 0)
+    charged = None
     if prices is not None:
-        charged = prices[problem.batch.item_u[line], node] * qty
-        cost = cost - np.add.reduceat(charged, np.r_[0, np.cumsum(count)[:-1]])
+        # (Exact for an order whose cost is below COST_CAP: they are part of it. Only those
+        # of a saturated cost may wrap, and _landed does not use them.)
+        charged = np.add.reduceat(prices[problem.batch.item_u[line], node] * qty,
+                                  np.r_[0, np.cumsum(count)[:-1]])
+    cost = _landed(result.cost[ok], result.pkg_count[ok], problem.extra_package_micros,
+                   charged)
     out.add(ok, cost, result.pkg_count[ok], np.zeros(len(ok), np.int64), count, line, node, qty)
 
 
@@ -445,7 +473,9 @@ def add_priced(problem: Problem, out: _Proposals, prices: np.ndarray,
     for scale in scales:
         if stop():
             break
-        charge = np.rint(prices * scale).astype(np.int64)
+        # (At most COST_CAP a unit: a price past it makes the unit's plans saturate anyway,
+        # and a float past int64 would not convert.)
+        charge = np.rint(np.minimum(prices * scale, COST_CAP)).astype(np.int64)
         priced = dataclasses.replace(batch, item_unit_extra=batch.item_unit_extra
                                      + charge[batch.item_u])
         unlimited = np.full(len(problem.node_enabled), UNLIMITED_CAPACITY, np.int64)
@@ -477,8 +507,8 @@ def propose(problem: Problem, nodes_per_order: int = 6) -> _Proposals:
         avail[:, n] = np.where(problem.supply[:, n] > 0, BIG_STOCK, 0)
         result = _run(problem, avail)
         ok = result.status == STATUS_ALLOCATED
-        single_cost[ok, n] = result.cost[ok] - problem.extra_package_micros * np.maximum(
-            result.pkg_count[ok] - 1, 0)
+        single_cost[ok, n] = _landed(result.cost[ok], result.pkg_count[ok],
+                                     problem.extra_package_micros)
         single_pkgs[ok, n] = result.pkg_count[ok]
     # A node is only worth proposing if it holds enough of every line in all.
     need = batch.item_qty[:, None] <= problem.supply[batch.item_u]
@@ -1326,8 +1356,8 @@ def solve(problem: Problem, options: ReoptOptions,
                                             empty, empty, empty), empty, 0, 0, 0, 0, 0, 0, 0,
                         time.monotonic() - started)
     progress(Progress("candidates", f"proposing plans for {problem.n_orders} orders"))
-    if options.extra_package_micros < 0:
-        raise ValueError("extra_package_micros must be >= 0")
+    if not 0 <= options.extra_package_micros <= MAX_PACKAGE_MICROS:
+        raise ValueError(f"extra_package_micros must be between 0 and {MAX_PACKAGE_MICROS}")
     problem = problem.searched(options.extra_package_micros)
     out = propose(problem, options.nodes_per_order)
     cands = _assemble(out, problem.n_orders)

@@ -41,6 +41,7 @@ from core.approvals import ApprovalRequest, has_role
 from core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from core.kpis import WINDOWS
 from core.model import Event, EventKind
+from core.network import MAX_UNIT_MICROS
 from core.plan import Plan
 from core.validation import MAX_ID_LENGTH, check_identifier, existing
 
@@ -49,7 +50,7 @@ TRIGGERS = frozenset({EventKind.RETURN_AUTHORIZED, EventKind.PACKAGE_SHIPPED,
                       EventKind.COUNT_CONFIRMED, EventKind.PICK_SHORTAGE})
 MAX_RULES = 100
 MAX_NOTE = 1000
-MAX_PENALTY_MICROS = 10**12
+MAX_PENALTY_MICROS = MAX_UNIT_MICROS  # a routing penalty is a cost per unit
 
 
 # ---- evaluation ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from core.catalog import Catalog
 from core.errors import InvalidArgument
 from core.model import (
+    SKU_SIDE_MAX_IN,
+    SKU_WEIGHT_MAX_LB,
     AdjustReason,
     Bucket,
     ChannelSpec,
@@ -69,9 +71,11 @@ def timestamp(ms: int) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=millis * 1_000_000)
 
 
-def _number(value: float, field: str) -> float:
+def _number(value: float, field: str, limit: float = math.inf) -> float:
     if not math.isfinite(value):
         raise InvalidArgument(f"{field} must be finite", field)
+    if value > limit:  # (core refuses it too, by its own name for the field)
+        raise InvalidArgument(f"{field} must be at most {limit:g}", field)
     return value
 
 
@@ -80,10 +84,10 @@ def sku_from_proto(msg: pb.Sku, field: str) -> SkuSpec:
     return SkuSpec(
         sku_id=msg.sku_id,
         name=msg.name,
-        weight_lb=_number(msg.weight_lb, f"{field}.weight_lb"),
-        length_in=_number(dims.length_in, f"{field}.dimensions.length_in"),
-        width_in=_number(dims.width_in, f"{field}.dimensions.width_in"),
-        height_in=_number(dims.height_in, f"{field}.dimensions.height_in"),
+        weight_lb=_number(msg.weight_lb, f"{field}.weight_lb", SKU_WEIGHT_MAX_LB),
+        length_in=_number(dims.length_in, f"{field}.dimensions.length_in", SKU_SIDE_MAX_IN),
+        width_in=_number(dims.width_in, f"{field}.dimensions.width_in", SKU_SIDE_MAX_IN),
+        height_in=_number(dims.height_in, f"{field}.dimensions.height_in", SKU_SIDE_MAX_IN),
         unit_cost_micros=msg.unit_cost_micros,
         price_micros=msg.price_micros,
         category=msg.category,

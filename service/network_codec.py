@@ -16,6 +16,9 @@ from allocd.v1 import types_pb2
 
 from core.errors import DomainError, InvalidArgument
 from core.network import (
+    MAX_PACKAGE_MICROS,
+    MAX_RATE_WEIGHTS,
+    MAX_UNIT_MICROS,
     MAX_ZONE,
     MIN_ZONE,
     CarrierService,
@@ -27,8 +30,8 @@ from core.network import (
 )
 
 ZONES = range(MIN_ZONE, MAX_ZONE + 1)
-#: Money fields are bounded so that sums of many costs stay far from int64 overflow.
-MAX_MICROS = 10**12
+# Money fields are bounded (core.network's cost limits: per package or per unit / lb) so
+# that the sums allocation makes of them stay far from int64 overflow.
 MINUTES_PER_DAY = 24 * 60
 MAX_TRANSIT_DAYS = 365
 MAX_POSTAL_PREFIX = 10  # CompiledNetwork.region_for matches at most 10 characters
@@ -72,7 +75,13 @@ def _bounded(value: int, low: int, high: int, field: str) -> int:
 
 
 def _money(value: int, field: str) -> int:
-    return _bounded(value, 0, MAX_MICROS, field)
+    """A cost charged once a package (or an extra package)."""
+    return _bounded(value, 0, MAX_PACKAGE_MICROS, field)
+
+
+def _unit_money(value: int, field: str) -> int:
+    """A cost charged per unit or per billable lb."""
+    return _bounded(value, 0, MAX_UNIT_MICROS, field)
 
 
 def _region(msg: pb.Region, field: str) -> Region:
@@ -96,13 +105,16 @@ def _service(msg: pb.CarrierService, field: str) -> CarrierService:
         by_zone[rates.zone] = rates
         if not rates.price_micros:
             raise InvalidArgument(f"{at}.price_micros must not be empty", f"{at}.price_micros")
+        if len(rates.price_micros) > MAX_RATE_WEIGHTS:
+            raise InvalidArgument(f"{at}.price_micros: at most {MAX_RATE_WEIGHTS} weights, got "
+                                  f"{len(rates.price_micros)}", f"{at}.price_micros")
         if len(rates.price_micros) != len(msg.zones[0].price_micros):
             raise InvalidArgument(
                 f"{at}.price_micros: every zone of a service must price the same weights "
                 f"({len(msg.zones[0].price_micros)}, as zones[0] does)", f"{at}.price_micros")
         for k, price in enumerate(rates.price_micros):
             _money(price, f"{at}.price_micros[{k}]")
-        _money(rates.per_lb_over_micros, f"{at}.per_lb_over_micros")
+        _unit_money(rates.per_lb_over_micros, f"{at}.per_lb_over_micros")
         _bounded(rates.transit_days, 0, MAX_TRANSIT_DAYS, f"{at}.transit_days")
     missing = [z for z in ZONES if z not in by_zone]
     if missing:
@@ -125,8 +137,9 @@ def _service(msg: pb.CarrierService, field: str) -> CarrierService:
 def _lane(msg: pb.LaneCost, field: str) -> LaneCost:
     return LaneCost(msg.node_id, msg.region_id,
                     fixed_micros=_money(msg.fixed_micros, f"{field}.fixed_micros"),
-                    per_unit_micros=_money(msg.per_unit_micros, f"{field}.per_unit_micros"),
-                    per_lb_micros=_money(msg.per_lb_micros, f"{field}.per_lb_micros"))
+                    per_unit_micros=_unit_money(msg.per_unit_micros,
+                                                f"{field}.per_unit_micros"),
+                    per_lb_micros=_unit_money(msg.per_lb_micros, f"{field}.per_lb_micros"))
 
 
 def _node_costs(msg: pb.NodeCosts, field: str) -> NodeCosts:
@@ -138,7 +151,8 @@ def _node_costs(msg: pb.NodeCosts, field: str) -> NodeCosts:
         msg.node_id,
         handling_per_package_micros=_money(msg.handling_per_package_micros,
                                            f"{field}.handling_per_package_micros"),
-        pick_per_unit_micros=_money(msg.pick_per_unit_micros, f"{field}.pick_per_unit_micros"),
+        pick_per_unit_micros=_unit_money(msg.pick_per_unit_micros,
+                                         f"{field}.pick_per_unit_micros"),
         cutoff_min=_bounded(msg.cutoff_minute, 0, MINUTES_PER_DAY, f"{field}.cutoff_minute"),
         blocked_channels=tuple(msg.blocked_channel_ids))
 

@@ -67,6 +67,14 @@ def bucket_totals(qty, n_skus, n_nodes) -> np.ndarray:
 
 # ---- allocation ----------------------------------------------------------------------
 INF = 1 << 62
+#: The kernel reads every cost as at most this (core.network.COST_CAP). The functions
+#: below compute costs exactly with Python ints and read them as the kernel does,
+#: min(cost, cap), where the kernel looks at them; with cap=None they stay exact.
+COST_CAP = 10**17
+
+
+def _capped(cost, cap):
+    return cost if cap is None else min(cost, cap)
 
 
 def billable_lb(weight, volume):
@@ -74,8 +82,10 @@ def billable_lb(weight, volume):
     return max(1, int(np.ceil(w - 1e-9)))
 
 
-def carrier(net, n, r, billable, units, longest, minute, deadline):
-    """Cheapest qualifying service: (cost, service) or (INF, -1)."""
+def carrier(net, n, r, billable, units, longest, minute, deadline, cap=COST_CAP):
+    """Cheapest qualifying service: (cost, service) or (INF, -1). (The cost is read as at
+    most `cap` once the cheapest is found: past it, which service is named may differ from
+    the kernel's, whose price past the cap is not exact either; the cost is the same.)"""
     z = int(net["zone"][n, r])
     rates = net["rates"]
     width = rates.shape[2] - 1
@@ -94,24 +104,31 @@ def carrier(net, n, r, billable, units, longest, minute, deadline):
             cost = int(rates[s, z, width]) + (billable - width) * int(net["over_per_lb"][s, z])
         if longest > 48.0:
             cost += int(net["surcharge"][s])
-        if cost < best[0]:
+        if best[1] < 0 or cost < best[0]:
             best = (cost, s)
-    return best
+    return (_capped(best[0], cap), best[1]) if best[1] >= 0 else best
 
 
-def package_cost(net, order, items, block, n):
-    """Cost of shipping `block` (item indices) from node n in one package, or INF."""
+def block_cost(net, order, items, block, n, cap=COST_CAP):
+    """Cost of shipping `block` (item indices) from node n in one package, or None if no
+    service qualifies."""
     weight = sum(items[i]["qty"] * order["weight"][items[i]["line"]] for i in block)
     volume = sum(items[i]["qty"] * order["volume"][items[i]["line"]] for i in block)
     units = sum(items[i]["qty"] for i in block)
     longest = max(order["longest"][items[i]["line"]] for i in block)
     cost, service = carrier(net, n, order["region"], billable_lb(weight, volume), units,
-                            longest, order["minute"], order["deadline"])
+                            longest, order["minute"], order["deadline"], cap)
     if service < 0:
-        return INF
+        return None
     picks = sum(items[i]["qty"] * (int(net["pick"][n]) + int(order["extra"][items[i]["line"], n]))
                 for i in block)
-    return cost + int(net["handling"][n]) + picks
+    return _capped(cost + int(net["handling"][n]) + picks, cap)
+
+
+def package_cost(net, order, items, block, n, cap=COST_CAP):
+    """block_cost, INF where no service qualifies."""
+    cost = block_cost(net, order, items, block, n, cap)
+    return INF if cost is None else cost
 
 
 def set_partitions(elements):
@@ -166,14 +183,15 @@ def order_items(net, order, avail, capacity_left):
     return items, backorder, any_stock
 
 
-def allocate_order(net, order, avail, capacity_left):
+def allocate_order(net, order, avail, capacity_left, cap=COST_CAP):
     """Brute force over every partition of the items into packages and every node per
-    package. Returns (status, cost, single_cost, split_cost, backorder per line)."""
+    package. Returns (status, cost, single_cost, split_cost, backorder per line). With
+    cap=None the costs are exact, however large."""
     items, backorder, any_stock = order_items(net, order, avail, capacity_left)
     if not items:
         status = 2 if any_stock else 3
         return status, 0, -1, -1, list(order["qty"])
-    single = split = INF
+    single = split = None
     penalty = int(net["split_penalty"][order["tier"]])
     for partition in set_partitions(list(range(len(items)))):
         if len(partition) > 1 and not order["allow_split"]:
@@ -181,49 +199,51 @@ def allocate_order(net, order, avail, capacity_left):
         total = penalty * (len(partition) - 1)
         for block in partition:
             nodes = set.intersection(*(items[i]["cand"] for i in block))
-            costs = [package_cost(net, order, items, block, n) for n in sorted(nodes)]
-            block_cost = min(costs, default=INF)
-            if block_cost >= INF:
-                total = INF
+            costs = [c for c in (block_cost(net, order, items, block, n, cap)
+                                 for n in sorted(nodes)) if c is not None]
+            if not costs:
+                total = None
                 break
-            total += block_cost
-        if total >= INF:
+            total += min(costs)
+        if total is None:
             continue
+        total = _capped(total, cap)
         if len(partition) == 1:
-            single = min(single, total)
+            single = total if single is None else min(single, total)
         else:
-            split = min(split, total)
-    if single >= INF and split >= INF:
+            split = total if split is None else min(split, total)
+    if single is None and split is None:
         return 2, 0, -1, -1, list(order["qty"])
-    cost = single if single <= split else split
+    cost = single if split is None or (single is not None and single <= split) else split
     status = 1 if any(backorder) else 0
-    return (status, cost, single if single < INF else -1, split if split < INF else -1,
+    return (status, cost, -1 if single is None else single, -1 if split is None else split,
             backorder)
 
 
-def heuristic_order(net, order, avail, capacity_left):
+def heuristic_order(net, order, avail, capacity_left, cap=COST_CAP):
     """The kernel's heuristic for orders past the exact path, step by step: the cheapest
     single package, against a greedy split where each item (in order) joins the package,
     open or new (nodes in index order, the first of equal costs), that adds least cost, a
     new package after the first paying the split penalty. Returns what `allocate_order`
-    does, and the packages as [node, [item indices]]."""
+    does, and the packages as [node, [item indices]]. Its choices compare package costs
+    as the kernel reads them (cap); the costs it returns are those choices' costs."""
     items, backorder, any_stock = order_items(net, order, avail, capacity_left)
     if not items:
         return (2 if any_stock else 3), 0, -1, -1, list(order["qty"]), []
     n_nodes = avail.shape[1]
     everything = list(range(len(items)))
-    single, single_node = INF, -1
+    single, single_node = None, -1
     for n in range(n_nodes):
         if all(n in item["cand"] for item in items):
-            cost = package_cost(net, order, items, everything, n)
-            if cost < single:
+            cost = block_cost(net, order, items, everything, n, cap)
+            if cost is not None and (single is None or cost < single):
                 single, single_node = cost, n
     penalty = int(net["split_penalty"][order["tier"]])
-    split, groups = INF, []
+    split, groups = None, []
     if order["allow_split"]:
         split = 0
         for i, item in enumerate(items):
-            best = (INF, -1, -1)
+            best = None  # (delta, group, node)
             for g in range(len(groups) + 1):
                 for n in range(n_nodes):
                     if n not in item["cand"]:
@@ -231,32 +251,34 @@ def heuristic_order(net, order, avail, capacity_left):
                     if g < len(groups):
                         if groups[g][0] != n:
                             continue
-                        after = package_cost(net, order, items, groups[g][1] + [i], n)
-                        if after >= INF:
+                        after = block_cost(net, order, items, groups[g][1] + [i], n, cap)
+                        if after is None:
                             continue
-                        delta = after - package_cost(net, order, items, groups[g][1], n)
+                        delta = after - block_cost(net, order, items, groups[g][1], n, cap)
                     else:
-                        after = package_cost(net, order, items, [i], n)
-                        if after >= INF:
+                        after = block_cost(net, order, items, [i], n, cap)
+                        if after is None:
                             continue
                         delta = after + (penalty if g > 0 else 0)
-                    if delta < best[0]:
+                    if best is None or delta < best[0]:
                         best = (delta, g, n)
-            if best[1] < 0:
-                split, groups = INF, []
+            if best is None:
+                split, groups = None, []
                 break
             if best[1] == len(groups):
                 groups.append([best[2], []])
             groups[best[1]][1].append(i)
             split += best[0]
-        if split < INF and len(groups) == 1:
-            split = INF  # one package: a single plan, no cheaper than the best single
-    if single >= INF and split >= INF:
+        if split is not None and len(groups) == 1:
+            split = None  # one package: a single plan, no cheaper than the best single
+        if split is not None:
+            split = _capped(split, cap)
+    if single is None and split is None:
         return 2, 0, -1, -1, list(order["qty"]), []
-    if single <= split:
+    if split is None or (single is not None and single <= split):
         cost, plan = single, [[single_node, everything]]
     else:
         cost, plan = split, groups
     status = 1 if any(backorder) else 0
-    return (status, cost, single if single < INF else -1, split if split < INF else -1,
+    return (status, cost, -1 if single is None else single, -1 if split is None else split,
             backorder, plan)

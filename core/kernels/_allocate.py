@@ -13,6 +13,15 @@ package cost for every (node, subset of items), then a subset dynamic programme
 over partitions of the items into packages. Beyond that a heuristic: the cheapest
 single package, against a greedy split (each item joins the package, open or new,
 that adds least cost); an order of any size, on a network of any size.
+
+Costs saturate at COST_CAP (core/network.py says why): a product of a quantity (units,
+billable pounds, packages) and a rate is the exact value or COST_CAP if that is less,
+formed without overflowing int64 (_mul); a sum is read the same way before it is kept
+(_add, or once the cheapest of several sums is found: each adds two or three terms of at
+most COST_CAP or an input's limit, so none overflows). All terms are >= 0, so every cost
+kept or written is exactly min(its true value, COST_CAP): plans below the cap compare
+exactly, a dearer one reads as the cap (never less than a cheaper plan, never negative),
+and the sums compared stay below INF.
 """
 
 from __future__ import annotations
@@ -23,6 +32,15 @@ import numpy as np
 from numba import njit
 
 INF = np.int64(1) << np.int64(62)
+# core.network.COST_CAP, written out: Numba's cache keeps the value of a global it read
+# from another module, and would not see that one change.
+COST_CAP = np.int64(10**17)
+# A product whose float estimate reaches this is past COST_CAP (and one below it fits in
+# int64: the estimate is within a few parts in 10^16 of the exact product).
+_MUL_FITS = float(1 << 62)
+# The most billable pounds are read as: past it every pound-rated price saturates anyway
+# (a cost per lb is a whole number of micros), and the float converts to int64 exactly.
+_BILLABLE_MAX = float(1 << 62)
 TIMELY = np.int64(1) << np.int64(40)  # ranks a node that delivers in time above any stock
 DIM_DIVISOR = 139.0
 OVERSIZE_IN = 48.0
@@ -40,6 +58,7 @@ METHOD_HEURISTIC: Final = 1
 def _billable_lb(weight_lb, volume_in3):  # type: ignore[no-untyped-def]
     dim = volume_in3 / DIM_DIVISOR
     w = weight_lb if weight_lb > dim else dim
+    w = min(w, _BILLABLE_MAX)
     b = np.int64(np.ceil(w - 1e-9))
     if b < 1:
         b = np.int64(1)
@@ -47,6 +66,26 @@ def _billable_lb(weight_lb, volume_in3):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def _mul(count, rate):  # type: ignore[no-untyped-def]
+    """count * rate (both >= 0), or COST_CAP if that is less: formed in int64 only when
+    its float estimate shows it fits."""
+    if float(count) * float(rate) >= _MUL_FITS:
+        return COST_CAP
+    p = count * rate
+    return p if p < COST_CAP else COST_CAP
+
+
+@njit(cache=True, nogil=True)
+def _add(a, b):  # type: ignore[no-untyped-def]
+    """a + b (each >= 0 and at most COST_CAP plus an input's limit), or COST_CAP if less."""
+    s = a + b
+    return s if s < COST_CAP else COST_CAP
+
+
+# (_carrier and _package_cost are inlined where they are called: the heuristic rates a
+# package for every item, open package and node, and a call passing a dozen arrays cost
+# several times the rating once _carrier grew past what LLVM inlines by itself.)
+@njit(cache=True, nogil=True, inline="always")
 def _carrier(  # type: ignore[no-untyped-def]
     n, r, billable, units, longest, minute, deadline, zone, rates, over_per_lb, transit,
     service_cutoff, surcharge, lane_has, lane_fixed, lane_per_unit, lane_per_lb, node_cutoff,
@@ -67,12 +106,15 @@ def _carrier(  # type: ignore[no-untyped-def]
         days = transit[s, z]
         if ship + days > deadline:
             continue
+        # (Each part at most COST_CAP, or a surcharge: the sum fits. A cost past the cap is
+        # read as the cap once the cheapest is found: the same cost as reading each so.)
         if lane_has[n, r]:
-            cost = lane_fixed[n, r] + lane_per_unit[n, r] * units + lane_per_lb[n, r] * billable
+            cost = _lane_cost(lane_fixed[n, r], lane_per_unit[n, r], lane_per_lb[n, r], units,
+                              billable)
         elif billable <= width:
             cost = rates[s, z, billable]
         else:
-            cost = rates[s, z, width] + (billable - width) * over_per_lb[s, z]
+            cost = rates[s, z, width] + _mul(billable - width, over_per_lb[s, z])
         if longest > OVERSIZE_IN:
             cost += surcharge[s]
         if cost < best_cost:
@@ -80,7 +122,15 @@ def _carrier(  # type: ignore[no-untyped-def]
             best_service = s
             best_ship = ship
             best_transit = days
+    if COST_CAP < best_cost < INF:
+        best_cost = COST_CAP
     return best_cost, best_service, best_ship, best_transit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lane_cost(fixed, per_unit, per_lb, units, billable):  # type: ignore[no-untyped-def]
+    """A contracted lane's price for a package (the same by every service)."""
+    return _add(_add(fixed, _mul(units, per_unit)), _mul(billable, per_lb))
 
 
 @njit(cache=True, nogil=True)
@@ -149,6 +199,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
     f = np.empty(size, np.int64)
     choice = np.empty(size, np.int64)
     unit_cost = np.empty(size, np.int64)
+    item_cost = np.empty(max_exact + 1, np.int64)  # an item's units' cost at a node
     usable = np.empty(n_nodes, np.bool_)
     in_time = np.empty(n_nodes, np.bool_)
     rank = np.empty(n_nodes, np.int64)
@@ -324,6 +375,8 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     continue
                 lane = lane_has[n, r]
                 unit_cost[0] = 0
+                for i in range(n_items):
+                    item_cost[i] = _mul(it_qty[i], pick[n] + item_unit_extra[it_line[i], n])
                 # Ascending enumeration of the submasks of node_mask.
                 sub = np.int64(0)
                 while True:
@@ -333,34 +386,41 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     low = 0
                     while not (sub >> low) & 1:
                         low += 1
-                    k = it_line[low]
                     prev = sub & (sub - 1)
-                    unit_cost[sub] = unit_cost[prev] + it_qty[low] * (
-                        pick[n] + item_unit_extra[k, n])
+                    # (at most max_exact items of at most COST_CAP: the sum fits, and is
+                    # read as at most COST_CAP with the rest of the package's cost)
+                    unit_cost[sub] = unit_cost[prev] + item_cost[low]
                     billable = _billable_lb(m_weight[sub], m_volume[sub])
                     oversize = m_longest[sub] > OVERSIZE_IN
                     carrier_best = INF
                     service = -1
-                    for j in range(n_ok):
+                    lane_cost = np.int64(0)
+                    if lane:
+                        lane_cost = _lane_cost(lane_fixed[n, r], lane_per_unit[n, r],
+                                               lane_per_lb[n, r], m_units[sub], billable)
+                    for j in range(n_ok):  # (as _carrier rates them)
                         s_i = ok_services[j]
                         if lane:
-                            cost = (lane_fixed[n, r] + lane_per_unit[n, r] * m_units[sub]
-                                    + lane_per_lb[n, r] * billable)
+                            cost = lane_cost
                         elif billable <= width:
                             cost = rates[s_i, z, billable]
                         else:
-                            cost = rates[s_i, z, width] + (billable - width) * over_per_lb[s_i, z]
+                            cost = rates[s_i, z, width] + _mul(billable - width,
+                                                               over_per_lb[s_i, z])
                         if oversize:
                             cost += surcharge[s_i]
                         if cost < carrier_best:
                             carrier_best = cost
                             service = s_i
-                    cost = carrier_best + handling[n] + unit_cost[sub]
+                    # (carrier_best exact, or past COST_CAP: the sum fits, read at most that)
+                    cost = _add(carrier_best + handling[n], unit_cost[sub])
                     if cost < best[sub]:
                         best[sub] = cost
                         best_node[sub] = n
                         best_service[sub] = service
             # Partition DP: f[mask] = cheapest packages covering mask, each + penalty.
+            # (Sums of at most max_exact packages of at most COST_CAP and their penalties:
+            # far below INF. Read as at most COST_CAP once the split is found.)
             f[0] = 0
             for mask in range(1, full + 1):
                 low_bit = mask & (-mask)
@@ -385,6 +445,8 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                         c = best[sub] + f[full ^ sub]  # the first package pays no penalty
                         split = min(split, c)
                     sub = (sub - 1) & full
+                if COST_CAP < split < INF:
+                    split = COST_CAP
                 out_split_cost[o] = split if split < INF else -1
             if single < INF and single <= split:
                 total_cost = single
@@ -399,7 +461,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                 sub = (full - 1) & full
                 while sub > 0:
                     if (sub & low_bit and best[sub] < INF and f[full ^ sub] < INF
-                            and best[sub] + f[full ^ sub] == split):
+                            and _add(best[sub], f[full ^ sub]) == split):
                         first = sub
                         break
                     sub = (sub - 1) & full
@@ -439,7 +501,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     volume += q * item_volume[k]
                     units += q
                     longest = max(longest, item_longest[k])
-                    units_cost += q * (pick[n] + item_unit_extra[k, n])
+                    units_cost = _add(units_cost, _mul(q, pick[n] + item_unit_extra[k, n]))
                 if not every:
                     continue
                 cost = _package_cost(n, r, weight, volume, units, longest, units_cost,
@@ -471,7 +533,8 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                                     n, r, g_weight[g] + q * item_weight[k],
                                     g_volume[g] + q * item_volume[k], g_units[g] + q,
                                     max(g_longest[g], item_longest[k]),
-                                    g_units_cost[g] + q * (pick[n] + item_unit_extra[k, n]),
+                                    _add(g_units_cost[g],
+                                         _mul(q, pick[n] + item_unit_extra[k, n])),
                                     minute[o], deadline[o], zone, rates, over_per_lb, transit,
                                     service_cutoff, surcharge, lane_has, lane_fixed,
                                     lane_per_unit, lane_per_lb, handling, node_cutoff)
@@ -481,7 +544,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                             else:
                                 after = _package_cost(
                                     n, r, q * item_weight[k], q * item_volume[k], q,
-                                    item_longest[k], q * (pick[n] + item_unit_extra[k, n]),
+                                    item_longest[k], _mul(q, pick[n] + item_unit_extra[k, n]),
                                     minute[o], deadline[o], zone, rates, over_per_lb, transit,
                                     service_cutoff, surcharge, lane_has, lane_fixed,
                                     lane_per_unit, lane_per_lb, handling, node_cutoff)
@@ -511,13 +574,20 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     g_volume[g] += q * item_volume[k]
                     g_units[g] += q
                     g_longest[g] = max(g_longest[g], item_longest[k])
-                    g_units_cost[g] += q * (pick[n] + item_unit_extra[k, n])
+                    g_units_cost[g] = _add(g_units_cost[g],
+                                           _mul(q, pick[n] + item_unit_extra[k, n]))
                     # (what it adds, but a new package's split penalty, is the order's)
                     g_cost[g] += add_best - (penalty if opened and g > 0 else 0)
                     item_group[i] = g
-                    split += add_best
                 if split < INF and n_groups == 1:
                     split = INF  # one package: a single plan, no cheaper than `single`
+                elif split < INF:
+                    # What the additions came to: the packages' costs and a split penalty
+                    # for each after the first (summed here, saturating, not as they came:
+                    # an addition may be negative, a rate card need not rise with weight).
+                    split = _mul(n_groups - 1, penalty)
+                    for g in range(n_groups):
+                        split = _add(split, g_cost[g])
             out_single_cost[o] = single if single < INF else -1
             out_split_cost[o] = split if split < INF else -1
             if single < INF and single <= split:
@@ -554,7 +624,7 @@ def _allocate_orders(  # type: ignore[no-untyped-def]
                     volume += q * item_volume[k]
                     units += q
                     longest = max(longest, item_longest[k])
-                    units_cost += q * (pick[n] + item_unit_extra[k, n])
+                    units_cost = _add(units_cost, _mul(q, pick[n] + item_unit_extra[k, n]))
                     out_piece_line[pieces] = k
                     out_piece_pkg[pieces] = pkgs
                     out_piece_qty[pieces] = q
@@ -632,7 +702,7 @@ def _grown_f(a, size):  # type: ignore[no-untyped-def]
     return b
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _package_cost(  # type: ignore[no-untyped-def]
     n, r, weight, volume, units, longest, units_cost, minute, deadline, zone, rates,
     over_per_lb, transit, service_cutoff, surcharge, lane_has, lane_fixed, lane_per_unit,
@@ -646,4 +716,4 @@ def _package_cost(  # type: ignore[no-untyped-def]
         lane_per_lb, node_cutoff)
     if service < 0:
         return INF
-    return cost + handling[n] + units_cost
+    return _add(_add(cost, handling[n]), units_cost)

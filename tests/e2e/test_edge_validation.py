@@ -11,6 +11,7 @@ from allocd.v1 import catalog_service_pb2 as cpb
 from allocd.v1 import order_service_pb2 as opb
 from allocd.v1 import types_pb2
 
+from core.model import SKU_SIDE_MAX_IN, SKU_WEIGHT_MAX_LB
 from tests.e2e.conftest import RPC_TIMEOUT_S, rid
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
@@ -22,6 +23,10 @@ BAD = grpc.StatusCode.INVALID_ARGUMENT
     (types_pb2.Sku(sku_id="S-EDGE", weight_lb=math.inf), "skus[0].weight_lb"),
     (types_pb2.Sku(sku_id="S-EDGE", dimensions=types_pb2.Dimensions(length_in=math.nan)),
      "skus[0].dimensions.length_in"),
+    # Past the SKU's limits (core.model): an order's weights would pass what a float holds.
+    (types_pb2.Sku(sku_id="S-EDGE", weight_lb=SKU_WEIGHT_MAX_LB * 1.01), "skus[0].weight_lb"),
+    (types_pb2.Sku(sku_id="S-EDGE", dimensions=types_pb2.Dimensions(
+        width_in=SKU_SIDE_MAX_IN + 1)), "skus[0].dimensions.width_in"),
 ])
 def test_bad_values_anywhere_are_refused_naming_the_field(api, sku, field):
     with pytest.raises(grpc.RpcError) as refused:

@@ -15,6 +15,7 @@ from allocd.v1 import network_service_pb2 as pb
 from allocd.v1 import types_pb2 as types
 from google.protobuf import json_format
 
+from core.network import MAX_PACKAGE_MICROS, MAX_RATE_WEIGHTS, MAX_UNIT_MICROS
 from service.demo_network import demo_network
 from service.network_codec import network_to_proto
 
@@ -118,6 +119,13 @@ def _duplicate_zone(msg: pb.Network) -> None:
     msg.services[0].zones[3].zone = 2
 
 
+def _wide_rate_card(msg: pb.Network) -> None:
+    """A zone pricing one weight more than a rate card may (refused before the others are
+    looked at: kept small, under the test server's message limit)."""
+    zone = msg.services[0].zones[0]
+    zone.price_micros.extend([1] * (MAX_RATE_WEIGHTS + 1 - len(zone.price_micros)))
+
+
 REFUSED = [
     ("missing zone", _drop_zone, INVALID, "network.services[1].zones"),
     ("duplicate zone", _duplicate_zone, INVALID, "network.services[0].zones[3].zone"),
@@ -145,7 +153,55 @@ REFUSED = [
      "network.node_costs[2].node_id"),
     ("unknown blocked channel", _mutated("node_costs[1].blocked_channel_ids[0]", "fax"),
      NOT_FOUND, "network.node_costs[1].blocked_channel_ids[0]"),
+    # Past the cost limits (core.network): sums of them over an order would wrap in int64.
+    ("price past its limit", _mutated("services[0].zones[0].price_micros[2]",
+                                      MAX_PACKAGE_MICROS + 1), INVALID,
+     "network.services[0].zones[0].price_micros[2]"),
+    ("rate card too wide", _wide_rate_card, INVALID,
+     "network.services[0].zones[0].price_micros"),
+    ("per lb over past its limit", _mutated("services[1].zones[6].per_lb_over_micros",
+                                            MAX_UNIT_MICROS + 1), INVALID,
+     "network.services[1].zones[6].per_lb_over_micros"),
+    ("surcharge past its limit", _mutated("services[0].oversize_surcharge_micros",
+                                          MAX_PACKAGE_MICROS + 1), INVALID,
+     "network.services[0].oversize_surcharge_micros"),
+    ("lane fixed cost past its limit", _mutated("lanes[0].fixed_micros",
+                                                MAX_PACKAGE_MICROS + 1), INVALID,
+     "network.lanes[0].fixed_micros"),
+    ("lane cost per unit past its limit", _mutated("lanes[0].per_unit_micros",
+                                                   MAX_UNIT_MICROS + 1), INVALID,
+     "network.lanes[0].per_unit_micros"),
+    ("lane cost per lb past its limit", _mutated("lanes[0].per_lb_micros",
+                                                 MAX_UNIT_MICROS + 1), INVALID,
+     "network.lanes[0].per_lb_micros"),
+    ("handling past its limit", _mutated("node_costs[2].handling_per_package_micros",
+                                         MAX_PACKAGE_MICROS + 1), INVALID,
+     "network.node_costs[2].handling_per_package_micros"),
+    ("pick cost past its limit", _mutated("node_costs[2].pick_per_unit_micros",
+                                          MAX_UNIT_MICROS + 1), INVALID,
+     "network.node_costs[2].pick_per_unit_micros"),
+    ("split penalty past its limit", _mutated("split_penalties[3].per_extra_package_micros",
+                                              MAX_PACKAGE_MICROS + 1), INVALID,
+     "network.split_penalties[3].per_extra_package_micros"),
 ]
+
+
+def test_a_network_with_every_cost_at_its_limit_is_taken(api, cat):
+    sent = network(cat.nodes)
+    for svc in sent.services:
+        svc.oversize_surcharge_micros = MAX_PACKAGE_MICROS
+        for zone in svc.zones:
+            zone.price_micros[-1] = MAX_PACKAGE_MICROS
+            zone.per_lb_over_micros = MAX_UNIT_MICROS
+    sent.lanes[0].fixed_micros = MAX_PACKAGE_MICROS
+    sent.lanes[0].per_unit_micros = sent.lanes[0].per_lb_micros = MAX_UNIT_MICROS
+    for costs in sent.node_costs:
+        costs.handling_per_package_micros = MAX_PACKAGE_MICROS
+        costs.pick_per_unit_micros = MAX_UNIT_MICROS
+    for penalty in sent.split_penalties:
+        penalty.per_extra_package_micros = MAX_PACKAGE_MICROS
+    set_network(api, sent)
+    assert get_network(api) == sent
 
 
 @pytest.mark.parametrize(("mutate", "code", "field"), [case[1:] for case in REFUSED],
@@ -204,7 +260,7 @@ def test_opportunity_costs_are_set_cleared_and_replayed(api, cat):
     (("NO-SUCH-SKU", 0, 1), NOT_FOUND),
     ((0, "NO-SUCH-NODE", 1), NOT_FOUND),
     ((0, 0, -1), INVALID),
-    ((0, 0, 10**12 + 1), INVALID),
+    ((0, 0, MAX_UNIT_MICROS + 1), INVALID),
 ])
 def test_bad_opportunity_costs_change_nothing(api, cat, line, code):
     sku, node, micros = line
@@ -212,6 +268,12 @@ def test_bad_opportunity_costs_change_nothing(api, cat, line, code):
     api.rejects(code, api.network.SetOpportunityCosts, costs_request(
         api, valid, (cat.skus[sku] if isinstance(sku, int) else sku,
                      cat.nodes[node] if isinstance(node, int) else node, micros)))
+
+
+def test_an_opportunity_cost_at_its_limit_is_taken(api, cat):
+    answer = api.network.SetOpportunityCosts(costs_request(
+        api, (cat.skus[2], cat.nodes[2], MAX_UNIT_MICROS)))
+    assert answer.result.event_count == 1
 
 
 def test_opportunity_costs_are_limited_to_max_lines_per_request(api, cat):

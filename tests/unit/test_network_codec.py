@@ -18,18 +18,28 @@ from core import commands as c
 from core.errors import DomainError, InvalidArgument, NotFound
 from core.ledger import Ledger, LedgerSettings
 from core.model import ChannelSpec, NodeSpec
-from core.network import CarrierService, LaneCost, NetworkSpec, NodeCosts, Region, SlaTier
+from core.network import (
+    MAX_PACKAGE_MICROS,
+    MAX_UNIT_MICROS,
+    CarrierService,
+    LaneCost,
+    NetworkSpec,
+    NodeCosts,
+    Region,
+    SlaTier,
+)
 from core.operations import execute
 from service.config import load_settings
 from service.demo import DEMO_CHANNELS, DEMO_NODES
 from service.demo_network import demo_network
-from service.network_codec import MAX_MICROS, network_from_proto, network_to_proto
+from service.network_codec import network_from_proto, network_to_proto
 from service.network_file import load_network_file, write_network_file
 from service.servicers.network import check_references
 
 # ---- valid specs --------------------------------------------------------------------
 ids = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=10)
-money = st.integers(0, MAX_MICROS)
+money = st.integers(0, MAX_PACKAGE_MICROS)  # a cost a package
+unit_money = st.integers(0, MAX_UNIT_MICROS)  # a cost a unit or a lb
 minutes = st.integers(0, 24 * 60)
 NODES = ("n0", "n1", "n2")
 CHANNELS = ("web", "marketplace")
@@ -44,7 +54,7 @@ def services(draw: st.DrawFn, service_id: str) -> CarrierService:
                            for _ in range(7)),
         transit_days=tuple(draw(st.lists(st.integers(0, 365), min_size=7, max_size=7))),
         pickup_cutoff_min=draw(minutes),
-        per_lb_over_micros=tuple(draw(st.lists(money, min_size=7, max_size=7))),
+        per_lb_over_micros=tuple(draw(st.lists(unit_money, min_size=7, max_size=7))),
         oversize_surcharge_micros=draw(money))
 
 
@@ -63,10 +73,10 @@ def specs(draw: st.DrawFn) -> NetworkSpec:
         regions=regions,
         services=tuple(draw(services(sid))
                        for sid in draw(st.lists(ids, unique=True, max_size=3))),
-        lanes=tuple(LaneCost(node, region, draw(money), draw(money), draw(money))
+        lanes=tuple(LaneCost(node, region, draw(money), draw(unit_money), draw(unit_money))
                     for node, region in lane_keys),
         node_costs=tuple(
-            NodeCosts(node, draw(money), draw(money), draw(minutes),
+            NodeCosts(node, draw(money), draw(unit_money), draw(minutes),
                       tuple(draw(st.lists(st.sampled_from(CHANNELS), max_size=2))))
             for node in draw(st.lists(st.sampled_from(NODES), unique=True))),
         split_penalty_micros=tuple(draw(st.lists(money, min_size=4, max_size=4))),
@@ -167,7 +177,7 @@ INVALID: list[tuple[str, Callable[[pb.Network], None], type[DomainError], str]] 
     ("no weights", _no_weights, InvalidArgument, "network.services[0].zones[0].price_micros"),
     ("negative price", _set("services[0].zones[4].price_micros[1]", -1), InvalidArgument,
      "network.services[0].zones[4].price_micros[1]"),
-    ("huge price", _set("services[0].zones[0].price_micros[0]", MAX_MICROS + 1),
+    ("huge price", _set("services[0].zones[0].price_micros[0]", MAX_PACKAGE_MICROS + 1),
      InvalidArgument, "network.services[0].zones[0].price_micros[0]"),
     ("negative per lb over", _set("services[0].zones[0].per_lb_over_micros", -5),
      InvalidArgument, "network.services[0].zones[0].per_lb_over_micros"),
