@@ -314,12 +314,17 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
     base = 0  # the rank of the first order of the batch the kernel last ran
     reruns = 0
     decisions: list[Decision | None] = [None] * len(reqs)
+    # Orders that may not split, held whole: index -> the lines no node could ship now.
+    held: dict[int, frozenset[str]] = {}
     for rank, req in enumerate(ranked):
         decision = _interpret(ledger, network, lists, rank - base, req, now_ms,
                               weigh_waiting=True, claims=claims)
         kernel_plan = decision[1]
         decision = _consider_waiting(ledger, network, gathered, rank - base, req, decision,
                                      now_ms, taken, claims)
+        if decision[1] and decision[2] and not req.spec[11]:  # (packages, backorders, split)
+            held[order[rank]] = frozenset(b[0] for b in decision[2])
+            decision = _held_whole(req, decision)
         for plan in decision[1]:  # (the packages)
             _, node, _, lines, _, _, _, _, _, _, _ = plan
             for _, sku, quantity, _ in lines:
@@ -364,7 +369,7 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
                         slots[n] = slots.get(n, 0) + 1
             before = {plan[1] for plan in current[1]}
             substituted = _substitute(ledger, book, network, req, current, consumed, now_ms,
-                                      floors, slots, claims)
+                                      floors, slots, claims, held.get(i))
             claims.add(req.spec, current[2], -1)  # (the lines substituted are not waiting)
             claims.add(req.spec, substituted[2], 1)
             decisions[i] = substituted
@@ -378,6 +383,30 @@ def decide(ledger: Ledger, book: OrderBook, reqs: list[Request], now_ms: int,
 #: taken: never more than is there), so a batch of orders that all wait costs at most
 #: this many runs more.
 MAX_RERUNS: Final = 4
+
+
+def _held_whole(req: Request, decision: Decision) -> Decision:
+    """The decision for an order that may not split when its plan ships part now and
+    backorders the rest (some line no node has now, and waiting for inbound does not let
+    one node ship it whole in time): that would be a second package later. Nothing ships
+    now; every line waits, to ship together. The lines in stock are promised for when the
+    last of the others is (no date if one of those has none)."""
+    short = decision[2]
+    dates = [b[3] for b in short]
+    promise_ms = max(dates) if all(dates) else 0
+    missing = {b[0]: b for b in short}
+    backorders = tuple(missing.get(line_id) or Backorder(line_id, sku, qty, promise_ms)
+                       for line_id, sku, qty in req.lines)
+    units = sum(b.quantity for b in backorders)
+    options = tuple(o._replace(chosen=False) for o in decision.options
+                    if o.kind != OptionKind.BACKORDER)
+    held = Option(OptionKind.BACKORDER, True, 0, 0, chosen=True,
+                  detail=f"{units} units backordered: the order may not split, and "
+                         f"{len(short)} of its {len(req.lines)} lines no node can ship now")
+    rule = ("the order may not split and no node can ship every line now: "
+            "all of it waits, to ship complete")
+    return Decision(decision.order_id, (), backorders, decision.method, rule,
+                    (*options, held))
 
 
 def _withheld(plans: tuple[PackagePlan, ...], later: list[Request],
@@ -888,9 +917,14 @@ def cheapest_service(network: CompiledNetwork, n: int, region: int, billable: in
 def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: Request,
                 decision: Decision, consumed: dict[tuple[int, int], int], now_ms: int,
                 floors: FloorTable | None, slots: dict[int, int] | None = None,
-                claims: Claims | None = None) -> Decision:
+                claims: Claims | None = None,
+                short_lines: frozenset[str] | None = None) -> Decision:
     """Replace backordered lines by the SKU of the same substitution group with enough
-    sellable units (closest price first), allocate those, and merge into the decision."""
+    sellable units (closest price first), allocate those, and merge into the decision.
+
+    `short_lines`: the order may not split and is held whole (_held_whole) for these lines
+    only; the others are in stock. Only these are substituted, and the order ships with
+    its own SKUs for the rest, all in one package, or not at all."""
     if not req.spec.allow_split and (decision[1] or any(
             o.kind == OptionKind.WAIT_FOR_INBOUND and o.chosen for o in decision.options)):
         # The substitute would ship in a package of its own (or, the order waiting to
@@ -908,7 +942,11 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     # each line against the SKU's stock on its own, so two lines of one SKU could each
     # be given the same units (2 + 2 placed from 3, refused when applied).
     given: set[int] = set()
+    riders: list[tuple[str, int, int]] = []  # held lines in stock: they ship with the rest
     for backorder in decision.backorders:
+        if short_lines is not None and backorder.line_id not in short_lines:
+            riders.append((backorder.line_id, backorder.sku, backorder.quantity))
+            continue
         group = int(groups[backorder.sku])
         candidates: list[int] = (
             np.flatnonzero(groups[: catalog.n_skus] == group).tolist() if group else [])
@@ -936,7 +974,8 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
         return decision._replace(options=(*decision.options, Option(
             OptionKind.SUBSTITUTE, False, detail="the order forbids splits: substitutes "
             "for some lines would ship apart from the lines still backordered")))
-    sub_req = Request(req.spec, tuple((line_id, sku, qty) for line_id, sku, qty, _ in replaced),
+    sub_req = Request(req.spec, (*riders, *((line_id, sku, qty)
+                                            for line_id, sku, qty, _ in replaced)),
                       req.first_package + len(decision.packages))
     gathered = _gather(ledger, network, [sub_req], now_ms, consumed)
     if floors is not None:
@@ -957,7 +996,7 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
             "cannot all ship now, together")))
     originals = {line_id: original for line_id, _, _, original in replaced}
     sub_packages = tuple(
-        p._replace(lines=tuple(line._replace(substitutes_sku=originals[line.line_id])
+        p._replace(lines=tuple(line._replace(substitutes_sku=originals.get(line.line_id, -1))
                                for line in p.lines),
                 penalty_micros=int(network.split_penalty[int(req.spec.tier)])
                 if decision.packages or i else 0)
@@ -972,7 +1011,8 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     option = Option(OptionKind.SUBSTITUTE, bool(sub_packages),
                     sum(p.total_micros for p in sub_packages), len(sub_packages),
                     chosen=bool(sub_packages), detail=f"substitute {names}")
-    rule = decision.rule + f"; substituted {names}"
+    rule = (f"ships complete with substitutes: {names}" if riders
+            else decision.rule + f"; substituted {names}")
     # Substitute lines still short stay backordered under the ordered SKU.
     backorders = tuple(kept) + tuple(
         Backorder(b.line_id, originals[b.line_id], b.quantity,
@@ -981,8 +1021,11 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
                                   _claimed(ledger, originals[b.line_id], req.spec, claims)
                                   if originals[b.line_id] in ledger.inbound_by_sku else 0))
         for b in still)
+    # (Held whole, it now ships: the backorder it was held as is not chosen.)
+    before = (tuple(o._replace(chosen=False) for o in decision.options) if riders
+              else decision.options)
     return Decision(decision.order_id, decision.packages + sub_packages, backorders,
-                    decision.method, rule, (*decision.options, option),
+                    decision.method, rule, (*before, option),
                     no_feasible_node=decision.no_feasible_node and not sub_packages)
 
 

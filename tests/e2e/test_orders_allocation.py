@@ -283,6 +283,33 @@ def test_an_order_for_stock_that_exists_nowhere_is_backordered_without_a_promise
     assert "no sellable stock" in alloc.rule
 
 
+@pytest.mark.parametrize("allow_split", [False, True])
+def test_an_order_that_may_not_split_waits_whole_for_a_line_no_node_has(
+        api, demo_world, allow_split):
+    """One line in stock, the other nowhere: shipping the first now would make a second
+    package later. An order that may not split waits whole, its stock left for others."""
+    w = demo_world
+    a, b = w.sku(), w.sku()
+    w.stock(a, "IND1", 3)
+    alloc = w.allocate(w.order((a, 1), (b, 2), allow_split=allow_split),
+                       explain=True).allocation
+    assert alloc.exception_type == pb.EXCEPTION_TYPE_BACKORDER and alloc.exception_id
+    if allow_split:
+        assert alloc.status == pb.ORDER_STATUS_PARTIALLY_ALLOCATED
+        assert [[line.sku_id for line in p.lines] for p in alloc.packages] == [[a]]
+        assert [bo.sku_id for bo in alloc.backorders] == [b]
+        assert w.levels(a, "IND1") == (2, 1)
+        return
+    assert alloc.status == pb.ORDER_STATUS_BACKORDERED
+    assert not alloc.packages and alloc.placed_units == 0
+    assert sorted((bo.sku_id, bo.quantity) for bo in alloc.backorders) == sorted(
+        [(a, 1), (b, 2)])
+    assert "may not split" in alloc.rule
+    assert [o.kind for o in alloc.options if o.chosen] == [pb.OPTION_KIND_BACKORDER]
+    assert w.levels(a, "IND1") == (3, 0)
+    assert w.get(alloc.order_id).allocation.status == pb.ORDER_STATUS_BACKORDERED
+
+
 def _now_ms() -> int:
     return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 

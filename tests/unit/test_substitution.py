@@ -72,21 +72,33 @@ def test_a_pick_short_on_two_lines_is_recorded_and_substitutes_one_of_them():
     assert ledger.quantity(ledger.catalog.sku("b"), 0, Bucket.AVAILABLE) == 1
 
 
-def test_an_order_that_may_not_split_is_not_split_by_a_substitute():
-    """"a" placed from n0, "x" out of stock with "b" in its group: a substitute ships in a
-    package of its own, which an order that may not split forbids."""
+def test_an_order_that_may_not_split_ships_whole_with_a_substitute_or_not_at_all():
+    """"a" is in stock at n0, "x" out of stock with "b" in its group. The order may not
+    split: "a" now and "x" later would be two packages, so it waits whole; substituting
+    "b" for "x" ships it whole now, "a" as ordered, in one package. With "c" (no group)
+    for "x", nothing ships: "a" waits with it and is not swapped for another SKU."""
     ledger = _ledger({"a": 3, "b": 3})
     order = _order("o1", [("a", 1), ("x", 1)])._replace(allow_split=False)
     quote = quote_order(ledger, order, NOW)
-    assert len(quote.packages) == 1 and [b.line_id for b in quote.backorders] == ["1"]
-    substitute = [o for o in quote.options if o.kind == OptionKind.SUBSTITUTE]
-    assert substitute and not substitute[0].chosen and "forbids splits" in substitute[0].detail
+    (package,) = quote.packages
+    assert [(line.line_id, ledger.catalog.sku_ids[line.sku], line.substitutes_sku)
+            for line in package.lines] == [("0", "a", -1), ("1", "b", ledger.catalog.sku("x"))]
+    assert not quote.backorders and "ships complete with substitutes: x -> b" in quote.rule
+    assert [o.kind for o in quote.options if o.chosen] == [OptionKind.SUBSTITUTE]
     execute(ledger, c.AllocateOrders((order,)), NOW)
-    assert len(ledger.orders.orders["o1"].package_ids) == 1 and _placed(ledger, "b") == 0
+    assert len(ledger.orders.orders["o1"].package_ids) == 1 and _placed(ledger, "b") == 1
+    assert _placed(ledger, "a") == 1
     # Nothing placed at all: the substitute may be the one package.
     whole = _order("o2", [("x", 2)])._replace(allow_split=False)
     execute(ledger, c.AllocateOrders((whole,)), NOW)
-    assert len(ledger.orders.orders["o2"].package_ids) == 1 and _placed(ledger, "b") == 2
+    assert len(ledger.orders.orders["o2"].package_ids) == 1 and _placed(ledger, "b") == 3
+    # "c" has no substitute: the order waits whole, "a" neither shipped nor swapped.
+    held = _order("o3", [("a", 1), ("c", 1)])._replace(allow_split=False)
+    execute(ledger, c.AllocateOrders((held,)), NOW)
+    record = ledger.orders.orders["o3"]
+    assert not record.package_ids and _placed(ledger, "a") == 1
+    assert sorted(b.line_id for b in record.backorders.values()) == ["0", "1"]
+    assert "may not split" in record.last_decision.rule
 
 
 def test_a_scarce_substitute_goes_to_the_batch_s_higher_priority_order():

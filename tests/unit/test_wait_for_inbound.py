@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from core import commands as c
+from core.model import Bucket
 from core.operations import execute
 from core.orders import OptionKind
 from tests.unit.test_orders_stateful import DAY_MS, NOW
@@ -304,8 +305,8 @@ def test_an_order_that_may_not_split_is_not_shipped_apart_by_substitution():
     """a is at n0, the three b arrive there tomorrow, a2 (a's substitute) is at n1. The
     order may not split and may substitute: it waits to ship whole from n0; no line is
     substituted and shipped ahead (nor an in-stock line swapped for a2). With b nowhere
-    coming, the a ships now and b is backordered (a known gap: a second package when b
-    comes), and no substitute ships apart either."""
+    coming, it waits whole all the same (the a shipped now would make a second package
+    when b comes), and the a is not swapped for a2 either."""
     import dataclasses
 
     from core.model import SkuSpec
@@ -324,12 +325,13 @@ def test_an_order_that_may_not_split_is_not_shipped_apart_by_substitution():
                                                          allow_substitution=True)
         execute(ledger, c.AllocateOrders((order,)), NOW)
         decision = ledger.orders.orders["o"].last_decision
-        assert [[(line.line_id, line.substitutes_sku) for line in p.lines]
-                for p in decision.packages] == ([] if inbound else [[("0", -1)]])
-        assert sorted(b.line_id for b in decision.backorders) == (
-            ["0", "1"] if inbound else ["1"])
+        assert not decision.packages
+        assert sorted(b.line_id for b in decision.backorders) == ["0", "1"]
         (substitute,) = [o for o in decision.options if o.kind == OptionKind.SUBSTITUTE]
-        assert not substitute.chosen and "forbids splits" in substitute.detail
+        assert not substitute.chosen
+        assert ("forbids splits" if inbound else "no SKU of the same group") in (
+            substitute.detail)
+        assert ledger.quantity(ledger.catalog.sku("a2"), 1, Bucket.ALLOCATED) == 0
 
 
 def test_an_order_that_waits_to_ship_whole_keeps_its_in_stock_lines_unsubstituted():
@@ -358,3 +360,73 @@ def test_an_order_that_waits_to_ship_whole_keeps_its_in_stock_lines_unsubstitute
     assert option.chosen and not decision.packages
     (substitute,) = [o for o in decision.options if o.kind == OptionKind.SUBSTITUTE]
     assert not substitute.chosen
+
+
+@pytest.mark.parametrize("allow_split", [False, True])
+def test_an_order_that_may_not_split_waits_whole_for_a_line_no_node_has(allow_split):
+    """n0 has the "a"; no node has a "b" and none is coming. Shipping the a now would make
+    a second package when b comes: an order that may not split ships nothing now and
+    waits whole, its a left for others (a backorder exception, as any backorder); one
+    that may, ships the a and backorders the b."""
+    from core.exceptions import ExceptionType
+
+    ledger = _ledger({("a", "n0"): 2})
+    order = _order("o", {"a": 1, "b": 3})._replace(allow_split=allow_split)
+    execute(ledger, c.AllocateOrders((order,)), NOW)
+    record = ledger.orders.orders["o"]
+    decision = record.last_decision
+    a = ledger.catalog.sku("a")
+    if allow_split:
+        assert [[line.line_id for line in p.lines] for p in decision.packages] == [["0"]]
+        assert [b.line_id for b in decision.backorders] == ["1"]
+        assert ledger.quantity(a, 0, Bucket.ALLOCATED) == 1
+    else:
+        assert not decision.packages and not record.package_ids
+        assert sorted(b.line_id for b in decision.backorders) == ["0", "1"]
+        assert {b.line_id: b.quantity for b in decision.backorders} == {"0": 1, "1": 3}
+        assert "may not split" in decision.rule
+        assert [o.kind for o in decision.options if o.chosen] == [OptionKind.BACKORDER]
+        assert ledger.quantity(a, 0, Bucket.ALLOCATED) == 0
+        assert ledger.quantity(a, 0, Bucket.AVAILABLE) == 2
+    (exception,) = ledger.exceptions.open_for("o")
+    assert exception.exception_type == ExceptionType.BACKORDER
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_a_batch_s_later_order_gets_the_units_an_order_held_whole_leaves(together):
+    """n0 has two "a". The first order (premium, may not split) wants an a and a "b" no
+    node has: it waits whole. The second wants both a: the kernel had given the first
+    one of them, so in the same batch the second would have been short; decided again
+    against what the batch took, it ships both, as in a command of its own."""
+    from core.network import SlaTier
+
+    ledger = _ledger({("a", "n0"): 2})
+    first = _order("first", {"a": 1, "b": 1})._replace(tier=SlaTier.PREMIUM,
+                                                      allow_split=False)
+    second = _order("second", {"a": 2})
+    for batch in [(first, second)] if together else [(first,), (second,)]:
+        execute(ledger, c.AllocateOrders(batch), NOW)
+    assert not ledger.orders.orders["first"].package_ids
+    decision = ledger.orders.orders["second"].last_decision
+    assert not decision.backorders
+    assert sum(line.quantity for p in decision.packages for line in p.lines) == 2
+
+
+def test_an_order_held_whole_ships_whole_once_its_missing_line_comes_and_it_is_retried():
+    """As above: the order waits whole. The b is received at n0 and the backorder is
+    retried: the order ships both lines in one package."""
+    from core.exceptions import ExceptionType, Resolution
+
+    ledger = _ledger({("a", "n0"): 2})
+    execute(ledger, c.AllocateOrders((_order("o", {"a": 1, "b": 3})._replace(
+        allow_split=False),)), NOW)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("b", "n0", 3),)), NOW)
+    (exception,) = ledger.exceptions.open_for("o")
+    assert exception.exception_type == ExceptionType.BACKORDER
+    execute(ledger, c.ResolveException(exception.exception_id, Resolution.RETRY,
+                                       actor="planner", role="operations"), NOW)
+    record = ledger.orders.orders["o"]
+    (package_id,) = record.package_ids
+    plan = ledger.orders.packages[package_id].plan
+    assert sorted((line.line_id, line.quantity) for line in plan.lines) == [("0", 1), ("1", 3)]
+    assert not record.backorders and not ledger.exceptions.open_for("o")
