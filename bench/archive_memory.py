@@ -5,10 +5,13 @@
 Allocates `--orders` orders (100 a command) on the demo catalogue, in process, as the
 order path does (bench/test_bench_order_path.py); releases, picks, packs and ships
 every package; then archives the closed orders as the server's sweep does (ArchiveOrders,
-10,000 a command, 200 days later). Prints the memory Python holds for what the orders
-left behind (tracemalloc, from just before the first order), before and after, per
-order; the snapshot's size before and after; and the kinds of objects most numerous
-afterwards (what still grows with every order).
+10,000 a command, 200 days later), and closes their journal entries as the server does
+(encode_segment, then CloseJournal, 50,000 entries a segment; the segments kept in a
+dict here, as the memory store does, and not counted). Prints the memory Python holds
+for what the orders left behind (tracemalloc, from just before the first order),
+before, after archiving and after closing the journal, per order; the snapshot's size
+at each step; and the kinds of objects most numerous afterwards (what still grows with
+every order).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
+import sys
 import time
 import tracemalloc
 
@@ -24,6 +28,7 @@ from allocd.v1 import order_service_pb2 as opb
 from bench.grpc_ratio import OrderFactory
 from bench.test_bench_order_path import N_SKUS, NOW_MS, loaded_demo_ledger
 from core import commands as c
+from core.finance import encode_segment, segment_digest
 from core.ledger import Ledger
 from core.operations import execute
 from core.orders import PackageStatus
@@ -81,14 +86,31 @@ def main() -> None:
     took = time.perf_counter() - started
     gc.collect()
     after = tracemalloc.get_traced_memory()[0] - base
+    archived_snapshot = len(logcodec.dumps(ledger))
+    segments: dict[int, bytes] = {}
+    started = time.perf_counter()
+    while entries := ledger.books.closable(NOW_MS + 1, 50_000):
+        data = encode_segment(entries)
+        segments[entries[0].number] = data
+        execute(ledger, c.CloseJournal(entries[0].number, entries[-1].number,
+                                       entries[-1].hash, segment_digest(data)),
+                NOW_MS + 200 * DAY_MS)
+    closing = time.perf_counter() - started
+    gc.collect()
+    closed_after = (tracemalloc.get_traced_memory()[0] - base
+                    - sum(sys.getsizeof(data) for data in segments.values()))
     tracemalloc.stop()
     n = args.orders
     print(f"{n:,} orders, {closed:,} closed (shipped), {archived:,} archived in {took:.2f} s")
     print(f"held since the first order: {held / 2**20:.1f} MiB ({held / n:,.0f} bytes an "
           f"order) before archiving, {after / 2**20:.1f} MiB ({after / n:,.0f} bytes an "
           f"order) after")
-    print(f"snapshot: {snapshot / 2**20:.1f} MiB before, "
-          f"{len(logcodec.dumps(ledger)) / 2**20:.1f} MiB after")
+    entries = ledger.books.closed_through
+    print(f"journal: {entries:,} entries closed into {len(segments)} segments "
+          f"({sum(map(len, segments.values())) / 2**20:.1f} MiB) in {closing:.2f} s; held "
+          f"after: {closed_after / 2**20:.1f} MiB ({closed_after / n:,.0f} bytes an order)")
+    print(f"snapshot: {snapshot / 2**20:.1f} MiB before, {archived_snapshot / 2**20:.1f} MiB "
+          f"archived, {len(logcodec.dumps(ledger)) / 2**20:.1f} MiB with the journal closed")
     counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
     print("most numerous objects after:",
           ", ".join(f"{name} {count:,}" for name, count in counts.most_common(6)))

@@ -129,6 +129,18 @@ class ExpireReservations:
 
 
 @dataclass(frozen=True, slots=True)
+class CloseJournal:
+    """Let journal entries `first` to `last` (the oldest kept) leave memory: the store
+    holds them already, as the segment whose bytes hash to `digest`; `last_hash` is
+    entry `last`'s hash (refused if the books have changed since it was read)."""
+
+    first: int
+    last: int
+    last_hash: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveOrders:
     """Archive up to `limit` orders closed (shipped or cancelled whole) more than
     `retention_days` ago, and more than the return policy's longest window: their records
@@ -410,6 +422,7 @@ Command = (
     | TransferStock
     | ReserveStock
     | ArchiveOrders
+    | CloseJournal
     | ReleaseReservation
     | ExpireReservations
     | SubmitCycleCount

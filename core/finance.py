@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from core.errors import InvariantViolation
 from core.model import Bucket, Event, EventKind, set_fields
 
 if TYPE_CHECKING:
@@ -81,6 +84,61 @@ def entry_hash(entry: JournalEntry) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalClosed:
+    """Payload of JOURNAL_CLOSED: entries `first` to `last` left memory for the store's
+    journal segment `first` (written before the event), whose bytes hash to `digest`;
+    `last_hash` is entry `last`'s hash, which the entries kept chain on from."""
+
+    first: int
+    last: int
+    last_hash: str
+    digest: str
+
+
+def encode_segment(entries: Iterable[JournalEntry]) -> bytes:
+    """Closed entries as the store keeps them: one JSON object a line (every field, the
+    lines as [account, debit, credit]), compressed. Readable without allocd."""
+    text = "\n".join(json.dumps(
+        {"number": e.number, "seq": e.seq, "time_ms": e.time_ms, "kind": e.kind,
+         "memo": e.memo, "sku": e.sku,
+         "lines": [[int(x.account), x.debit, x.credit] for x in e.lines],
+         "prev_hash": e.prev_hash, "hash": e.hash}, separators=(",", ":"))
+        for e in entries)
+    return zlib.compress(text.encode(), 6)
+
+
+def decode_segment(data: bytes) -> list[JournalEntry]:
+    """The entries of a segment `encode_segment` wrote. Raises ValueError if it is not one."""
+    try:
+        text = zlib.decompress(data).decode()
+        return [JournalEntry(
+            int(o["number"]), int(o["seq"]), int(o["time_ms"]), str(o["kind"]),
+            str(o["memo"]), int(o["sku"]),
+            tuple(JournalLine(Account(a), int(d), int(c)) for a, d, c in o["lines"]),
+            str(o["prev_hash"]), str(o["hash"]))
+            for o in map(json.loads, text.split("\n")) if o]
+    except (zlib.error, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"not a journal segment: {error}") from None
+
+
+def segment_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def chain_break(entries: Iterable[JournalEntry], first: int, previous: str) -> int:
+    """The number of the first entry that does not chain on from `previous` (or is not
+    numbered in turn from `first`, or whose hash is not its own); 0 if none."""
+    number = first
+    for entry in entries:
+        if (entry.number != number or entry.prev_hash != previous
+                or entry_hash(entry) != entry.hash):
+            return number
+        previous = entry.hash
+        number += 1
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
 class LandedCost:
     """Payload of LANDED_COST_ALLOCATED: freight or duty on a receipt."""
 
@@ -114,6 +172,11 @@ class Books:
     days: dict[tuple[int, Account], list[int]] = field(default_factory=dict)
     # ... and account -> the numbers of the entries with a line in it, ascending.
     numbers_by_account: dict[Account, array[int]] = field(default_factory=dict)
+    # Entries closed into the store (JOURNAL_CLOSED): (first, last, digest) of each
+    # segment, ascending; `entries` holds those after them. The hash of the last closed
+    # entry, which the first kept one chains on from.
+    closed: list[tuple[int, int, str]] = field(default_factory=list)
+    closed_hash: str = GENESIS
 
     def __getstate__(self) -> dict[str, object]:
         state = {name: getattr(self, name) for name in self.__slots__}
@@ -126,6 +189,7 @@ class Books:
         # (Books from older snapshots lack the later fields, and list a receipt's SKUs
         # without what came: landed cost on those is shared as it was then.)
         self.po_lines, self.held_gains, self.shipped_cost = {}, {}, {}
+        self.closed, self.closed_hash = [], GENESIS
         set_fields(self, state)
         for reference, skus in self.receipts.items():
             if isinstance(skus, list):
@@ -149,7 +213,7 @@ class Books:
         credit = sum(x.credit for x in kept)
         if debit != credit:  # pragma: no cover - every rule below posts both sides
             raise ValueError(f"unbalanced entry {kind}: {debit} != {credit}")
-        entry = JournalEntry(len(self.entries) + 1, event.seq, event.time_ms, kind, memo, sku,
+        entry = JournalEntry(self.count + 1, event.seq, event.time_ms, kind, memo, sku,
                              kept, self.last_hash, "")
         entry = replace(entry, hash=entry_hash(entry))
         self.entries.append(entry)
@@ -323,6 +387,8 @@ class Books:
                 JournalLine(inv, credit=amount)))
         elif kind == EventKind.ORDER_ARCHIVED:
             self.shipped_cost.pop(e.reference, None)
+        elif kind == EventKind.JOURNAL_CLOSED:
+            self.close(e.payload)
         elif kind == EventKind.REFUND_ISSUED:
             refund = e.payload
             self._post(e, "refund", e.reference, -1, (
@@ -379,6 +445,52 @@ class Books:
         lines.append(JournalLine(Account.ACCRUED_LANDED_COST, credit=landed.amount_micros))
         self._post(e, "landed cost", f"{landed.description} on {landed.reference}", -1, lines)
 
+    # ---- closing entries into the store ----------------------------------------------
+    @property
+    def closed_through(self) -> int:
+        """The number of the last entry closed into the store (0: none)."""
+        return self.closed[-1][1] if self.closed else 0
+
+    @property
+    def count(self) -> int:
+        """Entries posted, closed or kept."""
+        return self.closed_through + len(self.entries)
+
+    def entry(self, number: int) -> JournalEntry | None:
+        """Entry `number` if it is kept in memory (None once closed, or past the last)."""
+        index = number - self.closed_through - 1
+        return self.entries[index] if 0 <= index < len(self.entries) else None
+
+    def segment_of(self, number: int) -> tuple[int, int, str] | None:
+        """The closed segment (first, last, digest) that holds entry `number`, if any."""
+        at = bisect.bisect_right(self.closed, (number, 1 << 62, ""))
+        if at and self.closed[at - 1][0] <= number <= self.closed[at - 1][1]:
+            return self.closed[at - 1]
+        return None
+
+    def closable(self, before_ms: int, limit: int) -> list[JournalEntry]:
+        """The oldest kept entries, up to `limit`, posted before `before_ms` (in number
+        order, stopping at the first that is not)."""
+        out: list[JournalEntry] = []
+        for entry in self.entries[:limit]:
+            if entry.time_ms >= before_ms:
+                break
+            out.append(entry)
+        return out
+
+    def close(self, closed: JournalClosed) -> None:
+        """Let entries `first`..`last` go (JOURNAL_CLOSED): the store holds them now. Their
+        totals stay in the daily views and the balances, their numbers in the accounts'
+        lists (paged as before, read from the store)."""
+        count = closed.last - closed.first + 1
+        if (closed.first != self.closed_through + 1 or not 0 < count <= len(self.entries)
+                or self.entries[count - 1].hash != closed.last_hash):
+            raise InvariantViolation(f"journal entries {closed.first}..{closed.last} are "
+                                     "not the oldest kept ones")
+        del self.entries[:count]
+        self.closed.append((closed.first, closed.last, closed.digest))
+        self.closed_hash = closed.last_hash
+
     # ---- views ----------------------------------------------------------------------
     def trial_balance(self) -> dict[Account, int]:
         return {account: self.balances.get(account, 0) for account in Account}
@@ -413,18 +525,22 @@ class Books:
         after = start + count
         return page, numbers[after] if after < len(numbers) else 0
 
-    def views_agree(self) -> bool:
+    def views_agree(self, closed: Iterable[JournalEntry] = ()) -> bool:
         """Whether the kept views (daily totals, each account's entries) are what the
-        entries give, counted afresh: the hash chain covers the entries, not them."""
+        entries give, counted afresh: the hash chain covers the entries, not them.
+        `closed`: the entries closed into the store, read back, in order."""
         fresh = Books.__new__(Books)
         fresh.days, fresh.numbers_by_account = {}, {}
+        for entry in closed:
+            fresh._index(entry)
         for entry in self.entries:
             fresh._index(entry)
         return (fresh.days == self.days
                 and fresh.numbers_by_account == self.numbers_by_account)
 
     def verify(self) -> tuple[bool, int]:
-        """(whether the chain is intact, the first entry number that is not; 0 if none)."""
+        """(whether the chain of the entries kept is intact, from the last closed one's
+        hash on; the first entry number that is not; 0 if none)."""
         for result in self.verify_steps(len(self.entries) + 1):
             if result is not None:
                 return result
@@ -436,13 +552,16 @@ class Books:
         the chain from the last of those); a caller may do other work between steps."""
         entries = self.entries
         count = len(entries)
-        previous = GENESIS
+        previous = self.closed_hash
+        first = self.closed_through + 1
         for start in range(0, count, chunk):
-            for entry in entries[start:min(start + chunk, count)]:
-                if entry.prev_hash != previous or entry_hash(entry) != entry.hash:
-                    yield False, entry.number
-                    return
-                previous = entry.hash
+            step = entries[start:min(start + chunk, count)]
+            broken = chain_break(step, first + start, previous)
+            if broken:
+                yield False, broken
+                return
+            if step:
+                previous = step[-1].hash
             if start + chunk < count:
                 yield None
         yield True, 0
@@ -455,7 +574,7 @@ WATCHED_KINDS = frozenset({
     EventKind.COUNT_ADJUSTED, EventKind.COUNT_VARIANCE_HELD, EventKind.COUNT_VARIANCE_SETTLED,
     EventKind.PICK_SHORTAGE, EventKind.ORDER_UNITS_SHIPPED, EventKind.PACKAGE_SHIPPED,
     EventKind.LANDED_COST_ALLOCATED, EventKind.RETURN_RECEIVED, EventKind.RETURN_DISPOSED,
-    EventKind.REFUND_ISSUED, EventKind.ORDER_ARCHIVED,
+    EventKind.REFUND_ISSUED, EventKind.ORDER_ARCHIVED, EventKind.JOURNAL_CLOSED,
 })
 RETURN_TO_VENDOR = 5  # returns.Disposition.RETURN_TO_VENDOR (kept here: no import cycle)
 

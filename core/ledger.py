@@ -667,6 +667,8 @@ class Ledger:
             self.ops.apply(self, e)
         elif kind == EventKind.COUNT_CONFIRMED:
             pass  # nothing moves: the KPIs count it
+        elif kind == EventKind.JOURNAL_CLOSED:
+            pass  # the books only: they let the closed entries go
         else:  # pragma: no cover - every kind is handled above
             raise InvariantViolation(f"unhandled event kind {kind!r}")
 

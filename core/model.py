@@ -117,6 +117,9 @@ class EventKind(IntEnum):
     # Inbound stock that will not come (a purchase cancelled or closed short): IN_TRANSIT ->
     # EXTERNAL under the inbound's reference.
     INBOUND_CANCELLED = 56
+    # Journal entries closed into the store's journal segments (payload
+    # finance.JournalClosed): they leave memory, readable from the store.
+    JOURNAL_CLOSED = 57
 
 
 #: Kinds that move units between the ledger and the outside world but are

@@ -28,7 +28,7 @@ from core.errors import (
     InvalidArgument,
     NotFound,
 )
-from core.finance import LandedCost
+from core.finance import JournalClosed, LandedCost
 from core.ledger import CountHold, Ledger, count_hold_of
 from core.model import (
     LINE_VALUE_MAX,
@@ -617,6 +617,23 @@ def _landed_cost(p: _Plan, cmd: c.AllocateLandedCost) -> None:
           payload=LandedCost(cmd.reference, cmd.amount_micros, cmd.description))
 
 
+def _close_journal(p: _Plan, cmd: c.CloseJournal) -> None:
+    books = p.ledger.books
+    first = books.closed_through + 1
+    if cmd.first != first:
+        raise FailedPrecondition(f"the oldest kept journal entry is {first}, not "
+                                 f"{cmd.first}", "first")
+    last = books.entry(cmd.last)
+    if cmd.last < cmd.first or last is None:
+        raise InvalidArgument(f"no kept journal entry {cmd.last}", "last")
+    if last.hash != cmd.last_hash:
+        raise FailedPrecondition(f"journal entry {cmd.last} is not the one read", "last_hash")
+    if len(cmd.digest) != 32:
+        raise InvalidArgument("digest must be a segment's 32 hex digits", "digest")
+    p.add(EventKind.JOURNAL_CLOSED, reference=f"{cmd.first}-{cmd.last}",
+          payload=JournalClosed(cmd.first, cmd.last, cmd.last_hash, cmd.digest))
+
+
 def _revoke_token(p: _Plan, cmd: c.RevokeToken) -> None:
     check_identifier(cmd.token_id, "token_id")
     if cmd.token_id in p.ledger.revoked_tokens:
@@ -647,6 +664,7 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], Any]] = {
     c.SetDemandForecast: _set_demand_forecast,
     c.SetValuePolicy: _set_value_policy,
     c.AllocateLandedCost: _landed_cost,
+    c.CloseJournal: _close_journal,
     **ORDER_HANDLERS,
     **RETURN_HANDLERS,
     **REPLAN_HANDLERS,

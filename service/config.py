@@ -89,6 +89,12 @@ class Settings:
     # every archive_interval_s; 0 there: orders are kept for ever.
     order_retention_days: float = 90.0
     archive_interval_s: float = 3600.0
+    # Journal entries posted more than this many days ago are closed into the store
+    # (event JOURNAL_CLOSED): they leave memory and snapshots, and GetJournal and
+    # VerifyJournal read them from the store. Checked every journal_close_interval_s; 0
+    # there: every entry is kept in memory for ever.
+    journal_retention_days: float = 62.0
+    journal_close_interval_s: float = 3600.0
     # Under load, single-order allocations (AllocateOrder, AllocateStream) wait up to this
     # long for others to be decided and committed with; an idle server never waits.
     # 0: each is decided alone.

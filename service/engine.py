@@ -23,8 +23,9 @@ from typing import Any, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 
-from core.commands import ArchiveOrders, Command, ExpireReservations
+from core.commands import ArchiveOrders, CloseJournal, Command, ExpireReservations
 from core.errors import AlreadyExists, ApplyFailed, DomainError, InvalidArgument
+from core.finance import JournalEntry, decode_segment, encode_segment, segment_digest
 from core.ledger import Ledger, LedgerSettings
 from core.model import Event
 from core.operations import Outcome, execute, without_collections
@@ -38,8 +39,12 @@ from service.store import (
     IdempotencyRecord,
     ShuttingDown,
     Snapshot,
+    StoreCorrupt,
     StoreUnavailable,
 )
+
+#: Journal entries closed into one store segment at most (a few MiB of JSON, compressed).
+JOURNAL_SEGMENT_ENTRIES = 50_000
 
 log = logging.getLogger("allocd.engine")
 
@@ -199,6 +204,9 @@ class Engine:
         self.joined_waits = 0  # joined commands whose calls waited for company
         # The same three counts by joiner (Joiner.name): [calls, commands, waits].
         self.joined_by: dict[str, list[int]] = {}
+        self._journal_closing = asyncio.Lock()  # one close at a time
+        # Closed journal segments read back lately: (first, last, digest) -> entries.
+        self._segments: dict[tuple[int, int, str], list[JournalEntry]] = {}
 
     def _new_ledger(self) -> Ledger:
         return Ledger(ledger_settings(self.settings))
@@ -749,6 +757,66 @@ class Engine:
                 if archived:
                     log.info("archived %d closed orders", archived)
                 return archived
+
+    async def close_journal_forever(self) -> None:
+        """Close the journal entries past their retention into the store every
+        `journal_close_interval_s` (0: never)."""
+        interval = self.settings.journal_close_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.close_journal_due()
+            except Exception:  # a failed close is tried again at the next tick
+                log.exception("closing journal entries failed")
+
+    async def close_journal_due(self, limit: int = JOURNAL_SEGMENT_ENTRIES) -> int:
+        """Close every journal entry posted more than `journal_retention_days` ago, in
+        segments of up to `limit` entries: each is written to the store first, then the
+        books let its entries go (JOURNAL_CLOSED). Returns how many were closed."""
+        closed = 0
+        async with self._journal_closing:
+            while True:
+                before_ms = self.clock() - round(self.settings.journal_retention_days
+                                                 * 86_400_000)
+                entries = self.ledger.books.closable(before_ms, limit)
+                if not entries:
+                    break
+                data = encode_segment(entries)
+                first, last = entries[0], entries[-1]
+                await self.store.put_journal(first.number, data)
+                await self.mutate_internal(
+                    CloseJournal(first.number, last.number, last.hash, segment_digest(data)),
+                    f"journal-{first.number}-{last.number}")
+                closed += len(entries)
+                if len(entries) < limit:
+                    break
+        if closed:
+            log.info("closed %d journal entries into the store", closed)
+        return closed
+
+    async def journal_segment(self, first: int) -> list[JournalEntry]:
+        """The closed entries of the segment from entry `first` on, read from the store
+        (the last few read are kept) and checked against the digest the books hold."""
+        books = self.ledger.books
+        found = books.segment_of(first)
+        if found is None or found[0] != first:
+            raise InvalidArgument(f"no closed journal segment starts at {first}", "number")
+        cached = self._segments.get(found)
+        if cached is not None:
+            return cached
+        data = await self.store.get_journal(first)
+        if segment_digest(data) != found[2]:
+            raise StoreCorrupt(f"journal segment {first} is not the one closed")
+        try:
+            entries = decode_segment(data)
+        except ValueError as error:
+            raise StoreCorrupt(f"journal segment {first}: {error}") from error
+        if len(self._segments) >= 8:
+            self._segments.pop(next(iter(self._segments)))
+        self._segments[found] = entries
+        return entries
 
     def _durable_from(self, seq: int) -> bool:
         return self._closing or self.durable_seq >= seq

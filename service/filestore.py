@@ -4,6 +4,8 @@ Layout of `<data_dir>/<partition>/`:
 
     wal-<first seq>.log      log segments: framed records (length, crc32, pickled Commit)
     snapshot-<seq>.bin       a framed pickled Snapshot, written to .tmp then renamed
+    journal/<first>.seg      closed journal entries from entry <first> on
+                             (finance.encode_segment's bytes), .tmp then renamed
     LOCK                     locked (flock) by the one server writing here; its pid
 
 One writer task owns the log: commits that arrive while a write (and its fsync) is
@@ -382,6 +384,44 @@ class FileEventStore(QueuedWriter, EventStore):
     async def discard_snapshot(self, seq: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / _snapshot_name(seq, "tmp")).unlink()
+
+    # ---- closed journal entries -----------------------------------------------------
+    def _journal_path(self, first: int, suffix: str = "seg") -> Path:
+        return self.directory / "journal" / f"{first:020d}.{suffix}"
+
+    async def put_journal(self, first: int, data: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._put_journal, first, data)
+        except OSError as error:
+            raise StoreUnavailable(f"journal segment {first} could not be written: "
+                                   f"{error}") from error
+
+    def _put_journal(self, first: int, data: bytes) -> None:
+        folder = self.directory / "journal"
+        if not folder.is_dir():
+            folder.mkdir(exist_ok=True)
+            _fsync_dir(self.directory)
+        tmp = self._journal_path(first, "tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._journal_path(first))
+        _fsync_dir(folder)
+
+    async def get_journal(self, first: int) -> bytes:
+        return await asyncio.to_thread(self._get_journal, self.directory, first)
+
+    @staticmethod
+    def _get_journal(directory: Path, first: int) -> bytes:
+        path = directory / "journal" / f"{first:020d}.seg"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StoreCorrupt(f"the store holds no journal segment {first}") from None
+        except OSError as error:
+            raise StoreUnavailable(f"journal segment {first} could not be read: "
+                                   f"{error}") from error
 
     async def history(self, from_seq: int, limit: int) -> list[Event]:
         """In a thread of its own (one: watchers' reads queue behind each other, never

@@ -100,6 +100,14 @@ class EngineCollector(Collector):  # type: ignore[misc]
                                 "Closed orders archived: their records left memory, their "
                                 "ids stay taken (order_retention_days)",
                                 value=len(ledger.orders.archived))
+        books = ledger.books
+        yield GaugeMetricFamily("allocd_journal_entries",
+                                "Journal entries kept in memory (those not closed into the "
+                                "store)", value=len(books.entries))
+        yield GaugeMetricFamily("allocd_journal_entries_closed",
+                                "Journal entries closed into the store "
+                                "(journal_retention_days), read back from it",
+                                value=books.closed_through)
         open_exceptions = GaugeMetricFamily("allocd_open_exceptions",
                                             "Exceptions waiting for a person", labels=["type"])
         by_type: dict[str, int] = {}

@@ -7,6 +7,8 @@ the same layout works on Redis Cluster:
                                              field "c" = framed pickled Commit
     allocd:{<partition>}:snapshot            hash: seq, chunks (the published snapshot)
     allocd:{<partition>}:snapshot:<seq>:<i>  the snapshot's bytes, in 64 MiB chunks
+    allocd:{<partition>}:journal:<first>     closed journal entries from entry <first>
+                                             on (finance.encode_segment's bytes)
 
 The log is one stream per partition, not per shard: a commit (an order's events
 touch several shards) must be one atomic entry. Entry ids are the commit's last
@@ -54,6 +56,7 @@ class RedisEventStore(QueuedWriter, EventStore):
         self.log_key = f"{prefix}:log"
         self.snapshot_key = f"{prefix}:snapshot"
         self._chunk_prefix = f"{prefix}:snapshot:"
+        self._journal_prefix = f"{prefix}:journal:"
         self._client: aioredis.Redis | None = None
         self._queue: list[tuple[Commit, bytes, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -261,6 +264,25 @@ class RedisEventStore(QueuedWriter, EventStore):
             return await self._history(self._client, from_seq, limit)
         except (redis.RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis: {error}") from error
+
+    async def put_journal(self, first: int, data: bytes) -> None:
+        if self._client is None or self.read_only:
+            raise StoreUnavailable("the Redis store is not open for writes")
+        try:
+            await self._client.set(f"{self._journal_prefix}{first}", data)
+        except (redis.RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis: {error}") from error
+
+    async def get_journal(self, first: int) -> bytes:
+        if self._client is None:
+            raise StoreUnavailable("the Redis store is reconnecting; resume shortly")
+        try:
+            data = await self._client.get(f"{self._journal_prefix}{first}")
+        except (redis.RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis: {error}") from error
+        if not isinstance(data, bytes):
+            raise StoreCorrupt(f"Redis holds no journal segment {first}")
+        return data
 
     async def _history(self, client: aioredis.Redis, from_seq: int,
                        limit: int) -> list[Event]:

@@ -192,6 +192,13 @@ class AllocdServer:
         if not settings.archive_interval_s >= 0 or math.isinf(settings.archive_interval_s):
             raise ValueError("archive_interval_s must be 0 (never) or a number of seconds, "
                              f"not {settings.archive_interval_s}")
+        if not 0 <= settings.journal_retention_days <= 36_500:
+            raise ValueError("journal_retention_days must be between 0 and 36500, not "
+                             f"{settings.journal_retention_days}")
+        if (not settings.journal_close_interval_s >= 0
+                or math.isinf(settings.journal_close_interval_s)):
+            raise ValueError("journal_close_interval_s must be 0 (never) or a number of "
+                             f"seconds, not {settings.journal_close_interval_s}")
         self.settings = settings
         store = store or store_from_settings(settings)
         # The audit log is a file in the partition's data directory whichever store
@@ -309,6 +316,7 @@ class AllocdServer:
                 client_cafile=self.settings.tls_client_ca_file)
         self._tasks.append(asyncio.create_task(self.engine.sweep_forever()))
         self._tasks.append(asyncio.create_task(self.engine.archive_forever()))
+        self._tasks.append(asyncio.create_task(self.engine.close_journal_forever()))
         self._tasks.append(asyncio.create_task(self.engine.audit_sync_forever()))
         self._tasks.append(asyncio.create_task(self.engine.checkpoint_forever()))
         self._tasks.append(asyncio.create_task(

@@ -170,6 +170,17 @@ class EventStore(abc.ABC):
         raises StoreUnavailable when the store cannot be read just now."""
         return []
 
+    async def put_journal(self, first: int, data: bytes) -> None:
+        """Keep a segment of closed journal entries (those from entry `first` on), durably,
+        before the books let them go. A segment written again replaces it (the same
+        entries: a close that did not land is tried again). Raises StoreUnavailable."""
+        raise StoreUnavailable("this store keeps no journal segments")
+
+    async def get_journal(self, first: int) -> bytes:
+        """The journal segment from entry `first` on. Raises StoreCorrupt if the store
+        does not hold it, StoreUnavailable if it cannot be read just now."""
+        raise StoreCorrupt(f"this store holds no journal segment {first}")
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 
@@ -232,6 +243,7 @@ class MemoryEventStore(EventStore):
     def __init__(self) -> None:
         self._commits: list[Commit] = []
         self._last_seqs: list[int] = []  # each commit's last event (0: none), ascending
+        self._journal: dict[int, bytes] = {}
 
     async def open(self) -> Recovered:
         return Recovered(None, list(self._commits))
@@ -240,6 +252,15 @@ class MemoryEventStore(EventStore):
         self._commits.append(commit)
         self._last_seqs.append(commit.last_seq or (self._last_seqs[-1] if self._last_seqs
                                                    else 0))
+
+    async def put_journal(self, first: int, data: bytes) -> None:
+        self._journal[first] = data
+
+    async def get_journal(self, first: int) -> bytes:
+        found = self._journal.get(first)
+        if found is None:
+            raise StoreCorrupt(f"the store holds no journal segment {first}")
+        return found
 
     async def history(self, from_seq: int, limit: int) -> list[Event]:
         # (From the first commit that holds from_seq: a search, not a walk of them all.)

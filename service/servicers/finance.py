@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 from allocd.v1 import finance_service_pb2 as pb
 from allocd.v1 import finance_service_pb2_grpc as pb_grpc
 
 from core import commands as c
 from core.errors import InvalidArgument
-from core.finance import Account, reconcile
+from core.finance import GENESIS, Account, Books, JournalEntry, chain_break, reconcile
 from service.codec import timestamp
 from service.engine import Engine
 from service.errors import Context, check_count, unary
 from service.paging import page_size
 from service.servicers.inventory import mutation_result
+from service.store import StoreCorrupt
 
 #: Journal entries VerifyJournal checks between two turns of the loop (~10 ms of work).
 VERIFY_STEP = 1000
@@ -44,14 +46,26 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
         skus = self.engine.ledger.catalog.sku_ids
         response = pb.GetJournalResponse()
         number = max(request.from_number, 1)
+        count = books.count
         if account is None:
-            numbers = list(range(number, min(number + size, len(books.entries) + 1)))
+            numbers = list(range(number, min(number + size, count + 1)))
             after = numbers[-1] + 1 if numbers else 0
-            next_number = after if 0 < after <= len(books.entries) else 0
+            next_number = after if 0 < after <= count else 0
         else:  # (the account's own entries, not a scan for them)
             numbers, next_number = books.entry_numbers(account, number, size)
+        # Entries closed into the store are read from their segments (after the wait, the
+        # books may have closed more: those read before stand).
+        kept = {n: e for n in numbers if (e := books.entry(n)) is not None}
+        closed: dict[int, JournalEntry] = {}
+        for first in sorted({segment[0] for n in numbers if n not in kept
+                             and (segment := books.segment_of(n)) is not None}):
+            try:
+                segment_entries = await self.engine.journal_segment(first)
+            except StoreCorrupt as error:
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
+            closed.update((e.number, e) for e in segment_entries)
         for number in numbers:
-            entry = books.entries[number - 1]
+            entry = kept.get(number) or closed[number]
             response.entries.add(
                 number=entry.number, sequence=entry.seq, time=timestamp(entry.time_ms),
                 kind=entry.kind, memo=entry.memo,
@@ -115,15 +129,36 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
         # the state was reloaded from the store meanwhile, the reloaded one is checked.
         while True:
             books = self.engine.ledger.books
-            entries, last_hash = len(books.entries), books.last_hash
-            steps = books.verify_steps(VERIFY_STEP)
-            while (result := next(steps)) is None:
-                await asyncio.sleep(0)
+            entries, last_hash, closed = books.count, books.last_hash, books.closed_through
+            result: tuple[bool, int] | None = await self._verify_closed(books, context)
+            if result is not None and result[0]:
+                steps = books.verify_steps(VERIFY_STEP)
+                while (result := next(steps)) is None:
+                    await asyncio.sleep(0)
             if self.engine.ledger.books is books:
                 break
+        assert result is not None
         intact, first_bad = result
         return pb.VerifyJournalResponse(intact=intact, entries=entries,
-                                        first_bad_entry=first_bad, last_hash=last_hash)
+                                        first_bad_entry=first_bad, last_hash=last_hash,
+                                        closed_entries=closed)
+
+    async def _verify_closed(self, books: Books, context: Context) -> tuple[bool, int]:
+        """The segments closed into the store, read back: each the one closed (its
+        digest), chained on from the one before, the last to the first entry kept."""
+        previous = GENESIS
+        for first, last, _ in list(books.closed):
+            try:
+                segment = await self.engine.journal_segment(first)
+            except StoreCorrupt as error:
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
+            broken = chain_break(segment, first, previous)
+            if broken or not segment or segment[-1].number != last:
+                return False, broken or first
+            previous = segment[-1].hash
+            await asyncio.sleep(0)
+        return previous == books.closed_hash, 0 if previous == books.closed_hash else (
+            books.closed_through + 1)
 
     @unary
     async def GetAccountActivity(self, request: pb.GetAccountActivityRequest,
