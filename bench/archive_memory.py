@@ -6,7 +6,7 @@ Allocates `--orders` orders (100 a command) on the demo catalogue, in process, a
 order path does (bench/test_bench_order_path.py); releases, picks, packs and ships
 every package; then archives the closed orders as the server's sweep does (ArchiveOrders,
 10,000 a command, 200 days later), and closes their journal entries as the server does
-(encode_segment, then CloseJournal, 50,000 entries a segment; the segments kept in a
+(encode_segment, then CloseJournal, 10,000 entries a segment; the segments kept in a
 dict here, as the memory store does, and not counted). Prints the memory Python holds
 for what the orders left behind (tracemalloc, from just before the first order),
 before, after archiving and after closing the journal, per order; the snapshot's size
@@ -89,7 +89,7 @@ def main() -> None:
     archived_snapshot = len(logcodec.dumps(ledger))
     segments: dict[int, bytes] = {}
     started = time.perf_counter()
-    while entries := ledger.books.closable(NOW_MS + 1, 50_000):
+    while entries := ledger.books.closable(NOW_MS + 1, 10_000):
         data = encode_segment(entries)
         segments[entries[0].number] = data
         execute(ledger, c.CloseJournal(entries[0].number, entries[-1].number,

@@ -95,28 +95,36 @@ class JournalClosed:
     digest: str
 
 
+#: The fields of an entry in a segment, in order (a segment names them: readable alone).
+SEGMENT_FIELDS = ("number", "seq", "time_ms", "kind", "memo", "sku", "lines", "prev_hash",
+                  "hash")
+
+
 def encode_segment(entries: Iterable[JournalEntry]) -> bytes:
-    """Closed entries as the store keeps them: one JSON object a line (every field, the
-    lines as [account, debit, credit]), compressed. Readable without allocd."""
-    text = "\n".join(json.dumps(
-        {"number": e.number, "seq": e.seq, "time_ms": e.time_ms, "kind": e.kind,
-         "memo": e.memo, "sku": e.sku,
-         "lines": [[int(x.account), x.debit, x.credit] for x in e.lines],
-         "prev_hash": e.prev_hash, "hash": e.hash}, separators=(",", ":"))
-        for e in entries)
-    return zlib.compress(text.encode(), 6)
+    """Closed entries as the store keeps them: one JSON document, compressed, naming its
+    fields and holding each entry as a list of them (the lines as [account, debit,
+    credit]). Readable without allocd. (One document: the JSON encoder's C loop writes it,
+    several times faster than an object an entry.)"""
+    rows = [[e.number, e.seq, e.time_ms, e.kind, e.memo, e.sku,
+             [[int(x.account), x.debit, x.credit] for x in e.lines], e.prev_hash, e.hash]
+            for e in entries]
+    text = json.dumps({"fields": SEGMENT_FIELDS, "entries": rows}, separators=(",", ":"))
+    return zlib.compress(text.encode(), 1)  # (the fastest level: a fourth larger than 6)
 
 
 def decode_segment(data: bytes) -> list[JournalEntry]:
     """The entries of a segment `encode_segment` wrote. Raises ValueError if it is not one."""
     try:
-        text = zlib.decompress(data).decode()
+        document = json.loads(zlib.decompress(data))
+        if tuple(document["fields"]) != SEGMENT_FIELDS:
+            raise ValueError("its fields are not a journal entry's")
+        accounts = {int(a): a for a in Account}
         return [JournalEntry(
-            int(o["number"]), int(o["seq"]), int(o["time_ms"]), str(o["kind"]),
-            str(o["memo"]), int(o["sku"]),
-            tuple(JournalLine(Account(a), int(d), int(c)) for a, d, c in o["lines"]),
-            str(o["prev_hash"]), str(o["hash"]))
-            for o in map(json.loads, text.split("\n")) if o]
+            int(number), int(seq), int(time_ms), str(kind), str(memo), int(sku),
+            tuple(JournalLine(accounts[a], int(d), int(c)) for a, d, c in lines),
+            str(prev_hash), str(entry_hash_))
+            for number, seq, time_ms, kind, memo, sku, lines, prev_hash, entry_hash_
+            in document["entries"]]
     except (zlib.error, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"not a journal segment: {error}") from None
 

@@ -103,6 +103,9 @@ class Windowed:
     day: Ring
     week: Ring
     rings: dict[str, Ring]
+    # The newest slot of the week ring that holds an observation (-1: none): what
+    # KpiBook.forget reads of a counter, instead of the ring's 60 slots.
+    newest: int
 
     def __init__(self, hour: Ring | None = None, day: Ring | None = None,
                  week: Ring | None = None) -> None:
@@ -110,9 +113,11 @@ class Windowed:
         self.day = Ring(DAY_MS) if day is None else day
         self.week = Ring(7 * DAY_MS) if week is None else week
         self.rings = {"hour": self.hour, "day": self.day, "week": self.week}
+        self.newest = max(self.week.index)
 
     def __setstate__(self, state: Any) -> None:
         set_fields(self, state)
+        self.newest = max(self.week.index)
 
     def __reduce__(self) -> tuple[type[Windowed], tuple[Ring, Ring, Ring]]:
         return Windowed, (self.hour, self.day, self.week)
@@ -121,10 +126,13 @@ class Windowed:
         # Ring.add three times, written out: this runs several times for every command.
         _add(self.hour, time_ms, amount)
         _add(self.day, time_ms, amount)
-        _add(self.week, time_ms, amount)
+        slot = _add(self.week, time_ms, amount)
+        if slot > self.newest:  # noqa: PLR1730 (compiled, a compare: max() is a call)
+            self.newest = slot
 
 
-def _add(ring: Ring, time_ms: int, amount: float) -> None:
+def _add(ring: Ring, time_ms: int, amount: float) -> int:
+    """Ring.add; returns the slot `time_ms` falls in."""
     slot = time_ms // ring.slot_ms
     pos = slot % SLOTS
     index = ring.index
@@ -134,6 +142,7 @@ def _add(ring: Ring, time_ms: int, amount: float) -> None:
     elif held < slot:
         index[pos] = slot
         ring.value[pos] = amount
+    return slot
 
 
 @mypyc_attr(native_class=False)
@@ -279,15 +288,15 @@ class KpiBook:
         """The newest observation is on `day` (event time // DAY_MS): drop every subject's
         counter whose observations are all before forgotten_before_ms(day), out of every
         window a reading at or after the start of the day before can see (the network's
-        own counters stay). A walk over every counter, once a day of event time (~1 us a
-        counter, interpreted), and none on any other run."""
+        own counters stay). A walk over every counter, once a day of event time (a read of
+        each one's newest slot), and none on any other run."""
         self.newest_day = day
         # (the week ring's newest slot is the newest observation's: all three rings take
         # each one, and the week's reaches furthest back)
         floor = forgotten_before_ms(day) // _WEEK_SLOT_MS
         counters = self.counters
         gone = [key for key, windowed in counters.items()
-                if key[1] != "all" and max(windowed.week.index) < floor]
+                if key[1] != "all" and windowed.newest < floor]
         for key in gone:
             del counters[key]
 

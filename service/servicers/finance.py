@@ -152,7 +152,7 @@ class FinanceServicer(pb_grpc.FinanceServiceServicer):
                 segment = await self.engine.journal_segment(first)
             except StoreCorrupt as error:
                 await context.abort(grpc.StatusCode.DATA_LOSS, str(error))
-            broken = chain_break(segment, first, previous)
+            broken = await asyncio.to_thread(chain_break, segment, first, previous)
             if broken or not segment or segment[-1].number != last:
                 return False, broken or first
             previous = segment[-1].hash

@@ -418,3 +418,20 @@ def test_counters_in_the_form_older_snapshots_hold_still_read():
         assert back.rings[window].series(now) == counter.rings[window].series(now)
     back.add(now + 60_000, 2.0)
     assert back.hour.total(now + 60_000) == counter.hour.total(now + 60_000) + 2.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5 * 7 * DAY_MS), st.integers(1, 5)), max_size=40))
+def test_a_counter_s_newest_slot_is_its_week_ring_s_newest_however_it_was_kept(observations):
+    """What forgetting reads of a counter (its newest week slot, kept as it is counted)
+    is the newest slot the week ring holds: counted, read back from a snapshot, or from
+    the form older snapshots hold."""
+    counter = Windowed()
+    for t, amount in observations:
+        counter.add(t, float(amount))
+        assert counter.newest == max(counter.week.index)
+    back = logcodec.loads(logcodec.dumps(counter))
+    old = Windowed.__new__(Windowed)
+    old.__setstate__((None, {"day": counter.day, "hour": counter.hour,
+                             "rings": counter.rings, "week": counter.week}))
+    assert back.newest == old.newest == counter.newest == max(counter.week.index)
