@@ -943,6 +943,9 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
     # be given the same units (2 + 2 placed from 3, refused when applied).
     given: set[int] = set()
     riders: list[tuple[str, int, int]] = []  # held lines in stock: they ship with the rest
+    # Held whole, the order ships its own SKUs with the substitutes: a substitute may not
+    # be one of them (the two lines would each count the SKU's units as theirs).
+    own = ({sku for _, sku, _ in req.lines} if short_lines is not None else set())
     for backorder in decision.backorders:
         if short_lines is not None and backorder.line_id not in short_lines:
             riders.append((backorder.line_id, backorder.sku, backorder.quantity))
@@ -952,7 +955,7 @@ def _substitute(ledger: Ledger, book: OrderBook, network: CompiledNetwork, req: 
             np.flatnonzero(groups[: catalog.n_skus] == group).tolist() if group else [])
         best: tuple[int, int] | None = None
         for cand in candidates:
-            if cand == backorder.sku or cand in given:
+            if cand == backorder.sku or cand in given or cand in own:
                 continue
             table = available_to_sell(ledger, np.array([cand], np.int64), nodes, channel)
             sellable = int(table.available_to_sell[0].sum()) - sum(

@@ -101,6 +101,18 @@ def test_an_order_that_may_not_split_ships_whole_with_a_substitute_or_not_at_all
     assert "may not split" in record.last_decision.rule
 
 
+def test_an_order_held_whole_is_not_given_one_of_its_own_skus_as_a_substitute():
+    """"a" and "b" (three each) are in stock and ordered; "x", their group's third, is not.
+    Held whole, the order may not take three more "b" for its "x": with its own "b" line
+    that is four of the three (the command failed, refused by the ledger). It waits."""
+    ledger = _ledger({"a": 3, "b": 3})
+    order = _order("o1", [("a", 1), ("b", 1), ("x", 3)])._replace(allow_split=False)
+    execute(ledger, c.AllocateOrders((order,)), NOW)
+    record = ledger.orders.orders["o1"]
+    assert not record.package_ids and _placed(ledger, "a") == _placed(ledger, "b") == 0
+    assert sorted(b.line_id for b in record.backorders.values()) == ["0", "1", "2"]
+
+
 def test_a_scarce_substitute_goes_to_the_batch_s_higher_priority_order():
     ledger = _ledger({"b": 1})
     standard = _order("o-std", [("a", 1)])
