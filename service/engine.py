@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -742,17 +742,24 @@ class Engine:
             await asyncio.sleep(interval)
             await asyncio.to_thread(self.audit.sync)
 
-    async def archive_forever(self) -> None:
-        """Archive the orders past their retention every `archive_interval_s` (0: never)."""
-        interval = self.settings.archive_interval_s
+    @staticmethod
+    async def _every(interval: float, job: Callable[[], Awaitable[object]],
+                     failed: str) -> None:
+        """Run `job` every `interval` seconds (0: never); a run that fails is logged as
+        `failed`, and the next tick tries again."""
         if interval <= 0:
             return
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.archive_due()
-            except Exception:  # a failed sweep is retried at the next tick
-                log.exception("archiving orders failed")
+                await job()
+            except Exception:
+                log.exception(failed)
+
+    async def archive_forever(self) -> None:
+        """Archive the orders past their retention every `archive_interval_s` (0: never)."""
+        await self._every(self.settings.archive_interval_s, self.archive_due,
+                          "archiving orders failed")
 
     async def archive_due(self, limit: int = 10_000) -> int:
         """Archive every order past its retention, `limit` to a command (other calls run
@@ -772,15 +779,8 @@ class Engine:
     async def close_journal_forever(self) -> None:
         """Close the journal entries past their retention into the store every
         `journal_close_interval_s` (0: never)."""
-        interval = self.settings.journal_close_interval_s
-        if interval <= 0:
-            return
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.close_journal_due()
-            except Exception:  # a failed close is tried again at the next tick
-                log.exception("closing journal entries failed")
+        await self._every(self.settings.journal_close_interval_s, self.close_journal_due,
+                          "closing journal entries failed")
 
     async def close_journal_due(self, limit: int = JOURNAL_SEGMENT_ENTRIES) -> int:
         """Close every journal entry posted more than `journal_retention_days` ago, in

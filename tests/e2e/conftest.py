@@ -165,6 +165,19 @@ class LedgerState:
     last_sequence: int
 
 
+def first_watched(api: Api, kind: int) -> str:
+    """The reference of the first event of `kind` on the event stream, from the start."""
+    events = api.inventory.WatchInventoryEvents(
+        inventory_service_pb2.WatchInventoryEventsRequest(from_sequence=1), timeout=10)
+    try:
+        for answer in events:
+            if answer.event.kind == kind:
+                return str(answer.event.reference)
+    finally:
+        events.cancel()
+    raise AssertionError(f"no event of kind {kind} on the stream")
+
+
 class Api:
     """Stubs for every allocd service on one channel, plus small helpers."""
 

@@ -9,12 +9,11 @@ import urllib.request
 
 from allocd.v1 import finance_service_pb2 as fpb
 from allocd.v1 import finance_service_pb2_grpc as fgrpc
-from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import types_pb2 as types
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.finance import Account
-from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING
+from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, first_watched
 from tests.e2e.test_metrics import _free_port
 
 DAY_MS = 86_400_000
@@ -60,17 +59,7 @@ def test_entries_past_their_retention_are_closed_into_the_store_and_read_back(
     assert verified.intact and verified.entries == len(before)
     assert verified.closed_entries == len(before) - 1
 
-    events = api.inventory.WatchInventoryEvents(
-        inv.WatchInventoryEventsRequest(from_sequence=1), timeout=10)
-    try:
-        closed = []
-        for answer in events:
-            if answer.event.kind == types.EVENT_KIND_JOURNAL_CLOSED:
-                closed.append(answer.event.reference)
-                break
-    finally:
-        events.cancel()
-    assert closed and closed[0].startswith("1-")
+    assert first_watched(api, types.EVENT_KIND_JOURNAL_CLOSED).startswith("1-")
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                 timeout=RPC_TIMEOUT_S) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}

@@ -9,7 +9,6 @@ import urllib.request
 
 import grpc
 import pytest
-from allocd.v1 import inventory_service_pb2 as inv
 from allocd.v1 import order_service_pb2 as pb
 from allocd.v1 import returns_service_pb2 as rpb
 from allocd.v1 import returns_service_pb2_grpc as rgrpc
@@ -18,7 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.server import AllocdServer
 from service.store import MemoryEventStore
-from tests.e2e.conftest import RPC_TIMEOUT_S, RUNNING, e2e_settings, order_world, rid
+from tests.e2e.conftest import (
+    RPC_TIMEOUT_S,
+    RUNNING,
+    e2e_settings,
+    first_watched,
+    order_world,
+    rid,
+)
 from tests.e2e.test_metrics import _free_port
 
 DAY_MS = 86_400_000
@@ -70,17 +76,7 @@ def test_a_shipped_order_is_archived_after_its_retention(server_factory):
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "archived" in details
 
     # Watchers saw it go (and can keep what they want of it).
-    events = api.inventory.WatchInventoryEvents(
-        inv.WatchInventoryEventsRequest(from_sequence=1), timeout=10)
-    try:
-        archived = []
-        for answer in events:
-            if answer.event.kind == types.EVENT_KIND_ORDER_ARCHIVED:
-                archived.append(answer.event.reference)
-                break
-    finally:
-        events.cancel()
-    assert archived == [shipped.order_id]
+    assert first_watched(api, types.EVENT_KIND_ORDER_ARCHIVED) == shipped.order_id
     assert engine.ledger.orders.archived == {shipped.order_id}
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                   timeout=10).read().decode()
