@@ -41,7 +41,7 @@ from core.model import (
 )
 from core.network import MAX_UNIT_MICROS, compile_network
 from core.order_ops import HANDLERS as ORDER_HANDLERS
-from core.order_ops import inbound_cancelled
+from core.order_ops import inbound_cancelled, stock_arrived
 from core.plan import Plan as _Plan
 from core.replan_ops import HANDLERS as REPLAN_HANDLERS
 from core.return_ops import HANDLERS as RETURN_HANDLERS
@@ -90,6 +90,9 @@ class CountResult:
 class Outcome:
     events: tuple[Event, ...]
     detail: Any = None
+    #: Orders whose backorders units the command made AVAILABLE were allocated to
+    #: (order_ops.stock_arrived), in the order allocated.
+    filled: tuple[str, ...] = ()
 
 
 # ---- validation helpers --------------------------------------------------------
@@ -678,6 +681,12 @@ _AFTER: dict[type, Callable[[_Plan, list[Event]], None]] = {
     c.CancelInbound: inbound_cancelled,
 }
 
+#: Commands whose units made AVAILABLE are not offered to backorders (stock_arrived, after
+#: every other command): allocation takes units, never gives them; a re-optimised plan
+#: lets go of units only to place them again, backorders included, as it chose.
+_NO_ARRIVALS: frozenset[type] = frozenset({c.AllocateOrders, c.Replan,
+                                           c.ApplyReoptimization})
+
 
 T = TypeVar("T")
 
@@ -720,13 +729,17 @@ def _execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str) -
         raise ApplyFailed(f"applying {type(command).__name__} failed: {error!r}") from error
     try:
         # What the state these events left calls for, committed with the command's own
-        # events: orders decided again (_AFTER; their moves were planned against that
-        # state, each with its sale floor), then the rules' alerts, tasks and actions
-        # (policy and record events only).
+        # events: orders decided again (_AFTER, and the backorders that units made
+        # AVAILABLE serve, stock_arrived; their moves were planned against that state,
+        # each with its sale floor), then the rules' alerts, tasks and actions (policy
+        # and record events only).
         follow = _Plan(ledger, request_id, now_ms)
         after = _AFTER.get(type(command))
         if after is not None:  # what the command's changes call for in other records
             after(follow, plan.events)
+        filled: tuple[str, ...] = ()
+        if type(command) not in _NO_ARRIVALS:  # backorders served by units now sellable
+            filled = stock_arrived(follow, plan.events)
         evaluate_rules(follow, plan.events)
         if not follow.events:
             return Outcome(tuple(plan.events), detail)
@@ -734,4 +747,4 @@ def _execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str) -
     except Exception as error:  # the command's own events are applied already
         raise ApplyFailed(f"what follows {type(command).__name__} failed: {error!r}"
                           ) from error
-    return Outcome((*plan.events, *follow.events), detail)
+    return Outcome((*plan.events, *follow.events), detail, filled)

@@ -7,6 +7,7 @@ out of the ledger when shipped (or written off by a short pick).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from core.decisions import (
     decide,
     margin_micros,
     paid_price_difference,
+    priority_key,
 )
 from core.errors import (
     AlreadyExists,
@@ -468,6 +470,91 @@ def inbound_cancelled(p: Plan, events: Sequence[Event]) -> None:
                       reason=int(Resolution.RETRY), payload=notes[spec.order_id])
     if items:
         _decide_and_emit(p, items)
+
+
+#: Backordered orders one command's arrivals decide again, at most (the first by
+#: priority): ARRIVAL_LOOKAHEAD, and ARRIVAL_ORDERS_PER_UNIT more for each unit arrived,
+#: up to ARRIVAL_FILL_LIMIT. A unit that frees one slot of a hot SKU's long backlog (a
+#: cancelled line, a released cart) decides a few dozen orders, not all of them (some
+#: 30 µs each); past the ones decided, the orders wait for the next arrival of their
+#: SKUs, a RETRY or a Reoptimize run.
+ARRIVAL_LOOKAHEAD: Final = 32
+ARRIVAL_ORDERS_PER_UNIT: Final = 8
+ARRIVAL_FILL_LIMIT: Final = 1_000
+
+
+def _fill_rank(record: OrderRecord) -> tuple[int, int, int]:
+    """How a backordered order ranks for arriving units before its margin is worked out
+    (priority_key then orders the ones taken): SLA tier, deliver-by (none last), then the
+    order they came in."""
+    spec = record.spec
+    return (int(spec.tier), spec.deliver_by_ms or (1 << 62), record.seq)
+
+
+def arrived_units(events: Sequence[Event]) -> dict[int, int]:
+    """SKU -> units the events made AVAILABLE (received, released from quarantine, a
+    reservation or an order letting go of them, found by a count, restocked from a
+    return), in the order the SKUs came."""
+    arrived: dict[int, int] = {}
+    for e in events:
+        if (e.to_bucket == Bucket.AVAILABLE and e.from_bucket != Bucket.AVAILABLE
+                and e.quantity > 0 and e.sku >= 0):
+            arrived[e.sku] = arrived.get(e.sku, 0) + e.quantity
+    return arrived
+
+
+def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
+    """After a command's events made units AVAILABLE (`arrived_units`): the orders with a
+    backorder of those SKUs are decided again, as a RETRY of their backorder would, in
+    priority order (SLA tier, deliver-by, margin, then the order they came in; how many:
+    ARRIVAL_LOOKAHEAD), in one decision, as one batch would be. An order the stock now
+    serves, in whole or in part, is allocated in the same command, and its open
+    backorder exceptions resolved (filled, or superseded by the one raised for what it
+    still backorders). An order it still does not serve (nothing in stock where its
+    promise allows, a no-split order not yet whole, a wait for inbound stock that is
+    still the better plan) is left as it was: no event, no new exception, the same promise
+    date; the orders after it are still offered the units (but for what the first
+    decisions.MAX_RERUNS no-split orders held whole leave withheld). Units made sellable
+    without a move (a safety stock or fence lowered) are not arrivals: those wait for the
+    next one, a RETRY or a Reoptimize run. Returns the ids of the orders allocated, in
+    that order."""
+    arrived = arrived_units(events)
+    if not arrived:
+        return ()
+    ledger = p.ledger
+    book = ledger.orders
+    concerned: set[str] = set()
+    for sku in arrived:
+        concerned.update(book.backordered.get(sku, ()))
+    if not concerned:
+        return ()
+    waiting: list[OrderRecord] = []
+    for order_id in concerned:
+        record = book.orders.get(order_id)
+        if record is not None and record.backorders and not record.held:
+            waiting.append(record)
+    limit = min(ARRIVAL_LOOKAHEAD + ARRIVAL_ORDERS_PER_UNIT * sum(arrived.values()),
+                ARRIVAL_FILL_LIMIT)
+    if len(waiting) > limit:
+        waiting = heapq.nsmallest(limit, waiting, key=_fill_rank)
+    if not waiting:
+        return ()
+    items: list[tuple[OrderRecord, Request]] = []
+    for record in waiting:
+        lines = tuple((b.line_id, b.sku, b.quantity) for b in record.backorders.values())
+        items.append((record, Request(record.spec, lines, len(record.package_ids),
+                                      margin_micros(ledger, lines), arrival=record.seq)))
+    items.sort(key=lambda item: priority_key(item[1]))
+    floors = FloorTable()
+    decisions = decide(ledger, book, [request for _, request in items], p.now_ms, floors)
+    filled: list[str] = []
+    for (record, request), decision in zip(items, decisions, strict=True):
+        if not decision[1]:  # nothing placed: left as it was
+            continue
+        outcome = _emit_decision(p, record.spec, decision, floors)
+        _resolve_filled(p, record, {line_id for line_id, _, _ in request.lines}, outcome)
+        filled.append(record.spec.order_id)
+    return tuple(filled)
 
 
 def cancel_order(p: Plan, cmd: c.CancelOrder) -> CancelResult:

@@ -314,6 +314,7 @@ def exception_to_proto(record: ExceptionRecord) -> pb.OrderException:
         reference=record.reference)
     if record.resolved:
         msg.resolve_time.CopyFrom(timestamp(record.resolved_ms))
+        msg.resolution_note = record.note
     return msg
 
 

@@ -32,7 +32,8 @@ def mutation_result(outcome: Outcome) -> types_pb2.MutationResult:
         return types_pb2.MutationResult()
     return types_pb2.MutationResult(first_sequence=outcome.events[0].seq,
                                     last_sequence=outcome.events[-1].seq,
-                                    event_count=len(outcome.events))
+                                    event_count=len(outcome.events),
+                                    backorders_filled=outcome.filled)
 
 
 #: Beyond any sequence number the log will reach (at a billion events a second, 292 years):

@@ -229,11 +229,13 @@ def test_ordering_more_than_exists_backorders_the_rest_with_the_inbound_date_as_
         alloc.exception_id, pb.EXCEPTION_TYPE_BACKORDER, "inventory_planning", False)
     assert w.levels(a, "IND1") == (0, 2)
 
-    # The inbound arrives; a retry allocates the three backordered units.
+    # The inbound arrives: the receipt allocates the three backordered units, and closes
+    # the exception (a retry has nothing left to do).
     w.stock(a, "IND1", 10)
-    resolved = w.resolve(alloc.exception_id, pb.RESOLUTION_RETRY, "PO received")
-    assert resolved.exception.resolved and resolved.exception.resolution == "RETRY"
-    after = resolved.allocation
+    (closed,) = w.exceptions(alloc.order_id, include_resolved=True)
+    assert closed.resolved and closed.resolution == "RETRY"
+    assert closed.resolution_note == "backorder filled"
+    after = w.get(alloc.order_id).allocation
     assert after.status == pb.ORDER_STATUS_ALLOCATED and not after.backorders
     assert [(p.package_id, p.node_id, lines_of(p)) for p in after.packages] == [
         (f"{alloc.order_id}-P1", "IND1", [("1", a, 2)]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grpc
 from allocd.v1 import order_service_pb2 as pb
+from allocd.v1 import types_pb2
 
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -129,6 +130,7 @@ def test_a_short_pick_writes_off_the_missing_units_and_reallocates_them_at_anoth
     assert [e.type for e in w.exceptions(alloc.order_id)] == [pb.EXCEPTION_TYPE_SHORT_PICK]
     accepted = w.resolve(short.exception_id, pb.RESOLUTION_ACCEPT, "counted, gone")
     assert accepted.exception.resolved and accepted.exception.resolution == "ACCEPT"
+    assert accepted.exception.resolution_note == "counted, gone"
     assert w.exceptions(alloc.order_id) == []
 
     # Both packages ship; the order is complete.
@@ -356,6 +358,36 @@ def test_cancelling_a_backordered_quantity_takes_the_backorder_first(api, demo_w
     assert backorder.type == pb.EXCEPTION_TYPE_BACKORDER
     assert backorder.resolved and backorder.resolution == "CANCEL"
 
+
+
+def test_a_receipt_fills_backorders_by_priority_and_says_which(api, demo_world):
+    """Stock received for a SKU with backorders allocates them in the same call, highest
+    priority first, closes their backorder exceptions and names them in the answer; an
+    order the units do not reach keeps its backorder and its open exception."""
+    w = demo_world
+    a = w.sku()
+    first = w.allocate(w.order((a, 2))).allocation
+    premium = w.allocate(w.order((a, 1), sla_tier=types_pb2.SLA_TIER_PREMIUM)).allocation
+    last = w.allocate(w.order((a, 1))).allocation
+    assert {o.status for o in (first, premium, last)} == {pb.ORDER_STATUS_BACKORDERED}
+
+    received = api.receive(a, "IND1", 3)
+
+    assert list(received.result.backorders_filled) == [premium.order_id, first.order_id]
+    for order, units in ((premium, 1), (first, 2)):
+        after = w.get(order.order_id).allocation
+        assert after.status == pb.ORDER_STATUS_ALLOCATED and not after.backorders
+        assert [lines_of(p) for p in after.packages] == [[("1", a, units)]]
+        (filled,) = w.exceptions(order.order_id, include_resolved=True)
+        assert filled.resolved and filled.resolution == "RETRY"
+        assert filled.resolution_note == "backorder filled"
+    waiting = w.get(last.order_id).allocation
+    assert waiting.status == pb.ORDER_STATUS_BACKORDERED and not waiting.packages
+    (still,) = w.exceptions(last.order_id)
+    assert still.exception_id == last.exception_id and not still.resolved
+    assert w.levels(a, "IND1") == (0, 3)
+    assert list(api.receive(a, "IND1", 1).result.backorders_filled) == [last.order_id]
+    assert not api.receive(a, "IND1", 1).result.backorders_filled  # none left waiting
 
 # ---- holds ----------------------------------------------------------------------------------
 def test_an_order_with_payment_on_hold_is_held_until_released(api, demo_world):

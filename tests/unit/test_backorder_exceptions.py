@@ -41,9 +41,13 @@ def _order(quantity: int) -> c.AllocateOrders:
 
 def test_a_short_pick_that_fills_the_backorder_closes_its_exception():
     ledger = _ledger()
+    # 20 more on the shelf, held by a safety stock until the order is decided.
+    execute(ledger, c.SetSafetyStock("shirt", "n0", 20), NOW)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
     execute(ledger, _order(60), NOW)  # 50 placed, 10 backordered
     assert len(_open(ledger, ExceptionType.BACKORDER)) == 1
-    execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
+    execute(ledger, c.SetSafetyStock("shirt", "n0", None), NOW)  # (no arrival: it waits)
+    assert ledger.orders.orders["o1"].backorders["1"].quantity == 10
     execute(ledger, c.ReleaseWave("n0"), NOW)
     execute(ledger, c.ConfirmPick("o1-P1", (("1", 49),)), NOW)  # 1 short: 11 placed again
     record = ledger.orders.orders["o1"]
@@ -94,10 +98,12 @@ def test_a_short_pick_of_a_backordered_line_supersedes_its_backorder_exception()
     assert ledger.exceptions.by_id[second].detail.startswith("15 units")
     superseded = ledger.exceptions.by_id[first]
     assert superseded.resolution == Resolution.RETRY and second in superseded.note
+    # The stock arrives: the backorder is filled on receipt, and its exception closed.
     execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
-    execute(ledger, c.ResolveException(second, Resolution.RETRY, role="operations"), NOW)
     assert not ledger.orders.orders["o1"].backorders
     assert _open(ledger, ExceptionType.BACKORDER) == []
+    filled = ledger.exceptions.by_id[second]
+    assert filled.resolution == Resolution.RETRY and filled.note == "backorder filled"
 
 
 def test_cancelling_the_backorders_closes_every_backorder_exception_of_the_order():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from core import commands as c
-from core.model import Bucket
+from core.model import Bucket, EventKind
 from core.operations import execute
 from core.orders import OptionKind
 from tests.unit.test_orders_stateful import DAY_MS, NOW
@@ -412,21 +412,30 @@ def test_a_batch_s_later_order_gets_the_units_an_order_held_whole_leaves(togethe
     assert sum(line.quantity for p in decision.packages for line in p.lines) == 2
 
 
-def test_an_order_held_whole_ships_whole_once_its_missing_line_comes_and_it_is_retried():
-    """As above: the order waits whole. The b is received at n0 and the backorder is
-    retried: the order ships both lines in one package."""
+def test_an_order_held_whole_ships_whole_once_its_missing_line_comes():
+    """As above: the order waits whole. Two of the three b it lacks are received at n0:
+    still not whole, it is left as it was (the same exception open, nothing placed). The
+    third comes: the receipt itself ships the order, both lines in one package, and
+    closes its exception."""
     from core.exceptions import ExceptionType, Resolution
 
     ledger = _ledger({("a", "n0"): 2})
     execute(ledger, c.AllocateOrders((_order("o", {"a": 1, "b": 3})._replace(
         allow_split=False),)), NOW)
-    execute(ledger, c.ReceiveStock((c.ReceiptLine("b", "n0", 3),)), NOW)
     (exception,) = ledger.exceptions.open_for("o")
     assert exception.exception_type == ExceptionType.BACKORDER
-    execute(ledger, c.ResolveException(exception.exception_id, Resolution.RETRY,
-                                       actor="planner", role="operations"), NOW)
+    record = ledger.orders.orders["o"]
+    waiting = dict(record.backorders)
+    partial = execute(ledger, c.ReceiveStock((c.ReceiptLine("b", "n0", 2),)), NOW)
+    assert [e.kind for e in partial.events] == [EventKind.RECEIVED]
+    assert ledger.orders.orders["o"].backorders == waiting and not record.package_ids
+    assert [e.exception_id for e in ledger.exceptions.open_for("o")] == [
+        exception.exception_id]
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("b", "n0", 1),)), NOW)
     record = ledger.orders.orders["o"]
     (package_id,) = record.package_ids
     plan = ledger.orders.packages[package_id].plan
     assert sorted((line.line_id, line.quantity) for line in plan.lines) == [("0", 1), ("1", 3)]
     assert not record.backorders and not ledger.exceptions.open_for("o")
+    closed = ledger.exceptions.by_id[exception.exception_id]
+    assert closed.resolution == Resolution.RETRY and closed.note == "backorder filled"
