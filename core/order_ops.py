@@ -503,6 +503,13 @@ def arrived_units(events: Sequence[Event]) -> dict[int, int]:
     return arrived
 
 
+#: Policy events that can make units sellable without moving them: a safety stock or a
+#: ring-fence lowered (or cleared). Their SKUs' backorders are decided again too (up to
+#: ARRIVAL_FILL_LIMIT orders: a planner's change, not a stream of them), every backordered
+#: SKU's for a default across SKUs.
+_LOOSENING: Final = frozenset({EventKind.SAFETY_STOCK_SET, EventKind.RING_FENCE_SET})
+
+
 def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
     """After a command's events made units AVAILABLE (`arrived_units`): the orders with a
     backorder of those SKUs are decided again, as a RETRY of their backorder would, in
@@ -514,15 +521,20 @@ def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
     promise allows, a no-split order not yet whole, a wait for inbound stock that is
     still the better plan) is left as it was: no event, no new exception, the same promise
     date; the orders after it are still offered the units (but for what the first
-    decisions.MAX_RERUNS no-split orders held whole leave withheld). Units made sellable
-    without a move (a safety stock or fence lowered) are not arrivals: those wait for the
-    next one, a RETRY or a Reoptimize run. Returns the ids of the orders allocated, in
-    that order."""
-    arrived = arrived_units(events)
-    if not arrived:
-        return ()
+    decisions.MAX_RERUNS no-split orders held whole leave withheld). A safety stock or
+    ring-fence set (_LOOSENING) offers its SKU's units the same way, lowered or not (a
+    raised one serves no one). Returns the ids of the orders allocated, in that order."""
     ledger = p.ledger
     book = ledger.orders
+    arrived = arrived_units(events)
+    loosened = False
+    for e in events:
+        if e.kind in _LOOSENING:
+            loosened = True
+            for sku in (e.sku,) if e.sku >= 0 else tuple(book.backordered):
+                arrived.setdefault(sku, 0)
+    if not arrived:
+        return ()
     concerned: set[str] = set()
     for sku in arrived:
         concerned.update(book.backordered.get(sku, ()))
@@ -533,8 +545,9 @@ def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
         record = book.orders.get(order_id)
         if record is not None and record.backorders and not record.held:
             waiting.append(record)
-    limit = min(ARRIVAL_LOOKAHEAD + ARRIVAL_ORDERS_PER_UNIT * sum(arrived.values()),
-                ARRIVAL_FILL_LIMIT)
+    limit = ARRIVAL_FILL_LIMIT if loosened else min(
+        ARRIVAL_LOOKAHEAD + ARRIVAL_ORDERS_PER_UNIT * sum(arrived.values()),
+        ARRIVAL_FILL_LIMIT)
     if len(waiting) > limit:
         waiting = heapq.nsmallest(limit, waiting, key=_fill_rank)
     if not waiting:

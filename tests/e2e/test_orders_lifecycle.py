@@ -389,6 +389,26 @@ def test_a_receipt_fills_backorders_by_priority_and_says_which(api, demo_world):
     assert list(api.receive(a, "IND1", 1).result.backorders_filled) == [last.order_id]
     assert not api.receive(a, "IND1", 1).result.backorders_filled  # none left waiting
 
+
+def test_a_cancelled_order_lets_its_units_go_to_a_backorder_in_the_same_call(api, demo_world):
+    w = demo_world
+    a = w.sku()
+    w.stock(a, "IND1", 2)
+    placed = w.allocate(w.order((a, 2))).allocation
+    waiting = w.allocate(w.order((a, 1))).allocation
+    assert waiting.status == pb.ORDER_STATUS_BACKORDERED
+
+    cancelled = api.orders.CancelOrder(pb.CancelOrderRequest(
+        request_id=api.rid(), order_id=placed.order_id))
+
+    assert cancelled.released_quantity == 2
+    assert list(cancelled.result.backorders_filled) == [waiting.order_id]
+    after = w.get(waiting.order_id).allocation
+    assert after.status == pb.ORDER_STATUS_ALLOCATED
+    assert [lines_of(p) for p in after.packages] == [[("1", a, 1)]]
+    assert w.levels(a, "IND1") == (1, 1)
+    assert w.exceptions(waiting.order_id) == []
+
 # ---- holds ----------------------------------------------------------------------------------
 def test_an_order_with_payment_on_hold_is_held_until_released(api, demo_world):
     w = demo_world

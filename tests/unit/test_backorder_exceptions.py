@@ -5,6 +5,7 @@ earlier ones; units cancelled out of a picked or packed package wait for put-awa
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -41,12 +42,14 @@ def _order(quantity: int) -> c.AllocateOrders:
 
 def test_a_short_pick_that_fills_the_backorder_closes_its_exception():
     ledger = _ledger()
-    # 20 more on the shelf, held by a safety stock until the order is decided.
-    execute(ledger, c.SetSafetyStock("shirt", "n0", 20), NOW)
-    execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
     execute(ledger, _order(60), NOW)  # 50 placed, 10 backordered
     assert len(_open(ledger, ExceptionType.BACKORDER)) == 1
-    execute(ledger, c.SetSafetyStock("shirt", "n0", None), NOW)  # (no arrival: it waits)
+    # 20 more received while n0 is disabled (not offered to the backorder on arrival),
+    # then n0 enabled again (not an arrival): the backorder still waits.
+    node = ledger.catalog.nodes[ledger.catalog.node("n0")]
+    execute(ledger, c.UpsertNodes((dataclasses.replace(node, enabled=False),)), NOW)
+    execute(ledger, c.ReceiveStock((c.ReceiptLine("shirt", "n0", 20),)), NOW)
+    execute(ledger, c.UpsertNodes((node,)), NOW)
     assert ledger.orders.orders["o1"].backorders["1"].quantity == 10
     execute(ledger, c.ReleaseWave("n0"), NOW)
     execute(ledger, c.ConfirmPick("o1-P1", (("1", 49),)), NOW)  # 1 short: 11 placed again

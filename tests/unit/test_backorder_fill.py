@@ -1,7 +1,8 @@
 """Backorders filled as stock arrives: a command that makes units AVAILABLE (a receipt, a
-release from quarantine, a cancelled order or reservation letting go of its units)
-decides the backorders of those SKUs again in the same command, by priority, allocating
-the orders the units now serve and leaving the others as they were."""
+release from quarantine, a cancelled order or reservation letting go of its units), or a
+safety stock or ring-fence set, decides the backorders of those SKUs again in the same
+command, by priority, allocating the orders the units now serve and leaving the others
+as they were."""
 
 from __future__ import annotations
 
@@ -196,3 +197,23 @@ def test_one_unit_decides_a_bounded_number_of_the_backlog(ahead):
     assert outcome.filled == (("behind",) if reached else ())
     assert _placed(ledger, "behind") == int(reached)
     assert all(_placed(ledger, f"p{k}") == 0 for k in range(ahead))
+
+
+@pytest.mark.parametrize("policy", ["safety stock", "fence", "network safety stock"])
+def test_a_safety_stock_or_fence_lowered_offers_its_units_to_the_backorders(policy):
+    ledger = _ledger({("a", "n0"): 3, ("b", "n0"): 1})
+    if policy == "fence":
+        held: c.Command = c.SetRingFence((c.FenceLine("a", "n0", "mkt", 3),))
+        lowered: c.Command = c.SetRingFence((c.FenceLine("a", "n0", "mkt", 0),))
+    else:
+        scope = ("a", "n0") if policy == "safety stock" else ("", "")
+        held = c.SetSafetyStock(*scope, 3)
+        lowered = c.SetSafetyStock(*scope, 1)
+    execute(ledger, held, NOW)
+    _backordered(ledger, "o1", "o2", "o3")
+    assert execute(ledger, held, NOW).filled == ()  # (the same again: nothing to sell)
+    outcome = execute(ledger, lowered, NOW)
+    expected = ("o1", "o2", "o3") if policy == "fence" else ("o1", "o2")
+    assert outcome.filled == expected
+    assert [_placed(ledger, o) for o in ("o1", "o2", "o3")] == [
+        1, 1, int(policy == "fence")]

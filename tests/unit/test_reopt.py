@@ -42,15 +42,16 @@ def _ledger(stock: dict[tuple[str, str], int],
     return ledger
 
 
-def _receive_behind_safety_stock(ledger: Ledger, lines: tuple[c.ReceiptLine, ...]) -> None:
-    """Stock received while a safety stock holds all of it, then the safety stock
-    cleared: sellable now, but not offered to the backorders on arrival (a receipt is), so
-    that they wait for the re-optimisation."""
-    for line in lines:
-        execute(ledger, c.SetSafetyStock(line.sku_id, line.node_id, line.quantity), NOW)
+def _receive_at_disabled_nodes(ledger: Ledger, lines: tuple[c.ReceiptLine, ...]) -> None:
+    """Stock received at nodes disabled meanwhile, then enabled again: sellable now, but
+    not offered to the backorders on arrival (a node enabled is not an arrival), so that
+    they wait for the re-optimisation."""
+    catalog = ledger.catalog
+    specs = [catalog.nodes[catalog.node(n)] for n in dict.fromkeys(x.node_id for x in lines)]
+    execute(ledger, c.UpsertNodes(tuple(dataclasses.replace(spec, enabled=False)
+                                        for spec in specs)), NOW)
     execute(ledger, c.ReceiveStock(lines), NOW)
-    for line in lines:
-        execute(ledger, c.SetSafetyStock(line.sku_id, line.node_id, None), NOW)
+    execute(ledger, c.UpsertNodes(tuple(specs)), NOW)
 
 
 def _order(order_id: str, lines: dict[str, int]) -> OrderSpec:
@@ -407,7 +408,7 @@ def test_a_backordered_order_placed_by_a_replan_is_drawn_as_demand():
     ledger = _ledger({("b", "n0"): 1})
     execute(ledger, c.AllocateOrders((_order("o1", {"a": 2}),)), NOW)
     assert not ledger.orders.orders["o1"].package_ids  # all backordered
-    _receive_behind_safety_stock(ledger, (c.ReceiptLine("a", "n1", 5),))
+    _receive_at_disabled_nodes(ledger, (c.ReceiptLine("a", "n1", 5),))
     assert not ledger.orders.orders["o1"].package_ids  # still backordered
     solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
     applied = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
@@ -435,7 +436,7 @@ def test_a_plan_applied_after_its_node_filled_up_for_the_day_is_refused():
     # placing the first there too would overfill the node, so it no longer fits.
     ledger = _ledger({("b", "n1"): 1})
     execute(ledger, c.AllocateOrders((_order("o1", {"a": 2}),)), NOW)
-    _receive_behind_safety_stock(ledger, (c.ReceiptLine("a", "n1", 5),))
+    _receive_at_disabled_nodes(ledger, (c.ReceiptLine("a", "n1", 5),))
     solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
     assert len(solution.changed()) == 1
     execute(ledger, c.UpsertNodes((NodeSpec("n1", latitude=34.0, longitude=-118.0,
@@ -608,7 +609,7 @@ def test_the_same_seed_and_state_give_the_same_plan_when_the_search_ends_on_its_
                                                                  int(rng.integers(1, 3)),
                                                                  replace=False)}
         execute(ledger, c.AllocateOrders((_order(f"o{k}", lines),)), NOW)
-    _receive_behind_safety_stock(ledger, tuple(c.ReceiptLine(s, n, 3) for s in ("a", "b", "c")
+    _receive_at_disabled_nodes(ledger, tuple(c.ReceiptLine(s, n, 3) for s in ("a", "b", "c")
                                                for n in ("n1", "n2")))
     plans = []
     for _ in range(3):
