@@ -491,16 +491,24 @@ def _fill_rank(record: OrderRecord) -> tuple[int, int, int]:
     return (int(spec.tier), spec.deliver_by_ms or (1 << 62), record.seq)
 
 
-def arrived_units(events: Sequence[Event]) -> dict[int, int]:
-    """SKU -> units the events made AVAILABLE (received, released from quarantine, a
-    reservation or an order letting go of them, found by a count, restocked from a
-    return), in the order the SKUs came."""
+def arrived_units(events: Sequence[Event], bucket: Bucket = Bucket.AVAILABLE
+                  ) -> dict[int, int]:
+    """SKU -> units the events moved into `bucket`: made AVAILABLE (received, released from
+    quarantine, a reservation or an order letting go of them, found by a count, restocked
+    from a return), or, for IN_TRANSIT, announced (an expected inbound, a transfer
+    shipped), in the order the SKUs came."""
     arrived: dict[int, int] = {}
     for e in events:
-        if (e.to_bucket == Bucket.AVAILABLE and e.from_bucket != Bucket.AVAILABLE
+        if (e.to_bucket == bucket and e.from_bucket != bucket
                 and e.quantity > 0 and e.sku >= 0):
             arrived[e.sku] = arrived.get(e.sku, 0) + e.quantity
     return arrived
+
+
+def _dateless(record: OrderRecord, skus: dict[int, int]) -> frozenset[str]:
+    """The order's backordered lines of `skus` with no promise date."""
+    return frozenset(b.line_id for b in record.backorders.values()
+                     if b.sku in skus and not b.promise_ms)
 
 
 #: Policy events that can make units sellable without moving them: a safety stock or a
@@ -523,31 +531,49 @@ def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
     date; the orders after it are still offered the units (but for what the first
     decisions.MAX_RERUNS no-split orders held whole leave withheld). A safety stock or
     ring-fence set (_LOOSENING) offers its SKU's units the same way, lowered or not (a
-    raised one serves no one). Returns the ids of the orders allocated, in that order."""
+    raised one serves no one).
+
+    Inbound stock announced (an expected inbound, a transfer shipped: units moved into
+    IN_TRANSIT) is offered, in the same decision, to the orders with a backorder of its
+    SKUs that has no promise date: one the decision now dates (after what earlier
+    backorders of the SKU were promised) is given its date the same way, its exception
+    superseded by one that says it; an order still without a date is left as it was.
+
+    Returns the ids of the orders allocated (units placed), in that order."""
     ledger = p.ledger
     book = ledger.orders
     arrived = arrived_units(events)
+    expected = arrived_units(events, Bucket.IN_TRANSIT)
     loosened = False
     for e in events:
         if e.kind in _LOOSENING:
             loosened = True
             for sku in (e.sku,) if e.sku >= 0 else tuple(book.backordered):
                 arrived.setdefault(sku, 0)
-    if not arrived:
+    if not arrived and not expected:
         return ()
     concerned: set[str] = set()
     for sku in arrived:
         concerned.update(book.backordered.get(sku, ()))
+    for sku in expected:
+        concerned.update(book.backordered.get(sku, ()))
     if not concerned:
         return ()
     waiting: list[OrderRecord] = []
+    undated: dict[str, frozenset[str]] = {}  # order id -> its lines to date
     for order_id in concerned:
         record = book.orders.get(order_id)
-        if record is not None and record.backorders and not record.held:
-            waiting.append(record)
+        if record is None or not record.backorders or record.held:
+            continue
+        dateless = _dateless(record, expected) if expected else frozenset()
+        if dateless:
+            undated[order_id] = dateless
+        elif not any(b.sku in arrived for b in record.backorders.values()):
+            continue  # (its backorders of the inbound's SKUs have a date already)
+        waiting.append(record)
+    units = sum(arrived.values()) + sum(expected.values())
     limit = ARRIVAL_FILL_LIMIT if loosened else min(
-        ARRIVAL_LOOKAHEAD + ARRIVAL_ORDERS_PER_UNIT * sum(arrived.values()),
-        ARRIVAL_FILL_LIMIT)
+        ARRIVAL_LOOKAHEAD + ARRIVAL_ORDERS_PER_UNIT * units, ARRIVAL_FILL_LIMIT)
     if len(waiting) > limit:
         waiting = heapq.nsmallest(limit, waiting, key=_fill_rank)
     if not waiting:
@@ -562,11 +588,15 @@ def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
     decisions = decide(ledger, book, [request for _, request in items], p.now_ms, floors)
     filled: list[str] = []
     for (record, request), decision in zip(items, decisions, strict=True):
-        if not decision[1]:  # nothing placed: left as it was
-            continue
+        placed = bool(decision[1])
+        to_date = undated.get(record.spec.order_id)
+        if not placed and not (to_date and any(b.promise_ms and b.line_id in to_date
+                                               for b in decision[2])):
+            continue  # nothing placed, no date given: left as it was
         outcome = _emit_decision(p, record.spec, decision, floors)
         _resolve_filled(p, record, {line_id for line_id, _, _ in request.lines}, outcome)
-        filled.append(record.spec.order_id)
+        if placed:
+            filled.append(record.spec.order_id)
     return tuple(filled)
 
 

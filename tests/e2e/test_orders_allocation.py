@@ -199,6 +199,38 @@ def test_an_unknown_postal_code_with_coordinates_goes_to_the_nearest_region(api,
 
 
 # ---- backorders ---------------------------------------------------------------------------
+def test_a_backorder_without_a_date_is_given_one_when_inbound_stock_is_announced(
+        api, demo_world):
+    """No stock and none coming: backordered without a date. A purchase order is announced:
+    the order is given the inbound's date in the same call (GetOrder says it, and its
+    exception is superseded by one that does), and is filled when the stock is received."""
+    w = demo_world
+    a = w.sku()
+    alloc = w.allocate(w.order((a, 2))).allocation
+    (backorder,) = alloc.backorders
+    assert not backorder.HasField("promised_date")
+    arrival_ms = _now_ms() + 4 * DAY_MS
+    reference = w.unique("PO")
+
+    announced = api.inventory.ExpectInbound(inv.ExpectInboundRequest(
+        request_id=api.rid(), reference=reference, lines=[
+            inv.InboundLine(sku_id=a, node_id="IND1", quantity=2,
+                            expected_time=ts(arrival_ms))]))
+
+    assert not announced.result.backorders_filled  # dated, nothing placed
+    (dated,) = w.get(alloc.order_id).allocation.backorders
+    assert dated.promised_date.ToMilliseconds() // DAY_MS >= arrival_ms // DAY_MS
+    first, second = w.exceptions(alloc.order_id, include_resolved=True)
+    assert first.exception_id == alloc.exception_id and first.resolved
+    assert second.exception_id in first.resolution_note and not second.resolved
+
+    received = api.receive(a, "IND1", 2, inbound_reference=reference)
+
+    assert list(received.result.backorders_filled) == [alloc.order_id]
+    assert w.get(alloc.order_id).allocation.status == pb.ORDER_STATUS_ALLOCATED
+    assert w.exceptions(alloc.order_id) == []
+
+
 def test_ordering_more_than_exists_backorders_the_rest_with_the_inbound_date_as_promise(
         api, demo_world):
     w = demo_world

@@ -217,3 +217,51 @@ def test_a_safety_stock_or_fence_lowered_offers_its_units_to_the_backorders(poli
     assert outcome.filled == expected
     assert [_placed(ledger, o) for o in ("o1", "o2", "o3")] == [
         1, 1, int(policy == "fence")]
+
+
+def _promise(ledger: Ledger, order_id: str) -> int:
+    (backorder,) = ledger.orders.orders[order_id].backorders.values()
+    return backorder.promise_ms
+
+
+def test_inbound_announced_dates_the_backorders_that_had_no_date_by_priority():
+    ledger = _ledger({("b", "n0"): 1})
+    for order_id in ("first", "second", "third"):
+        execute(ledger, c.AllocateOrders((_order(order_id, {"a": 2}),)), NOW)
+        assert _promise(ledger, order_id) == 0
+    (old,) = _open_backorders(ledger, "first")
+    third = (ledger.orders.orders["third"].last_decision, _open_backorders(ledger, "third"))
+    arrival = NOW + 3 * DAY_MS
+    outcome = execute(ledger, c.ExpectInbound("PO-7", (c.InboundLine("a", "n0", 4, arrival),)),
+                      NOW)
+    # Four units coming: the first two orders are dated, the third is not (left as it was).
+    assert _promise(ledger, "first") // DAY_MS >= arrival // DAY_MS
+    assert _promise(ledger, "second") // DAY_MS >= arrival // DAY_MS
+    assert _promise(ledger, "third") == 0
+    assert (ledger.orders.orders["third"].last_decision,
+            _open_backorders(ledger, "third")) == third
+    assert outcome.filled == ()  # nothing placed
+    dated = [e.reference for e in outcome.events if e.kind == EventKind.ORDER_ALLOCATED]
+    assert dated == ["first", "second"]
+    (new,) = _open_backorders(ledger, "first")
+    superseded = ledger.exceptions.by_id[old]
+    assert superseded.resolution == Resolution.RETRY and new in superseded.note
+    # A second inbound leaves the dated orders alone, and dates the third.
+    again = execute(ledger, c.ExpectInbound("PO-8", (c.InboundLine("a", "n0", 2,
+                                                                   arrival + DAY_MS),)), NOW)
+    assert [e.reference for e in again.events if e.kind == EventKind.ORDER_ALLOCATED] == [
+        "third"]
+    assert _promise(ledger, "third") // DAY_MS >= (arrival + DAY_MS) // DAY_MS
+
+
+def test_the_inbound_then_received_fills_the_orders_it_dated():
+    ledger = _ledger({("b", "n0"): 1})
+    execute(ledger, c.AllocateOrders((_order("o", {"a": 2}),)), NOW)
+    execute(ledger, c.ExpectInbound("PO-7", (c.InboundLine("a", "n0", 2, NOW + DAY_MS),)),
+            NOW)
+    assert _promise(ledger, "o")
+    outcome = execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 2,
+                                                            inbound_reference="PO-7"),)),
+                      NOW + DAY_MS)
+    assert outcome.filled == ("o",) and _placed(ledger, "o") == 2
+    assert _open_backorders(ledger, "o") == []
