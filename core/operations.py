@@ -729,22 +729,26 @@ def _execute(ledger: Ledger, command: c.Command, now_ms: int, request_id: str) -
         raise ApplyFailed(f"applying {type(command).__name__} failed: {error!r}") from error
     try:
         # What the state these events left calls for, committed with the command's own
-        # events: orders decided again (_AFTER, and the backorders that units made
-        # AVAILABLE serve, stock_arrived; their moves were planned against that state,
-        # each with its sale floor), then the rules' alerts, tasks and actions (policy
-        # and record events only).
+        # events: orders decided again (_AFTER; their moves were planned against that
+        # state, each with its sale floor), the rules' alerts, tasks and actions (policy
+        # and record events only), then the backorders that units made AVAILABLE serve
+        # (stock_arrived), against the state all of those left.
         follow = _Plan(ledger, request_id, now_ms)
         after = _AFTER.get(type(command))
         if after is not None:  # what the command's changes call for in other records
             after(follow, plan.events)
-        filled: tuple[str, ...] = ()
-        if type(command) not in _NO_ARRIVALS:  # backorders served by units now sellable
-            filled = stock_arrived(follow, plan.events)
         evaluate_rules(follow, plan.events)
-        if not follow.events:
-            return Outcome(tuple(plan.events), detail)
-        ledger.apply(follow.events, follow.floors)
+        if follow.events:
+            ledger.apply(follow.events, follow.floors)
+        if type(command) in _NO_ARRIVALS:
+            return Outcome((*plan.events, *follow.events), detail)
+        # Backorders served by the units the command made sellable, decided once the
+        # rules have acted (a hold they put on a SKU is in force: its units are not sold).
+        fill = _Plan(ledger, request_id, now_ms)
+        filled = stock_arrived(fill, plan.events)
+        if fill.events:
+            ledger.apply(fill.events, fill.floors)
     except Exception as error:  # the command's own events are applied already
         raise ApplyFailed(f"what follows {type(command).__name__} failed: {error!r}"
                           ) from error
-    return Outcome((*plan.events, *follow.events), detail, filled)
+    return Outcome((*plan.events, *follow.events, *fill.events), detail, filled)

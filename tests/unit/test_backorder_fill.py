@@ -6,6 +6,7 @@ as they were."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -14,11 +15,11 @@ from core import commands as c
 from core.exceptions import ExceptionType, Resolution
 from core.ledger import Ledger
 from core.model import AdjustReason, Bucket, EventKind
-from core.network import SlaTier
+from core.network import NetworkSpec, Region, SlaTier
 from core.operations import execute
 from core.order_ops import ARRIVAL_LOOKAHEAD, ARRIVAL_ORDERS_PER_UNIT, arrived_units
-from core.orders import OrderStatus, PaymentStatus
-from tests.unit.test_orders_stateful import DAY_MS, NOW
+from core.orders import OrderStatus
+from tests.unit.test_orders_stateful import DAY_MS, NETWORK, NOW
 from tests.unit.test_reopt import _ledger, _order
 
 
@@ -76,8 +77,10 @@ def test_an_order_left_waiting_is_not_touched():
     _backordered(ledger, "o")
     record = ledger.orders.orders["o"]
     before = (dict(record.backorders), record.last_decision, _open_backorders(ledger, "o"))
-    outcome = execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 1, to_bucket=(
-        Bucket.QUARANTINED)),)), NOW)  # not sellable: no arrival
+    # The unit arrives fenced for another channel: offered to the order, which cannot
+    # take it.
+    execute(ledger, c.SetRingFence((c.FenceLine("a", "n1", "mkt", 5),)), NOW)
+    outcome = execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n1", 1),)), NOW)
     assert [e.kind for e in outcome.events] == [EventKind.RECEIVED]
     assert (dict(record.backorders), record.last_decision,
             _open_backorders(ledger, "o")) == before
@@ -141,14 +144,67 @@ def test_an_order_waiting_for_its_inbound_ships_in_one_package_when_it_comes():
     assert not record.backorders and not ledger.exceptions.open_for("waits")
 
 
-def test_a_held_order_is_not_allocated_by_an_arrival():
+def test_an_order_that_cannot_be_decided_now_does_not_fail_the_command_that_brought_units():
+    """The network is re-zoned: one backorder's ship-to maps to no region (a RETRY of it
+    would be refused). A receipt, a cancel and the reservation sweeper still go through;
+    the other backorder of the SKU is filled, that one waits as it was."""
+    ledger = _ledger({("a", "n0"): 2, ("b", "n0"): 1})
+    execute(ledger, c.ReserveStock("cart", "web", NOW + 60_000, (c.StockLine("a", "n0", 1),)),
+            NOW)
+    execute(ledger, c.AllocateOrders((_order("placed", {"a": 1}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("lost", {"a": 1}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("mapped", {"a": 1})._replace(
+        tier=SlaTier.MARKETPLACE, postal_code="10099"),)), NOW)
+    assert _placed(ledger, "lost") == 0 == _placed(ledger, "mapped")
+    # 10001 ("lost") maps to no region now; 10099 ("mapped") still does.
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, regions=(
+        Region("east", 40.7, -74.0, ("1009",)),))), NOW)
+    lost = (ledger.orders.orders["lost"].last_decision, _open_backorders(ledger, "lost"))
+    swept = execute(ledger, c.ExpireReservations(), NOW + 120_000)
+    assert swept.filled == ("mapped",)
+    for command in (c.CancelOrder("placed"), c.ReceiveStock((c.ReceiptLine("a", "n1", 1),))):
+        assert execute(ledger, command, NOW).filled == ()
+    assert (ledger.orders.orders["lost"].last_decision, _open_backorders(ledger, "lost")) == lost
+    a = ledger.catalog.sku("a")
+    assert ledger.quantity(a, ledger.catalog.node("n0"), Bucket.AVAILABLE) == 1
+
+
+def test_no_network_no_fill_and_no_failure():
     ledger = _ledger({("b", "n0"): 1})
     _backordered(ledger, "o")
-    execute(ledger, c.AllocateOrders((_order("held", {"a": 1})._replace(
-        payment=PaymentStatus.ON_HOLD),)), NOW)
-    execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 5),)), NOW)
-    assert _placed(ledger, "o") == 1 and _placed(ledger, "held") == 0
-    assert ledger.orders.orders["held"].held
+    execute(ledger, c.SetNetwork(NetworkSpec()), NOW)
+    outcome = execute(ledger, c.ReceiveStock((c.ReceiptLine("a", "n0", 5),)), NOW)
+    assert [e.kind for e in outcome.events] == [EventKind.RECEIVED] and outcome.filled == ()
+    assert _placed(ledger, "o") == 0
+
+
+def test_a_rules_hold_on_counted_units_is_in_force_before_they_are_offered():
+    """A count books 12 units found (under the hold threshold set here) and the count
+    variance rule restricts the SKU at the node in the same command: the backorder is not
+    given the units the rule put on hold."""
+    ledger = _ledger({("a", "n0"): 10, ("b", "n0"): 1})
+    ledger.settings = dataclasses.replace(ledger.settings, count_hold_units=20)
+    execute(ledger, c.AllocateOrders((_order("first", {"a": 10}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("waiting", {"a": 12}),)), NOW)
+    outcome = execute(ledger, c.SubmitCycleCount((c.CountLine("a", "n0", 22),)), NOW)
+    kinds = [e.kind for e in outcome.events]
+    assert EventKind.COUNT_ADJUSTED in kinds and EventKind.ACTION_APPLIED in kinds
+    assert outcome.filled == () and _placed(ledger, "waiting") == 0
+    a, n0 = ledger.catalog.sku("a"), ledger.catalog.node("n0")
+    assert ledger.quantity(a, n0, Bucket.AVAILABLE) == 12
+
+
+def test_the_same_state_and_command_give_the_same_fill():
+    ledger = _ledger({("b", "n0"): 1})
+    for k in range(30):
+        execute(ledger, c.AllocateOrders((_order(f"o{k}", {"a": 1 + k % 3})._replace(
+            tier=SlaTier(k % 4)),)), NOW)
+    runs = []
+    for _ in range(2):
+        copy = pickle.loads(pickle.dumps(ledger))
+        outcome = execute(copy, c.ReceiveStock((c.ReceiptLine("a", "n0", 20),)), NOW)
+        runs.append([(e.kind, e.reference, e.sku, e.node, e.quantity) for e in outcome.events])
+    assert runs[0] == runs[1] and len(runs[0]) > 10
 
 
 def test_the_fill_is_in_the_log_a_replay_rebuilds_the_same_state():
