@@ -463,6 +463,12 @@ def inbound_cancelled(p: Plan, events: Sequence[Event]) -> None:
         lines = tuple((b.line_id, b.sku, b.quantity) for b in record.backorders.values())
         items.append((record.spec, Request(record.spec, lines, len(record.package_ids))))
         notes[order_id] = f"inbound {references[waited[0].sku]} cancelled"
+    if not items:
+        return
+    try:
+        decide(ledger, book, [request for _, request in items], p.now_ms)
+    except DomainError:  # (an order a RETRY would refuse: it keeps its date, as it was)
+        items = [item for item in items if _decidable(ledger, item[1], p.now_ms)]
     for spec, _ in items:
         for exception in ledger.exceptions.open_for(spec.order_id):
             if exception.exception_type in _BACKORDER_KINDS:

@@ -215,6 +215,9 @@ class Engine:
         self.joined_waits = 0  # joined commands whose calls waited for company
         # The same three counts by joiner (Joiner.name): [calls, commands, waits].
         self.joined_by: dict[str, list[int]] = {}
+        # Orders allocated because a command's units served their backorders
+        # (Outcome.filled), since the server started.
+        self.backorders_filled = 0
         self._journal_closing = asyncio.Lock()  # one close at a time
         # Closed journal segments read back lately: (first, last, digest) -> entries.
         self._segments: dict[tuple[int, int, str], list[JournalEntry]] = {}
@@ -305,11 +308,13 @@ class Engine:
         (which has none of them) before anything else runs."""
         try:
             # (Reading the call into a command too: a collection then walks it all alive.)
-            return without_collections(
+            outcome = without_collections(
                 lambda: execute(self.ledger, build(), self.clock(), request_id))
         except ApplyFailed as error:
             self._break(str(error))
             raise
+        self.backorders_filled += len(outcome.filled)
+        return outcome
 
     async def _earlier(self, method: str, request: Message,
                        respond: Callable[[Outcome], ResponseT],

@@ -81,6 +81,9 @@ class EngineCollector(Collector):  # type: ignore[misc]
             for family, value in zip(joined, by_kind, strict=True):
                 family.add_metric([kind], value)
         yield from joined
+        yield CounterMetricFamily("allocd_backorders_filled",
+                                  "Orders allocated because units a call made available "
+                                  "served their backorders", value=engine.backorders_filled)
         yield GaugeMetricFamily("allocd_events_since_snapshot",
                                 "Durable events not yet in a snapshot",
                                 value=engine.durable_seq - engine.snapshot_seq)

@@ -88,6 +88,28 @@ def test_orders_by_status_and_open_exceptions_follow_every_change(server_factory
         held.exception_id]
 
 
+
+def test_backorders_filled_as_stock_comes_are_counted(server_factory):
+    port = _free_port()
+    w = order_world(server_factory(metrics_port=port))
+    a = w.sku()
+    waiting = [w.allocate(w.order((a, 1))).allocation for _ in range(3)]
+    assert {o.status for o in waiting} == {opb.ORDER_STATUS_BACKORDERED}
+
+    def filled() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=10).read().decode()
+        (value,) = [sample.value for family in text_string_to_metric_families(text)
+                    if family.name == "allocd_backorders_filled"
+                    for sample in family.samples if sample.name.endswith("_total")]
+        return value
+
+    assert filled() == 0.0
+    w.stock(a, ORDER_NODES[0], 2)
+    assert filled() == 2.0
+    w.stock(a, ORDER_NODES[0], 5)
+    assert filled() == 3.0
+
 DASHBOARD = Path(__file__).resolve().parents[2] / "service" / "dashboards" / "grafana.json"
 
 

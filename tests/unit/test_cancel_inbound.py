@@ -179,3 +179,33 @@ def test_a_backorder_promised_from_cancelled_inbound_stock_loses_its_date_and_as
     # An order waiting for another purchase, of another SKU, is left as it was.
     assert (dict(other.backorders), _open_backorder_exceptions(ledger, "other")) == other_before
     assert {e.reference for e in outcome.events if e.kind == EventKind.ORDER_ALLOCATED} == {"bo"}
+
+
+def test_an_order_no_region_maps_now_keeps_its_date_and_the_cancellation_goes_through():
+    """The network is re-zoned after two orders were promised from a purchase: one's
+    ship-to maps to no region now (a RETRY of it would be refused). Cancelling the purchase
+    decides the other again and leaves that one as it was, instead of failing."""
+    import dataclasses
+
+    from core.network import Region
+    from tests.unit.test_orders_stateful import NETWORK
+
+    ledger = reopt_ledger({("a", "n0"): 1})
+    execute(ledger, c.ExpectInbound("PO-2", (c.InboundLine("b", "n1", 5,
+                                                           ORDERS_NOW + 3 * DAY_MS),)),
+            ORDERS_NOW)
+    execute(ledger, c.AllocateOrders((reopt_order("lost", {"b": 2}),
+                                      reopt_order("mapped", {"b": 2})._replace(
+                                          postal_code="10099"))), ORDERS_NOW)
+    execute(ledger, c.SetNetwork(dataclasses.replace(NETWORK, regions=(
+        Region("east", 40.7, -74.0, ("1009",)),))), ORDERS_NOW)
+    lost = ledger.orders.orders["lost"]
+    before = (dict(lost.backorders), _open_backorder_exceptions(ledger, "lost"))
+    assert lost.backorders["0"].promise_ms
+
+    outcome = _cancelled(ledger, c.CancelInbound("PO-2"))
+
+    assert (dict(lost.backorders), _open_backorder_exceptions(ledger, "lost")) == before
+    assert ledger.orders.orders["mapped"].backorders["0"].promise_ms == 0
+    assert {e.reference for e in outcome.events
+            if e.kind == EventKind.ORDER_ALLOCATED} == {"mapped"}
