@@ -511,6 +511,21 @@ def arrived_units(events: Sequence[Event], bucket: Bucket = Bucket.AVAILABLE
     return arrived
 
 
+def _backordered_margin(ledger: Ledger, lines: tuple[tuple[str, int, int], ...],
+                        spec: OrderSpec) -> int:
+    """margin_micros of an order's backordered `lines` (some of its lines, by line id), at
+    the price its customer pays where the order names one, as intake weighs it."""
+    margin = margin_micros(ledger, lines)
+    paid = {line[0]: line[3] for line in spec[3] if line[3] != -1}
+    if paid:
+        prices = ledger.catalog.price_micros
+        for line_id, sku, quantity in lines:
+            price = paid.get(line_id)
+            if price is not None:
+                margin += quantity * (price - int(prices[sku]))
+    return margin
+
+
 def _decidable(ledger: Ledger, request: Request, now_ms: int) -> bool:
     """Whether `request` can be decided on its own now (deciding changes nothing)."""
     try:
@@ -598,12 +613,11 @@ def stock_arrived(p: Plan, events: Sequence[Event]) -> tuple[str, ...]:
     network = ledger.network()
     if not waiting or not network.n_services or not len(network.region_lat):
         return ()  # (no network: nothing can be decided, as at intake)
-    backordered = [tuple((b.line_id, b.sku, b.quantity) for b in record.backorders.values())
-                   for record in waiting]
-    margins = _margins(ledger, backordered, [record.spec for record in waiting])
     items: list[tuple[OrderRecord, Request]] = []
-    for record, lines, margin in zip(waiting, backordered, margins, strict=True):
+    for record in waiting:
         spec = record.spec
+        lines = tuple((b.line_id, b.sku, b.quantity) for b in record.backorders.values())
+        margin = _backordered_margin(ledger, lines, spec)
         try:
             region = network.region_for(spec[4], spec[5], spec[6])
         except DomainError:  # its ship-to maps to no region now: it waits, as a RETRY

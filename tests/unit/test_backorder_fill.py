@@ -18,7 +18,7 @@ from core.model import AdjustReason, Bucket, EventKind
 from core.network import NetworkSpec, Region, SlaTier
 from core.operations import execute
 from core.order_ops import ARRIVAL_LOOKAHEAD, ARRIVAL_ORDERS_PER_UNIT, arrived_units
-from core.orders import OrderStatus
+from core.orders import OrderLineSpec, OrderSpec, OrderStatus
 from tests.unit.test_orders_stateful import DAY_MS, NETWORK, NOW
 from tests.unit.test_reopt import _ledger, _order
 
@@ -321,3 +321,21 @@ def test_the_inbound_then_received_fills_the_orders_it_dated():
                       NOW + DAY_MS)
     assert outcome.filled == ("o",) and _placed(ledger, "o") == 2
     assert _open_backorders(ledger, "o") == []
+
+
+def test_the_price_a_customer_pays_ranks_the_backorders_as_at_intake():
+    """Two orders wait for one b, alike but for what their customers pay for it: the one
+    paying more is served first, though it came later. That one's backordered line is
+    its second (its first, priced too, shipped at once): only the backordered lines'
+    prices count."""
+    ledger = _ledger({("a", "n0"): 1})
+    execute(ledger, c.AllocateOrders((OrderSpec("cheap", "web", SlaTier.STANDARD, (
+        OrderLineSpec("0", "b", 1, 1_000_000),), postal_code="10001"),)), NOW)
+    execute(ledger, c.AllocateOrders((OrderSpec("dear", "web", SlaTier.STANDARD, (
+        OrderLineSpec("0", "a", 1, 1_000_000), OrderLineSpec("1", "b", 1, 50_000_000)),
+        postal_code="10001"),)), NOW)
+    assert _placed(ledger, "dear") == 1 and list(ledger.orders.orders["dear"].backorders) == [
+        "1"]
+    outcome = execute(ledger, c.ReceiveStock((c.ReceiptLine("b", "n0", 1),)), NOW)
+    assert outcome.filled == ("dear",)
+    assert _placed(ledger, "cheap") == 0 and _placed(ledger, "dear") == 2

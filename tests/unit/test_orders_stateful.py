@@ -17,7 +17,7 @@ from core.errors import DomainError
 from core.exceptions import ALLOWED, ExceptionInfo, ExceptionType, Resolution
 from core.finance import Account, reconcile
 from core.ledger import Ledger, LedgerSettings
-from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
+from core.model import AdjustReason, Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import CarrierService, NetworkSpec, NodeCosts, Region, SlaTier
 from core.operations import execute
 from core.orders import (
@@ -185,6 +185,32 @@ class OrderMachine(RuleBasedStateMachine):
             resolution = data.draw(st.sampled_from(sorted(ALLOWED[kind])))
             self.attempt(c.ResolveException(exception_id, Resolution(resolution),
                                             role="operations"))
+
+    # Units made AVAILABLE by other means than a receipt: each offers them to the
+    # backorders of their SKU in the same command (order_ops.stock_arrived).
+    @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES), units=st.integers(1, 3),
+          channel=st.sampled_from(["web", "mkt"]), release=st.booleans())
+    def reserve_and_maybe_release(self, sku, node, units, channel, release):
+        self.reservations = getattr(self, "reservations", 0) + 1
+        reservation_id = f"cart{self.reservations}"
+        if self.attempt(c.ReserveStock(reservation_id, channel, NOW + DAY_MS,
+                                       (c.StockLine(sku, node, units),))) and release:
+            self.run(c.ReleaseReservation(reservation_id))
+
+    @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES), units=st.integers(1, 3))
+    def quarantine_and_release(self, sku, node, units):
+        if self.attempt(c.MoveStock((c.MoveLine(sku, node, units, Bucket.AVAILABLE,
+                                                Bucket.QUARANTINED),))):
+            self.run(c.MoveStock((c.MoveLine(sku, node, units, Bucket.QUARANTINED,
+                                             Bucket.AVAILABLE),)))
+
+    @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES), units=st.integers(1, 3))
+    def find_units(self, sku, node, units):
+        self.run(c.AdjustStock((c.AdjustLine(sku, node, units, AdjustReason.FOUND),)))
+
+    @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES), counted=st.integers(0, 12))
+    def count(self, sku, node, counted):
+        self.attempt(c.SubmitCycleCount((c.CountLine(sku, node, counted),), actor="counter"))
 
     @rule(sku=st.sampled_from(SKUS), node=st.sampled_from(NODES), units=st.integers(1, 6),
           days=st.integers(1, 4))
