@@ -180,9 +180,11 @@ class FloorTable:
     def __init__(self) -> None:
         self._sources: list[tuple[dict[tuple[int, int], int], np.ndarray]] = []
 
-    def add(self, gathered: _Gathered) -> None:
-        """Floors as this gathering saw them; they take precedence over earlier ones."""
-        self._sources.append((gathered.line_of, gathered.batch.item_floor))
+    def add(self, gathered: _Gathered, cap: np.ndarray | None = None) -> None:
+        """Floors as this gathering saw them, each at most cap[line, node] when `cap` is
+        given; they take precedence over earlier ones."""
+        floor = gathered.batch.item_floor
+        self._sources.append((gathered.line_of, floor if cap is None else np.minimum(floor, cap)))
 
     def __getitem__(self, key: tuple[int, int, int]) -> int:
         channel, sku, node = key

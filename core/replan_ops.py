@@ -142,6 +142,7 @@ def _days(plans: Iterable[Any]) -> set[tuple[int, int]]:
 _Accepted = tuple[OrderRecord, c.Replan, Request, Decision]
 
 
+
 def _fitting(p: Plan, accepted: list[_Accepted], floors: FloorTable,
              misfit: list[str]) -> list[_Accepted]:
     """The accepted plans that fit together, the others' order ids added to `misfit`.
@@ -263,7 +264,13 @@ def apply_reoptimization(p: Plan, cmd: c.ApplyReoptimization) -> ReplanResult:
     if accepted:
         network = ledger.network()
         gathered = _gather(ledger, network, [a[2] for a in accepted], p.now_ms)
-        floors = gathered.floors()
+        # Where AVAILABLE is below a sale floor already (a fence or a safety stock raised
+        # over units orders hold), the floor is what is AVAILABLE now: re-plans may hand
+        # units on between orders there, as the solver's supply counts them (what is
+        # above the highest floor, plus what the orders hold), but never leave less there
+        # than before, so nothing more is sold below the floor.
+        floors = FloorTable()
+        floors.add(gathered, cap=gathered.avail[gathered.batch.item_u])
         for o, (record, _, req, _) in enumerate(accepted):
             was[record.spec.order_id] = cost_today(ledger, network, gathered, o, req,
                                                    _live(p, record))

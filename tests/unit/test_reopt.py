@@ -17,7 +17,7 @@ from core import commands as c
 from core import reopt
 from core.decisions import rate_shop
 from core.ledger import Ledger, LedgerSettings
-from core.model import ChannelSpec, NodeSpec, SkuSpec
+from core.model import Bucket, ChannelSpec, NodeSpec, SkuSpec
 from core.network import SlaTier
 from core.operations import execute
 from core.orders import OptionKind, OrderLineSpec, OrderSpec, PackageStatus
@@ -92,6 +92,49 @@ def test_a_split_forced_by_an_earlier_order_is_taken_back():
     assert stale.detail.applied == () and set(stale.detail.changed_meanwhile) == {
         "first", "second"}
 
+
+
+@pytest.mark.parametrize("policy", ["fence", "safety stock"])
+def test_units_handed_on_between_orders_below_a_floor_raised_since(policy):
+    """As above, but once both orders are allocated a floor is raised at n0 and n1 over
+    the units they hold (a fence for the marketplace, or a safety stock): AVAILABLE there
+    is already below it. The re-plan hands the units on between the two orders, selling
+    nothing more below the floor: it is applied, not dropped as no longer fitting. A plan
+    that would sell below it further is still dropped (the test after this one)."""
+    ledger = _ledger({("a", "n0"): 1, ("b", "n0"): 1, ("a", "n1"): 1}, n1=(40.1, -75.1))
+    execute(ledger, c.AllocateOrders((_order("first", {"a": 1}),)), NOW)
+    execute(ledger, c.AllocateOrders((_order("second", {"a": 1, "b": 1}),)), NOW)
+    for node in ("n0", "n1"):
+        execute(ledger, c.SetRingFence((c.FenceLine("a", node, "mkt", 1),)) if policy == "fence"
+                else c.SetSafetyStock("a", node, 1), NOW)
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    assert len(solution.changed()) == 2
+    outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert outcome.detail.no_longer_fits == ()
+    assert set(outcome.detail.applied) == {"first", "second"}
+    a = ledger.catalog.sku("a")
+    assert [ledger.quantity(a, ledger.catalog.node(n), Bucket.AVAILABLE)
+            for n in ("n0", "n1")] == [0, 0]
+    (second,) = _live(ledger, "second")
+    assert ledger.catalog.nodes[second.plan.node].node_id == "n0"
+
+
+def test_a_plan_that_would_sell_below_a_floor_raised_since_is_dropped():
+    """A backorder the solver places at n1 (2 units of 5 there); before the plan is
+    applied, a safety stock of 4 is set there (the one unit it leaves sellable does not
+    serve the order, which may not split): placing it would leave 3, below the floor and
+    below what was there, so the plan no longer fits and nothing changes."""
+    ledger = _ledger({("b", "n0"): 1})
+    execute(ledger, c.AllocateOrders((_order("o1", {"a": 2})._replace(allow_split=False),)),
+            NOW)
+    _receive_at_disabled_nodes(ledger, (c.ReceiptLine("a", "n1", 5),))
+    solution = reopt.solve(reopt.collect(ledger, NOW), reopt.ReoptOptions(time_limit_s=5))
+    assert len(solution.changed()) == 1
+    execute(ledger, c.SetSafetyStock("a", "n1", 4), NOW)
+    before = ledger.checksum()
+    outcome = execute(ledger, c.ApplyReoptimization(reopt.replans(solution)), NOW)
+    assert outcome.detail.applied == () and outcome.detail.no_longer_fits == ("o1",)
+    assert ledger.checksum() == before
 
 def _live(ledger: Ledger, order_id: str) -> list:
     book = ledger.orders
